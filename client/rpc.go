@@ -1,0 +1,146 @@
+package client
+
+import (
+	"context"
+
+	"google.golang.org/grpc"
+
+	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
+)
+
+// Typed methods: one per unary RPC of the dnsplan.v1 API, each a Do with
+// its failover and retry rules.
+
+// SubmitPlan stores a new plan; the response carries its generation.
+func (c *Client) SubmitPlan(ctx context.Context, req *pb.SubmitPlanRequest) (*pb.SubmitPlanResponse, error) {
+	return Do(ctx, c, func(ctx context.Context, cc grpc.ClientConnInterface) (*pb.SubmitPlanResponse, error) {
+		return pb.NewPlanServiceClient(cc).SubmitPlan(ctx, req)
+	})
+}
+
+// GetPlan returns one stored plan.
+func (c *Client) GetPlan(ctx context.Context, req *pb.GetPlanRequest) (*pb.Plan, error) {
+	return Do(ctx, c, func(ctx context.Context, cc grpc.ClientConnInterface) (*pb.Plan, error) {
+		return pb.NewPlanServiceClient(cc).GetPlan(ctx, req)
+	})
+}
+
+// ListPlans returns every stored plan.
+func (c *Client) ListPlans(ctx context.Context, req *pb.ListPlansRequest) (*pb.ListPlansResponse, error) {
+	return Do(ctx, c, func(ctx context.Context, cc grpc.ClientConnInterface) (*pb.ListPlansResponse, error) {
+		return pb.NewPlanServiceClient(cc).ListPlans(ctx, req)
+	})
+}
+
+// AcquireLease takes a lease, or fails with FailedPrecondition while
+// another holder has it.
+func (c *Client) AcquireLease(ctx context.Context, req *pb.AcquireLeaseRequest) (*pb.Lease, error) {
+	return Do(ctx, c, func(ctx context.Context, cc grpc.ClientConnInterface) (*pb.Lease, error) {
+		return pb.NewLeaseServiceClient(cc).AcquireLease(ctx, req)
+	})
+}
+
+// RenewLease extends a held lease.
+func (c *Client) RenewLease(ctx context.Context, req *pb.RenewLeaseRequest) (*pb.Lease, error) {
+	return Do(ctx, c, func(ctx context.Context, cc grpc.ClientConnInterface) (*pb.Lease, error) {
+		return pb.NewLeaseServiceClient(cc).RenewLease(ctx, req)
+	})
+}
+
+// ReleaseLease gives a held lease up.
+func (c *Client) ReleaseLease(ctx context.Context, req *pb.ReleaseLeaseRequest) (*pb.ReleaseLeaseResponse, error) {
+	return Do(ctx, c, func(ctx context.Context, cc grpc.ClientConnInterface) (*pb.ReleaseLeaseResponse, error) {
+		return pb.NewLeaseServiceClient(cc).ReleaseLease(ctx, req)
+	})
+}
+
+// ListLeases returns every lease, expired ones included.
+func (c *Client) ListLeases(ctx context.Context, req *pb.ListLeasesRequest) (*pb.ListLeasesResponse, error) {
+	return Do(ctx, c, func(ctx context.Context, cc grpc.ClientConnInterface) (*pb.ListLeasesResponse, error) {
+		return pb.NewLeaseServiceClient(cc).ListLeases(ctx, req)
+	})
+}
+
+// ApplyPlan makes endpoints serve a plan's generation under a lease.
+func (c *Client) ApplyPlan(ctx context.Context, req *pb.ApplyPlanRequest) (*pb.ApplyPlanResponse, error) {
+	return Do(ctx, c, func(ctx context.Context, cc grpc.ClientConnInterface) (*pb.ApplyPlanResponse, error) {
+		return pb.NewEnactServiceClient(cc).ApplyPlan(ctx, req)
+	})
+}
+
+// CleanupPlans deletes old plans that no endpoint serves.
+func (c *Client) CleanupPlans(ctx context.Context, req *pb.CleanupPlansRequest) (*pb.CleanupPlansResponse, error) {
+	return Do(ctx, c, func(ctx context.Context, cc grpc.ClientConnInterface) (*pb.CleanupPlansResponse, error) {
+		return pb.NewEnactServiceClient(cc).CleanupPlans(ctx, req)
+	})
+}
+
+// GetApplied returns what one endpoint serves.
+func (c *Client) GetApplied(ctx context.Context, req *pb.GetAppliedRequest) (*pb.AppliedEndpoint, error) {
+	return Do(ctx, c, func(ctx context.Context, cc grpc.ClientConnInterface) (*pb.AppliedEndpoint, error) {
+		return pb.NewEnactServiceClient(cc).GetApplied(ctx, req)
+	})
+}
+
+// ListApplied returns what every endpoint serves.
+func (c *Client) ListApplied(ctx context.Context, req *pb.ListAppliedRequest) (*pb.ListAppliedResponse, error) {
+	return Do(ctx, c, func(ctx context.Context, cc grpc.ClientConnInterface) (*pb.ListAppliedResponse, error) {
+		return pb.NewEnactServiceClient(cc).ListApplied(ctx, req)
+	})
+}
+
+// ListHistory returns the newest audit events.
+func (c *Client) ListHistory(ctx context.Context, req *pb.ListHistoryRequest) (*pb.ListHistoryResponse, error) {
+	return Do(ctx, c, func(ctx context.Context, cc grpc.ClientConnInterface) (*pb.ListHistoryResponse, error) {
+		return pb.NewEnactServiceClient(cc).ListHistory(ctx, req)
+	})
+}
+
+// Status asks any node for its view of the cluster. Which node answers
+// depends on failover; use StatusOf to ask a given one.
+func (c *Client) Status(ctx context.Context) (*pb.StatusResponse, error) {
+	return Do(ctx, c, func(ctx context.Context, cc grpc.ClientConnInterface) (*pb.StatusResponse, error) {
+		return pb.NewClusterServiceClient(cc).Status(ctx, &pb.StatusRequest{})
+	})
+}
+
+// StatusOf asks the node at addr (which need not be one given to New) for
+// its status, once, with the per-call timeout and no failover: the answer
+// must be that node's own view, or an error saying it did not give one.
+func (c *Client) StatusOf(ctx context.Context, addr string) (*pb.StatusResponse, error) {
+	cc, err := c.conn(addr)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.opts.callTimeout)
+	defer cancel()
+	return pb.NewClusterServiceClient(cc).Status(ctx, &pb.StatusRequest{})
+}
+
+// AddVoter adds a node to the cluster as a voter.
+func (c *Client) AddVoter(ctx context.Context, req *pb.AddVoterRequest) (*pb.AddVoterResponse, error) {
+	return Do(ctx, c, func(ctx context.Context, cc grpc.ClientConnInterface) (*pb.AddVoterResponse, error) {
+		return pb.NewClusterServiceClient(cc).AddVoter(ctx, req)
+	})
+}
+
+// RemoveServer removes a node from the cluster.
+func (c *Client) RemoveServer(ctx context.Context, req *pb.RemoveServerRequest) (*pb.RemoveServerResponse, error) {
+	return Do(ctx, c, func(ctx context.Context, cc grpc.ClientConnInterface) (*pb.RemoveServerResponse, error) {
+		return pb.NewClusterServiceClient(cc).RemoveServer(ctx, req)
+	})
+}
+
+// TransferLeadership hands leadership to another voter.
+func (c *Client) TransferLeadership(ctx context.Context, req *pb.TransferLeadershipRequest) (*pb.TransferLeadershipResponse, error) {
+	return Do(ctx, c, func(ctx context.Context, cc grpc.ClientConnInterface) (*pb.TransferLeadershipResponse, error) {
+		return pb.NewClusterServiceClient(cc).TransferLeadership(ctx, req)
+	})
+}
+
+// SetFreeze turns the freeze switch on or off.
+func (c *Client) SetFreeze(ctx context.Context, req *pb.SetFreezeRequest) (*pb.SetFreezeResponse, error) {
+	return Do(ctx, c, func(ctx context.Context, cc grpc.ClientConnInterface) (*pb.SetFreezeResponse, error) {
+		return pb.NewClusterServiceClient(cc).SetFreeze(ctx, req)
+	})
+}

@@ -1,0 +1,75 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/dnsplan/dnsplan/cluster/fsm"
+)
+
+// ErrNotLeader: this node cannot serve the request because it is not the
+// (ready) leader and could not forward it. It becomes UNAVAILABLE.
+var ErrNotLeader = errors.New("not the leader")
+
+// raftError wraps Raft's own errors on the write path as ErrNotLeader: in
+// every case the client should retry, elsewhere or later.
+func raftError(err error) error {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
+		errors.Is(err, raft.ErrLeadershipTransferInProgress), errors.Is(err, raft.ErrRaftShutdown),
+		errors.Is(err, raft.ErrEnqueueTimeout), errors.Is(err, raft.ErrAbortedByRestore):
+		return fmt.Errorf("%w: %v", ErrNotLeader, err)
+	}
+	return err
+}
+
+// toStatus is the one place where errors become gRPC status codes
+// (CONTRACT.md, "Status codes").
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	var code codes.Code
+	switch {
+	case errors.Is(err, fsm.ErrInvalid):
+		code = codes.InvalidArgument
+	case errors.Is(err, fsm.ErrVelocity), errors.Is(err, fsm.ErrLeaseHeld),
+		errors.Is(err, fsm.ErrFenced), errors.Is(err, fsm.ErrFrozen):
+		code = codes.FailedPrecondition
+	case errors.Is(err, fsm.ErrNotFound):
+		code = codes.NotFound
+	case errors.Is(err, ErrNotLeader):
+		code = codes.Unavailable
+	case errors.Is(err, context.DeadlineExceeded):
+		code = codes.DeadlineExceeded
+	case errors.Is(err, context.Canceled):
+		code = codes.Canceled
+	default:
+		code = codes.Internal
+	}
+	return status.Error(code, err.Error())
+}
+
+// unaryErrors applies toStatus to every handler's error and adds the
+// leader hint to UNAVAILABLE answers.
+func (n *Node) unaryErrors(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	resp, err := h(ctx, req)
+	err = toStatus(err)
+	if status.Code(err) == codes.Unavailable {
+		n.leaderHint(ctx)
+	}
+	return resp, err
+}
+
+func streamErrors(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	return toStatus(h(srv, ss))
+}

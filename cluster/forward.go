@@ -1,0 +1,136 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/dnsplan/dnsplan/client"
+	"github.com/dnsplan/dnsplan/cluster/fsm"
+)
+
+// forwardedKey marks a request a follower forwarded, so that the receiver
+// never forwards it again (no loops while leadership moves).
+const forwardedKey = "dnsplan-forwarded-by"
+
+// forward serves a request that needs the leader: locally when this node
+// leads, else by passing it once to the leader's gRPC API. Every write and
+// every linearizable read goes through here.
+func forward[Req, Resp any](ctx context.Context, n *Node, req Req,
+	local func(context.Context, Req) (Resp, error),
+	remote func(context.Context, grpc.ClientConnInterface, Req) (Resp, error),
+) (Resp, error) {
+	if n.IsLeader() {
+		return local(ctx, req)
+	}
+	var zero Resp
+	if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(forwardedKey)) > 0 {
+		return zero, n.notLeader()
+	}
+	_, addr := n.leader()
+	if addr == "" {
+		return zero, n.notLeader()
+	}
+	conn, err := n.conn(addr)
+	if err != nil {
+		return zero, n.notLeader()
+	}
+	out := metadata.AppendToOutgoingContext(ctx, forwardedKey, n.cfg.ID)
+	resp, err := remote(out, conn, req)
+	if err != nil {
+		n.metrics.forwarded.WithLabelValues("error").Inc()
+		return zero, err
+	}
+	n.metrics.forwarded.WithLabelValues("ok").Inc()
+	return resp, nil
+}
+
+// read serves a read: from the local replica when stale is set, else
+// linearizably on the leader (forwarded if need be).
+func read[Req, Resp any](ctx context.Context, n *Node, stale bool, req Req,
+	local func(context.Context, Req) (Resp, error),
+	remote func(context.Context, grpc.ClientConnInterface, Req) (Resp, error),
+) (Resp, error) {
+	if stale {
+		return local(ctx, req)
+	}
+	return forward(ctx, n, req, func(ctx context.Context, req Req) (Resp, error) {
+		if err := n.verifyLeader(); err != nil {
+			var zero Resp
+			return zero, err
+		}
+		return local(ctx, req)
+	}, remote)
+}
+
+// verifyLeader makes a read on the leader linearizable: the leader has
+// applied every entry of earlier terms (its barrier is done) and a quorum
+// still confirms it leads. Every write it acknowledged was applied to its
+// state before the acknowledgement, so its state holds every write
+// acknowledged before the read began.
+func (n *Node) verifyLeader() error {
+	if n.readyTerm.Load() != n.raft.CurrentTerm() {
+		return fmt.Errorf("%w: leader is still catching up", ErrNotLeader)
+	}
+	if err := n.raft.VerifyLeader().Error(); err != nil {
+		return raftError(err)
+	}
+	return nil
+}
+
+// leader returns the current leader's id and gRPC address as far as this
+// node knows; either may be empty.
+func (n *Node) leader() (id, grpcAddr string) {
+	_, lid := n.raft.LeaderWithID()
+	if lid == "" {
+		return "", ""
+	}
+	id = string(lid)
+	if id == n.cfg.ID {
+		return id, n.AdvertiseGRPC()
+	}
+	n.machine.read(func(s *fsm.State) {
+		if m, ok := s.Member(id); ok {
+			grpcAddr = m.GRPCAddr
+		}
+	})
+	return id, grpcAddr
+}
+
+// notLeader is the error for a request this node cannot take to the
+// leader. The interceptor adds the leader hint for clients.
+func (n *Node) notLeader() error {
+	id, addr := n.leader()
+	if id == "" {
+		return fmt.Errorf("%w: no leader known", ErrNotLeader)
+	}
+	if addr == "" {
+		return fmt.Errorf("%w: leader is %s, its address is not known yet", ErrNotLeader, id)
+	}
+	return fmt.Errorf("%w: leader is %s at %s", ErrNotLeader, id, addr)
+}
+
+// leaderHint sets the leader's gRPC address as a trailer on UNAVAILABLE
+// answers, for clients that follow it.
+func (n *Node) leaderHint(ctx context.Context) {
+	if _, addr := n.leader(); addr != "" {
+		_ = grpc.SetTrailer(ctx, metadata.Pairs(client.LeaderTrailer, addr))
+	}
+}
+
+// inConfig returns a server of the Raft configuration by id.
+func (n *Node) inConfig(id string) (raft.Server, bool, error) {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return raft.Server{}, false, raftError(err)
+	}
+	for _, s := range f.Configuration().Servers {
+		if string(s.ID) == id {
+			return s, true, nil
+		}
+	}
+	return raft.Server{}, false, nil
+}

@@ -1,0 +1,165 @@
+package fsm
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	statev1 "github.com/dnsplan/dnsplan/proto/dnsplan/state/v1"
+	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
+)
+
+// t0 is the first stamp every test starts from: the morning of the AWS
+// event. Tests never read a clock; they pass stamps.
+var t0 = time.Date(2025, 10, 20, 6, 48, 0, 0, time.UTC)
+
+// typeOf is the test's own table from payload to command type, so tests
+// can build commands without trusting the package's dispatch table.
+func typeOf(p proto.Message) CommandType {
+	switch p.(type) {
+	case *statev1.SubmitPlan:
+		return CommandSubmitPlan
+	case *pb.AcquireLeaseRequest:
+		return CommandAcquireLease
+	case *pb.RenewLeaseRequest:
+		return CommandRenewLease
+	case *pb.ReleaseLeaseRequest:
+		return CommandReleaseLease
+	case *pb.ApplyPlanRequest:
+		return CommandApplyPlan
+	case *pb.CleanupPlansRequest:
+		return CommandCleanupPlans
+	case *pb.SetFreezeRequest:
+		return CommandSetFreeze
+	case *statev1.SetMember:
+		return CommandSetMember
+	case *statev1.RemoveMember:
+		return CommandRemoveMember
+	}
+	panic(fmt.Sprintf("typeOf: no command type for %T", p))
+}
+
+// harness drives a State the way Raft would: consecutive log indexes, a
+// leader stamp that the test moves by hand.
+type harness struct {
+	tb    testing.TB
+	s     *State
+	index uint64
+	stamp time.Time
+}
+
+func newHarness(tb testing.TB) *harness {
+	return &harness{tb: tb, s: New(), stamp: t0}
+}
+
+func (h *harness) do(p proto.Message) Result {
+	h.index++
+	return h.s.Apply(h.index, Command{Type: typeOf(p), Stamp: h.stamp, Payload: p})
+}
+
+// advance moves the leader's stamp; a negative d models a leader whose
+// clock is behind, which the state machine must ignore.
+func (h *harness) advance(d time.Duration) { h.stamp = h.stamp.Add(d) }
+
+func (h *harness) submit(p *pb.Plan, force bool, maxDrop float64) Result {
+	return h.do(&statev1.SubmitPlan{Plan: p, Force: force, MaxCapacityDrop: maxDrop})
+}
+
+// mustSubmit submits with no velocity limit and fails the test on refusal.
+func (h *harness) mustSubmit(p *pb.Plan) uint64 {
+	h.tb.Helper()
+	r := h.submit(p, false, 1)
+	if r.Err != nil {
+		h.tb.Fatalf("submit: %v", r.Err)
+	}
+	return r.Generation
+}
+
+func (h *harness) acquire(name, holder string, ttl time.Duration) Result {
+	return h.do(&pb.AcquireLeaseRequest{Name: name, Holder: holder, Ttl: durationpb.New(ttl)})
+}
+
+func (h *harness) mustAcquire(name, holder string, ttl time.Duration) *pb.Lease {
+	h.tb.Helper()
+	r := h.acquire(name, holder, ttl)
+	if r.Err != nil {
+		h.tb.Fatalf("acquire %s by %s: %v", name, holder, r.Err)
+	}
+	return r.Lease
+}
+
+func (h *harness) renew(name, holder string, token uint64) Result {
+	return h.do(&pb.RenewLeaseRequest{Name: name, Holder: holder, Token: token})
+}
+
+func (h *harness) release(name, holder string, token uint64) Result {
+	return h.do(&pb.ReleaseLeaseRequest{Name: name, Holder: holder, Token: token})
+}
+
+func (h *harness) apply(gen uint64, lease string, token uint64, enactor string, endpoints ...string) Result {
+	return h.do(&pb.ApplyPlanRequest{Generation: gen, Endpoints: endpoints, LeaseName: lease, LeaseToken: token, EnactorId: enactor})
+}
+
+// mustApply applies and fails the test unless every endpoint was applied.
+func (h *harness) mustApply(gen uint64, lease string, token uint64, enactor string, endpoints ...string) {
+	h.tb.Helper()
+	r := h.apply(gen, lease, token, enactor, endpoints...)
+	if r.Err != nil {
+		h.tb.Fatalf("apply %d: %v", gen, r.Err)
+	}
+	for _, e := range r.Endpoints {
+		if e.Outcome != pb.Outcome_OUTCOME_APPLIED {
+			h.tb.Fatalf("apply %d: endpoint %s: %v", gen, e.Endpoint, e.Outcome)
+		}
+	}
+}
+
+func (h *harness) cleanup(keep uint32) Result {
+	return h.do(&pb.CleanupPlansRequest{KeepLast: keep})
+}
+
+func (h *harness) freeze(on bool, reason string) Result {
+	return h.do(&pb.SetFreezeRequest{Frozen: on, Reason: reason})
+}
+
+// marshal fails the test if the state cannot be encoded.
+func marshal(tb testing.TB, s *State) []byte {
+	tb.Helper()
+	b, err := s.Marshal()
+	if err != nil {
+		tb.Fatalf("marshal: %v", err)
+	}
+	return b
+}
+
+func target(id, addr string, w uint32) *pb.Target {
+	return &pb.Target{Id: id, Address: addr, Weight: w}
+}
+
+func endpoint(name string, targets ...*pb.Target) *pb.EndpointPlan {
+	return &pb.EndpointPlan{Name: name, Ttl: 30, Targets: targets}
+}
+
+// weighted is an endpoint with one IPv4 target per weight.
+func weighted(name string, weights ...uint32) *pb.EndpointPlan {
+	ep := &pb.EndpointPlan{Name: name, Ttl: 30}
+	for i, w := range weights {
+		ep.Targets = append(ep.Targets, target(fmt.Sprintf("lb-%d", i), fmt.Sprintf("192.0.2.%d", 10+i), w))
+	}
+	return ep
+}
+
+func plan(eps ...*pb.EndpointPlan) *pb.Plan {
+	return &pb.Plan{PlannerId: "planner-1", Endpoints: eps}
+}
+
+// validPlan is a small plan every rule accepts.
+func validPlan() *pb.Plan {
+	return plan(
+		endpoint("api.dnsplan.test.", target("lb-a", "192.0.2.10", 100), target("lb-b", "192.0.2.11", 0)),
+		endpoint("v6.dnsplan.test.", target("lb-c", "2001:db8::1", 10)),
+	)
+}

@@ -1,0 +1,386 @@
+package fsm
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	statev1 "github.com/dnsplan/dnsplan/proto/dnsplan/state/v1"
+	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
+)
+
+// HistoryLimit bounds the audit history: older events are dropped.
+const HistoryLimit = 1000
+
+// State is the whole replicated state. The zero value is not usable; use
+// New or Restore. State is not safe for concurrent use: the cluster wraps
+// it in a lock.
+type State struct {
+	plans   map[uint64]*pb.Plan
+	applied map[string]*pb.AppliedEndpoint
+	leases  map[string]*statev1.StoredLease
+	planned map[string]*statev1.PlannedTotal
+	members map[string]*statev1.SetMember
+	// history holds the newest events last; it is trimmed to HistoryLimit
+	// in batches so appending stays cheap.
+	history        []*pb.HistoryEvent
+	nextGeneration uint64
+	now            time.Time
+	frozen         bool
+	freezeReason   string
+	lastIndex      uint64
+}
+
+// New returns an empty state whose first plan gets generation 1.
+func New() *State {
+	return &State{
+		plans:          map[uint64]*pb.Plan{},
+		applied:        map[string]*pb.AppliedEndpoint{},
+		leases:         map[string]*statev1.StoredLease{},
+		planned:        map[string]*statev1.PlannedTotal{},
+		members:        map[string]*statev1.SetMember{},
+		nextGeneration: 1,
+		// Time starts at the epoch, not at Go's zero time, so that every
+		// value it can take survives a snapshot as Unix nanoseconds.
+		now: time.Unix(0, 0).UTC(),
+	}
+}
+
+// Result is what Apply returns for one command. Err is a business
+// rejection wrapping one of the package's sentinel errors; when it is set,
+// the command changed nothing but the audit history.
+type Result struct {
+	Err        error
+	Generation uint64               // SubmitPlan: the generation assigned
+	Lease      *pb.Lease            // AcquireLease, RenewLease
+	Endpoints  []*pb.EndpointResult // ApplyPlan: one per endpoint
+	Deleted    []uint64             // CleanupPlans: generations deleted
+	Frozen     bool                 // SetFreeze: the switch afterwards
+}
+
+// Apply executes one command committed at log index. It is deterministic:
+// the same state, index and command give the same result and new state on
+// every replica. Time in the state machine is max(previous time, stamp), so
+// it never runs backwards even if leaders' clocks disagree.
+func (s *State) Apply(index uint64, c Command) Result {
+	if index > s.lastIndex {
+		s.lastIndex = index
+	}
+	if c.Stamp.After(s.now) {
+		s.now = c.Stamp.UTC()
+	}
+	switch p := c.Payload.(type) {
+	case *statev1.SubmitPlan:
+		return s.submitPlan(index, p)
+	case *pb.AcquireLeaseRequest:
+		return s.acquireLease(index, p)
+	case *pb.RenewLeaseRequest:
+		return s.renewLease(index, p)
+	case *pb.ReleaseLeaseRequest:
+		return s.releaseLease(index, p)
+	case *pb.ApplyPlanRequest:
+		return s.applyPlan(index, p)
+	case *pb.CleanupPlansRequest:
+		return s.cleanupPlans(index, p)
+	case *pb.SetFreezeRequest:
+		return s.setFreeze(index, p)
+	case *statev1.SetMember:
+		s.members[p.GetId()] = p
+		return Result{}
+	case *statev1.RemoveMember:
+		delete(s.members, p.GetId())
+		return Result{}
+	}
+	// Replicas must not diverge: a command that decoded but has no rule is
+	// a programming error, not a rejection.
+	panic(fmt.Sprintf("fsm: no rule for command %s (%T)", c.Type, c.Payload))
+}
+
+func (s *State) submitPlan(index uint64, c *statev1.SubmitPlan) Result {
+	plan := c.GetPlan()
+	ev := s.event(index, "submit", plan.GetPlannerId())
+	if err := ValidatePlan(plan); err != nil {
+		return s.reject(ev, err)
+	}
+	plan = proto.Clone(plan).(*pb.Plan)
+	totals := make(map[string]uint64, len(plan.Endpoints))
+	for _, ep := range plan.Endpoints {
+		ep.Name = CanonicalName(ep.Name)
+		var total uint64
+		for _, t := range ep.Targets {
+			total += uint64(t.Weight)
+		}
+		totals[ep.Name] = total
+		prev := s.planned[ep.Name]
+		if c.GetForce() || prev == nil || prev.TotalWeight == 0 || total >= prev.TotalWeight {
+			continue
+		}
+		drop := float64(prev.TotalWeight-total) / float64(prev.TotalWeight)
+		// Written so that a limit that is not a number refuses every drop.
+		if !(drop <= c.GetMaxCapacityDrop()) {
+			ev.Endpoint = ep.Name
+			return s.reject(ev, fmt.Errorf("%w: endpoint %q drops %.0f%% of its weight (%d -> %d) against generation %d, limit %.0f%%; resubmit with force to override",
+				ErrVelocity, ep.Name, drop*100, prev.TotalWeight, total, prev.Generation, c.GetMaxCapacityDrop()*100))
+		}
+	}
+	gen := s.nextGeneration
+	plan.Generation = gen
+	if plan.CreatedAt == nil {
+		plan.CreatedAt = timestamppb.New(s.now)
+	}
+	s.nextGeneration++
+	s.plans[gen] = plan
+	for name, total := range totals {
+		s.planned[name] = &statev1.PlannedTotal{Endpoint: name, Generation: gen, TotalWeight: total}
+	}
+	ev.Generation = gen
+	ev.Outcome = "accepted"
+	if c.GetForce() {
+		ev.Reason = "forced"
+	}
+	s.record(ev)
+	return Result{Generation: gen}
+}
+
+func (s *State) acquireLease(index uint64, r *pb.AcquireLeaseRequest) Result {
+	ev := s.event(index, "acquire", r.GetHolder())
+	ev.LeaseName = r.GetName()
+	ttl := r.GetTtl().AsDuration()
+	if err := ValidateLeaseRequest(r.GetName(), r.GetHolder(), ttl); err != nil {
+		return s.reject(ev, err)
+	}
+	if cur := s.leases[r.GetName()]; cur != nil && s.live(cur) && cur.Lease.Holder != r.GetHolder() {
+		ev.Token = cur.Lease.Token
+		return s.reject(ev, fmt.Errorf("%w: %q holds lease %q until %s",
+			ErrLeaseHeld, cur.Lease.Holder, r.GetName(), cur.Lease.ExpiresAt.AsTime().Format(time.RFC3339Nano)))
+	}
+	// The token is the log index of this command: strictly greater than
+	// every token granted before, for any lease, in any term.
+	l := &statev1.StoredLease{
+		Lease: &pb.Lease{
+			Name:      r.GetName(),
+			Holder:    r.GetHolder(),
+			Token:     index,
+			ExpiresAt: timestamppb.New(s.now.Add(ttl)),
+			Ttl:       durationpb.New(ttl),
+		},
+		TtlNanos: int64(ttl),
+	}
+	s.leases[r.GetName()] = l
+	ev.Token = index
+	ev.Outcome = "accepted"
+	s.record(ev)
+	return Result{Lease: l.Lease}
+}
+
+// live reports whether a lease is unexpired at the state machine's time.
+func (s *State) live(l *statev1.StoredLease) bool {
+	return s.now.Before(l.Lease.ExpiresAt.AsTime())
+}
+
+// checkLease is the fencing rule: the token must be the current one of an
+// unexpired lease held by holder.
+func (s *State) checkLease(name, holder string, token uint64) (*statev1.StoredLease, error) {
+	cur := s.leases[name]
+	switch {
+	case cur == nil:
+		return nil, fmt.Errorf("%w: lease %q is not held", ErrFenced, name)
+	case cur.Lease.Token != token:
+		return nil, fmt.Errorf("%w: token %d of lease %q is superseded by %d", ErrFenced, token, name, cur.Lease.Token)
+	case cur.Lease.Holder != holder:
+		return nil, fmt.Errorf("%w: lease %q is held by %q, not %q", ErrFenced, name, cur.Lease.Holder, holder)
+	case !s.live(cur):
+		return nil, fmt.Errorf("%w: lease %q expired at %s", ErrFenced, name, cur.Lease.ExpiresAt.AsTime().Format(time.RFC3339Nano))
+	}
+	return cur, nil
+}
+
+func (s *State) renewLease(index uint64, r *pb.RenewLeaseRequest) Result {
+	cur, err := s.checkLease(r.GetName(), r.GetHolder(), r.GetToken())
+	if err != nil {
+		// Successful renewals are routine and not recorded; refusals are.
+		ev := s.event(index, "renew", r.GetHolder())
+		ev.LeaseName, ev.Token = r.GetName(), r.GetToken()
+		return s.reject(ev, err)
+	}
+	ttl := time.Duration(cur.TtlNanos)
+	l := &statev1.StoredLease{
+		Lease: &pb.Lease{
+			Name:      cur.Lease.Name,
+			Holder:    cur.Lease.Holder,
+			Token:     cur.Lease.Token,
+			ExpiresAt: timestamppb.New(s.now.Add(ttl)),
+			Ttl:       cur.Lease.Ttl,
+		},
+		TtlNanos: cur.TtlNanos,
+	}
+	s.leases[r.GetName()] = l
+	return Result{Lease: l.Lease}
+}
+
+func (s *State) releaseLease(index uint64, r *pb.ReleaseLeaseRequest) Result {
+	ev := s.event(index, "release", r.GetHolder())
+	ev.LeaseName, ev.Token = r.GetName(), r.GetToken()
+	cur := s.leases[r.GetName()]
+	if cur == nil {
+		// Already released: releasing is idempotent.
+		ev.Outcome = "accepted"
+		s.record(ev)
+		return Result{}
+	}
+	if cur.Lease.Token != r.GetToken() || cur.Lease.Holder != r.GetHolder() {
+		return s.reject(ev, fmt.Errorf("%w: lease %q is held by %q with token %d", ErrFenced, r.GetName(), cur.Lease.Holder, cur.Lease.Token))
+	}
+	delete(s.leases, r.GetName())
+	ev.Outcome = "accepted"
+	s.record(ev)
+	return Result{}
+}
+
+func (s *State) applyPlan(index uint64, r *pb.ApplyPlanRequest) Result {
+	ev := s.event(index, "apply", r.GetEnactorId())
+	ev.Generation, ev.LeaseName, ev.Token = r.GetGeneration(), r.GetLeaseName(), r.GetLeaseToken()
+	if err := ValidateApplyRequest(r); err != nil {
+		return s.reject(ev, err)
+	}
+	if s.frozen {
+		return s.reject(ev, fmt.Errorf("%w: applies are frozen: %s", ErrFrozen, s.freezeReason))
+	}
+	if _, err := s.checkLease(r.GetLeaseName(), r.GetEnactorId(), r.GetLeaseToken()); err != nil {
+		return s.reject(ev, err)
+	}
+	plan := s.plans[r.GetGeneration()]
+	if plan == nil {
+		return s.reject(ev, fmt.Errorf("%w: generation %d is unknown or deleted", ErrNotFound, r.GetGeneration()))
+	}
+	var eps []*pb.EndpointPlan
+	if len(r.GetEndpoints()) == 0 {
+		eps = plan.Endpoints
+	} else {
+		eps = make([]*pb.EndpointPlan, 0, len(r.GetEndpoints()))
+		for _, name := range r.GetEndpoints() {
+			ep := findEndpoint(plan, CanonicalName(name))
+			if ep == nil {
+				ev.Endpoint = name
+				return s.reject(ev, fmt.Errorf("%w: endpoint %q is not in generation %d", ErrNotFound, name, r.GetGeneration()))
+			}
+			eps = append(eps, ep)
+		}
+	}
+	// The generation check and the write are one step: nothing can run
+	// between them, so an old plan can never overwrite a newer one.
+	results := make([]*pb.EndpointResult, 0, len(eps))
+	for _, ep := range eps {
+		res := &pb.EndpointResult{Endpoint: ep.Name}
+		epEv := proto.Clone(ev).(*pb.HistoryEvent)
+		epEv.Endpoint = ep.Name
+		if cur := s.applied[ep.Name]; cur != nil && cur.Generation >= plan.Generation {
+			res.Outcome = pb.Outcome_OUTCOME_STALE
+			res.AppliedGeneration = cur.Generation
+			epEv.Outcome = "stale"
+			epEv.Reason = fmt.Sprintf("endpoint serves generation %d", cur.Generation)
+		} else {
+			s.applied[ep.Name] = materialize(ep, plan.Generation, r, index, s.now)
+			res.Outcome = pb.Outcome_OUTCOME_APPLIED
+			res.AppliedGeneration = plan.Generation
+			epEv.Outcome = "applied"
+		}
+		s.record(epEv)
+		results = append(results, res)
+	}
+	return Result{Endpoints: results}
+}
+
+// materialize copies an endpoint's records out of its plan, so that what is
+// served never depends on the plan still existing.
+func materialize(ep *pb.EndpointPlan, gen uint64, r *pb.ApplyPlanRequest, index uint64, now time.Time) *pb.AppliedEndpoint {
+	targets := make([]*pb.Target, len(ep.Targets))
+	for i, t := range ep.Targets {
+		targets[i] = &pb.Target{Id: t.Id, Address: t.Address, Weight: t.Weight}
+	}
+	return &pb.AppliedEndpoint{
+		Endpoint:   ep.Name,
+		Generation: gen,
+		Ttl:        ep.Ttl,
+		Targets:    targets,
+		EnactorId:  r.GetEnactorId(),
+		LeaseToken: r.GetLeaseToken(),
+		AppliedAt:  timestamppb.New(now),
+		Revision:   index,
+	}
+}
+
+func findEndpoint(p *pb.Plan, name string) *pb.EndpointPlan {
+	for _, ep := range p.Endpoints {
+		if ep.Name == name {
+			return ep
+		}
+	}
+	return nil
+}
+
+func (s *State) cleanupPlans(index uint64, r *pb.CleanupPlansRequest) Result {
+	ev := s.event(index, "cleanup", "")
+	if r.GetKeepLast() < 1 {
+		return s.reject(ev, fmt.Errorf("%w: keep_last must be at least 1", ErrInvalid))
+	}
+	if s.frozen {
+		return s.reject(ev, fmt.Errorf("%w: clean-up is frozen: %s", ErrFrozen, s.freezeReason))
+	}
+	live := make(map[uint64]bool, len(s.applied))
+	for _, a := range s.applied {
+		live[a.Generation] = true
+	}
+	gens := slices.Sorted(maps.Keys(s.plans))
+	keepFrom := len(gens) - int(min(r.GetKeepLast(), uint32(len(gens))))
+	var deleted []uint64
+	for _, g := range gens[:keepFrom] {
+		if live[g] {
+			continue
+		}
+		delete(s.plans, g)
+		deleted = append(deleted, g)
+	}
+	ev.Outcome = "deleted"
+	ev.Reason = fmt.Sprintf("deleted %d plans, kept newest %d and every applied one", len(deleted), r.GetKeepLast())
+	s.record(ev)
+	return Result{Deleted: deleted}
+}
+
+func (s *State) setFreeze(index uint64, r *pb.SetFreezeRequest) Result {
+	ev := s.event(index, "freeze", "operator")
+	s.frozen = r.GetFrozen()
+	s.freezeReason = r.GetReason()
+	if s.frozen {
+		ev.Outcome = "frozen"
+	} else {
+		ev.Outcome = "unfrozen"
+		s.freezeReason = ""
+	}
+	ev.Reason = r.GetReason()
+	s.record(ev)
+	return Result{Frozen: s.frozen}
+}
+
+func (s *State) event(index uint64, kind, actor string) *pb.HistoryEvent {
+	return &pb.HistoryEvent{Index: index, Time: timestamppb.New(s.now), Kind: kind, Actor: actor}
+}
+
+func (s *State) reject(ev *pb.HistoryEvent, err error) Result {
+	ev.Outcome = "rejected"
+	ev.Reason = err.Error()
+	s.record(ev)
+	return Result{Err: err}
+}
+
+func (s *State) record(ev *pb.HistoryEvent) {
+	s.history = append(s.history, ev)
+	if len(s.history) >= 2*HistoryLimit {
+		s.history = slices.Clone(s.history[len(s.history)-HistoryLimit:])
+	}
+}

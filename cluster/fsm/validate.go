@@ -1,0 +1,193 @@
+package fsm
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
+)
+
+// Limits on what a plan and a lease may hold. They keep one Raft entry, one
+// DNS answer and one snapshot bounded.
+const (
+	MaxPlanBytes          = 4 << 20 // encoded size of one plan's planner id and endpoints
+	MaxTargetsPerEndpoint = 1000
+	MaxTTL                = 86400
+	MaxIDLength           = 128 // target ids, planner, enactor, lease names and holders
+	MinLeaseTTL           = 50 * time.Millisecond
+	MaxLeaseTTL           = time.Hour
+)
+
+// ValidatePlan checks a submitted plan: at least one endpoint; each a unique
+// fully qualified name with a TTL in 1..MaxTTL and 1..MaxTargetsPerEndpoint
+// targets of unique ids and valid IPv4 or IPv6 addresses, at least one of
+// weight > 0; and the encoded plan within MaxPlanBytes. Names are compared
+// case-insensitively. The error wraps ErrInvalid and says what is wrong.
+func ValidatePlan(p *pb.Plan) error {
+	if p == nil {
+		return fmt.Errorf("%w: no plan", ErrInvalid)
+	}
+	// The limit counts what the submitter controls, not the generation and
+	// time the cluster adds, so a stored plan validates like its submission.
+	content := &pb.Plan{PlannerId: p.GetPlannerId(), Endpoints: p.GetEndpoints()}
+	if n := proto.Size(content); n > MaxPlanBytes {
+		return fmt.Errorf("%w: plan is %d bytes, limit is %d", ErrInvalid, n, MaxPlanBytes)
+	}
+	if len(p.GetPlannerId()) > MaxIDLength {
+		return fmt.Errorf("%w: planner_id longer than %d", ErrInvalid, MaxIDLength)
+	}
+	if len(p.GetEndpoints()) == 0 {
+		return fmt.Errorf("%w: plan has no endpoints", ErrInvalid)
+	}
+	seen := make(map[string]bool, len(p.GetEndpoints()))
+	for i, ep := range p.GetEndpoints() {
+		if ep == nil {
+			return fmt.Errorf("%w: endpoint %d is empty", ErrInvalid, i)
+		}
+		if err := ValidateName(ep.GetName()); err != nil {
+			return fmt.Errorf("%w: endpoint %d: %v", ErrInvalid, i, err)
+		}
+		name := CanonicalName(ep.GetName())
+		if seen[name] {
+			return fmt.Errorf("%w: endpoint %q appears twice", ErrInvalid, name)
+		}
+		seen[name] = true
+		if err := validateEndpoint(ep); err != nil {
+			return fmt.Errorf("%w: endpoint %q: %v", ErrInvalid, name, err)
+		}
+	}
+	return nil
+}
+
+func validateEndpoint(ep *pb.EndpointPlan) error {
+	if ep.GetTtl() < 1 || ep.GetTtl() > MaxTTL {
+		return fmt.Errorf("ttl %d outside 1..%d", ep.GetTtl(), MaxTTL)
+	}
+	ts := ep.GetTargets()
+	if len(ts) == 0 {
+		return fmt.Errorf("no targets")
+	}
+	if len(ts) > MaxTargetsPerEndpoint {
+		return fmt.Errorf("%d targets, limit is %d", len(ts), MaxTargetsPerEndpoint)
+	}
+	ids := make(map[string]bool, len(ts))
+	var total uint64
+	for i, t := range ts {
+		if t == nil {
+			return fmt.Errorf("target %d is empty", i)
+		}
+		if t.GetId() == "" || len(t.GetId()) > MaxIDLength {
+			return fmt.Errorf("target %d: id must be 1..%d bytes", i, MaxIDLength)
+		}
+		if ids[t.GetId()] {
+			return fmt.Errorf("target id %q appears twice", t.GetId())
+		}
+		ids[t.GetId()] = true
+		if _, err := ParseAddress(t.GetAddress()); err != nil {
+			return fmt.Errorf("target %q: %v", t.GetId(), err)
+		}
+		total += uint64(t.GetWeight())
+	}
+	if total == 0 {
+		return fmt.Errorf("every target has weight 0")
+	}
+	return nil
+}
+
+// ParseAddress parses a target address: a plain IPv4 address (an A record)
+// or IPv6 address (AAAA). Zones, IPv4-mapped IPv6 and the unspecified
+// address are refused, since none of them can be served.
+func ParseAddress(s string) (netip.Addr, error) {
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("address %q is not an IP address", s)
+	}
+	switch {
+	case a.Zone() != "":
+		return netip.Addr{}, fmt.Errorf("address %q has a zone", s)
+	case a.Is4In6():
+		return netip.Addr{}, fmt.Errorf("address %q is IPv4-mapped IPv6; write the IPv4 address", s)
+	case a.IsUnspecified():
+		return netip.Addr{}, fmt.Errorf("address %q is unspecified", s)
+	}
+	return a, nil
+}
+
+// ValidateName checks that s is a fully qualified DNS name: ending in a
+// dot, at most 253 characters without it, labels of 1..63 letters, digits,
+// hyphens or underscores, not starting or ending with a hyphen.
+func ValidateName(s string) error {
+	if !strings.HasSuffix(s, ".") || s == "." {
+		return fmt.Errorf("name %q is not fully qualified (must end in a dot)", s)
+	}
+	body := s[:len(s)-1]
+	if len(body) > 253 {
+		return fmt.Errorf("name %q longer than 253 characters", s)
+	}
+	for _, label := range strings.Split(body, ".") {
+		if len(label) == 0 || len(label) > 63 {
+			return fmt.Errorf("name %q has a label of %d characters (1..63)", s, len(label))
+		}
+		if label[0] == '-' || label[len(label)-1] == '-' {
+			return fmt.Errorf("name %q has a label starting or ending with a hyphen", s)
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			ok := c == '-' || c == '_' || ('0' <= c && c <= '9') || ('a' <= c && c <= 'z') || ('A' <= c && c <= 'Z')
+			if !ok {
+				return fmt.Errorf("name %q has character %q", s, c)
+			}
+		}
+	}
+	return nil
+}
+
+// CanonicalName is the form names are stored and compared in: lower case.
+func CanonicalName(s string) string { return strings.ToLower(s) }
+
+// ValidateLeaseRequest checks the name, holder and TTL of an acquire.
+func ValidateLeaseRequest(name, holder string, ttl time.Duration) error {
+	if err := validateID("lease name", name); err != nil {
+		return err
+	}
+	if err := validateID("holder", holder); err != nil {
+		return err
+	}
+	if ttl < MinLeaseTTL || ttl > MaxLeaseTTL {
+		return fmt.Errorf("%w: lease ttl %s outside %s..%s", ErrInvalid, ttl, MinLeaseTTL, MaxLeaseTTL)
+	}
+	return nil
+}
+
+// ValidateApplyRequest checks the shape of an apply, not its permission.
+func ValidateApplyRequest(r *pb.ApplyPlanRequest) error {
+	if r.GetGeneration() == 0 {
+		return fmt.Errorf("%w: generation is required", ErrInvalid)
+	}
+	if err := validateID("lease name", r.GetLeaseName()); err != nil {
+		return err
+	}
+	if err := validateID("enactor id", r.GetEnactorId()); err != nil {
+		return err
+	}
+	if r.GetLeaseToken() == 0 {
+		return fmt.Errorf("%w: lease token is required", ErrInvalid)
+	}
+	for _, e := range r.GetEndpoints() {
+		if err := ValidateName(e); err != nil {
+			return fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
+	}
+	return nil
+}
+
+func validateID(what, s string) error {
+	if s == "" || len(s) > MaxIDLength {
+		return fmt.Errorf("%w: %s must be 1..%d bytes", ErrInvalid, what, MaxIDLength)
+	}
+	return nil
+}

@@ -1,0 +1,193 @@
+package fsm
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	statev1 "github.com/dnsplan/dnsplan/proto/dnsplan/state/v1"
+	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
+)
+
+// Read accessors. They return stored values, which are immutable: callers
+// must not modify them.
+
+// Plan returns a stored plan, or nil.
+func (s *State) Plan(gen uint64) *pb.Plan { return s.plans[gen] }
+
+// Plans returns every stored plan in generation order.
+func (s *State) Plans() []*pb.Plan {
+	out := make([]*pb.Plan, 0, len(s.plans))
+	for _, g := range slices.Sorted(maps.Keys(s.plans)) {
+		out = append(out, s.plans[g])
+	}
+	return out
+}
+
+// PlansFrom returns the stored plans with generation >= from, in order.
+func (s *State) PlansFrom(from uint64) []*pb.Plan {
+	var out []*pb.Plan
+	for _, g := range slices.Sorted(maps.Keys(s.plans)) {
+		if g >= from {
+			out = append(out, s.plans[g])
+		}
+	}
+	return out
+}
+
+// Applied returns an endpoint's applied records, or nil.
+func (s *State) Applied(endpoint string) *pb.AppliedEndpoint {
+	return s.applied[CanonicalName(endpoint)]
+}
+
+// AppliedAll returns every applied endpoint, sorted by name.
+func (s *State) AppliedAll() []*pb.AppliedEndpoint {
+	out := make([]*pb.AppliedEndpoint, 0, len(s.applied))
+	for _, n := range slices.Sorted(maps.Keys(s.applied)) {
+		out = append(out, s.applied[n])
+	}
+	return out
+}
+
+// Leases returns every lease, expired ones included, sorted by name.
+func (s *State) Leases() []*pb.Lease {
+	out := make([]*pb.Lease, 0, len(s.leases))
+	for _, n := range slices.Sorted(maps.Keys(s.leases)) {
+		out = append(out, s.leases[n].Lease)
+	}
+	return out
+}
+
+// History returns up to limit newest events (all kept when limit is 0),
+// oldest first.
+func (s *State) History(limit int) []*pb.HistoryEvent {
+	h := s.history
+	if len(h) > HistoryLimit {
+		h = h[len(h)-HistoryLimit:]
+	}
+	if limit > 0 && len(h) > limit {
+		h = h[len(h)-limit:]
+	}
+	return slices.Clone(h)
+}
+
+// Member is a cluster member's addresses as recorded in the state.
+type Member struct {
+	ID, RaftAddr, GRPCAddr string
+}
+
+// Members returns the recorded members, sorted by id.
+func (s *State) Members() []Member {
+	out := make([]Member, 0, len(s.members))
+	for _, id := range slices.Sorted(maps.Keys(s.members)) {
+		m := s.members[id]
+		out = append(out, Member{ID: m.Id, RaftAddr: m.RaftAddr, GRPCAddr: m.GrpcAddr})
+	}
+	return out
+}
+
+// Member returns one member's recorded addresses.
+func (s *State) Member(id string) (Member, bool) {
+	m, ok := s.members[id]
+	if !ok {
+		return Member{}, false
+	}
+	return Member{ID: m.Id, RaftAddr: m.RaftAddr, GRPCAddr: m.GrpcAddr}, true
+}
+
+// Frozen reports the freeze switch and its reason.
+func (s *State) Frozen() (bool, string) { return s.frozen, s.freezeReason }
+
+// NextGeneration is the generation the next accepted plan gets.
+func (s *State) NextGeneration() uint64 { return s.nextGeneration }
+
+// Now is the state machine's time: the largest stamp applied so far.
+func (s *State) Now() time.Time { return s.now }
+
+// LastIndex is the log index of the last command applied.
+func (s *State) LastIndex() uint64 { return s.lastIndex }
+
+// NumPlans and NumApplied count stored plans and applied endpoints.
+func (s *State) NumPlans() int   { return len(s.plans) }
+func (s *State) NumApplied() int { return len(s.applied) }
+
+// Clone returns an independent copy sharing only immutable values. It is
+// O(number of entries) in pointer copies, cheap enough to take under the
+// lock that guards Apply.
+func (s *State) Clone() *State {
+	c := *s
+	c.plans = maps.Clone(s.plans)
+	c.applied = maps.Clone(s.applied)
+	c.leases = maps.Clone(s.leases)
+	c.planned = maps.Clone(s.planned)
+	c.members = maps.Clone(s.members)
+	c.history = s.History(0)
+	return &c
+}
+
+// Marshal encodes the state as a statev1.Snapshot, deterministically: the
+// same state always gives the same bytes.
+func (s *State) Marshal() ([]byte, error) {
+	snap := &statev1.Snapshot{
+		Plans:          s.Plans(),
+		Applied:        s.AppliedAll(),
+		History:        s.History(0),
+		NextGeneration: s.nextGeneration,
+		NowUnixNanos:   s.now.UnixNano(),
+		Frozen:         s.frozen,
+		FreezeReason:   s.freezeReason,
+		LastIndex:      s.lastIndex,
+	}
+	for _, n := range slices.Sorted(maps.Keys(s.leases)) {
+		snap.Leases = append(snap.Leases, s.leases[n])
+	}
+	for _, n := range slices.Sorted(maps.Keys(s.planned)) {
+		snap.Planned = append(snap.Planned, s.planned[n])
+	}
+	for _, n := range slices.Sorted(maps.Keys(s.members)) {
+		snap.Members = append(snap.Members, s.members[n])
+	}
+	return proto.MarshalOptions{Deterministic: true}.Marshal(snap)
+}
+
+// Restore builds a fresh state from Marshal's bytes.
+func Restore(b []byte) (*State, error) {
+	var snap statev1.Snapshot
+	if err := proto.Unmarshal(b, &snap); err != nil {
+		return nil, fmt.Errorf("fsm: decoding snapshot: %w", err)
+	}
+	s := New()
+	for _, p := range snap.Plans {
+		s.plans[p.Generation] = p
+	}
+	for _, a := range snap.Applied {
+		s.applied[a.Endpoint] = a
+	}
+	for _, l := range snap.Leases {
+		s.leases[l.Lease.GetName()] = l
+	}
+	for _, p := range snap.Planned {
+		s.planned[p.Endpoint] = p
+	}
+	for _, m := range snap.Members {
+		s.members[m.Id] = m
+	}
+	s.history = snap.History
+	s.nextGeneration = max(snap.NextGeneration, 1)
+	s.now = time.Unix(0, snap.NowUnixNanos).UTC()
+	s.frozen, s.freezeReason = snap.Frozen, snap.FreezeReason
+	s.lastIndex = snap.LastIndex
+	return s, nil
+}
+
+// String summarizes the state for logs and test failures.
+func (s *State) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "next=%d plans=%d applied=%d leases=%d frozen=%v index=%d",
+		s.nextGeneration, len(s.plans), len(s.applied), len(s.leases), s.frozen, s.lastIndex)
+	return b.String()
+}

@@ -1,0 +1,46 @@
+package cluster
+
+import (
+	"context"
+	"time"
+
+	"github.com/dnsplan/dnsplan/client"
+	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
+)
+
+// joinLoop asks the member at Config.Join (which forwards to the leader) to
+// add this node as a voter, until that succeeds or the node closes. Once
+// added, the leader replicates the log or a snapshot to it.
+func (n *Node) joinLoop() {
+	c, err := client.New([]string{n.cfg.Join}, client.WithLogger(n.log))
+	if err != nil {
+		n.log.Error("join: bad address", "join", n.cfg.Join, "err", err)
+		return
+	}
+	defer c.Close()
+	req := &pb.AddVoterRequest{Id: n.cfg.ID, RaftAddr: n.cfg.AdvertiseRaft, GrpcAddr: n.AdvertiseGRPC()}
+	delay := 200 * time.Millisecond
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*n.cfg.ApplyTimeout)
+		go func() {
+			select {
+			case <-n.closing:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		_, err := c.AddVoter(ctx, req)
+		cancel()
+		if err == nil {
+			n.log.Info("joined cluster", "via", n.cfg.Join)
+			return
+		}
+		n.log.Warn("join: retrying", "via", n.cfg.Join, "err", err)
+		select {
+		case <-n.closing:
+			return
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
+}

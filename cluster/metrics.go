@@ -1,0 +1,99 @@
+package cluster
+
+import (
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/dnsplan/dnsplan/cluster/fsm"
+)
+
+// metrics are one node's Prometheus metrics, on a registry of its own so
+// several nodes can run in one process (tests, dnsplan dev).
+type metrics struct {
+	registry  *prometheus.Registry
+	propose   *prometheus.HistogramVec
+	commands  *prometheus.CounterVec
+	rejected  *prometheus.CounterVec
+	forwarded *prometheus.CounterVec
+}
+
+func newMetrics(n *Node) *metrics {
+	reg := prometheus.NewRegistry()
+	m := &metrics{
+		registry: reg,
+		propose: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "dnsplan_propose_seconds",
+			Help:    "Time from proposing a command on the leader to its result: commit plus apply.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"command"}),
+		commands: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dnsplan_commands_applied_total",
+			Help: "Commands applied by this node's state machine, by command and outcome (ok or a rejection reason).",
+		}, []string{"command", "outcome"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dnsplan_rejections_total",
+			Help: "Commands the state machine rejected, by reason (fenced, velocity, frozen, ...).",
+		}, []string{"reason"}),
+		forwarded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dnsplan_forwarded_requests_total",
+			Help: "Requests this node forwarded to the leader, by outcome.",
+		}, []string{"outcome"}),
+	}
+	stateGauge := func(name, help string, f func(*fsm.State) float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 {
+			var v float64
+			n.machine.read(func(s *fsm.State) { v = f(s) })
+			return v
+		})
+	}
+	raftGauge := func(name, help string, f func(*raft.Raft) float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(n.raft) })
+	}
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.propose, m.commands, m.rejected, m.forwarded,
+		raftGauge("dnsplan_raft_leader", "1 if this node is the Raft leader.", func(r *raft.Raft) float64 {
+			return boolFloat(r.State() == raft.Leader)
+		}),
+		raftGauge("dnsplan_raft_state", "Raft state: 0 follower, 1 candidate, 2 leader, 3 shutdown.", func(r *raft.Raft) float64 {
+			return float64(r.State())
+		}),
+		raftGauge("dnsplan_raft_term", "Current Raft term.", func(r *raft.Raft) float64 { return float64(r.CurrentTerm()) }),
+		raftGauge("dnsplan_raft_commit_index", "Raft commit index.", func(r *raft.Raft) float64 { return float64(r.CommitIndex()) }),
+		raftGauge("dnsplan_raft_applied_index", "Raft applied index.", func(r *raft.Raft) float64 { return float64(r.AppliedIndex()) }),
+		stateGauge("dnsplan_plans", "Plans stored.", func(s *fsm.State) float64 { return float64(s.NumPlans()) }),
+		stateGauge("dnsplan_applied_endpoints", "Endpoints with applied records.", func(s *fsm.State) float64 { return float64(s.NumApplied()) }),
+		stateGauge("dnsplan_next_generation", "Generation the next plan gets.", func(s *fsm.State) float64 { return float64(s.NextGeneration()) }),
+		stateGauge("dnsplan_frozen", "1 while applies are frozen.", func(s *fsm.State) float64 {
+			f, _ := s.Frozen()
+			return boolFloat(f)
+		}),
+	)
+	return m
+}
+
+// observe is the state machine's hook: it runs on every replica for every
+// applied command.
+func (m *metrics) observe(c fsm.Command, r fsm.Result) {
+	outcome := "ok"
+	if r.Err != nil {
+		outcome = fsm.Reason(r.Err)
+		m.rejected.WithLabelValues(outcome).Inc()
+	}
+	m.commands.WithLabelValues(c.Type.String(), outcome).Inc()
+}
+
+func (m *metrics) observePropose(t fsm.CommandType, start time.Time) {
+	m.propose.WithLabelValues(t.String()).Observe(time.Since(start).Seconds())
+}
+
+func boolFloat(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

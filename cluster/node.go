@@ -1,0 +1,536 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/dnsplan/dnsplan/cluster/fsm"
+)
+
+// Peer is one founding member of a cluster.
+type Peer struct {
+	ID       string
+	RaftAddr string
+}
+
+// Config is everything a node needs. Zero durations and counts take the
+// defaults noted on each field.
+type Config struct {
+	ID      string
+	DataDir string
+
+	// RaftAddr is the Raft TCP listen address; AdvertiseRaft what peers
+	// dial (default RaftAddr). RaftListener, if set, is used instead of
+	// listening on RaftAddr (tests pass one bound to port 0).
+	RaftAddr      string
+	AdvertiseRaft string
+	RaftListener  net.Listener
+
+	// GRPCAddr, AdvertiseGRPC and GRPCListener: the same for the gRPC API.
+	GRPCAddr      string
+	AdvertiseGRPC string
+	GRPCListener  net.Listener
+
+	// HTTPAddr serves /metrics, /healthz, /readyz and a status page; empty
+	// disables it. HTTPListener overrides it.
+	HTTPAddr     string
+	HTTPListener net.Listener
+
+	// DNSAddr is where the authoritative DNS server listens (UDP and TCP);
+	// empty disables it. DNSPacketConn and DNSListener override it.
+	DNSAddr       string
+	DNSPacketConn net.PacketConn
+	DNSListener   net.Listener
+	// Zones are the zones the node answers for (default dnsplan.test.);
+	// NSNames the NS records at each apex (default ns1.<zone>).
+	Zones   []string
+	NSNames []string
+
+	// InitialCluster lists the founding members (including this node);
+	// Join is the gRPC address of a member to ask to add this node. Both
+	// are ignored when DataDir already holds Raft state. With neither, a
+	// fresh node bootstraps a one-node cluster.
+	InitialCluster []Peer
+	Join           string
+
+	// MaxCapacityDrop is the velocity limit: the largest fraction of an
+	// endpoint's total weight one plan may remove without force (default
+	// 0.5; 1 disables the limit).
+	MaxCapacityDrop float64
+
+	// SnapshotThreshold is how many log entries since the last snapshot
+	// trigger a new one (default 8192); SnapshotInterval how often that is
+	// checked (default 30s); TrailingLogs how many entries a snapshot
+	// leaves in the log for slow followers (default 10240).
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	TrailingLogs      uint64
+
+	// Raft timing (defaults: hashicorp/raft's, 1s heartbeat and election
+	// timeouts, 500ms leader lease). Tests shorten them.
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+
+	// ApplyTimeout bounds one proposal when the request has no deadline
+	// (default 10s).
+	ApplyTimeout time.Duration
+
+	Logger *slog.Logger
+	// RaftLogOutput receives hashicorp/raft's own log (default stderr) at
+	// RaftLogLevel (default "warn").
+	RaftLogOutput io.Writer
+	RaftLogLevel  string
+}
+
+func (c *Config) setDefaults() error {
+	if c.ID == "" {
+		return errors.New("cluster: node id is required")
+	}
+	if c.DataDir == "" {
+		c.DataDir = filepath.Join("data", c.ID)
+	}
+	if c.RaftListener == nil && c.RaftAddr == "" {
+		c.RaftAddr = "127.0.0.1:7001"
+	}
+	if c.GRPCListener == nil && c.GRPCAddr == "" {
+		c.GRPCAddr = "127.0.0.1:9001"
+	}
+	if c.MaxCapacityDrop == 0 {
+		c.MaxCapacityDrop = 0.5
+	}
+	if c.MaxCapacityDrop < 0 || c.MaxCapacityDrop > 1 {
+		return fmt.Errorf("cluster: max capacity drop %v outside 0..1", c.MaxCapacityDrop)
+	}
+	if c.ApplyTimeout == 0 {
+		c.ApplyTimeout = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.RaftLogOutput == nil {
+		c.RaftLogOutput = os.Stderr
+	}
+	if c.RaftLogLevel == "" {
+		c.RaftLogLevel = "warn"
+	}
+	if len(c.InitialCluster) > 0 && c.Join != "" {
+		return errors.New("cluster: --initial-cluster and --join are exclusive")
+	}
+	if len(c.InitialCluster) > 0 {
+		seen := map[string]bool{}
+		self := false
+		for _, p := range c.InitialCluster {
+			if p.ID == "" || p.RaftAddr == "" {
+				return fmt.Errorf("cluster: initial cluster member %+v needs an id and a Raft address", p)
+			}
+			if seen[p.ID] {
+				return fmt.Errorf("cluster: initial cluster names %q twice", p.ID)
+			}
+			seen[p.ID] = true
+			self = self || p.ID == c.ID
+		}
+		if !self {
+			return fmt.Errorf("cluster: initial cluster does not name this node %q", c.ID)
+		}
+	}
+	return nil
+}
+
+// Node is one running cluster member.
+type Node struct {
+	cfg     Config
+	log     *slog.Logger
+	raft    *raft.Raft
+	machine *machine
+	metrics *metrics
+
+	store     *raftboltdb.BoltStore
+	transport *raft.NetworkTransport
+	grpc      *grpc.Server
+	grpcLis   net.Listener
+	http      *http.Server
+	httpLis   net.Listener
+
+	// readyTerm is the term in which this node, as leader, finished its
+	// barrier: every entry of earlier terms is applied, so its state is
+	// current and linearizable reads may be served.
+	readyTerm atomic.Uint64
+
+	// connsMu guards conns, the cached connections to other members'
+	// gRPC APIs used for forwarding.
+	connsMu sync.Mutex
+	conns   map[string]*grpc.ClientConn
+
+	closing   chan struct{} // closed when Close starts; ends streams and loops
+	closeOnce sync.Once
+	wg        sync.WaitGroup // background goroutines
+}
+
+// Start opens the stores, starts Raft, the gRPC API and the HTTP endpoint,
+// and the background loops (leadership set-up, self-registration, join).
+func Start(cfg Config) (n *Node, err error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	n = &Node{
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "cluster", "node", cfg.ID),
+		conns:   map[string]*grpc.ClientConn{},
+		closing: make(chan struct{}),
+	}
+	n.metrics = newMetrics(n)
+	n.machine = newMachine(n.metrics.observe)
+	defer func() {
+		if err != nil {
+			n.Close()
+		}
+	}()
+	joining, err := n.startRaft()
+	if err != nil {
+		return nil, err
+	}
+	if err := n.startGRPC(); err != nil {
+		return nil, err
+	}
+	if err := n.startHTTP(); err != nil {
+		return nil, err
+	}
+	n.goLoop(n.leadershipLoop)
+	n.goLoop(n.registrationLoop)
+	if joining {
+		n.goLoop(n.joinLoop)
+	}
+	return n, nil
+}
+
+// startRaft opens the stores and starts Raft, bootstrapping a new cluster
+// if the configuration asks for it; joining reports that the node must
+// still ask a member to add it.
+func (n *Node) startRaft() (joining bool, err error) {
+	cfg := n.cfg
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return false, fmt.Errorf("cluster: data dir: %w", err)
+	}
+	store, err := raftboltdb.NewBoltStore(filepath.Join(cfg.DataDir, "raft.db"))
+	if err != nil {
+		return false, fmt.Errorf("cluster: opening log store: %w", err)
+	}
+	n.store = store
+	hlog := hclog.New(&hclog.LoggerOptions{
+		Name:   "raft." + cfg.ID,
+		Level:  hclog.LevelFromString(cfg.RaftLogLevel),
+		Output: cfg.RaftLogOutput,
+	})
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, hlog)
+	if err != nil {
+		return false, fmt.Errorf("cluster: opening snapshot store: %w", err)
+	}
+	lis := cfg.RaftListener
+	if lis == nil {
+		if lis, err = net.Listen("tcp", cfg.RaftAddr); err != nil {
+			return false, fmt.Errorf("cluster: raft listen: %w", err)
+		}
+	}
+	advertise := cfg.AdvertiseRaft
+	if advertise == "" {
+		advertise = lis.Addr().String()
+	}
+	n.cfg.AdvertiseRaft = advertise
+	n.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  &streamLayer{Listener: lis, advertise: hostPort(advertise)},
+		MaxPool: 3,
+		Timeout: 10 * time.Second,
+		Logger:  hlog,
+	})
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.ID)
+	rc.Logger = hlog
+	if cfg.HeartbeatTimeout > 0 {
+		rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	}
+	if cfg.ElectionTimeout > 0 {
+		rc.ElectionTimeout = cfg.ElectionTimeout
+	}
+	if cfg.LeaderLeaseTimeout > 0 {
+		rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
+	}
+	if rc.LeaderLeaseTimeout > rc.HeartbeatTimeout {
+		rc.LeaderLeaseTimeout = rc.HeartbeatTimeout
+	}
+	if cfg.SnapshotThreshold > 0 {
+		rc.SnapshotThreshold = cfg.SnapshotThreshold
+	}
+	if cfg.SnapshotInterval > 0 {
+		rc.SnapshotInterval = cfg.SnapshotInterval
+	}
+	if cfg.TrailingLogs > 0 {
+		rc.TrailingLogs = cfg.TrailingLogs
+	}
+	if err := raft.ValidateConfig(rc); err != nil {
+		return false, fmt.Errorf("cluster: raft config: %w", err)
+	}
+
+	existing, err := raft.HasExistingState(store, store, snaps)
+	if err != nil {
+		return false, fmt.Errorf("cluster: reading existing state: %w", err)
+	}
+	logs, err := raft.NewLogCache(512, store)
+	if err != nil {
+		return false, err
+	}
+	r, err := raft.NewRaft(rc, n.machine, logs, store, snaps, n.transport)
+	if err != nil {
+		return false, fmt.Errorf("cluster: starting raft: %w", err)
+	}
+	n.raft = r
+
+	switch {
+	case existing:
+		n.log.Info("restarting from existing state", "data_dir", cfg.DataDir)
+	case len(cfg.InitialCluster) > 0:
+		// Every founding node bootstraps with the same configuration; Raft
+		// treats identical bootstraps as one, so start order does not matter.
+		var servers []raft.Server
+		for _, p := range cfg.InitialCluster {
+			addr := p.RaftAddr
+			if p.ID == cfg.ID {
+				addr = advertise
+			}
+			servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(p.ID), Address: raft.ServerAddress(addr)})
+		}
+		if err := r.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			return false, fmt.Errorf("cluster: bootstrap: %w", err)
+		}
+		n.log.Info("bootstrapped founding cluster", "members", len(servers))
+	case cfg.Join != "":
+		n.log.Info("joining cluster", "via", cfg.Join)
+		joining = true
+	default:
+		err := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
+			Suffrage: raft.Voter, ID: raft.ServerID(cfg.ID), Address: raft.ServerAddress(advertise),
+		}}}).Error()
+		if err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			return false, fmt.Errorf("cluster: bootstrap: %w", err)
+		}
+		n.log.Info("bootstrapped single-node cluster")
+	}
+	return joining, nil
+}
+
+func (n *Node) startHTTP() error {
+	lis := n.cfg.HTTPListener
+	if lis == nil {
+		if n.cfg.HTTPAddr == "" {
+			return nil
+		}
+		var err error
+		if lis, err = net.Listen("tcp", n.cfg.HTTPAddr); err != nil {
+			return fmt.Errorf("cluster: http listen: %w", err)
+		}
+	}
+	n.httpLis = lis
+	n.http = &http.Server{Handler: n.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
+	n.goLoop(func() {
+		if err := n.http.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("http server stopped", "err", err)
+		}
+	})
+	return nil
+}
+
+// goLoop runs f as a background goroutine that Close waits for.
+func (n *Node) goLoop(f func()) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		f()
+	}()
+}
+
+// leadershipLoop makes a new leader ready: a barrier applies every entry
+// of earlier terms before the node serves linearizable reads, and the
+// leader records its own addresses so followers can forward to it.
+func (n *Node) leadershipLoop() {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.closing:
+			return
+		case <-n.raft.LeaderCh():
+		case <-tick.C:
+		}
+		if n.raft.State() != raft.Leader {
+			continue
+		}
+		term := n.raft.CurrentTerm()
+		if n.readyTerm.Load() == term {
+			continue
+		}
+		if err := n.raft.Barrier(n.cfg.ApplyTimeout).Error(); err != nil {
+			n.log.Warn("leader barrier failed", "term", term, "err", err)
+			continue
+		}
+		n.readyTerm.Store(term)
+		n.log.Info("leading", "term", term)
+	}
+}
+
+// registrationLoop makes sure the replicated state knows this node's gRPC
+// address (followers forward writes to the leader's). A node asks the
+// leader, through the same path as AddVoter, until its record is right.
+func (n *Node) registrationLoop() {
+	delay := 100 * time.Millisecond
+	for {
+		select {
+		case <-n.closing:
+			return
+		case <-time.After(delay):
+		}
+		var m fsm.Member
+		var ok bool
+		n.machine.read(func(s *fsm.State) { m, ok = s.Member(n.cfg.ID) })
+		if ok && m.GRPCAddr == n.AdvertiseGRPC() && m.RaftAddr == n.cfg.AdvertiseRaft {
+			delay = 2 * time.Second
+			continue
+		}
+		if _, in, _ := n.inConfig(n.cfg.ID); !in {
+			delay = 500 * time.Millisecond
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
+		_, err := n.addVoterForwarded(ctx, n.cfg.ID, n.cfg.AdvertiseRaft, n.AdvertiseGRPC())
+		cancel()
+		if err != nil {
+			n.log.Debug("registering own address", "err", err)
+		}
+		delay = 250 * time.Millisecond
+	}
+}
+
+// propose replicates one command through Raft and returns the state
+// machine's result. It must run on the leader. The leader stamps the
+// command with its wall clock here; Apply never reads a clock.
+func (n *Node) propose(ctx context.Context, t fsm.CommandType, payload proto.Message) (fsm.Result, error) {
+	start := time.Now()
+	data, err := fsm.Command{Type: t, Stamp: start, Payload: payload}.Encode()
+	if err != nil {
+		return fsm.Result{}, err
+	}
+	f := n.raft.Apply(data, timeoutOf(ctx, n.cfg.ApplyTimeout))
+	if err := f.Error(); err != nil {
+		return fsm.Result{}, raftError(err)
+	}
+	n.metrics.observePropose(t, start)
+	res, ok := f.Response().(fsm.Result)
+	if !ok {
+		return fsm.Result{}, fmt.Errorf("cluster: unexpected apply response %T", f.Response())
+	}
+	return res, res.Err
+}
+
+// ID is the node id; RaftAddr and AdvertiseGRPC its advertised addresses.
+func (n *Node) ID() string       { return n.cfg.ID }
+func (n *Node) RaftAddr() string { return n.cfg.AdvertiseRaft }
+func (n *Node) AdvertiseGRPC() string {
+	if n.cfg.AdvertiseGRPC != "" {
+		return n.cfg.AdvertiseGRPC
+	}
+	return n.grpcLis.Addr().String()
+}
+
+// HTTPAddr is the address the HTTP endpoint listens on, or "".
+func (n *Node) HTTPAddr() string {
+	if n.httpLis == nil {
+		return ""
+	}
+	return n.httpLis.Addr().String()
+}
+
+// IsLeader reports whether this node is the Raft leader.
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// State runs f with this node's replica of the state, locked for reading.
+// f must not keep or modify what it reads beyond the stored values' use.
+func (n *Node) State(f func(*fsm.State)) { n.machine.read(f) }
+
+// Close stops the node: gRPC and HTTP first, then Raft, then the stores.
+// It is safe to call more than once.
+func (n *Node) Close() error {
+	var err error
+	n.closeOnce.Do(func() {
+		close(n.closing)
+		if n.grpc != nil {
+			stopped := make(chan struct{})
+			go func() { n.grpc.GracefulStop(); close(stopped) }()
+			select {
+			case <-stopped:
+			case <-time.After(2 * time.Second):
+				n.grpc.Stop()
+			}
+		}
+		if n.http != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = n.http.Shutdown(ctx)
+			cancel()
+		}
+		if n.raft != nil {
+			if e := n.raft.Shutdown().Error(); e != nil {
+				err = e
+			}
+		}
+		n.wg.Wait()
+		if n.transport != nil {
+			_ = n.transport.Close()
+		}
+		if n.store != nil {
+			if e := n.store.Close(); e != nil && err == nil {
+				err = e
+			}
+		}
+		n.connsMu.Lock()
+		for _, c := range n.conns {
+			_ = c.Close()
+		}
+		n.conns = nil
+		n.connsMu.Unlock()
+	})
+	return err
+}
+
+// conn returns a cached client connection to another member's gRPC API.
+func (n *Node) conn(addr string) (*grpc.ClientConn, error) {
+	n.connsMu.Lock()
+	defer n.connsMu.Unlock()
+	if n.conns == nil {
+		return nil, raft.ErrRaftShutdown
+	}
+	if c, ok := n.conns[addr]; ok {
+		return c, nil
+	}
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	n.conns[addr] = c
+	return c, nil
+}

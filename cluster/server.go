@@ -1,0 +1,451 @@
+package cluster
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"net"
+	"slices"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	"github.com/dnsplan/dnsplan/cluster/fsm"
+	statev1 "github.com/dnsplan/dnsplan/proto/dnsplan/state/v1"
+	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
+)
+
+// maxRequestBytes is the gRPC receive limit: above fsm.MaxPlanBytes, so an
+// oversize plan reaches validation and gets INVALID_ARGUMENT with a clear
+// message; beyond it gRPC itself answers RESOURCE_EXHAUSTED.
+const maxRequestBytes = 4 * fsm.MaxPlanBytes
+
+func (n *Node) startGRPC() error {
+	lis := n.cfg.GRPCListener
+	if lis == nil {
+		var err error
+		if lis, err = net.Listen("tcp", n.cfg.GRPCAddr); err != nil {
+			return fmt.Errorf("cluster: grpc listen: %w", err)
+		}
+	}
+	n.grpcLis = lis
+	s := grpc.NewServer(
+		grpc.MaxRecvMsgSize(maxRequestBytes),
+		grpc.MaxSendMsgSize(maxRequestBytes),
+		grpc.ChainUnaryInterceptor(n.unaryErrors),
+		grpc.ChainStreamInterceptor(streamErrors),
+	)
+	pb.RegisterPlanServiceServer(s, &planService{n: n})
+	pb.RegisterLeaseServiceServer(s, &leaseService{n: n})
+	pb.RegisterEnactServiceServer(s, &enactService{n: n})
+	pb.RegisterClusterServiceServer(s, &clusterService{n: n})
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(s, hs)
+	reflection.Register(s)
+	n.grpc = s
+	n.goLoop(func() {
+		if err := s.Serve(lis); err != nil {
+			n.log.Error("grpc server stopped", "err", err)
+		}
+	})
+	return nil
+}
+
+// watch calls send with the state each time it changes, until send fails,
+// the stream ends or the node closes. The change channel is taken before
+// the state is read, so no change between two sends is missed.
+func (n *Node) watch(ctx context.Context, send func(*fsm.State) error) error {
+	for {
+		ch, _ := n.machine.changed()
+		var err error
+		n.machine.read(func(s *fsm.State) { err = send(s) })
+		if err != nil {
+			return err
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-n.closing:
+			return status.Error(codes.Unavailable, "node is shutting down; resume on another node")
+		}
+	}
+}
+
+type planService struct {
+	pb.UnimplementedPlanServiceServer
+	n *Node
+}
+
+func (p *planService) SubmitPlan(ctx context.Context, req *pb.SubmitPlanRequest) (*pb.SubmitPlanResponse, error) {
+	// Validate here too, so an invalid plan never reaches the log.
+	if err := fsm.ValidatePlan(req.GetPlan()); err != nil {
+		return nil, err
+	}
+	return forward(ctx, p.n, req, func(ctx context.Context, req *pb.SubmitPlanRequest) (*pb.SubmitPlanResponse, error) {
+		res, err := p.n.propose(ctx, fsm.CommandSubmitPlan, &statev1.SubmitPlan{
+			Plan: req.GetPlan(), Force: req.GetForce(), MaxCapacityDrop: p.n.cfg.MaxCapacityDrop,
+		})
+		if err != nil {
+			return nil, err
+		}
+		return &pb.SubmitPlanResponse{Generation: res.Generation}, nil
+	}, func(ctx context.Context, c grpc.ClientConnInterface, req *pb.SubmitPlanRequest) (*pb.SubmitPlanResponse, error) {
+		return pb.NewPlanServiceClient(c).SubmitPlan(ctx, req)
+	})
+}
+
+func (p *planService) GetPlan(ctx context.Context, req *pb.GetPlanRequest) (*pb.Plan, error) {
+	return read(ctx, p.n, req.GetStale(), req, func(_ context.Context, req *pb.GetPlanRequest) (*pb.Plan, error) {
+		var plan *pb.Plan
+		p.n.machine.read(func(s *fsm.State) { plan = s.Plan(req.GetGeneration()) })
+		if plan == nil {
+			return nil, fmt.Errorf("%w: generation %d is unknown or deleted", fsm.ErrNotFound, req.GetGeneration())
+		}
+		return plan, nil
+	}, func(ctx context.Context, c grpc.ClientConnInterface, req *pb.GetPlanRequest) (*pb.Plan, error) {
+		return pb.NewPlanServiceClient(c).GetPlan(ctx, req)
+	})
+}
+
+func (p *planService) ListPlans(ctx context.Context, req *pb.ListPlansRequest) (*pb.ListPlansResponse, error) {
+	return read(ctx, p.n, req.GetStale(), req, func(context.Context, *pb.ListPlansRequest) (*pb.ListPlansResponse, error) {
+		resp := &pb.ListPlansResponse{}
+		p.n.machine.read(func(s *fsm.State) { resp.Plans = s.Plans() })
+		return resp, nil
+	}, func(ctx context.Context, c grpc.ClientConnInterface, req *pb.ListPlansRequest) (*pb.ListPlansResponse, error) {
+		return pb.NewPlanServiceClient(c).ListPlans(ctx, req)
+	})
+}
+
+// WatchPlans streams from the local replica: every node can serve it, and
+// a client that loses its node resumes on another from the next generation.
+func (p *planService) WatchPlans(req *pb.WatchPlansRequest, stream pb.PlanService_WatchPlansServer) error {
+	next := max(req.GetFromGeneration(), 1)
+	return p.n.watch(stream.Context(), func(s *fsm.State) error {
+		for _, plan := range s.PlansFrom(next) {
+			if err := stream.Send(&pb.WatchPlansResponse{Plan: plan}); err != nil {
+				return err
+			}
+			next = plan.Generation + 1
+		}
+		return nil
+	})
+}
+
+type leaseService struct {
+	pb.UnimplementedLeaseServiceServer
+	n *Node
+}
+
+func (l *leaseService) AcquireLease(ctx context.Context, req *pb.AcquireLeaseRequest) (*pb.Lease, error) {
+	if err := fsm.ValidateLeaseRequest(req.GetName(), req.GetHolder(), req.GetTtl().AsDuration()); err != nil {
+		return nil, err
+	}
+	return forward(ctx, l.n, req, func(ctx context.Context, req *pb.AcquireLeaseRequest) (*pb.Lease, error) {
+		res, err := l.n.propose(ctx, fsm.CommandAcquireLease, req)
+		return res.Lease, err
+	}, func(ctx context.Context, c grpc.ClientConnInterface, req *pb.AcquireLeaseRequest) (*pb.Lease, error) {
+		return pb.NewLeaseServiceClient(c).AcquireLease(ctx, req)
+	})
+}
+
+func (l *leaseService) RenewLease(ctx context.Context, req *pb.RenewLeaseRequest) (*pb.Lease, error) {
+	return forward(ctx, l.n, req, func(ctx context.Context, req *pb.RenewLeaseRequest) (*pb.Lease, error) {
+		res, err := l.n.propose(ctx, fsm.CommandRenewLease, req)
+		return res.Lease, err
+	}, func(ctx context.Context, c grpc.ClientConnInterface, req *pb.RenewLeaseRequest) (*pb.Lease, error) {
+		return pb.NewLeaseServiceClient(c).RenewLease(ctx, req)
+	})
+}
+
+func (l *leaseService) ReleaseLease(ctx context.Context, req *pb.ReleaseLeaseRequest) (*pb.ReleaseLeaseResponse, error) {
+	return forward(ctx, l.n, req, func(ctx context.Context, req *pb.ReleaseLeaseRequest) (*pb.ReleaseLeaseResponse, error) {
+		_, err := l.n.propose(ctx, fsm.CommandReleaseLease, req)
+		if err != nil {
+			return nil, err
+		}
+		return &pb.ReleaseLeaseResponse{}, nil
+	}, func(ctx context.Context, c grpc.ClientConnInterface, req *pb.ReleaseLeaseRequest) (*pb.ReleaseLeaseResponse, error) {
+		return pb.NewLeaseServiceClient(c).ReleaseLease(ctx, req)
+	})
+}
+
+func (l *leaseService) ListLeases(ctx context.Context, req *pb.ListLeasesRequest) (*pb.ListLeasesResponse, error) {
+	return read(ctx, l.n, req.GetStale(), req, func(context.Context, *pb.ListLeasesRequest) (*pb.ListLeasesResponse, error) {
+		resp := &pb.ListLeasesResponse{}
+		l.n.machine.read(func(s *fsm.State) { resp.Leases = s.Leases() })
+		return resp, nil
+	}, func(ctx context.Context, c grpc.ClientConnInterface, req *pb.ListLeasesRequest) (*pb.ListLeasesResponse, error) {
+		return pb.NewLeaseServiceClient(c).ListLeases(ctx, req)
+	})
+}
+
+type enactService struct {
+	pb.UnimplementedEnactServiceServer
+	n *Node
+}
+
+func (e *enactService) ApplyPlan(ctx context.Context, req *pb.ApplyPlanRequest) (*pb.ApplyPlanResponse, error) {
+	if err := fsm.ValidateApplyRequest(req); err != nil {
+		return nil, err
+	}
+	return forward(ctx, e.n, req, func(ctx context.Context, req *pb.ApplyPlanRequest) (*pb.ApplyPlanResponse, error) {
+		res, err := e.n.propose(ctx, fsm.CommandApplyPlan, req)
+		if err != nil {
+			return nil, err
+		}
+		return &pb.ApplyPlanResponse{Results: res.Endpoints}, nil
+	}, func(ctx context.Context, c grpc.ClientConnInterface, req *pb.ApplyPlanRequest) (*pb.ApplyPlanResponse, error) {
+		return pb.NewEnactServiceClient(c).ApplyPlan(ctx, req)
+	})
+}
+
+func (e *enactService) CleanupPlans(ctx context.Context, req *pb.CleanupPlansRequest) (*pb.CleanupPlansResponse, error) {
+	if req.GetKeepLast() < 1 {
+		return nil, fmt.Errorf("%w: keep_last must be at least 1", fsm.ErrInvalid)
+	}
+	return forward(ctx, e.n, req, func(ctx context.Context, req *pb.CleanupPlansRequest) (*pb.CleanupPlansResponse, error) {
+		res, err := e.n.propose(ctx, fsm.CommandCleanupPlans, req)
+		if err != nil {
+			return nil, err
+		}
+		return &pb.CleanupPlansResponse{Deleted: res.Deleted}, nil
+	}, func(ctx context.Context, c grpc.ClientConnInterface, req *pb.CleanupPlansRequest) (*pb.CleanupPlansResponse, error) {
+		return pb.NewEnactServiceClient(c).CleanupPlans(ctx, req)
+	})
+}
+
+func (e *enactService) GetApplied(ctx context.Context, req *pb.GetAppliedRequest) (*pb.AppliedEndpoint, error) {
+	if err := fsm.ValidateName(req.GetEndpoint()); err != nil {
+		return nil, fmt.Errorf("%w: %v", fsm.ErrInvalid, err)
+	}
+	return read(ctx, e.n, req.GetStale(), req, func(_ context.Context, req *pb.GetAppliedRequest) (*pb.AppliedEndpoint, error) {
+		var a *pb.AppliedEndpoint
+		e.n.machine.read(func(s *fsm.State) { a = s.Applied(req.GetEndpoint()) })
+		if a == nil {
+			return nil, fmt.Errorf("%w: endpoint %q has nothing applied", fsm.ErrNotFound, req.GetEndpoint())
+		}
+		return a, nil
+	}, func(ctx context.Context, c grpc.ClientConnInterface, req *pb.GetAppliedRequest) (*pb.AppliedEndpoint, error) {
+		return pb.NewEnactServiceClient(c).GetApplied(ctx, req)
+	})
+}
+
+func (e *enactService) ListApplied(ctx context.Context, req *pb.ListAppliedRequest) (*pb.ListAppliedResponse, error) {
+	return read(ctx, e.n, req.GetStale(), req, func(context.Context, *pb.ListAppliedRequest) (*pb.ListAppliedResponse, error) {
+		resp := &pb.ListAppliedResponse{}
+		e.n.machine.read(func(s *fsm.State) { resp.Endpoints = s.AppliedAll() })
+		return resp, nil
+	}, func(ctx context.Context, c grpc.ClientConnInterface, req *pb.ListAppliedRequest) (*pb.ListAppliedResponse, error) {
+		return pb.NewEnactServiceClient(c).ListApplied(ctx, req)
+	})
+}
+
+// WatchApplied streams from the local replica, ordered by revision.
+func (e *enactService) WatchApplied(req *pb.WatchAppliedRequest, stream pb.EnactService_WatchAppliedServer) error {
+	next := req.GetFromRevision()
+	return e.n.watch(stream.Context(), func(s *fsm.State) error {
+		var changed []*pb.AppliedEndpoint
+		for _, a := range s.AppliedAll() {
+			if a.Revision >= next {
+				changed = append(changed, a)
+			}
+		}
+		slices.SortFunc(changed, func(a, b *pb.AppliedEndpoint) int { return cmp.Compare(a.Revision, b.Revision) })
+		for _, a := range changed {
+			if err := stream.Send(&pb.WatchAppliedResponse{Endpoint: a}); err != nil {
+				return err
+			}
+			next = a.Revision + 1
+		}
+		return nil
+	})
+}
+
+func (e *enactService) ListHistory(ctx context.Context, req *pb.ListHistoryRequest) (*pb.ListHistoryResponse, error) {
+	return read(ctx, e.n, req.GetStale(), req, func(_ context.Context, req *pb.ListHistoryRequest) (*pb.ListHistoryResponse, error) {
+		resp := &pb.ListHistoryResponse{}
+		e.n.machine.read(func(s *fsm.State) { resp.Events = s.History(int(req.GetLimit())) })
+		return resp, nil
+	}, func(ctx context.Context, c grpc.ClientConnInterface, req *pb.ListHistoryRequest) (*pb.ListHistoryResponse, error) {
+		return pb.NewEnactServiceClient(c).ListHistory(ctx, req)
+	})
+}
+
+type clusterService struct {
+	pb.UnimplementedClusterServiceServer
+	n *Node
+}
+
+// Status always answers from this node: it says what this node sees.
+func (c *clusterService) Status(context.Context, *pb.StatusRequest) (*pb.StatusResponse, error) {
+	return c.n.Status()
+}
+
+// Status reports this node's view of the cluster.
+func (n *Node) Status() (*pb.StatusResponse, error) {
+	r := n.raft
+	leaderID, leaderAddr := n.leader()
+	resp := &pb.StatusResponse{
+		NodeId:         n.cfg.ID,
+		State:          r.State().String(),
+		LeaderId:       leaderID,
+		LeaderGrpcAddr: leaderAddr,
+		Term:           r.CurrentTerm(),
+		CommitIndex:    r.CommitIndex(),
+		AppliedIndex:   r.AppliedIndex(),
+	}
+	if idx, ok := r.Stats()["last_snapshot_index"]; ok {
+		fmt.Sscan(idx, &resp.LastSnapshotIndex)
+	}
+	f := r.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, raftError(err)
+	}
+	n.machine.read(func(s *fsm.State) {
+		resp.Frozen, resp.FreezeReason = s.Frozen()
+		resp.NextGeneration = s.NextGeneration()
+		resp.Plans = uint32(s.NumPlans())
+		resp.Endpoints = uint32(s.NumApplied())
+		for _, srv := range f.Configuration().Servers {
+			m := &pb.Member{
+				Id:       string(srv.ID),
+				RaftAddr: string(srv.Address),
+				Voter:    srv.Suffrage == raft.Voter,
+				Leader:   string(srv.ID) == leaderID,
+			}
+			if rec, ok := s.Member(m.Id); ok {
+				m.GrpcAddr = rec.GRPCAddr
+			}
+			resp.Members = append(resp.Members, m)
+		}
+	})
+	return resp, nil
+}
+
+func (c *clusterService) AddVoter(ctx context.Context, req *pb.AddVoterRequest) (*pb.AddVoterResponse, error) {
+	if req.GetId() == "" || req.GetRaftAddr() == "" || req.GetGrpcAddr() == "" {
+		return nil, fmt.Errorf("%w: id, raft_addr and grpc_addr are required", fsm.ErrInvalid)
+	}
+	return c.n.addVoterForwarded(ctx, req.GetId(), req.GetRaftAddr(), req.GetGrpcAddr())
+}
+
+// addVoterForwarded adds (or confirms) a voter on the leader and records
+// its addresses in the state. It is idempotent, so nodes call it for
+// themselves to register their gRPC address.
+func (n *Node) addVoterForwarded(ctx context.Context, id, raftAddr, grpcAddr string) (*pb.AddVoterResponse, error) {
+	req := &pb.AddVoterRequest{Id: id, RaftAddr: raftAddr, GrpcAddr: grpcAddr}
+	return forward(ctx, n, req, func(ctx context.Context, req *pb.AddVoterRequest) (*pb.AddVoterResponse, error) {
+		srv, ok, err := n.inConfig(req.Id)
+		if err != nil {
+			return nil, err
+		}
+		if !ok || srv.Suffrage != raft.Voter || string(srv.Address) != req.RaftAddr {
+			n.log.Info("adding voter", "id", req.Id, "raft_addr", req.RaftAddr)
+			if err := n.raft.AddVoter(raft.ServerID(req.Id), raft.ServerAddress(req.RaftAddr), 0, timeoutOf(ctx, n.cfg.ApplyTimeout)).Error(); err != nil {
+				return nil, raftError(err)
+			}
+		}
+		var rec fsm.Member
+		var known bool
+		n.machine.read(func(s *fsm.State) { rec, known = s.Member(req.Id) })
+		if !known || rec.RaftAddr != req.RaftAddr || rec.GRPCAddr != req.GrpcAddr {
+			if _, err := n.propose(ctx, fsm.CommandSetMember, &statev1.SetMember{Id: req.Id, RaftAddr: req.RaftAddr, GrpcAddr: req.GrpcAddr}); err != nil {
+				return nil, err
+			}
+		}
+		return &pb.AddVoterResponse{}, nil
+	}, func(ctx context.Context, c grpc.ClientConnInterface, req *pb.AddVoterRequest) (*pb.AddVoterResponse, error) {
+		return pb.NewClusterServiceClient(c).AddVoter(ctx, req)
+	})
+}
+
+func (c *clusterService) RemoveServer(ctx context.Context, req *pb.RemoveServerRequest) (*pb.RemoveServerResponse, error) {
+	if req.GetId() == "" {
+		return nil, fmt.Errorf("%w: id is required", fsm.ErrInvalid)
+	}
+	n := c.n
+	return forward(ctx, n, req, func(ctx context.Context, req *pb.RemoveServerRequest) (*pb.RemoveServerResponse, error) {
+		if _, ok, err := n.inConfig(req.Id); err != nil {
+			return nil, err
+		} else if !ok {
+			return nil, fmt.Errorf("%w: no member %q", fsm.ErrNotFound, req.Id)
+		}
+		// Forget the addresses first: a leader removing itself cannot
+		// propose anything afterwards.
+		if _, err := n.propose(ctx, fsm.CommandRemoveMember, &statev1.RemoveMember{Id: req.Id}); err != nil {
+			return nil, err
+		}
+		n.log.Info("removing server", "id", req.Id)
+		if err := n.raft.RemoveServer(raft.ServerID(req.Id), 0, timeoutOf(ctx, n.cfg.ApplyTimeout)).Error(); err != nil {
+			return nil, raftError(err)
+		}
+		return &pb.RemoveServerResponse{}, nil
+	}, func(ctx context.Context, c grpc.ClientConnInterface, req *pb.RemoveServerRequest) (*pb.RemoveServerResponse, error) {
+		return pb.NewClusterServiceClient(c).RemoveServer(ctx, req)
+	})
+}
+
+func (c *clusterService) TransferLeadership(ctx context.Context, req *pb.TransferLeadershipRequest) (*pb.TransferLeadershipResponse, error) {
+	n := c.n
+	return forward(ctx, n, req, func(ctx context.Context, req *pb.TransferLeadershipRequest) (*pb.TransferLeadershipResponse, error) {
+		var f raft.Future
+		if req.Id == "" {
+			f = n.raft.LeadershipTransfer()
+		} else {
+			srv, ok, err := n.inConfig(req.Id)
+			if err != nil {
+				return nil, err
+			}
+			if !ok || srv.Suffrage != raft.Voter {
+				return nil, fmt.Errorf("%w: no voter %q", fsm.ErrNotFound, req.Id)
+			}
+			if req.Id == n.cfg.ID {
+				return &pb.TransferLeadershipResponse{LeaderId: n.cfg.ID}, nil
+			}
+			f = n.raft.LeadershipTransferToServer(srv.ID, srv.Address)
+		}
+		if err := f.Error(); err != nil {
+			return nil, raftError(err)
+		}
+		// Report who leads now, once a new leader is known.
+		deadline := time.Now().Add(timeoutOf(ctx, n.cfg.ApplyTimeout))
+		for time.Now().Before(deadline) {
+			if _, id := n.raft.LeaderWithID(); id != "" && string(id) != n.cfg.ID {
+				return &pb.TransferLeadershipResponse{LeaderId: string(id)}, nil
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		return &pb.TransferLeadershipResponse{}, nil
+	}, func(ctx context.Context, c grpc.ClientConnInterface, req *pb.TransferLeadershipRequest) (*pb.TransferLeadershipResponse, error) {
+		return pb.NewClusterServiceClient(c).TransferLeadership(ctx, req)
+	})
+}
+
+func (c *clusterService) SetFreeze(ctx context.Context, req *pb.SetFreezeRequest) (*pb.SetFreezeResponse, error) {
+	return forward(ctx, c.n, req, func(ctx context.Context, req *pb.SetFreezeRequest) (*pb.SetFreezeResponse, error) {
+		res, err := c.n.propose(ctx, fsm.CommandSetFreeze, req)
+		if err != nil {
+			return nil, err
+		}
+		return &pb.SetFreezeResponse{Frozen: res.Frozen}, nil
+	}, func(ctx context.Context, cc grpc.ClientConnInterface, req *pb.SetFreezeRequest) (*pb.SetFreezeResponse, error) {
+		return pb.NewClusterServiceClient(cc).SetFreeze(ctx, req)
+	})
+}
+
+// timeoutOf is the time left before ctx's deadline, or def.
+func timeoutOf(ctx context.Context, def time.Duration) time.Duration {
+	if d, ok := ctx.Deadline(); ok {
+		return time.Until(d)
+	}
+	return def
+}

@@ -1,0 +1,949 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/dnsplan/dnsplan/client"
+	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
+)
+
+// defaultCluster is the local three-node cluster of `dnsplan dev` and the
+// docker compose file.
+var defaultCluster = []string{"127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003"}
+
+var (
+	// errCtlUsage marks a mistake in the command line itself.
+	errCtlUsage = errors.New("ctl usage")
+	// errUnhealthy is health's verdict; main turns it into exit status 1.
+	errUnhealthy = errors.New("unhealthy")
+	// errNoAnswer is status's verdict when no node answered at all.
+	errNoAnswer = errors.New("no node answered")
+)
+
+// ctl is one invocation of `dnsplan ctl`: where the cluster is, how to
+// print, and the client, made on first use.
+type ctl struct {
+	cluster []string
+	format  string // "text" or "json"
+	timeout time.Duration
+	stdout  io.Writer
+	stderr  io.Writer
+	now     func() time.Time
+
+	c *client.Client
+}
+
+// ctlCommand is one ctl subcommand. setup defines the subcommand's flags
+// on fs and returns what runs once they are parsed; run gets the
+// positional arguments.
+type ctlCommand struct {
+	name, synopsis, summary string
+	setup                   func(fs *flag.FlagSet) func(ctx context.Context, x *ctl, args []string) error
+}
+
+func ctlCommands() []ctlCommand {
+	return []ctlCommand{
+		{"status", "status", "every node's own view, and the leader", setupStatus},
+		{"health", "health", "exit non-zero unless every node answers and knows a leader", setupHealth},
+		{"members", "members", "the cluster's members", setupMembers},
+		{"plans", "plans [--stale]", "stored plans", setupPlans},
+		{"plan", "plan [--stale] GEN", "one plan, endpoint by endpoint", setupPlan},
+		{"submit", "submit -f FILE|- [--force]", "submit a plan (protojson of dnsplan.v1.Plan); prints its generation", setupSubmit},
+		{"applied", "applied [--stale] [ENDPOINT]", "what endpoints serve", setupApplied},
+		{"leases", "leases [--stale]", "leases, with their holders and tokens", setupLeases},
+		{"cleanup", "cleanup --keep N", "delete old plans no endpoint serves, keeping the newest N", setupCleanup},
+		{"history", "history [--limit N] [--stale]", "the audit history, oldest first", setupHistory},
+		{"freeze", "freeze [--reason R]", "refuse every apply until unfreeze", setupFreeze(true)},
+		{"unfreeze", "unfreeze", "allow applies again", setupFreeze(false)},
+		{"transfer-leader", "transfer-leader [--to ID]", "hand leadership to another voter", setupTransfer},
+		{"add-voter", "add-voter --id ID --raft-addr A --grpc-addr G", "add a node as a voter", setupAddVoter},
+		{"remove-server", "remove-server ID", "remove a node from the cluster", setupRemoveServer},
+	}
+}
+
+// ctlGlobals are the flags of ctl itself. They may come before the
+// subcommand or after it.
+type ctlGlobals struct {
+	cluster   *listFlag
+	o, output string
+	timeout   time.Duration
+}
+
+func bindCtlGlobals(fs *flag.FlagSet) *ctlGlobals {
+	g := &ctlGlobals{cluster: newListFlag(defaultCluster...)}
+	fs.Var(g.cluster, "cluster", "comma-separated gRPC addresses of the cluster's nodes")
+	fs.StringVar(&g.o, "o", "", "output format: text or json")
+	fs.StringVar(&g.output, "output", "text", "output format: text or json (same as -o)")
+	fs.DurationVar(&g.timeout, "timeout", 10*time.Second, "give up on the command after this long")
+	return g
+}
+
+// apply copies g into x. given holds the flags set on the command line.
+// After a subcommand (onlyGiven) only those count: the ctl flags before it
+// already took their environment variables.
+func (x *ctl) apply(g *ctlGlobals, given map[string]bool, onlyGiven bool) error {
+	if !onlyGiven || given["cluster"] {
+		x.cluster = g.cluster.values
+	}
+	if !onlyGiven || given["timeout"] {
+		x.timeout = g.timeout
+	}
+	switch {
+	case given["o"]:
+		x.format = g.o
+	case given["output"]:
+		x.format = g.output
+	case onlyGiven:
+	case g.o != "": // from DNSPLAN_O
+		x.format = g.o
+	default:
+		x.format = g.output
+	}
+	if x.format != "text" && x.format != "json" {
+		return fmt.Errorf("%w: output format %q: want text or json", errCtlUsage, x.format)
+	}
+	if len(x.cluster) == 0 {
+		return fmt.Errorf("%w: --cluster is empty", errCtlUsage)
+	}
+	if x.timeout <= 0 {
+		return fmt.Errorf("%w: --timeout must be positive", errCtlUsage)
+	}
+	return nil
+}
+
+func runCtl(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	x := &ctl{stdout: stdout, stderr: stderr, now: time.Now}
+	fs := newFlagSet("ctl", stderr)
+	fs.Usage = func() { ctlUsage(stderr, fs) }
+	g := bindCtlGlobals(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := x.apply(g, givenOnCommandLine(args, func(fs *flag.FlagSet) { bindCtlGlobals(fs) }), false); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		ctlUsage(stderr, fs)
+		return fmt.Errorf("%w: missing subcommand", errCtlUsage)
+	}
+	name := fs.Arg(0)
+	var cmd *ctlCommand
+	for _, c := range ctlCommands() {
+		if c.name == name {
+			cmd = &c
+			break
+		}
+	}
+	if cmd == nil {
+		ctlUsage(stderr, fs)
+		return fmt.Errorf("%w: unknown subcommand %q", errCtlUsage, name)
+	}
+
+	sub := newFlagSet("ctl "+name, stderr)
+	sg := bindCtlGlobals(sub)
+	run := cmd.setup(sub)
+	sub.Usage = func() {
+		fmt.Fprintf(stderr, "usage: dnsplan ctl [flags] %s\n\n%s.\n\nflags:\n", cmd.synopsis, cmd.summary)
+		sub.PrintDefaults()
+	}
+	if err := parseFlags(sub, fs.Args()[1:]); err != nil {
+		return err
+	}
+	given := givenOnCommandLine(fs.Args()[1:], func(fs *flag.FlagSet) {
+		bindCtlGlobals(fs)
+		cmd.setup(fs)
+	})
+	if err := x.apply(sg, given, true); err != nil {
+		return err
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, x.timeout)
+	defer cancel()
+	defer x.close()
+	return ctlError(run(ctx, x, sub.Args()))
+}
+
+// givenOnCommandLine returns the names of the flags args sets, parsed
+// against the flags define defines. FlagSet.Visit cannot tell this after
+// parseFlags, which also counts the flags it took from the environment.
+func givenOnCommandLine(args []string, define func(*flag.FlagSet)) map[string]bool {
+	fs := flag.NewFlagSet("", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	define(fs)
+	_ = fs.Parse(args) // the real parse reports errors
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	return given
+}
+
+func ctlUsage(w io.Writer, fs *flag.FlagSet) {
+	fmt.Fprintln(w, "usage: dnsplan ctl [flags] <subcommand> [subcommand flags] [args]\n\nsubcommands:")
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	for _, c := range ctlCommands() {
+		fmt.Fprintf(tw, "  %s\t%s\n", c.synopsis, c.summary)
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "\nflags (before or after the subcommand):")
+	fs.PrintDefaults()
+}
+
+// rpcError is how ctl reports a gRPC error: "<code>: <message>".
+type rpcError struct {
+	st  *status.Status
+	err error
+}
+
+func (e *rpcError) Error() string { return e.st.Code().String() + ": " + e.st.Message() }
+func (e *rpcError) Unwrap() error { return e.err }
+
+// ctlError turns gRPC and context errors into "<code>: <message>" and
+// leaves the others (usage, files) as they are.
+func ctlError(err error) error {
+	if err == nil {
+		return nil
+	}
+	if st, ok := status.FromError(err); ok {
+		return &rpcError{st: st, err: err}
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		st := status.FromContextError(err)
+		return &rpcError{st: status.New(st.Code(), err.Error()), err: err}
+	}
+	return err
+}
+
+// describeErr is ctlError for an error shown in a table cell.
+func describeErr(err error) string { return ctlError(err).Error() }
+
+func (x *ctl) client() (*client.Client, error) {
+	if x.c != nil {
+		return x.c, nil
+	}
+	log := slog.New(slog.NewTextHandler(x.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	c, err := client.New(x.cluster,
+		client.WithCallTimeout(min(client.DefaultCallTimeout, x.timeout)),
+		client.WithRetryBudget(x.timeout),
+		client.WithLogger(log))
+	if err != nil {
+		return nil, err
+	}
+	x.c = c
+	return c, nil
+}
+
+func (x *ctl) close() {
+	if x.c != nil {
+		x.c.Close()
+	}
+}
+
+// show prints m as protojson with -o json, else as the table text writes.
+func (x *ctl) show(m proto.Message, text func(w io.Writer)) error {
+	if x.format == "json" {
+		return writeJSON(x.stdout, m)
+	}
+	return writeTable(x.stdout, text)
+}
+
+// writeJSON prints m as one indented protojson document. protojson's own
+// whitespace is deliberately unstable, so it is re-indented here to keep
+// the output byte-for-byte stable for scripts and tests.
+func writeJSON(w io.Writer, m proto.Message) error {
+	b, err := protojson.Marshal(m)
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	if err := json.Indent(&buf, b, "", "  "); err != nil {
+		return err
+	}
+	buf.WriteByte('\n')
+	_, err = w.Write(buf.Bytes())
+	return err
+}
+
+// writeTable aligns what text writes into columns. Rows of an endpoint's
+// second and later targets end in empty cells, which tabwriter pads; the
+// padding is trimmed so lines carry no trailing blanks.
+func writeTable(w io.Writer, text func(w io.Writer)) error {
+	var buf bytes.Buffer
+	tw := tabwriter.NewWriter(&buf, 0, 8, 2, ' ', 0)
+	text(tw)
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	var out bytes.Buffer
+	for line := range bytes.Lines(buf.Bytes()) {
+		out.Write(bytes.TrimRight(line, " \n"))
+		out.WriteByte('\n')
+	}
+	_, err := w.Write(out.Bytes())
+	return err
+}
+
+// tableRow writes one tab-separated table row.
+func tableRow(w io.Writer, cells ...any) {
+	for i, c := range cells {
+		if i > 0 {
+			io.WriteString(w, "\t")
+		}
+		fmt.Fprint(w, c)
+	}
+	io.WriteString(w, "\n")
+}
+
+// noArgs rejects positional arguments for subcommands that take none.
+func noArgs(args []string) error {
+	if len(args) > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errCtlUsage, args[0])
+	}
+	return nil
+}
+
+// Cell formats: "-" stands for "none" so columns never look shifted.
+
+func timeCell(t *timestamppb.Timestamp) string {
+	if t == nil || (t.GetSeconds() == 0 && t.GetNanos() == 0) {
+		return "-"
+	}
+	return t.AsTime().UTC().Format(time.RFC3339)
+}
+
+func dashIfZero[T comparable](v T) any {
+	var zero T
+	if v == zero {
+		return "-"
+	}
+	return v
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+// --- status and health ---
+
+// nodeStatus is one node's answer to Status, or why there is none.
+type nodeStatus struct {
+	addr string
+	st   *pb.StatusResponse
+	err  error
+}
+
+// statusAll asks every node for its own status, all at once, so one dead
+// node costs one timeout, not one per node.
+func statusAll(ctx context.Context, c *client.Client, addrs []string) []nodeStatus {
+	out := make([]nodeStatus, len(addrs))
+	var wg sync.WaitGroup
+	for i, addr := range addrs {
+		wg.Go(func() {
+			st, err := c.StatusOf(ctx, addr)
+			out[i] = nodeStatus{addr: addr, st: st, err: err}
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+// freshest is the best guess at the cluster's current view: among the
+// answers that know a leader, the highest term; within it, the leader's own
+// answer, else the most applied. nil if no node knows a leader.
+func freshest(nodes []nodeStatus) *pb.StatusResponse {
+	var best *pb.StatusResponse
+	rank := func(s *pb.StatusResponse) []uint64 {
+		self := uint64(0)
+		if s.GetNodeId() == s.GetLeaderId() {
+			self = 1
+		}
+		return []uint64{s.GetTerm(), self, s.GetAppliedIndex()}
+	}
+	for _, n := range nodes {
+		if n.st == nil || n.st.GetLeaderId() == "" {
+			continue
+		}
+		if best == nil || slices.Compare(rank(n.st), rank(best)) > 0 {
+			best = n.st
+		}
+	}
+	return best
+}
+
+func setupStatus(*flag.FlagSet) func(context.Context, *ctl, []string) error {
+	return func(ctx context.Context, x *ctl, args []string) error {
+		if err := noArgs(args); err != nil {
+			return err
+		}
+		c, err := x.client()
+		if err != nil {
+			return err
+		}
+		nodes := statusAll(ctx, c, x.cluster)
+		if err := x.showStatuses(nodes, renderStatus); err != nil {
+			return err
+		}
+		for _, n := range nodes {
+			if n.err == nil {
+				return nil
+			}
+		}
+		return errNoAnswer
+	}
+}
+
+func setupHealth(*flag.FlagSet) func(context.Context, *ctl, []string) error {
+	return func(ctx context.Context, x *ctl, args []string) error {
+		if err := noArgs(args); err != nil {
+			return err
+		}
+		c, err := x.client()
+		if err != nil {
+			return err
+		}
+		nodes := statusAll(ctx, c, x.cluster)
+		if err := x.showStatuses(nodes, renderHealth); err != nil {
+			return err
+		}
+		return healthError(nodes)
+	}
+}
+
+// healthError is nil when every node answered and knows a leader.
+func healthError(nodes []nodeStatus) error {
+	var bad []string
+	for _, n := range nodes {
+		switch {
+		case n.err != nil:
+			bad = append(bad, n.addr+": "+describeErr(n.err))
+		case n.st.GetLeaderId() == "":
+			bad = append(bad, n.addr+": no leader known")
+		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("%w: %s", errUnhealthy, strings.Join(bad, "; "))
+	}
+	return nil
+}
+
+// statusJSON is one element of `ctl -o json status`: a node's status in
+// protojson, or the error that stood in for it.
+type statusJSON struct {
+	Address string          `json:"address"`
+	Status  json.RawMessage `json:"status,omitempty"`
+	Error   string          `json:"error,omitempty"`
+}
+
+func (x *ctl) showStatuses(nodes []nodeStatus, text func(io.Writer, []nodeStatus)) error {
+	if x.format == "text" {
+		return writeTable(x.stdout, func(w io.Writer) { text(w, nodes) })
+	}
+	out := make([]statusJSON, len(nodes))
+	for i, n := range nodes {
+		out[i].Address = n.addr
+		if n.err != nil {
+			out[i].Error = describeErr(n.err)
+			continue
+		}
+		b, err := protojson.Marshal(n.st)
+		if err != nil {
+			return err
+		}
+		out[i].Status = b
+	}
+	enc := json.NewEncoder(x.stdout)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
+}
+
+func renderStatus(w io.Writer, nodes []nodeStatus) {
+	tableRow(w, "ADDRESS", "NODE", "STATE", "LEADER", "TERM", "COMMIT", "APPLIED", "SNAPSHOT")
+	var unreachable []nodeStatus
+	for _, n := range nodes {
+		if n.err != nil {
+			unreachable = append(unreachable, n)
+			tableRow(w, n.addr, "-", "unreachable", "-", "-", "-", "-", "-")
+			continue
+		}
+		s := n.st
+		tableRow(w, n.addr, s.GetNodeId(), s.GetState(), dashIfZero(s.GetLeaderId()), s.GetTerm(),
+			s.GetCommitIndex(), s.GetAppliedIndex(), s.GetLastSnapshotIndex())
+	}
+	// Errors go below the table: they are too long for a column.
+	if len(unreachable) > 0 {
+		fmt.Fprintln(w)
+	}
+	for _, n := range unreachable {
+		fmt.Fprintf(w, "%s unreachable: %s\n", n.addr, describeErr(n.err))
+	}
+	best := freshest(nodes)
+	if best == nil {
+		fmt.Fprintln(w, "\nleader: none known")
+		return
+	}
+	fmt.Fprintf(w, "\nleader: %s (%s), term %d\n", best.GetLeaderId(), dashIfZero(best.GetLeaderGrpcAddr()), best.GetTerm())
+	frozen := "no"
+	if best.GetFrozen() {
+		frozen = "yes"
+		if r := best.GetFreezeReason(); r != "" {
+			frozen += " (" + r + ")"
+		}
+	}
+	fmt.Fprintf(w, "frozen: %s\nplans: %d, next generation %d; endpoints applied: %d\n",
+		frozen, best.GetPlans(), best.GetNextGeneration(), best.GetEndpoints())
+}
+
+func renderHealth(w io.Writer, nodes []nodeStatus) {
+	for _, n := range nodes {
+		switch {
+		case n.err != nil:
+			tableRow(w, "unhealthy", n.addr, describeErr(n.err))
+		case n.st.GetLeaderId() == "":
+			tableRow(w, "unhealthy", n.addr, n.st.GetNodeId()+": no leader known")
+		default:
+			tableRow(w, "ok", n.addr, n.st.GetNodeId()+": leader "+n.st.GetLeaderId())
+		}
+	}
+}
+
+// --- members ---
+
+func setupMembers(*flag.FlagSet) func(context.Context, *ctl, []string) error {
+	return func(ctx context.Context, x *ctl, args []string) error {
+		if err := noArgs(args); err != nil {
+			return err
+		}
+		c, err := x.client()
+		if err != nil {
+			return err
+		}
+		st, err := c.Status(ctx)
+		if err != nil {
+			return err
+		}
+		return x.show(&pb.StatusResponse{Members: st.GetMembers()}, func(w io.Writer) { renderMembers(w, st.GetMembers()) })
+	}
+}
+
+func renderMembers(w io.Writer, members []*pb.Member) {
+	tableRow(w, "ID", "RAFT", "GRPC", "VOTER", "LEADER")
+	for _, m := range members {
+		tableRow(w, m.GetId(), dashIfZero(m.GetRaftAddr()), dashIfZero(m.GetGrpcAddr()), yesNo(m.GetVoter()), yesNo(m.GetLeader()))
+	}
+}
+
+// --- plans ---
+
+func setupPlans(fs *flag.FlagSet) func(context.Context, *ctl, []string) error {
+	stale := fs.Bool("stale", false, "read the answering node's replica, which may lag")
+	return func(ctx context.Context, x *ctl, args []string) error {
+		if err := noArgs(args); err != nil {
+			return err
+		}
+		c, err := x.client()
+		if err != nil {
+			return err
+		}
+		resp, err := c.ListPlans(ctx, &pb.ListPlansRequest{Stale: *stale})
+		if err != nil {
+			return err
+		}
+		return x.show(resp, func(w io.Writer) { renderPlans(w, resp.GetPlans()) })
+	}
+}
+
+func renderPlans(w io.Writer, plans []*pb.Plan) {
+	tableRow(w, "GEN", "PLANNER", "CREATED", "ENDPOINTS", "TARGETS")
+	for _, p := range plans {
+		targets := 0
+		for _, e := range p.GetEndpoints() {
+			targets += len(e.GetTargets())
+		}
+		tableRow(w, p.GetGeneration(), dashIfZero(p.GetPlannerId()), timeCell(p.GetCreatedAt()), len(p.GetEndpoints()), targets)
+	}
+}
+
+func setupPlan(fs *flag.FlagSet) func(context.Context, *ctl, []string) error {
+	stale := fs.Bool("stale", false, "read the answering node's replica, which may lag")
+	return func(ctx context.Context, x *ctl, args []string) error {
+		gen, err := parseGeneration(args)
+		if err != nil {
+			return err
+		}
+		c, err := x.client()
+		if err != nil {
+			return err
+		}
+		p, err := c.GetPlan(ctx, &pb.GetPlanRequest{Generation: gen, Stale: *stale})
+		if err != nil {
+			return err
+		}
+		return x.show(p, func(w io.Writer) { renderPlan(w, p) })
+	}
+}
+
+func parseGeneration(args []string) (uint64, error) {
+	if len(args) != 1 {
+		return 0, fmt.Errorf("%w: want one argument, the plan's generation", errCtlUsage)
+	}
+	gen, err := strconv.ParseUint(args[0], 10, 64)
+	if err != nil || gen == 0 {
+		return 0, fmt.Errorf("%w: generation %q: want a positive integer", errCtlUsage, args[0])
+	}
+	return gen, nil
+}
+
+func renderPlan(w io.Writer, p *pb.Plan) {
+	fmt.Fprintf(w, "generation:\t%d\nplanner:\t%s\ncreated:\t%s\n\n", p.GetGeneration(), dashIfZero(p.GetPlannerId()), timeCell(p.GetCreatedAt()))
+	tableRow(w, "ENDPOINT", "TTL", "TARGET", "ADDRESS", "WEIGHT")
+	for _, e := range p.GetEndpoints() {
+		renderTargets(w, []any{e.GetName(), e.GetTtl()}, e.GetTargets(), nil)
+	}
+}
+
+// renderTargets writes one row per target; the endpoint's own cells (head
+// before the targets, tail after) go on its first row only, blank below.
+func renderTargets(w io.Writer, head []any, targets []*pb.Target, tail []any) {
+	if len(targets) == 0 {
+		targets = []*pb.Target{nil}
+	}
+	for i, t := range targets {
+		var cells []any
+		if i == 0 {
+			cells = append(cells, head...)
+		} else {
+			for range head {
+				cells = append(cells, "")
+			}
+		}
+		if t == nil {
+			cells = append(cells, "-", "-", "-")
+		} else {
+			cells = append(cells, dashIfZero(t.GetId()), t.GetAddress(), t.GetWeight())
+		}
+		if i == 0 {
+			cells = append(cells, tail...)
+		} else {
+			// Empty cells keep the tail's columns aligned below.
+			for range tail {
+				cells = append(cells, "")
+			}
+		}
+		tableRow(w, cells...)
+	}
+}
+
+// --- submit ---
+
+func setupSubmit(fs *flag.FlagSet) func(context.Context, *ctl, []string) error {
+	file := fs.String("f", "", "plan file: protojson of dnsplan.v1.Plan; - reads stdin")
+	force := fs.Bool("force", false, "skip the velocity limit (never the other checks)")
+	return func(ctx context.Context, x *ctl, args []string) error {
+		if err := noArgs(args); err != nil {
+			return err
+		}
+		if *file == "" {
+			return fmt.Errorf("%w: submit needs -f FILE (or -f - for stdin)", errCtlUsage)
+		}
+		plan, err := readPlanFile(*file, os.Stdin)
+		if err != nil {
+			return err
+		}
+		c, err := x.client()
+		if err != nil {
+			return err
+		}
+		resp, err := c.SubmitPlan(ctx, &pb.SubmitPlanRequest{Plan: plan, Force: *force})
+		if err != nil {
+			return err
+		}
+		return x.show(resp, func(w io.Writer) { fmt.Fprintf(w, "generation %d\n", resp.GetGeneration()) })
+	}
+}
+
+// readPlanFile reads a plan from path, or from stdin when path is "-".
+func readPlanFile(path string, stdin io.Reader) (*pb.Plan, error) {
+	var b []byte
+	var err error
+	if path == "-" {
+		path = "stdin"
+		b, err = io.ReadAll(stdin)
+	} else {
+		b, err = os.ReadFile(path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading plan: %w", err)
+	}
+	p, err := parsePlan(b)
+	if err != nil {
+		return nil, fmt.Errorf("plan %s: %w", path, err)
+	}
+	return p, nil
+}
+
+// parsePlan decodes a plan in protojson. Unknown fields are errors: a
+// misspelt field would otherwise be silently dropped from the plan.
+func parsePlan(b []byte) (*pb.Plan, error) {
+	if len(bytes.TrimSpace(b)) == 0 {
+		return nil, errors.New("empty: want a JSON object in the form of dnsplan.v1.Plan")
+	}
+	p := &pb.Plan{}
+	if err := (protojson.UnmarshalOptions{}).Unmarshal(b, p); err != nil {
+		return nil, fmt.Errorf("not a dnsplan.v1.Plan in JSON: %w", err)
+	}
+	return p, nil
+}
+
+// --- applied ---
+
+func setupApplied(fs *flag.FlagSet) func(context.Context, *ctl, []string) error {
+	stale := fs.Bool("stale", false, "read the answering node's replica, which may lag")
+	return func(ctx context.Context, x *ctl, args []string) error {
+		if len(args) > 1 {
+			return fmt.Errorf("%w: want at most one endpoint", errCtlUsage)
+		}
+		c, err := x.client()
+		if err != nil {
+			return err
+		}
+		if len(args) == 1 {
+			a, err := c.GetApplied(ctx, &pb.GetAppliedRequest{Endpoint: args[0], Stale: *stale})
+			if err != nil {
+				return err
+			}
+			return x.show(a, func(w io.Writer) { renderApplied(w, []*pb.AppliedEndpoint{a}) })
+		}
+		resp, err := c.ListApplied(ctx, &pb.ListAppliedRequest{Stale: *stale})
+		if err != nil {
+			return err
+		}
+		return x.show(resp, func(w io.Writer) { renderApplied(w, resp.GetEndpoints()) })
+	}
+}
+
+func renderApplied(w io.Writer, endpoints []*pb.AppliedEndpoint) {
+	tableRow(w, "ENDPOINT", "GEN", "TTL", "TARGET", "ADDRESS", "WEIGHT", "ENACTOR", "TOKEN", "REVISION", "APPLIED")
+	for _, a := range endpoints {
+		renderTargets(w, []any{a.GetEndpoint(), a.GetGeneration(), a.GetTtl()}, a.GetTargets(),
+			[]any{dashIfZero(a.GetEnactorId()), a.GetLeaseToken(), a.GetRevision(), timeCell(a.GetAppliedAt())})
+	}
+}
+
+// --- leases ---
+
+func setupLeases(fs *flag.FlagSet) func(context.Context, *ctl, []string) error {
+	stale := fs.Bool("stale", false, "read the answering node's replica, which may lag")
+	return func(ctx context.Context, x *ctl, args []string) error {
+		if err := noArgs(args); err != nil {
+			return err
+		}
+		c, err := x.client()
+		if err != nil {
+			return err
+		}
+		resp, err := c.ListLeases(ctx, &pb.ListLeasesRequest{Stale: *stale})
+		if err != nil {
+			return err
+		}
+		now := x.now()
+		return x.show(resp, func(w io.Writer) { renderLeases(w, resp.GetLeases(), now) })
+	}
+}
+
+// renderLeases shows each lease's time left as seen from now (this
+// machine's clock: a hint for the operator, not what the cluster decides).
+func renderLeases(w io.Writer, leases []*pb.Lease, now time.Time) {
+	tableRow(w, "NAME", "HOLDER", "TOKEN", "TTL", "EXPIRES", "LEFT")
+	for _, l := range leases {
+		left := "-"
+		if l.GetExpiresAt() != nil {
+			if d := l.GetExpiresAt().AsTime().Sub(now); d > 0 {
+				left = d.Round(100 * time.Millisecond).String()
+			} else {
+				left = "expired"
+			}
+		}
+		ttl := "-"
+		if l.GetTtl() != nil {
+			ttl = l.GetTtl().AsDuration().String()
+		}
+		tableRow(w, l.GetName(), dashIfZero(l.GetHolder()), l.GetToken(), ttl, timeCell(l.GetExpiresAt()), left)
+	}
+}
+
+// --- cleanup ---
+
+func setupCleanup(fs *flag.FlagSet) func(context.Context, *ctl, []string) error {
+	keep := fs.Uint("keep", 0, "how many of the newest plans to keep regardless (at least 1; applied plans are always kept)")
+	return func(ctx context.Context, x *ctl, args []string) error {
+		if err := noArgs(args); err != nil {
+			return err
+		}
+		if *keep < 1 || uint64(*keep) > uint64(^uint32(0)) {
+			return fmt.Errorf("%w: cleanup needs --keep N with N at least 1", errCtlUsage)
+		}
+		c, err := x.client()
+		if err != nil {
+			return err
+		}
+		resp, err := c.CleanupPlans(ctx, &pb.CleanupPlansRequest{KeepLast: uint32(*keep)})
+		if err != nil {
+			return err
+		}
+		return x.show(resp, func(w io.Writer) { renderCleanup(w, resp.GetDeleted()) })
+	}
+}
+
+func renderCleanup(w io.Writer, deleted []uint64) {
+	if len(deleted) == 0 {
+		fmt.Fprintln(w, "deleted no plans")
+		return
+	}
+	gens := make([]string, len(deleted))
+	for i, g := range deleted {
+		gens[i] = strconv.FormatUint(g, 10)
+	}
+	fmt.Fprintf(w, "deleted %d plans: generations %s\n", len(deleted), strings.Join(gens, ", "))
+}
+
+// --- history ---
+
+func setupHistory(fs *flag.FlagSet) func(context.Context, *ctl, []string) error {
+	limit := fs.Uint("limit", 0, "show only the newest N events; 0 shows all the cluster keeps")
+	stale := fs.Bool("stale", false, "read the answering node's replica, which may lag")
+	return func(ctx context.Context, x *ctl, args []string) error {
+		if err := noArgs(args); err != nil {
+			return err
+		}
+		if uint64(*limit) > uint64(^uint32(0)) {
+			return fmt.Errorf("%w: --limit %d is too large", errCtlUsage, *limit)
+		}
+		c, err := x.client()
+		if err != nil {
+			return err
+		}
+		resp, err := c.ListHistory(ctx, &pb.ListHistoryRequest{Limit: uint32(*limit), Stale: *stale})
+		if err != nil {
+			return err
+		}
+		return x.show(resp, func(w io.Writer) { renderHistory(w, resp.GetEvents()) })
+	}
+}
+
+func renderHistory(w io.Writer, events []*pb.HistoryEvent) {
+	tableRow(w, "INDEX", "TIME", "KIND", "ACTOR", "GEN", "ENDPOINT", "LEASE", "TOKEN", "OUTCOME", "REASON")
+	for _, e := range events {
+		tableRow(w, e.GetIndex(), timeCell(e.GetTime()), e.GetKind(), dashIfZero(e.GetActor()), dashIfZero(e.GetGeneration()),
+			dashIfZero(e.GetEndpoint()), dashIfZero(e.GetLeaseName()), dashIfZero(e.GetToken()), dashIfZero(e.GetOutcome()), e.GetReason())
+	}
+}
+
+// --- cluster changes ---
+
+func setupFreeze(frozen bool) func(fs *flag.FlagSet) func(context.Context, *ctl, []string) error {
+	return func(fs *flag.FlagSet) func(context.Context, *ctl, []string) error {
+		reason := new(string)
+		if frozen {
+			reason = fs.String("reason", "", "why, for the status and the history")
+		}
+		return func(ctx context.Context, x *ctl, args []string) error {
+			if err := noArgs(args); err != nil {
+				return err
+			}
+			c, err := x.client()
+			if err != nil {
+				return err
+			}
+			resp, err := c.SetFreeze(ctx, &pb.SetFreezeRequest{Frozen: frozen, Reason: *reason})
+			if err != nil {
+				return err
+			}
+			return x.show(resp, func(w io.Writer) {
+				if resp.GetFrozen() {
+					fmt.Fprintln(w, "frozen: applies are refused until unfreeze")
+				} else {
+					fmt.Fprintln(w, "unfrozen: applies are allowed")
+				}
+			})
+		}
+	}
+}
+
+func setupTransfer(fs *flag.FlagSet) func(context.Context, *ctl, []string) error {
+	to := fs.String("to", "", "id of the voter to hand leadership to; empty lets the leader choose")
+	return func(ctx context.Context, x *ctl, args []string) error {
+		if err := noArgs(args); err != nil {
+			return err
+		}
+		c, err := x.client()
+		if err != nil {
+			return err
+		}
+		resp, err := c.TransferLeadership(ctx, &pb.TransferLeadershipRequest{Id: *to})
+		if err != nil {
+			return err
+		}
+		return x.show(resp, func(w io.Writer) { fmt.Fprintf(w, "leader: %s\n", dashIfZero(resp.GetLeaderId())) })
+	}
+}
+
+func setupAddVoter(fs *flag.FlagSet) func(context.Context, *ctl, []string) error {
+	id := fs.String("id", "", "the new node's id")
+	raftAddr := fs.String("raft-addr", "", "the new node's Raft address, as peers reach it")
+	grpcAddr := fs.String("grpc-addr", "", "the new node's gRPC address, as clients reach it")
+	return func(ctx context.Context, x *ctl, args []string) error {
+		if err := noArgs(args); err != nil {
+			return err
+		}
+		if *id == "" || *raftAddr == "" || *grpcAddr == "" {
+			return fmt.Errorf("%w: add-voter needs --id, --raft-addr and --grpc-addr", errCtlUsage)
+		}
+		c, err := x.client()
+		if err != nil {
+			return err
+		}
+		resp, err := c.AddVoter(ctx, &pb.AddVoterRequest{Id: *id, RaftAddr: *raftAddr, GrpcAddr: *grpcAddr})
+		if err != nil {
+			return err
+		}
+		return x.show(resp, func(w io.Writer) { fmt.Fprintf(w, "added voter %s\n", *id) })
+	}
+}
+
+func setupRemoveServer(*flag.FlagSet) func(context.Context, *ctl, []string) error {
+	return func(ctx context.Context, x *ctl, args []string) error {
+		if len(args) != 1 || args[0] == "" {
+			return fmt.Errorf("%w: remove-server needs one argument, the node's id", errCtlUsage)
+		}
+		c, err := x.client()
+		if err != nil {
+			return err
+		}
+		resp, err := c.RemoveServer(ctx, &pb.RemoveServerRequest{Id: args[0]})
+		if err != nil {
+			return err
+		}
+		return x.show(resp, func(w io.Writer) { fmt.Fprintf(w, "removed %s\n", args[0]) })
+	}
+}

@@ -1,0 +1,102 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/dnsplan/dnsplan/cluster"
+)
+
+func runNode(ctx context.Context, args []string, _, stderr io.Writer) error {
+	fs := newFlagSet("node", stderr)
+	var (
+		cfg            cluster.Config
+		initialCluster string
+		logLevel       string
+		logFormat      string
+	)
+	fs.StringVar(&cfg.ID, "id", "", "node id, unique in the cluster (required)")
+	fs.StringVar(&cfg.DataDir, "data-dir", "", "Raft log, stable store and snapshots (default ./data/<id>)")
+	fs.StringVar(&cfg.RaftAddr, "raft-addr", "127.0.0.1:7001", "Raft transport (TCP) listen address")
+	fs.StringVar(&cfg.AdvertiseRaft, "advertise-raft", "", "address peers use to reach this node's Raft port (default --raft-addr)")
+	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", "127.0.0.1:9001", "gRPC API listen address")
+	fs.StringVar(&cfg.AdvertiseGRPC, "advertise-grpc", "", "address others use to reach this node's gRPC port (default --grpc-addr)")
+	fs.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8001", "/metrics, /healthz, /readyz and status page; empty disables")
+	fs.StringVar(&initialCluster, "initial-cluster", "", "id=raftaddr,... of the founding members; ignored when the data dir holds state")
+	fs.StringVar(&cfg.Join, "join", "", "gRPC address of a member to ask to add this node as a voter")
+	fs.Float64Var(&cfg.MaxCapacityDrop, "max-capacity-drop", 0.5, "largest fraction of an endpoint's total weight one plan may remove without force (1 disables)")
+	fs.Uint64Var(&cfg.SnapshotThreshold, "snapshot-threshold", 8192, "log entries since the last snapshot that trigger a new one")
+	fs.DurationVar(&cfg.SnapshotInterval, "snapshot-interval", 30*time.Second, "how often the snapshot threshold is checked")
+	fs.Uint64Var(&cfg.TrailingLogs, "trailing-logs", 10240, "log entries kept after a snapshot for slow followers")
+	fs.DurationVar(&cfg.HeartbeatTimeout, "heartbeat-timeout", time.Second, "Raft heartbeat timeout")
+	fs.DurationVar(&cfg.ElectionTimeout, "election-timeout", time.Second, "Raft election timeout")
+	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&logFormat, "log-format", "text", "text or json")
+	fs.StringVar(&cfg.RaftLogLevel, "raft-log-level", "warn", "level of hashicorp/raft's own log")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if cfg.ID == "" {
+		return fmt.Errorf("node: --id is required")
+	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = filepath.Join(".", "data", cfg.ID)
+	}
+	peers, err := parseInitialCluster(initialCluster)
+	if err != nil {
+		return err
+	}
+	cfg.InitialCluster = peers
+	logger, err := newLogger(stderr, logLevel, logFormat)
+	if err != nil {
+		return err
+	}
+	cfg.Logger = logger
+	cfg.RaftLogOutput = stderr
+
+	n, err := cluster.Start(cfg)
+	if err != nil {
+		return err
+	}
+	logger.Info("node started", "id", cfg.ID, "raft", n.RaftAddr(), "grpc", n.AdvertiseGRPC(), "http", n.HTTPAddr(), "data_dir", cfg.DataDir)
+	<-ctx.Done()
+	logger.Info("node stopping", "id", cfg.ID)
+	return n.Close()
+}
+
+// parseInitialCluster reads "id=raftaddr,id=raftaddr".
+func parseInitialCluster(s string) ([]cluster.Peer, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	var peers []cluster.Peer
+	for _, part := range strings.Split(s, ",") {
+		id, addr, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok || id == "" || addr == "" {
+			return nil, fmt.Errorf("--initial-cluster: %q is not id=raftaddr", part)
+		}
+		peers = append(peers, cluster.Peer{ID: id, RaftAddr: addr})
+	}
+	return peers, nil
+}
+
+// newLogger is the process's slog logger; components add their own name.
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %v", err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format: %q is not text or json", format)
+}
