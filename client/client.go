@@ -70,10 +70,10 @@ func WithCallTimeout(d time.Duration) Option { return func(o *options) { o.callT
 // (default 15s). The caller's context may end it sooner.
 func WithRetryBudget(d time.Duration) Option { return func(o *options) { o.retryBudget = d } }
 
-// WithBackoff sets the pause between attempts: it starts at min, doubles
-// after each failure up to max, and is jittered (default 50ms to 1s).
-func WithBackoff(min, max time.Duration) Option {
-	return func(o *options) { o.minBackoff, o.maxBackoff = min, max }
+// WithBackoff sets the pause between attempts: it starts at first, doubles
+// after each failure up to limit, and is jittered (default 50ms to 1s).
+func WithBackoff(first, limit time.Duration) Option {
+	return func(o *options) { o.minBackoff, o.maxBackoff = first, limit }
 }
 
 // WithLogger sets the logger; retries are logged at debug level, broken
@@ -190,12 +190,18 @@ func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
 		// gRPC's default reconnect backoff grows to two minutes; a node
 		// that restarts should be usable again within seconds, since the
 		// client fails over rather than waiting on one connection.
-		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{
-			BaseDelay:  100 * time.Millisecond,
-			Multiplier: 1.6,
-			Jitter:     0.2,
-			MaxDelay:   2 * time.Second,
-		}}),
+		// MinConnectTimeout must be set with it: left zero, a connection
+		// attempt gets only the backoff delay (100ms), too little for a
+		// busy machine.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff: backoff.Config{
+				BaseDelay:  100 * time.Millisecond,
+				Multiplier: 1.6,
+				Jitter:     0.2,
+				MaxDelay:   2 * time.Second,
+			},
+			MinConnectTimeout: c.opts.callTimeout,
+		}),
 	}
 	cc, err := grpc.NewClient(addr, append(dial, c.opts.dialOptions...)...)
 	if err != nil {

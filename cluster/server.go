@@ -105,7 +105,16 @@ func (p *planService) SubmitPlan(ctx context.Context, req *pb.SubmitPlanRequest)
 func (p *planService) GetPlan(ctx context.Context, req *pb.GetPlanRequest) (*pb.Plan, error) {
 	return read(ctx, p.n, req.GetStale(), req, func(_ context.Context, req *pb.GetPlanRequest) (*pb.Plan, error) {
 		var plan *pb.Plan
-		p.n.machine.read(func(s *fsm.State) { plan = s.Plan(req.GetGeneration()) })
+		p.n.machine.read(func(s *fsm.State) {
+			if req.GetNewest() {
+				plan = s.NewestPlan()
+			} else {
+				plan = s.Plan(req.GetGeneration())
+			}
+		})
+		if plan == nil && req.GetNewest() {
+			return nil, fmt.Errorf("%w: no plan is stored", fsm.ErrNotFound)
+		}
 		if plan == nil {
 			return nil, fmt.Errorf("%w: generation %d is unknown or deleted", fsm.ErrNotFound, req.GetGeneration())
 		}

@@ -19,6 +19,17 @@ import (
 // Plan returns a stored plan, or nil.
 func (s *State) Plan(gen uint64) *pb.Plan { return s.plans[gen] }
 
+// NewestPlan returns the stored plan of the highest generation, or nil.
+func (s *State) NewestPlan() *pb.Plan {
+	var newest *pb.Plan
+	for g, p := range s.plans {
+		if newest == nil || g > newest.Generation {
+			newest = p
+		}
+	}
+	return newest
+}
+
 // Plans returns every stored plan in generation order.
 func (s *State) Plans() []*pb.Plan {
 	out := make([]*pb.Plan, 0, len(s.plans))

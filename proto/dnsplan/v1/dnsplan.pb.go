@@ -375,7 +375,10 @@ type GetPlanRequest struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	Generation uint64                 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
 	// stale serves the read from the answering node's replica.
-	Stale         bool `protobuf:"varint,2,opt,name=stale,proto3" json:"stale,omitempty"`
+	Stale bool `protobuf:"varint,2,opt,name=stale,proto3" json:"stale,omitempty"`
+	// newest ignores generation and returns the newest stored plan
+	// (NOT_FOUND when there is none). Clean-up never deletes it.
+	Newest        bool `protobuf:"varint,3,opt,name=newest,proto3" json:"newest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -420,6 +423,13 @@ func (x *GetPlanRequest) GetGeneration() uint64 {
 func (x *GetPlanRequest) GetStale() bool {
 	if x != nil {
 		return x.Stale
+	}
+	return false
+}
+
+func (x *GetPlanRequest) GetNewest() bool {
+	if x != nil {
+		return x.Newest
 	}
 	return false
 }
@@ -2463,12 +2473,13 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\x12SubmitPlanResponse\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
-	"generation\"F\n" +
+	"generation\"^\n" +
 	"\x0eGetPlanRequest\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
 	"generation\x12\x14\n" +
-	"\x05stale\x18\x02 \x01(\bR\x05stale\"(\n" +
+	"\x05stale\x18\x02 \x01(\bR\x05stale\x12\x16\n" +
+	"\x06newest\x18\x03 \x01(\bR\x06newest\"(\n" +
 	"\x10ListPlansRequest\x12\x14\n" +
 	"\x05stale\x18\x01 \x01(\bR\x05stale\";\n" +
 	"\x11ListPlansResponse\x12&\n" +
