@@ -23,7 +23,7 @@ import (
 // short Raft timeouts and data in a temp dir. Addresses are fixed at
 // creation so nodes can be restarted on them.
 type testCluster struct {
-	t     *testing.T
+	t     testing.TB
 	dir   string
 	mu    sync.Mutex
 	nodes map[string]*Node
@@ -34,13 +34,14 @@ type testCluster struct {
 
 type nodeSpec struct {
 	id, raftAddr, grpcAddr string
+	dnsAddr                string // empty: no DNS server
 	join                   string
 	initial                []Peer
 }
 
 // freeAddr reserves a loopback port by listening and closing; the node
 // re-listens on it at once.
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -50,7 +51,7 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-func newTestCluster(t *testing.T, size int, tune func(*Config)) *testCluster {
+func newTestCluster(t testing.TB, size int, tune func(*Config)) *testCluster {
 	t.Helper()
 	c := &testCluster{t: t, dir: t.TempDir(), nodes: map[string]*Node{}, specs: map[string]*nodeSpec{}, tune: tune}
 	var peers []Peer
@@ -65,6 +66,34 @@ func newTestCluster(t *testing.T, size int, tune func(*Config)) *testCluster {
 	}
 	t.Cleanup(c.closeAll)
 	return c
+}
+
+// withDNS gives every node a DNS server on a free UDP+TCP port.
+func (c *testCluster) withDNS() *testCluster {
+	for _, s := range c.specs {
+		s.dnsAddr = freeDNSAddr(c.t)
+	}
+	return c
+}
+
+// freeDNSAddr finds a loopback port free for both UDP and TCP.
+func freeDNSAddr(t testing.TB) string {
+	t.Helper()
+	for range 20 {
+		u, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := u.LocalAddr().String()
+		l, err := net.Listen("tcp", addr)
+		u.Close()
+		if err == nil {
+			l.Close()
+			return addr
+		}
+	}
+	t.Fatal("no port free for both UDP and TCP")
+	return ""
 }
 
 // startAll starts every node at once, in parallel.
@@ -85,6 +114,7 @@ func (c *testCluster) config(s *nodeSpec) Config {
 		GRPCAddr:           s.grpcAddr,
 		InitialCluster:     s.initial,
 		Join:               s.join,
+		DNSAddr:            s.dnsAddr,
 		HeartbeatTimeout:   250 * time.Millisecond,
 		ElectionTimeout:    250 * time.Millisecond,
 		LeaderLeaseTimeout: 150 * time.Millisecond,
@@ -205,7 +235,7 @@ type api struct {
 	cluster pb.ClusterServiceClient
 }
 
-func dial(t *testing.T, addr string) api {
+func dial(t testing.TB, addr string) api {
 	t.Helper()
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(64<<20), grpc.MaxCallRecvMsgSize(64<<20)))
@@ -224,7 +254,7 @@ func (c *testCluster) api(id string) api {
 }
 
 // waitFor polls cond until it holds or the timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
@@ -235,7 +265,7 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
-func ctxT(t *testing.T) context.Context {
+func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
 	return ctx

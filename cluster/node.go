@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/dnsplan/dnsplan/cluster/dnsserver"
 	"github.com/dnsplan/dnsplan/cluster/fsm"
 )
 
@@ -88,6 +89,10 @@ type Config struct {
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration
+	// CommitTimeout is how long an idle leader waits before sending
+	// followers an append that tells them the new commit index (default
+	// 10ms; Raft's own default of 50ms delays what followers' DNS serves).
+	CommitTimeout time.Duration
 
 	// ApplyTimeout bounds one proposal when the request has no deadline
 	// (default 10s).
@@ -168,6 +173,8 @@ type Node struct {
 	grpcLis   net.Listener
 	http      *http.Server
 	httpLis   net.Listener
+	dns       *dnsserver.Server
+	dnsAddr   string
 
 	// readyTerm is the term in which this node, as leader, finished its
 	// barrier: every entry of earlier terms is applied, so its state is
@@ -208,6 +215,9 @@ func Start(cfg Config) (n *Node, err error) {
 		return nil, err
 	}
 	if err := n.startGRPC(); err != nil {
+		return nil, err
+	}
+	if err := n.startDNS(); err != nil {
 		return nil, err
 	}
 	if err := n.startHTTP(); err != nil {
@@ -269,6 +279,10 @@ func (n *Node) startRaft() (joining bool, err error) {
 	}
 	if cfg.ElectionTimeout > 0 {
 		rc.ElectionTimeout = cfg.ElectionTimeout
+	}
+	rc.CommitTimeout = 10 * time.Millisecond
+	if cfg.CommitTimeout > 0 {
+		rc.CommitTimeout = cfg.CommitTimeout
 	}
 	if cfg.LeaderLeaseTimeout > 0 {
 		rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
@@ -487,6 +501,9 @@ func (n *Node) Close() error {
 			case <-time.After(2 * time.Second):
 				n.grpc.Stop()
 			}
+		}
+		if n.dns != nil {
+			_ = n.dns.Close()
 		}
 		if n.http != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

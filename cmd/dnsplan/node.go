@@ -27,6 +27,11 @@ func runNode(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", "127.0.0.1:9001", "gRPC API listen address")
 	fs.StringVar(&cfg.AdvertiseGRPC, "advertise-grpc", "", "address others use to reach this node's gRPC port (default --grpc-addr)")
 	fs.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8001", "/metrics, /healthz, /readyz and status page; empty disables")
+	fs.StringVar(&cfg.DNSAddr, "dns-addr", "127.0.0.1:5301", "authoritative DNS listen address (UDP and TCP); empty disables")
+	zones := newListFlag("dnsplan.test.")
+	fs.Var(zones, "zone", "authoritative zone, repeatable (default dnsplan.test.)")
+	nsNames := newListFlag()
+	fs.Var(nsNames, "ns", "NS name served at each zone apex, repeatable (default ns1.<zone>)")
 	fs.StringVar(&initialCluster, "initial-cluster", "", "id=raftaddr,... of the founding members; ignored when the data dir holds state")
 	fs.StringVar(&cfg.Join, "join", "", "gRPC address of a member to ask to add this node as a voter")
 	fs.Float64Var(&cfg.MaxCapacityDrop, "max-capacity-drop", 0.5, "largest fraction of an endpoint's total weight one plan may remove without force (1 disables)")
@@ -52,6 +57,7 @@ func runNode(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	cfg.InitialCluster = peers
+	cfg.Zones, cfg.NSNames = zones.values, nsNames.values
 	logger, err := newLogger(stderr, logLevel, logFormat)
 	if err != nil {
 		return err
@@ -63,7 +69,7 @@ func runNode(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	logger.Info("node started", "id", cfg.ID, "raft", n.RaftAddr(), "grpc", n.AdvertiseGRPC(), "http", n.HTTPAddr(), "data_dir", cfg.DataDir)
+	logger.Info("node started", "id", cfg.ID, "raft", n.RaftAddr(), "grpc", n.AdvertiseGRPC(), "dns", n.DNSAddr(), "http", n.HTTPAddr(), "data_dir", cfg.DataDir)
 	<-ctx.Done()
 	logger.Info("node stopping", "id", cfg.ID)
 	return n.Close()

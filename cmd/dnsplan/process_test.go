@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/miekg/dns"
 )
 
 // binary is the dnsplan binary built once for the process tests.
@@ -66,14 +68,14 @@ func ctlRun(t *testing.T, cluster string, args ...string) (string, error) {
 func TestNodeAndCtlProcesses(t *testing.T) {
 	dir := t.TempDir()
 	type proc struct {
-		id, raft, grpc string
-		cmd            *exec.Cmd
-		log            *bytes.Buffer
+		id, raft, grpc, dns string
+		cmd                 *exec.Cmd
+		log                 *bytes.Buffer
 	}
 	var procs []*proc
 	var initial, grpcAddrs []string
 	for i := 1; i <= 3; i++ {
-		p := &proc{id: fmt.Sprintf("node%d", i), raft: freePort(t), grpc: freePort(t), log: &bytes.Buffer{}}
+		p := &proc{id: fmt.Sprintf("node%d", i), raft: freePort(t), grpc: freePort(t), dns: freePort(t), log: &bytes.Buffer{}}
 		procs = append(procs, p)
 		initial = append(initial, p.id+"="+p.raft)
 		grpcAddrs = append(grpcAddrs, p.grpc)
@@ -81,7 +83,7 @@ func TestNodeAndCtlProcesses(t *testing.T) {
 	cluster := strings.Join(grpcAddrs, ",")
 	for _, p := range procs {
 		// Some settings as flags, some as environment variables.
-		p.cmd = exec.Command(binary, "node", "--id", p.id, "--raft-addr", p.raft,
+		p.cmd = exec.Command(binary, "node", "--id", p.id, "--raft-addr", p.raft, "--dns-addr", p.dns,
 			"--http-addr", "", "--heartbeat-timeout", "300ms", "--election-timeout", "300ms")
 		p.cmd.Env = append(os.Environ(),
 			"DNSPLAN_GRPC_ADDR="+p.grpc,
@@ -150,6 +152,15 @@ func TestNodeAndCtlProcesses(t *testing.T) {
 	}
 	if _, err := ctlRun(t, cluster, "submit", "-f", planFile); err == nil || !strings.Contains(err.Error(), "InvalidArgument") {
 		t.Fatalf("invalid plan: %v, want an InvalidArgument failure", err)
+	}
+	// Each node answers DNS for its zone on --dns-addr.
+	for _, p := range procs {
+		m := new(dns.Msg)
+		m.SetQuestion("dnsplan.test.", dns.TypeSOA)
+		r, _, err := (&dns.Client{Timeout: 3 * time.Second}).Exchange(m, p.dns)
+		if err != nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
+			t.Fatalf("%s SOA query: %v %v", p.id, r, err)
+		}
 	}
 	out, err = ctlRun(t, cluster, "status")
 	if err != nil {
