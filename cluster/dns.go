@@ -1,8 +1,13 @@
 package cluster
 
 import (
+	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 
 	"github.com/dnsplan/dnsplan/cluster/dnsserver"
 	"github.com/dnsplan/dnsplan/cluster/fsm"
@@ -36,7 +41,9 @@ func (n *Node) startDNS() error {
 		return err
 	}
 	n.dns = srv
-	n.refreshDNS()
+	if n.dnsFloor, err = readServedIndex(n.cfg.DataDir); err != nil {
+		return err
+	}
 	if err := srv.Start(udp, tcp); err != nil {
 		return err
 	}
@@ -47,10 +54,30 @@ func (n *Node) startDNS() error {
 
 // dnsUpdateLoop hands the DNS server a fresh view after every change to
 // the replica. The change channel is taken before reading, so none is lost.
+//
+// A restarted node's replica starts from its last snapshot and only moves
+// on once it learns from a leader what is committed, so it can be older
+// than what the node served before it stopped. Serving it would take the
+// node's answers back to an older generation (I1), or empty (I2). So each
+// node records the log index its DNS last served (a small file in the data
+// dir) and, after a restart, serves nothing (SERVFAIL: resolvers go to
+// another node) until its replica has caught up to that index.
 func (n *Node) dnsUpdateLoop() {
+	var persisted uint64
 	for {
-		ch, _ := n.machine.changed()
-		n.refreshDNS()
+		ch, index := n.machine.changed()
+		if index >= n.dnsFloor {
+			var applied []*pb.AppliedEndpoint
+			n.machine.read(func(s *fsm.State) { applied, index = s.AppliedAll(), s.LastIndex() })
+			n.dns.Update(applied)
+			if index > persisted {
+				if err := writeServedIndex(n.cfg.DataDir, index); err != nil {
+					n.log.Error("recording the index DNS serves", "err", err)
+				} else {
+					persisted = index
+				}
+			}
+		}
 		select {
 		case <-ch:
 		case <-n.closing:
@@ -59,10 +86,33 @@ func (n *Node) dnsUpdateLoop() {
 	}
 }
 
-func (n *Node) refreshDNS() {
-	var applied []*pb.AppliedEndpoint
-	n.machine.read(func(s *fsm.State) { applied = s.AppliedAll() })
-	n.dns.Update(applied)
+// servedIndexFile holds the log index of the state DNS last served.
+const servedIndexFile = "dns-served-index"
+
+func readServedIndex(dir string) (uint64, error) {
+	b, err := os.ReadFile(filepath.Join(dir, servedIndexFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("cluster: reading %s: %w", servedIndexFile, err)
+	}
+	index, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("cluster: %s holds %q: %w", servedIndexFile, b, err)
+	}
+	return index, nil
+}
+
+// writeServedIndex replaces the file atomically (write, then rename). It
+// survives a crash of the process; after a power loss it may hold an older
+// index, which only shortens the wait.
+func writeServedIndex(dir string, index uint64) error {
+	tmp := filepath.Join(dir, servedIndexFile+".tmp")
+	if err := os.WriteFile(tmp, []byte(strconv.FormatUint(index, 10)+"\n"), 0o640); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(dir, servedIndexFile))
 }
 
 // DNSAddr is the address the DNS server answers on, or "".

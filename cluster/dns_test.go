@@ -274,3 +274,27 @@ func TestDNSNodeAnswersWhenAlone(t *testing.T) {
 		t.Fatalf("lone node answered %v, want its last two addresses", got)
 	}
 }
+
+// A restarted node never answers older than it answered before it stopped:
+// alone, with a replica that only holds its last snapshot, it answers
+// SERVFAIL; once its peers are back and it has caught up, it answers the
+// newest records again.
+func TestDNSRestartedNodeNeverServesOlder(t *testing.T) {
+	f := newDNSFixture(t)
+	gen := f.apply(samplePlan("api.dnsplan.test.", 5, 5))
+	f.waitServed("api.dnsplan.test.", gen)
+	f.c.closeAll()
+	lone := f.c.order[0]
+	f.c.start(lone)
+	addr := f.c.specs[lone].dnsAddr
+	for range 20 {
+		r := query(t, "udp", addr, "api.dnsplan.test.", dns.TypeA, 0)
+		if r.Rcode != dns.RcodeServerFailure {
+			t.Fatalf("restarted node alone answered %s %v, want SERVFAIL until caught up", dns.RcodeToString[r.Rcode], addrsOf(r))
+		}
+	}
+	for _, id := range f.c.order[1:] {
+		f.c.start(id)
+	}
+	f.waitServed("api.dnsplan.test.", gen)
+}

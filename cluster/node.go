@@ -175,6 +175,9 @@ type Node struct {
 	httpLis   net.Listener
 	dns       *dnsserver.Server
 	dnsAddr   string
+	// dnsFloor is the log index DNS served before the last restart; DNS
+	// serves nothing until the replica reaches it (see dnsUpdateLoop).
+	dnsFloor uint64
 
 	// readyTerm is the term in which this node, as leader, finished its
 	// barrier: every entry of earlier terms is applied, so its state is

@@ -135,6 +135,13 @@ func (s *Server) resolve(m *dns.Msg, q dns.Question) {
 		m.Rcode = dns.RcodeRefused // not authoritative, and no recursion
 		return
 	}
+	if !v.loaded {
+		// Not yet given data to serve (a node still catching up after a
+		// restart): SERVFAIL sends resolvers to another node and is not
+		// cached as an answer.
+		m.Rcode = dns.RcodeServerFailure
+		return
+	}
 	if q.Qtype == dns.TypeAXFR || q.Qtype == dns.TypeIXFR {
 		// Zone transfers are not offered: every node has the data already,
 		// from Raft.

@@ -164,7 +164,8 @@ func (s *Server) Zones() []string {
 }
 
 // Update replaces the view with one built from applied, the complete set of
-// applied endpoints. The caller calls it after every state change; it is
+// applied endpoints. Until the first Update, queries in the zones get
+// SERVFAIL: the caller decides when its data is current enough to serve. The caller calls it after every state change; it is
 // O(len(applied)) and never blocks queries, which keep answering from the
 // previous view until the new one is stored. applied is not retained.
 func (s *Server) Update(applied []*pb.AppliedEndpoint) {
@@ -196,6 +197,7 @@ func (s *Server) Update(applied []*pb.AppliedEndpoint) {
 			s.log.Warn("applied endpoint outside every zone, not served", "endpoint", name, "zones", s.Zones())
 		}
 	}
+	next.loaded = true
 	s.view.Store(next)
 }
 

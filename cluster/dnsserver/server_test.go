@@ -713,3 +713,23 @@ func TestUpdateLogs(t *testing.T) {
 		}
 	}
 }
+
+// Before its first Update a server has no data: it answers SERVFAIL in its
+// zones (never a cacheable NXDOMAIN) and REFUSED outside them; after an
+// Update, even an empty one, it answers normally.
+func TestServFailUntilFirstUpdate(t *testing.T) {
+	s, err := New(Config{Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := serve(t, s, question("api.dnsplan.test.", dns.TypeA), false); r.Rcode != dns.RcodeServerFailure || r.Authoritative {
+		t.Fatalf("before Update: rcode %s aa=%v, want SERVFAIL", dns.RcodeToString[r.Rcode], r.Authoritative)
+	}
+	if r := serve(t, s, question("example.com.", dns.TypeA), false); r.Rcode != dns.RcodeRefused {
+		t.Fatalf("outside zones before Update: %s, want REFUSED", dns.RcodeToString[r.Rcode])
+	}
+	s.Update(nil)
+	if r := serve(t, s, question("api.dnsplan.test.", dns.TypeA), false); r.Rcode != dns.RcodeNameError {
+		t.Fatalf("after an empty Update: %s, want NXDOMAIN", dns.RcodeToString[r.Rcode])
+	}
+}

@@ -35,7 +35,11 @@ const (
 // reachable from a view is written after it is published: queries share its
 // record slices and only ever copy or re-slice them.
 type view struct {
-	zones map[string]*zone // by apex, lower case
+	// loaded is false until the first Update: until then the server does
+	// not know what its zones hold and must not claim (with NXDOMAIN, which
+	// resolvers cache) that names do not exist.
+	loaded bool
+	zones  map[string]*zone // by apex, lower case
 	// root is the zone "." when configured: the apex walk in zoneFor never
 	// reaches the empty suffix, so it is kept apart.
 	root *zone
