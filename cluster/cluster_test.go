@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/cluster/fsm"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
@@ -400,8 +401,8 @@ func TestFencingEndToEnd(t *testing.T) {
 	}
 	before := marshalApplied(t, l)
 	_, err = a.enact.ApplyPlan(ctx, &pb.ApplyPlanRequest{Generation: g2.Generation, LeaseName: "enactor/0", LeaseToken: la.Token, EnactorId: "az-a"})
-	if status.Code(err) != codes.FailedPrecondition {
-		t.Fatalf("apply with superseded token = %v, want FailedPrecondition", err)
+	if status.Code(err) != codes.FailedPrecondition || client.Reason(err) != "fenced" {
+		t.Fatalf("apply with superseded token = %v (reason %q), want FailedPrecondition, fenced", err, client.Reason(err))
 	}
 	if _, err := a.leases.RenewLease(ctx, &pb.RenewLeaseRequest{Name: "enactor/0", Holder: "az-a", Token: la.Token}); status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("renew with superseded token = %v, want FailedPrecondition", err)

@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/hashicorp/raft"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/cluster/fsm"
 )
 
@@ -56,7 +59,15 @@ func toStatus(err error) error {
 	default:
 		code = codes.Internal
 	}
-	return status.Error(code, err.Error())
+	st := status.New(code, err.Error())
+	// Several rejections share FAILED_PRECONDITION; the reason tells a
+	// program which one it got without parsing the message.
+	if reason := fsm.Reason(err); reason != "" && reason != "other" {
+		if d, derr := st.WithDetails(&errdetails.ErrorInfo{Reason: strings.ToUpper(reason), Domain: client.ErrorDomain}); derr == nil {
+			st = d
+		}
+	}
+	return st.Err()
 }
 
 // unaryErrors applies toStatus to every handler's error and adds the

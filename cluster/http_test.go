@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
@@ -38,8 +39,10 @@ func TestHTTPEndpoints(t *testing.T) {
 		code, _ := get(t, base+"/readyz")
 		return code == 200
 	})
-	if code, body := get(t, base+"/"); code != 200 || !strings.Contains(body, `"state": "Leader"`) {
-		t.Fatalf("status page = %d %s", code, body)
+	code, body := get(t, base+"/")
+	var page struct{ State string }
+	if err := json.Unmarshal([]byte(body), &page); code != 200 || err != nil || page.State != "Leader" {
+		t.Fatalf("status page = %d %s (%v)", code, body, err)
 	}
 	ctx := ctxT(t)
 	a := c.api(l.ID())
@@ -49,7 +52,7 @@ func TestHTTPEndpoints(t *testing.T) {
 	if _, err := a.plans.SubmitPlan(ctx, &pb.SubmitPlanRequest{Plan: samplePlan("api.dnsplan.test.", 1)}); err != nil {
 		t.Fatal(err)
 	}
-	_, body := get(t, base+"/metrics")
+	_, body = get(t, base+"/metrics")
 	for _, want := range []string{
 		"dnsplan_raft_leader 1",
 		`dnsplan_rejections_total{reason="fenced"} 1`,

@@ -107,6 +107,13 @@ func (s *State) submitPlan(index uint64, c *statev1.SubmitPlan) Result {
 	if err := ValidatePlan(plan); err != nil {
 		return s.reject(ev, err)
 	}
+	if c.GetLeaseName() != "" {
+		// A fenced planner: only the current holder of its lease stores.
+		ev.LeaseName, ev.Token = c.GetLeaseName(), c.GetLeaseToken()
+		if _, err := s.checkLease(c.GetLeaseName(), plan.GetPlannerId(), c.GetLeaseToken()); err != nil {
+			return s.reject(ev, err)
+		}
+	}
 	plan = proto.Clone(plan).(*pb.Plan)
 	totals := make(map[string]uint64, len(plan.Endpoints))
 	for _, ep := range plan.Endpoints {
@@ -155,9 +162,10 @@ func (s *State) acquireLease(index uint64, r *pb.AcquireLeaseRequest) Result {
 		return s.reject(ev, err)
 	}
 	if cur := s.leases[r.GetName()]; cur != nil && s.live(cur) && cur.Lease.Holder != r.GetHolder() {
-		ev.Token = cur.Lease.Token
-		return s.reject(ev, fmt.Errorf("%w: %q holds lease %q until %s",
-			ErrLeaseHeld, cur.Lease.Holder, r.GetName(), cur.Lease.ExpiresAt.AsTime().Format(time.RFC3339Nano)))
+		// Standbys ask every few seconds; recording each refusal would push
+		// the events that matter out of the bounded history.
+		return Result{Err: fmt.Errorf("%w: %q holds lease %q until %s",
+			ErrLeaseHeld, cur.Lease.Holder, r.GetName(), cur.Lease.ExpiresAt.AsTime().Format(time.RFC3339Nano))}
 	}
 	// The token is the log index of this command: strictly greater than
 	// every token granted before, for any lease, in any term.
@@ -346,9 +354,12 @@ func (s *State) cleanupPlans(index uint64, r *pb.CleanupPlansRequest) Result {
 		delete(s.plans, g)
 		deleted = append(deleted, g)
 	}
-	ev.Outcome = "deleted"
-	ev.Reason = fmt.Sprintf("deleted %d plans, kept newest %d and every applied one", len(deleted), r.GetKeepLast())
-	s.record(ev)
+	if len(deleted) > 0 {
+		// A clean-up that deletes nothing (the usual case) is not news.
+		ev.Outcome = "deleted"
+		ev.Reason = fmt.Sprintf("deleted generations %v, kept the newest %d and every applied one", deleted, r.GetKeepLast())
+		s.record(ev)
+	}
 	return Result{Deleted: deleted}
 }
 

@@ -22,8 +22,13 @@ type command struct {
 
 func commands() []command {
 	return []command{
+		{"dev", "everything on one machine: three nodes, a planner, three enactors, sample backends", runDev},
 		{"node", "run a cluster node (Raft, gRPC API, metrics)", runNode},
 		{"ctl", "inspect and operate a cluster through its gRPC API", runCtl},
+		{"probe", "check every node's DNS and the cluster for invariant violations, in a bounded loop", runProbe},
+		{"enactor", "hold enactor leases and apply the newest plan to every node", runEnactor},
+		{"planner", "probe load balancers and store DNS plans while holding the planner lease", runPlanner},
+		{"backend", "serve a sample load-balancer target with a switchable /healthz", runBackend},
 	}
 }
 

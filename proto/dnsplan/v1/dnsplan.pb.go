@@ -278,7 +278,14 @@ type SubmitPlanRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Plan  *Plan                  `protobuf:"bytes,1,opt,name=plan,proto3" json:"plan,omitempty"`
 	// force skips the velocity limit (never the other validation).
-	Force         bool `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
+	Force bool `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
+	// lease_name and lease_token fence a planner: when lease_name is set,
+	// the plan is stored only if lease_token is the current token of an
+	// unexpired lease of that name held by plan.planner_id, so a planner that
+	// lost its lease cannot store a plan. Left empty (an operator submitting
+	// by hand), no lease is checked.
+	LeaseName     string `protobuf:"bytes,3,opt,name=lease_name,json=leaseName,proto3" json:"lease_name,omitempty"`
+	LeaseToken    uint64 `protobuf:"varint,4,opt,name=lease_token,json=leaseToken,proto3" json:"lease_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -325,6 +332,20 @@ func (x *SubmitPlanRequest) GetForce() bool {
 		return x.Force
 	}
 	return false
+}
+
+func (x *SubmitPlanRequest) GetLeaseName() string {
+	if x != nil {
+		return x.LeaseName
+	}
+	return ""
+}
+
+func (x *SubmitPlanRequest) GetLeaseToken() uint64 {
+	if x != nil {
+		return x.LeaseToken
+	}
+	return 0
 }
 
 type SubmitPlanResponse struct {
@@ -2466,10 +2487,14 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"planner_id\x18\x02 \x01(\tR\tplannerId\x126\n" +
 	"\tendpoints\x18\x03 \x03(\v2\x18.dnsplan.v1.EndpointPlanR\tendpoints\x129\n" +
 	"\n" +
-	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"O\n" +
+	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\x8f\x01\n" +
 	"\x11SubmitPlanRequest\x12$\n" +
 	"\x04plan\x18\x01 \x01(\v2\x10.dnsplan.v1.PlanR\x04plan\x12\x14\n" +
-	"\x05force\x18\x02 \x01(\bR\x05force\"4\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\x12\x1d\n" +
+	"\n" +
+	"lease_name\x18\x03 \x01(\tR\tleaseName\x12\x1f\n" +
+	"\vlease_token\x18\x04 \x01(\x04R\n" +
+	"leaseToken\"4\n" +
 	"\x12SubmitPlanResponse\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +

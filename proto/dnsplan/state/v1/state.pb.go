@@ -33,8 +33,11 @@ type SubmitPlan struct {
 	Plan            *v1.Plan               `protobuf:"bytes,1,opt,name=plan,proto3" json:"plan,omitempty"`
 	Force           bool                   `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
 	MaxCapacityDrop float64                `protobuf:"fixed64,3,opt,name=max_capacity_drop,json=maxCapacityDrop,proto3" json:"max_capacity_drop,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// lease_name and lease_token: see dnsplan.v1.SubmitPlanRequest.
+	LeaseName     string `protobuf:"bytes,4,opt,name=lease_name,json=leaseName,proto3" json:"lease_name,omitempty"`
+	LeaseToken    uint64 `protobuf:"varint,5,opt,name=lease_token,json=leaseToken,proto3" json:"lease_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SubmitPlan) Reset() {
@@ -84,6 +87,20 @@ func (x *SubmitPlan) GetForce() bool {
 func (x *SubmitPlan) GetMaxCapacityDrop() float64 {
 	if x != nil {
 		return x.MaxCapacityDrop
+	}
+	return 0
+}
+
+func (x *SubmitPlan) GetLeaseName() string {
+	if x != nil {
+		return x.LeaseName
+	}
+	return ""
+}
+
+func (x *SubmitPlan) GetLeaseToken() uint64 {
+	if x != nil {
+		return x.LeaseToken
 	}
 	return 0
 }
@@ -438,12 +455,16 @@ var File_dnsplan_state_v1_state_proto protoreflect.FileDescriptor
 
 const file_dnsplan_state_v1_state_proto_rawDesc = "" +
 	"\n" +
-	"\x1cdnsplan/state/v1/state.proto\x12\x10dnsplan.state.v1\x1a\x18dnsplan/v1/dnsplan.proto\"t\n" +
+	"\x1cdnsplan/state/v1/state.proto\x12\x10dnsplan.state.v1\x1a\x18dnsplan/v1/dnsplan.proto\"\xb4\x01\n" +
 	"\n" +
 	"SubmitPlan\x12$\n" +
 	"\x04plan\x18\x01 \x01(\v2\x10.dnsplan.v1.PlanR\x04plan\x12\x14\n" +
 	"\x05force\x18\x02 \x01(\bR\x05force\x12*\n" +
-	"\x11max_capacity_drop\x18\x03 \x01(\x01R\x0fmaxCapacityDrop\"U\n" +
+	"\x11max_capacity_drop\x18\x03 \x01(\x01R\x0fmaxCapacityDrop\x12\x1d\n" +
+	"\n" +
+	"lease_name\x18\x04 \x01(\tR\tleaseName\x12\x1f\n" +
+	"\vlease_token\x18\x05 \x01(\x04R\n" +
+	"leaseToken\"U\n" +
 	"\tSetMember\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +

@@ -1,0 +1,218 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"text/tabwriter"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dnsplan/dnsplan/backend"
+	"github.com/dnsplan/dnsplan/client"
+	"github.com/dnsplan/dnsplan/cluster"
+	"github.com/dnsplan/dnsplan/enactor"
+	"github.com/dnsplan/dnsplan/planner"
+)
+
+// devInventory is the planner's sample inventory in dev: the four sample
+// backends dev starts, behind three endpoints (like AWS's regional, FIPS
+// and IPv6 endpoints). Addresses are documentation addresses, served in
+// DNS; the checks reach the backends on loopback.
+const devInventory = `zone: dnsplan.test.
+endpoints:
+  - name: api.dnsplan.test.
+    ttl: 30
+    targets:
+      - {id: lb-1, address: 192.0.2.11, capacity: 100, check: "http://127.0.0.1:8081/healthz"}
+      - {id: lb-2, address: 192.0.2.12, capacity: 100, check: "http://127.0.0.1:8082/healthz"}
+      - {id: lb-3, address: 192.0.2.13, capacity: 100, check: "http://127.0.0.1:8083/healthz"}
+      - {id: lb-4, address: 192.0.2.14, capacity: 100, check: "http://127.0.0.1:8084/healthz"}
+  - name: api-fips.dnsplan.test.
+    ttl: 30
+    targets:
+      - {id: lb-1, address: 192.0.2.11, capacity: 100, check: "http://127.0.0.1:8081/healthz"}
+      - {id: lb-2, address: 192.0.2.12, capacity: 100, check: "http://127.0.0.1:8082/healthz"}
+  - name: api-v6.dnsplan.test.
+    ttl: 30
+    targets:
+      - {id: lb-3, address: "2001:db8::13", capacity: 100, check: "http://127.0.0.1:8083/healthz"}
+      - {id: lb-4, address: "2001:db8::14", capacity: 100, check: "http://127.0.0.1:8084/healthz"}
+`
+
+// runDev runs the whole system in one process: three nodes, four sample
+// backends, a planner and three enactors, on the contract's local ports.
+func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("dev", stderr)
+	dataDir := fs.String("data-dir", "", "where the nodes keep their state (default: a temporary directory removed on exit)")
+	logLevel := fs.String("log-level", "warn", "debug, info, warn or error")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	logger, err := newLogger(stderr, *logLevel, "text")
+	if err != nil {
+		return err
+	}
+	if *dataDir == "" {
+		dir, err := os.MkdirTemp("", "dnsplan-dev-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		*dataDir = dir
+	}
+	inv, err := planner.ParseInventory([]byte(devInventory))
+	if err != nil {
+		return fmt.Errorf("dev: built-in inventory: %w", err)
+	}
+
+	var stops []func() // run in reverse on the way out
+	defer func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+	}()
+
+	for i := 1; i <= 4; i++ {
+		b := backend.New(fmt.Sprintf("backend%d", i))
+		stop, err := serveHTTP(fmt.Sprintf("127.0.0.1:%d", 8080+i), b.Handler(), logger)
+		if err != nil {
+			return fmt.Errorf("dev: backend%d: %w", i, err)
+		}
+		stops = append(stops, stop)
+	}
+
+	var peers []cluster.Peer
+	var grpcAddrs []string
+	for i := 1; i <= 3; i++ {
+		peers = append(peers, cluster.Peer{ID: fmt.Sprintf("node%d", i), RaftAddr: fmt.Sprintf("127.0.0.1:%d", 7000+i)})
+		grpcAddrs = append(grpcAddrs, fmt.Sprintf("127.0.0.1:%d", 9000+i))
+	}
+	// Founding nodes may start in any order; starting them together keeps
+	// the first election short.
+	nodes := make([]*cluster.Node, 3)
+	errs := make([]error, 3)
+	var wg sync.WaitGroup
+	for i := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			nodes[i], errs[i] = cluster.Start(cluster.Config{
+				ID:             peers[i].ID,
+				DataDir:        filepath.Join(*dataDir, peers[i].ID),
+				RaftAddr:       peers[i].RaftAddr,
+				GRPCAddr:       grpcAddrs[i],
+				DNSAddr:        fmt.Sprintf("127.0.0.1:%d", 5301+i),
+				HTTPAddr:       fmt.Sprintf("127.0.0.1:%d", 8001+i),
+				InitialCluster: peers,
+				Logger:         logger,
+				RaftLogOutput:  stderr,
+				RaftLogLevel:   "error",
+			})
+		}()
+	}
+	wg.Wait()
+	for i, n := range nodes {
+		if n != nil {
+			stops = append(stops, func() { n.Close() })
+		}
+		if errs[i] != nil {
+			return fmt.Errorf("dev: %s: %w", peers[i].ID, errs[i])
+		}
+	}
+
+	// Planner and enactors run until ctx ends; each is a goroutine that
+	// the deferred stops wait for.
+	roles, cancelRoles := context.WithCancel(ctx)
+	var running sync.WaitGroup
+	stops = append(stops, func() { cancelRoles(); running.Wait() })
+	run := func(name, httpAddr string, h func(prometheus.Gatherer) http.Handler, reg *prometheus.Registry, runFn func(context.Context) error) error {
+		stop, err := serveHTTP(httpAddr, h(reg), logger)
+		if err != nil {
+			return fmt.Errorf("dev: %s: %w", name, err)
+		}
+		running.Add(1)
+		go func() {
+			defer running.Done()
+			defer stop()
+			if err := runFn(roles); err != nil {
+				logger.Error("stopped", "component", name, "err", err)
+			}
+		}()
+		return nil
+	}
+	newClient := func() (*client.Client, error) {
+		c, err := client.New(grpcAddrs, client.WithLogger(logger))
+		if err == nil {
+			stops = append(stops, func() { c.Close() })
+		}
+		return c, err
+	}
+
+	pc, err := newClient()
+	if err != nil {
+		return err
+	}
+	preg := newRegistry()
+	p, err := planner.New(planner.Config{ID: "planner1", Client: pc, Inventory: inv, Logger: logger, Registerer: preg})
+	if err != nil {
+		return err
+	}
+	if err := run("planner1", "127.0.0.1:8101", p.Handler, preg, p.Run); err != nil {
+		return err
+	}
+	for i, id := range []string{"az-a", "az-b", "az-c"} {
+		ec, err := newClient()
+		if err != nil {
+			return err
+		}
+		ereg := newRegistry()
+		e, err := enactor.New(enactor.Config{ID: id, Client: ec, Logger: logger, Registerer: ereg})
+		if err != nil {
+			return err
+		}
+		if err := run("enactor "+id, fmt.Sprintf("127.0.0.1:%d", 8201+i), e.Handler, ereg, e.Run); err != nil {
+			return err
+		}
+	}
+
+	printDev(stdout, *dataDir)
+	<-ctx.Done()
+	fmt.Fprintln(stdout, "\nstopping dnsplan dev")
+	return nil
+}
+
+func printDev(w io.Writer, dataDir string) {
+	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "dnsplan dev is running (Ctrl-C stops it):")
+	fmt.Fprintln(tw, "")
+	fmt.Fprintln(tw, "  what\tgRPC\tDNS\tHTTP (/metrics, /healthz)")
+	for i := 1; i <= 3; i++ {
+		fmt.Fprintf(tw, "  node%d\t127.0.0.1:%d\t127.0.0.1:%d\t127.0.0.1:%d\n", i, 9000+i, 5300+i, 8000+i)
+	}
+	fmt.Fprintln(tw, "  planner1\t\t\t127.0.0.1:8101")
+	for i, id := range []string{"az-a", "az-b", "az-c"} {
+		fmt.Fprintf(tw, "  enactor %s\t\t\t127.0.0.1:%d\n", id, 8201+i)
+	}
+	for i := 1; i <= 4; i++ {
+		fmt.Fprintf(tw, "  backend%d\t\t\t127.0.0.1:%d (POST /fail, /recover)\n", i, 8080+i)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "\n  state: %s\n\ntry:\n", dataDir)
+	for _, c := range []string{
+		"dig @127.0.0.1 -p 5301 api.dnsplan.test A",
+		"dig @127.0.0.1 -p 5302 _dnsplan.api.dnsplan.test TXT",
+		"go run ./cmd/dnsplan ctl status",
+		"go run ./cmd/dnsplan ctl applied",
+		"curl -X POST 127.0.0.1:8081/fail      # lb-1 leaves DNS after two failed checks",
+		"go run ./cmd/dnsplan ctl history --limit 10",
+		"curl -X POST 127.0.0.1:8081/recover",
+	} {
+		fmt.Fprintln(w, "  "+strings.TrimSpace(c))
+	}
+}

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/dnsplan/dnsplan/client"
+	"github.com/dnsplan/dnsplan/enactor"
+)
+
+func runEnactor(ctx context.Context, args []string, _, stderr io.Writer) error {
+	fs := newFlagSet("enactor", stderr)
+	var (
+		cfg       enactor.Config
+		httpAddr  string
+		logLevel  string
+		logFormat string
+	)
+	hostname, _ := os.Hostname()
+	clusterAddrs := newListFlag(defaultCluster...)
+	fs.Var(clusterAddrs, "cluster", "comma-separated gRPC addresses of the cluster's nodes")
+	fs.StringVar(&cfg.ID, "id", hostname, "enactor id, e.g. its availability zone (az-a); default the hostname")
+	fs.DurationVar(&cfg.LeaseTTL, "lease-ttl", enactor.DefaultLeaseTTL, "TTL of the enactor/<shard> leases; renewed every third of it")
+	fs.StringVar(&httpAddr, "http-addr", "127.0.0.1:8201", "/metrics and /healthz listen address; empty disables")
+	fs.IntVar(&cfg.Shards, "shards", enactor.DefaultShards, "number of shards (leases) the endpoints are split over")
+	fs.IntVar(&cfg.KeepLast, "keep-last", enactor.DefaultKeepLast, "clean-up keeps the newest N plans (and every applied one)")
+	fs.DurationVar(&cfg.ConvergeTimeout, "converge-timeout", enactor.DefaultConvergeTimeout, "how long to read nodes back after an apply before warning")
+	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&logFormat, "log-format", "text", "text or json")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if cfg.ID == "" {
+		return errors.New("enactor: --id is required (no hostname to default to)")
+	}
+	// Zero means "default" in enactor.Config; on the command line it is a
+	// mistake.
+	switch {
+	case cfg.LeaseTTL <= 0:
+		return fmt.Errorf("enactor: --lease-ttl %s must be positive", cfg.LeaseTTL)
+	case cfg.Shards < 1:
+		return fmt.Errorf("enactor: --shards %d must be at least 1", cfg.Shards)
+	case cfg.KeepLast < 1:
+		return fmt.Errorf("enactor: --keep-last %d must be at least 1", cfg.KeepLast)
+	case cfg.ConvergeTimeout <= 0:
+		return fmt.Errorf("enactor: --converge-timeout %s must be positive", cfg.ConvergeTimeout)
+	}
+	logger, err := newLogger(stderr, logLevel, logFormat)
+	if err != nil {
+		return err
+	}
+	cl, err := client.New(clusterAddrs.values, client.WithLogger(logger))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	cfg.Client, cfg.Logger, cfg.Registerer = cl, logger, reg
+	e, err := enactor.New(cfg)
+	if err != nil {
+		return err
+	}
+
+	if httpAddr != "" {
+		lis, err := net.Listen("tcp", httpAddr)
+		if err != nil {
+			return fmt.Errorf("enactor: --http-addr: %w", err)
+		}
+		srv := &http.Server{Handler: e.Handler(reg), ReadHeaderTimeout: 5 * time.Second}
+		// The HTTP endpoint serves until the enactor stops; Shutdown
+		// below ends it.
+		go func() {
+			if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				logger.Error("http endpoint failed", "component", "enactor", "err", err)
+			}
+		}()
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(sctx)
+		}()
+	}
+	logger.Info("enactor starting", "component", "enactor", "id", cfg.ID, "cluster", clusterAddrs.String(), "http", httpAddr)
+	return e.Run(ctx)
+}

@@ -1,0 +1,86 @@
+package enactor
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Apply outcomes, the values of dnsplan_enactor_applies_total's label.
+const (
+	outcomeApplied  = "applied"   // at least one endpoint now serves the plan
+	outcomeStale    = "stale"     // every endpoint already served it or newer
+	outcomeFenced   = "fenced"    // the token is not the lease's current one
+	outcomeFrozen   = "frozen"    // an operator switched applies off
+	outcomeNotFound = "not_found" // the plan was deleted by clean-up
+	outcomeError    = "error"     // no answer (unavailable) or another error
+)
+
+// metrics are one enactor's Prometheus metrics.
+type metrics struct {
+	leasesHeld        *prometheus.GaugeVec
+	appliedGeneration *prometheus.GaugeVec
+	applies           *prometheus.CounterVec
+	endpoints         *prometheus.CounterVec
+	convergence       prometheus.Histogram
+	convergeTimeouts  prometheus.Counter
+	cleanups          *prometheus.CounterVec
+	plansDeleted      prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer, shards int) (*metrics, error) {
+	m := &metrics{
+		leasesHeld: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "dnsplan_enactor_leases_held",
+			Help: "1 while this enactor holds the lease.",
+		}, []string{"lease"}),
+		appliedGeneration: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "dnsplan_enactor_applied_generation",
+			Help: "The newest generation this enactor had applied (or found applied) under the lease.",
+		}, []string{"lease"}),
+		applies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dnsplan_enactor_applies_total",
+			Help: "ApplyPlan calls by outcome: applied, stale, fenced, frozen, not_found, error.",
+		}, []string{"outcome"}),
+		endpoints: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dnsplan_enactor_endpoint_results_total",
+			Help: "Endpoints in answered ApplyPlan calls, by outcome: applied or stale.",
+		}, []string{"outcome"}),
+		convergence: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "dnsplan_enactor_convergence_seconds",
+			Help:    "Time from sending an apply until every node served its generation or newer.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15),
+		}),
+		convergeTimeouts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dnsplan_enactor_convergence_timeouts_total",
+			Help: "Applies after which some node did not serve the generation within --converge-timeout.",
+		}),
+		cleanups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dnsplan_enactor_cleanups_total",
+			Help: "CleanupPlans calls by outcome: ok, refused (frozen) or error.",
+		}, []string{"outcome"}),
+		plansDeleted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dnsplan_enactor_plans_deleted_total",
+			Help: "Plans deleted by this enactor's clean-ups.",
+		}),
+	}
+	for _, c := range []prometheus.Collector{m.leasesHeld, m.appliedGeneration, m.applies, m.endpoints,
+		m.convergence, m.convergeTimeouts, m.cleanups, m.plansDeleted} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	// Every series exists from the start, so dashboards and alerts see a
+	// zero rather than nothing.
+	for i := range shards {
+		m.leasesHeld.WithLabelValues(LeaseName(i))
+	}
+	for _, o := range []string{outcomeApplied, outcomeStale, outcomeFenced, outcomeFrozen, outcomeNotFound, outcomeError} {
+		m.applies.WithLabelValues(o)
+	}
+	for _, o := range []string{outcomeApplied, outcomeStale} {
+		m.endpoints.WithLabelValues(o)
+	}
+	for _, o := range []string{"ok", "refused", "error"} {
+		m.cleanups.WithLabelValues(o)
+	}
+	return m, nil
+}

@@ -1,0 +1,303 @@
+package enactor
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
+)
+
+// Retry pauses: jittered, doubling from first to limit. The limit keeps a
+// standby for a frozen cluster or a lost leader close behind it without
+// flooding the log with refused applies.
+const (
+	retryFirst = 100 * time.Millisecond
+	retryLimit = 2 * time.Second
+)
+
+// shard is one lease, enactor/<index>, and what this enactor knows of the
+// plans while it stands by for it and holds it.
+type shard struct {
+	e     *Enactor
+	index int
+	lease string
+	log   *slog.Logger
+
+	// mu guards newest and from, which the watch goroutine writes and the
+	// apply loop reads. They outlive one holding of the lease, so a watch
+	// resumes where the last one stopped and a new holding knows the
+	// newest plan at once.
+	mu     sync.Mutex
+	newest *pb.Plan
+	from   uint64 // the generation the next watch starts at
+	// changed gets a token (never blocking) when newest changes.
+	changed chan struct{}
+}
+
+func newShard(e *Enactor, index int) *shard {
+	name := LeaseName(index)
+	return &shard{
+		e:       e,
+		index:   index,
+		lease:   name,
+		log:     e.log.With("lease", name),
+		from:    1,
+		changed: make(chan struct{}, 1),
+	}
+}
+
+// run stands by for the lease and enacts while holding it, until ctx ends.
+func (s *shard) run(ctx context.Context) {
+	for {
+		err := s.e.leases.HoldLease(ctx, s.lease, s.e.cfg.ID, s.e.cfg.LeaseTTL, func(leaseCtx context.Context, l *pb.Lease) {
+			s.hold(ctx, leaseCtx, l)
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		// HoldLease only returns when ctx ends (or the client is closed);
+		// never spin on it.
+		s.log.Error("holding lease ended unexpectedly; retrying", "err", err)
+		if sleep(ctx, s.e.cfg.LeaseTTL) != nil {
+			return
+		}
+	}
+}
+
+// hold is the work done under one grant of the lease, with its token. It
+// returns when leaseCtx ends (the lease may be lost, or the enactor stops)
+// or when the cluster fences the token, so HoldLease acquires anew.
+func (s *shard) hold(runCtx, leaseCtx context.Context, lease *pb.Lease) {
+	token := lease.GetToken()
+	log := s.log.With("token", token)
+	log.Info("lease acquired; enacting")
+	s.e.setHeld(s.lease, token)
+	defer s.e.setHeld(s.lease, 0)
+
+	ctx, cancel := context.WithCancel(leaseCtx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	// The watch runs beside the apply loop so that a new plan is known the
+	// moment it is committed, even while an apply or a back-off is under
+	// way; it ends with the holding.
+	wg.Go(func() { s.watch(ctx) })
+	v := newVerifier(s, log)
+	// Read-back and clean-up run beside the apply loop so that a node that
+	// is down (its read-backs failing until --converge-timeout) never
+	// delays the next apply; they end with the holding.
+	wg.Go(func() { v.run(ctx) })
+
+	s.enact(runCtx, ctx, lease, v, log)
+	log.Info("stopped enacting under this token")
+}
+
+// watch keeps newest up to date from the cluster's plan stream, resuming
+// after the last plan seen, until ctx ends.
+func (s *shard) watch(ctx context.Context) {
+	retry := backoff{first: retryFirst, limit: retryLimit}
+	for {
+		s.mu.Lock()
+		from := s.from
+		s.mu.Unlock()
+		err := s.e.plans.WatchPlans(ctx, from, func(p *pb.Plan) error {
+			s.mu.Lock()
+			s.from = p.GetGeneration() + 1
+			if s.newest == nil || p.GetGeneration() > s.newest.GetGeneration() {
+				s.newest = p
+			}
+			s.mu.Unlock()
+			select {
+			case s.changed <- struct{}{}:
+			default:
+			}
+			retry.reset()
+			return nil
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		// The client reconnects broken streams itself; it returns only on
+		// an answer it cannot cure by reconnecting. Keep trying anyway:
+		// without a watch this holder would apply nothing.
+		s.log.Warn("watching plans failed; retrying", "from", from, "err", err)
+		if sleep(ctx, retry.pause()) != nil {
+			return
+		}
+	}
+}
+
+// next returns the newest plan known whose generation is above done,
+// waiting for one; nil when ctx ends.
+//
+// Skipping plans at or below done only saves work: the cluster decides,
+// in the same step as the write, whether a plan is newer than what each
+// endpoint serves, so re-applying an old plan is answered STALE and changes
+// nothing. Removing this skip would make the loop re-send plans the cluster
+// already answered, and change nothing about safety.
+func (s *shard) next(ctx context.Context, done uint64) *pb.Plan {
+	for {
+		s.mu.Lock()
+		p := s.newest
+		s.mu.Unlock()
+		if p != nil && p.GetGeneration() > done {
+			return p
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.changed:
+		}
+	}
+}
+
+// endpoints is what an apply of p covers for this shard: nil (every
+// endpoint of the plan) with one shard, else the plan's endpoints that
+// hash to this shard; ok is false when the plan has none of them.
+func (s *shard) endpoints(p *pb.Plan) (names []string, ok bool) {
+	if s.e.cfg.Shards == 1 {
+		return nil, true
+	}
+	for _, ep := range p.GetEndpoints() {
+		if ShardOf(ep.GetName(), s.e.cfg.Shards) == s.index {
+			names = append(names, ep.GetName())
+		}
+	}
+	return names, len(names) > 0
+}
+
+// enact is the apply loop of one holding: apply the newest plan at once
+// (a previous holder may have died half-way; a repeat is answered STALE),
+// then every newer one as it comes.
+//
+// Nothing here decides whether a plan may be written: the cluster does,
+// on each apply, with the token and the generation. The only local checks
+// are courtesies (do not start an apply after the lease is known lost; do
+// not re-send what was answered), and a stale decision of this loop, held
+// up for any length of time, is fenced or answered STALE by the cluster.
+func (s *shard) enact(runCtx, ctx context.Context, lease *pb.Lease, v *verifier, log *slog.Logger) {
+	var done uint64 // newest generation the cluster answered (or that was skipped)
+	retry := backoff{first: retryFirst, limit: retryLimit}
+	for {
+		plan := s.next(ctx, done)
+		if plan == nil {
+			return
+		}
+		gen := plan.GetGeneration()
+		names, ok := s.endpoints(plan)
+		if !ok {
+			done = gen // none of this shard's endpoints is in the plan
+			continue
+		}
+		req := &pb.ApplyPlanRequest{
+			Generation: gen,
+			Endpoints:  names,
+			LeaseName:  s.lease,
+			LeaseToken: lease.GetToken(),
+			EnactorId:  s.e.cfg.ID,
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if hook := s.e.cfg.BeforeApply; hook != nil {
+			hook(s.lease, gen)
+		}
+		// A paused enactor is held here, after deciding, and sends the
+		// same request when resumed: the time between decision and write
+		// that AWS's delayed enactor had. The gate waits on runCtx, not
+		// ctx, for that reason.
+		if s.e.gate.wait(runCtx) != nil {
+			return
+		}
+		sent := time.Now()
+		// The apply runs on runCtx: a lease lost meanwhile does not abort
+		// it. It is one conditional write, which the cluster fences if the
+		// token was superseded; aborting would not unsend a request already
+		// on the wire, and would hide the cluster's answer from the log and
+		// the metrics.
+		resp, err := s.e.applier.ApplyPlan(runCtx, req)
+		if runCtx.Err() != nil {
+			return
+		}
+		outcome := s.classify(runCtx, resp, err)
+		s.e.metrics.applies.WithLabelValues(outcome).Inc()
+		switch outcome {
+		case outcomeApplied, outcomeStale:
+			retry.reset()
+			done = gen
+			applied := s.record(resp)
+			log.Info("plan "+outcome, "generation", gen, "endpoints_applied", len(applied),
+				"endpoints", len(resp.GetResults()), "took", time.Since(sent).Round(time.Millisecond))
+			s.e.metrics.appliedGeneration.WithLabelValues(s.lease).Set(float64(gen))
+			v.submit(convergeJob{generation: gen, endpoints: applied, sent: sent})
+		case outcomeFenced:
+			// The cluster no longer takes this token: stop acting at once
+			// and let HoldLease acquire the lease anew (or stand by).
+			log.Warn("apply fenced by the cluster; giving the lease up", "generation", gen, "err", status.Convert(err).Message())
+			return
+		case outcomeFrozen:
+			log.Warn("applies are frozen; retrying later", "generation", gen, "reason", status.Convert(err).Message())
+			if sleep(ctx, retry.pause()) != nil {
+				return
+			}
+		case outcomeNotFound:
+			// Deleted by clean-up before we got to it: a newer plan exists
+			// (clean-up keeps the newest), and the watch brings it.
+			log.Info("plan deleted before it was applied; skipping", "generation", gen, "err", status.Convert(err).Message())
+			done = gen
+		default:
+			// The client already retried Unavailable within its budget;
+			// keep trying the newest plan, more slowly.
+			log.Warn("apply failed; retrying", "generation", gen, "code", status.Code(err), "err", err)
+			if sleep(ctx, retry.pause()) != nil {
+				return
+			}
+		}
+	}
+}
+
+// classify names the cluster's answer to an apply. FAILED_PRECONDITION
+// means fenced or frozen; which one is read from the cluster's freeze
+// switch (a typed field of Status), never from the error's text. If that
+// cannot be read the answer counts as fenced: giving the lease up and
+// acquiring it again is always safe.
+func (s *shard) classify(ctx context.Context, resp *pb.ApplyPlanResponse, err error) string {
+	switch status.Code(err) {
+	case codes.OK:
+		for _, r := range resp.GetResults() {
+			if r.GetOutcome() == pb.Outcome_OUTCOME_APPLIED {
+				return outcomeApplied
+			}
+		}
+		return outcomeStale
+	case codes.FailedPrecondition:
+		st, serr := s.e.reader.Status(ctx)
+		if serr == nil && st.GetFrozen() {
+			return outcomeFrozen
+		}
+		return outcomeFenced
+	case codes.NotFound:
+		return outcomeNotFound
+	}
+	return outcomeError
+}
+
+// record counts an answered apply's endpoints and returns those it
+// applied, the ones to read back.
+func (s *shard) record(resp *pb.ApplyPlanResponse) (applied []string) {
+	for _, r := range resp.GetResults() {
+		switch r.GetOutcome() {
+		case pb.Outcome_OUTCOME_APPLIED:
+			applied = append(applied, r.GetEndpoint())
+			s.e.metrics.endpoints.WithLabelValues(outcomeApplied).Inc()
+		case pb.Outcome_OUTCOME_STALE:
+			s.e.metrics.endpoints.WithLabelValues(outcomeStale).Inc()
+		}
+	}
+	return applied
+}

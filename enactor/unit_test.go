@@ -1,0 +1,448 @@
+package enactor
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/dnsplan/dnsplan/client"
+	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
+)
+
+// fakeCluster scripts the cluster's answers so the apply loop's handling
+// of each outcome can be checked step by step. The real cluster is in the
+// enactor_test package's tests.
+type fakeCluster struct {
+	// mu guards everything below; cond signals new plans and applies.
+	mu      sync.Mutex
+	cond    *sync.Cond
+	plans   []*pb.Plan
+	applies []*pb.ApplyPlanRequest
+	// answer decides an apply's answer; nil applies every endpoint.
+	answer   func(*pb.ApplyPlanRequest) error
+	frozen   bool
+	token    uint64
+	revoke   context.CancelFunc // ends the current holding
+	cleanups int
+}
+
+func newFakeCluster() *fakeCluster {
+	f := &fakeCluster{}
+	f.cond = sync.NewCond(&f.mu)
+	return f
+}
+
+func (f *fakeCluster) addPlan() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	gen := uint64(len(f.plans) + 1)
+	f.plans = append(f.plans, &pb.Plan{Generation: gen, Endpoints: []*pb.EndpointPlan{{Name: "api.dnsplan.test."}}})
+	f.cond.Broadcast()
+	return gen
+}
+
+// HoldLease grants a new token at once every time the holder returns.
+func (f *fakeCluster) HoldLease(ctx context.Context, name, holder string, _ time.Duration, fn func(context.Context, *pb.Lease)) error {
+	for ctx.Err() == nil {
+		hctx, cancel := context.WithCancel(ctx)
+		f.mu.Lock()
+		f.token++
+		l := &pb.Lease{Name: name, Holder: holder, Token: f.token}
+		f.revoke = cancel
+		f.mu.Unlock()
+		fn(hctx, l)
+		cancel()
+	}
+	return ctx.Err()
+}
+
+func (f *fakeCluster) WatchPlans(ctx context.Context, from uint64, fn func(*pb.Plan) error) error {
+	stop := context.AfterFunc(ctx, func() {
+		f.mu.Lock()
+		f.cond.Broadcast()
+		f.mu.Unlock()
+	})
+	defer stop()
+	next := max(from, 1)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for ctx.Err() == nil {
+		if next > uint64(len(f.plans)) {
+			f.cond.Wait()
+			continue
+		}
+		p := f.plans[next-1]
+		next++
+		f.mu.Unlock()
+		err := fn(p)
+		f.mu.Lock()
+		if err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+func (f *fakeCluster) ApplyPlan(_ context.Context, req *pb.ApplyPlanRequest) (*pb.ApplyPlanResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.applies = append(f.applies, req)
+	f.cond.Broadcast()
+	if f.answer != nil {
+		if err := f.answer(req); err != nil {
+			return nil, err
+		}
+	}
+	return &pb.ApplyPlanResponse{Results: []*pb.EndpointResult{{Endpoint: "api.dnsplan.test.", Outcome: pb.Outcome_OUTCOME_APPLIED, AppliedGeneration: req.GetGeneration()}}}, nil
+}
+
+func (f *fakeCluster) CleanupPlans(context.Context, *pb.CleanupPlansRequest) (*pb.CleanupPlansResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.cleanups++
+	return &pb.CleanupPlansResponse{}, nil
+}
+
+func (f *fakeCluster) Status(context.Context) (*pb.StatusResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return &pb.StatusResponse{Frozen: f.frozen, Members: []*pb.Member{{Id: "n1", GrpcAddr: "n1"}}}, nil
+}
+
+func (f *fakeCluster) GetAppliedOf(_ context.Context, _, endpoint string) (*pb.AppliedEndpoint, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var gen uint64
+	for _, a := range f.applies {
+		gen = max(gen, a.GetGeneration())
+	}
+	return &pb.AppliedEndpoint{Endpoint: endpoint, Generation: gen}, nil
+}
+
+// sent returns "generation@token" of every apply so far.
+func (f *fakeCluster) sent() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, a := range f.applies {
+		out = append(out, fmt.Sprintf("%d@%d", a.GetGeneration(), a.GetLeaseToken()))
+	}
+	return out
+}
+
+// startFake runs an enactor against f and stops it when the test ends.
+func startFake(t *testing.T, f *fakeCluster) *Enactor {
+	t.Helper()
+	cl, err := client.New([]string{"127.0.0.1:1"}) // never dialled: f stands in
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	e, err := New(Config{ID: "az-a", Client: cl, LeaseTTL: time.Second, ConvergeTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.leases, e.plans, e.applier, e.reader = f, f, f, f
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	// Run until the test ends.
+	go func() { defer close(done); _ = e.Run(ctx) }()
+	t.Cleanup(func() { e.Resume(); cancel(); <-done })
+	return e
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// applies reads dnsplan_enactor_applies_total{outcome} from e's registry.
+func applies(e *Enactor, outcome string) float64 {
+	mfs, err := e.cfg.Registerer.(prometheus.Gatherer).Gather()
+	if err != nil {
+		panic(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "dnsplan_enactor_applies_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == "outcome" && lp.GetValue() == outcome {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// Fenced: the holder stops at once; the next holding applies the newest
+// plan at once, with its new token.
+func TestFencedGivesUpAndNextHoldingAppliesNewestAtOnce(t *testing.T) {
+	f := newFakeCluster()
+	f.answer = func(r *pb.ApplyPlanRequest) error {
+		if r.GetLeaseToken() == 1 && r.GetGeneration() == 2 {
+			return status.Error(codes.FailedPrecondition, "fenced: token 1 is superseded")
+		}
+		return nil
+	}
+	e := startFake(t, f)
+	f.addPlan()
+	waitUntil(t, "generation 1 applied", func() bool { return slices.Equal(f.sent(), []string{"1@1"}) })
+	f.addPlan()
+	waitUntil(t, "generation 2 fenced, then applied at once under token 2", func() bool {
+		return slices.Equal(f.sent(), []string{"1@1", "2@1", "2@2"})
+	})
+	if got := applies(e, outcomeFenced); got != 1 {
+		t.Errorf("fenced = %v, want 1", got)
+	}
+}
+
+// NotFound: the deleted plan is skipped, not retried; the next one applies.
+func TestDeletedPlanIsSkipped(t *testing.T) {
+	f := newFakeCluster()
+	f.answer = func(r *pb.ApplyPlanRequest) error {
+		if r.GetGeneration() == 1 {
+			return status.Error(codes.NotFound, "generation 1 is unknown or deleted")
+		}
+		return nil
+	}
+	e := startFake(t, f)
+	f.addPlan()
+	waitUntil(t, "generation 1 refused", func() bool { return applies(e, outcomeNotFound) == 1 })
+	f.addPlan()
+	waitUntil(t, "generation 2 applied", func() bool { return applies(e, outcomeApplied) == 1 })
+	if got := f.sent(); !slices.Equal(got, []string{"1@1", "2@1"}) {
+		t.Errorf("applies %v, want [1@1 2@1]", got)
+	}
+}
+
+// Frozen: the same plan is retried under the same lease until the freeze
+// ends; Unavailable likewise.
+func TestFrozenAndUnavailableAreRetried(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		err     error
+		frozen  bool
+		outcome string
+	}{
+		{"frozen", status.Error(codes.FailedPrecondition, "frozen: applies are frozen: test"), true, outcomeFrozen},
+		{"unavailable", status.Error(codes.Unavailable, "no leader"), false, outcomeError},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakeCluster()
+			f.frozen = tc.frozen
+			refuse := true
+			f.answer = func(*pb.ApplyPlanRequest) error {
+				if refuse {
+					return tc.err
+				}
+				return nil
+			}
+			e := startFake(t, f)
+			f.addPlan()
+			waitUntil(t, "two refused attempts", func() bool { return applies(e, tc.outcome) >= 2 })
+			f.mu.Lock()
+			refuse, f.frozen = false, false
+			f.mu.Unlock()
+			waitUntil(t, "the plan applied", func() bool { return applies(e, outcomeApplied) == 1 })
+			for _, s := range f.sent() {
+				if s != "1@1" {
+					t.Errorf("apply %s, want every attempt to be generation 1 under token 1", s)
+				}
+			}
+			if got := applies(e, outcomeFenced); got != 0 {
+				t.Errorf("fenced = %v, want 0", got)
+			}
+		})
+	}
+}
+
+// A paused enactor holds the apply it decided on, sends nothing, and when
+// resumed sends exactly that apply with its old token, even though its
+// lease was lost meanwhile: the cluster, not the enactor, must refuse it.
+func TestPausedEnactorSendsItsOldApplyWhenResumed(t *testing.T) {
+	f := newFakeCluster()
+	f.answer = func(r *pb.ApplyPlanRequest) error {
+		if r.GetLeaseToken() == 1 && r.GetGeneration() == 2 {
+			return status.Error(codes.FailedPrecondition, "fenced")
+		}
+		return nil
+	}
+	e := startFake(t, f)
+	f.addPlan()
+	waitUntil(t, "generation 1 applied, read back and cleaned up", func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.cleanups == 1
+	})
+	e.Pause()
+	f.addPlan()
+	waitUntil(t, "the apply of generation 2 held at the gate", func() bool { return e.gate.Waiting() == 1 })
+	f.mu.Lock()
+	f.revoke() // the lease is lost while the enactor is frozen
+	f.mu.Unlock()
+	if got := f.sent(); len(got) != 1 {
+		t.Fatalf("a paused enactor sent %v", got)
+	}
+	e.Resume()
+	waitUntil(t, "the old apply sent, fenced, and the newest applied under the next token", func() bool {
+		return slices.Equal(f.sent(), []string{"1@1", "2@1", "2@2"})
+	})
+}
+
+func TestConfigDefaultsAndErrors(t *testing.T) {
+	cl, err := client.New([]string{"127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		err  string
+	}{
+		{"defaults", Config{ID: "az-a", Client: cl}, ""},
+		{"no id", Config{Client: cl}, "id is required"},
+		{"no client", Config{ID: "az-a"}, "client is required"},
+		{"negative shards", Config{ID: "az-a", Client: cl, Shards: -1}, "shards"},
+		{"negative keep-last", Config{ID: "az-a", Client: cl, KeepLast: -1}, "keep-last"},
+		{"negative ttl", Config{ID: "az-a", Client: cl, LeaseTTL: -time.Second}, "lease ttl"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, err := New(tc.cfg)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("New: %v, want an error about %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := e.cfg
+			if c.LeaseTTL != DefaultLeaseTTL || c.Shards != 1 || c.KeepLast != DefaultKeepLast || c.ConvergeTimeout != DefaultConvergeTimeout {
+				t.Errorf("defaults: %+v", c)
+			}
+		})
+	}
+	// Two enactors cannot share a registry: their series would collide.
+	reg := prometheus.NewRegistry()
+	if _, err := New(Config{ID: "az-a", Client: cl, Registerer: reg}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(Config{ID: "az-b", Client: cl, Registerer: reg}); err == nil {
+		t.Error("second enactor on one registry: no error")
+	}
+}
+
+func TestShardOf(t *testing.T) {
+	if ShardOf("api.dnsplan.test.", 1) != 0 {
+		t.Error("one shard: not 0")
+	}
+	counts := make([]int, 4)
+	for i := range 400 {
+		s := ShardOf(fmt.Sprintf("ep%d.dnsplan.test.", i), 4)
+		if s != ShardOf(fmt.Sprintf("ep%d.dnsplan.test.", i), 4) {
+			t.Fatal("not stable")
+		}
+		counts[s]++
+	}
+	for s, n := range counts {
+		if n < 50 {
+			t.Errorf("shard %d got %d of 400 endpoints: %v", s, n, counts)
+		}
+	}
+	if LeaseName(2) != "enactor/2" {
+		t.Errorf("LeaseName(2) = %q", LeaseName(2))
+	}
+}
+
+func TestPauseGate(t *testing.T) {
+	g := NewPauseGate()
+	if err := g.wait(context.Background()); err != nil {
+		t.Fatalf("open gate: %v", err)
+	}
+	g.Pause()
+	g.Pause() // idempotent
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := g.wait(ctx); err == nil {
+		t.Error("closed gate with an ended context: no error")
+	}
+	released := make(chan error, 2)
+	for range 2 {
+		// Two waiters, released together by one Resume.
+		go func() { released <- g.wait(context.Background()) }()
+	}
+	waitUntil(t, "two waiters", func() bool { return g.Waiting() == 2 })
+	g.Resume()
+	g.Resume() // idempotent
+	for range 2 {
+		if err := <-released; err != nil {
+			t.Error(err)
+		}
+	}
+	if g.Paused() || g.Waiting() != 0 {
+		t.Errorf("after Resume: paused %v, waiting %d", g.Paused(), g.Waiting())
+	}
+}
+
+func TestHealthz(t *testing.T) {
+	f := newFakeCluster()
+	cl, err := client.New([]string{"127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	reg := prometheus.NewRegistry()
+	e, err := New(Config{ID: "az-a", Client: cl, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.leases, e.plans, e.applier, e.reader = f, f, f, f
+	srv := httptest.NewServer(e.Handler(reg))
+	defer srv.Close()
+	get := func(path string) (int, string) {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, _ := get("/healthz"); code != http.StatusServiceUnavailable {
+		t.Errorf("healthz before Run: %d", code)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	// Run until the end of the test.
+	go func() { defer close(done); _ = e.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	waitUntil(t, "healthz to report the lease", func() bool {
+		code, body := get("/healthz")
+		return code == http.StatusOK && strings.Contains(body, "holds enactor/0 (token 1)")
+	})
+	if _, body := get("/metrics"); !strings.Contains(body, "dnsplan_enactor_leases_held{lease=\"enactor/0\"} 1") {
+		t.Errorf("metrics lack the held lease:\n%s", body)
+	}
+}

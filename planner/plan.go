@@ -1,0 +1,107 @@
+package planner
+
+import (
+	"net/netip"
+
+	"github.com/dnsplan/dnsplan/cluster/fsm"
+	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
+)
+
+// built is what one inventory and one view of health yield.
+type built struct {
+	// ready is false while some target has no probe result yet; plan is
+	// then nil, since a plan that guessed would be worse than none.
+	ready bool
+	plan  *pb.Plan
+	// failOpen lists the endpoints whose every target is unhealthy and
+	// which therefore carry every target at its capacity.
+	failOpen map[string]bool
+}
+
+// buildPlan is the planner's rule as a pure function of its inputs: a
+// target's weight is its capacity while healthy and 0 otherwise, except
+// that an endpoint with no healthy target at all fails open, every target
+// at its capacity. Route 53 does the same: when every check fails, the
+// checks are more likely wrong than every load balancer dead, and an
+// endpoint answering with something beats one answering with nothing
+// (which the cluster would refuse anyway, as a plan of all-zero weights).
+//
+// The inventory is canonical (sorted), so equal inputs give equal plans.
+func buildPlan(plannerID string, inv *Inventory, health func(id string) (healthy, known bool)) built {
+	b := built{ready: true, failOpen: map[string]bool{}}
+	plan := &pb.Plan{PlannerId: plannerID}
+	for _, ep := range inv.Endpoints {
+		out := &pb.EndpointPlan{Name: ep.Name, Ttl: ep.TTL}
+		anyHealthy := false
+		for _, t := range ep.Targets {
+			healthy, known := health(t.ID)
+			if !known {
+				b.ready = false
+			}
+			w := uint32(0)
+			if healthy {
+				w, anyHealthy = t.Capacity, true
+			}
+			out.Targets = append(out.Targets, &pb.Target{Id: t.ID, Address: t.Address, Weight: w})
+		}
+		if !anyHealthy {
+			b.failOpen[ep.Name] = true
+			for i, t := range ep.Targets {
+				out.Targets[i].Weight = t.Capacity
+			}
+		}
+		plan.Endpoints = append(plan.Endpoints, out)
+	}
+	if b.ready {
+		b.plan = plan
+	} else {
+		b.failOpen = map[string]bool{}
+	}
+	return b
+}
+
+// sameRecords reports whether two plans hold the same records: the same
+// endpoints, each with the same TTL and the same targets (id, address,
+// weight), in any order. Generation, creation time and planner id are not
+// records: a plan another planner stored with equal records needs no
+// successor.
+func sameRecords(a, b *pb.Plan) bool {
+	if len(a.GetEndpoints()) != len(b.GetEndpoints()) {
+		return false
+	}
+	eps := make(map[string]*pb.EndpointPlan, len(a.GetEndpoints()))
+	for _, ep := range a.GetEndpoints() {
+		eps[fsm.CanonicalName(ep.GetName())] = ep
+	}
+	for _, be := range b.GetEndpoints() {
+		ae, ok := eps[fsm.CanonicalName(be.GetName())]
+		if !ok || ae.GetTtl() != be.GetTtl() || len(ae.GetTargets()) != len(be.GetTargets()) {
+			return false
+		}
+		ts := make(map[string]*pb.Target, len(ae.GetTargets()))
+		for _, t := range ae.GetTargets() {
+			ts[t.GetId()] = t
+		}
+		if len(ts) != len(ae.GetTargets()) {
+			return false // duplicate ids: not a plan this planner builds
+		}
+		for _, bt := range be.GetTargets() {
+			at, ok := ts[bt.GetId()]
+			if !ok || at.GetWeight() != bt.GetWeight() || !sameAddress(at.GetAddress(), bt.GetAddress()) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// sameAddress compares addresses as IPs, so "2001:DB8::1" stored by
+// someone else equals the planner's canonical "2001:db8::1".
+func sameAddress(a, b string) bool {
+	if a == b {
+		return true
+	}
+	x, errX := netip.ParseAddr(a)
+	y, errY := netip.ParseAddr(b)
+	return errX == nil && errY == nil && x == y
+}
