@@ -4,7 +4,10 @@ PROTOC ?= protoc
 FUZZTIME ?= 10s
 PKGS := ./...
 
-.PHONY: all build test unit fuzz vet fmt-check proto proto-check tools clean
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+IMAGE ?= dnsplan:dev
+
+.PHONY: all build test unit fuzz vet fmt-check proto proto-check tools clean image up down ps logs e2e
 
 all: build
 
@@ -50,6 +53,38 @@ proto:
 # proto-check fails when the committed generated code is stale.
 proto-check: proto
 	@git diff --exit-code -- proto || { echo "generated code in proto/ is stale: run make proto and commit"; exit 1; }
+
+# image builds the static binary, then the FROM scratch image around it.
+image: build
+	docker build -q -t $(IMAGE) .
+
+# up starts the compose cluster and waits until every node is healthy.
+up: image
+	$(COMPOSE) up -d
+	@scripts/wait-healthy.sh bin/dnsplan
+	@echo
+	@echo "dnsplan is up:"
+	@echo "  gRPC   127.0.0.1:9001 9002 9003   bin/dnsplan ctl status"
+	@echo "  DNS    127.0.0.1:5301 5302 5303   dig @127.0.0.1 -p 5301 api.dnsplan.test"
+	@echo "  HTTP   127.0.0.1:8001 8002 8003   curl 127.0.0.1:8001/metrics"
+	@echo "  backends 127.0.0.1:8081..8084     curl -X POST 127.0.0.1:8081/fail"
+	@echo "  make ps | make logs | make down"
+
+# e2e runs the compose cluster end to end (about a minute): kill, pause,
+# disconnect, restart, with the probe checking I1 and I2. Needs Docker.
+# The project is removed afterwards even if the test binary itself died.
+e2e: image
+	@status=0; $(GO) test -tags e2e -count=1 -v -timeout 15m ./e2e || status=$$?; \
+	$(COMPOSE) -p dnsplan-e2e down -v --remove-orphans >/dev/null 2>&1 || true; exit $$status
+
+down:
+	$(COMPOSE) down -v --remove-orphans
+
+ps:
+	$(COMPOSE) ps
+
+logs:
+	$(COMPOSE) logs --tail=200 -f
 
 clean:
 	rm -rf bin

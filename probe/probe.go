@@ -274,7 +274,7 @@ func (p *Prober) probeDNS(ctx context.Context, n Node, endpoints []string) {
 		if err == nil {
 			aaaa, err = p.query(ctx, n.DNS, ep, dns.TypeAAAA)
 		}
-		if ctx.Err() != nil {
+		if ended(ctx) {
 			return
 		}
 		p.mu.Lock()
@@ -307,7 +307,7 @@ func (p *Prober) probeCluster(ctx context.Context, endpoints []string) {
 		qctx, cancel := context.WithTimeout(ctx, 4*p.cfg.Timeout)
 		a, err := p.cfg.Cluster.GetApplied(qctx, &pb.GetAppliedRequest{Endpoint: ep})
 		cancel()
-		if ctx.Err() != nil {
+		if ended(ctx) {
 			return
 		}
 		p.mu.Lock()
@@ -391,6 +391,17 @@ func (p *Prober) Summary() Summary {
 		s.Elapsed = time.Since(s.Started)
 	}
 	return s
+}
+
+// ended reports whether ctx is over, including a deadline that has passed
+// but whose timer has not yet fired: a query cut short by the end of the
+// run is not an outage.
+func ended(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	d, ok := ctx.Deadline()
+	return ok && !time.Now().Before(d)
 }
 
 func countAddrs(m *dns.Msg) int {

@@ -1,0 +1,444 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/dnsplan/dnsplan/client"
+	"github.com/dnsplan/dnsplan/probe"
+	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
+)
+
+// The compose cluster as seen from the host (CONTRACT.md, docker compose).
+var (
+	nodes     = []string{"node1", "node2", "node3"}
+	grpcAddrs = []string{"127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003"}
+	dnsAddrs  = []string{"127.0.0.1:5301", "127.0.0.1:5302", "127.0.0.1:5303"}
+	enactors  = map[string]string{"enactor-a": "127.0.0.1:8201", "enactor-b": "127.0.0.1:8202", "enactor-c": "127.0.0.1:8203"}
+	backends  = []string{"127.0.0.1:8081", "127.0.0.1:8082", "127.0.0.1:8083", "127.0.0.1:8084"}
+)
+
+const (
+	project  = "dnsplan-e2e"
+	endpoint = "api.dnsplan.test."
+	stepWait = 90 * time.Second // ceiling of one step; a healthy run takes seconds
+	leaseTTL = 3 * time.Second  // the enactors' default --lease-ttl
+)
+
+// compose runs docker compose (v2) or docker-compose (1.29) on the
+// repository's compose file under its own project name.
+type compose struct {
+	t    *testing.T
+	cmd  []string
+	root string
+}
+
+func newCompose(t *testing.T) *compose {
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Dir(filepath.Dir(file))
+	c := &compose{t: t, root: root, cmd: []string{"docker-compose"}}
+	if exec.Command("docker", "compose", "version").Run() == nil {
+		c.cmd = []string{"docker", "compose"}
+	}
+	return c
+}
+
+func (c *compose) run(args ...string) string {
+	c.t.Helper()
+	out, err := c.try(args...)
+	if err != nil {
+		c.t.Fatalf("%s %s: %v\n%s", strings.Join(c.cmd, " "), strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func (c *compose) try(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	full := append(append(append([]string{}, c.cmd[1:]...), "-p", project, "-f", filepath.Join(c.root, "docker-compose.yml")), args...)
+	cmd := exec.CommandContext(ctx, c.cmd[0], full...)
+	cmd.Dir = c.root
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
+
+func docker(t *testing.T, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "docker", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("docker %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// container returns a service's container id.
+func (c *compose) container(service string) string {
+	return strings.TrimSpace(c.run("ps", "-q", service))
+}
+
+// timings collects each step's measured time for the final report.
+type timings struct {
+	t     *testing.T
+	start time.Time
+	rows  []string
+}
+
+func (tm *timings) step(name string, f func() string) {
+	tm.t.Helper()
+	fmt.Printf("=== step: %s\n", name)
+	start := time.Now()
+	detail := f()
+	row := fmt.Sprintf("%-58s %8s  %s", name, time.Since(start).Round(10*time.Millisecond), detail)
+	fmt.Println("    " + row)
+	tm.rows = append(tm.rows, row)
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > stepWait {
+			t.Fatalf("timed out after %s waiting for %s", stepWait, what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// servedGeneration is what one node's DNS says it serves for the endpoint
+// (its _dnsplan TXT record), or 0.
+func servedGeneration(addr string) uint64 {
+	m := new(dns.Msg)
+	m.SetQuestion("_dnsplan."+endpoint, dns.TypeTXT)
+	r, _, err := (&dns.Client{Timeout: time.Second}).Exchange(m, addr)
+	if err != nil {
+		return 0
+	}
+	for _, rr := range r.Answer {
+		if txt, ok := rr.(*dns.TXT); ok {
+			var g uint64
+			if _, err := fmt.Sscanf(strings.Join(txt.Txt, " "), "generation=%d", &g); err == nil {
+				return g
+			}
+		}
+	}
+	return 0
+}
+
+func aRecords(addr string) int {
+	m := new(dns.Msg)
+	m.SetQuestion(endpoint, dns.TypeA)
+	r, _, err := (&dns.Client{Timeout: time.Second}).Exchange(m, addr)
+	if err != nil {
+		return -1
+	}
+	return len(r.Answer)
+}
+
+func httpPost(t *testing.T, url string) {
+	t.Helper()
+	resp, err := http.Post(url, "text/plain", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+}
+
+type e2e struct {
+	t  *testing.T
+	c  *compose
+	cl *client.Client
+}
+
+func (e *e2e) ctx() context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	e.t.Cleanup(cancel)
+	return ctx
+}
+
+func (e *e2e) leader() (int, bool) {
+	for i, addr := range grpcAddrs {
+		st, err := e.cl.StatusOf(e.ctx(), addr)
+		if err == nil && st.GetState() == "Leader" {
+			return i, true
+		}
+	}
+	return -1, false
+}
+
+func (e *e2e) applied() *pb.AppliedEndpoint {
+	a, err := e.cl.GetApplied(e.ctx(), &pb.GetAppliedRequest{Endpoint: endpoint})
+	if err != nil {
+		return nil
+	}
+	return a
+}
+
+// newGeneration flips a backend's health so the planner makes a new plan,
+// and waits until an enactor has applied it; it returns the generation.
+func (e *e2e) newGeneration(backend int, fail bool) uint64 {
+	e.t.Helper()
+	before := e.applied().GetGeneration()
+	verb := "recover"
+	if fail {
+		verb = "fail"
+	}
+	httpPost(e.t, "http://"+backends[backend]+"/"+verb)
+	var gen uint64
+	waitUntil(e.t, "a newer generation applied", func() bool {
+		a := e.applied()
+		gen = a.GetGeneration()
+		return gen > before
+	})
+	return gen
+}
+
+func (e *e2e) waitServed(idx []int, gen uint64) time.Duration {
+	e.t.Helper()
+	return waitUntil(e.t, fmt.Sprintf("nodes %v serving generation %d", idx, gen), func() bool {
+		for _, i := range idx {
+			if servedGeneration(dnsAddrs[i]) < gen {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func probeSummary(t *testing.T) probe.Summary {
+	t.Helper()
+	resp, err := http.Get("http://127.0.0.1:8301/summary")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var s probe.Summary
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestComposeCluster(t *testing.T) {
+	if out, err := exec.Command("docker", "info", "--format", "{{.ServerVersion}}").CombinedOutput(); err != nil {
+		t.Fatalf("no Docker engine answers: %v\n%s", err, out)
+	}
+	c := newCompose(t)
+	c.try("down", "-v", "--remove-orphans")
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := c.try("logs", "--no-color", "--tail", "60")
+			fmt.Println(out)
+		}
+		if out, err := c.try("down", "-v", "--remove-orphans"); err != nil {
+			fmt.Fprintf(os.Stderr, "cleaning up the compose project: %v\n%s", err, out)
+		}
+	})
+	cl, err := client.New(grpcAddrs, client.WithCallTimeout(3*time.Second), client.WithRetryBudget(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	e := &e2e{t: t, c: c, cl: cl}
+	tm := &timings{t: t, start: time.Now()}
+	all := []int{0, 1, 2}
+	network := project + "_dnsplan" // the same name under compose v1 and v2
+
+	tm.step("start the cluster from a clean state", func() string {
+		c.run("up", "-d")
+		d := waitUntil(t, "every node's DNS answering the first plan", func() bool {
+			for _, addr := range dnsAddrs {
+				if servedGeneration(addr) == 0 || aRecords(addr) < 1 {
+					return false
+				}
+			}
+			return true
+		})
+		return fmt.Sprintf("DNS on every node after %s", d.Round(time.Millisecond))
+	})
+
+	tm.step("kill the leader; a new leader and a new plan applied", func() string {
+		l, ok := e.leader()
+		if !ok {
+			t.Fatal("no leader")
+		}
+		c.run("kill", nodes[l])
+		killed := time.Now()
+		var nl int
+		waitUntil(t, "a new leader", func() bool {
+			i, ok := e.leader()
+			nl = i
+			return ok && i != l
+		})
+		toLeader := time.Since(killed)
+		gen := e.newGeneration(0, true)
+		rest := []int{}
+		for _, i := range all {
+			if i != l {
+				rest = append(rest, i)
+			}
+		}
+		e.waitServed(rest, gen)
+		// Restart it; it catches up.
+		c.run("start", nodes[l])
+		catchUp := e.waitServed([]int{l}, gen)
+		return fmt.Sprintf("killed %s; new leader %s after %s; generation %d applied; %s caught up in %s",
+			nodes[l], nodes[nl], toLeader.Round(time.Millisecond), gen, nodes[l], catchUp.Round(time.Millisecond))
+	})
+
+	tm.step("pause the lease-holding enactor past its TTL; another takes over", func() string {
+		var holder string
+		waitUntil(t, "an enactor holding enactor/0", func() bool {
+			resp, err := cl.ListLeases(e.ctx(), &pb.ListLeasesRequest{})
+			if err != nil {
+				return false
+			}
+			for _, l := range resp.GetLeases() {
+				if l.GetName() == "enactor/0" {
+					holder = l.GetHolder()
+					return true
+				}
+			}
+			return false
+		})
+		c.run("pause", holder)
+		paused := time.Now()
+		time.Sleep(leaseTTL + time.Second)
+		httpPost(t, "http://"+backends[0]+"/recover")
+		var by string
+		waitUntil(t, "another enactor applying the next plan", func() bool {
+			a := e.applied()
+			by = a.GetEnactorId()
+			return a != nil && by != holder && a.GetAppliedAt().AsTime().After(paused)
+		})
+		takeover := time.Since(paused)
+		gen := e.applied().GetGeneration()
+		c.run("unpause", holder)
+		unpaused := time.Now()
+		// The woken enactor still acts on its old token; the cluster refuses it.
+		var refused string
+		waitUntil(t, "the woken enactor's stale write refused", func() bool {
+			resp, err := cl.ListHistory(e.ctx(), &pb.ListHistoryRequest{})
+			if err != nil {
+				return false
+			}
+			for _, ev := range resp.GetEvents() {
+				if ev.GetActor() == holder && ev.GetOutcome() == "rejected" && strings.HasPrefix(ev.GetReason(), "fenced") &&
+					ev.GetTime().AsTime().After(unpaused.Add(-time.Second)) {
+					refused = ev.GetKind()
+					return true
+				}
+			}
+			return false
+		})
+		e.waitServed(all, gen)
+		return fmt.Sprintf("paused %s; %s applied generation %d %s after the pause; woken %s's %s refused as fenced",
+			holder, by, gen, takeover.Round(time.Millisecond), holder, refused)
+	})
+
+	tm.step("cut a node off; the majority applies, it answers its last state", func() string {
+		l, _ := e.leader()
+		cut := (l + 1) % 3
+		id := c.container(nodes[cut])
+		before := servedGeneration(dnsAddrs[cut])
+		docker(t, "network", "disconnect", network, id)
+		gen := e.newGeneration(1, true)
+		var rest []int
+		for _, i := range all {
+			if i != cut {
+				rest = append(rest, i)
+			}
+		}
+		e.waitServed(rest, gen)
+		// Inside the cut-off node's own network namespace, its DNS still
+		// answers, with the state it had.
+		out := docker(t, "run", "--rm", "--network", "container:"+id, "dnsplan:dev", "probe", "--cluster", "",
+			"--dns", "127.0.0.1:5301", "--endpoint", endpoint, "--duration", "2s", "-o", "json", "--http-addr", "")
+		var s probe.Summary
+		if err := json.Unmarshal([]byte(out), &s); err != nil {
+			t.Fatalf("probe in %s's namespace: %v\n%s", nodes[cut], err, out)
+		}
+		if s.Generations[endpoint] != before || len(s.Violations) != 0 {
+			t.Fatalf("cut-off %s answered %+v, want generation %d", nodes[cut], s, before)
+		}
+		docker(t, "network", "connect", "--alias", nodes[cut], network, id)
+		converge := e.waitServed([]int{cut}, gen)
+		return fmt.Sprintf("%s cut off answered generation %d while the others applied %d; converged %s after reconnecting",
+			nodes[cut], before, gen, converge.Round(time.Millisecond))
+	})
+
+	tm.step("fail a backend; it leaves DNS on every node", func() string {
+		// lb-2 is still failed from the step before; now lb-3 fails too.
+		gen := e.newGeneration(2, true)
+		d := e.waitServed(all, gen)
+		for i, addr := range dnsAddrs {
+			if n := aRecords(addr); n != 2 {
+				t.Fatalf("%s answers %d A records, want 2 (lb-1, lb-4) with lb-2 and lb-3 failed", nodes[i], n)
+			}
+		}
+		for _, b := range backends[:3] {
+			httpPost(t, "http://"+b+"/recover")
+		}
+		return fmt.Sprintf("generation %d on every node %s after it was applied", gen, d.Round(time.Millisecond))
+	})
+
+	tm.step("restart the whole project; the state is kept", func() string {
+		waitUntil(t, "the recovery applied", func() bool { return servedGeneration(dnsAddrs[0]) > 0 && aRecords(dnsAddrs[0]) == 4 })
+		before := e.applied().GetGeneration()
+		summary := probeSummary(t) // the probe restarts with the project
+		c.run("stop")
+		c.run("start")
+		d := waitUntil(t, "every node serving the kept state", func() bool {
+			for _, addr := range dnsAddrs {
+				if servedGeneration(addr) < before {
+					return false
+				}
+			}
+			return true
+		})
+		st, err := cl.Status(e.ctx())
+		if err != nil || st.GetNextGeneration() <= before {
+			t.Fatalf("after restart: %v %v, want next generation above %d", st, err, before)
+		}
+		if n := len(summary.Violations); n != 0 {
+			t.Fatalf("before the restart the probe saw %d violations: %+v", n, summary.Violations)
+		}
+		return fmt.Sprintf("generation %d served again %s after start; probe before restart: %d rounds, 0 violations",
+			before, d.Round(time.Millisecond), summary.Rounds)
+	})
+
+	tm.step("the probe reports no violation of I1 or I2", func() string {
+		time.Sleep(3 * time.Second)
+		s := probeSummary(t)
+		if s.Count("I1") != 0 || s.Count("I2") != 0 {
+			t.Fatalf("probe violations: %+v", s.Violations)
+		}
+		return fmt.Sprintf("%d rounds since restart, I1 0, I2 0", s.Rounds)
+	})
+
+	fmt.Println("\ncompose end-to-end summary:")
+	for _, r := range tm.rows {
+		fmt.Println("  " + r)
+	}
+	fmt.Printf("  total %s\n", time.Since(tm.start).Round(time.Second))
+}
