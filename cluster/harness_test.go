@@ -229,6 +229,7 @@ func (c *testCluster) follower() *Node {
 
 // api is a set of gRPC clients for one node's address.
 type api struct {
+	conn    *grpc.ClientConn
 	plans   pb.PlanServiceClient
 	leases  pb.LeaseServiceClient
 	enact   pb.EnactServiceClient
@@ -243,7 +244,7 @@ func dial(t testing.TB, addr string) api {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cc.Close() })
-	return api{pb.NewPlanServiceClient(cc), pb.NewLeaseServiceClient(cc), pb.NewEnactServiceClient(cc), pb.NewClusterServiceClient(cc)}
+	return api{cc, pb.NewPlanServiceClient(cc), pb.NewLeaseServiceClient(cc), pb.NewEnactServiceClient(cc), pb.NewClusterServiceClient(cc)}
 }
 
 func (c *testCluster) api(id string) api {

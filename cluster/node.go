@@ -94,6 +94,10 @@ type Config struct {
 	// 10ms; Raft's own default of 50ms delays what followers' DNS serves).
 	CommitTimeout time.Duration
 
+	// Legacy also serves the old, unsafe apply and clean-up (LegacyService),
+	// for demonstrating the AWS failure. Never for real use.
+	Legacy bool
+
 	// ApplyTimeout bounds one proposal when the request has no deadline
 	// (default 10s).
 	ApplyTimeout time.Duration

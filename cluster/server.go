@@ -45,6 +45,9 @@ func (n *Node) startGRPC() error {
 	pb.RegisterLeaseServiceServer(s, &leaseService{n: n})
 	pb.RegisterEnactServiceServer(s, &enactService{n: n})
 	pb.RegisterClusterServiceServer(s, &clusterService{n: n})
+	if n.cfg.Legacy {
+		pb.RegisterLegacyServiceServer(s, &legacyService{n: n})
+	}
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(s, hs)
@@ -312,6 +315,7 @@ func (n *Node) Status() (*pb.StatusResponse, error) {
 		Term:           r.CurrentTerm(),
 		CommitIndex:    r.CommitIndex(),
 		AppliedIndex:   r.AppliedIndex(),
+		Legacy:         n.cfg.Legacy,
 	}
 	if idx, ok := r.Stats()["last_snapshot_index"]; ok {
 		fmt.Sscan(idx, &resp.LastSnapshotIndex)

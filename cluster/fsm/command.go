@@ -26,6 +26,9 @@ const (
 	CommandSetFreeze    CommandType = 7 // pb.SetFreezeRequest
 	CommandSetMember    CommandType = 8 // statev1.SetMember
 	CommandRemoveMember CommandType = 9 // statev1.RemoveMember
+	// LEGACY demonstration commands (legacy.go).
+	CommandLegacyApply   CommandType = 10 // pb.LegacyApplyRequest
+	CommandLegacyCleanup CommandType = 11 // pb.LegacyCleanupRequest
 )
 
 // newPayload is the one dispatch table from type tag to payload message.
@@ -39,6 +42,9 @@ var newPayload = map[CommandType]func() proto.Message{
 	CommandSetFreeze:    func() proto.Message { return &pb.SetFreezeRequest{} },
 	CommandSetMember:    func() proto.Message { return &statev1.SetMember{} },
 	CommandRemoveMember: func() proto.Message { return &statev1.RemoveMember{} },
+
+	CommandLegacyApply:   func() proto.Message { return &pb.LegacyApplyRequest{} },
+	CommandLegacyCleanup: func() proto.Message { return &pb.LegacyCleanupRequest{} },
 }
 
 func (t CommandType) String() string {
@@ -61,6 +67,10 @@ func (t CommandType) String() string {
 		return "set_member"
 	case CommandRemoveMember:
 		return "remove_member"
+	case CommandLegacyApply:
+		return "legacy_apply"
+	case CommandLegacyCleanup:
+		return "legacy_cleanup"
 	}
 	return fmt.Sprintf("command_%d", uint8(t))
 }

@@ -95,7 +95,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"type only", []byte{byte(CommandSetFreeze)}},
 		{"short header", valid[:headerLen-1]},
 		{"type 0", withType(0)},
-		{"type after the last", withType(byte(CommandRemoveMember) + 1)},
+		{"type after the last", withType(byte(CommandLegacyCleanup) + 1)},
 		{"type 255", withType(255)},
 		{"truncated varint", append(append([]byte(nil), valid[:headerLen]...), 0x08)},
 		{"bad wire type", append(append([]byte(nil), valid[:headerLen]...), 0x0f)},
@@ -117,7 +117,7 @@ func TestDecodeErrors(t *testing.T) {
 }
 
 func TestEncodeUnknownType(t *testing.T) {
-	for _, typ := range []CommandType{0, CommandRemoveMember + 1, 255} {
+	for _, typ := range []CommandType{0, CommandLegacyCleanup + 1, 255} {
 		if _, err := (Command{Type: typ, Stamp: t0, Payload: &pb.SetFreezeRequest{}}).Encode(); !errors.Is(err, ErrUndecodable) {
 			t.Errorf("Encode of type %d: %v, want ErrUndecodable", typ, err)
 		}
@@ -129,6 +129,7 @@ func TestCommandTypeString(t *testing.T) {
 		CommandSubmitPlan: "submit_plan", CommandAcquireLease: "acquire_lease", CommandRenewLease: "renew_lease",
 		CommandReleaseLease: "release_lease", CommandApplyPlan: "apply_plan", CommandCleanupPlans: "cleanup_plans",
 		CommandSetFreeze: "set_freeze", CommandSetMember: "set_member", CommandRemoveMember: "remove_member",
+		CommandLegacyApply: "legacy_apply", CommandLegacyCleanup: "legacy_cleanup",
 		42: "command_42",
 	}
 	for typ, s := range want {

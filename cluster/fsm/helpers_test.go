@@ -38,6 +38,10 @@ func typeOf(p proto.Message) CommandType {
 		return CommandSetMember
 	case *statev1.RemoveMember:
 		return CommandRemoveMember
+	case *pb.LegacyApplyRequest:
+		return CommandLegacyApply
+	case *pb.LegacyCleanupRequest:
+		return CommandLegacyCleanup
 	}
 	panic(fmt.Sprintf("typeOf: no command type for %T", p))
 }

@@ -95,6 +95,10 @@ func (s *State) Apply(index uint64, c Command) Result {
 	case *statev1.RemoveMember:
 		delete(s.members, p.GetId())
 		return Result{}
+	case *pb.LegacyApplyRequest:
+		return s.legacyApply(index, p)
+	case *pb.LegacyCleanupRequest:
+		return s.legacyCleanup(index, p)
 	}
 	// Replicas must not diverge: a command that decoded but has no rule is
 	// a programming error, not a rejection.

@@ -50,13 +50,27 @@ func (s *State) PlansFrom(from uint64) []*pb.Plan {
 	return out
 }
 
-// Applied returns an endpoint's applied records, or nil.
+// Applied returns what an endpoint serves, or nil. (A legacy pointer is
+// resolved through its plan: see legacy.go.)
 func (s *State) Applied(endpoint string) *pb.AppliedEndpoint {
-	return s.applied[CanonicalName(endpoint)]
+	a := s.applied[CanonicalName(endpoint)]
+	if a == nil {
+		return nil
+	}
+	return s.resolve(a)
 }
 
-// AppliedAll returns every applied endpoint, sorted by name.
+// AppliedAll returns what every applied endpoint serves, sorted by name.
 func (s *State) AppliedAll() []*pb.AppliedEndpoint {
+	out := s.appliedStored()
+	for i, a := range out {
+		out[i] = s.resolve(a)
+	}
+	return out
+}
+
+// appliedStored returns the applied records as stored, sorted by name.
+func (s *State) appliedStored() []*pb.AppliedEndpoint {
 	out := make([]*pb.AppliedEndpoint, 0, len(s.applied))
 	for _, n := range slices.Sorted(maps.Keys(s.applied)) {
 		out = append(out, s.applied[n])
@@ -145,7 +159,7 @@ func (s *State) Clone() *State {
 func (s *State) Marshal() ([]byte, error) {
 	snap := &statev1.Snapshot{
 		Plans:          s.Plans(),
-		Applied:        s.AppliedAll(),
+		Applied:        s.appliedStored(),
 		History:        s.History(0),
 		NextGeneration: s.nextGeneration,
 		NowUnixNanos:   s.now.UnixNano(),

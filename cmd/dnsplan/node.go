@@ -40,6 +40,7 @@ func runNode(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs.Uint64Var(&cfg.TrailingLogs, "trailing-logs", 10240, "log entries kept after a snapshot for slow followers")
 	fs.DurationVar(&cfg.HeartbeatTimeout, "heartbeat-timeout", time.Second, "Raft heartbeat timeout")
 	fs.DurationVar(&cfg.ElectionTimeout, "election-timeout", time.Second, "Raft election timeout")
+	fs.BoolVar(&cfg.Legacy, "legacy", false, "also accept the old, unsafe apply and clean-up (for demonstration only)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&logFormat, "log-format", "text", "text or json")
 	fs.StringVar(&cfg.RaftLogLevel, "raft-log-level", "warn", "level of hashicorp/raft's own log")
@@ -68,6 +69,9 @@ func runNode(ctx context.Context, args []string, _, stderr io.Writer) error {
 	n, err := cluster.Start(cfg)
 	if err != nil {
 		return err
+	}
+	if cfg.Legacy {
+		logger.Warn("LEGACY MODE: this node accepts the unsafe apply and clean-up that emptied DNS in the AWS outage; for demonstration only")
 	}
 	logger.Info("node started", "id", cfg.ID, "raft", n.RaftAddr(), "grpc", n.AdvertiseGRPC(), "dns", n.DNSAddr(), "http", n.HTTPAddr(), "data_dir", cfg.DataDir)
 	<-ctx.Done()

@@ -1352,7 +1352,11 @@ type AppliedEndpoint struct {
 	LeaseToken uint64                 `protobuf:"varint,6,opt,name=lease_token,json=leaseToken,proto3" json:"lease_token,omitempty"`
 	AppliedAt  *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=applied_at,json=appliedAt,proto3" json:"applied_at,omitempty"`
 	// revision is the cluster log index of the apply that wrote this record.
-	Revision      uint64 `protobuf:"varint,8,opt,name=revision,proto3" json:"revision,omitempty"`
+	Revision uint64 `protobuf:"varint,8,opt,name=revision,proto3" json:"revision,omitempty"`
+	// legacy_pointer marks a record written by the legacy design: only the
+	// generation is stored and the targets are resolved through the plan
+	// when read, so they vanish if the plan is deleted.
+	LegacyPointer bool `protobuf:"varint,9,opt,name=legacy_pointer,json=legacyPointer,proto3" json:"legacy_pointer,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1441,6 +1445,13 @@ func (x *AppliedEndpoint) GetRevision() uint64 {
 		return x.Revision
 	}
 	return 0
+}
+
+func (x *AppliedEndpoint) GetLegacyPointer() bool {
+	if x != nil {
+		return x.LegacyPointer
+	}
+	return false
 }
 
 type ListAppliedRequest struct {
@@ -1972,8 +1983,10 @@ type StatusResponse struct {
 	Plans             uint32 `protobuf:"varint,12,opt,name=plans,proto3" json:"plans,omitempty"`
 	Endpoints         uint32 `protobuf:"varint,13,opt,name=endpoints,proto3" json:"endpoints,omitempty"`
 	LastSnapshotIndex uint64 `protobuf:"varint,14,opt,name=last_snapshot_index,json=lastSnapshotIndex,proto3" json:"last_snapshot_index,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// legacy: this node serves the legacy (unsafe) demonstration commands.
+	Legacy        bool `protobuf:"varint,15,opt,name=legacy,proto3" json:"legacy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -2102,6 +2115,13 @@ func (x *StatusResponse) GetLastSnapshotIndex() uint64 {
 		return x.LastSnapshotIndex
 	}
 	return 0
+}
+
+func (x *StatusResponse) GetLegacy() bool {
+	if x != nil {
+		return x.Legacy
+	}
+	return false
 }
 
 type AddVoterRequest struct {
@@ -2465,6 +2485,194 @@ func (x *SetFreezeResponse) GetFrozen() bool {
 	return false
 }
 
+type LegacyApplyRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Generation uint64                 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
+	// endpoint is the one endpoint to point at the plan (the old enactor
+	// wrote endpoint by endpoint).
+	Endpoint      string `protobuf:"bytes,2,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	EnactorId     string `protobuf:"bytes,3,opt,name=enactor_id,json=enactorId,proto3" json:"enactor_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LegacyApplyRequest) Reset() {
+	*x = LegacyApplyRequest{}
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LegacyApplyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LegacyApplyRequest) ProtoMessage() {}
+
+func (x *LegacyApplyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LegacyApplyRequest.ProtoReflect.Descriptor instead.
+func (*LegacyApplyRequest) Descriptor() ([]byte, []int) {
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *LegacyApplyRequest) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *LegacyApplyRequest) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *LegacyApplyRequest) GetEnactorId() string {
+	if x != nil {
+		return x.EnactorId
+	}
+	return ""
+}
+
+type LegacyApplyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LegacyApplyResponse) Reset() {
+	*x = LegacyApplyResponse{}
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LegacyApplyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LegacyApplyResponse) ProtoMessage() {}
+
+func (x *LegacyApplyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LegacyApplyResponse.ProtoReflect.Descriptor instead.
+func (*LegacyApplyResponse) Descriptor() ([]byte, []int) {
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{43}
+}
+
+type LegacyCleanupRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// keep_generations: delete every plan more than this many generations
+	// older than the newest, whatever is applied.
+	KeepGenerations uint32 `protobuf:"varint,1,opt,name=keep_generations,json=keepGenerations,proto3" json:"keep_generations,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *LegacyCleanupRequest) Reset() {
+	*x = LegacyCleanupRequest{}
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LegacyCleanupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LegacyCleanupRequest) ProtoMessage() {}
+
+func (x *LegacyCleanupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LegacyCleanupRequest.ProtoReflect.Descriptor instead.
+func (*LegacyCleanupRequest) Descriptor() ([]byte, []int) {
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *LegacyCleanupRequest) GetKeepGenerations() uint32 {
+	if x != nil {
+		return x.KeepGenerations
+	}
+	return 0
+}
+
+type LegacyCleanupResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Deleted       []uint64               `protobuf:"varint,1,rep,packed,name=deleted,proto3" json:"deleted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LegacyCleanupResponse) Reset() {
+	*x = LegacyCleanupResponse{}
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LegacyCleanupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LegacyCleanupResponse) ProtoMessage() {}
+
+func (x *LegacyCleanupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LegacyCleanupResponse.ProtoReflect.Descriptor instead.
+func (*LegacyCleanupResponse) Descriptor() ([]byte, []int) {
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *LegacyCleanupResponse) GetDeleted() []uint64 {
+	if x != nil {
+		return x.Deleted
+	}
+	return nil
+}
+
 var File_dnsplan_v1_dnsplan_proto protoreflect.FileDescriptor
 
 const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
@@ -2560,7 +2768,7 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\adeleted\x18\x01 \x03(\x04R\adeleted\"E\n" +
 	"\x11GetAppliedRequest\x12\x1a\n" +
 	"\bendpoint\x18\x01 \x01(\tR\bendpoint\x12\x14\n" +
-	"\x05stale\x18\x02 \x01(\bR\x05stale\"\xa4\x02\n" +
+	"\x05stale\x18\x02 \x01(\bR\x05stale\"\xcb\x02\n" +
 	"\x0fAppliedEndpoint\x12\x1a\n" +
 	"\bendpoint\x18\x01 \x01(\tR\bendpoint\x12\x1e\n" +
 	"\n" +
@@ -2574,7 +2782,8 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"leaseToken\x129\n" +
 	"\n" +
 	"applied_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tappliedAt\x12\x1a\n" +
-	"\brevision\x18\b \x01(\x04R\brevision\"*\n" +
+	"\brevision\x18\b \x01(\x04R\brevision\x12%\n" +
+	"\x0elegacy_pointer\x18\t \x01(\bR\rlegacyPointer\"*\n" +
 	"\x12ListAppliedRequest\x12\x14\n" +
 	"\x05stale\x18\x01 \x01(\bR\x05stale\"P\n" +
 	"\x13ListAppliedResponse\x129\n" +
@@ -2609,7 +2818,7 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
 	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12\x14\n" +
 	"\x05voter\x18\x04 \x01(\bR\x05voter\x12\x16\n" +
-	"\x06leader\x18\x05 \x01(\bR\x06leader\"\xda\x03\n" +
+	"\x06leader\x18\x05 \x01(\bR\x06leader\"\xf2\x03\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1b\n" +
@@ -2625,7 +2834,8 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\x0fnext_generation\x18\v \x01(\x04R\x0enextGeneration\x12\x14\n" +
 	"\x05plans\x18\f \x01(\rR\x05plans\x12\x1c\n" +
 	"\tendpoints\x18\r \x01(\rR\tendpoints\x12.\n" +
-	"\x13last_snapshot_index\x18\x0e \x01(\x04R\x11lastSnapshotIndex\"[\n" +
+	"\x13last_snapshot_index\x18\x0e \x01(\x04R\x11lastSnapshotIndex\x12\x16\n" +
+	"\x06legacy\x18\x0f \x01(\bR\x06legacy\"[\n" +
 	"\x0fAddVoterRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
@@ -2642,7 +2852,19 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\x06frozen\x18\x01 \x01(\bR\x06frozen\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"+\n" +
 	"\x11SetFreezeResponse\x12\x16\n" +
-	"\x06frozen\x18\x01 \x01(\bR\x06frozen*J\n" +
+	"\x06frozen\x18\x01 \x01(\bR\x06frozen\"o\n" +
+	"\x12LegacyApplyRequest\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x01 \x01(\x04R\n" +
+	"generation\x12\x1a\n" +
+	"\bendpoint\x18\x02 \x01(\tR\bendpoint\x12\x1d\n" +
+	"\n" +
+	"enactor_id\x18\x03 \x01(\tR\tenactorId\"\x15\n" +
+	"\x13LegacyApplyResponse\"A\n" +
+	"\x14LegacyCleanupRequest\x12)\n" +
+	"\x10keep_generations\x18\x01 \x01(\rR\x0fkeepGenerations\"1\n" +
+	"\x15LegacyCleanupResponse\x12\x18\n" +
+	"\adeleted\x18\x01 \x03(\x04R\adeleted*J\n" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fOUTCOME_APPLIED\x10\x01\x12\x11\n" +
@@ -2674,7 +2896,10 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\bAddVoter\x12\x1b.dnsplan.v1.AddVoterRequest\x1a\x1c.dnsplan.v1.AddVoterResponse\x12Q\n" +
 	"\fRemoveServer\x12\x1f.dnsplan.v1.RemoveServerRequest\x1a .dnsplan.v1.RemoveServerResponse\x12c\n" +
 	"\x12TransferLeadership\x12%.dnsplan.v1.TransferLeadershipRequest\x1a&.dnsplan.v1.TransferLeadershipResponse\x12H\n" +
-	"\tSetFreeze\x12\x1c.dnsplan.v1.SetFreezeRequest\x1a\x1d.dnsplan.v1.SetFreezeResponseB7Z5github.com/dnsplan/dnsplan/proto/dnsplan/v1;dnsplanv1b\x06proto3"
+	"\tSetFreeze\x12\x1c.dnsplan.v1.SetFreezeRequest\x1a\x1d.dnsplan.v1.SetFreezeResponse2\xb5\x01\n" +
+	"\rLegacyService\x12N\n" +
+	"\vLegacyApply\x12\x1e.dnsplan.v1.LegacyApplyRequest\x1a\x1f.dnsplan.v1.LegacyApplyResponse\x12T\n" +
+	"\rLegacyCleanup\x12 .dnsplan.v1.LegacyCleanupRequest\x1a!.dnsplan.v1.LegacyCleanupResponseB7Z5github.com/dnsplan/dnsplan/proto/dnsplan/v1;dnsplanv1b\x06proto3"
 
 var (
 	file_dnsplan_v1_dnsplan_proto_rawDescOnce sync.Once
@@ -2689,7 +2914,7 @@ func file_dnsplan_v1_dnsplan_proto_rawDescGZIP() []byte {
 }
 
 var file_dnsplan_v1_dnsplan_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_dnsplan_v1_dnsplan_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_dnsplan_v1_dnsplan_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
 var file_dnsplan_v1_dnsplan_proto_goTypes = []any{
 	(Outcome)(0),                       // 0: dnsplan.v1.Outcome
 	(*Target)(nil),                     // 1: dnsplan.v1.Target
@@ -2734,27 +2959,31 @@ var file_dnsplan_v1_dnsplan_proto_goTypes = []any{
 	(*TransferLeadershipResponse)(nil), // 40: dnsplan.v1.TransferLeadershipResponse
 	(*SetFreezeRequest)(nil),           // 41: dnsplan.v1.SetFreezeRequest
 	(*SetFreezeResponse)(nil),          // 42: dnsplan.v1.SetFreezeResponse
-	(*timestamppb.Timestamp)(nil),      // 43: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 44: google.protobuf.Duration
+	(*LegacyApplyRequest)(nil),         // 43: dnsplan.v1.LegacyApplyRequest
+	(*LegacyApplyResponse)(nil),        // 44: dnsplan.v1.LegacyApplyResponse
+	(*LegacyCleanupRequest)(nil),       // 45: dnsplan.v1.LegacyCleanupRequest
+	(*LegacyCleanupResponse)(nil),      // 46: dnsplan.v1.LegacyCleanupResponse
+	(*timestamppb.Timestamp)(nil),      // 47: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 48: google.protobuf.Duration
 }
 var file_dnsplan_v1_dnsplan_proto_depIdxs = []int32{
 	1,  // 0: dnsplan.v1.EndpointPlan.targets:type_name -> dnsplan.v1.Target
 	2,  // 1: dnsplan.v1.Plan.endpoints:type_name -> dnsplan.v1.EndpointPlan
-	43, // 2: dnsplan.v1.Plan.created_at:type_name -> google.protobuf.Timestamp
+	47, // 2: dnsplan.v1.Plan.created_at:type_name -> google.protobuf.Timestamp
 	3,  // 3: dnsplan.v1.SubmitPlanRequest.plan:type_name -> dnsplan.v1.Plan
 	3,  // 4: dnsplan.v1.ListPlansResponse.plans:type_name -> dnsplan.v1.Plan
 	3,  // 5: dnsplan.v1.WatchPlansResponse.plan:type_name -> dnsplan.v1.Plan
-	43, // 6: dnsplan.v1.Lease.expires_at:type_name -> google.protobuf.Timestamp
-	44, // 7: dnsplan.v1.Lease.ttl:type_name -> google.protobuf.Duration
-	44, // 8: dnsplan.v1.AcquireLeaseRequest.ttl:type_name -> google.protobuf.Duration
+	47, // 6: dnsplan.v1.Lease.expires_at:type_name -> google.protobuf.Timestamp
+	48, // 7: dnsplan.v1.Lease.ttl:type_name -> google.protobuf.Duration
+	48, // 8: dnsplan.v1.AcquireLeaseRequest.ttl:type_name -> google.protobuf.Duration
 	11, // 9: dnsplan.v1.ListLeasesResponse.leases:type_name -> dnsplan.v1.Lease
 	0,  // 10: dnsplan.v1.EndpointResult.outcome:type_name -> dnsplan.v1.Outcome
 	19, // 11: dnsplan.v1.ApplyPlanResponse.results:type_name -> dnsplan.v1.EndpointResult
 	1,  // 12: dnsplan.v1.AppliedEndpoint.targets:type_name -> dnsplan.v1.Target
-	43, // 13: dnsplan.v1.AppliedEndpoint.applied_at:type_name -> google.protobuf.Timestamp
+	47, // 13: dnsplan.v1.AppliedEndpoint.applied_at:type_name -> google.protobuf.Timestamp
 	24, // 14: dnsplan.v1.ListAppliedResponse.endpoints:type_name -> dnsplan.v1.AppliedEndpoint
 	24, // 15: dnsplan.v1.WatchAppliedResponse.endpoint:type_name -> dnsplan.v1.AppliedEndpoint
-	43, // 16: dnsplan.v1.HistoryEvent.time:type_name -> google.protobuf.Timestamp
+	47, // 16: dnsplan.v1.HistoryEvent.time:type_name -> google.protobuf.Timestamp
 	30, // 17: dnsplan.v1.ListHistoryResponse.events:type_name -> dnsplan.v1.HistoryEvent
 	33, // 18: dnsplan.v1.StatusResponse.members:type_name -> dnsplan.v1.Member
 	4,  // 19: dnsplan.v1.PlanService.SubmitPlan:input_type -> dnsplan.v1.SubmitPlanRequest
@@ -2776,27 +3005,31 @@ var file_dnsplan_v1_dnsplan_proto_depIdxs = []int32{
 	37, // 35: dnsplan.v1.ClusterService.RemoveServer:input_type -> dnsplan.v1.RemoveServerRequest
 	39, // 36: dnsplan.v1.ClusterService.TransferLeadership:input_type -> dnsplan.v1.TransferLeadershipRequest
 	41, // 37: dnsplan.v1.ClusterService.SetFreeze:input_type -> dnsplan.v1.SetFreezeRequest
-	5,  // 38: dnsplan.v1.PlanService.SubmitPlan:output_type -> dnsplan.v1.SubmitPlanResponse
-	3,  // 39: dnsplan.v1.PlanService.GetPlan:output_type -> dnsplan.v1.Plan
-	8,  // 40: dnsplan.v1.PlanService.ListPlans:output_type -> dnsplan.v1.ListPlansResponse
-	10, // 41: dnsplan.v1.PlanService.WatchPlans:output_type -> dnsplan.v1.WatchPlansResponse
-	11, // 42: dnsplan.v1.LeaseService.AcquireLease:output_type -> dnsplan.v1.Lease
-	11, // 43: dnsplan.v1.LeaseService.RenewLease:output_type -> dnsplan.v1.Lease
-	15, // 44: dnsplan.v1.LeaseService.ReleaseLease:output_type -> dnsplan.v1.ReleaseLeaseResponse
-	17, // 45: dnsplan.v1.LeaseService.ListLeases:output_type -> dnsplan.v1.ListLeasesResponse
-	20, // 46: dnsplan.v1.EnactService.ApplyPlan:output_type -> dnsplan.v1.ApplyPlanResponse
-	22, // 47: dnsplan.v1.EnactService.CleanupPlans:output_type -> dnsplan.v1.CleanupPlansResponse
-	24, // 48: dnsplan.v1.EnactService.GetApplied:output_type -> dnsplan.v1.AppliedEndpoint
-	26, // 49: dnsplan.v1.EnactService.ListApplied:output_type -> dnsplan.v1.ListAppliedResponse
-	28, // 50: dnsplan.v1.EnactService.WatchApplied:output_type -> dnsplan.v1.WatchAppliedResponse
-	31, // 51: dnsplan.v1.EnactService.ListHistory:output_type -> dnsplan.v1.ListHistoryResponse
-	34, // 52: dnsplan.v1.ClusterService.Status:output_type -> dnsplan.v1.StatusResponse
-	36, // 53: dnsplan.v1.ClusterService.AddVoter:output_type -> dnsplan.v1.AddVoterResponse
-	38, // 54: dnsplan.v1.ClusterService.RemoveServer:output_type -> dnsplan.v1.RemoveServerResponse
-	40, // 55: dnsplan.v1.ClusterService.TransferLeadership:output_type -> dnsplan.v1.TransferLeadershipResponse
-	42, // 56: dnsplan.v1.ClusterService.SetFreeze:output_type -> dnsplan.v1.SetFreezeResponse
-	38, // [38:57] is the sub-list for method output_type
-	19, // [19:38] is the sub-list for method input_type
+	43, // 38: dnsplan.v1.LegacyService.LegacyApply:input_type -> dnsplan.v1.LegacyApplyRequest
+	45, // 39: dnsplan.v1.LegacyService.LegacyCleanup:input_type -> dnsplan.v1.LegacyCleanupRequest
+	5,  // 40: dnsplan.v1.PlanService.SubmitPlan:output_type -> dnsplan.v1.SubmitPlanResponse
+	3,  // 41: dnsplan.v1.PlanService.GetPlan:output_type -> dnsplan.v1.Plan
+	8,  // 42: dnsplan.v1.PlanService.ListPlans:output_type -> dnsplan.v1.ListPlansResponse
+	10, // 43: dnsplan.v1.PlanService.WatchPlans:output_type -> dnsplan.v1.WatchPlansResponse
+	11, // 44: dnsplan.v1.LeaseService.AcquireLease:output_type -> dnsplan.v1.Lease
+	11, // 45: dnsplan.v1.LeaseService.RenewLease:output_type -> dnsplan.v1.Lease
+	15, // 46: dnsplan.v1.LeaseService.ReleaseLease:output_type -> dnsplan.v1.ReleaseLeaseResponse
+	17, // 47: dnsplan.v1.LeaseService.ListLeases:output_type -> dnsplan.v1.ListLeasesResponse
+	20, // 48: dnsplan.v1.EnactService.ApplyPlan:output_type -> dnsplan.v1.ApplyPlanResponse
+	22, // 49: dnsplan.v1.EnactService.CleanupPlans:output_type -> dnsplan.v1.CleanupPlansResponse
+	24, // 50: dnsplan.v1.EnactService.GetApplied:output_type -> dnsplan.v1.AppliedEndpoint
+	26, // 51: dnsplan.v1.EnactService.ListApplied:output_type -> dnsplan.v1.ListAppliedResponse
+	28, // 52: dnsplan.v1.EnactService.WatchApplied:output_type -> dnsplan.v1.WatchAppliedResponse
+	31, // 53: dnsplan.v1.EnactService.ListHistory:output_type -> dnsplan.v1.ListHistoryResponse
+	34, // 54: dnsplan.v1.ClusterService.Status:output_type -> dnsplan.v1.StatusResponse
+	36, // 55: dnsplan.v1.ClusterService.AddVoter:output_type -> dnsplan.v1.AddVoterResponse
+	38, // 56: dnsplan.v1.ClusterService.RemoveServer:output_type -> dnsplan.v1.RemoveServerResponse
+	40, // 57: dnsplan.v1.ClusterService.TransferLeadership:output_type -> dnsplan.v1.TransferLeadershipResponse
+	42, // 58: dnsplan.v1.ClusterService.SetFreeze:output_type -> dnsplan.v1.SetFreezeResponse
+	44, // 59: dnsplan.v1.LegacyService.LegacyApply:output_type -> dnsplan.v1.LegacyApplyResponse
+	46, // 60: dnsplan.v1.LegacyService.LegacyCleanup:output_type -> dnsplan.v1.LegacyCleanupResponse
+	40, // [40:61] is the sub-list for method output_type
+	19, // [19:40] is the sub-list for method input_type
 	19, // [19:19] is the sub-list for extension type_name
 	19, // [19:19] is the sub-list for extension extendee
 	0,  // [0:19] is the sub-list for field type_name
@@ -2813,9 +3046,9 @@ func file_dnsplan_v1_dnsplan_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dnsplan_v1_dnsplan_proto_rawDesc), len(file_dnsplan_v1_dnsplan_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   42,
+			NumMessages:   46,
 			NumExtensions: 0,
-			NumServices:   4,
+			NumServices:   5,
 		},
 		GoTypes:           file_dnsplan_v1_dnsplan_proto_goTypes,
 		DependencyIndexes: file_dnsplan_v1_dnsplan_proto_depIdxs,

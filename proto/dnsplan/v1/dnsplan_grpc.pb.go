@@ -1028,3 +1028,153 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "dnsplan/v1/dnsplan.proto",
 }
+
+const (
+	LegacyService_LegacyApply_FullMethodName   = "/dnsplan.v1.LegacyService/LegacyApply"
+	LegacyService_LegacyCleanup_FullMethodName = "/dnsplan.v1.LegacyService/LegacyCleanup"
+)
+
+// LegacyServiceClient is the client API for LegacyService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// LegacyService is the old, unsafe design: an apply that overwrites an
+// endpoint's pointer to a plan unconditionally (no generation check, no
+// lease), records resolved through the plan at read time, and an age-based
+// clean-up that may delete the plan an endpoint points to.
+type LegacyServiceClient interface {
+	LegacyApply(ctx context.Context, in *LegacyApplyRequest, opts ...grpc.CallOption) (*LegacyApplyResponse, error)
+	LegacyCleanup(ctx context.Context, in *LegacyCleanupRequest, opts ...grpc.CallOption) (*LegacyCleanupResponse, error)
+}
+
+type legacyServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewLegacyServiceClient(cc grpc.ClientConnInterface) LegacyServiceClient {
+	return &legacyServiceClient{cc}
+}
+
+func (c *legacyServiceClient) LegacyApply(ctx context.Context, in *LegacyApplyRequest, opts ...grpc.CallOption) (*LegacyApplyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LegacyApplyResponse)
+	err := c.cc.Invoke(ctx, LegacyService_LegacyApply_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *legacyServiceClient) LegacyCleanup(ctx context.Context, in *LegacyCleanupRequest, opts ...grpc.CallOption) (*LegacyCleanupResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LegacyCleanupResponse)
+	err := c.cc.Invoke(ctx, LegacyService_LegacyCleanup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// LegacyServiceServer is the server API for LegacyService service.
+// All implementations must embed UnimplementedLegacyServiceServer
+// for forward compatibility.
+//
+// LegacyService is the old, unsafe design: an apply that overwrites an
+// endpoint's pointer to a plan unconditionally (no generation check, no
+// lease), records resolved through the plan at read time, and an age-based
+// clean-up that may delete the plan an endpoint points to.
+type LegacyServiceServer interface {
+	LegacyApply(context.Context, *LegacyApplyRequest) (*LegacyApplyResponse, error)
+	LegacyCleanup(context.Context, *LegacyCleanupRequest) (*LegacyCleanupResponse, error)
+	mustEmbedUnimplementedLegacyServiceServer()
+}
+
+// UnimplementedLegacyServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedLegacyServiceServer struct{}
+
+func (UnimplementedLegacyServiceServer) LegacyApply(context.Context, *LegacyApplyRequest) (*LegacyApplyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method LegacyApply not implemented")
+}
+func (UnimplementedLegacyServiceServer) LegacyCleanup(context.Context, *LegacyCleanupRequest) (*LegacyCleanupResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method LegacyCleanup not implemented")
+}
+func (UnimplementedLegacyServiceServer) mustEmbedUnimplementedLegacyServiceServer() {}
+func (UnimplementedLegacyServiceServer) testEmbeddedByValue()                       {}
+
+// UnsafeLegacyServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to LegacyServiceServer will
+// result in compilation errors.
+type UnsafeLegacyServiceServer interface {
+	mustEmbedUnimplementedLegacyServiceServer()
+}
+
+func RegisterLegacyServiceServer(s grpc.ServiceRegistrar, srv LegacyServiceServer) {
+	// If the following call panics, it indicates UnimplementedLegacyServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&LegacyService_ServiceDesc, srv)
+}
+
+func _LegacyService_LegacyApply_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LegacyApplyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LegacyServiceServer).LegacyApply(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LegacyService_LegacyApply_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LegacyServiceServer).LegacyApply(ctx, req.(*LegacyApplyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LegacyService_LegacyCleanup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LegacyCleanupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LegacyServiceServer).LegacyCleanup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LegacyService_LegacyCleanup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LegacyServiceServer).LegacyCleanup(ctx, req.(*LegacyCleanupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// LegacyService_ServiceDesc is the grpc.ServiceDesc for LegacyService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var LegacyService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "dnsplan.v1.LegacyService",
+	HandlerType: (*LegacyServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "LegacyApply",
+			Handler:    _LegacyService_LegacyApply_Handler,
+		},
+		{
+			MethodName: "LegacyCleanup",
+			Handler:    _LegacyService_LegacyCleanup_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "dnsplan/v1/dnsplan.proto",
+}

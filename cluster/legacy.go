@@ -1,0 +1,45 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+
+	"google.golang.org/grpc"
+
+	"github.com/dnsplan/dnsplan/cluster/fsm"
+	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
+)
+
+// LEGACY: the old, unsafe apply and clean-up, served only by nodes started
+// with --legacy (Config.Legacy), to demonstrate the AWS failure on the same
+// cluster. The rules are in cluster/fsm/legacy.go.
+type legacyService struct {
+	pb.UnimplementedLegacyServiceServer
+	n *Node
+}
+
+func (l *legacyService) LegacyApply(ctx context.Context, req *pb.LegacyApplyRequest) (*pb.LegacyApplyResponse, error) {
+	if req.GetGeneration() == 0 || fsm.ValidateName(req.GetEndpoint()) != nil {
+		return nil, fmt.Errorf("%w: a generation and a fully qualified endpoint are required", fsm.ErrInvalid)
+	}
+	return forward(ctx, l.n, req, func(ctx context.Context, req *pb.LegacyApplyRequest) (*pb.LegacyApplyResponse, error) {
+		if _, err := l.n.propose(ctx, fsm.CommandLegacyApply, req); err != nil {
+			return nil, err
+		}
+		return &pb.LegacyApplyResponse{}, nil
+	}, func(ctx context.Context, c grpc.ClientConnInterface, req *pb.LegacyApplyRequest) (*pb.LegacyApplyResponse, error) {
+		return pb.NewLegacyServiceClient(c).LegacyApply(ctx, req)
+	})
+}
+
+func (l *legacyService) LegacyCleanup(ctx context.Context, req *pb.LegacyCleanupRequest) (*pb.LegacyCleanupResponse, error) {
+	return forward(ctx, l.n, req, func(ctx context.Context, req *pb.LegacyCleanupRequest) (*pb.LegacyCleanupResponse, error) {
+		res, err := l.n.propose(ctx, fsm.CommandLegacyCleanup, req)
+		if err != nil {
+			return nil, err
+		}
+		return &pb.LegacyCleanupResponse{Deleted: res.Deleted}, nil
+	}, func(ctx context.Context, c grpc.ClientConnInterface, req *pb.LegacyCleanupRequest) (*pb.LegacyCleanupResponse, error) {
+		return pb.NewLegacyServiceClient(c).LegacyCleanup(ctx, req)
+	})
+}
