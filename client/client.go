@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -301,7 +300,7 @@ func Do[T any](ctx context.Context, c *Client, call func(ctx context.Context, co
 	start := time.Now()
 	giveUpAt := start.Add(c.opts.retryBudget)
 	addr := c.first()
-	pause := c.opts.minBackoff
+	retry := Backoff{First: c.opts.minBackoff, Limit: c.opts.maxBackoff}
 	followedHint := false
 	var lastErr error
 	for attempt := 1; ; attempt++ {
@@ -349,12 +348,11 @@ func Do[T any](ctx context.Context, c *Client, call func(ctx context.Context, co
 			continue
 		}
 		followedHint = false
-		d := jitter(pause)
-		pause = min(2*pause, c.opts.maxBackoff)
+		d := retry.Pause()
 		if time.Now().Add(d).After(giveUpAt) {
 			return zero, c.gaveUp(ErrBudgetExhausted, lastErr, attempt, failed, start)
 		}
-		if err := sleep(ctx, d); err != nil {
+		if err := Sleep(ctx, d); err != nil {
 			return zero, c.gaveUp(err, lastErr, attempt, failed, start)
 		}
 	}
@@ -429,23 +427,4 @@ func (c *Client) gaveUp(cause, last error, attempts int, addr string, start time
 		c.log.Debug("giving up", "err", err)
 	}
 	return err
-}
-
-// jitter returns a random duration in [d/2, d], so clients that failed
-// together do not retry together.
-func jitter(d time.Duration) time.Duration {
-	half := d / 2
-	return half + rand.N(half+1)
-}
-
-// sleep waits for d or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/dnsplan/dnsplan/client"
+	"github.com/dnsplan/dnsplan/cluster/clustertest"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -84,18 +85,6 @@ func start(t *testing.T, n *fakeNode) *fakeNode {
 	return n
 }
 
-// deadAddr is a loopback address where nothing listens.
-func deadAddr(t *testing.T) string {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := lis.Addr().String()
-	lis.Close()
-	return addr
-}
-
 // unavailable answers like a node without a leader, naming hint (if any)
 // as the leader in the trailer.
 func unavailable(hint string) func(ctx context.Context) error {
@@ -135,7 +124,8 @@ func newClient(t *testing.T, addrs []string, opts ...client.Option) *client.Clie
 func TestFailsOverToNextAddressAndSticks(t *testing.T) {
 	follower := start(t, &fakeNode{id: "a", status: unavailable("")})
 	leader := start(t, &fakeNode{id: "b"})
-	c := newClient(t, []string{deadAddr(t), follower.addr, leader.addr})
+	// Nothing listens on a free port: the first address is dead.
+	c := newClient(t, []string{clustertest.FreeAddr(t), follower.addr, leader.addr})
 
 	for range 3 {
 		st, err := c.Status(t.Context())
@@ -186,7 +176,7 @@ func TestFollowsLeaderHint(t *testing.T) {
 func TestGivesUpAfterBudget(t *testing.T) {
 	a := start(t, &fakeNode{id: "a", status: unavailable("")})
 	// b names a leader that does not exist.
-	b := start(t, &fakeNode{id: "b", status: unavailable(deadAddr(t))})
+	b := start(t, &fakeNode{id: "b", status: unavailable(clustertest.FreeAddr(t))})
 	budget := time.Second
 	c := newClient(t, []string{a.addr, b.addr}, client.WithRetryBudget(budget))
 
@@ -268,7 +258,7 @@ func TestPerCallDeadlineMovesOn(t *testing.T) {
 
 func TestStatusOfDoesNotFailOver(t *testing.T) {
 	ok := start(t, &fakeNode{id: "ok"})
-	dead := deadAddr(t)
+	dead := clustertest.FreeAddr(t) // nothing listens there
 	c := newClient(t, []string{dead, ok.addr})
 	if _, err := c.StatusOf(t.Context(), dead); status.Code(err) != codes.Unavailable {
 		t.Fatalf("StatusOf(dead) err = %v, want Unavailable", err)
@@ -283,7 +273,7 @@ func TestNewAndClose(t *testing.T) {
 	if _, err := client.New(nil); !errors.Is(err, client.ErrNoAddresses) {
 		t.Errorf("New(nil) err = %v, want ErrNoAddresses", err)
 	}
-	c, err := client.New([]string{deadAddr(t)})
+	c, err := client.New([]string{clustertest.FreeAddr(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

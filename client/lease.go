@@ -42,7 +42,7 @@ func (c *Client) HoldLease(ctx context.Context, name, holder string, ttl time.Du
 			}
 			// Standing by: try again a little after a renewal period, with
 			// jitter so standbys do not move in lockstep.
-			if err := sleep(ctx, interval+time.Duration(rand.Int64N(int64(interval)+1))); err != nil {
+			if err := Sleep(ctx, interval+time.Duration(rand.Int64N(int64(interval)+1))); err != nil {
 				return err
 			}
 			continue

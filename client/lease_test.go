@@ -2,63 +2,18 @@ package client_test
 
 import (
 	"context"
-	"io"
-	"log/slog"
-	"net"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/dnsplan/dnsplan/client"
-	"github.com/dnsplan/dnsplan/cluster"
+	"github.com/dnsplan/dnsplan/cluster/clustertest"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
-
-// oneNode starts a real single-node cluster and returns its gRPC address.
-func oneNode(t *testing.T) (*cluster.Node, string) {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	raftLis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := cluster.Start(cluster.Config{
-		ID: "n1", DataDir: filepath.Join(t.TempDir(), "n1"),
-		RaftListener: raftLis, GRPCListener: lis,
-		HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond, LeaderLeaseTimeout: 100 * time.Millisecond,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), RaftLogOutput: io.Discard,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	return n, lis.Addr().String()
-}
-
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 // Two holders compete: one works at a time; when it stops, it releases the
 // lease and the other takes over well before the TTL.
 func TestHoldLeaseHandsOverOnRelease(t *testing.T) {
-	_, addr := oneNode(t)
-	c, err := client.New([]string{addr}, client.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := clustertest.Start(t, clustertest.Options{Nodes: 1}).Client()
 	const ttl = 3 * time.Second
 	var holding atomic.Int32
 	var maxHolding atomic.Int32
@@ -77,7 +32,7 @@ func TestHoldLeaseHandsOverOnRelease(t *testing.T) {
 	ctxA, stopA := context.WithCancel(context.Background())
 	doneA := make(chan struct{})
 	go func() { defer close(doneA); run(ctxA, 0) }()
-	eventually(t, 5*time.Second, "a holds", func() bool { return tokens[0].Load() != 0 })
+	clustertest.WaitFor(t, 5*time.Second, "a holds", func() bool { return tokens[0].Load() != 0 })
 	ctxB, stopB := context.WithCancel(context.Background())
 	defer stopB()
 	go run(ctxB, 1)
@@ -89,7 +44,7 @@ func TestHoldLeaseHandsOverOnRelease(t *testing.T) {
 	start := time.Now()
 	stopA()
 	<-doneA
-	eventually(t, 5*time.Second, "b takes over", func() bool { return tokens[1].Load() != 0 })
+	clustertest.WaitFor(t, 5*time.Second, "b takes over", func() bool { return tokens[1].Load() != 0 })
 	if took := time.Since(start); took >= ttl {
 		t.Fatalf("takeover after release took %s, not less than the TTL", took)
 	}
@@ -103,12 +58,8 @@ func TestHoldLeaseHandsOverOnRelease(t *testing.T) {
 
 // When the cluster disappears, the holder stops acting by its local expiry.
 func TestHoldLeaseStopsWhenRenewalsFail(t *testing.T) {
-	n, addr := oneNode(t)
-	c, err := client.New([]string{addr}, client.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	tc := clustertest.Start(t, clustertest.Options{Nodes: 1})
+	c := tc.Client()
 	const ttl = 900 * time.Millisecond
 	acquired := make(chan struct{})
 	stopped := make(chan time.Time, 1)
@@ -121,7 +72,7 @@ func TestHoldLeaseStopsWhenRenewalsFail(t *testing.T) {
 	})
 	<-acquired
 	killed := time.Now()
-	n.Close()
+	tc.Stop(0)
 	select {
 	case at := <-stopped:
 		if at.Sub(killed) > ttl+time.Second {

@@ -157,3 +157,20 @@ func (c *Client) SetFreeze(ctx context.Context, req *pb.SetFreezeRequest) (*pb.S
 		return pb.NewClusterServiceClient(cc).SetFreeze(ctx, req)
 	})
 }
+
+// LegacyApply points one endpoint at a plan unconditionally: the old,
+// unsafe apply, served only by nodes started with --legacy (a
+// demonstration of the AWS failure; see DESIGN.md section 7).
+func (c *Client) LegacyApply(ctx context.Context, req *pb.LegacyApplyRequest) (*pb.LegacyApplyResponse, error) {
+	return Do(ctx, c, func(ctx context.Context, cc grpc.ClientConnInterface) (*pb.LegacyApplyResponse, error) {
+		return pb.NewLegacyServiceClient(cc).LegacyApply(ctx, req)
+	})
+}
+
+// LegacyCleanup deletes plans by age alone, applied or not: the old,
+// unsafe clean-up, served only by nodes started with --legacy.
+func (c *Client) LegacyCleanup(ctx context.Context, req *pb.LegacyCleanupRequest) (*pb.LegacyCleanupResponse, error) {
+	return Do(ctx, c, func(ctx context.Context, cc grpc.ClientConnInterface) (*pb.LegacyCleanupResponse, error) {
+		return pb.NewLegacyServiceClient(cc).LegacyCleanup(ctx, req)
+	})
+}

@@ -98,7 +98,7 @@ func (e stopError) Error() string { return e.err.Error() }
 // message, which resets the backoff and makes the node sticky.
 func (c *Client) watch(ctx context.Context, what string, session func(ctx context.Context, cc grpc.ClientConnInterface, progress func()) error) error {
 	addr := c.first()
-	pause := c.opts.minBackoff
+	retry := Backoff{First: c.opts.minBackoff, Limit: c.opts.maxBackoff}
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -119,7 +119,7 @@ func (c *Client) watch(ctx context.Context, what string, session func(ctx contex
 		// because fn failed releases its resources.
 		sctx, cancel := context.WithCancel(ctx)
 		err = session(sctx, hintConn{cc: cc, trailer: &trailer}, func() {
-			pause = c.opts.minBackoff
+			retry.Reset()
 			c.remember(addr)
 		})
 		cancel()
@@ -134,11 +134,10 @@ func (c *Client) watch(ctx context.Context, what string, session func(ctx contex
 		}
 		failed := addr
 		addr = c.next(failed, leaderHint(trailer))
-		d := jitter(pause)
-		pause = min(2*pause, c.opts.maxBackoff)
+		d := retry.Pause()
 		c.log.Info("watch stream broke, reconnecting", "watch", what, "addr", failed,
 			"next_addr", addr, "err", err, "pause", d)
-		if err := sleep(ctx, d); err != nil {
+		if err := Sleep(ctx, d); err != nil {
 			return err
 		}
 	}

@@ -205,13 +205,14 @@ func TestJoinCatchesUpFromSnapshot(t *testing.T) {
 		j.State(func(s *fsm.State) { n = s.NumPlans() })
 		return n == writes
 	})
-	st, err := j.Status()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(st.Members) != 4 {
-		t.Fatalf("members after join = %d, want 4", len(st.Members))
-	}
+	// The snapshot may predate the joiner's own AddVoter entry, which
+	// arrives in the log after it.
+	var st *pb.StatusResponse
+	waitFor(t, 10*time.Second, "the joiner to see four members", func() bool {
+		var err error
+		st, err = j.Status()
+		return err == nil && len(st.Members) == 4
+	})
 	if st.LastSnapshotIndex == 0 {
 		// A follower that installed the leader's snapshot records it.
 		t.Fatalf("joiner did not install a snapshot: %v", st)

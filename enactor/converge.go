@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/dnsplan/dnsplan/client"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -91,7 +92,7 @@ func (v *verifier) converge(ctx context.Context, j convergeJob) {
 	defer cancel()
 	confirmed := map[string]bool{} // node gRPC address + " " + endpoint
 	var lagging []string
-	poll := backoff{first: readBackFirst, limit: readBackLimit}
+	poll := client.Backoff{First: readBackFirst, Limit: readBackLimit}
 	for {
 		// The gate waits on the lease's context, not the deadline's: a
 		// paused enactor does nothing, not even time out.
@@ -110,7 +111,7 @@ func (v *verifier) converge(ctx context.Context, j convergeJob) {
 				"endpoints", len(j.endpoints), "convergence", took.Round(time.Millisecond))
 			return
 		}
-		if sleep(rctx, poll.pause()) != nil {
+		if client.Sleep(rctx, poll.Pause()) != nil {
 			break
 		}
 	}

@@ -1,7 +1,6 @@
 package enactor_test
 
 import (
-	"context"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -12,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/dnsplan/dnsplan/cluster/clustertest"
 	"github.com/dnsplan/dnsplan/enactor"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
@@ -23,10 +23,10 @@ var lease0 = enactor.LeaseName(0)
 // clean-up keeps the newest keep_last plans and the one still applied to
 // an endpoint that later plans no longer name.
 func TestThreeEnactorsApplyConvergeAndCleanUp(t *testing.T) {
-	tc := startCluster(t)
-	cl := tc.client()
+	tc := clustertest.Start(t, clustertest.Options{})
+	cl := tc.Client()
 	mon := watchMonotonic(t, tc)
-	es := tc.startEnactors(nil, "az-a", "az-b", "az-c")
+	es := startEnactors(t, tc, nil, "az-a", "az-b", "az-c")
 	h := waitOneHolder(t, cl, es, lease0)
 
 	// Generation 1 names both endpoints; 2..6 only B, so A keeps serving 1.
@@ -44,10 +44,10 @@ func TestThreeEnactorsApplyConvergeAndCleanUp(t *testing.T) {
 
 	// keep_last 3: 4, 5, 6 are the newest; 1 is applied to A; 2 and 3 go.
 	want := []uint64{g1, last - 2, last - 1, last}
-	waitFor(t, longWait, "clean-up to keep the newest 3 plans and the applied one", func() bool {
+	clustertest.WaitFor(t, clustertest.LongWait, "clean-up to keep the newest 3 plans and the applied one", func() bool {
 		return slices.Equal(planGenerations(t, cl), want)
 	})
-	waitFor(t, longWait, "the deleted plans to be counted", func() bool {
+	clustertest.WaitFor(t, clustertest.LongWait, "the deleted plans to be counted", func() bool {
 		return metricAll(t, es, "dnsplan_enactor_plans_deleted_total") == 2
 	})
 
@@ -56,7 +56,7 @@ func TestThreeEnactorsApplyConvergeAndCleanUp(t *testing.T) {
 	if got := metricAll(t, es, "dnsplan_enactor_applies_total", "outcome", "applied"); got != 6 {
 		t.Errorf("applies with outcome applied = %v, want 6", got)
 	}
-	waitFor(t, longWait, "a convergence time to be recorded", func() bool {
+	clustertest.WaitFor(t, clustertest.LongWait, "a convergence time to be recorded", func() bool {
 		return metricAll(t, es, "dnsplan_enactor_convergence_seconds") >= 1
 	})
 	if got := metricAll(t, es, "dnsplan_enactor_convergence_timeouts_total"); got != 0 {
@@ -78,10 +78,10 @@ func TestThreeEnactorsApplyConvergeAndCleanUp(t *testing.T) {
 // Killing the active enactor (its context ends): it releases the lease,
 // another enactor takes over and applies the next plan.
 func TestKilledEnactorIsReplaced(t *testing.T) {
-	tc := startCluster(t)
-	cl := tc.client()
+	tc := clustertest.Start(t, clustertest.Options{})
+	cl := tc.Client()
 	mon := watchMonotonic(t, tc)
-	es := tc.startEnactors(nil, "az-a", "az-b", "az-c")
+	es := startEnactors(t, tc, nil, "az-a", "az-b", "az-c")
 	h := waitOneHolder(t, cl, es, lease0)
 	g1 := submit(t, cl, endpointA)
 	waitServed(t, tc, cl, g1, endpointA)
@@ -108,8 +108,8 @@ func TestKilledEnactorIsReplaced(t *testing.T) {
 // frozen enactor resumes it sends its old apply with its old token, and
 // the cluster fences it. No node's endpoint ever goes back.
 func TestFrozenEnactorIsFencedAndNothingRegresses(t *testing.T) {
-	tc := startCluster(t)
-	cl := tc.client()
+	tc := clustertest.Start(t, clustertest.Options{})
+	cl := tc.Client()
 	mon := watchMonotonic(t, tc)
 
 	// Which enactor freezes, and before which generation, is decided once
@@ -118,7 +118,7 @@ func TestFrozenEnactorIsFencedAndNothingRegresses(t *testing.T) {
 	var victim atomic.Pointer[runningEnactor]
 	var freezeAt atomic.Uint64
 	var es []*runningEnactor
-	es = tc.startEnactors(func(id string, c *enactor.Config) {
+	es = startEnactors(t, tc, func(id string, c *enactor.Config) {
 		c.BeforeApply = func(_ string, gen uint64) {
 			if v := victim.Load(); v != nil && v.id == id && gen == freezeAt.Load() {
 				v.e.Pause()
@@ -135,14 +135,14 @@ func TestFrozenEnactorIsFencedAndNothingRegresses(t *testing.T) {
 	freezeAt.Store(g1 + 1)
 	victim.Store(h)
 	g2 := submit(t, cl, endpointA, endpointB)
-	waitFor(t, longWait, h.id+" to freeze with its apply of generation 2 held", func() bool {
+	clustertest.WaitFor(t, clustertest.LongWait, h.id+" to freeze with its apply of generation 2 held", func() bool {
 		return h.gate.Paused() && h.gate.Waiting() >= 1
 	})
 
 	// Another enactor takes over once the lease expires, not before: the
 	// frozen one released nothing.
 	var h2 *runningEnactor
-	waitFor(t, longWait, "another enactor to take the lease over", func() bool {
+	clustertest.WaitFor(t, clustertest.LongWait, "another enactor to take the lease over", func() bool {
 		l := leaseOf(t, cl, lease0)
 		for _, r := range es {
 			if r != h && l.GetHolder() == r.id && l.GetToken() > oldToken {
@@ -166,7 +166,7 @@ func TestFrozenEnactorIsFencedAndNothingRegresses(t *testing.T) {
 	// Resume: the held apply goes out with the old token, too late.
 	h.e.Resume()
 	var fenced []*pb.HistoryEvent
-	waitFor(t, longWait, "the cluster to fence the resumed enactor's apply", func() bool {
+	clustertest.WaitFor(t, clustertest.LongWait, "the cluster to fence the resumed enactor's apply", func() bool {
 		fenced = history(t, cl, func(ev *pb.HistoryEvent) bool {
 			return ev.GetKind() == "apply" && ev.GetActor() == h.id && ev.GetOutcome() == "rejected" &&
 				strings.Contains(ev.GetReason(), "fenced")
@@ -176,7 +176,7 @@ func TestFrozenEnactorIsFencedAndNothingRegresses(t *testing.T) {
 	if ev := fenced[0]; ev.GetGeneration() != g2 || ev.GetToken() != oldToken {
 		t.Errorf("fenced apply: generation %d token %d, want generation %d token %d", ev.GetGeneration(), ev.GetToken(), g2, oldToken)
 	}
-	waitFor(t, longWait, h.id+" to count the fenced apply", func() bool {
+	clustertest.WaitFor(t, clustertest.LongWait, h.id+" to count the fenced apply", func() bool {
 		return metric(t, h.reg, "dnsplan_enactor_applies_total", "outcome", "fenced") >= 1
 	})
 	// The old apply changed nothing, and the system carries on.
@@ -193,11 +193,10 @@ func TestFrozenEnactorIsFencedAndNothingRegresses(t *testing.T) {
 // changes), and newer ones with a superseded token (FAILED_PRECONDITION,
 // nothing changes). No node's endpoint ever goes back.
 func TestClusterRefusesStaleWriter(t *testing.T) {
-	tc := startCluster(t)
-	cl := tc.client()
+	tc := clustertest.Start(t, clustertest.Options{})
+	cl := tc.Client()
 	mon := watchMonotonic(t, tc)
-	ctx, cancel := context.WithTimeout(context.Background(), longWait)
-	defer cancel()
+	ctx := clustertest.Ctx(t)
 
 	var gens []uint64
 	for range 4 {
@@ -277,21 +276,20 @@ func TestClusterRefusesStaleWriter(t *testing.T) {
 // An operator freeze stops every apply: a new plan is refused (and the
 // enactor keeps its lease and retries); unfreezing lets it through.
 func TestFreezeStopsAppliesUntilUnfrozen(t *testing.T) {
-	tc := startCluster(t)
-	cl := tc.client()
+	tc := clustertest.Start(t, clustertest.Options{})
+	cl := tc.Client()
 	mon := watchMonotonic(t, tc)
-	es := tc.startEnactors(nil, "az-a", "az-b", "az-c")
+	es := startEnactors(t, tc, nil, "az-a", "az-b", "az-c")
 	waitOneHolder(t, cl, es, lease0)
 	g1 := submit(t, cl, endpointA)
 	waitServed(t, tc, cl, g1, endpointA)
 
-	ctx, cancel := context.WithTimeout(context.Background(), longWait)
-	defer cancel()
+	ctx := clustertest.Ctx(t)
 	if _, err := cl.SetFreeze(ctx, &pb.SetFreezeRequest{Frozen: true, Reason: "test"}); err != nil {
 		t.Fatal(err)
 	}
 	g2 := submit(t, cl, endpointA)
-	waitFor(t, longWait, "an apply of the new plan to be refused as frozen, twice", func() bool {
+	clustertest.WaitFor(t, clustertest.LongWait, "an apply of the new plan to be refused as frozen, twice", func() bool {
 		refused := history(t, cl, func(ev *pb.HistoryEvent) bool {
 			return ev.GetKind() == "apply" && ev.GetGeneration() == g2 && ev.GetOutcome() == "rejected" &&
 				strings.Contains(ev.GetReason(), "frozen")
@@ -301,7 +299,7 @@ func TestFreezeStopsAppliesUntilUnfrozen(t *testing.T) {
 	if got := metricAll(t, es, "dnsplan_enactor_applies_total", "outcome", "frozen"); got < 1 {
 		t.Errorf("frozen applies counted = %v, want at least 1", got)
 	}
-	for id, addr := range tc.running() {
+	for id, addr := range running(tc) {
 		if a := servedBy(t, cl, addr, endpointA); a.GetGeneration() != g1 {
 			t.Errorf("node %s serves generation %d while frozen, want %d", id, a.GetGeneration(), g1)
 		}
@@ -319,31 +317,21 @@ func TestFreezeStopsAppliesUntilUnfrozen(t *testing.T) {
 // left, and the read-back reports the dead node as a convergence timeout
 // rather than blocking.
 func TestLeaderLossPlansStillApplied(t *testing.T) {
-	tc := startCluster(t)
-	cl := tc.client()
-	es := tc.startEnactors(func(_ string, c *enactor.Config) { c.ConvergeTimeout = 2 * time.Second }, "az-a", "az-b", "az-c")
+	tc := clustertest.Start(t, clustertest.Options{})
+	cl := tc.Client()
+	es := startEnactors(t, tc, func(_ string, c *enactor.Config) { c.ConvergeTimeout = 2 * time.Second }, "az-a", "az-b", "az-c")
 	waitOneHolder(t, cl, es, lease0)
 	g1 := submit(t, cl, endpointA, endpointB)
 	waitServed(t, tc, cl, g1, endpointA, endpointB)
 
-	ctx, cancel := context.WithTimeout(context.Background(), longWait)
-	defer cancel()
-	st, err := cl.Status(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leader := st.GetLeaderId()
-	if leader == "" {
-		t.Fatal("no leader")
-	}
-	tc.stop(leader)
+	tc.Stop(tc.Leader())
 	mon := watchMonotonic(t, tc) // on the nodes left
 
 	for range 3 {
 		g := submit(t, cl, endpointA, endpointB)
 		waitServed(t, tc, cl, g, endpointA, endpointB)
 	}
-	waitFor(t, longWait, "the dead node to be reported as a convergence timeout", func() bool {
+	clustertest.WaitFor(t, clustertest.LongWait, "the dead node to be reported as a convergence timeout", func() bool {
 		return metricAll(t, es, "dnsplan_enactor_convergence_timeouts_total") >= 1
 	})
 	mon.check()
@@ -353,9 +341,9 @@ func TestLeaderLossPlansStillApplied(t *testing.T) {
 // lease, by whoever holds it.
 func TestShardsSplitEndpoints(t *testing.T) {
 	const shards = 3
-	tc := startCluster(t)
-	cl := tc.client()
-	es := tc.startEnactors(func(_ string, c *enactor.Config) { c.Shards = shards }, "az-a", "az-b", "az-c")
+	tc := clustertest.Start(t, clustertest.Options{})
+	cl := tc.Client()
+	es := startEnactors(t, tc, func(_ string, c *enactor.Config) { c.Shards = shards }, "az-a", "az-b", "az-c")
 	for i := range shards {
 		waitOneHolder(t, cl, es, enactor.LeaseName(i))
 	}

@@ -1,14 +1,8 @@
 package enactor_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
-	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -21,184 +15,26 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/dnsplan/dnsplan/client"
-	"github.com/dnsplan/dnsplan/cluster"
+	"github.com/dnsplan/dnsplan/cluster/clustertest"
 	"github.com/dnsplan/dnsplan/enactor"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
-// Generous ceilings: they bound a broken run, not a slow machine's speed.
 const (
-	longWait  = 45 * time.Second
 	testTTL   = time.Second
 	endpointA = "api.dnsplan.test."
 	endpointB = "fips.dnsplan.test."
 )
 
-// logSink collects every log line of a test and prints the tail if the
-// test fails; DNSPLAN_TEST_LOG=1 streams it to stderr instead.
-type logSink struct {
-	// mu guards buf: every enactor and client of the test logs into it.
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (s *logSink) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func newLogger(t *testing.T) *slog.Logger {
-	t.Helper()
-	if os.Getenv("DNSPLAN_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	sink := &logSink{}
-	t.Cleanup(func() {
-		if !t.Failed() {
-			return
-		}
-		sink.mu.Lock()
-		defer sink.mu.Unlock()
-		b := sink.buf.Bytes()
-		if len(b) > 256<<10 {
-			b = b[len(b)-256<<10:]
-		}
-		t.Logf("log tail:\n%s", b)
-	})
-	return slog.New(slog.NewTextHandler(sink, &slog.HandlerOptions{Level: slog.LevelInfo}))
-}
-
-// testCluster is a real three-node cluster in this process, over loopback
-// TCP, with short Raft timeouts.
-type testCluster struct {
-	t   *testing.T
-	log *slog.Logger
-	ids []string
-	// mu guards nodes: tests stop nodes while helpers read the map.
-	mu    sync.Mutex
-	nodes map[string]*cluster.Node
-	addrs map[string]string // node id -> gRPC address
-}
-
-func listen(t *testing.T) net.Listener {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
-}
-
-func startCluster(t *testing.T) *testCluster {
-	t.Helper()
-	dir := t.TempDir()
-	tc := &testCluster{t: t, log: newLogger(t), nodes: map[string]*cluster.Node{}, addrs: map[string]string{}}
-	var peers []cluster.Peer
-	cfgs := map[string]cluster.Config{}
-	for i := 1; i <= 3; i++ {
-		id := fmt.Sprintf("n%d", i)
-		raftLis, grpcLis := listen(t), listen(t)
-		peers = append(peers, cluster.Peer{ID: id, RaftAddr: raftLis.Addr().String()})
-		tc.ids = append(tc.ids, id)
-		tc.addrs[id] = grpcLis.Addr().String()
-		cfgs[id] = cluster.Config{
-			ID:                 id,
-			DataDir:            filepath.Join(dir, id),
-			RaftListener:       raftLis,
-			GRPCListener:       grpcLis,
-			HeartbeatTimeout:   250 * time.Millisecond,
-			ElectionTimeout:    250 * time.Millisecond,
-			LeaderLeaseTimeout: 150 * time.Millisecond,
-			Logger:             slog.New(slog.DiscardHandler),
-			RaftLogOutput:      io.Discard,
-		}
-	}
-	t.Cleanup(tc.closeAll)
-	var wg sync.WaitGroup
-	errs := make(chan error, len(cfgs))
-	for id, cfg := range cfgs {
-		cfg.InitialCluster = peers
-		// Founding members start together, as they would as processes.
-		wg.Go(func() {
-			n, err := cluster.Start(cfg)
-			if err != nil {
-				errs <- fmt.Errorf("start %s: %w", id, err)
-				return
-			}
-			tc.mu.Lock()
-			tc.nodes[id] = n
-			tc.mu.Unlock()
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-	cl := tc.client()
-	waitFor(t, longWait, "a leader and every member registered", func() bool {
-		ctx, cancel := rpcCtx()
-		defer cancel()
-		st, err := cl.Status(ctx)
-		if err != nil || st.GetLeaderId() == "" || len(st.GetMembers()) != 3 {
-			return false
-		}
-		for _, m := range st.GetMembers() {
-			if m.GetGrpcAddr() == "" {
-				return false
-			}
-		}
-		return true
-	})
-	return tc
-}
-
-func (tc *testCluster) closeAll() {
-	for _, id := range tc.ids {
-		tc.stop(id)
-	}
-}
-
-// stop closes one node, as if its machine died.
-func (tc *testCluster) stop(id string) {
-	tc.mu.Lock()
-	n := tc.nodes[id]
-	delete(tc.nodes, id)
-	tc.mu.Unlock()
-	if n != nil {
-		_ = n.Close()
-	}
-}
-
 // running returns the gRPC addresses of the nodes still running, by id.
-func (tc *testCluster) running() map[string]string {
-	tc.mu.Lock()
-	defer tc.mu.Unlock()
+func running(c *clustertest.Cluster) map[string]string {
 	out := map[string]string{}
-	for id := range tc.nodes {
-		out[id] = tc.addrs[id]
+	for i, id := range c.IDs {
+		if c.Node(i) != nil {
+			out[id] = c.GRPCAddrs[i]
+		}
 	}
 	return out
-}
-
-func (tc *testCluster) allAddrs() []string {
-	var out []string
-	for _, id := range tc.ids {
-		out = append(out, tc.addrs[id])
-	}
-	return out
-}
-
-// client returns a new client for every node address; opts come last.
-func (tc *testCluster) client(opts ...client.Option) *client.Client {
-	tc.t.Helper()
-	cl, err := client.New(tc.allAddrs(), append([]client.Option{client.WithLogger(tc.log)}, opts...)...)
-	if err != nil {
-		tc.t.Fatal(err)
-	}
-	tc.t.Cleanup(func() { cl.Close() })
-	return cl
 }
 
 // runningEnactor is one enactor in the test, with its own client (built
@@ -213,18 +49,18 @@ type runningEnactor struct {
 	done   chan error
 }
 
-// startEnactor starts an enactor; tune may change its config first.
-func (tc *testCluster) startEnactor(id string, tune func(*enactor.Config)) *runningEnactor {
-	tc.t.Helper()
+// startEnactor starts an enactor on c; tune may change its config first.
+func startEnactor(t *testing.T, c *clustertest.Cluster, id string, tune func(*enactor.Config)) *runningEnactor {
+	t.Helper()
 	gate := enactor.NewPauseGate()
 	reg := prometheus.NewRegistry()
 	cfg := enactor.Config{
 		ID:              id,
-		Client:          tc.client(gate.ClientOption()),
+		Client:          c.Client(gate.ClientOption()),
 		LeaseTTL:        testTTL,
 		KeepLast:        3,
 		ConvergeTimeout: 10 * time.Second,
-		Logger:          tc.log,
+		Logger:          c.Log,
 		Registerer:      reg,
 		Pause:           gate,
 	}
@@ -233,13 +69,13 @@ func (tc *testCluster) startEnactor(id string, tune func(*enactor.Config)) *runn
 	}
 	e, err := enactor.New(cfg)
 	if err != nil {
-		tc.t.Fatal(err)
+		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &runningEnactor{id: id, e: e, gate: gate, reg: reg, cancel: cancel, done: make(chan error, 1)}
 	// The enactor runs until the test stops it or ends.
 	go func() { r.done <- e.Run(ctx) }()
-	tc.t.Cleanup(func() { r.stop(tc.t) })
+	t.Cleanup(func() { r.stop(t) })
 	return r
 }
 
@@ -255,17 +91,17 @@ func (r *runningEnactor) stop(t *testing.T) {
 		if ok {
 			close(r.done)
 		}
-	case <-time.After(longWait):
+	case <-time.After(clustertest.LongWait):
 		t.Errorf("enactor %s did not stop", r.id)
 	}
 }
 
-func (tc *testCluster) startEnactors(tune func(id string, c *enactor.Config), ids ...string) []*runningEnactor {
+func startEnactors(t *testing.T, c *clustertest.Cluster, tune func(id string, cfg *enactor.Config), ids ...string) []*runningEnactor {
 	var out []*runningEnactor
 	for _, id := range ids {
-		out = append(out, tc.startEnactor(id, func(c *enactor.Config) {
+		out = append(out, startEnactor(t, c, id, func(cfg *enactor.Config) {
 			if tune != nil {
-				tune(id, c)
+				tune(id, cfg)
 			}
 		}))
 	}
@@ -288,7 +124,7 @@ func holders(es []*runningEnactor, lease string) []*runningEnactor {
 func waitOneHolder(t *testing.T, cl *client.Client, es []*runningEnactor, lease string) *runningEnactor {
 	t.Helper()
 	var h *runningEnactor
-	waitFor(t, longWait, "exactly one holder of "+lease, func() bool {
+	clustertest.WaitFor(t, clustertest.LongWait, "exactly one holder of "+lease, func() bool {
 		hs := holders(es, lease)
 		if len(hs) != 1 {
 			return false
@@ -305,9 +141,7 @@ func waitOneHolder(t *testing.T, cl *client.Client, es []*runningEnactor, lease 
 
 func leaseOf(t *testing.T, cl *client.Client, name string) *pb.Lease {
 	t.Helper()
-	ctx, cancel := rpcCtx()
-	defer cancel()
-	resp, err := cl.ListLeases(ctx, &pb.ListLeasesRequest{})
+	resp, err := cl.ListLeases(clustertest.Ctx(t), &pb.ListLeasesRequest{})
 	if err != nil {
 		return nil
 	}
@@ -333,9 +167,7 @@ func testPlan(endpoints ...string) *pb.Plan {
 
 func submit(t *testing.T, cl *client.Client, endpoints ...string) uint64 {
 	t.Helper()
-	ctx, cancel := rpcCtx()
-	defer cancel()
-	resp, err := cl.SubmitPlan(ctx, &pb.SubmitPlanRequest{Plan: testPlan(endpoints...)})
+	resp, err := cl.SubmitPlan(clustertest.Ctx(t), &pb.SubmitPlanRequest{Plan: testPlan(endpoints...)})
 	if err != nil {
 		t.Fatalf("submit plan: %v", err)
 	}
@@ -345,9 +177,7 @@ func submit(t *testing.T, cl *client.Client, endpoints ...string) uint64 {
 // servedBy returns what node addr's own replica serves for endpoint.
 func servedBy(t *testing.T, cl *client.Client, addr, endpoint string) *pb.AppliedEndpoint {
 	t.Helper()
-	ctx, cancel := rpcCtx()
-	defer cancel()
-	a, err := cl.GetAppliedOf(ctx, addr, endpoint)
+	a, err := cl.GetAppliedOf(clustertest.Ctx(t), addr, endpoint)
 	if err != nil {
 		return nil
 	}
@@ -356,11 +186,11 @@ func servedBy(t *testing.T, cl *client.Client, addr, endpoint string) *pb.Applie
 
 // waitServed waits until every running node serves gen (exactly) for each
 // endpoint, and returns the record of the first.
-func waitServed(t *testing.T, tc *testCluster, cl *client.Client, gen uint64, endpoints ...string) *pb.AppliedEndpoint {
+func waitServed(t *testing.T, c *clustertest.Cluster, cl *client.Client, gen uint64, endpoints ...string) *pb.AppliedEndpoint {
 	t.Helper()
 	var rec *pb.AppliedEndpoint
-	waitFor(t, longWait, fmt.Sprintf("every node to serve generation %d for %v", gen, endpoints), func() bool {
-		for _, addr := range tc.running() {
+	clustertest.WaitFor(t, clustertest.LongWait, fmt.Sprintf("every node to serve generation %d for %v", gen, endpoints), func() bool {
+		for _, addr := range running(c) {
 			for _, ep := range endpoints {
 				a := servedBy(t, cl, addr, ep)
 				if a.GetGeneration() != gen {
@@ -388,11 +218,11 @@ type monotonic struct {
 	reported   int // violations already reported by check
 }
 
-func watchMonotonic(t *testing.T, tc *testCluster) *monotonic {
+func watchMonotonic(t *testing.T, c *clustertest.Cluster) *monotonic {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &monotonic{t: t, cancel: cancel, last: map[string]uint64{}}
-	for id, addr := range tc.running() {
+	for id, addr := range running(c) {
 		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			t.Fatal(err)
@@ -449,9 +279,7 @@ func (m *monotonic) check() int {
 // history returns the cluster's audit events matching keep.
 func history(t *testing.T, cl *client.Client, keep func(*pb.HistoryEvent) bool) []*pb.HistoryEvent {
 	t.Helper()
-	ctx, cancel := rpcCtx()
-	defer cancel()
-	resp, err := cl.ListHistory(ctx, &pb.ListHistoryRequest{})
+	resp, err := cl.ListHistory(clustertest.Ctx(t), &pb.ListHistoryRequest{})
 	if err != nil {
 		return nil
 	}
@@ -466,9 +294,7 @@ func history(t *testing.T, cl *client.Client, keep func(*pb.HistoryEvent) bool) 
 
 func planGenerations(t *testing.T, cl *client.Client) []uint64 {
 	t.Helper()
-	ctx, cancel := rpcCtx()
-	defer cancel()
-	resp, err := cl.ListPlans(ctx, &pb.ListPlansRequest{})
+	resp, err := cl.ListPlans(clustertest.Ctx(t), &pb.ListPlansRequest{})
 	if err != nil {
 		return nil
 	}
@@ -525,23 +351,6 @@ func metricAll(t *testing.T, es []*runningEnactor, name string, labels ...string
 		sum += metric(t, r.reg, name, labels...)
 	}
 	return sum
-}
-
-// waitFor polls cond until it holds or the timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// rpcCtx bounds one call of a test helper.
-func rpcCtx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), 20*time.Second)
 }
 
 func describe(evs []*pb.HistoryEvent) string {

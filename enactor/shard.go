@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/dnsplan/dnsplan/client"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -63,7 +64,7 @@ func (s *shard) run(ctx context.Context) {
 		// HoldLease only returns when ctx ends (or the client is closed);
 		// never spin on it.
 		s.log.Error("holding lease ended unexpectedly; retrying", "err", err)
-		if sleep(ctx, s.e.cfg.LeaseTTL) != nil {
+		if client.Sleep(ctx, s.e.cfg.LeaseTTL) != nil {
 			return
 		}
 	}
@@ -100,7 +101,7 @@ func (s *shard) hold(runCtx, leaseCtx context.Context, lease *pb.Lease) {
 // watch keeps newest up to date from the cluster's plan stream, resuming
 // after the last plan seen, until ctx ends.
 func (s *shard) watch(ctx context.Context) {
-	retry := backoff{first: retryFirst, limit: retryLimit}
+	retry := client.Backoff{First: retryFirst, Limit: retryLimit}
 	for {
 		s.mu.Lock()
 		from := s.from
@@ -116,7 +117,7 @@ func (s *shard) watch(ctx context.Context) {
 			case s.changed <- struct{}{}:
 			default:
 			}
-			retry.reset()
+			retry.Reset()
 			return nil
 		})
 		if ctx.Err() != nil {
@@ -126,7 +127,7 @@ func (s *shard) watch(ctx context.Context) {
 		// an answer it cannot cure by reconnecting. Keep trying anyway:
 		// without a watch this holder would apply nothing.
 		s.log.Warn("watching plans failed; retrying", "from", from, "err", err)
-		if sleep(ctx, retry.pause()) != nil {
+		if client.Sleep(ctx, retry.Pause()) != nil {
 			return
 		}
 	}
@@ -182,7 +183,7 @@ func (s *shard) endpoints(p *pb.Plan) (names []string, ok bool) {
 // up for any length of time, is fenced or answered STALE by the cluster.
 func (s *shard) enact(runCtx, ctx context.Context, lease *pb.Lease, v *verifier, log *slog.Logger) {
 	var done uint64 // newest generation the cluster answered (or that was skipped)
-	retry := backoff{first: retryFirst, limit: retryLimit}
+	retry := client.Backoff{First: retryFirst, Limit: retryLimit}
 	for {
 		plan := s.next(ctx, done)
 		if plan == nil {
@@ -228,7 +229,7 @@ func (s *shard) enact(runCtx, ctx context.Context, lease *pb.Lease, v *verifier,
 		s.e.metrics.applies.WithLabelValues(outcome).Inc()
 		switch outcome {
 		case outcomeApplied, outcomeStale:
-			retry.reset()
+			retry.Reset()
 			done = gen
 			applied := s.record(resp)
 			log.Info("plan "+outcome, "generation", gen, "endpoints_applied", len(applied),
@@ -242,7 +243,7 @@ func (s *shard) enact(runCtx, ctx context.Context, lease *pb.Lease, v *verifier,
 			return
 		case outcomeFrozen:
 			log.Warn("applies are frozen; retrying later", "generation", gen, "reason", status.Convert(err).Message())
-			if sleep(ctx, retry.pause()) != nil {
+			if client.Sleep(ctx, retry.Pause()) != nil {
 				return
 			}
 		case outcomeNotFound:
@@ -254,7 +255,7 @@ func (s *shard) enact(runCtx, ctx context.Context, lease *pb.Lease, v *verifier,
 			// The client already retried Unavailable within its budget;
 			// keep trying the newest plan, more slowly.
 			log.Warn("apply failed; retrying", "generation", gen, "code", status.Code(err), "err", err)
-			if sleep(ctx, retry.pause()) != nil {
+			if client.Sleep(ctx, retry.Pause()) != nil {
 				return
 			}
 		}

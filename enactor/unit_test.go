@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/dnsplan/dnsplan/client"
+	"github.com/dnsplan/dnsplan/cluster/clustertest"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -162,17 +163,6 @@ func startFake(t *testing.T, f *fakeCluster) *Enactor {
 	return e
 }
 
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // applies reads dnsplan_enactor_applies_total{outcome} from e's registry.
 func applies(e *Enactor, outcome string) float64 {
 	mfs, err := e.cfg.Registerer.(prometheus.Gatherer).Gather()
@@ -206,9 +196,9 @@ func TestFencedGivesUpAndNextHoldingAppliesNewestAtOnce(t *testing.T) {
 	}
 	e := startFake(t, f)
 	f.addPlan()
-	waitUntil(t, "generation 1 applied", func() bool { return slices.Equal(f.sent(), []string{"1@1"}) })
+	clustertest.WaitFor(t, clustertest.LongWait, "generation 1 applied", func() bool { return slices.Equal(f.sent(), []string{"1@1"}) })
 	f.addPlan()
-	waitUntil(t, "generation 2 fenced, then applied at once under token 2", func() bool {
+	clustertest.WaitFor(t, clustertest.LongWait, "generation 2 fenced, then applied at once under token 2", func() bool {
 		return slices.Equal(f.sent(), []string{"1@1", "2@1", "2@2"})
 	})
 	if got := applies(e, outcomeFenced); got != 1 {
@@ -227,9 +217,9 @@ func TestDeletedPlanIsSkipped(t *testing.T) {
 	}
 	e := startFake(t, f)
 	f.addPlan()
-	waitUntil(t, "generation 1 refused", func() bool { return applies(e, outcomeNotFound) == 1 })
+	clustertest.WaitFor(t, clustertest.LongWait, "generation 1 refused", func() bool { return applies(e, outcomeNotFound) == 1 })
 	f.addPlan()
-	waitUntil(t, "generation 2 applied", func() bool { return applies(e, outcomeApplied) == 1 })
+	clustertest.WaitFor(t, clustertest.LongWait, "generation 2 applied", func() bool { return applies(e, outcomeApplied) == 1 })
 	if got := f.sent(); !slices.Equal(got, []string{"1@1", "2@1"}) {
 		t.Errorf("applies %v, want [1@1 2@1]", got)
 	}
@@ -259,11 +249,11 @@ func TestFrozenAndUnavailableAreRetried(t *testing.T) {
 			}
 			e := startFake(t, f)
 			f.addPlan()
-			waitUntil(t, "two refused attempts", func() bool { return applies(e, tc.outcome) >= 2 })
+			clustertest.WaitFor(t, clustertest.LongWait, "two refused attempts", func() bool { return applies(e, tc.outcome) >= 2 })
 			f.mu.Lock()
 			refuse, f.frozen = false, false
 			f.mu.Unlock()
-			waitUntil(t, "the plan applied", func() bool { return applies(e, outcomeApplied) == 1 })
+			clustertest.WaitFor(t, clustertest.LongWait, "the plan applied", func() bool { return applies(e, outcomeApplied) == 1 })
 			for _, s := range f.sent() {
 				if s != "1@1" {
 					t.Errorf("apply %s, want every attempt to be generation 1 under token 1", s)
@@ -289,14 +279,14 @@ func TestPausedEnactorSendsItsOldApplyWhenResumed(t *testing.T) {
 	}
 	e := startFake(t, f)
 	f.addPlan()
-	waitUntil(t, "generation 1 applied, read back and cleaned up", func() bool {
+	clustertest.WaitFor(t, clustertest.LongWait, "generation 1 applied, read back and cleaned up", func() bool {
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		return f.cleanups == 1
 	})
 	e.Pause()
 	f.addPlan()
-	waitUntil(t, "the apply of generation 2 held at the gate", func() bool { return e.gate.Waiting() == 1 })
+	clustertest.WaitFor(t, clustertest.LongWait, "the apply of generation 2 held at the gate", func() bool { return e.gate.Waiting() == 1 })
 	f.mu.Lock()
 	f.revoke() // the lease is lost while the enactor is frozen
 	f.mu.Unlock()
@@ -304,7 +294,7 @@ func TestPausedEnactorSendsItsOldApplyWhenResumed(t *testing.T) {
 		t.Fatalf("a paused enactor sent %v", got)
 	}
 	e.Resume()
-	waitUntil(t, "the old apply sent, fenced, and the newest applied under the next token", func() bool {
+	clustertest.WaitFor(t, clustertest.LongWait, "the old apply sent, fenced, and the newest applied under the next token", func() bool {
 		return slices.Equal(f.sent(), []string{"1@1", "2@1", "2@2"})
 	})
 }
@@ -393,7 +383,7 @@ func TestPauseGate(t *testing.T) {
 		// Two waiters, released together by one Resume.
 		go func() { released <- g.wait(context.Background()) }()
 	}
-	waitUntil(t, "two waiters", func() bool { return g.Waiting() == 2 })
+	clustertest.WaitFor(t, clustertest.LongWait, "two waiters", func() bool { return g.Waiting() == 2 })
 	g.Resume()
 	g.Resume() // idempotent
 	for range 2 {
@@ -438,7 +428,7 @@ func TestHealthz(t *testing.T) {
 	// Run until the end of the test.
 	go func() { defer close(done); _ = e.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-	waitUntil(t, "healthz to report the lease", func() bool {
+	clustertest.WaitFor(t, clustertest.LongWait, "healthz to report the lease", func() bool {
 		code, body := get("/healthz")
 		return code == http.StatusOK && strings.Contains(body, "holds enactor/0 (token 1)")
 	})

@@ -2,8 +2,6 @@ package planner
 
 import (
 	"context"
-	"log/slog"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -16,16 +14,10 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/dnsplan/dnsplan/client"
+	"github.com/dnsplan/dnsplan/cluster/clustertest"
 	"github.com/dnsplan/dnsplan/cluster/fsm"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
-
-func testLogger(t *testing.T) *slog.Logger {
-	if os.Getenv("DNSPLAN_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
-	}
-	return slog.New(slog.DiscardHandler)
-}
 
 // fakeCluster stores plans in memory and records every submission; it
 // holds the lease for whoever asks. The main tests use a real cluster;
@@ -237,7 +229,7 @@ func TestPlanOnceDecisions(t *testing.T) {
 		Target{ID: "lb-2", Address: "192.0.2.2", Capacity: 100, Check: "tcp://192.0.2.2:80"},
 	)
 	fc := &fakeCluster{}
-	p, err := New(Config{ID: "p1", Client: fc, Inventory: inv, Logger: testLogger(t)})
+	p, err := New(Config{ID: "p1", Client: fc, Inventory: inv, Logger: clustertest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,7 +316,7 @@ func TestPlanOnceDecisions(t *testing.T) {
 func TestPlanOnceStopsWhenFenced(t *testing.T) {
 	inv := oneEndpoint(Target{ID: "lb-1", Address: "192.0.2.1", Capacity: 100})
 	fc := &fakeCluster{refuse: rejection(codes.FailedPrecondition, "FENCED", "token 7 superseded")}
-	p, err := New(Config{ID: "p1", Client: fc, Inventory: inv, Logger: testLogger(t)})
+	p, err := New(Config{ID: "p1", Client: fc, Inventory: inv, Logger: clustertest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -354,7 +346,7 @@ func TestPlanOnceAcceptsEqualRecordsFromAnotherPlanner(t *testing.T) {
 	fc := &fakeCluster{plans: []*pb.Plan{{Generation: 4, PlannerId: "someone-else", Endpoints: []*pb.EndpointPlan{
 		{Name: "API.dnsplan.test.", Ttl: 30, Targets: []*pb.Target{{Id: "lb-1", Address: "2001:DB8::1", Weight: 3}}},
 	}}}}
-	p, err := New(Config{ID: "p1", Client: fc, Inventory: inv, Logger: testLogger(t)})
+	p, err := New(Config{ID: "p1", Client: fc, Inventory: inv, Logger: clustertest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -370,15 +362,15 @@ func TestPlanOnceAcceptsEqualRecordsFromAnotherPlanner(t *testing.T) {
 func TestRunWithFake(t *testing.T) {
 	fc := &fakeCluster{}
 	p, err := New(Config{ID: "p1", Client: fc, Inventory: oneEndpoint(Target{ID: "lb-1", Address: "192.0.2.1", Capacity: 3}),
-		Interval: 20 * time.Millisecond, Logger: testLogger(t)})
+		Interval: 20 * time.Millisecond, Logger: clustertest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
-	waitFor(t, "the first plan", func() bool { plans, _ := fc.counts(); return plans == 1 })
-	waitFor(t, "the lease held", p.Leading)
+	clustertest.WaitFor(t, clustertest.LongWait, "the first plan", func() bool { plans, _ := fc.counts(); return plans == 1 })
+	clustertest.WaitFor(t, clustertest.LongWait, "the lease held", p.Leading)
 	if err := p.Run(ctx); err == nil {
 		t.Error("a second Run of the same planner started")
 	}
@@ -425,19 +417,6 @@ func value(t *testing.T, c prometheus.Collector) float64 {
 	return m.GetCounter().GetValue() + m.GetGauge().GetValue()
 }
 
-// waitFor polls cond with a generous ceiling: it bounds a broken run, not
-// a slow machine's speed.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // A new inventory keeps the health of targets whose id and check are
 // unchanged, forgets removed ones, and leaves new or re-checked ones
 // without a result until probed.
@@ -447,7 +426,7 @@ func TestSetInventoryKeepsHealth(t *testing.T) {
 		Target{ID: "rechecked", Address: "192.0.2.2", Capacity: 1, Check: "tcp://192.0.2.2:80"},
 		Target{ID: "removed", Address: "192.0.2.3", Capacity: 1, Check: "tcp://192.0.2.3:80"},
 	)
-	p, err := New(Config{ID: "p1", Client: &fakeCluster{}, Inventory: inv, Logger: testLogger(t)})
+	p, err := New(Config{ID: "p1", Client: &fakeCluster{}, Inventory: inv, Logger: clustertest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

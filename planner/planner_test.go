@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dnsplan/dnsplan/cluster/clustertest"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -36,8 +37,8 @@ func inventoryYAML(ttl int, targets ...target) string {
 // while health stands still; when every target fails the endpoint fails
 // open, with the metric set.
 func TestPlannerFollowsHealth(t *testing.T) {
-	addrs := startCluster(t, 1)
-	cl := newClient(t, addrs)
+	tc := clustertest.Start(t, clustertest.Options{Nodes: 1})
+	cl := tc.Client()
 	a, checkA := startBackend(t, "a")
 	b, checkB := startBackend(t, "b")
 	c, checkC := startBackend(t, "c")
@@ -47,7 +48,7 @@ func TestPlannerFollowsHealth(t *testing.T) {
 		target{"lb-b", "192.0.2.2", 100, checkB},
 		target{"lb-c", "192.0.2.3", 50, checkC},
 	))
-	p := startPlanner(t, "p1", addrs, inv)
+	p := startPlanner(t, tc, "p1", inv)
 
 	first := waitPlan(t, cl, endpoint, map[string]uint32{"lb-a": 100, "lb-b": 100, "lb-c": 50})
 	if first.GetPlannerId() != "p1" {
@@ -102,7 +103,7 @@ func TestPlannerFollowsHealth(t *testing.T) {
 	}
 	b.Fail()
 	c.Fail()
-	waitFor(t, "every target unhealthy", func() bool {
+	clustertest.WaitFor(t, clustertest.LongWait, "every target unhealthy", func() bool {
 		h := p.p.Health()
 		return !h["lb-a"] && !h["lb-b"] && !h["lb-c"]
 	})
@@ -123,8 +124,8 @@ func TestPlannerFollowsHealth(t *testing.T) {
 	a.Recover()
 	b.Recover()
 	c.Recover()
-	waitFor(t, "fail-open cleared", func() bool { return p.metric(t, "dnsplan_planner_fail_open", "endpoint", endpoint) == 0 })
-	waitFor(t, "every target healthy", func() bool {
+	clustertest.WaitFor(t, clustertest.LongWait, "fail-open cleared", func() bool { return p.metric(t, "dnsplan_planner_fail_open", "endpoint", endpoint) == 0 })
+	clustertest.WaitFor(t, clustertest.LongWait, "every target healthy", func() bool {
 		h := p.p.Health()
 		return h["lb-a"] && h["lb-b"] && h["lb-c"]
 	})
@@ -147,8 +148,8 @@ func TestPlannerFollowsHealth(t *testing.T) {
 // round, never with force, so the stored plan stays as it was and the
 // history shows the rejections.
 func TestPlannerVelocityRefusedNotForced(t *testing.T) {
-	addrs := startCluster(t, 1)
-	cl := newClient(t, addrs)
+	tc := clustertest.Start(t, clustertest.Options{Nodes: 1})
+	cl := tc.Client()
 	_, check1 := startBackend(t, "one")
 	shared, checkShared := startBackend(t, "shared")
 	inv := filepath.Join(t.TempDir(), "inventory.yaml")
@@ -158,7 +159,7 @@ func TestPlannerVelocityRefusedNotForced(t *testing.T) {
 		target{"lb-3", "192.0.2.3", 100, checkShared},
 		target{"lb-4", "192.0.2.4", 100, checkShared},
 	))
-	p := startPlanner(t, "p1", addrs, inv)
+	p := startPlanner(t, tc, "p1", inv)
 	all := map[string]uint32{"lb-1": 100, "lb-2": 100, "lb-3": 100, "lb-4": 100}
 	g1 := waitPlan(t, cl, endpoint, all).GetGeneration()
 
@@ -173,9 +174,7 @@ func TestPlannerVelocityRefusedNotForced(t *testing.T) {
 		t.Fatalf("the refused plan got in: generation %d %v", got.GetGeneration(), weightsOf(got, endpoint))
 	}
 
-	ctx, cancel := rpcCtx()
-	defer cancel()
-	hist, err := cl.ListHistory(ctx, &pb.ListHistoryRequest{})
+	hist, err := cl.ListHistory(clustertest.Ctx(t), &pb.ListHistoryRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +200,7 @@ func TestPlannerVelocityRefusedNotForced(t *testing.T) {
 	// The upstream comes back: the desired plan equals the stored one
 	// again, and nothing was ever stored past generation g1.
 	shared.Recover()
-	waitFor(t, "the shared targets healthy again", func() bool {
+	clustertest.WaitFor(t, clustertest.LongWait, "the shared targets healthy again", func() bool {
 		h := p.p.Health()
 		return h["lb-2"] && h["lb-3"] && h["lb-4"]
 	})
@@ -219,8 +218,8 @@ func TestPlannerVelocityRefusedNotForced(t *testing.T) {
 // stands by, and when the holder stops it takes over and submits the next
 // change.
 func TestTwoPlannersOneSubmits(t *testing.T) {
-	addrs := startCluster(t, 3)
-	cl := newClient(t, addrs)
+	tc := clustertest.Start(t, clustertest.Options{Nodes: 3})
+	cl := tc.Client()
 	a, checkA := startBackend(t, "a")
 	b, checkB := startBackend(t, "b")
 	_, checkC := startBackend(t, "c")
@@ -230,10 +229,10 @@ func TestTwoPlannersOneSubmits(t *testing.T) {
 		target{"lb-b", "192.0.2.2", 100, checkB},
 		target{"lb-c", "192.0.2.3", 100, checkC},
 	))
-	planners := []*runningPlanner{startPlanner(t, "planner-1", addrs, inv), startPlanner(t, "planner-2", addrs, inv)}
+	planners := []*runningPlanner{startPlanner(t, tc, "planner-1", inv), startPlanner(t, tc, "planner-2", inv)}
 
 	var holder, standby *runningPlanner
-	waitFor(t, "one planner holding the lease", func() bool {
+	clustertest.WaitFor(t, clustertest.LongWait, "one planner holding the lease", func() bool {
 		l0, l1 := planners[0].p.Leading(), planners[1].p.Leading()
 		switch {
 		case l0 && !l1:
@@ -250,7 +249,7 @@ func TestTwoPlannersOneSubmits(t *testing.T) {
 		t.Fatalf("first plan by %q, holder is %q", first.GetPlannerId(), holder.id)
 	}
 	g1 := first.GetGeneration()
-	waitFor(t, "the standby probing every target", standby.p.Ready)
+	clustertest.WaitFor(t, clustertest.LongWait, "the standby probing every target", standby.p.Ready)
 	holder.settle(t, 3)
 
 	// One change: one generation, by the holder. Wait until the standby
@@ -258,7 +257,7 @@ func TestTwoPlannersOneSubmits(t *testing.T) {
 	// that submitted would have done so by now.
 	a.Fail()
 	waitPlan(t, cl, endpoint, map[string]uint32{"lb-a": 0, "lb-b": 100, "lb-c": 100})
-	waitFor(t, "the standby seeing lb-a down", func() bool {
+	clustertest.WaitFor(t, clustertest.LongWait, "the standby seeing lb-a down", func() bool {
 		h, ok := standby.p.Health()["lb-a"]
 		return ok && !h
 	})
@@ -278,7 +277,7 @@ func TestTwoPlannersOneSubmits(t *testing.T) {
 	// the standby takes over, finds the stored plan current, and submits
 	// the next change itself.
 	holder.stop()
-	waitFor(t, "the standby taking the lease", standby.p.Leading)
+	clustertest.WaitFor(t, clustertest.LongWait, "the standby taking the lease", standby.p.Leading)
 	standby.settle(t, 2)
 	if got := newest(t, cl).GetGeneration(); got != g1+1 {
 		t.Fatalf("the takeover stored generation %d with nothing changed", got)
@@ -299,8 +298,8 @@ func TestTwoPlannersOneSubmits(t *testing.T) {
 // what the probes learned), an invalid one is refused, counted once, and
 // the last good inventory stays; Reload reports the refusal.
 func TestPlannerReload(t *testing.T) {
-	addrs := startCluster(t, 1)
-	cl := newClient(t, addrs)
+	tc := clustertest.Start(t, clustertest.Options{Nodes: 1})
+	cl := tc.Client()
 	_, checkA := startBackend(t, "a")
 	b, checkB := startBackend(t, "b")
 	_, checkC := startBackend(t, "c")
@@ -309,7 +308,7 @@ func TestPlannerReload(t *testing.T) {
 		target{"lb-a", "192.0.2.1", 100, checkA},
 		target{"lb-b", "192.0.2.2", 100, checkB},
 	))
-	p := startPlanner(t, "p1", addrs, inv)
+	p := startPlanner(t, tc, "p1", inv)
 	waitPlan(t, cl, endpoint, map[string]uint32{"lb-a": 100, "lb-b": 100})
 	b.Fail()
 	waitPlan(t, cl, endpoint, map[string]uint32{"lb-a": 100, "lb-b": 0})
@@ -359,7 +358,7 @@ func TestPlannerReload(t *testing.T) {
 	if err := p.p.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a plan with ttl 90 and no lb-c", func() bool {
+	clustertest.WaitFor(t, clustertest.LongWait, "a plan with ttl 90 and no lb-c", func() bool {
 		pl := newest(t, cl)
 		return pl.GetEndpoints()[0].GetTtl() == 90 && equal(weightsOf(pl, endpoint), map[string]uint32{"lb-a": 100, "lb-b": 0})
 	})

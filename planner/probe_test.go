@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dnsplan/dnsplan/backend"
+	"github.com/dnsplan/dnsplan/cluster/clustertest"
 )
 
 // The hysteresis rule on its own: the first result sets the state, then
@@ -49,7 +50,7 @@ func TestTargetHealthRiseFall(t *testing.T) {
 func newProbePlanner(t *testing.T, inv *Inventory, rise, fall int) *Planner {
 	t.Helper()
 	p, err := New(Config{ID: "probe-test", Client: &fakeCluster{}, Inventory: inv, Rise: rise, Fall: fall,
-		ProbeTimeout: 500 * time.Millisecond, Logger: testLogger(t)})
+		ProbeTimeout: 500 * time.Millisecond, Logger: clustertest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +143,8 @@ func TestProbeHTTPFailures(t *testing.T) {
 		Target{ID: "503", Address: "192.0.2.1", Capacity: 1, Check: failingCheck},
 		Target{ID: "302", Address: "192.0.2.2", Capacity: 1, Check: redirect.URL + "/healthz"},
 		Target{ID: "hang", Address: "192.0.2.3", Capacity: 1, Check: hang.URL + "/healthz"},
-		Target{ID: "refused", Address: "192.0.2.4", Capacity: 1, Check: "http://" + closedAddr(t) + "/healthz"},
+		// A free port: nothing listens there.
+		Target{ID: "refused", Address: "192.0.2.4", Capacity: 1, Check: "http://" + clustertest.FreeAddr(t) + "/healthz"},
 		Target{ID: "fine", Address: "192.0.2.5", Capacity: 1, Check: healthyCheck},
 		Target{ID: "nocheck", Address: "192.0.2.6", Capacity: 1},
 	)
@@ -155,18 +157,6 @@ func TestProbeHTTPFailures(t *testing.T) {
 			t.Errorf("%s: healthy=%v known=%v, want healthy=%v", id, h, ok, w)
 		}
 	}
-}
-
-// closedAddr is a loopback address nothing listens on.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
 }
 
 // A real TCP listener: healthy while it accepts, unhealthy after fall
@@ -201,8 +191,9 @@ func TestProbeTCP(t *testing.T) {
 		t.Fatalf("two refused connections: %s", got)
 	}
 
-	// A refused first probe sets unhealthy at once.
-	q := newProbePlanner(t, oneEndpoint(Target{ID: "db", Address: "192.0.2.1", Capacity: 1, Check: "tcp://" + closedAddr(t)}), 2, 2)
+	// A refused first probe (nothing listens on a free port) sets
+	// unhealthy at once.
+	q := newProbePlanner(t, oneEndpoint(Target{ID: "db", Address: "192.0.2.1", Capacity: 1, Check: "tcp://" + clustertest.FreeAddr(t)}), 2, 2)
 	if got := healthAfterRound(t, q, "db"); got != "unhealthy" {
 		t.Fatalf("refused first probe: %s", got)
 	}

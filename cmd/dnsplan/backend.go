@@ -5,10 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
-	"time"
 
 	"github.com/dnsplan/dnsplan/backend"
 )
@@ -27,27 +24,21 @@ func runBackend(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if id == "" {
 		return errors.New("backend: --id is required (no hostname to default to)")
 	}
+	if addr == "" {
+		return errors.New("backend: --addr is required") // serveHTTP would serve nothing
+	}
 	logger, err := newLogger(stderr, logLevel, logFormat)
 	if err != nil {
 		return err
 	}
 	logger = logger.With("component", "backend", "backend", id)
-	lis, err := net.Listen("tcp", addr)
+	stop, err := serveHTTP(addr, backend.New(id).Handler(), logger)
 	if err != nil {
 		return fmt.Errorf("backend: --addr: %w", err)
 	}
-	srv := &http.Server{Handler: backend.New(id).Handler(), ReadHeaderTimeout: 5 * time.Second}
-	served := make(chan error, 1)
-	// The server runs until ctx ends; Shutdown below stops it.
-	go func() { served <- srv.Serve(lis) }()
-	logger.Info("backend serving", "addr", lis.Addr().String())
-	select {
-	case err := <-served:
-		return fmt.Errorf("backend: %w", err)
-	case <-ctx.Done():
-	}
+	logger.Info("backend serving", "addr", addr)
+	<-ctx.Done()
 	logger.Info("backend stopping")
-	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	return srv.Shutdown(sctx)
+	stop()
+	return nil
 }

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/dnsplan/dnsplan/cluster/clustertest"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -295,19 +296,9 @@ func startCtlFake(t *testing.T, st *pb.StatusResponse) string {
 	return lis.Addr().String()
 }
 
-func ctlDeadAddr(t *testing.T) string {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lis.Close()
-	return lis.Addr().String()
-}
-
 func TestCtlAgainstFakeNode(t *testing.T) {
 	live := startCtlFake(t, &pb.StatusResponse{NodeId: "node1", State: "Leader", LeaderId: "node1", Term: 1})
-	dead := ctlDeadAddr(t)
+	dead := clustertest.FreeAddr(t) // nothing listens there
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good.json")
 	empty := filepath.Join(dir, "empty.json")

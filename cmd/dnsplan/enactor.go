@@ -5,13 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
-	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/enactor"
@@ -63,33 +57,18 @@ func runEnactor(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	defer cl.Close()
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := newRegistry()
 	cfg.Client, cfg.Logger, cfg.Registerer = cl, logger, reg
 	e, err := enactor.New(cfg)
 	if err != nil {
 		return err
 	}
-
-	if httpAddr != "" {
-		lis, err := net.Listen("tcp", httpAddr)
-		if err != nil {
-			return fmt.Errorf("enactor: --http-addr: %w", err)
-		}
-		srv := &http.Server{Handler: e.Handler(reg), ReadHeaderTimeout: 5 * time.Second}
-		// The HTTP endpoint serves until the enactor stops; Shutdown
-		// below ends it.
-		go func() {
-			if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				logger.Error("http endpoint failed", "component", "enactor", "err", err)
-			}
-		}()
-		defer func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			_ = srv.Shutdown(sctx)
-		}()
+	// The HTTP endpoint serves until the enactor stops.
+	stop, err := serveHTTP(httpAddr, e.Handler(reg), logger.With("component", "enactor"))
+	if err != nil {
+		return fmt.Errorf("enactor: --http-addr: %w", err)
 	}
+	defer stop()
 	logger.Info("enactor starting", "component", "enactor", "id", cfg.ID, "cluster", clusterAddrs.String(), "http", httpAddr)
 	return e.Run(ctx)
 }

@@ -5,15 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/planner"
@@ -70,33 +64,18 @@ func runPlanner(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	defer cl.Close()
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := newRegistry()
 	cfg.Client, cfg.Logger, cfg.Registerer = cl, logger, reg
 	p, err := planner.New(cfg)
 	if err != nil {
 		return err
 	}
-
-	if httpAddr != "" {
-		lis, err := net.Listen("tcp", httpAddr)
-		if err != nil {
-			return fmt.Errorf("planner: --http-addr: %w", err)
-		}
-		srv := &http.Server{Handler: p.Handler(reg), ReadHeaderTimeout: 5 * time.Second}
-		// The HTTP endpoint serves until the planner stops; Shutdown
-		// below ends it.
-		go func() {
-			if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				logger.Error("http endpoint failed", "component", "planner", "err", err)
-			}
-		}()
-		defer func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			_ = srv.Shutdown(sctx)
-		}()
+	// The HTTP endpoint serves until the planner stops.
+	stop, err := serveHTTP(httpAddr, p.Handler(reg), logger.With("component", "planner"))
+	if err != nil {
+		return fmt.Errorf("planner: --http-addr: %w", err)
 	}
+	defer stop()
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)

@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -19,8 +17,7 @@ import (
 	"time"
 
 	"github.com/dnsplan/dnsplan/backend"
-	"github.com/dnsplan/dnsplan/client"
-	"github.com/dnsplan/dnsplan/cluster"
+	"github.com/dnsplan/dnsplan/cluster/clustertest"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -75,7 +72,7 @@ func TestRunPlannerFlagErrors(t *testing.T) {
 }
 
 func TestRunBackend(t *testing.T) {
-	addr := freePort(t)
+	addr := clustertest.FreeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -94,7 +91,7 @@ func TestRunBackend(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	plannerWait(t, "the backend answering", func() bool {
+	clustertest.WaitFor(t, processWait, "the backend answering", func() bool {
 		code, body := call("GET", "/")
 		return code == http.StatusOK && strings.Contains(body, "backend-7")
 	})
@@ -122,53 +119,13 @@ func TestRunBackend(t *testing.T) {
 	}
 }
 
-// plannerWait polls cond with a generous ceiling.
-func plannerWait(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// plannerTestNode starts a one-node cluster in this process and returns
-// its gRPC address.
-func plannerTestNode(t *testing.T) string {
-	t.Helper()
-	raftLis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	grpcLis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := cluster.Start(cluster.Config{
-		ID: "n1", DataDir: filepath.Join(t.TempDir(), "n1"), RaftListener: raftLis, GRPCListener: grpcLis,
-		HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond, LeaderLeaseTimeout: 100 * time.Millisecond,
-		Logger: slog.New(slog.DiscardHandler), RaftLogOutput: io.Discard,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	return grpcLis.Addr().String()
-}
-
 // `dnsplan planner`, configured by flags and DNSPLAN_* variables, stores
 // a plan from its inventory, reloads the inventory on SIGHUP (the poll
 // interval is an hour, so nothing else could), serves /healthz and
 // /metrics, and stops cleanly on SIGTERM, releasing its lease.
 func TestPlannerProcess(t *testing.T) {
-	addr := plannerTestNode(t)
-	cl, err := client.New([]string{addr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	c := clustertest.Start(t, clustertest.Options{Nodes: 1})
+	cl := c.Client()
 	srv := httptest.NewServer(backend.New("lb-a").Handler())
 	defer srv.Close()
 	inv := filepath.Join(t.TempDir(), "inventory.yaml")
@@ -176,95 +133,45 @@ func TestPlannerProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	httpAddr := freePort(t)
-	var log bytes.Buffer
-	cmd := exec.Command(binary, "planner", "--inventory", inv, "--interval", "1h", "--lease-ttl", "1s", "--http-addr", httpAddr)
-	cmd.Env = append(os.Environ(), "DNSPLAN_CLUSTER="+addr, "DNSPLAN_ID=planner-a", "DNSPLAN_RISE=1")
-	cmd.Stdout, cmd.Stderr = &log, &log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("planner log:\n%s", log.String())
-		}
-	})
+	httpAddr := clustertest.FreeAddr(t)
+	proc := startProcess(t, "planner", []string{"DNSPLAN_CLUSTER=" + c.GRPCAddrs[0], "DNSPLAN_ID=planner-a", "DNSPLAN_RISE=1"},
+		"planner", "--inventory", inv, "--interval", "1h", "--lease-ttl", "1s", "--http-addr", httpAddr)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
 	plan := func() *pb.Plan {
-		p, err := cl.GetPlan(ctx, &pb.GetPlanRequest{Newest: true})
+		p, err := cl.GetPlan(clustertest.Ctx(t), &pb.GetPlanRequest{Newest: true})
 		if err != nil {
 			return nil
 		}
 		return p
 	}
-	plannerWait(t, "the planner's first plan", func() bool {
+	clustertest.WaitFor(t, processWait, "the planner's first plan", func() bool {
 		p := plan()
 		return p != nil && p.GetPlannerId() == "planner-a" && p.GetEndpoints()[0].GetTtl() == 30 &&
 			p.GetEndpoints()[0].GetTargets()[0].GetWeight() == 100
 	})
-	get := func(path string) string {
-		r, err := http.Get("http://" + httpAddr + path)
-		if err != nil {
-			return ""
-		}
-		defer r.Body.Close()
-		b, _ := io.ReadAll(r.Body)
-		if r.StatusCode != http.StatusOK {
-			return ""
-		}
-		return string(b)
-	}
-	plannerWait(t, "/healthz to report the lease", func() bool {
-		return strings.Contains(get("/healthz"), "planner-a holds the planner lease")
+	clustertest.WaitFor(t, processWait, "/healthz to report the lease", func() bool {
+		return strings.Contains(httpBody(httpAddr, "/healthz"), "planner-a holds the planner lease")
 	})
 
 	if err := os.WriteFile(inv, []byte(plannerInventory(45, srv.URL+"/healthz")), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	if err := proc.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	plannerWait(t, "the plan with the reloaded ttl", func() bool {
+	clustertest.WaitFor(t, processWait, "the plan with the reloaded ttl", func() bool {
 		p := plan()
 		return p != nil && p.GetEndpoints()[0].GetTtl() == 45
 	})
-	plannerWait(t, "/metrics to count the plans and the reload", func() bool {
-		m := get("/metrics")
+	clustertest.WaitFor(t, processWait, "/metrics to count the plans and the reload", func() bool {
+		m := httpBody(httpAddr, "/metrics")
 		return strings.Contains(m, "dnsplan_planner_plans_submitted_total 2") &&
 			strings.Contains(m, "dnsplan_planner_inventory_reloads_total 1") &&
 			strings.Contains(m, "dnsplan_planner_lease_held 1")
 	})
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("planner exited with %v after SIGTERM", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("planner did not stop after SIGTERM")
-	}
-	hist, err := cl.ListHistory(ctx, &pb.ListHistoryRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	released := false
-	for _, ev := range hist.GetEvents() {
-		released = released || (ev.GetKind() == "release" && ev.GetActor() == "planner-a" && ev.GetOutcome() == "accepted")
-	}
-	if !released {
-		t.Error("the planner did not release its lease on SIGTERM")
-	}
+	proc.stop(t, 30*time.Second)
+	wantReleased(t, cl, "planner-a")
 }
 
 // An invalid inventory at start is a clear error and exit status 1.

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"text/tabwriter"
@@ -62,15 +61,11 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	if *httpAddr != "" {
-		lis, err := net.Listen("tcp", *httpAddr)
-		if err != nil {
-			return fmt.Errorf("probe: http listen: %w", err)
-		}
-		srv := &http.Server{Handler: probeHandler(p), ReadHeaderTimeout: 5 * time.Second}
-		go srv.Serve(lis) // ends when Close runs below
-		defer srv.Close()
+	stop, err := serveHTTP(*httpAddr, probeHandler(p), logger.With("component", "probe"))
+	if err != nil {
+		return fmt.Errorf("probe: --http-addr: %w", err)
 	}
+	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, *duration)
 	defer cancel()
 	if err := p.Run(ctx); err != nil {

@@ -5,7 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,10 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/dnsplan/dnsplan/client"
+	"github.com/dnsplan/dnsplan/cluster/clustertest"
+	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
 // binary is the dnsplan binary built once for the process tests.
@@ -36,14 +41,98 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func freePort(t *testing.T) string {
+// processWait bounds waiting for a process to answer as expected: the
+// binary is built with -race, slow to start and to serve.
+const processWait = time.Minute
+
+// process is one dnsplan subcommand running as its own process. Its
+// output is kept and printed if the test fails; it is killed at the
+// test's end if it still runs.
+type process struct {
+	name string
+	cmd  *exec.Cmd
+	log  bytes.Buffer // written by exec until Wait returns
+	done chan struct{}
+	err  error // Wait's result, once done is closed
+}
+
+// startProcess runs `dnsplan args...` with env added to the test's
+// environment.
+func startProcess(t *testing.T, name string, env []string, args ...string) *process {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p := &process{name: name, cmd: exec.Command(binary, args...), done: make(chan struct{})}
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Stdout, p.cmd.Stderr = &p.log, &p.log
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Waits for the process, however it ends, so that stop and the
+	// clean-up below can both wait on done.
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("%s log:\n%s", p.name, p.log.String())
+		}
+	})
+	return p
+}
+
+// stop sends SIGTERM and fails the test unless the process exits cleanly
+// (status 0) within timeout.
+func (p *process) stop(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.done:
+		if p.err != nil {
+			t.Fatalf("%s exited with %v after SIGTERM", p.name, p.err)
+		}
+	case <-time.After(timeout):
+		t.Fatalf("%s did not stop after SIGTERM", p.name)
+	}
+}
+
+// httpBody returns the body of GET http://addr/path, or "" unless the
+// answer is 200 OK.
+func httpBody(addr, path string) string {
+	r, err := http.Get("http://" + addr + path)
+	if err != nil {
+		return ""
+	}
+	defer r.Body.Close()
+	b, _ := io.ReadAll(r.Body)
+	if r.StatusCode != http.StatusOK {
+		return ""
+	}
+	return string(b)
+}
+
+// wantReleased fails the test unless the cluster's history records a
+// release of a lease by holder, accepted: a role stopped by SIGTERM gives
+// its lease back rather than letting it expire.
+func wantReleased(t *testing.T, cl *client.Client, holder string) {
+	t.Helper()
+	hist, err := cl.ListHistory(clustertest.Ctx(t), &pb.ListHistoryRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	for _, ev := range hist.GetEvents() {
+		if ev.GetKind() == "release" && ev.GetActor() == holder && ev.GetOutcome() == "accepted" {
+			return
+		}
+	}
+	t.Errorf("%s did not release its lease on SIGTERM", holder)
 }
 
 // ctlRun runs `dnsplan ctl` against the cluster and returns its stdout.
@@ -67,42 +156,27 @@ func ctlRun(t *testing.T, cluster string, args ...string) (string, error) {
 // node cleanly.
 func TestNodeAndCtlProcesses(t *testing.T) {
 	dir := t.TempDir()
-	type proc struct {
+	type node struct {
 		id, raft, grpc, dns string
-		cmd                 *exec.Cmd
-		log                 *bytes.Buffer
+		proc                *process
 	}
-	var procs []*proc
+	var nodes []*node
 	var initial, grpcAddrs []string
 	for i := 1; i <= 3; i++ {
-		p := &proc{id: fmt.Sprintf("node%d", i), raft: freePort(t), grpc: freePort(t), dns: freePort(t), log: &bytes.Buffer{}}
-		procs = append(procs, p)
-		initial = append(initial, p.id+"="+p.raft)
-		grpcAddrs = append(grpcAddrs, p.grpc)
+		n := &node{id: fmt.Sprintf("node%d", i), raft: clustertest.FreeAddr(t), grpc: clustertest.FreeAddr(t), dns: clustertest.FreeDNSAddr(t)}
+		nodes = append(nodes, n)
+		initial = append(initial, n.id+"="+n.raft)
+		grpcAddrs = append(grpcAddrs, n.grpc)
 	}
 	cluster := strings.Join(grpcAddrs, ",")
-	for _, p := range procs {
+	for _, n := range nodes {
 		// Some settings as flags, some as environment variables.
-		p.cmd = exec.Command(binary, "node", "--id", p.id, "--raft-addr", p.raft, "--dns-addr", p.dns,
+		n.proc = startProcess(t, n.id, []string{
+			"DNSPLAN_GRPC_ADDR=" + n.grpc,
+			"DNSPLAN_DATA_DIR=" + filepath.Join(dir, n.id),
+			"DNSPLAN_INITIAL_CLUSTER=" + strings.Join(initial, ","),
+		}, "node", "--id", n.id, "--raft-addr", n.raft, "--dns-addr", n.dns,
 			"--http-addr", "", "--heartbeat-timeout", "300ms", "--election-timeout", "300ms")
-		p.cmd.Env = append(os.Environ(),
-			"DNSPLAN_GRPC_ADDR="+p.grpc,
-			"DNSPLAN_DATA_DIR="+filepath.Join(dir, p.id),
-			"DNSPLAN_INITIAL_CLUSTER="+strings.Join(initial, ","),
-		)
-		p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
-		if err := p.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			if p.cmd.ProcessState == nil {
-				p.cmd.Process.Kill()
-				p.cmd.Wait()
-			}
-			if t.Failed() {
-				t.Logf("%s log:\n%s", p.id, p.log.String())
-			}
-		})
 	}
 
 	deadline := time.Now().Add(30 * time.Second)
@@ -154,39 +228,26 @@ func TestNodeAndCtlProcesses(t *testing.T) {
 		t.Fatalf("invalid plan: %v, want an InvalidArgument failure", err)
 	}
 	// Each node answers DNS for its zone on --dns-addr.
-	for _, p := range procs {
+	for _, n := range nodes {
 		m := new(dns.Msg)
 		m.SetQuestion("dnsplan.test.", dns.TypeSOA)
-		r, _, err := (&dns.Client{Timeout: 3 * time.Second}).Exchange(m, p.dns)
+		r, _, err := (&dns.Client{Timeout: 3 * time.Second}).Exchange(m, n.dns)
 		if err != nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
-			t.Fatalf("%s SOA query: %v %v", p.id, r, err)
+			t.Fatalf("%s SOA query: %v %v", n.id, r, err)
 		}
 	}
 	out, err = ctlRun(t, cluster, "status")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range procs {
-		if !strings.Contains(out, p.id) {
-			t.Fatalf("status lacks %s:\n%s", p.id, out)
+	for _, n := range nodes {
+		if !strings.Contains(out, n.id) {
+			t.Fatalf("status lacks %s:\n%s", n.id, out)
 		}
 	}
 
 	// SIGTERM stops a node cleanly (exit 0); the other two keep serving.
-	victim := procs[0]
-	if err := victim.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- victim.cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("node exited with %v after SIGTERM", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("node did not stop after SIGTERM")
-	}
+	nodes[0].proc.stop(t, 20*time.Second)
 	deadline = time.Now().Add(30 * time.Second)
 	for {
 		out, err = ctlRun(t, strings.Join(grpcAddrs[1:], ","), "plans")
