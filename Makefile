@@ -7,7 +7,7 @@ PKGS := ./...
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 IMAGE ?= dnsplan:dev
 
-.PHONY: all build test unit fuzz vet fmt-check proto proto-check tools clean image up down ps logs e2e
+.PHONY: all build test unit fuzz vet fmt-check proto proto-check tools clean image up down ps logs e2e sim
 
 all: build
 
@@ -69,6 +69,11 @@ up: image
 	@echo "  HTTP   127.0.0.1:8001 8002 8003   curl 127.0.0.1:8001/metrics"
 	@echo "  backends 127.0.0.1:8081..8084     curl -X POST 127.0.0.1:8081/fail"
 	@echo "  make ps | make logs | make down"
+
+# sim runs the state machine simulation for millions of steps (1,000,000
+# per seed, 10 seeds per design); make test runs thousands.
+sim:
+	DNSPLAN_SIM_STEPS=$${DNSPLAN_SIM_STEPS:-1000000} $(GO) test -count=1 -timeout 60m -run 'Simulation' -v ./cluster/fsm
 
 # e2e runs the compose cluster end to end (about a minute): kill, pause,
 # disconnect, restart, with the probe checking I1 and I2. Needs Docker.
