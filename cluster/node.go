@@ -43,6 +43,9 @@ type Config struct {
 	RaftAddr      string
 	AdvertiseRaft string
 	RaftListener  net.Listener
+	// RaftDial, if set, opens this node's Raft connections to its peers
+	// (fault-injection tests cut links with it); default plain TCP.
+	RaftDial func(addr string, timeout time.Duration) (net.Conn, error)
 
 	// GRPCAddr, AdvertiseGRPC and GRPCListener: the same for the gRPC API.
 	GRPCAddr      string
@@ -272,7 +275,7 @@ func (n *Node) startRaft() (joining bool, err error) {
 	}
 	n.cfg.AdvertiseRaft = advertise
 	n.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  &streamLayer{Listener: lis, advertise: hostPort(advertise)},
+		Stream:  &streamLayer{Listener: lis, advertise: hostPort(advertise), dial: cfg.RaftDial},
 		MaxPool: 3,
 		Timeout: 10 * time.Second,
 		Logger:  hlog,

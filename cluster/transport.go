@@ -13,6 +13,7 @@ import (
 type streamLayer struct {
 	net.Listener
 	advertise net.Addr
+	dial      func(addr string, timeout time.Duration) (net.Conn, error) // nil: plain TCP
 }
 
 var _ raft.StreamLayer = (*streamLayer)(nil)
@@ -20,6 +21,9 @@ var _ raft.StreamLayer = (*streamLayer)(nil)
 func (s *streamLayer) Addr() net.Addr { return s.advertise }
 
 func (s *streamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	if s.dial != nil {
+		return s.dial(string(addr), timeout)
+	}
 	return (&net.Dialer{Timeout: timeout}).Dial("tcp", string(addr))
 }
 
