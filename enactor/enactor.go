@@ -70,6 +70,7 @@ const (
 	DefaultShards          = 1
 	DefaultKeepLast        = 10
 	DefaultConvergeTimeout = 10 * time.Second
+	DefaultLegacyKeep      = 5
 )
 
 // Config is what an enactor needs. Zero values take the defaults above.
@@ -105,8 +106,22 @@ type Config struct {
 	Pause *PauseGate
 	// BeforeApply, if set, is called just before each apply is sent,
 	// after the enactor decided to send it. Tests use it to pause an
-	// enactor at exactly that step, the AWS "delayed enactor".
+	// enactor at exactly that step, the AWS "delayed enactor". The legacy
+	// enactor calls it before each endpoint's write, with no lease ("").
 	BeforeApply func(lease string, generation uint64)
+
+	// Legacy runs the old, unsafe enactor instead (legacy.go): no lease,
+	// a freshness check once at the start, then LegacyApply endpoint by
+	// endpoint and an age-based clean-up. A demonstration of the AWS
+	// failure, for clusters started with --legacy; never for real use.
+	Legacy bool
+	// LegacyDelay is the pause between two endpoint writes of a legacy
+	// pass: the window in which the old design's check goes stale.
+	LegacyDelay time.Duration
+	// LegacyKeep is the legacy clean-up's keep_generations: plans more
+	// than this many generations older than the newest are deleted,
+	// applied or not (default DefaultLegacyKeep).
+	LegacyKeep uint32
 }
 
 func (c *Config) setDefaults() error {
@@ -128,6 +143,9 @@ func (c *Config) setDefaults() error {
 	if c.ConvergeTimeout == 0 {
 		c.ConvergeTimeout = DefaultConvergeTimeout
 	}
+	if c.LegacyKeep == 0 {
+		c.LegacyKeep = DefaultLegacyKeep
+	}
 	switch {
 	case c.LeaseTTL < 0:
 		return fmt.Errorf("enactor: lease ttl %s is negative", c.LeaseTTL)
@@ -137,6 +155,8 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("enactor: keep-last %d outside 1..%d", c.KeepLast, uint32(math.MaxUint32))
 	case c.ConvergeTimeout < 0:
 		return fmt.Errorf("enactor: converge timeout %s is negative", c.ConvergeTimeout)
+	case c.LegacyDelay < 0:
+		return fmt.Errorf("enactor: legacy delay %s is negative", c.LegacyDelay)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -161,6 +181,8 @@ type Enactor struct {
 	reader  Reader
 	gate    *PauseGate
 	metrics *metrics
+	// legacy is set only when cfg.Legacy is (legacy.go).
+	legacy *legacyEnactor
 
 	running atomic.Bool
 
@@ -179,6 +201,12 @@ func New(cfg Config) (*Enactor, error) {
 	if err != nil {
 		return nil, err
 	}
+	var legacy *legacyEnactor
+	if cfg.Legacy {
+		if legacy, err = newLegacyEnactor(cfg); err != nil {
+			return nil, err
+		}
+	}
 	return &Enactor{
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "enactor", "enactor", cfg.ID),
@@ -188,6 +216,7 @@ func New(cfg Config) (*Enactor, error) {
 		reader:  cfg.Client,
 		gate:    cfg.Pause,
 		metrics: m,
+		legacy:  legacy,
 		held:    map[string]uint64{},
 	}, nil
 }
@@ -200,6 +229,9 @@ func (e *Enactor) Run(ctx context.Context) error {
 		return errors.New("enactor: already running")
 	}
 	defer e.running.Store(false)
+	if e.legacy != nil {
+		return e.runLegacy(ctx)
+	}
 	e.log.Info("enactor running", "shards", e.cfg.Shards, "lease_ttl", e.cfg.LeaseTTL,
 		"keep_last", e.cfg.KeepLast, "converge_timeout", e.cfg.ConvergeTimeout)
 	var wg sync.WaitGroup

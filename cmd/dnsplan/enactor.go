@@ -28,6 +28,8 @@ func runEnactor(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs.IntVar(&cfg.Shards, "shards", enactor.DefaultShards, "number of shards (leases) the endpoints are split over")
 	fs.IntVar(&cfg.KeepLast, "keep-last", enactor.DefaultKeepLast, "clean-up keeps the newest N plans (and every applied one)")
 	fs.DurationVar(&cfg.ConvergeTimeout, "converge-timeout", enactor.DefaultConvergeTimeout, "how long to read nodes back after an apply before warning")
+	fs.BoolVar(&cfg.Legacy, "legacy", false, "LEGACY: run the old, unsafe enactor (no lease, one-time check, unconditional writes, age-based clean-up) against a --legacy cluster; a demonstration of the AWS failure, never for real use")
+	fs.DurationVar(&cfg.LegacyDelay, "legacy-delay", 0, "with --legacy: pause between two endpoint writes of a pass")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&logFormat, "log-format", "text", "text or json")
 	if err := parseFlags(fs, args); err != nil {

@@ -29,6 +29,7 @@ func commands() []command {
 		{"enactor", "hold enactor leases and apply the newest plan to every node", runEnactor},
 		{"planner", "probe load balancers and store DNS plans while holding the planner lease", runPlanner},
 		{"backend", "serve a sample load-balancer target with a switchable /healthz", runBackend},
+		{"scenario", "replay the AWS October 2025 race (aws-2025) against the legacy and the fixed design", runScenario},
 	}
 }
 

@@ -1,0 +1,198 @@
+package scenario
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dnsplan/dnsplan/cluster/clustertest"
+)
+
+// maxRun is the ceiling on one design's replay: it takes a few seconds,
+// and the contract promises well under a minute.
+const maxRun = 45 * time.Second
+
+func runDesign(t *testing.T, d Design, opts Options) *Report {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*maxRun)
+	defer cancel()
+	opts.Logger = clustertest.Logger(t)
+	opts.Dir = t.TempDir()
+	rep, err := Run(ctx, d, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Took > maxRun {
+		t.Errorf("the %s replay took %s, more than %s", d, rep.Took, maxRun)
+	}
+	var text bytes.Buffer
+	if err := WriteText(&text, rep); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s", text.String())
+	return rep
+}
+
+// find returns the first event whose action contains s.
+func find(t *testing.T, rep *Report, s string) Event {
+	t.Helper()
+	for _, ev := range rep.Timeline {
+		if strings.Contains(ev.Action, s) {
+			return ev
+		}
+	}
+	t.Fatalf("no step %q in the %s timeline", s, rep.Design)
+	return Event{}
+}
+
+func allEmpty(ev Event) bool {
+	for _, a := range ev.DNS {
+		if !a.Empty() {
+			return false
+		}
+	}
+	return len(ev.DNS) == 3
+}
+
+func TestLegacyDesignFailsAsAtAWS(t *testing.T) {
+	t.Parallel()
+	rep := runDesign(t, Legacy, Options{})
+	want := Verdict{EmptyAnswerObserved: true, Regressed: true, Recovered: false}
+	if rep.Verdict != want || !rep.AsExpected {
+		t.Fatalf("legacy verdict %+v (as expected: %v), want %+v", rep.Verdict, rep.AsExpected, want)
+	}
+	// The mechanism, not only the outcome: the late write lands over 12,
+	// the clean-up then deletes the plan it points at, and every node
+	// answers with no addresses from then on.
+	late := find(t, rep, "delay over")
+	for _, a := range late.DNS {
+		if a.Generation != 2 || a.Empty() {
+			t.Errorf("after the late write %s answers %s, want generation 2 with addresses", a.Node, a)
+		}
+	}
+	var cleanups []Event
+	for _, ev := range rep.Timeline {
+		if strings.HasPrefix(ev.Action, "LegacyCleanup") {
+			cleanups = append(cleanups, ev)
+		}
+	}
+	if len(cleanups) != 2 || !strings.Contains(cleanups[1].Result, "including 2, which "+Regional) || !allEmpty(cleanups[1]) {
+		t.Errorf("the second clean-up did not delete the live plan and empty the endpoint: %+v", cleanups)
+	}
+	last := rep.Timeline[len(rep.Timeline)-1]
+	if !allEmpty(last) || !strings.Contains(last.Result, "blocked") {
+		t.Errorf("last step %+v: want the legacy loops blocked and the endpoint still empty", last)
+	}
+	if rep.Checker.I1 == 0 || rep.Checker.I2 == 0 {
+		t.Errorf("the checker missed the legacy failure: %+v", rep.Checker)
+	}
+}
+
+func TestFixedDesignHolds(t *testing.T) {
+	t.Parallel()
+	rep := runDesign(t, Fixed, Options{})
+	want := Verdict{EmptyAnswerObserved: false, Regressed: false, Recovered: true}
+	if rep.Verdict != want || !rep.AsExpected {
+		t.Fatalf("fixed verdict %+v (as expected: %v), want %+v", rep.Verdict, rep.AsExpected, want)
+	}
+	if r := find(t, rep, "old token").Result; !strings.Contains(r, "FAILED_PRECONDITION") || !strings.Contains(r, "fenced") {
+		t.Errorf("the late apply with the old token was answered %q, want fenced", r)
+	}
+	if r := find(t, rep, "fresh, valid token").Result; !strings.Contains(r, "OUTCOME_STALE for all 4") {
+		t.Errorf("the old plan with a fresh token was answered %q, want STALE everywhere", r)
+	}
+	for _, ev := range rep.Timeline[2:] { // from the first apply on
+		for _, a := range ev.DNS {
+			if a.Empty() || a.Generation < 1 {
+				t.Errorf("%s: %s answered %s", ev.Action, a.Node, a)
+			}
+		}
+	}
+	if rep.Checker.I1 != 0 || rep.Checker.I2 != 0 || rep.Checker.Rounds == 0 {
+		t.Errorf("checker on the fixed design: %+v", rep.Checker)
+	}
+}
+
+// The checker can fail: the fixed script, with the late write and the
+// clean-up sent through the legacy RPCs (as if the fence and the rule that
+// keeps applied plans were gone), must be caught emptying and regressing
+// the endpoint, and its verdict must no longer be the fixed design's.
+func TestCheckerCatchesFixedStepsWithoutTheFence(t *testing.T) {
+	t.Parallel()
+	rep := runDesign(t, Fixed, Options{unfenced: true})
+	if !rep.EmptyAnswerObserved || !rep.Regressed {
+		t.Fatalf("unfenced run not caught: %+v", rep.Verdict)
+	}
+	if rep.AsExpected {
+		t.Fatal("an unfenced run passed as the fixed design")
+	}
+	if rep.Checker.I1 == 0 || rep.Checker.I2 == 0 {
+		t.Errorf("the checker missed what the timeline saw: %+v", rep.Checker)
+	}
+	// The fixed enactor loops still repair the endpoint: a fixed apply
+	// compares generations against the legacy pointer and writes records
+	// of its own.
+	if !rep.Recovered {
+		t.Errorf("fixed loops did not repair the endpoint the bypass broke")
+	}
+}
+
+func TestParseDesigns(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []Design
+		ok   bool
+	}{
+		{"both", []Design{Legacy, Fixed}, true},
+		{"legacy", []Design{Legacy}, true},
+		{"fixed", []Design{Fixed}, true},
+		{"", nil, false},
+		{"Legacy", nil, false},
+	} {
+		got, err := ParseDesigns(tc.in)
+		if (err == nil) != tc.ok || strings.Join(designStrings(got), ",") != strings.Join(designStrings(tc.want), ",") {
+			t.Errorf("ParseDesigns(%q) = %v, %v", tc.in, got, err)
+		}
+	}
+}
+
+func designStrings(ds []Design) []string {
+	var out []string
+	for _, d := range ds {
+		out = append(out, string(d))
+	}
+	return out
+}
+
+func TestWriteJSONIsOneLinePerDesign(t *testing.T) {
+	rep := &Report{Design: Fixed, Endpoint: Regional, Expected: Expected(Fixed),
+		Timeline: []Event{{Offset: 1500 * time.Millisecond, OffsetMS: 1500, Actor: "az-a", Action: "a", Result: "r",
+			DNS: []Answer{{Node: "n1", Rcode: "NOERROR", Generation: 12, Addresses: []string{"192.0.2.11"}}}}}}
+	rep.Recovered = true
+	var b bytes.Buffer
+	for range 2 {
+		if err := WriteJSON(&b, rep); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lines := strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("got %d lines, want 2:\n%s", len(lines), b.String())
+	}
+	var got map[string]any
+	if err := json.Unmarshal([]byte(lines[0]), &got); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"design", "empty_answer_observed", "regressed", "recovered", "timeline", "expected", "as_expected", "findings", "checker"} {
+		if _, ok := got[k]; !ok {
+			t.Errorf("JSON has no %q: %s", k, lines[0])
+		}
+	}
+	ev := got["timeline"].([]any)[0].(map[string]any)
+	if ev["offset_ms"] != 1500.0 || ev["dns"].([]any)[0].(map[string]any)["generation"] != 12.0 {
+		t.Errorf("timeline event %v", ev)
+	}
+}
