@@ -1,0 +1,350 @@
+package chaos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dnsplan/dnsplan/backend"
+	"github.com/dnsplan/dnsplan/client"
+	"github.com/dnsplan/dnsplan/enactor"
+	"github.com/dnsplan/dnsplan/planner"
+)
+
+// Design is the design a run puts under faults.
+type Design string
+
+// The designs.
+const (
+	// Fixed is dnsplan's design: fenced leases, the generation checked in
+	// the same step as the write, materialized records, a clean-up that
+	// keeps every applied plan. The checker must find nothing.
+	Fixed Design = "fixed"
+	// Legacy is the design that failed at AWS: nodes started with
+	// --legacy, legacy enactors (a one-time check, then unconditional
+	// writes endpoint by endpoint, an age-based clean-up). The checker
+	// must catch it.
+	Legacy Design = "legacy"
+)
+
+// ParseDesigns reads --design: fixed, legacy or both (fixed, then legacy).
+func ParseDesigns(s string) ([]Design, error) {
+	switch s {
+	case "fixed":
+		return []Design{Fixed}, nil
+	case "legacy":
+		return []Design{Legacy}, nil
+	case "both":
+		return []Design{Fixed, Legacy}, nil
+	}
+	return nil, fmt.Errorf("chaos: design %q is not fixed, legacy or both", s)
+}
+
+// Defaults for Config's zero values.
+const (
+	DefaultDuration = 30 * time.Second
+	// DefaultLinger is how long a run goes on after its first violation
+	// before stopping, to record what follows it (an empty answer often
+	// follows a regression by a few hundred milliseconds).
+	DefaultLinger = time.Second
+	// LeaseTTL is the enactors' lease TTL; a frozen enactor stays frozen
+	// two to three and a half times as long.
+	LeaseTTL = time.Second
+	// LegacyDelay is the legacy enactors' pause between two endpoint
+	// writes, LegacyKeep their clean-up's keep_generations.
+	LegacyDelay = 100 * time.Millisecond
+	LegacyKeep  = 10
+	// checkTimeout bounds porcupine; beyond it the result is inconclusive.
+	checkTimeout = 60 * time.Second
+)
+
+// Config is one run.
+type Config struct {
+	Design Design
+	Seed   uint64
+	// Duration is how long faults are injected and the system observed
+	// (default DefaultDuration). Setting up and the final checks add a few
+	// seconds.
+	Duration time.Duration
+	// Faults is the fault mix (default DefaultMix).
+	Faults map[FaultKind]int
+	// KeepGoing runs the whole duration even after a violation; by default
+	// a run stops Linger after its first violation.
+	KeepGoing bool
+	Linger    time.Duration
+	// Dir holds the nodes' data (a temporary directory, removed, if
+	// empty). Out receives the history files of a run with a violation
+	// (the current directory if empty).
+	Dir string
+	Out string
+	// Logger receives the components' logs (default: discarded).
+	Logger *slog.Logger
+}
+
+// ErrConfig is wrapped by Run's error for a configuration it refuses.
+var ErrConfig = errors.New("chaos: bad configuration")
+
+func (c *Config) setDefaults() error {
+	switch c.Design {
+	case Fixed, Legacy:
+	default:
+		return fmt.Errorf("%w: design %q is not fixed or legacy", ErrConfig, c.Design)
+	}
+	if c.Duration == 0 {
+		c.Duration = DefaultDuration
+	}
+	if c.Duration < 5*time.Second {
+		return fmt.Errorf("%w: duration %s is under 5s", ErrConfig, c.Duration)
+	}
+	if c.Faults == nil {
+		c.Faults = DefaultMix
+	}
+	if c.Linger == 0 {
+		c.Linger = DefaultLinger
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Out == "" {
+		c.Out = "."
+	}
+	return nil
+}
+
+// The inventory: four load balancers behind three endpoints, as AWS's one
+// regional plan covered regional, FIPS and IPv6 endpoints.
+var endpoints = []string{"api-fips.dnsplan.test.", "api-v6.dnsplan.test.", "api.dnsplan.test."}
+
+func inventory(checks []string) *planner.Inventory {
+	t := func(i int, addr string) planner.Target {
+		return planner.Target{ID: fmt.Sprintf("lb-%d", i+1), Address: addr, Capacity: 100, Check: checks[i]}
+	}
+	return &planner.Inventory{Zone: "dnsplan.test.", Endpoints: []planner.Endpoint{
+		{Name: "api.dnsplan.test.", TTL: 5, Targets: []planner.Target{t(0, "192.0.2.11"), t(1, "192.0.2.12"), t(2, "192.0.2.13"), t(3, "192.0.2.14")}},
+		{Name: "api-fips.dnsplan.test.", TTL: 5, Targets: []planner.Target{t(0, "192.0.2.11"), t(1, "192.0.2.12")}},
+		{Name: "api-v6.dnsplan.test.", TTL: 5, Targets: []planner.Target{t(2, "2001:db8::13"), t(3, "2001:db8::14")}},
+	}}
+}
+
+// actor is one enactor of the run, with the knobs faults turn.
+type actor struct {
+	id   string
+	e    *enactor.Enactor
+	slow atomic.Int64 // nanoseconds to pause before each write; 0: full speed
+	// freeze, when set, freezes the enactor at its next write and is then
+	// closed: the moment the AWS enactor was delayed at, its decision
+	// (and, in the fixed design, its token) already taken.
+	freeze atomic.Pointer[chan struct{}]
+	// lastWrite is when it last set out to write (Unix nanoseconds): the
+	// active enactor is the one whose freezing or slowing matters.
+	lastWrite atomic.Int64
+}
+
+// run is one run's moving parts.
+type run struct {
+	cfg      Config
+	log      *slog.Logger
+	rec      *recorder
+	cluster  *localCluster
+	enactors []*actor
+	leaseTTL time.Duration
+	audit    *auditLog
+	replicas *replicaCheck
+	// auditClient fetches the audit history and makes the final reads.
+	auditClient *client.Client
+	clients     []*client.Client
+}
+
+// Run starts a fresh cluster, the actors and the observers, injects the
+// seed's faults for the configured duration (or until shortly after the
+// first violation), heals everything, checks I1–I5 on what was recorded,
+// and returns the report. An error means the harness itself failed (the
+// cluster could not start, say), not that an invariant did.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	if cfg.Dir == "" {
+		dir, err := os.MkdirTemp("", "dnsplan-chaos-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+		cfg.Dir = dir
+	}
+	r := &run{
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "chaos", "design", cfg.Design, "seed", cfg.Seed),
+		leaseTTL: LeaseTTL,
+	}
+	defer r.closeClients()
+	faults := schedule(cfg.Seed, cfg.Duration, r.leaseTTL, cfg.Faults)
+	r.log.Info("run starting", "duration", cfg.Duration, "faults", len(faults))
+
+	var err error
+	r.cluster, err = startCluster(ctx, cfg.Dir, cfg.Design == Legacy, cfg.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("chaos: %w", err)
+	}
+	defer r.cluster.stopAll()
+	// The recorder's clock starts once the cluster is up, so the schedule
+	// is not eaten by a slow start.
+	r.rec = newRecorder(endpoints)
+	r.audit = newAuditLog()
+	r.replicas = newReplicaCheck(r)
+
+	// Two lifetimes: the actors (planner, health, enactors) stop first,
+	// once faults are healed; the observers after the final reads. On an
+	// early return both stop here, before the cluster does.
+	observe, stopObservers := context.WithCancel(ctx)
+	act, stopActors := context.WithCancel(ctx)
+	var observers, actors sync.WaitGroup
+	defer func() {
+		stopActors()
+		actors.Wait()
+		stopObservers()
+		observers.Wait()
+	}()
+
+	backends, stopBackends, err := startBackends(4)
+	if err != nil {
+		return nil, fmt.Errorf("chaos: %w", err)
+	}
+	defer stopBackends()
+	if err := r.startActors(act, &actors, backends); err != nil {
+		return nil, err
+	}
+	prober, err := r.startObservers(observe, &observers)
+	if err != nil {
+		return nil, err
+	}
+
+	// Faults, until the duration is up or shortly after a violation.
+	runCtx, stopRun := context.WithTimeout(ctx, cfg.Duration)
+	defer stopRun()
+	faultErr := make(chan error, 1)
+	go func() { faultErr <- injector{r}.run(runCtx, faults) }()
+	early := false
+	select {
+	case <-runCtx.Done():
+	case <-r.rec.violated:
+		if !cfg.KeepGoing {
+			early = true
+			select {
+			case <-runCtx.Done():
+			case <-time.After(cfg.Linger):
+			}
+			stopRun()
+		}
+	}
+	if !early {
+		<-runCtx.Done()
+	}
+	stopRun()
+	harnessErr := <-faultErr
+	observed := time.Duration(r.rec.now())
+
+	// Heal everything, stop the actors, let the cluster settle, read once
+	// more, then stop observing.
+	r.healAll()
+	stopActors()
+	actors.Wait()
+	if err := r.cluster.startAll(); err != nil && harnessErr == nil {
+		harnessErr = err
+	}
+	settleErr := r.cluster.waitReady(ctx, 20*time.Second)
+	final := r.finalState(ctx)
+	stopObservers()
+	observers.Wait()
+	r.log.Info("observation over", "observed", observed, "settled_in", time.Duration(r.rec.now())-observed)
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	if harnessErr != nil {
+		return nil, fmt.Errorf("chaos: injecting faults: %w", harnessErr)
+	}
+	if settleErr != nil {
+		r.rec.violate(Violation{Invariant: "I5", Source: "final", Detail: "the cluster did not recover after every fault was healed: " + settleErr.Error()})
+	}
+
+	checkStart := time.Now()
+	rep := r.check(faults, prober.Summary(), final)
+	r.log.Info("checked", "took", time.Since(checkStart), "violations", len(rep.Violations))
+	rep.Observed = observed
+	rep.StoppedEarly = early
+	if len(rep.Violations) > 0 {
+		if err := rep.writeFiles(cfg.Out); err != nil {
+			return rep, fmt.Errorf("chaos: writing the history: %w", err)
+		}
+	}
+	return rep, nil
+}
+
+// healAll undoes every fault that may be under way.
+func (r *run) healAll() {
+	r.cluster.net.Heal()
+	for _, a := range r.enactors {
+		a.slow.Store(0)
+		a.e.Resume()
+	}
+}
+
+func (r *run) newClient(opts ...client.Option) (*client.Client, error) {
+	// Each client starts at a different node; the rest of the list is
+	// the failover order.
+	addrs := slices.Clone(r.cluster.grpc)
+	k := len(r.clients) % len(addrs)
+	addrs = append(addrs[k:], addrs[:k]...)
+	c, err := client.New(addrs, append([]client.Option{client.WithLogger(r.cfg.Logger)}, opts...)...)
+	if err != nil {
+		return nil, err
+	}
+	r.clients = append(r.clients, c)
+	return c, nil
+}
+
+func (r *run) closeClients() {
+	for _, c := range r.clients {
+		c.Close()
+	}
+}
+
+// sampleBackend is one load balancer the planner checks and the run fails
+// and recovers.
+type sampleBackend struct {
+	*backend.Backend
+	check string // the planner's health check URL
+}
+
+// startBackends serves n sample backends on loopback.
+func startBackends(n int) ([]sampleBackend, func(), error) {
+	var backends []sampleBackend
+	var servers []*http.Server
+	stop := func() {
+		for _, s := range servers {
+			s.Close()
+		}
+	}
+	for i := range n {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			stop()
+			return nil, nil, err
+		}
+		b := backend.New(fmt.Sprintf("lb-%d", i+1))
+		s := &http.Server{Handler: b.Handler(), ReadHeaderTimeout: time.Second}
+		// Serve ends when stop closes the server.
+		go func() { _ = s.Serve(lis) }()
+		servers = append(servers, s)
+		backends = append(backends, sampleBackend{Backend: b, check: "http://" + lis.Addr().String() + "/healthz"})
+	}
+	return backends, stop, nil
+}

@@ -1,0 +1,308 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"time"
+)
+
+// FaultKind names one kind of fault.
+type FaultKind string
+
+// The faults a run injects.
+const (
+	// KillLeader closes the node that leads (as a killed process: its
+	// acknowledged writes are on disk) and starts it again, same ports
+	// and data, after Fault.For.
+	KillLeader FaultKind = "kill-leader"
+	// KillFollower does the same to a node that does not lead.
+	KillFollower FaultKind = "kill-follower"
+	// FreezeEnactor holds every step and RPC of an enactor (its lease
+	// renewals too) for Fault.For, well past its lease TTL, then lets it
+	// carry on with what it was about to send.
+	FreezeEnactor FaultKind = "freeze-enactor"
+	// SlowEnactor makes an enactor pause Fault.Delay before each of its
+	// writes, for Fault.For.
+	SlowEnactor FaultKind = "slow-enactor"
+	// Partition cuts a node's Raft links to both others for Fault.For.
+	Partition FaultKind = "partition"
+	// RestartCluster closes every node, waits Fault.For, and starts them
+	// all again.
+	RestartCluster FaultKind = "restart-cluster"
+)
+
+// DefaultMix is the default fault mix: each kind with its weight.
+var DefaultMix = map[FaultKind]int{
+	KillLeader:     3,
+	KillFollower:   2,
+	FreezeEnactor:  3,
+	SlowEnactor:    3,
+	Partition:      3,
+	RestartCluster: 1,
+}
+
+// FaultKinds lists every kind, in a fixed order.
+var FaultKinds = []FaultKind{KillLeader, KillFollower, FreezeEnactor, SlowEnactor, Partition, RestartCluster}
+
+// ParseFaults reads a comma-separated list of fault kinds into a mix that
+// weighs each as DefaultMix does; "" or "all" is DefaultMix.
+func ParseFaults(s string) (map[FaultKind]int, error) {
+	if s == "" || s == "all" {
+		return DefaultMix, nil
+	}
+	mix := map[FaultKind]int{}
+	for _, f := range strings.Split(s, ",") {
+		k := FaultKind(strings.TrimSpace(f))
+		w, ok := DefaultMix[k]
+		if !ok {
+			return nil, fmt.Errorf("chaos: unknown fault %q (known: %v)", k, FaultKinds)
+		}
+		mix[k] = w
+	}
+	return mix, nil
+}
+
+// Fault is one scheduled fault. Everything about it is drawn from the
+// run's seed; which node leads when it starts is not, so a node fault
+// names a role (leader, follower) and Pick chooses within it.
+type Fault struct {
+	Kind  FaultKind     `json:"kind"`
+	At    time.Duration `json:"at"`              // when it starts, from the start of the run
+	For   time.Duration `json:"for"`             // how long until it is healed
+	Pick  int           `json:"pick"`            // which node or enactor, within its role
+	Delay time.Duration `json:"delay,omitempty"` // SlowEnactor: the pause before each write
+}
+
+func (f Fault) String() string {
+	s := fmt.Sprintf("%s at +%.1fs for %.1fs", f.Kind, f.At.Seconds(), f.For.Seconds())
+	if f.Kind == SlowEnactor {
+		s += fmt.Sprintf(" (%s per write)", f.Delay.Round(time.Millisecond))
+	}
+	return s
+}
+
+// Schedule timing: the first fault waits for the system to settle; each
+// fault is healed before the next starts, after a pause; nothing is
+// scheduled to be still under way in the last second of the run.
+const (
+	warmup    = 1500 * time.Millisecond
+	quietTail = time.Second
+)
+
+// schedule draws the run's faults from its seed: one at a time, a new one
+// every one to three seconds or so, every one healed before the next and
+// before the run ends. The same seed, duration and mix always give the
+// same schedule.
+func schedule(seed uint64, duration, leaseTTL time.Duration, mix map[FaultKind]int) []Fault {
+	rng := rand.New(rand.NewPCG(seed, 0xfa17))
+	var kinds []FaultKind
+	total := 0
+	for _, k := range FaultKinds {
+		if w := mix[k]; w > 0 {
+			kinds = append(kinds, k)
+			total += w
+		}
+	}
+	if total == 0 {
+		return nil
+	}
+	between := func(lo, hi time.Duration) time.Duration { return lo + time.Duration(rng.Int64N(int64(hi-lo)+1)) }
+	var faults []Fault
+	at := warmup
+	for {
+		n := rng.IntN(total)
+		var kind FaultKind
+		for _, k := range kinds {
+			if n < mix[k] {
+				kind = k
+				break
+			}
+			n -= mix[k]
+		}
+		f := Fault{Kind: kind, At: at, Pick: rng.IntN(1 << 16)}
+		switch kind {
+		case KillLeader, KillFollower:
+			f.For = between(500*time.Millisecond, 2*time.Second)
+		case Partition:
+			f.For = between(time.Second, 2500*time.Millisecond)
+		case FreezeEnactor:
+			f.For = between(2*leaseTTL, 7*leaseTTL/2)
+		case SlowEnactor:
+			f.For = between(2*time.Second, 4*time.Second)
+			// Long enough that the other enactors write newer plans
+			// meanwhile, short enough that the slow one's plan is not yet
+			// cleaned up when it writes: the AWS window.
+			f.Delay = between(300*time.Millisecond, 1200*time.Millisecond)
+		case RestartCluster:
+			f.For = between(200*time.Millisecond, time.Second)
+		}
+		if f.At+f.For > duration-quietTail {
+			return faults
+		}
+		faults = append(faults, f)
+		at = f.At + f.For + between(300*time.Millisecond, 1200*time.Millisecond)
+	}
+}
+
+// injector runs a schedule against a run's cluster and enactors.
+type injector struct {
+	r *run
+}
+
+// run injects every fault at its time, healing each before the next, until
+// the schedule is done or ctx ends; a fault under way when ctx ends is
+// healed at once.
+func (in injector) run(ctx context.Context, faults []Fault) error {
+	for _, f := range faults {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Until(in.r.rec.start.Add(f.At))):
+		}
+		if ctx.Err() != nil {
+			return nil // both were ready: never start a fault after the end
+		}
+		heal, err := in.inject(f)
+		if err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(f.For):
+		}
+		if err := heal(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// inject starts one fault and returns what heals it.
+func (in injector) inject(f Fault) (heal func() error, err error) {
+	r := in.r
+	c := r.cluster
+	note := func(kind, actor, detail string) { r.rec.event(Event{Kind: kind, Actor: actor, Detail: detail}) }
+	switch f.Kind {
+	case KillLeader, KillFollower:
+		i := in.pickNode(f.Kind == KillLeader, f.Pick)
+		if i < 0 {
+			note("fault-skipped", "", string(f.Kind)+": no running node")
+			return func() error { return nil }, nil
+		}
+		note(string(f.Kind), c.ids[i], fmt.Sprintf("down for %s", f.For.Round(time.Millisecond)))
+		c.stop(i)
+		return func() error {
+			err := c.start(i)
+			note("heal", c.ids[i], "restarted")
+			return err
+		}, nil
+	case Partition:
+		i := in.pickNode(f.Pick%2 == 0, f.Pick/2)
+		if i < 0 {
+			note("fault-skipped", "", string(f.Kind)+": no running node")
+			return func() error { return nil }, nil
+		}
+		role := "follower"
+		if c.node(i) != nil && c.node(i).IsLeader() {
+			role = "leader"
+		}
+		note(string(f.Kind), c.ids[i], fmt.Sprintf("%s cut off from both others for %s", role, f.For.Round(time.Millisecond)))
+		c.net.Isolate(i)
+		return func() error {
+			c.net.Heal()
+			note("heal", c.ids[i], "links restored")
+			return nil
+		}, nil
+	case FreezeEnactor:
+		a := in.pickEnactor(f.Pick)
+		// Frozen at its next write if it makes one within a second (the
+		// dangerous moment: decided, not yet sent), else where it is.
+		engaged := make(chan struct{})
+		a.freeze.Store(&engaged)
+		where := "at a write"
+		select {
+		case <-engaged:
+		case <-time.After(time.Second):
+			if a.freeze.CompareAndSwap(&engaged, nil) {
+				a.e.Pause()
+				where = "idle"
+			} else {
+				<-engaged
+			}
+		}
+		note(string(f.Kind), a.id, fmt.Sprintf("frozen %s for %s (lease TTL %s), holding %v", where, f.For.Round(time.Millisecond), r.leaseTTL, a.e.Leases()))
+		return func() error {
+			a.e.Resume()
+			note("heal", a.id, "woken")
+			return nil
+		}, nil
+	case SlowEnactor:
+		a := in.pickEnactor(f.Pick)
+		note(string(f.Kind), a.id, fmt.Sprintf("%s before each write for %s", f.Delay.Round(time.Millisecond), f.For.Round(time.Millisecond)))
+		a.slow.Store(int64(f.Delay))
+		return func() error {
+			a.slow.Store(0)
+			note("heal", a.id, "full speed")
+			return nil
+		}, nil
+	case RestartCluster:
+		note(string(f.Kind), "", fmt.Sprintf("every node down for %s", f.For.Round(time.Millisecond)))
+		c.stopAll()
+		return func() error {
+			err := c.startAll()
+			note("heal", "", "every node restarted")
+			return err
+		}, nil
+	}
+	return nil, fmt.Errorf("chaos: unknown fault %q", f.Kind)
+}
+
+// pickNode chooses a running node: the leader if leader is set and one is
+// known, else a follower; pick (from the seed) chooses among candidates.
+func (in injector) pickNode(leader bool, pick int) int {
+	c := in.r.cluster
+	lead := c.leader()
+	if leader && lead >= 0 {
+		return lead
+	}
+	var candidates []int
+	for i := range clusterSize {
+		if c.node(i) != nil && i != lead {
+			candidates = append(candidates, i)
+		}
+	}
+	if len(candidates) == 0 {
+		return lead
+	}
+	return candidates[pick%len(candidates)]
+}
+
+// pickEnactor chooses an enactor: half the time (by pick, from the seed)
+// the active one, the one that last set out to write (in the fixed design
+// the lease holder; in the legacy design the one winning the race to each
+// new plan), whose freezing or slowing is what matters; otherwise any.
+func (in injector) pickEnactor(pick int) *actor {
+	enactors := in.r.enactors
+	if pick%2 == 0 {
+		active := enactors[0]
+		for _, a := range enactors[1:] {
+			if a.lastWrite.Load() > active.lastWrite.Load() {
+				active = a
+			}
+		}
+		return active
+	}
+	return enactors[(pick/2)%len(enactors)]
+}
+
+// faultSpans pairs each fault event with its healing, for the
+// visualization and the minimal history.
+func faultSpans(events []Event) []Event {
+	return slices.DeleteFunc(slices.Clone(events), func(e Event) bool {
+		_, fault := DefaultMix[FaultKind(e.Kind)]
+		return !fault && e.Kind != "heal"
+	})
+}
