@@ -298,9 +298,9 @@ func (in injector) pickEnactor(pick int) *actor {
 	return enactors[(pick/2)%len(enactors)]
 }
 
-// faultSpans pairs each fault event with its healing, for the
-// visualization and the minimal history.
-func faultSpans(events []Event) []Event {
+// faultEvents keeps the faults and their healing from a timeline, for the
+// visualization's annotations.
+func faultEvents(events []Event) []Event {
 	return slices.DeleteFunc(slices.Clone(events), func(e Event) bool {
 		_, fault := DefaultMix[FaultKind(e.Kind)]
 		return !fault && e.Kind != "heal"

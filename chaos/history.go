@@ -235,7 +235,7 @@ func (r *recorder) interceptor(actor string) client.Option {
 		func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 			switch rq := req.(type) {
 			case *pb.ApplyPlanRequest:
-				return r.recordApply(ctx, actor, rq, reply, func() error { return invoker(ctx, method, req, reply, cc, opts...) })
+				return r.recordApply(actor, rq, reply, func() error { return invoker(ctx, method, req, reply, cc, opts...) })
 			case *pb.LegacyApplyRequest:
 				return r.recordLegacyApply(actor, rq, func() error { return invoker(ctx, method, req, reply, cc, opts...) })
 			}
@@ -276,7 +276,7 @@ func (r *recorder) interceptor(actor string) client.Option {
 // effect.
 func noEffect(err error) bool { return client.Reason(err) != "" }
 
-func (r *recorder) recordApply(_ context.Context, actor string, req *pb.ApplyPlanRequest, reply any, invoke func() error) error {
+func (r *recorder) recordApply(actor string, req *pb.ApplyPlanRequest, reply any, invoke func() error) error {
 	endpoints := req.GetEndpoints()
 	if len(endpoints) == 0 {
 		endpoints = r.endpoints

@@ -312,7 +312,7 @@ func (r *Report) writeFiles(dir string) error {
 	if err := os.WriteFile(jsonPath, data, 0o640); err != nil {
 		return err
 	}
-	return r.lin.visualize(htmlPath, faultSpans(r.events))
+	return r.lin.visualize(htmlPath, faultEvents(r.events))
 }
 
 // Tally adds runs up into the table make chaos prints.

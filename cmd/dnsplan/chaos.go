@@ -13,10 +13,13 @@ import (
 	"github.com/dnsplan/dnsplan/chaos"
 )
 
-// errViolation makes chaos exit non-zero: one run found a violation, or a
-// series of runs did not come out as the designs should (the fixed design
-// clean in every seed, the legacy one caught in at least 90%).
-var errViolation = errors.New("chaos: invariant violated")
+// Why chaos exits non-zero: a single run found a violation, or a series
+// did not come out as the designs should (the fixed design clean in every
+// seed, the legacy one caught in at least 90%).
+var (
+	errViolation        = errors.New("chaos: invariant violated")
+	errSeriesUnexpected = errors.New("chaos: the designs did not behave as expected")
+)
 
 // runChaos runs seeded fault runs against an in-process cluster of the
 // chosen design and checks I1–I5 on what they recorded.
@@ -113,7 +116,7 @@ func runChaos(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}
 	if len(problems) > 0 {
-		return fmt.Errorf("%w: %v", errViolation, problems)
+		return fmt.Errorf("%w: %v", errSeriesUnexpected, problems)
 	}
 	return nil
 }
