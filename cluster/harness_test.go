@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -16,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/dnsplan/dnsplan/internal/testnet"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -39,24 +39,12 @@ type nodeSpec struct {
 	initial                []Peer
 }
 
-// freeAddr reserves a loopback port by listening and closing; the node
-// re-listens on it at once.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 func newTestCluster(t testing.TB, size int, tune func(*Config)) *testCluster {
 	t.Helper()
 	c := &testCluster{t: t, dir: t.TempDir(), nodes: map[string]*Node{}, specs: map[string]*nodeSpec{}, tune: tune}
 	var peers []Peer
 	for i := 1; i <= size; i++ {
-		s := &nodeSpec{id: fmt.Sprintf("n%d", i), raftAddr: freeAddr(t), grpcAddr: freeAddr(t)}
+		s := &nodeSpec{id: fmt.Sprintf("n%d", i), raftAddr: testnet.FreeAddr(t), grpcAddr: testnet.FreeAddr(t)}
 		c.specs[s.id] = s
 		c.order = append(c.order, s.id)
 		peers = append(peers, Peer{ID: s.id, RaftAddr: s.raftAddr})
@@ -71,29 +59,9 @@ func newTestCluster(t testing.TB, size int, tune func(*Config)) *testCluster {
 // withDNS gives every node a DNS server on a free UDP+TCP port.
 func (c *testCluster) withDNS() *testCluster {
 	for _, s := range c.specs {
-		s.dnsAddr = freeDNSAddr(c.t)
+		s.dnsAddr = testnet.FreeDNSAddr(c.t)
 	}
 	return c
-}
-
-// freeDNSAddr finds a loopback port free for both UDP and TCP.
-func freeDNSAddr(t testing.TB) string {
-	t.Helper()
-	for range 20 {
-		u, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := u.LocalAddr().String()
-		l, err := net.Listen("tcp", addr)
-		u.Close()
-		if err == nil {
-			l.Close()
-			return addr
-		}
-	}
-	t.Fatal("no port free for both UDP and TCP")
-	return ""
 }
 
 // startAll starts every node at once, in parallel.
@@ -161,7 +129,7 @@ func (c *testCluster) start(id string) *Node {
 // addJoiner adds a node that joins through an existing member.
 func (c *testCluster) addJoiner(id, via string) *Node {
 	c.mu.Lock()
-	s := &nodeSpec{id: id, raftAddr: freeAddr(c.t), grpcAddr: freeAddr(c.t), join: via}
+	s := &nodeSpec{id: id, raftAddr: testnet.FreeAddr(c.t), grpcAddr: testnet.FreeAddr(c.t), join: via}
 	c.specs[id] = s
 	c.order = append(c.order, id)
 	c.mu.Unlock()

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/cluster"
+	"github.com/dnsplan/dnsplan/internal/testnet"
 )
 
 // LongWait bounds a broken run, not a slow machine's speed: conditions are
@@ -61,11 +61,11 @@ func Start(t testing.TB, opts Options) *Cluster {
 	c := &Cluster{t: t, dir: t.TempDir(), opts: opts, Log: Logger(t), nodes: make([]*cluster.Node, opts.Nodes)}
 	for i := range opts.Nodes {
 		c.IDs = append(c.IDs, fmt.Sprintf("n%d", i+1))
-		c.RaftAddrs = append(c.RaftAddrs, FreeAddr(t))
-		c.GRPCAddrs = append(c.GRPCAddrs, FreeAddr(t))
+		c.RaftAddrs = append(c.RaftAddrs, testnet.FreeAddr(t))
+		c.GRPCAddrs = append(c.GRPCAddrs, testnet.FreeAddr(t))
 		dns := ""
 		if opts.DNS {
-			dns = FreeDNSAddr(t)
+			dns = testnet.FreeDNSAddr(t)
 		}
 		c.DNSAddrs = append(c.DNSAddrs, dns)
 		c.peers = append(c.peers, cluster.Peer{ID: c.IDs[i], RaftAddr: c.RaftAddrs[i]})
@@ -217,38 +217,6 @@ func Ctx(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), LongWait)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-// FreeAddr reserves a loopback TCP port by listening and closing; the
-// caller listens on it at once.
-func FreeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// FreeDNSAddr finds a loopback port free for both UDP and TCP.
-func FreeDNSAddr(t testing.TB) string {
-	t.Helper()
-	for range 20 {
-		u, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := u.LocalAddr().String()
-		l, err := net.Listen("tcp", addr)
-		u.Close()
-		if err == nil {
-			l.Close()
-			return addr
-		}
-	}
-	t.Fatal("clustertest: no port free for both UDP and TCP")
-	return ""
 }
 
 // Logger returns a logger that keeps a test's log lines and prints their

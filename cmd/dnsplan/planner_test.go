@@ -18,6 +18,7 @@ import (
 
 	"github.com/dnsplan/dnsplan/backend"
 	"github.com/dnsplan/dnsplan/cluster/clustertest"
+	"github.com/dnsplan/dnsplan/internal/testnet"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -72,7 +73,7 @@ func TestRunPlannerFlagErrors(t *testing.T) {
 }
 
 func TestRunBackend(t *testing.T) {
-	addr := clustertest.FreeAddr(t)
+	addr := testnet.FreeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -133,7 +134,7 @@ func TestPlannerProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	httpAddr := clustertest.FreeAddr(t)
+	httpAddr := testnet.FreeAddr(t)
 	proc := startProcess(t, "planner", []string{"DNSPLAN_CLUSTER=" + c.GRPCAddrs[0], "DNSPLAN_ID=planner-a", "DNSPLAN_RISE=1"},
 		"planner", "--inventory", inv, "--interval", "1h", "--lease-ttl", "1s", "--http-addr", httpAddr)
 
