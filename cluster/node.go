@@ -101,6 +101,10 @@ type Config struct {
 	// for demonstrating the AWS failure. Never for real use.
 	Legacy bool
 
+	// Clock is this node's wall clock (default time.Now). Fault-injection
+	// tests skew it to show that no node's clock can stop leases expiring.
+	Clock func() time.Time
+
 	// ApplyTimeout bounds one proposal when the request has no deadline
 	// (default 10s).
 	ApplyTimeout time.Duration
@@ -133,6 +137,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.ApplyTimeout == 0 {
 		c.ApplyTimeout = 10 * time.Second
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -456,7 +463,7 @@ func (n *Node) registrationLoop() {
 // command with its wall clock here; Apply never reads a clock.
 func (n *Node) propose(ctx context.Context, t fsm.CommandType, payload proto.Message) (fsm.Result, error) {
 	start := time.Now()
-	data, err := fsm.Command{Type: t, Stamp: start, Payload: payload}.Encode()
+	data, err := fsm.Command{Type: t, Stamp: n.cfg.Clock(), Payload: payload}.Encode()
 	if err != nil {
 		return fsm.Result{}, err
 	}

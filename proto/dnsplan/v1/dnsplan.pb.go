@@ -35,6 +35,10 @@ const (
 	// OUTCOME_STALE: the endpoint already serves this or a newer generation;
 	// nothing changed.
 	Outcome_OUTCOME_STALE Outcome = 2
+	// OUTCOME_REFUSED: a rule of the endpoint refused the change now (the
+	// velocity limit, or emptying an address family it serves); nothing
+	// changed. reason says which; a later apply may succeed.
+	Outcome_OUTCOME_REFUSED Outcome = 3
 )
 
 // Enum value maps for Outcome.
@@ -43,11 +47,13 @@ var (
 		0: "OUTCOME_UNSPECIFIED",
 		1: "OUTCOME_APPLIED",
 		2: "OUTCOME_STALE",
+		3: "OUTCOME_REFUSED",
 	}
 	Outcome_value = map[string]int32{
 		"OUTCOME_UNSPECIFIED": 0,
 		"OUTCOME_APPLIED":     1,
 		"OUTCOME_STALE":       2,
+		"OUTCOME_REFUSED":     3,
 	}
 )
 
@@ -76,6 +82,57 @@ func (x Outcome) Number() protoreflect.EnumNumber {
 // Deprecated: Use Outcome.Descriptor instead.
 func (Outcome) EnumDescriptor() ([]byte, []int) {
 	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{0}
+}
+
+// Design is fixed when a cluster is founded and never changes.
+type Design int32
+
+const (
+	Design_DESIGN_UNSPECIFIED Design = 0
+	Design_DESIGN_FIXED       Design = 1
+	// DESIGN_LEGACY: the old, unsafe design, for demonstration only.
+	Design_DESIGN_LEGACY Design = 2
+)
+
+// Enum value maps for Design.
+var (
+	Design_name = map[int32]string{
+		0: "DESIGN_UNSPECIFIED",
+		1: "DESIGN_FIXED",
+		2: "DESIGN_LEGACY",
+	}
+	Design_value = map[string]int32{
+		"DESIGN_UNSPECIFIED": 0,
+		"DESIGN_FIXED":       1,
+		"DESIGN_LEGACY":      2,
+	}
+)
+
+func (x Design) Enum() *Design {
+	p := new(Design)
+	*p = x
+	return p
+}
+
+func (x Design) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Design) Descriptor() protoreflect.EnumDescriptor {
+	return file_dnsplan_v1_dnsplan_proto_enumTypes[1].Descriptor()
+}
+
+func (Design) Type() protoreflect.EnumType {
+	return &file_dnsplan_v1_dnsplan_proto_enumTypes[1]
+}
+
+func (x Design) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Design.Descriptor instead.
+func (Design) EnumDescriptor() ([]byte, []int) {
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{1}
 }
 
 // Target is one load-balancer address behind an endpoint. An IPv4 address
@@ -207,11 +264,14 @@ func (x *EndpointPlan) GetTargets() []*Target {
 // Plan is one versioned set of endpoint record sets. Once stored, a plan is
 // immutable; its generation is assigned by the cluster.
 type Plan struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Generation    uint64                 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
-	PlannerId     string                 `protobuf:"bytes,2,opt,name=planner_id,json=plannerId,proto3" json:"planner_id,omitempty"`
-	Endpoints     []*EndpointPlan        `protobuf:"bytes,3,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
-	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Generation uint64                 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
+	PlannerId  string                 `protobuf:"bytes,2,opt,name=planner_id,json=plannerId,proto3" json:"planner_id,omitempty"`
+	Endpoints  []*EndpointPlan        `protobuf:"bytes,3,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	CreatedAt  *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// forced is set by the cluster when the plan was submitted with force:
+	// its applies skip the velocity limit and the per-family rule.
+	Forced        bool `protobuf:"varint,5,opt,name=forced,proto3" json:"forced,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -272,6 +332,13 @@ func (x *Plan) GetCreatedAt() *timestamppb.Timestamp {
 		return x.CreatedAt
 	}
 	return nil
+}
+
+func (x *Plan) GetForced() bool {
+	if x != nil {
+		return x.Forced
+	}
+	return false
 }
 
 type SubmitPlanRequest struct {
@@ -1099,8 +1166,12 @@ type EndpointResult struct {
 	Outcome  Outcome                `protobuf:"varint,2,opt,name=outcome,proto3,enum=dnsplan.v1.Outcome" json:"outcome,omitempty"`
 	// applied_generation is the endpoint's generation after the call.
 	AppliedGeneration uint64 `protobuf:"varint,3,opt,name=applied_generation,json=appliedGeneration,proto3" json:"applied_generation,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// reason names why an endpoint was refused (OUTCOME_REFUSED), in the
+	// same words as ErrorInfo reasons (VELOCITY, FAMILY); detail explains.
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	Detail        string `protobuf:"bytes,5,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EndpointResult) Reset() {
@@ -1152,6 +1223,20 @@ func (x *EndpointResult) GetAppliedGeneration() uint64 {
 		return x.AppliedGeneration
 	}
 	return 0
+}
+
+func (x *EndpointResult) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *EndpointResult) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
 }
 
 type ApplyPlanResponse struct {
@@ -1984,7 +2069,18 @@ type StatusResponse struct {
 	Endpoints         uint32 `protobuf:"varint,13,opt,name=endpoints,proto3" json:"endpoints,omitempty"`
 	LastSnapshotIndex uint64 `protobuf:"varint,14,opt,name=last_snapshot_index,json=lastSnapshotIndex,proto3" json:"last_snapshot_index,omitempty"`
 	// legacy: this node serves the legacy (unsafe) demonstration commands.
-	Legacy        bool `protobuf:"varint,15,opt,name=legacy,proto3" json:"legacy,omitempty"`
+	Legacy bool `protobuf:"varint,15,opt,name=legacy,proto3" json:"legacy,omitempty"`
+	// dns_ready: this node's DNS answers for its zones; false while its
+	// replica has not reached dns_floor (it answers SERVFAIL meanwhile).
+	DnsReady bool `protobuf:"varint,16,opt,name=dns_ready,json=dnsReady,proto3" json:"dns_ready,omitempty"`
+	// dns_floor is the log index the replica must reach before DNS serves:
+	// what it served before a restart, or what the cluster had committed
+	// when a node with an empty data dir first reached it.
+	DnsFloor uint64 `protobuf:"varint,17,opt,name=dns_floor,json=dnsFloor,proto3" json:"dns_floor,omitempty"`
+	// dns_served_index is the log index of the state DNS serves now.
+	DnsServedIndex uint64 `protobuf:"varint,18,opt,name=dns_served_index,json=dnsServedIndex,proto3" json:"dns_served_index,omitempty"`
+	// config is the cluster's policy as this node's replica holds it.
+	Config        *ClusterConfig `protobuf:"bytes,19,opt,name=config,proto3" json:"config,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2124,6 +2220,287 @@ func (x *StatusResponse) GetLegacy() bool {
 	return false
 }
 
+func (x *StatusResponse) GetDnsReady() bool {
+	if x != nil {
+		return x.DnsReady
+	}
+	return false
+}
+
+func (x *StatusResponse) GetDnsFloor() uint64 {
+	if x != nil {
+		return x.DnsFloor
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetDnsServedIndex() uint64 {
+	if x != nil {
+		return x.DnsServedIndex
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetConfig() *ClusterConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+// ClusterConfig is the policy every replica applies the same way: part of
+// the replicated state, set when the cluster is founded, changed by
+// SetConfig.
+type ClusterConfig struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Design Design                 `protobuf:"varint,1,opt,name=design,proto3,enum=dnsplan.v1.Design" json:"design,omitempty"`
+	// max_capacity_drop: the largest fraction (0..1) of an endpoint's served
+	// capacity that may be removed within velocity_window without force.
+	MaxCapacityDrop float64              `protobuf:"fixed64,2,opt,name=max_capacity_drop,json=maxCapacityDrop,proto3" json:"max_capacity_drop,omitempty"`
+	VelocityWindow  *durationpb.Duration `protobuf:"bytes,3,opt,name=velocity_window,json=velocityWindow,proto3" json:"velocity_window,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ClusterConfig) Reset() {
+	*x = ClusterConfig{}
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterConfig) ProtoMessage() {}
+
+func (x *ClusterConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterConfig.ProtoReflect.Descriptor instead.
+func (*ClusterConfig) Descriptor() ([]byte, []int) {
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *ClusterConfig) GetDesign() Design {
+	if x != nil {
+		return x.Design
+	}
+	return Design_DESIGN_UNSPECIFIED
+}
+
+func (x *ClusterConfig) GetMaxCapacityDrop() float64 {
+	if x != nil {
+		return x.MaxCapacityDrop
+	}
+	return 0
+}
+
+func (x *ClusterConfig) GetVelocityWindow() *durationpb.Duration {
+	if x != nil {
+		return x.VelocityWindow
+	}
+	return nil
+}
+
+type GetConfigRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Stale         bool                   `protobuf:"varint,1,opt,name=stale,proto3" json:"stale,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetConfigRequest) Reset() {
+	*x = GetConfigRequest{}
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetConfigRequest) ProtoMessage() {}
+
+func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetConfigRequest.ProtoReflect.Descriptor instead.
+func (*GetConfigRequest) Descriptor() ([]byte, []int) {
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *GetConfigRequest) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
+// SetConfigRequest changes the fields that are set; the design cannot be
+// changed.
+type SetConfigRequest struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	MaxCapacityDrop *float64               `protobuf:"fixed64,1,opt,name=max_capacity_drop,json=maxCapacityDrop,proto3,oneof" json:"max_capacity_drop,omitempty"`
+	VelocityWindow  *durationpb.Duration   `protobuf:"bytes,2,opt,name=velocity_window,json=velocityWindow,proto3" json:"velocity_window,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *SetConfigRequest) Reset() {
+	*x = SetConfigRequest{}
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetConfigRequest) ProtoMessage() {}
+
+func (x *SetConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetConfigRequest.ProtoReflect.Descriptor instead.
+func (*SetConfigRequest) Descriptor() ([]byte, []int) {
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *SetConfigRequest) GetMaxCapacityDrop() float64 {
+	if x != nil && x.MaxCapacityDrop != nil {
+		return *x.MaxCapacityDrop
+	}
+	return 0
+}
+
+func (x *SetConfigRequest) GetVelocityWindow() *durationpb.Duration {
+	if x != nil {
+		return x.VelocityWindow
+	}
+	return nil
+}
+
+type ReadIndexRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadIndexRequest) Reset() {
+	*x = ReadIndexRequest{}
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadIndexRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadIndexRequest) ProtoMessage() {}
+
+func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
+func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{37}
+}
+
+// ReadIndexResponse: index is the leader's commit index, confirmed by a
+// quorum: every write acknowledged before the call is at or below it.
+type ReadIndexResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	LeaderId      string                 `protobuf:"bytes,2,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadIndexResponse) Reset() {
+	*x = ReadIndexResponse{}
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadIndexResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadIndexResponse) ProtoMessage() {}
+
+func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
+func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *ReadIndexResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *ReadIndexResponse) GetLeaderId() string {
+	if x != nil {
+		return x.LeaderId
+	}
+	return ""
+}
+
 type AddVoterRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -2135,7 +2512,7 @@ type AddVoterRequest struct {
 
 func (x *AddVoterRequest) Reset() {
 	*x = AddVoterRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[34]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2147,7 +2524,7 @@ func (x *AddVoterRequest) String() string {
 func (*AddVoterRequest) ProtoMessage() {}
 
 func (x *AddVoterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[34]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2160,7 +2537,7 @@ func (x *AddVoterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddVoterRequest.ProtoReflect.Descriptor instead.
 func (*AddVoterRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{34}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *AddVoterRequest) GetId() string {
@@ -2192,7 +2569,7 @@ type AddVoterResponse struct {
 
 func (x *AddVoterResponse) Reset() {
 	*x = AddVoterResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[35]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2204,7 +2581,7 @@ func (x *AddVoterResponse) String() string {
 func (*AddVoterResponse) ProtoMessage() {}
 
 func (x *AddVoterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[35]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2217,7 +2594,7 @@ func (x *AddVoterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddVoterResponse.ProtoReflect.Descriptor instead.
 func (*AddVoterResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{35}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{40}
 }
 
 type RemoveServerRequest struct {
@@ -2229,7 +2606,7 @@ type RemoveServerRequest struct {
 
 func (x *RemoveServerRequest) Reset() {
 	*x = RemoveServerRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[36]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2241,7 +2618,7 @@ func (x *RemoveServerRequest) String() string {
 func (*RemoveServerRequest) ProtoMessage() {}
 
 func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[36]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2254,7 +2631,7 @@ func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerRequest.ProtoReflect.Descriptor instead.
 func (*RemoveServerRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{36}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RemoveServerRequest) GetId() string {
@@ -2272,7 +2649,7 @@ type RemoveServerResponse struct {
 
 func (x *RemoveServerResponse) Reset() {
 	*x = RemoveServerResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[37]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2284,7 +2661,7 @@ func (x *RemoveServerResponse) String() string {
 func (*RemoveServerResponse) ProtoMessage() {}
 
 func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[37]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2297,7 +2674,7 @@ func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerResponse.ProtoReflect.Descriptor instead.
 func (*RemoveServerResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{37}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{42}
 }
 
 type TransferLeadershipRequest struct {
@@ -2310,7 +2687,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[38]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2322,7 +2699,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[38]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2335,7 +2712,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{38}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *TransferLeadershipRequest) GetId() string {
@@ -2354,7 +2731,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[39]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2366,7 +2743,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[39]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2379,7 +2756,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{39}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *TransferLeadershipResponse) GetLeaderId() string {
@@ -2399,7 +2776,7 @@ type SetFreezeRequest struct {
 
 func (x *SetFreezeRequest) Reset() {
 	*x = SetFreezeRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[40]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2411,7 +2788,7 @@ func (x *SetFreezeRequest) String() string {
 func (*SetFreezeRequest) ProtoMessage() {}
 
 func (x *SetFreezeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[40]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2424,7 +2801,7 @@ func (x *SetFreezeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetFreezeRequest.ProtoReflect.Descriptor instead.
 func (*SetFreezeRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{40}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *SetFreezeRequest) GetFrozen() bool {
@@ -2450,7 +2827,7 @@ type SetFreezeResponse struct {
 
 func (x *SetFreezeResponse) Reset() {
 	*x = SetFreezeResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[41]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2462,7 +2839,7 @@ func (x *SetFreezeResponse) String() string {
 func (*SetFreezeResponse) ProtoMessage() {}
 
 func (x *SetFreezeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[41]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2475,7 +2852,7 @@ func (x *SetFreezeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetFreezeResponse.ProtoReflect.Descriptor instead.
 func (*SetFreezeResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{41}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *SetFreezeResponse) GetFrozen() bool {
@@ -2498,7 +2875,7 @@ type LegacyApplyRequest struct {
 
 func (x *LegacyApplyRequest) Reset() {
 	*x = LegacyApplyRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[42]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2510,7 +2887,7 @@ func (x *LegacyApplyRequest) String() string {
 func (*LegacyApplyRequest) ProtoMessage() {}
 
 func (x *LegacyApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[42]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2523,7 +2900,7 @@ func (x *LegacyApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LegacyApplyRequest.ProtoReflect.Descriptor instead.
 func (*LegacyApplyRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{42}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *LegacyApplyRequest) GetGeneration() uint64 {
@@ -2555,7 +2932,7 @@ type LegacyApplyResponse struct {
 
 func (x *LegacyApplyResponse) Reset() {
 	*x = LegacyApplyResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[43]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2567,7 +2944,7 @@ func (x *LegacyApplyResponse) String() string {
 func (*LegacyApplyResponse) ProtoMessage() {}
 
 func (x *LegacyApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[43]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2580,7 +2957,7 @@ func (x *LegacyApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LegacyApplyResponse.ProtoReflect.Descriptor instead.
 func (*LegacyApplyResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{43}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{48}
 }
 
 type LegacyCleanupRequest struct {
@@ -2594,7 +2971,7 @@ type LegacyCleanupRequest struct {
 
 func (x *LegacyCleanupRequest) Reset() {
 	*x = LegacyCleanupRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[44]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2606,7 +2983,7 @@ func (x *LegacyCleanupRequest) String() string {
 func (*LegacyCleanupRequest) ProtoMessage() {}
 
 func (x *LegacyCleanupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[44]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2619,7 +2996,7 @@ func (x *LegacyCleanupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LegacyCleanupRequest.ProtoReflect.Descriptor instead.
 func (*LegacyCleanupRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{44}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *LegacyCleanupRequest) GetKeepGenerations() uint32 {
@@ -2638,7 +3015,7 @@ type LegacyCleanupResponse struct {
 
 func (x *LegacyCleanupResponse) Reset() {
 	*x = LegacyCleanupResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[45]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2650,7 +3027,7 @@ func (x *LegacyCleanupResponse) String() string {
 func (*LegacyCleanupResponse) ProtoMessage() {}
 
 func (x *LegacyCleanupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[45]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2663,7 +3040,7 @@ func (x *LegacyCleanupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LegacyCleanupResponse.ProtoReflect.Descriptor instead.
 func (*LegacyCleanupResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{45}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *LegacyCleanupResponse) GetDeleted() []uint64 {
@@ -2686,7 +3063,7 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\fEndpointPlan\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
 	"\x03ttl\x18\x02 \x01(\rR\x03ttl\x12,\n" +
-	"\atargets\x18\x03 \x03(\v2\x12.dnsplan.v1.TargetR\atargets\"\xb8\x01\n" +
+	"\atargets\x18\x03 \x03(\v2\x12.dnsplan.v1.TargetR\atargets\"\xd0\x01\n" +
 	"\x04Plan\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
@@ -2695,7 +3072,8 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"planner_id\x18\x02 \x01(\tR\tplannerId\x126\n" +
 	"\tendpoints\x18\x03 \x03(\v2\x18.dnsplan.v1.EndpointPlanR\tendpoints\x129\n" +
 	"\n" +
-	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\x8f\x01\n" +
+	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x16\n" +
+	"\x06forced\x18\x05 \x01(\bR\x06forced\"\x8f\x01\n" +
 	"\x11SubmitPlanRequest\x12$\n" +
 	"\x04plan\x18\x01 \x01(\v2\x10.dnsplan.v1.PlanR\x04plan\x12\x14\n" +
 	"\x05force\x18\x02 \x01(\bR\x05force\x12\x1d\n" +
@@ -2755,11 +3133,13 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\vlease_token\x18\x04 \x01(\x04R\n" +
 	"leaseToken\x12\x1d\n" +
 	"\n" +
-	"enactor_id\x18\x05 \x01(\tR\tenactorId\"\x8a\x01\n" +
+	"enactor_id\x18\x05 \x01(\tR\tenactorId\"\xba\x01\n" +
 	"\x0eEndpointResult\x12\x1a\n" +
 	"\bendpoint\x18\x01 \x01(\tR\bendpoint\x12-\n" +
 	"\aoutcome\x18\x02 \x01(\x0e2\x13.dnsplan.v1.OutcomeR\aoutcome\x12-\n" +
-	"\x12applied_generation\x18\x03 \x01(\x04R\x11appliedGeneration\"I\n" +
+	"\x12applied_generation\x18\x03 \x01(\x04R\x11appliedGeneration\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x16\n" +
+	"\x06detail\x18\x05 \x01(\tR\x06detail\"I\n" +
 	"\x11ApplyPlanResponse\x124\n" +
 	"\aresults\x18\x01 \x03(\v2\x1a.dnsplan.v1.EndpointResultR\aresults\"2\n" +
 	"\x13CleanupPlansRequest\x12\x1b\n" +
@@ -2818,7 +3198,7 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
 	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12\x14\n" +
 	"\x05voter\x18\x04 \x01(\bR\x05voter\x12\x16\n" +
-	"\x06leader\x18\x05 \x01(\bR\x06leader\"\xf2\x03\n" +
+	"\x06leader\x18\x05 \x01(\bR\x06leader\"\x89\x05\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1b\n" +
@@ -2835,7 +3215,25 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\x05plans\x18\f \x01(\rR\x05plans\x12\x1c\n" +
 	"\tendpoints\x18\r \x01(\rR\tendpoints\x12.\n" +
 	"\x13last_snapshot_index\x18\x0e \x01(\x04R\x11lastSnapshotIndex\x12\x16\n" +
-	"\x06legacy\x18\x0f \x01(\bR\x06legacy\"[\n" +
+	"\x06legacy\x18\x0f \x01(\bR\x06legacy\x12\x1b\n" +
+	"\tdns_ready\x18\x10 \x01(\bR\bdnsReady\x12\x1b\n" +
+	"\tdns_floor\x18\x11 \x01(\x04R\bdnsFloor\x12(\n" +
+	"\x10dns_served_index\x18\x12 \x01(\x04R\x0ednsServedIndex\x121\n" +
+	"\x06config\x18\x13 \x01(\v2\x19.dnsplan.v1.ClusterConfigR\x06config\"\xab\x01\n" +
+	"\rClusterConfig\x12*\n" +
+	"\x06design\x18\x01 \x01(\x0e2\x12.dnsplan.v1.DesignR\x06design\x12*\n" +
+	"\x11max_capacity_drop\x18\x02 \x01(\x01R\x0fmaxCapacityDrop\x12B\n" +
+	"\x0fvelocity_window\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x0evelocityWindow\"(\n" +
+	"\x10GetConfigRequest\x12\x14\n" +
+	"\x05stale\x18\x01 \x01(\bR\x05stale\"\x9d\x01\n" +
+	"\x10SetConfigRequest\x12/\n" +
+	"\x11max_capacity_drop\x18\x01 \x01(\x01H\x00R\x0fmaxCapacityDrop\x88\x01\x01\x12B\n" +
+	"\x0fvelocity_window\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x0evelocityWindowB\x14\n" +
+	"\x12_max_capacity_drop\"\x12\n" +
+	"\x10ReadIndexRequest\"F\n" +
+	"\x11ReadIndexResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x1b\n" +
+	"\tleader_id\x18\x02 \x01(\tR\bleaderId\"[\n" +
 	"\x0fAddVoterRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
@@ -2864,11 +3262,16 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\x14LegacyCleanupRequest\x12)\n" +
 	"\x10keep_generations\x18\x01 \x01(\rR\x0fkeepGenerations\"1\n" +
 	"\x15LegacyCleanupResponse\x12\x18\n" +
-	"\adeleted\x18\x01 \x03(\x04R\adeleted*J\n" +
+	"\adeleted\x18\x01 \x03(\x04R\adeleted*_\n" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fOUTCOME_APPLIED\x10\x01\x12\x11\n" +
-	"\rOUTCOME_STALE\x10\x022\xac\x02\n" +
+	"\rOUTCOME_STALE\x10\x02\x12\x13\n" +
+	"\x0fOUTCOME_REFUSED\x10\x03*E\n" +
+	"\x06Design\x12\x16\n" +
+	"\x12DESIGN_UNSPECIFIED\x10\x00\x12\x10\n" +
+	"\fDESIGN_FIXED\x10\x01\x12\x11\n" +
+	"\rDESIGN_LEGACY\x10\x022\xac\x02\n" +
 	"\vPlanService\x12K\n" +
 	"\n" +
 	"SubmitPlan\x12\x1d.dnsplan.v1.SubmitPlanRequest\x1a\x1e.dnsplan.v1.SubmitPlanResponse\x127\n" +
@@ -2890,13 +3293,16 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"GetApplied\x12\x1d.dnsplan.v1.GetAppliedRequest\x1a\x1b.dnsplan.v1.AppliedEndpoint\x12N\n" +
 	"\vListApplied\x12\x1e.dnsplan.v1.ListAppliedRequest\x1a\x1f.dnsplan.v1.ListAppliedResponse\x12S\n" +
 	"\fWatchApplied\x12\x1f.dnsplan.v1.WatchAppliedRequest\x1a .dnsplan.v1.WatchAppliedResponse0\x01\x12N\n" +
-	"\vListHistory\x12\x1e.dnsplan.v1.ListHistoryRequest\x1a\x1f.dnsplan.v1.ListHistoryResponse2\x9a\x03\n" +
+	"\vListHistory\x12\x1e.dnsplan.v1.ListHistoryRequest\x1a\x1f.dnsplan.v1.ListHistoryResponse2\xf0\x04\n" +
 	"\x0eClusterService\x12?\n" +
 	"\x06Status\x12\x19.dnsplan.v1.StatusRequest\x1a\x1a.dnsplan.v1.StatusResponse\x12E\n" +
 	"\bAddVoter\x12\x1b.dnsplan.v1.AddVoterRequest\x1a\x1c.dnsplan.v1.AddVoterResponse\x12Q\n" +
 	"\fRemoveServer\x12\x1f.dnsplan.v1.RemoveServerRequest\x1a .dnsplan.v1.RemoveServerResponse\x12c\n" +
 	"\x12TransferLeadership\x12%.dnsplan.v1.TransferLeadershipRequest\x1a&.dnsplan.v1.TransferLeadershipResponse\x12H\n" +
-	"\tSetFreeze\x12\x1c.dnsplan.v1.SetFreezeRequest\x1a\x1d.dnsplan.v1.SetFreezeResponse2\xb5\x01\n" +
+	"\tSetFreeze\x12\x1c.dnsplan.v1.SetFreezeRequest\x1a\x1d.dnsplan.v1.SetFreezeResponse\x12D\n" +
+	"\tGetConfig\x12\x1c.dnsplan.v1.GetConfigRequest\x1a\x19.dnsplan.v1.ClusterConfig\x12D\n" +
+	"\tSetConfig\x12\x1c.dnsplan.v1.SetConfigRequest\x1a\x19.dnsplan.v1.ClusterConfig\x12H\n" +
+	"\tReadIndex\x12\x1c.dnsplan.v1.ReadIndexRequest\x1a\x1d.dnsplan.v1.ReadIndexResponse2\xb5\x01\n" +
 	"\rLegacyService\x12N\n" +
 	"\vLegacyApply\x12\x1e.dnsplan.v1.LegacyApplyRequest\x1a\x1f.dnsplan.v1.LegacyApplyResponse\x12T\n" +
 	"\rLegacyCleanup\x12 .dnsplan.v1.LegacyCleanupRequest\x1a!.dnsplan.v1.LegacyCleanupResponseB7Z5github.com/dnsplan/dnsplan/proto/dnsplan/v1;dnsplanv1b\x06proto3"
@@ -2913,126 +3319,142 @@ func file_dnsplan_v1_dnsplan_proto_rawDescGZIP() []byte {
 	return file_dnsplan_v1_dnsplan_proto_rawDescData
 }
 
-var file_dnsplan_v1_dnsplan_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_dnsplan_v1_dnsplan_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
+var file_dnsplan_v1_dnsplan_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_dnsplan_v1_dnsplan_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
 var file_dnsplan_v1_dnsplan_proto_goTypes = []any{
 	(Outcome)(0),                       // 0: dnsplan.v1.Outcome
-	(*Target)(nil),                     // 1: dnsplan.v1.Target
-	(*EndpointPlan)(nil),               // 2: dnsplan.v1.EndpointPlan
-	(*Plan)(nil),                       // 3: dnsplan.v1.Plan
-	(*SubmitPlanRequest)(nil),          // 4: dnsplan.v1.SubmitPlanRequest
-	(*SubmitPlanResponse)(nil),         // 5: dnsplan.v1.SubmitPlanResponse
-	(*GetPlanRequest)(nil),             // 6: dnsplan.v1.GetPlanRequest
-	(*ListPlansRequest)(nil),           // 7: dnsplan.v1.ListPlansRequest
-	(*ListPlansResponse)(nil),          // 8: dnsplan.v1.ListPlansResponse
-	(*WatchPlansRequest)(nil),          // 9: dnsplan.v1.WatchPlansRequest
-	(*WatchPlansResponse)(nil),         // 10: dnsplan.v1.WatchPlansResponse
-	(*Lease)(nil),                      // 11: dnsplan.v1.Lease
-	(*AcquireLeaseRequest)(nil),        // 12: dnsplan.v1.AcquireLeaseRequest
-	(*RenewLeaseRequest)(nil),          // 13: dnsplan.v1.RenewLeaseRequest
-	(*ReleaseLeaseRequest)(nil),        // 14: dnsplan.v1.ReleaseLeaseRequest
-	(*ReleaseLeaseResponse)(nil),       // 15: dnsplan.v1.ReleaseLeaseResponse
-	(*ListLeasesRequest)(nil),          // 16: dnsplan.v1.ListLeasesRequest
-	(*ListLeasesResponse)(nil),         // 17: dnsplan.v1.ListLeasesResponse
-	(*ApplyPlanRequest)(nil),           // 18: dnsplan.v1.ApplyPlanRequest
-	(*EndpointResult)(nil),             // 19: dnsplan.v1.EndpointResult
-	(*ApplyPlanResponse)(nil),          // 20: dnsplan.v1.ApplyPlanResponse
-	(*CleanupPlansRequest)(nil),        // 21: dnsplan.v1.CleanupPlansRequest
-	(*CleanupPlansResponse)(nil),       // 22: dnsplan.v1.CleanupPlansResponse
-	(*GetAppliedRequest)(nil),          // 23: dnsplan.v1.GetAppliedRequest
-	(*AppliedEndpoint)(nil),            // 24: dnsplan.v1.AppliedEndpoint
-	(*ListAppliedRequest)(nil),         // 25: dnsplan.v1.ListAppliedRequest
-	(*ListAppliedResponse)(nil),        // 26: dnsplan.v1.ListAppliedResponse
-	(*WatchAppliedRequest)(nil),        // 27: dnsplan.v1.WatchAppliedRequest
-	(*WatchAppliedResponse)(nil),       // 28: dnsplan.v1.WatchAppliedResponse
-	(*ListHistoryRequest)(nil),         // 29: dnsplan.v1.ListHistoryRequest
-	(*HistoryEvent)(nil),               // 30: dnsplan.v1.HistoryEvent
-	(*ListHistoryResponse)(nil),        // 31: dnsplan.v1.ListHistoryResponse
-	(*StatusRequest)(nil),              // 32: dnsplan.v1.StatusRequest
-	(*Member)(nil),                     // 33: dnsplan.v1.Member
-	(*StatusResponse)(nil),             // 34: dnsplan.v1.StatusResponse
-	(*AddVoterRequest)(nil),            // 35: dnsplan.v1.AddVoterRequest
-	(*AddVoterResponse)(nil),           // 36: dnsplan.v1.AddVoterResponse
-	(*RemoveServerRequest)(nil),        // 37: dnsplan.v1.RemoveServerRequest
-	(*RemoveServerResponse)(nil),       // 38: dnsplan.v1.RemoveServerResponse
-	(*TransferLeadershipRequest)(nil),  // 39: dnsplan.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 40: dnsplan.v1.TransferLeadershipResponse
-	(*SetFreezeRequest)(nil),           // 41: dnsplan.v1.SetFreezeRequest
-	(*SetFreezeResponse)(nil),          // 42: dnsplan.v1.SetFreezeResponse
-	(*LegacyApplyRequest)(nil),         // 43: dnsplan.v1.LegacyApplyRequest
-	(*LegacyApplyResponse)(nil),        // 44: dnsplan.v1.LegacyApplyResponse
-	(*LegacyCleanupRequest)(nil),       // 45: dnsplan.v1.LegacyCleanupRequest
-	(*LegacyCleanupResponse)(nil),      // 46: dnsplan.v1.LegacyCleanupResponse
-	(*timestamppb.Timestamp)(nil),      // 47: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 48: google.protobuf.Duration
+	(Design)(0),                        // 1: dnsplan.v1.Design
+	(*Target)(nil),                     // 2: dnsplan.v1.Target
+	(*EndpointPlan)(nil),               // 3: dnsplan.v1.EndpointPlan
+	(*Plan)(nil),                       // 4: dnsplan.v1.Plan
+	(*SubmitPlanRequest)(nil),          // 5: dnsplan.v1.SubmitPlanRequest
+	(*SubmitPlanResponse)(nil),         // 6: dnsplan.v1.SubmitPlanResponse
+	(*GetPlanRequest)(nil),             // 7: dnsplan.v1.GetPlanRequest
+	(*ListPlansRequest)(nil),           // 8: dnsplan.v1.ListPlansRequest
+	(*ListPlansResponse)(nil),          // 9: dnsplan.v1.ListPlansResponse
+	(*WatchPlansRequest)(nil),          // 10: dnsplan.v1.WatchPlansRequest
+	(*WatchPlansResponse)(nil),         // 11: dnsplan.v1.WatchPlansResponse
+	(*Lease)(nil),                      // 12: dnsplan.v1.Lease
+	(*AcquireLeaseRequest)(nil),        // 13: dnsplan.v1.AcquireLeaseRequest
+	(*RenewLeaseRequest)(nil),          // 14: dnsplan.v1.RenewLeaseRequest
+	(*ReleaseLeaseRequest)(nil),        // 15: dnsplan.v1.ReleaseLeaseRequest
+	(*ReleaseLeaseResponse)(nil),       // 16: dnsplan.v1.ReleaseLeaseResponse
+	(*ListLeasesRequest)(nil),          // 17: dnsplan.v1.ListLeasesRequest
+	(*ListLeasesResponse)(nil),         // 18: dnsplan.v1.ListLeasesResponse
+	(*ApplyPlanRequest)(nil),           // 19: dnsplan.v1.ApplyPlanRequest
+	(*EndpointResult)(nil),             // 20: dnsplan.v1.EndpointResult
+	(*ApplyPlanResponse)(nil),          // 21: dnsplan.v1.ApplyPlanResponse
+	(*CleanupPlansRequest)(nil),        // 22: dnsplan.v1.CleanupPlansRequest
+	(*CleanupPlansResponse)(nil),       // 23: dnsplan.v1.CleanupPlansResponse
+	(*GetAppliedRequest)(nil),          // 24: dnsplan.v1.GetAppliedRequest
+	(*AppliedEndpoint)(nil),            // 25: dnsplan.v1.AppliedEndpoint
+	(*ListAppliedRequest)(nil),         // 26: dnsplan.v1.ListAppliedRequest
+	(*ListAppliedResponse)(nil),        // 27: dnsplan.v1.ListAppliedResponse
+	(*WatchAppliedRequest)(nil),        // 28: dnsplan.v1.WatchAppliedRequest
+	(*WatchAppliedResponse)(nil),       // 29: dnsplan.v1.WatchAppliedResponse
+	(*ListHistoryRequest)(nil),         // 30: dnsplan.v1.ListHistoryRequest
+	(*HistoryEvent)(nil),               // 31: dnsplan.v1.HistoryEvent
+	(*ListHistoryResponse)(nil),        // 32: dnsplan.v1.ListHistoryResponse
+	(*StatusRequest)(nil),              // 33: dnsplan.v1.StatusRequest
+	(*Member)(nil),                     // 34: dnsplan.v1.Member
+	(*StatusResponse)(nil),             // 35: dnsplan.v1.StatusResponse
+	(*ClusterConfig)(nil),              // 36: dnsplan.v1.ClusterConfig
+	(*GetConfigRequest)(nil),           // 37: dnsplan.v1.GetConfigRequest
+	(*SetConfigRequest)(nil),           // 38: dnsplan.v1.SetConfigRequest
+	(*ReadIndexRequest)(nil),           // 39: dnsplan.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),          // 40: dnsplan.v1.ReadIndexResponse
+	(*AddVoterRequest)(nil),            // 41: dnsplan.v1.AddVoterRequest
+	(*AddVoterResponse)(nil),           // 42: dnsplan.v1.AddVoterResponse
+	(*RemoveServerRequest)(nil),        // 43: dnsplan.v1.RemoveServerRequest
+	(*RemoveServerResponse)(nil),       // 44: dnsplan.v1.RemoveServerResponse
+	(*TransferLeadershipRequest)(nil),  // 45: dnsplan.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 46: dnsplan.v1.TransferLeadershipResponse
+	(*SetFreezeRequest)(nil),           // 47: dnsplan.v1.SetFreezeRequest
+	(*SetFreezeResponse)(nil),          // 48: dnsplan.v1.SetFreezeResponse
+	(*LegacyApplyRequest)(nil),         // 49: dnsplan.v1.LegacyApplyRequest
+	(*LegacyApplyResponse)(nil),        // 50: dnsplan.v1.LegacyApplyResponse
+	(*LegacyCleanupRequest)(nil),       // 51: dnsplan.v1.LegacyCleanupRequest
+	(*LegacyCleanupResponse)(nil),      // 52: dnsplan.v1.LegacyCleanupResponse
+	(*timestamppb.Timestamp)(nil),      // 53: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 54: google.protobuf.Duration
 }
 var file_dnsplan_v1_dnsplan_proto_depIdxs = []int32{
-	1,  // 0: dnsplan.v1.EndpointPlan.targets:type_name -> dnsplan.v1.Target
-	2,  // 1: dnsplan.v1.Plan.endpoints:type_name -> dnsplan.v1.EndpointPlan
-	47, // 2: dnsplan.v1.Plan.created_at:type_name -> google.protobuf.Timestamp
-	3,  // 3: dnsplan.v1.SubmitPlanRequest.plan:type_name -> dnsplan.v1.Plan
-	3,  // 4: dnsplan.v1.ListPlansResponse.plans:type_name -> dnsplan.v1.Plan
-	3,  // 5: dnsplan.v1.WatchPlansResponse.plan:type_name -> dnsplan.v1.Plan
-	47, // 6: dnsplan.v1.Lease.expires_at:type_name -> google.protobuf.Timestamp
-	48, // 7: dnsplan.v1.Lease.ttl:type_name -> google.protobuf.Duration
-	48, // 8: dnsplan.v1.AcquireLeaseRequest.ttl:type_name -> google.protobuf.Duration
-	11, // 9: dnsplan.v1.ListLeasesResponse.leases:type_name -> dnsplan.v1.Lease
+	2,  // 0: dnsplan.v1.EndpointPlan.targets:type_name -> dnsplan.v1.Target
+	3,  // 1: dnsplan.v1.Plan.endpoints:type_name -> dnsplan.v1.EndpointPlan
+	53, // 2: dnsplan.v1.Plan.created_at:type_name -> google.protobuf.Timestamp
+	4,  // 3: dnsplan.v1.SubmitPlanRequest.plan:type_name -> dnsplan.v1.Plan
+	4,  // 4: dnsplan.v1.ListPlansResponse.plans:type_name -> dnsplan.v1.Plan
+	4,  // 5: dnsplan.v1.WatchPlansResponse.plan:type_name -> dnsplan.v1.Plan
+	53, // 6: dnsplan.v1.Lease.expires_at:type_name -> google.protobuf.Timestamp
+	54, // 7: dnsplan.v1.Lease.ttl:type_name -> google.protobuf.Duration
+	54, // 8: dnsplan.v1.AcquireLeaseRequest.ttl:type_name -> google.protobuf.Duration
+	12, // 9: dnsplan.v1.ListLeasesResponse.leases:type_name -> dnsplan.v1.Lease
 	0,  // 10: dnsplan.v1.EndpointResult.outcome:type_name -> dnsplan.v1.Outcome
-	19, // 11: dnsplan.v1.ApplyPlanResponse.results:type_name -> dnsplan.v1.EndpointResult
-	1,  // 12: dnsplan.v1.AppliedEndpoint.targets:type_name -> dnsplan.v1.Target
-	47, // 13: dnsplan.v1.AppliedEndpoint.applied_at:type_name -> google.protobuf.Timestamp
-	24, // 14: dnsplan.v1.ListAppliedResponse.endpoints:type_name -> dnsplan.v1.AppliedEndpoint
-	24, // 15: dnsplan.v1.WatchAppliedResponse.endpoint:type_name -> dnsplan.v1.AppliedEndpoint
-	47, // 16: dnsplan.v1.HistoryEvent.time:type_name -> google.protobuf.Timestamp
-	30, // 17: dnsplan.v1.ListHistoryResponse.events:type_name -> dnsplan.v1.HistoryEvent
-	33, // 18: dnsplan.v1.StatusResponse.members:type_name -> dnsplan.v1.Member
-	4,  // 19: dnsplan.v1.PlanService.SubmitPlan:input_type -> dnsplan.v1.SubmitPlanRequest
-	6,  // 20: dnsplan.v1.PlanService.GetPlan:input_type -> dnsplan.v1.GetPlanRequest
-	7,  // 21: dnsplan.v1.PlanService.ListPlans:input_type -> dnsplan.v1.ListPlansRequest
-	9,  // 22: dnsplan.v1.PlanService.WatchPlans:input_type -> dnsplan.v1.WatchPlansRequest
-	12, // 23: dnsplan.v1.LeaseService.AcquireLease:input_type -> dnsplan.v1.AcquireLeaseRequest
-	13, // 24: dnsplan.v1.LeaseService.RenewLease:input_type -> dnsplan.v1.RenewLeaseRequest
-	14, // 25: dnsplan.v1.LeaseService.ReleaseLease:input_type -> dnsplan.v1.ReleaseLeaseRequest
-	16, // 26: dnsplan.v1.LeaseService.ListLeases:input_type -> dnsplan.v1.ListLeasesRequest
-	18, // 27: dnsplan.v1.EnactService.ApplyPlan:input_type -> dnsplan.v1.ApplyPlanRequest
-	21, // 28: dnsplan.v1.EnactService.CleanupPlans:input_type -> dnsplan.v1.CleanupPlansRequest
-	23, // 29: dnsplan.v1.EnactService.GetApplied:input_type -> dnsplan.v1.GetAppliedRequest
-	25, // 30: dnsplan.v1.EnactService.ListApplied:input_type -> dnsplan.v1.ListAppliedRequest
-	27, // 31: dnsplan.v1.EnactService.WatchApplied:input_type -> dnsplan.v1.WatchAppliedRequest
-	29, // 32: dnsplan.v1.EnactService.ListHistory:input_type -> dnsplan.v1.ListHistoryRequest
-	32, // 33: dnsplan.v1.ClusterService.Status:input_type -> dnsplan.v1.StatusRequest
-	35, // 34: dnsplan.v1.ClusterService.AddVoter:input_type -> dnsplan.v1.AddVoterRequest
-	37, // 35: dnsplan.v1.ClusterService.RemoveServer:input_type -> dnsplan.v1.RemoveServerRequest
-	39, // 36: dnsplan.v1.ClusterService.TransferLeadership:input_type -> dnsplan.v1.TransferLeadershipRequest
-	41, // 37: dnsplan.v1.ClusterService.SetFreeze:input_type -> dnsplan.v1.SetFreezeRequest
-	43, // 38: dnsplan.v1.LegacyService.LegacyApply:input_type -> dnsplan.v1.LegacyApplyRequest
-	45, // 39: dnsplan.v1.LegacyService.LegacyCleanup:input_type -> dnsplan.v1.LegacyCleanupRequest
-	5,  // 40: dnsplan.v1.PlanService.SubmitPlan:output_type -> dnsplan.v1.SubmitPlanResponse
-	3,  // 41: dnsplan.v1.PlanService.GetPlan:output_type -> dnsplan.v1.Plan
-	8,  // 42: dnsplan.v1.PlanService.ListPlans:output_type -> dnsplan.v1.ListPlansResponse
-	10, // 43: dnsplan.v1.PlanService.WatchPlans:output_type -> dnsplan.v1.WatchPlansResponse
-	11, // 44: dnsplan.v1.LeaseService.AcquireLease:output_type -> dnsplan.v1.Lease
-	11, // 45: dnsplan.v1.LeaseService.RenewLease:output_type -> dnsplan.v1.Lease
-	15, // 46: dnsplan.v1.LeaseService.ReleaseLease:output_type -> dnsplan.v1.ReleaseLeaseResponse
-	17, // 47: dnsplan.v1.LeaseService.ListLeases:output_type -> dnsplan.v1.ListLeasesResponse
-	20, // 48: dnsplan.v1.EnactService.ApplyPlan:output_type -> dnsplan.v1.ApplyPlanResponse
-	22, // 49: dnsplan.v1.EnactService.CleanupPlans:output_type -> dnsplan.v1.CleanupPlansResponse
-	24, // 50: dnsplan.v1.EnactService.GetApplied:output_type -> dnsplan.v1.AppliedEndpoint
-	26, // 51: dnsplan.v1.EnactService.ListApplied:output_type -> dnsplan.v1.ListAppliedResponse
-	28, // 52: dnsplan.v1.EnactService.WatchApplied:output_type -> dnsplan.v1.WatchAppliedResponse
-	31, // 53: dnsplan.v1.EnactService.ListHistory:output_type -> dnsplan.v1.ListHistoryResponse
-	34, // 54: dnsplan.v1.ClusterService.Status:output_type -> dnsplan.v1.StatusResponse
-	36, // 55: dnsplan.v1.ClusterService.AddVoter:output_type -> dnsplan.v1.AddVoterResponse
-	38, // 56: dnsplan.v1.ClusterService.RemoveServer:output_type -> dnsplan.v1.RemoveServerResponse
-	40, // 57: dnsplan.v1.ClusterService.TransferLeadership:output_type -> dnsplan.v1.TransferLeadershipResponse
-	42, // 58: dnsplan.v1.ClusterService.SetFreeze:output_type -> dnsplan.v1.SetFreezeResponse
-	44, // 59: dnsplan.v1.LegacyService.LegacyApply:output_type -> dnsplan.v1.LegacyApplyResponse
-	46, // 60: dnsplan.v1.LegacyService.LegacyCleanup:output_type -> dnsplan.v1.LegacyCleanupResponse
-	40, // [40:61] is the sub-list for method output_type
-	19, // [19:40] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	20, // 11: dnsplan.v1.ApplyPlanResponse.results:type_name -> dnsplan.v1.EndpointResult
+	2,  // 12: dnsplan.v1.AppliedEndpoint.targets:type_name -> dnsplan.v1.Target
+	53, // 13: dnsplan.v1.AppliedEndpoint.applied_at:type_name -> google.protobuf.Timestamp
+	25, // 14: dnsplan.v1.ListAppliedResponse.endpoints:type_name -> dnsplan.v1.AppliedEndpoint
+	25, // 15: dnsplan.v1.WatchAppliedResponse.endpoint:type_name -> dnsplan.v1.AppliedEndpoint
+	53, // 16: dnsplan.v1.HistoryEvent.time:type_name -> google.protobuf.Timestamp
+	31, // 17: dnsplan.v1.ListHistoryResponse.events:type_name -> dnsplan.v1.HistoryEvent
+	34, // 18: dnsplan.v1.StatusResponse.members:type_name -> dnsplan.v1.Member
+	36, // 19: dnsplan.v1.StatusResponse.config:type_name -> dnsplan.v1.ClusterConfig
+	1,  // 20: dnsplan.v1.ClusterConfig.design:type_name -> dnsplan.v1.Design
+	54, // 21: dnsplan.v1.ClusterConfig.velocity_window:type_name -> google.protobuf.Duration
+	54, // 22: dnsplan.v1.SetConfigRequest.velocity_window:type_name -> google.protobuf.Duration
+	5,  // 23: dnsplan.v1.PlanService.SubmitPlan:input_type -> dnsplan.v1.SubmitPlanRequest
+	7,  // 24: dnsplan.v1.PlanService.GetPlan:input_type -> dnsplan.v1.GetPlanRequest
+	8,  // 25: dnsplan.v1.PlanService.ListPlans:input_type -> dnsplan.v1.ListPlansRequest
+	10, // 26: dnsplan.v1.PlanService.WatchPlans:input_type -> dnsplan.v1.WatchPlansRequest
+	13, // 27: dnsplan.v1.LeaseService.AcquireLease:input_type -> dnsplan.v1.AcquireLeaseRequest
+	14, // 28: dnsplan.v1.LeaseService.RenewLease:input_type -> dnsplan.v1.RenewLeaseRequest
+	15, // 29: dnsplan.v1.LeaseService.ReleaseLease:input_type -> dnsplan.v1.ReleaseLeaseRequest
+	17, // 30: dnsplan.v1.LeaseService.ListLeases:input_type -> dnsplan.v1.ListLeasesRequest
+	19, // 31: dnsplan.v1.EnactService.ApplyPlan:input_type -> dnsplan.v1.ApplyPlanRequest
+	22, // 32: dnsplan.v1.EnactService.CleanupPlans:input_type -> dnsplan.v1.CleanupPlansRequest
+	24, // 33: dnsplan.v1.EnactService.GetApplied:input_type -> dnsplan.v1.GetAppliedRequest
+	26, // 34: dnsplan.v1.EnactService.ListApplied:input_type -> dnsplan.v1.ListAppliedRequest
+	28, // 35: dnsplan.v1.EnactService.WatchApplied:input_type -> dnsplan.v1.WatchAppliedRequest
+	30, // 36: dnsplan.v1.EnactService.ListHistory:input_type -> dnsplan.v1.ListHistoryRequest
+	33, // 37: dnsplan.v1.ClusterService.Status:input_type -> dnsplan.v1.StatusRequest
+	41, // 38: dnsplan.v1.ClusterService.AddVoter:input_type -> dnsplan.v1.AddVoterRequest
+	43, // 39: dnsplan.v1.ClusterService.RemoveServer:input_type -> dnsplan.v1.RemoveServerRequest
+	45, // 40: dnsplan.v1.ClusterService.TransferLeadership:input_type -> dnsplan.v1.TransferLeadershipRequest
+	47, // 41: dnsplan.v1.ClusterService.SetFreeze:input_type -> dnsplan.v1.SetFreezeRequest
+	37, // 42: dnsplan.v1.ClusterService.GetConfig:input_type -> dnsplan.v1.GetConfigRequest
+	38, // 43: dnsplan.v1.ClusterService.SetConfig:input_type -> dnsplan.v1.SetConfigRequest
+	39, // 44: dnsplan.v1.ClusterService.ReadIndex:input_type -> dnsplan.v1.ReadIndexRequest
+	49, // 45: dnsplan.v1.LegacyService.LegacyApply:input_type -> dnsplan.v1.LegacyApplyRequest
+	51, // 46: dnsplan.v1.LegacyService.LegacyCleanup:input_type -> dnsplan.v1.LegacyCleanupRequest
+	6,  // 47: dnsplan.v1.PlanService.SubmitPlan:output_type -> dnsplan.v1.SubmitPlanResponse
+	4,  // 48: dnsplan.v1.PlanService.GetPlan:output_type -> dnsplan.v1.Plan
+	9,  // 49: dnsplan.v1.PlanService.ListPlans:output_type -> dnsplan.v1.ListPlansResponse
+	11, // 50: dnsplan.v1.PlanService.WatchPlans:output_type -> dnsplan.v1.WatchPlansResponse
+	12, // 51: dnsplan.v1.LeaseService.AcquireLease:output_type -> dnsplan.v1.Lease
+	12, // 52: dnsplan.v1.LeaseService.RenewLease:output_type -> dnsplan.v1.Lease
+	16, // 53: dnsplan.v1.LeaseService.ReleaseLease:output_type -> dnsplan.v1.ReleaseLeaseResponse
+	18, // 54: dnsplan.v1.LeaseService.ListLeases:output_type -> dnsplan.v1.ListLeasesResponse
+	21, // 55: dnsplan.v1.EnactService.ApplyPlan:output_type -> dnsplan.v1.ApplyPlanResponse
+	23, // 56: dnsplan.v1.EnactService.CleanupPlans:output_type -> dnsplan.v1.CleanupPlansResponse
+	25, // 57: dnsplan.v1.EnactService.GetApplied:output_type -> dnsplan.v1.AppliedEndpoint
+	27, // 58: dnsplan.v1.EnactService.ListApplied:output_type -> dnsplan.v1.ListAppliedResponse
+	29, // 59: dnsplan.v1.EnactService.WatchApplied:output_type -> dnsplan.v1.WatchAppliedResponse
+	32, // 60: dnsplan.v1.EnactService.ListHistory:output_type -> dnsplan.v1.ListHistoryResponse
+	35, // 61: dnsplan.v1.ClusterService.Status:output_type -> dnsplan.v1.StatusResponse
+	42, // 62: dnsplan.v1.ClusterService.AddVoter:output_type -> dnsplan.v1.AddVoterResponse
+	44, // 63: dnsplan.v1.ClusterService.RemoveServer:output_type -> dnsplan.v1.RemoveServerResponse
+	46, // 64: dnsplan.v1.ClusterService.TransferLeadership:output_type -> dnsplan.v1.TransferLeadershipResponse
+	48, // 65: dnsplan.v1.ClusterService.SetFreeze:output_type -> dnsplan.v1.SetFreezeResponse
+	36, // 66: dnsplan.v1.ClusterService.GetConfig:output_type -> dnsplan.v1.ClusterConfig
+	36, // 67: dnsplan.v1.ClusterService.SetConfig:output_type -> dnsplan.v1.ClusterConfig
+	40, // 68: dnsplan.v1.ClusterService.ReadIndex:output_type -> dnsplan.v1.ReadIndexResponse
+	50, // 69: dnsplan.v1.LegacyService.LegacyApply:output_type -> dnsplan.v1.LegacyApplyResponse
+	52, // 70: dnsplan.v1.LegacyService.LegacyCleanup:output_type -> dnsplan.v1.LegacyCleanupResponse
+	47, // [47:71] is the sub-list for method output_type
+	23, // [23:47] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_dnsplan_v1_dnsplan_proto_init() }
@@ -3040,13 +3462,14 @@ func file_dnsplan_v1_dnsplan_proto_init() {
 	if File_dnsplan_v1_dnsplan_proto != nil {
 		return
 	}
+	file_dnsplan_v1_dnsplan_proto_msgTypes[36].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dnsplan_v1_dnsplan_proto_rawDesc), len(file_dnsplan_v1_dnsplan_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   46,
+			NumEnums:      2,
+			NumMessages:   51,
 			NumExtensions: 0,
 			NumServices:   5,
 		},

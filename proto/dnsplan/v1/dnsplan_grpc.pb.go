@@ -777,6 +777,9 @@ const (
 	ClusterService_RemoveServer_FullMethodName       = "/dnsplan.v1.ClusterService/RemoveServer"
 	ClusterService_TransferLeadership_FullMethodName = "/dnsplan.v1.ClusterService/TransferLeadership"
 	ClusterService_SetFreeze_FullMethodName          = "/dnsplan.v1.ClusterService/SetFreeze"
+	ClusterService_GetConfig_FullMethodName          = "/dnsplan.v1.ClusterService/GetConfig"
+	ClusterService_SetConfig_FullMethodName          = "/dnsplan.v1.ClusterService/SetConfig"
+	ClusterService_ReadIndex_FullMethodName          = "/dnsplan.v1.ClusterService/ReadIndex"
 )
 
 // ClusterServiceClient is the client API for ClusterService service.
@@ -790,6 +793,11 @@ type ClusterServiceClient interface {
 	RemoveServer(ctx context.Context, in *RemoveServerRequest, opts ...grpc.CallOption) (*RemoveServerResponse, error)
 	TransferLeadership(ctx context.Context, in *TransferLeadershipRequest, opts ...grpc.CallOption) (*TransferLeadershipResponse, error)
 	SetFreeze(ctx context.Context, in *SetFreezeRequest, opts ...grpc.CallOption) (*SetFreezeResponse, error)
+	GetConfig(ctx context.Context, in *GetConfigRequest, opts ...grpc.CallOption) (*ClusterConfig, error)
+	SetConfig(ctx context.Context, in *SetConfigRequest, opts ...grpc.CallOption) (*ClusterConfig, error)
+	// ReadIndex answers with the leader's confirmed commit index: a node
+	// whose replica has applied it holds every write acknowledged before.
+	ReadIndex(ctx context.Context, in *ReadIndexRequest, opts ...grpc.CallOption) (*ReadIndexResponse, error)
 }
 
 type clusterServiceClient struct {
@@ -850,6 +858,36 @@ func (c *clusterServiceClient) SetFreeze(ctx context.Context, in *SetFreezeReque
 	return out, nil
 }
 
+func (c *clusterServiceClient) GetConfig(ctx context.Context, in *GetConfigRequest, opts ...grpc.CallOption) (*ClusterConfig, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ClusterConfig)
+	err := c.cc.Invoke(ctx, ClusterService_GetConfig_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clusterServiceClient) SetConfig(ctx context.Context, in *SetConfigRequest, opts ...grpc.CallOption) (*ClusterConfig, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ClusterConfig)
+	err := c.cc.Invoke(ctx, ClusterService_SetConfig_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clusterServiceClient) ReadIndex(ctx context.Context, in *ReadIndexRequest, opts ...grpc.CallOption) (*ReadIndexResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReadIndexResponse)
+	err := c.cc.Invoke(ctx, ClusterService_ReadIndex_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServiceServer is the server API for ClusterService service.
 // All implementations must embed UnimplementedClusterServiceServer
 // for forward compatibility.
@@ -861,6 +899,11 @@ type ClusterServiceServer interface {
 	RemoveServer(context.Context, *RemoveServerRequest) (*RemoveServerResponse, error)
 	TransferLeadership(context.Context, *TransferLeadershipRequest) (*TransferLeadershipResponse, error)
 	SetFreeze(context.Context, *SetFreezeRequest) (*SetFreezeResponse, error)
+	GetConfig(context.Context, *GetConfigRequest) (*ClusterConfig, error)
+	SetConfig(context.Context, *SetConfigRequest) (*ClusterConfig, error)
+	// ReadIndex answers with the leader's confirmed commit index: a node
+	// whose replica has applied it holds every write acknowledged before.
+	ReadIndex(context.Context, *ReadIndexRequest) (*ReadIndexResponse, error)
 	mustEmbedUnimplementedClusterServiceServer()
 }
 
@@ -885,6 +928,15 @@ func (UnimplementedClusterServiceServer) TransferLeadership(context.Context, *Tr
 }
 func (UnimplementedClusterServiceServer) SetFreeze(context.Context, *SetFreezeRequest) (*SetFreezeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetFreeze not implemented")
+}
+func (UnimplementedClusterServiceServer) GetConfig(context.Context, *GetConfigRequest) (*ClusterConfig, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetConfig not implemented")
+}
+func (UnimplementedClusterServiceServer) SetConfig(context.Context, *SetConfigRequest) (*ClusterConfig, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetConfig not implemented")
+}
+func (UnimplementedClusterServiceServer) ReadIndex(context.Context, *ReadIndexRequest) (*ReadIndexResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReadIndex not implemented")
 }
 func (UnimplementedClusterServiceServer) mustEmbedUnimplementedClusterServiceServer() {}
 func (UnimplementedClusterServiceServer) testEmbeddedByValue()                        {}
@@ -997,6 +1049,60 @@ func _ClusterService_SetFreeze_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ClusterService_GetConfig_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetConfigRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).GetConfig(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_GetConfig_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).GetConfig(ctx, req.(*GetConfigRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClusterService_SetConfig_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetConfigRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).SetConfig(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_SetConfig_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).SetConfig(ctx, req.(*SetConfigRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ClusterService_ReadIndex_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReadIndexRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).ReadIndex(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_ReadIndex_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).ReadIndex(ctx, req.(*ReadIndexRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ClusterService_ServiceDesc is the grpc.ServiceDesc for ClusterService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1023,6 +1129,18 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetFreeze",
 			Handler:    _ClusterService_SetFreeze_Handler,
+		},
+		{
+			MethodName: "GetConfig",
+			Handler:    _ClusterService_GetConfig_Handler,
+		},
+		{
+			MethodName: "SetConfig",
+			Handler:    _ClusterService_SetConfig_Handler,
+		},
+		{
+			MethodName: "ReadIndex",
+			Handler:    _ClusterService_ReadIndex_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
