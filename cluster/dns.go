@@ -8,11 +8,31 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/cluster/dnsserver"
 	"github.com/dnsplan/dnsplan/cluster/fsm"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
+
+// dnsGate is the state of the rule that a node never answers older or
+// emptier than it may (cluster/DESIGN.md, "DNS"). The update loop writes
+// it; Status and the metrics read it.
+type dnsGate struct {
+	// floor is the log index the replica must reach before DNS answers.
+	floor atomic.Uint64
+	// ready is set once the replica has reached floor and DNS answers.
+	ready atomic.Bool
+	// served is the log index of the view DNS answers from.
+	served atomic.Uint64
+	// recordFailures counts failed writes of the served index; each one
+	// holds the view back until a retry succeeds.
+	recordFailures atomic.Uint64
+}
 
 // startDNS serves the node's zones over UDP and TCP from its local replica,
 // so a node cut off from the leader keeps answering its last known state.
@@ -41,15 +61,41 @@ func (n *Node) startDNS() error {
 		return err
 	}
 	n.dns = srv
-	if n.dnsFloor, err = readServedIndex(n.cfg.DataDir); err != nil {
+	recorded, err := readServedIndex(n.cfg.DataDir)
+	if err != nil {
 		return err
 	}
+	n.dnsGate.floor.Store(recorded)
+	n.registerDNSMetrics()
 	if err := srv.Start(udp, tcp); err != nil {
 		return err
 	}
 	n.dnsAddr = udp.LocalAddr().String()
-	n.goLoop(n.dnsUpdateLoop)
+	n.goLoop(func() { n.dnsUpdateLoop(recorded) })
 	return nil
+}
+
+// registerDNSMetrics exposes the gate on /metrics.
+func (n *Node) registerDNSMetrics() {
+	g := &n.dnsGate
+	n.metrics.registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "dnsplan_dns_ready",
+			Help: "1 once this node's DNS answers for its zones; 0 while it answers SERVFAIL until its replica reaches the floor.",
+		}, func() float64 { return boolFloat(g.ready.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "dnsplan_dns_floor_index",
+			Help: "Log index the replica must reach before DNS answers.",
+		}, func() float64 { return float64(g.floor.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "dnsplan_dns_served_index",
+			Help: "Log index of the state DNS answers from.",
+		}, func() float64 { return float64(g.served.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "dnsplan_dns_record_failures_total",
+			Help: "Failed writes of the served index; DNS keeps its previous view until one succeeds.",
+		}, func() float64 { return float64(g.recordFailures.Load()) }),
+	)
 }
 
 // dnsUpdateLoop hands the DNS server a fresh view after every change to
@@ -59,34 +105,62 @@ func (n *Node) startDNS() error {
 // on once it learns from a leader what is committed, so it can be older
 // than what the node served before it stopped. Serving it would take the
 // node's answers back to an older generation (I1), or empty (I2). So each
-// node records the log index its DNS last served (a small file in the data
-// dir) and, after a restart, serves nothing (SERVFAIL: resolvers go to
-// another node) until its replica has caught up to that index.
-func (n *Node) dnsUpdateLoop() {
-	var persisted uint64
+// node records the log index its DNS serves (a small file in the data dir,
+// written durably *before* the view that needs it is served) and, after a
+// restart, serves nothing (SERVFAIL: resolvers go to another node) until
+// its replica has caught up to that index. recorded is the index the file
+// holds at start.
+func (n *Node) dnsUpdateLoop(recorded uint64) {
+	g := &n.dnsGate
+	// retry paces new attempts after a failed record; nil when none is due.
+	var retry <-chan time.Time
+	backoff := client.Backoff{First: 50 * time.Millisecond, Limit: 5 * time.Second}
+	loaded := false
 	for {
 		ch, index := n.machine.changed()
-		if index >= n.dnsFloor {
+		if !g.ready.Load() && index >= g.floor.Load() {
+			g.ready.Store(true)
+			n.log.Info("dns answering", "floor", g.floor.Load(), "index", index)
+		}
+		// While a failed record waits for its retry, changes only pile up:
+		// the retry writes the newest index.
+		if g.ready.Load() && retry == nil && (!loaded || index > g.served.Load()) {
 			var applied []*pb.AppliedEndpoint
 			n.machine.read(func(s *fsm.State) { applied, index = s.AppliedAll(), s.LastIndex() })
-			n.dns.Update(applied)
-			if index > persisted {
+			// Record first, then serve: a crash between the two leaves a
+			// record ahead of what was served, which only lengthens the
+			// wait after a restart; the other order could serve older.
+			// One write covers every change since the last view, so the
+			// fsync costs one per view, not one per entry.
+			ok := true
+			if index > recorded {
 				if err := writeServedIndex(n.cfg.DataDir, index); err != nil {
-					n.log.Error("recording the index DNS serves", "err", err)
+					g.recordFailures.Add(1)
+					n.log.Error("cannot record the index DNS would serve; keeping the previous view", "index", index, "served", g.served.Load(), "err", err)
+					retry = time.After(backoff.Pause())
+					ok = false
 				} else {
-					persisted = index
+					recorded = index
+					backoff.Reset()
 				}
+			}
+			if ok {
+				n.dns.Update(applied)
+				g.served.Store(index)
+				loaded = true
 			}
 		}
 		select {
 		case <-ch:
+		case <-retry:
+			retry = nil
 		case <-n.closing:
 			return
 		}
 	}
 }
 
-// servedIndexFile holds the log index of the state DNS last served.
+// servedIndexFile holds the log index of the state DNS serves.
 const servedIndexFile = "dns-served-index"
 
 func readServedIndex(dir string) (uint64, error) {
@@ -104,15 +178,45 @@ func readServedIndex(dir string) (uint64, error) {
 	return index, nil
 }
 
-// writeServedIndex replaces the file atomically (write, then rename). It
-// survives a crash of the process; after a power loss it may hold an older
-// index, which only shortens the wait.
+// writeServedIndex replaces the file durably: write a temporary file, sync
+// it, rename it over the old one and sync the directory, so that after a
+// crash or a power loss the file holds this index or a later one.
 func writeServedIndex(dir string, index uint64) error {
 	tmp := filepath.Join(dir, servedIndexFile+".tmp")
-	if err := os.WriteFile(tmp, []byte(strconv.FormatUint(index, 10)+"\n"), 0o640); err != nil {
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
+	if err != nil {
 		return err
 	}
-	return os.Rename(tmp, filepath.Join(dir, servedIndexFile))
+	_, err = f.WriteString(strconv.FormatUint(index, 10) + "\n")
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, servedIndexFile)); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// dnsStatus fills the DNS fields of a Status answer.
+func (n *Node) dnsStatus(resp *pb.StatusResponse) {
+	g := &n.dnsGate
+	resp.DnsReady = g.ready.Load()
+	resp.DnsFloor = g.floor.Load()
+	resp.DnsServedIndex = g.served.Load()
 }
 
 // DNSAddr is the address the DNS server answers on, or "".

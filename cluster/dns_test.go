@@ -3,6 +3,8 @@ package cluster
 import (
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/dnsplan/dnsplan/cluster/fsm"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -297,4 +300,95 @@ func TestDNSRestartedNodeNeverServesOlder(t *testing.T) {
 		f.c.start(id)
 	}
 	f.waitServed("api.dnsplan.test.", gen)
+}
+
+// counterValue sums a metric's samples in a node's registry (0 if absent).
+func counterValue(t *testing.T, n *Node, name string) float64 {
+	t.Helper()
+	mfs, err := n.metrics.registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				v += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			}
+		}
+	}
+	return v
+}
+
+// servedGen is the generation a node's DNS says it serves for name (its
+// debugging TXT record), or 0.
+func servedGen(t *testing.T, addr, name string) uint64 {
+	r := query(t, "udp", addr, "_dnsplan."+name, dns.TypeTXT, 0)
+	for _, rr := range r.Answer {
+		if txt, ok := rr.(*dns.TXT); ok {
+			var g uint64
+			if _, err := fmt.Sscanf(strings.Join(txt.Txt, " "), "generation=%d", &g); err == nil {
+				return g
+			}
+		}
+	}
+	return 0
+}
+
+// DNS serves a view only once the index it needs is recorded durably: when
+// the record cannot be written, the node keeps serving what is recorded
+// (and counts the failure) however far its replica moves on, and moves on
+// once the write works again. At every moment the recorded index is at
+// least the served one.
+func TestDNSServesOnlyWhatIsRecorded(t *testing.T) {
+	f := newDNSFixture(t)
+	g1 := f.apply(samplePlan("api.dnsplan.test.", 5, 5))
+	f.waitServed("api.dnsplan.test.", g1)
+	id := f.c.follower().ID()
+	n := f.c.node(id)
+	dir := filepath.Join(f.c.dir, id)
+	addr := f.c.specs[id].dnsAddr
+	recorded := func() uint64 {
+		idx, err := readServedIndex(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return idx
+	}
+	before := recorded()
+	// A directory where the temporary file goes makes every write fail,
+	// even for root.
+	block := filepath.Join(dir, servedIndexFile+".tmp")
+	if err := os.Mkdir(block, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	g2 := f.apply(samplePlan("api.dnsplan.test.", 5, 6))
+	waitFor(t, 10*time.Second, id+"'s replica applying generation 2", func() bool {
+		var g uint64
+		n.State(func(s *fsm.State) { g = s.Applied("api.dnsplan.test.").GetGeneration() })
+		return g == g2
+	})
+	failures := counterValue(t, n, "dnsplan_dns_record_failures_total")
+	waitFor(t, 10*time.Second, id+" serving generation 2, or failing twice more to record it", func() bool {
+		return servedGen(t, addr, "api.dnsplan.test.") == g2 || counterValue(t, n, "dnsplan_dns_record_failures_total") >= failures+2
+	})
+	if got := servedGen(t, addr, "api.dnsplan.test."); got != g1 {
+		t.Fatalf("%s serves generation %d though the index it needs could not be recorded (file still %d)", id, got, recorded())
+	}
+	if got := recorded(); got != before {
+		t.Fatalf("recorded index moved from %d to %d through a blocked write", before, got)
+	}
+	if err := os.Remove(block); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, id+" serving generation 2 once it can record it", func() bool {
+		st, err := n.Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec := recorded(); rec < st.DnsServedIndex {
+			t.Fatalf("%s serves index %d but has recorded only %d", id, st.DnsServedIndex, rec)
+		}
+		return servedGen(t, addr, "api.dnsplan.test.") == g2
+	})
 }
