@@ -1,15 +1,23 @@
 package cluster
 
 import (
+	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
+	"github.com/dnsplan/dnsplan/cluster/fsm"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -297,4 +305,342 @@ func TestDNSRestartedNodeNeverServesOlder(t *testing.T) {
 		f.c.start(id)
 	}
 	f.waitServed("api.dnsplan.test.", gen)
+}
+
+// raftCut severs one node's Raft links in both directions while cut is
+// set: its listener drops every connection it accepts and its dialer
+// refuses, so the node can neither catch up nor be caught up.
+type raftCut struct {
+	net.Listener
+	cut atomic.Bool
+}
+
+// cutRaftOf makes node id start with its Raft links cut.
+func (c *testCluster) cutRaftOf(id string) *raftCut {
+	rc := &raftCut{}
+	rc.cut.Store(true)
+	prev := c.tune
+	c.tune = func(cfg *Config) {
+		if prev != nil {
+			prev(cfg)
+		}
+		if cfg.ID != id {
+			return
+		}
+		l, err := net.Listen("tcp", cfg.RaftAddr)
+		if err != nil {
+			c.t.Fatalf("raft listener for %s: %v", id, err)
+		}
+		rc.Listener = l
+		cfg.RaftListener = rc
+		cfg.RaftDial = rc.dial
+	}
+	return rc
+}
+
+func (r *raftCut) Accept() (net.Conn, error) {
+	for {
+		conn, err := r.Listener.Accept()
+		if err != nil || !r.cut.Load() {
+			return conn, err
+		}
+		conn.Close()
+	}
+}
+
+func (r *raftCut) dial(addr string, timeout time.Duration) (net.Conn, error) {
+	if r.cut.Load() {
+		return nil, errors.New("raft link cut by the test")
+	}
+	return (&net.Dialer{Timeout: timeout}).Dial("tcp", addr)
+}
+
+// dnsWatch queries one node's DNS for an applied endpoint from before the
+// node starts until stopped, and keeps what a resolver would have cached:
+// any NXDOMAIN or empty answer is a breach of I2.
+type dnsWatch struct {
+	answers, servfail, correct atomic.Int64
+	mu                         sync.Mutex
+	bad                        []string
+	stop                       chan struct{}
+	done                       chan struct{}
+}
+
+func watchDNS(addr, name string, want []string) *dnsWatch {
+	w := &dnsWatch{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		c := &dns.Client{Net: "udp", Timeout: 200 * time.Millisecond}
+		m := new(dns.Msg)
+		m.SetQuestion(name, dns.TypeA)
+		for {
+			select {
+			case <-w.stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			r, _, err := c.Exchange(m, addr)
+			if err != nil {
+				continue // not listening yet: a resolver tries another node
+			}
+			w.answers.Add(1)
+			got := addrsOf(r)
+			switch {
+			case r.Rcode == dns.RcodeServerFailure:
+				w.servfail.Add(1)
+			case r.Rcode == dns.RcodeSuccess && slices.Equal(got, want):
+				w.correct.Add(1)
+			default:
+				w.mu.Lock()
+				w.bad = append(w.bad, fmt.Sprintf("%s %v", dns.RcodeToString[r.Rcode], got))
+				w.mu.Unlock()
+			}
+		}
+	}()
+	return w
+}
+
+// finish stops the watch and fails the test if any answer was wrong.
+func (w *dnsWatch) finish(t *testing.T, who string) {
+	t.Helper()
+	close(w.stop)
+	<-w.done
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.bad) > 0 {
+		t.Fatalf("%s gave %d wrong answers for an applied endpoint (first: %s); %d SERVFAIL, %d correct",
+			who, len(w.bad), w.bad[0], w.servfail.Load(), w.correct.Load())
+	}
+	t.Logf("%s: %d answers, %d SERVFAIL while catching up, %d correct", who, w.answers.Load(), w.servfail.Load(), w.correct.Load())
+}
+
+// checkNeverEmptier starts node id with its Raft links cut, queries its DNS
+// from its first moment while it cannot catch up, then heals the links: it
+// must answer SERVFAIL or the applied records, never NXDOMAIN or empty.
+func (f *dnsFixture) checkNeverEmptier(t *testing.T, id string, cut *raftCut) {
+	addr := f.c.specs[id].dnsAddr
+	w := watchDNS(addr, "api.dnsplan.test.", []string{"192.0.2.1", "192.0.2.2"})
+	f.c.start(id)
+	waitFor(t, 10*time.Second, id+" answering while cut off", func() bool { return w.answers.Load() >= 30 })
+	cut.cut.Store(false)
+	waitFor(t, 20*time.Second, id+" answering the applied records", func() bool { return w.correct.Load() >= 5 })
+	w.finish(t, id)
+	st, err := f.c.node(id).Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.DnsReady || st.DnsFloor == 0 || st.DnsServedIndex == 0 {
+		t.Fatalf("%s status: dns_ready %v, dns_floor %d, dns_served_index %d", id, st.DnsReady, st.DnsFloor, st.DnsServedIndex)
+	}
+}
+
+// A node that joins answers SERVFAIL until its replica holds what the
+// cluster had committed when it first reached it, never NXDOMAIN: here it
+// cannot catch up at all at first (its Raft links are cut), while the
+// member it joins through is reachable over gRPC.
+func TestDNSJoiningNodeNeverAnswersEmpty(t *testing.T) {
+	f := newDNSFixture(t)
+	gen := f.apply(samplePlan("api.dnsplan.test.", 5, 5))
+	f.waitServed("api.dnsplan.test.", gen)
+	cut := f.c.cutRaftOf("n4")
+	f.c.addJoinerSpec("n4", f.c.specs[f.c.follower().ID()].grpcAddr)
+	f.checkNeverEmptier(t, "n4", cut)
+}
+
+// A member whose data dir is wiped restarts with --initial-cluster, as a
+// compose container recreated on an empty volume does: it has no record of
+// what it served, so it learns its floor from the cluster.
+func TestDNSWipedMemberNeverAnswersEmpty(t *testing.T) {
+	f := newDNSFixture(t)
+	gen := f.apply(samplePlan("api.dnsplan.test.", 5, 5))
+	f.waitServed("api.dnsplan.test.", gen)
+	id := f.c.follower().ID()
+	f.c.stop(id)
+	if err := os.RemoveAll(filepath.Join(f.c.dir, id)); err != nil {
+		t.Fatal(err)
+	}
+	cut := f.c.cutRaftOf(id)
+	f.checkNeverEmptier(t, id, cut)
+}
+
+// counterValue sums a metric's samples in a node's registry (0 if absent).
+func counterValue(t *testing.T, n *Node, name string) float64 {
+	t.Helper()
+	mfs, err := n.metrics.registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				v += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			}
+		}
+	}
+	return v
+}
+
+// servedGen is the generation a node's DNS says it serves for name (its
+// debugging TXT record), or 0.
+func servedGen(t *testing.T, addr, name string) uint64 {
+	r := query(t, "udp", addr, "_dnsplan."+name, dns.TypeTXT, 0)
+	for _, rr := range r.Answer {
+		if txt, ok := rr.(*dns.TXT); ok {
+			var g uint64
+			if _, err := fmt.Sscanf(strings.Join(txt.Txt, " "), "generation=%d", &g); err == nil {
+				return g
+			}
+		}
+	}
+	return 0
+}
+
+// DNS serves a view only once the index it needs is recorded durably: when
+// the record cannot be written, the node keeps serving what is recorded
+// (and counts the failure) however far its replica moves on, and moves on
+// once the write works again. At every moment the recorded index is at
+// least the served one.
+func TestDNSServesOnlyWhatIsRecorded(t *testing.T) {
+	f := newDNSFixture(t)
+	g1 := f.apply(samplePlan("api.dnsplan.test.", 5, 5))
+	f.waitServed("api.dnsplan.test.", g1)
+	id := f.c.follower().ID()
+	n := f.c.node(id)
+	dir := filepath.Join(f.c.dir, id)
+	addr := f.c.specs[id].dnsAddr
+	recorded := func() uint64 {
+		idx, _, err := readServedIndex(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return idx
+	}
+	before := recorded()
+	// A directory where the temporary file goes makes every write fail,
+	// even for root.
+	block := filepath.Join(dir, servedIndexFile+".tmp")
+	if err := os.Mkdir(block, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	g2 := f.apply(samplePlan("api.dnsplan.test.", 5, 6))
+	waitFor(t, 10*time.Second, id+"'s replica applying generation 2", func() bool {
+		var g uint64
+		n.State(func(s *fsm.State) { g = s.Applied("api.dnsplan.test.").GetGeneration() })
+		return g == g2
+	})
+	failures := counterValue(t, n, "dnsplan_dns_record_failures_total")
+	waitFor(t, 10*time.Second, id+" serving generation 2, or failing twice more to record it", func() bool {
+		return servedGen(t, addr, "api.dnsplan.test.") == g2 || counterValue(t, n, "dnsplan_dns_record_failures_total") >= failures+2
+	})
+	if got := servedGen(t, addr, "api.dnsplan.test."); got != g1 {
+		t.Fatalf("%s serves generation %d though the index it needs could not be recorded (file still %d)", id, got, recorded())
+	}
+	if got := recorded(); got != before {
+		t.Fatalf("recorded index moved from %d to %d through a blocked write", before, got)
+	}
+	if err := os.Remove(block); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, id+" serving generation 2 once it can record it", func() bool {
+		st, err := n.Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec := recorded(); rec < st.DnsServedIndex {
+			t.Fatalf("%s serves index %d but has recorded only %d", id, st.DnsServedIndex, rec)
+		}
+		return servedGen(t, addr, "api.dnsplan.test.") == g2
+	})
+}
+
+// The floor a node learns is the leader's commit index, which on an idle
+// cluster is often one of Raft's own entries (here the new leader's no-op
+// and barrier after a leadership transfer) that the state machine never
+// sees: a wiped member must still become ready without any further write.
+func TestDNSFloorOnRaftOwnEntry(t *testing.T) {
+	f := newDNSFixture(t)
+	gen := f.apply(samplePlan("api.dnsplan.test.", 5, 5))
+	f.waitServed("api.dnsplan.test.", gen)
+	old := f.c.leader()
+	// Every member has published its gRPC address, so no write follows the
+	// transfer.
+	waitAddrsKnown(t, old)
+	if _, err := f.c.api(old.ID()).cluster.TransferLeadership(ctxT(t), &pb.TransferLeadershipRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "a new ready leader", func() bool { return f.c.leader() != old })
+	id := f.c.follower().ID()
+	f.c.stop(id)
+	if err := os.RemoveAll(filepath.Join(f.c.dir, id)); err != nil {
+		t.Fatal(err)
+	}
+	n := f.c.start(id)
+	var st *pb.StatusResponse
+	waitFor(t, 20*time.Second, id+"'s DNS ready with no write after it started", func() bool {
+		var err error
+		st, err = n.Status()
+		return err == nil && st.DnsReady
+	})
+	if st.DnsFloor <= st.DnsServedIndex {
+		t.Fatalf("floor %d is not above the served index %d: the test no longer ends the log with Raft's own entries", st.DnsFloor, st.DnsServedIndex)
+	}
+	if r := query(t, "udp", f.c.specs[id].dnsAddr, "api.dnsplan.test.", dns.TypeA, 0); len(addrsOf(r)) != 2 {
+		t.Fatalf("%s answered %s %v once ready", id, dns.RcodeToString[r.Rcode], addrsOf(r))
+	}
+}
+
+// ReadIndex, asked of any member, answers with an index at or above every
+// write acknowledged before the call, names the leader, and fails with
+// UNAVAILABLE on a node that cannot reach a quorum.
+func TestReadIndex(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	c.startAll()
+	l := c.leader()
+	for _, id := range c.order {
+		waitAddrsKnown(t, c.node(id))
+	}
+	ctx := ctxT(t)
+	if _, err := c.api(c.follower().ID()).plans.SubmitPlan(ctx, &pb.SubmitPlanRequest{Plan: samplePlan("api.dnsplan.test.", 1)}); err != nil {
+		t.Fatal(err)
+	}
+	var acked uint64
+	l.State(func(s *fsm.State) { acked = s.LastIndex() })
+	for _, id := range c.order {
+		r, err := c.api(id).cluster.ReadIndex(ctx, &pb.ReadIndexRequest{})
+		if err != nil {
+			t.Fatalf("ReadIndex on %s: %v", id, err)
+		}
+		if r.Index < acked || r.LeaderId != l.ID() {
+			t.Fatalf("ReadIndex on %s = %v, want an index of at least %d from leader %s", id, r, acked, l.ID())
+		}
+	}
+	lone := c.follower().ID()
+	for _, id := range c.order {
+		if id != lone {
+			c.stop(id)
+		}
+	}
+	waitFor(t, 10*time.Second, "ReadIndex failing on a node alone", func() bool {
+		_, err := c.api(lone).cluster.ReadIndex(ctx, &pb.ReadIndexRequest{})
+		return status.Code(err) == codes.Unavailable
+	})
+}
+
+// waitAddrsKnown waits until n's replica holds every member's gRPC address,
+// which followers need to forward to the leader.
+func waitAddrsKnown(t *testing.T, n *Node) {
+	t.Helper()
+	waitFor(t, 10*time.Second, "every member's address recorded on "+n.ID(), func() bool {
+		st, err := n.Status()
+		if err != nil {
+			return false
+		}
+		for _, m := range st.Members {
+			if m.GrpcAddr == "" {
+				return false
+			}
+		}
+		return true
+	})
 }

@@ -30,6 +30,7 @@ type testCluster struct {
 	specs map[string]*nodeSpec
 	order []string
 	tune  func(*Config)
+	dns   bool // every node, joiners too, runs a DNS server
 }
 
 type nodeSpec struct {
@@ -61,6 +62,7 @@ func (c *testCluster) withDNS() *testCluster {
 	for _, s := range c.specs {
 		s.dnsAddr = testnet.FreeDNSAddr(c.t)
 	}
+	c.dns = true
 	return c
 }
 
@@ -128,12 +130,21 @@ func (c *testCluster) start(id string) *Node {
 
 // addJoiner adds a node that joins through an existing member.
 func (c *testCluster) addJoiner(id, via string) *Node {
+	return c.start(c.addJoinerSpec(id, via).id)
+}
+
+// addJoinerSpec plans a joiner without starting it, for tests that must
+// know its addresses first.
+func (c *testCluster) addJoinerSpec(id, via string) *nodeSpec {
 	c.mu.Lock()
 	s := &nodeSpec{id: id, raftAddr: testnet.FreeAddr(c.t), grpcAddr: testnet.FreeAddr(c.t), join: via}
+	if c.dns {
+		s.dnsAddr = testnet.FreeDNSAddr(c.t)
+	}
 	c.specs[id] = s
 	c.order = append(c.order, id)
 	c.mu.Unlock()
-	return c.start(id)
+	return s
 }
 
 func (c *testCluster) stop(id string) {

@@ -21,14 +21,7 @@ func (n *Node) joinLoop() {
 	req := &pb.AddVoterRequest{Id: n.cfg.ID, RaftAddr: n.cfg.AdvertiseRaft, GrpcAddr: n.AdvertiseGRPC()}
 	delay := 200 * time.Millisecond
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*n.cfg.ApplyTimeout)
-		go func() {
-			select {
-			case <-n.closing:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
+		ctx, cancel := n.callContext(3 * n.cfg.ApplyTimeout)
 		_, err := c.AddVoter(ctx, req)
 		cancel()
 		if err == nil {
@@ -43,4 +36,19 @@ func (n *Node) joinLoop() {
 		}
 		delay = min(2*delay, 5*time.Second)
 	}
+}
+
+// callContext bounds one call a background loop makes to the cluster: it
+// ends after d, or as soon as the node starts closing, so Close never
+// waits for a call to a cluster that does not answer.
+func (n *Node) callContext(d time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	go func() {
+		select {
+		case <-n.closing:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
 }

@@ -189,9 +189,9 @@ type Node struct {
 	httpLis   net.Listener
 	dns       *dnsserver.Server
 	dnsAddr   string
-	// dnsFloor is the log index DNS served before the last restart; DNS
-	// serves nothing until the replica reaches it (see dnsUpdateLoop).
-	dnsFloor uint64
+	// dnsGate decides when DNS may answer and what it has recorded and
+	// served (dns.go).
+	dnsGate dnsGate
 
 	// readyTerm is the term in which this node, as leader, finished its
 	// barrier: every entry of earlier terms is applied, so its state is

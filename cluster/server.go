@@ -317,6 +317,7 @@ func (n *Node) Status() (*pb.StatusResponse, error) {
 		AppliedIndex:   r.AppliedIndex(),
 		Legacy:         n.cfg.Legacy,
 	}
+	n.dnsStatus(resp)
 	if idx, ok := r.Stats()["last_snapshot_index"]; ok {
 		fmt.Sscan(idx, &resp.LastSnapshotIndex)
 	}

@@ -14,10 +14,12 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/probe"
@@ -239,6 +241,181 @@ func probeSummary(t *testing.T) probe.Summary {
 	return s
 }
 
+// leaseHolder waits for an enactor to hold enactor/0 and returns its id,
+// which is also its compose service name.
+func (e *e2e) leaseHolder() string {
+	e.t.Helper()
+	var holder string
+	waitUntil(e.t, "an enactor holding enactor/0", func() bool {
+		resp, err := e.cl.ListLeases(e.ctx(), &pb.ListLeasesRequest{})
+		if err != nil {
+			return false
+		}
+		for _, l := range resp.GetLeases() {
+			if l.GetName() == "enactor/0" {
+				holder = l.GetHolder()
+				return true
+			}
+		}
+		return false
+	})
+	return holder
+}
+
+// bulkPlan is a valid plan of about 250 KB for endpoints no other step
+// uses: always the same records, so applying one never removes capacity.
+func bulkPlan() *pb.Plan {
+	p := &pb.Plan{PlannerId: "e2e-bulk"}
+	for i := range 12 {
+		ep := &pb.EndpointPlan{Name: fmt.Sprintf("bulk-%d.dnsplan.test.", i), Ttl: 30}
+		for j := range 800 {
+			ep.Targets = append(ep.Targets, &pb.Target{Id: fmt.Sprintf("t%d", j), Address: fmt.Sprintf("10.%d.%d.%d", i, j/250, j%250+1), Weight: 1})
+		}
+		p.Endpoints = append(p.Endpoints, ep)
+	}
+	return p
+}
+
+// statusWatch asks every node for its Status in turn until stopped, and
+// keeps the slowest answer and every failure: a node that stops answering
+// Status within the client's call timeout has hung.
+type statusWatch struct {
+	stop, done chan struct{}
+	halt       sync.Once
+	mu         sync.Mutex
+	rounds     int
+	slowest    time.Duration
+	failures   []string
+}
+
+func (e *e2e) watchStatus() *statusWatch {
+	w := &statusWatch{stop: make(chan struct{}), done: make(chan struct{})}
+	e.t.Cleanup(w.end) // also when the step fails before finish
+	go func() {
+		defer close(w.done)
+		for {
+			for i, addr := range grpcAddrs {
+				start := time.Now()
+				_, err := e.cl.StatusOf(context.Background(), addr)
+				took := time.Since(start)
+				w.mu.Lock()
+				w.slowest = max(w.slowest, took)
+				if err != nil {
+					w.failures = append(w.failures, fmt.Sprintf("%s after %s: %v", nodes[i], took.Round(time.Millisecond), err))
+				}
+				w.mu.Unlock()
+			}
+			w.mu.Lock()
+			w.rounds++
+			w.mu.Unlock()
+			select {
+			case <-w.stop:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}()
+	return w
+}
+
+// report says what the watch has seen so far.
+func (w *statusWatch) report() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.failures) > 0 {
+		return fmt.Sprintf("%d Status calls got no answer within the call timeout, first: %s", len(w.failures), w.failures[0])
+	}
+	return fmt.Sprintf("%d Status rounds, slowest %s", w.rounds, w.slowest.Round(time.Millisecond))
+}
+
+// end stops the watch and waits for its last round.
+func (w *statusWatch) end() {
+	w.halt.Do(func() { close(w.stop) })
+	<-w.done
+}
+
+func (w *statusWatch) finish(t *testing.T) string {
+	t.Helper()
+	w.end()
+	w.mu.Lock()
+	failed := len(w.failures) > 0
+	w.mu.Unlock()
+	if failed {
+		t.Fatal(w.report())
+	}
+	return w.report()
+}
+
+// answerWatch queries one node's DNS for the endpoint, applied long before,
+// from before the node starts until stopped: it may answer SERVFAIL or not
+// at all while it catches up, never NXDOMAIN or an empty answer, which
+// resolvers would cache (I2).
+type answerWatch struct {
+	stop, done                 chan struct{}
+	halt                       sync.Once
+	mu                         sync.Mutex
+	answers, servfail, correct int
+	bad                        []string
+}
+
+func watchAnswers(t *testing.T, addr string) *answerWatch {
+	w := &answerWatch{stop: make(chan struct{}), done: make(chan struct{})}
+	t.Cleanup(w.end) // also when the step fails before finish
+	go func() {
+		defer close(w.done)
+		c := &dns.Client{Timeout: 300 * time.Millisecond}
+		m := new(dns.Msg)
+		m.SetQuestion(endpoint, dns.TypeA)
+		for {
+			select {
+			case <-w.stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			r, _, err := c.Exchange(m, addr)
+			if err != nil {
+				continue // not up yet: a resolver asks another node
+			}
+			w.mu.Lock()
+			w.answers++
+			switch {
+			case r.Rcode == dns.RcodeServerFailure:
+				w.servfail++
+			case r.Rcode == dns.RcodeSuccess && len(r.Answer) > 0:
+				w.correct++
+			default:
+				w.bad = append(w.bad, fmt.Sprintf("%s with %d answers", dns.RcodeToString[r.Rcode], len(r.Answer)))
+			}
+			w.mu.Unlock()
+		}
+	}()
+	return w
+}
+
+func (w *answerWatch) correctAnswers() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.correct
+}
+
+// end stops the watch and waits for its last query.
+func (w *answerWatch) end() {
+	w.halt.Do(func() { close(w.stop) })
+	<-w.done
+}
+
+func (w *answerWatch) finish(t *testing.T, who string) string {
+	t.Helper()
+	w.end()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.bad) > 0 {
+		t.Fatalf("%s answered %d times NXDOMAIN or empty for applied %s (first: %s); %d SERVFAIL, %d with addresses",
+			who, len(w.bad), endpoint, w.bad[0], w.servfail, w.correct)
+	}
+	return fmt.Sprintf("%d answers: %d SERVFAIL while catching up, %d with addresses", w.answers, w.servfail, w.correct)
+}
+
 func TestComposeCluster(t *testing.T) {
 	if out, err := exec.Command("docker", "info", "--format", "{{.ServerVersion}}").CombinedOutput(); err != nil {
 		t.Fatalf("no Docker engine answers: %v\n%s", err, out)
@@ -307,20 +484,7 @@ func TestComposeCluster(t *testing.T) {
 	})
 
 	tm.step("pause the lease-holding enactor past its TTL; another takes over", func() string {
-		var holder string
-		waitUntil(t, "an enactor holding enactor/0", func() bool {
-			resp, err := cl.ListLeases(e.ctx(), &pb.ListLeasesRequest{})
-			if err != nil {
-				return false
-			}
-			for _, l := range resp.GetLeases() {
-				if l.GetName() == "enactor/0" {
-					holder = l.GetHolder()
-					return true
-				}
-			}
-			return false
-		})
+		holder := e.leaseHolder()
 		c.run("pause", holder)
 		paused := time.Now()
 		time.Sleep(leaseTTL + time.Second)
@@ -354,6 +518,26 @@ func TestComposeCluster(t *testing.T) {
 		e.waitServed(all, gen)
 		return fmt.Sprintf("paused %s; %s applied generation %d %s after the pause; woken %s's %s refused as fenced",
 			holder, by, gen, takeover.Round(time.Millisecond), holder, refused)
+	})
+
+	tm.step("recreate a node on an empty volume; it never answers empty", func() string {
+		l, _ := e.leader()
+		i := (l + 1) % 3
+		gen := e.applied().GetGeneration()
+		c.run("stop", nodes[i])
+		c.run("rm", "-f", nodes[i])
+		docker(t, "volume", "rm", project+"_"+nodes[i]+"-data")
+		w := watchAnswers(t, dnsAddrs[i])
+		c.run("up", "-d", "--no-deps", nodes[i])
+		ready := waitUntil(t, nodes[i]+" answering with addresses", func() bool { return w.correctAnswers() >= 10 })
+		e.waitServed([]int{i}, gen)
+		answers := w.finish(t, nodes[i])
+		st, err := cl.StatusOf(e.ctx(), grpcAddrs[i])
+		if err != nil || !st.GetDnsReady() || st.GetDnsFloor() == 0 {
+			t.Fatalf("%s status after recreation: %v %v, want DNS ready with a floor learned from the cluster", nodes[i], st, err)
+		}
+		return fmt.Sprintf("%s recreated empty; floor %d learned; answering %s after up; %s",
+			nodes[i], st.GetDnsFloor(), ready.Round(time.Millisecond), answers)
 	})
 
 	tm.step("cut a node off; the majority applies, it answers its last state", func() string {
@@ -400,6 +584,39 @@ func TestComposeCluster(t *testing.T) {
 			httpPost(t, "http://"+b+"/recover")
 		}
 		return fmt.Sprintf("generation %d on every node %s after it was applied", gen, d.Round(time.Millisecond))
+	})
+
+	tm.step("pause the lease holder while MBs of plans arrive; no node hangs", func() string {
+		waitUntil(t, "the recovery of the step before applied", func() bool { return aRecords(dnsAddrs[0]) == 4 })
+		holder := e.leaseHolder()
+		sw := e.watchStatus()
+		c.run("pause", holder)
+		// The paused enactor's plan watch stops reading while these arrive.
+		plan := bulkPlan()
+		const plans = 16
+		var last uint64
+		for range plans {
+			r, err := cl.SubmitPlan(e.ctx(), &pb.SubmitPlanRequest{Plan: plan})
+			if err != nil {
+				t.Fatalf("submitting a bulk plan while %s is paused: %v; %s", holder, err, sw.report())
+			}
+			last = r.GetGeneration()
+		}
+		var by string
+		applied := waitUntil(t, "another enactor applying the newest bulk plan", func() bool {
+			a, err := cl.GetApplied(e.ctx(), &pb.GetAppliedRequest{Endpoint: "bulk-0.dnsplan.test."})
+			by = a.GetEnactorId()
+			return err == nil && a.GetGeneration() == last && by != holder
+		})
+		// The planner's own plans keep being applied too: lb-1 fails and
+		// recovers, so the later steps start from every backend healthy.
+		e.newGeneration(0, true)
+		gen := e.newGeneration(0, false)
+		e.waitServed(all, gen)
+		c.run("unpause", holder)
+		statuses := sw.finish(t)
+		return fmt.Sprintf("paused %s; %d plans of %d KB submitted; %s applied generation %d %s later, then planner generation %d; %s",
+			holder, plans, proto.Size(plan)/1024, by, last, applied.Round(time.Millisecond), gen, statuses)
 	})
 
 	tm.step("restart the whole project; the state is kept", func() string {
