@@ -191,7 +191,7 @@ func FuzzDecodeCommand(f *testing.F) {
 		if anyApplied(res) {
 			r := c2.Payload.(*pb.ApplyPlanRequest)
 			holds := func(name, holder string, token uint64, ttl time.Duration) bool {
-				return r.LeaseName == name && r.EnactorId == holder && r.LeaseToken == token && c2.Stamp.Before(t0.Add(ttl))
+				return r.LeaseName == name && r.EnactorId == holder && r.LeaseToken == token && h.s.Now().Before(t0.Add(ttl))
 			}
 			if !holds("enactor", "enactor-a", 4, time.Hour) && !holds("enactor-fips", "enactor-b", 5, time.Minute) {
 				t.Fatalf("I4: apply accepted at %v with %v", c2.Stamp, r)

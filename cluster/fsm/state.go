@@ -61,19 +61,26 @@ type Result struct {
 	Endpoints  []*pb.EndpointResult // ApplyPlan: one per endpoint
 	Deleted    []uint64             // CleanupPlans: generations deleted
 	Frozen     bool                 // SetFreeze: the switch afterwards
+
+	// TimeClipped is how far the command's stamp was beyond what the state
+	// machine's time may advance in one command (MaxTimeStep); TimeJump is
+	// the advance when it exceeded TimeJumpThreshold. Both are zero in
+	// normal operation; the node counts and logs them.
+	TimeClipped time.Duration
+	TimeJump    time.Duration
 }
 
 // Apply executes one command committed at log index. It is deterministic:
 // the same state, index and command give the same result and new state on
-// every replica. Time in the state machine is max(previous time, stamp), so
-// it never runs backwards even if leaders' clocks disagree.
-func (s *State) Apply(index uint64, c Command) Result {
+// every replica. Time in the state machine never runs backwards and moves
+// by at most MaxTimeStep per command (advanceTime), so leaders' clocks may
+// disagree and one wrong clock cannot move it far.
+func (s *State) Apply(index uint64, c Command) (res Result) {
 	if index > s.lastIndex {
 		s.lastIndex = index
 	}
-	if c.Stamp.After(s.now) {
-		s.now = c.Stamp.UTC()
-	}
+	clipped, jump := s.advanceTime(c.Stamp)
+	defer func() { res.TimeClipped, res.TimeJump = clipped, jump }()
 	switch p := c.Payload.(type) {
 	case *statev1.SubmitPlan:
 		return s.submitPlan(index, p)
