@@ -43,3 +43,19 @@ func (s *State) advanceTime(stamp time.Time) (clipped, jump time.Duration) {
 	s.now = stamp
 	return clipped, jump
 }
+
+// LeaderBase is the time a leader's stamps start from in a new term, taken
+// once its barrier has applied every earlier entry: the state's time plus
+// how far the leader's wall clock is ahead of it, at most MaxTimeStep. The
+// leader then stamps LeaderBase plus the time its monotonic clock measured
+// since. A wall clock behind the state changes nothing; one ahead moves
+// time by at most MaxTimeStep once per term; a new state (time at the
+// epoch) takes the wall clock whole.
+func LeaderBase(stateNow, wall time.Time) time.Time {
+	stateNow, wall = stateNow.UTC(), wall.UTC()
+	if stateNow.Equal(epoch) {
+		return wall
+	}
+	ahead := min(max(wall.Sub(stateNow), 0), MaxTimeStep)
+	return stateNow.Add(ahead)
+}

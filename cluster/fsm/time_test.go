@@ -96,3 +96,23 @@ func TestTimeClipSurvivesSnapshot(t *testing.T) {
 		t.Fatalf("restored state time %v, want %v", r.Now(), want)
 	}
 }
+
+func TestLeaderBase(t *testing.T) {
+	epoch := time.Unix(0, 0).UTC()
+	tests := []struct {
+		name           string
+		stateNow, wall time.Time
+		want           time.Time
+	}{
+		{"new state takes the wall clock", epoch, t0, t0},
+		{"wall clock behind changes nothing", t0, t0.Add(-time.Hour), t0},
+		{"wall clock equal", t0, t0, t0},
+		{"wall clock a little ahead", t0, t0.Add(5 * time.Second), t0.Add(5 * time.Second)},
+		{"wall clock a year ahead moves MaxTimeStep", t0, t0.Add(year), t0.Add(MaxTimeStep)},
+	}
+	for _, tc := range tests {
+		if got := LeaderBase(tc.stateNow, tc.wall); !got.Equal(tc.want) {
+			t.Errorf("%s: LeaderBase(%v, %v) = %v, want %v", tc.name, tc.stateNow, tc.wall, got, tc.want)
+		}
+	}
+}
