@@ -91,9 +91,6 @@ func (s *State) Leases() []*pb.Lease {
 // oldest first.
 func (s *State) History(limit int) []*pb.HistoryEvent {
 	h := s.history
-	if len(h) > HistoryLimit {
-		h = h[len(h)-HistoryLimit:]
-	}
 	if limit > 0 && len(h) > limit {
 		h = h[len(h)-limit:]
 	}
@@ -201,7 +198,13 @@ func Restore(b []byte) (*State, error) {
 	for _, m := range snap.Members {
 		s.members[m.Id] = m
 	}
+	// A snapshot written before the history was bounded by bytes is
+	// trimmed the way the next record would trim it.
+	for _, ev := range snap.History {
+		s.historyBytes += proto.Size(ev)
+	}
 	s.history = snap.History
+	s.trimHistory()
 	s.nextGeneration = max(snap.NextGeneration, 1)
 	s.now = time.Unix(0, snap.NowUnixNanos).UTC()
 	s.frozen, s.freezeReason = snap.Frozen, snap.FreezeReason
