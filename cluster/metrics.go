@@ -21,11 +21,9 @@ type metrics struct {
 	forwarded *prometheus.CounterVec
 	// timeClipped and timeJumps count commands whose stamp the state
 	// machine clipped, or that moved its time by more than
-	// fsm.TimeJumpThreshold; clockSkew is the leader's wall clock minus
-	// its last stamp.
+	// fsm.TimeJumpThreshold.
 	timeClipped prometheus.Counter
 	timeJumps   prometheus.Counter
-	clockSkew   prometheus.Gauge
 	log         *slog.Logger
 }
 
@@ -58,10 +56,6 @@ func newMetrics(n *Node) *metrics {
 			Name: "dnsplan_fsm_time_jumps_total",
 			Help: "Commands that moved the state machine's time forward by more than the jump threshold.",
 		}),
-		clockSkew: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "dnsplan_clock_skew_seconds",
-			Help: "On the leader: its wall clock minus the time it last stamped on a command.",
-		}),
 		log: n.log,
 	}
 	stateGauge := func(name, help string, f func(*fsm.State) float64) prometheus.Collector {
@@ -77,7 +71,7 @@ func newMetrics(n *Node) *metrics {
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.propose, m.commands, m.rejected, m.forwarded, m.timeClipped, m.timeJumps, m.clockSkew,
+		m.propose, m.commands, m.rejected, m.forwarded, m.timeClipped, m.timeJumps,
 		raftGauge("dnsplan_raft_leader", "1 if this node is the Raft leader.", func(r *raft.Raft) float64 {
 			return boolFloat(r.State() == raft.Leader)
 		}),
@@ -87,6 +81,12 @@ func newMetrics(n *Node) *metrics {
 		raftGauge("dnsplan_raft_term", "Current Raft term.", func(r *raft.Raft) float64 { return float64(r.CurrentTerm()) }),
 		raftGauge("dnsplan_raft_commit_index", "Raft commit index.", func(r *raft.Raft) float64 { return float64(r.CommitIndex()) }),
 		raftGauge("dnsplan_raft_applied_index", "Raft applied index.", func(r *raft.Raft) float64 { return float64(r.AppliedIndex()) }),
+		raftGauge("dnsplan_clock_skew_seconds", "On the leader, its wall clock minus the time it last stamped on a command; 0 elsewhere.", func(r *raft.Raft) float64 {
+			if r.State() != raft.Leader {
+				return 0
+			}
+			return time.Duration(n.skew.Load()).Seconds()
+		}),
 		stateGauge("dnsplan_plans", "Plans stored.", func(s *fsm.State) float64 { return float64(s.NumPlans()) }),
 		stateGauge("dnsplan_applied_endpoints", "Endpoints with applied records.", func(s *fsm.State) float64 { return float64(s.NumApplied()) }),
 		stateGauge("dnsplan_next_generation", "Generation the next plan gets.", func(s *fsm.State) float64 { return float64(s.NextGeneration()) }),

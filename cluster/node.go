@@ -200,8 +200,10 @@ type Node struct {
 	// stamps is how this node, as a ready leader, stamps commands; set
 	// before readyTerm in each term (see stamp).
 	stamps atomic.Pointer[stampClock]
+	// skew is the leader's wall clock minus its last stamp (nanoseconds);
 	// skewWarned is when the last clock-skew warning was logged (Unix
 	// nanoseconds), so a skewed leader warns once a minute, not per command.
+	skew       atomic.Int64
 	skewWarned atomic.Int64
 
 	// connsMu guards conns, the cached connections to other members'
@@ -504,7 +506,7 @@ func (n *Node) stamp() time.Time {
 // observeSkew exposes the leader's clock skew (wall clock minus stamp) and
 // warns, at most once a minute, when it is large.
 func (n *Node) observeSkew(skew time.Duration) {
-	n.metrics.clockSkew.Set(skew.Seconds())
+	n.skew.Store(int64(skew))
 	if skew.Abs() <= clockSkewWarn {
 		return
 	}

@@ -59,6 +59,22 @@ func (c *testCluster) waitAddresses() {
 	})
 }
 
+// counterValue reads one of a node's counters from its metrics registry.
+func counterValue(t *testing.T, n *Node, name string) float64 {
+	t.Helper()
+	families, err := n.metrics.registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == name && len(f.GetMetric()) == 1 {
+			return f.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("%s has no metric %s", n.ID(), name)
+	return 0
+}
+
 // stateTime is a node's state-machine time.
 func stateTime(n *Node) time.Time {
 	var now time.Time
@@ -90,6 +106,17 @@ func TestClockAheadLeaderCannotFreezeLeases(t *testing.T) {
 	}
 	if _, err := a.plans.SubmitPlan(ctx, &pb.SubmitPlanRequest{Plan: samplePlan("api.dnsplan.test.", 10)}); err != nil {
 		t.Fatal(err)
+	}
+
+	// The leader shows its skew, and every replica counted the jump of
+	// MaxTimeStep the leader's first stamp of its term made.
+	if skew := time.Duration(c.node(ahead).skew.Load()); skew < 365*24*time.Hour-fsm.MaxTimeStep-time.Minute {
+		t.Fatalf("the leader a year ahead reports a skew of %v", skew)
+	}
+	for _, id := range c.order {
+		waitFor(t, 5*time.Second, id+" counts the time jump", func() bool {
+			return counterValue(t, c.node(id), "dnsplan_fsm_time_jumps_total") >= 1
+		})
 	}
 
 	c.transferTo(correct)

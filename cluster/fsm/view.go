@@ -127,7 +127,8 @@ func (s *State) Frozen() (bool, string) { return s.frozen, s.freezeReason }
 // NextGeneration is the generation the next accepted plan gets.
 func (s *State) NextGeneration() uint64 { return s.nextGeneration }
 
-// Now is the state machine's time: the largest stamp applied so far.
+// Now is the state machine's time: moved forward by stamps, at most
+// MaxTimeStep per command (see advanceTime).
 func (s *State) Now() time.Time { return s.now }
 
 // LastIndex is the log index of the last command applied.
