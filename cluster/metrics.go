@@ -114,7 +114,8 @@ func (m *metrics) observe(c fsm.Command, r fsm.Result) {
 	}
 	if r.TimeJump > 0 {
 		m.timeJumps.Inc()
-		m.log.Warn("state machine's time jumped", "command", c.Type.String(), "stamp", c.Stamp, "jump", r.TimeJump)
+		m.log.Warn("state machine's time jumped: the cluster was idle, or a new leader's clock is ahead",
+			"command", c.Type.String(), "stamp", c.Stamp, "jump", r.TimeJump)
 	}
 }
 
