@@ -193,3 +193,28 @@ func containsEvent(s *State, kind, actor string) bool {
 	}
 	return false
 }
+
+// A snapshot whose history is over the bounds (too many events, too many
+// bytes, an oversized string) restores to a history within them.
+func TestRestoreBoundsHistory(t *testing.T) {
+	snap := &statev1.Snapshot{NextGeneration: 1}
+	for i := 1; i <= 2*HistoryLimit; i++ {
+		snap.History = append(snap.History, &pb.HistoryEvent{Index: uint64(i), Kind: "freeze", Reason: strings.Repeat("r", MaxReasonLength)})
+	}
+	snap.History = append(snap.History, &pb.HistoryEvent{Index: 2*HistoryLimit + 1, Kind: "renew", Actor: huge})
+	b, err := proto.Marshal(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Restore(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := s.History(0)
+	if n := historyBytes(s); n > HistoryMaxBytes || len(ev) > HistoryLimit {
+		t.Fatalf("restored history: %d events, %d bytes", len(ev), n)
+	}
+	if last := ev[len(ev)-1]; last.Index != 2*HistoryLimit+1 || len(last.Actor) > MaxIDLength {
+		t.Fatalf("newest restored event: index %d, actor of %d bytes", last.Index, len(last.Actor))
+	}
+}

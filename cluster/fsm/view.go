@@ -199,9 +199,10 @@ func Restore(b []byte) (*State, error) {
 	for _, m := range snap.Members {
 		s.members[m.Id] = m
 	}
-	// A snapshot written before the history was bounded by bytes is
-	// trimmed the way the next record would trim it.
+	// Whatever a snapshot holds, the restored history is within the
+	// bounds record keeps (the events are freshly decoded, not shared).
 	for _, ev := range snap.History {
+		boundEvent(ev)
 		s.historyBytes += proto.Size(ev)
 	}
 	s.history = snap.History
