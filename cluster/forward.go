@@ -66,17 +66,41 @@ func read[Req, Resp any](ctx context.Context, n *Node, stale bool, req Req,
 	}, remote)
 }
 
-// verifyLeader makes a read on the leader linearizable: the leader has
-// applied every entry of earlier terms (its barrier is done) and a quorum
-// still confirms it leads. Every write it acknowledged was applied to its
-// state before the acknowledgement, so its state holds every write
-// acknowledged before the read began.
+// verifyLeader makes a read on the leader linearizable; see
+// checkLinearizable and cluster/DESIGN.md, "Linearizable reads".
 func (n *Node) verifyLeader() error {
-	if n.readyTerm.Load() != n.raft.CurrentTerm() {
+	return checkLinearizable(n.raft, n.readyTerm.Load)
+}
+
+// leaderView is the part of *raft.Raft the linearizable-read check needs.
+type leaderView interface {
+	CurrentTerm() uint64
+	State() raft.RaftState
+	VerifyLeader() raft.Future
+}
+
+// checkLinearizable lets a read be served from this node's state when
+// every write acknowledged before the read began is in it. The term is
+// read once, as T. (1) The barrier of term T is done (readyTerm == T), so
+// every entry of earlier terms is applied, and every write this node
+// acknowledged in T was applied before its acknowledgement. (2) A quorum
+// then confirms this node leads (VerifyLeader). (3) The term is still T
+// and the node still leads: terms only grow, so (2) confirmed leadership
+// in T itself, not in a later term whose barrier is not done. A write
+// acknowledged by another leader needs a quorum in a term above T, which
+// would intersect the quorum of (2), so none was acknowledged before (2).
+// Without (3), a node that lost leadership and won it again between (1)
+// and (2) could serve a state missing writes of the term in between.
+func checkLinearizable(r leaderView, readyTerm func() uint64) error {
+	term := r.CurrentTerm()
+	if readyTerm() != term {
 		return fmt.Errorf("%w: leader is still catching up", ErrNotLeader)
 	}
-	if err := n.raft.VerifyLeader().Error(); err != nil {
+	if err := r.VerifyLeader().Error(); err != nil {
 		return raftError(err)
+	}
+	if r.CurrentTerm() != term || r.State() != raft.Leader {
+		return fmt.Errorf("%w: leadership changed during the read check", ErrNotLeader)
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"log/slog"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -18,6 +19,12 @@ type metrics struct {
 	commands  *prometheus.CounterVec
 	rejected  *prometheus.CounterVec
 	forwarded *prometheus.CounterVec
+	// timeClipped and timeJumps count commands whose stamp the state
+	// machine clipped, or that moved its time by more than
+	// fsm.TimeJumpThreshold.
+	timeClipped prometheus.Counter
+	timeJumps   prometheus.Counter
+	log         *slog.Logger
 }
 
 func newMetrics(n *Node) *metrics {
@@ -41,6 +48,15 @@ func newMetrics(n *Node) *metrics {
 			Name: "dnsplan_forwarded_requests_total",
 			Help: "Requests this node forwarded to the leader, by outcome.",
 		}, []string{"outcome"}),
+		timeClipped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dnsplan_fsm_time_clipped_total",
+			Help: "Commands whose stamp was more than the largest step ahead of the state machine's time, so time moved by that step only.",
+		}),
+		timeJumps: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dnsplan_fsm_time_jumps_total",
+			Help: "Commands that moved the state machine's time forward by more than the jump threshold.",
+		}),
+		log: n.log,
 	}
 	stateGauge := func(name, help string, f func(*fsm.State) float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 {
@@ -55,7 +71,7 @@ func newMetrics(n *Node) *metrics {
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.propose, m.commands, m.rejected, m.forwarded,
+		m.propose, m.commands, m.rejected, m.forwarded, m.timeClipped, m.timeJumps,
 		raftGauge("dnsplan_raft_leader", "1 if this node is the Raft leader.", func(r *raft.Raft) float64 {
 			return boolFloat(r.State() == raft.Leader)
 		}),
@@ -65,6 +81,12 @@ func newMetrics(n *Node) *metrics {
 		raftGauge("dnsplan_raft_term", "Current Raft term.", func(r *raft.Raft) float64 { return float64(r.CurrentTerm()) }),
 		raftGauge("dnsplan_raft_commit_index", "Raft commit index.", func(r *raft.Raft) float64 { return float64(r.CommitIndex()) }),
 		raftGauge("dnsplan_raft_applied_index", "Raft applied index.", func(r *raft.Raft) float64 { return float64(r.AppliedIndex()) }),
+		raftGauge("dnsplan_clock_skew_seconds", "On the leader, its wall clock minus the time it last stamped on a command; 0 elsewhere.", func(r *raft.Raft) float64 {
+			if r.State() != raft.Leader {
+				return 0
+			}
+			return time.Duration(n.skew.Load()).Seconds()
+		}),
 		stateGauge("dnsplan_plans", "Plans stored.", func(s *fsm.State) float64 { return float64(s.NumPlans()) }),
 		stateGauge("dnsplan_applied_endpoints", "Endpoints with applied records.", func(s *fsm.State) float64 { return float64(s.NumApplied()) }),
 		stateGauge("dnsplan_next_generation", "Generation the next plan gets.", func(s *fsm.State) float64 { return float64(s.NextGeneration()) }),
@@ -85,6 +107,16 @@ func (m *metrics) observe(c fsm.Command, r fsm.Result) {
 		m.rejected.WithLabelValues(outcome).Inc()
 	}
 	m.commands.WithLabelValues(c.Type.String(), outcome).Inc()
+	if r.TimeClipped > 0 {
+		m.timeClipped.Inc()
+		m.log.Warn("command stamped far ahead of the state machine's time; time moved by the largest step only",
+			"command", c.Type.String(), "stamp", c.Stamp, "clipped", r.TimeClipped, "step", fsm.MaxTimeStep)
+	}
+	if r.TimeJump > 0 {
+		m.timeJumps.Inc()
+		m.log.Warn("state machine's time jumped: the cluster was idle, or a new leader's clock is ahead",
+			"command", c.Type.String(), "stamp", c.Stamp, "jump", r.TimeJump)
+	}
 }
 
 func (m *metrics) observePropose(t fsm.CommandType, start time.Time) {

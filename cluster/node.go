@@ -197,6 +197,14 @@ type Node struct {
 	// barrier: every entry of earlier terms is applied, so its state is
 	// current and linearizable reads may be served.
 	readyTerm atomic.Uint64
+	// stamps is how this node, as a ready leader, stamps commands; set
+	// before readyTerm in each term (see stamp).
+	stamps atomic.Pointer[stampClock]
+	// skew is the leader's wall clock minus its last stamp (nanoseconds);
+	// skewWarned is when the last clock-skew warning was logged (Unix
+	// nanoseconds), so a skewed leader warns once a minute, not per command.
+	skew       atomic.Int64
+	skewWarned atomic.Int64
 
 	// connsMu guards conns, the cached connections to other members'
 	// gRPC APIs used for forwarding.
@@ -421,8 +429,16 @@ func (n *Node) leadershipLoop() {
 			n.log.Warn("leader barrier failed", "term", term, "err", err)
 			continue
 		}
+		// Every earlier entry is applied: the state's time is the cluster's,
+		// and this term's stamps start from it.
+		var stateNow time.Time
+		n.machine.read(func(s *fsm.State) { stateNow = s.Now() })
+		wall := n.cfg.Clock()
+		base := fsm.LeaderBase(stateNow, wall)
+		n.stamps.Store(&stampClock{term: term, base: base, start: time.Now()})
 		n.readyTerm.Store(term)
-		n.log.Info("leading", "term", term)
+		n.log.Info("leading", "term", term, "state_time", base)
+		n.observeSkew(wall.Sub(base))
 	}
 }
 
@@ -458,12 +474,57 @@ func (n *Node) registrationLoop() {
 	}
 }
 
+// stampClock is how a ready leader stamps commands in one term: base
+// (fsm.LeaderBase, taken when its barrier finished) plus the time its
+// monotonic clock has measured since. Within a term, state time thus runs
+// at the rate of the leader's monotonic clock, whatever its wall clock does.
+type stampClock struct {
+	term  uint64
+	base  time.Time
+	start time.Time // carries a monotonic reading
+}
+
+// clockSkewWarn is the skew between the leader's wall clock and its stamps
+// above which it warns: the wall clock is behind the cluster's time, or
+// ahead by more than one term may take, or has jumped within the term.
+const clockSkewWarn = 10 * time.Second
+
+// stamp is the time a command proposed now carries. A leader that is not
+// ready in the current term yet stamps the time its replica already has,
+// which moves nothing (Apply never moves time back).
+func (n *Node) stamp() time.Time {
+	if c := n.stamps.Load(); c != nil && c.term == n.raft.CurrentTerm() {
+		s := c.base.Add(time.Since(c.start))
+		n.observeSkew(n.cfg.Clock().Sub(s))
+		return s
+	}
+	var now time.Time
+	n.machine.read(func(s *fsm.State) { now = s.Now() })
+	return now
+}
+
+// observeSkew exposes the leader's clock skew (wall clock minus stamp) and
+// warns, at most once a minute, when it is large.
+func (n *Node) observeSkew(skew time.Duration) {
+	n.skew.Store(int64(skew))
+	if skew.Abs() <= clockSkewWarn {
+		return
+	}
+	now := time.Now().UnixNano()
+	last := n.skewWarned.Load()
+	if now-last < int64(time.Minute) || !n.skewWarned.CompareAndSwap(last, now) {
+		return
+	}
+	n.log.Warn("leader's wall clock disagrees with the cluster's time; stamping the cluster's time",
+		"skew", skew, "limit_per_term", fsm.MaxTimeStep)
+}
+
 // propose replicates one command through Raft and returns the state
 // machine's result. It must run on the leader. The leader stamps the
-// command with its wall clock here; Apply never reads a clock.
+// command here (stamp); Apply never reads a clock.
 func (n *Node) propose(ctx context.Context, t fsm.CommandType, payload proto.Message) (fsm.Result, error) {
 	start := time.Now()
-	data, err := fsm.Command{Type: t, Stamp: n.cfg.Clock(), Payload: payload}.Encode()
+	data, err := fsm.Command{Type: t, Stamp: n.stamp(), Payload: payload}.Encode()
 	if err != nil {
 		return fsm.Result{}, err
 	}

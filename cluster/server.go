@@ -92,6 +92,11 @@ func (p *planService) SubmitPlan(ctx context.Context, req *pb.SubmitPlanRequest)
 	if err := fsm.ValidatePlan(req.GetPlan()); err != nil {
 		return nil, err
 	}
+	if req.GetLeaseName() != "" {
+		if err := fsm.ValidateLeaseKey(req.GetLeaseName(), req.GetPlan().GetPlannerId()); err != nil {
+			return nil, err
+		}
+	}
 	return forward(ctx, p.n, req, func(ctx context.Context, req *pb.SubmitPlanRequest) (*pb.SubmitPlanResponse, error) {
 		res, err := p.n.propose(ctx, fsm.CommandSubmitPlan, &statev1.SubmitPlan{
 			Plan: req.GetPlan(), Force: req.GetForce(), MaxCapacityDrop: p.n.cfg.MaxCapacityDrop,
@@ -171,6 +176,9 @@ func (l *leaseService) AcquireLease(ctx context.Context, req *pb.AcquireLeaseReq
 }
 
 func (l *leaseService) RenewLease(ctx context.Context, req *pb.RenewLeaseRequest) (*pb.Lease, error) {
+	if err := fsm.ValidateLeaseKey(req.GetName(), req.GetHolder()); err != nil {
+		return nil, err
+	}
 	return forward(ctx, l.n, req, func(ctx context.Context, req *pb.RenewLeaseRequest) (*pb.Lease, error) {
 		res, err := l.n.propose(ctx, fsm.CommandRenewLease, req)
 		return res.Lease, err
@@ -180,6 +188,9 @@ func (l *leaseService) RenewLease(ctx context.Context, req *pb.RenewLeaseRequest
 }
 
 func (l *leaseService) ReleaseLease(ctx context.Context, req *pb.ReleaseLeaseRequest) (*pb.ReleaseLeaseResponse, error) {
+	if err := fsm.ValidateLeaseKey(req.GetName(), req.GetHolder()); err != nil {
+		return nil, err
+	}
 	return forward(ctx, l.n, req, func(ctx context.Context, req *pb.ReleaseLeaseRequest) (*pb.ReleaseLeaseResponse, error) {
 		_, err := l.n.propose(ctx, fsm.CommandReleaseLease, req)
 		if err != nil {
@@ -347,8 +358,8 @@ func (n *Node) Status() (*pb.StatusResponse, error) {
 }
 
 func (c *clusterService) AddVoter(ctx context.Context, req *pb.AddVoterRequest) (*pb.AddVoterResponse, error) {
-	if req.GetId() == "" || req.GetRaftAddr() == "" || req.GetGrpcAddr() == "" {
-		return nil, fmt.Errorf("%w: id, raft_addr and grpc_addr are required", fsm.ErrInvalid)
+	if err := fsm.ValidateMember(req.GetId(), req.GetRaftAddr(), req.GetGrpcAddr()); err != nil {
+		return nil, err
 	}
 	return c.n.addVoterForwarded(ctx, req.GetId(), req.GetRaftAddr(), req.GetGrpcAddr())
 }
@@ -384,8 +395,8 @@ func (n *Node) addVoterForwarded(ctx context.Context, id, raftAddr, grpcAddr str
 }
 
 func (c *clusterService) RemoveServer(ctx context.Context, req *pb.RemoveServerRequest) (*pb.RemoveServerResponse, error) {
-	if req.GetId() == "" {
-		return nil, fmt.Errorf("%w: id is required", fsm.ErrInvalid)
+	if err := fsm.ValidateMemberID(req.GetId()); err != nil {
+		return nil, err
 	}
 	n := c.n
 	return forward(ctx, n, req, func(ctx context.Context, req *pb.RemoveServerRequest) (*pb.RemoveServerResponse, error) {
@@ -410,6 +421,11 @@ func (c *clusterService) RemoveServer(ctx context.Context, req *pb.RemoveServerR
 }
 
 func (c *clusterService) TransferLeadership(ctx context.Context, req *pb.TransferLeadershipRequest) (*pb.TransferLeadershipResponse, error) {
+	if req.GetId() != "" {
+		if err := fsm.ValidateMemberID(req.GetId()); err != nil {
+			return nil, err
+		}
+	}
 	n := c.n
 	return forward(ctx, n, req, func(ctx context.Context, req *pb.TransferLeadershipRequest) (*pb.TransferLeadershipResponse, error) {
 		var f raft.Future
@@ -446,6 +462,9 @@ func (c *clusterService) TransferLeadership(ctx context.Context, req *pb.Transfe
 }
 
 func (c *clusterService) SetFreeze(ctx context.Context, req *pb.SetFreezeRequest) (*pb.SetFreezeResponse, error) {
+	if err := fsm.ValidateFreezeRequest(req); err != nil {
+		return nil, err
+	}
 	return forward(ctx, c.n, req, func(ctx context.Context, req *pb.SetFreezeRequest) (*pb.SetFreezeResponse, error) {
 		res, err := c.n.propose(ctx, fsm.CommandSetFreeze, req)
 		if err != nil {

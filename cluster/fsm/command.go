@@ -75,8 +75,9 @@ func (t CommandType) String() string {
 	return fmt.Sprintf("command_%d", uint8(t))
 }
 
-// Command is one log entry: what to do and the leader's wall clock when it
-// proposed it. Apply never reads a clock of its own.
+// Command is one log entry: what to do and the time the leader stamped on
+// it (LeaderBase plus its monotonic clock). Apply never reads a clock of
+// its own.
 type Command struct {
 	Type    CommandType
 	Stamp   time.Time

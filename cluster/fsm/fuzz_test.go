@@ -125,7 +125,7 @@ func fuzzBase(tb testing.TB) *harness {
 // that decode to an equal command; and applying it, to a fresh state or to
 // one with plans, leases and applied endpoints, must not panic (Apply may
 // panic only for a type with no rule, which cannot decode) nor break the
-// invariants.
+// invariants, nor quote its input in a refusal, nor overfill the history.
 func FuzzDecodeCommand(f *testing.F) {
 	stamp := t0.Add(time.Minute)
 	seeds := sampleCommands()
@@ -137,6 +137,10 @@ func FuzzDecodeCommand(f *testing.F) {
 		Command{CommandAcquireLease, t0.Add(2 * time.Hour), &pb.AcquireLeaseRequest{Name: "enactor", Holder: "enactor-c", Ttl: durationpb.New(time.Second)}},
 		Command{CommandCleanupPlans, stamp, &pb.CleanupPlansRequest{KeepLast: 1}},
 		Command{CommandSubmitPlan, stamp, &statev1.SubmitPlan{Plan: plan(weighted(api, 1)), MaxCapacityDrop: 0.5}},
+		// Strings just over their limits.
+		Command{CommandRenewLease, stamp, &pb.RenewLeaseRequest{Name: "enactor", Holder: strings.Repeat("h", MaxIDLength+1), Token: 4}},
+		Command{CommandSetFreeze, stamp, &pb.SetFreezeRequest{Frozen: true, Reason: strings.Repeat("r", MaxReasonLength+1)}},
+		Command{CommandSetMember, stamp, &statev1.SetMember{Id: "n2", RaftAddr: strings.Repeat("a", MaxAddressLength+1), GrpcAddr: "g"}},
 	)
 	for _, c := range seeds {
 		b, err := c.Encode()
@@ -175,6 +179,12 @@ func FuzzDecodeCommand(f *testing.F) {
 		h := fuzzBase(t)
 		pre := capture(h.s)
 		res := h.s.Apply(h.index+1, c2)
+		if res.Err != nil && len(res.Err.Error()) > maxErrorText {
+			t.Fatalf("a %s refusal is %d bytes long: it quotes its input", c2.Type, len(res.Err.Error()))
+		}
+		if n := historyBytes(h.s); n > HistoryMaxBytes {
+			t.Fatalf("history holds %d bytes, limit %d", n, HistoryMaxBytes)
+		}
 		for name, g := range pre.applied {
 			if a := h.s.Applied(name); a == nil || a.Generation < g {
 				t.Fatalf("I1: %s went from generation %d to %v", name, g, a)
@@ -191,7 +201,7 @@ func FuzzDecodeCommand(f *testing.F) {
 		if anyApplied(res) {
 			r := c2.Payload.(*pb.ApplyPlanRequest)
 			holds := func(name, holder string, token uint64, ttl time.Duration) bool {
-				return r.LeaseName == name && r.EnactorId == holder && r.LeaseToken == token && c2.Stamp.Before(t0.Add(ttl))
+				return r.LeaseName == name && r.EnactorId == holder && r.LeaseToken == token && h.s.Now().Before(t0.Add(ttl))
 			}
 			if !holds("enactor", "enactor-a", 4, time.Hour) && !holds("enactor-fips", "enactor-b", 5, time.Minute) {
 				t.Fatalf("I4: apply accepted at %v with %v", c2.Stamp, r)

@@ -14,8 +14,12 @@ import (
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
-// HistoryLimit bounds the audit history: older events are dropped.
-const HistoryLimit = 1000
+// HistoryLimit and HistoryMaxBytes bound the audit history, by count and
+// by encoded size: the oldest events are dropped first.
+const (
+	HistoryLimit    = 1000
+	HistoryMaxBytes = 1 << 20
+)
 
 // State is the whole replicated state. The zero value is not usable; use
 // New or Restore. State is not safe for concurrent use: the cluster wraps
@@ -26,9 +30,10 @@ type State struct {
 	leases  map[string]*statev1.StoredLease
 	planned map[string]*statev1.PlannedTotal
 	members map[string]*statev1.SetMember
-	// history holds the newest events last; it is trimmed to HistoryLimit
-	// in batches so appending stays cheap.
+	// history holds the newest events last, at most HistoryLimit of them
+	// and HistoryMaxBytes encoded (historyBytes).
 	history        []*pb.HistoryEvent
+	historyBytes   int
 	nextGeneration uint64
 	now            time.Time
 	frozen         bool
@@ -61,19 +66,26 @@ type Result struct {
 	Endpoints  []*pb.EndpointResult // ApplyPlan: one per endpoint
 	Deleted    []uint64             // CleanupPlans: generations deleted
 	Frozen     bool                 // SetFreeze: the switch afterwards
+
+	// TimeClipped is how far the command's stamp was beyond what the state
+	// machine's time may advance in one command (MaxTimeStep); TimeJump is
+	// the advance when it exceeded TimeJumpThreshold. Both are zero in
+	// normal operation; the node counts and logs them.
+	TimeClipped time.Duration
+	TimeJump    time.Duration
 }
 
 // Apply executes one command committed at log index. It is deterministic:
 // the same state, index and command give the same result and new state on
-// every replica. Time in the state machine is max(previous time, stamp), so
-// it never runs backwards even if leaders' clocks disagree.
-func (s *State) Apply(index uint64, c Command) Result {
+// every replica. Time in the state machine never runs backwards and moves
+// by at most MaxTimeStep per command (advanceTime), so leaders' clocks may
+// disagree and one wrong clock cannot move it far.
+func (s *State) Apply(index uint64, c Command) (res Result) {
 	if index > s.lastIndex {
 		s.lastIndex = index
 	}
-	if c.Stamp.After(s.now) {
-		s.now = c.Stamp.UTC()
-	}
+	clipped, jump := s.advanceTime(c.Stamp)
+	defer func() { res.TimeClipped, res.TimeJump = clipped, jump }()
 	switch p := c.Payload.(type) {
 	case *statev1.SubmitPlan:
 		return s.submitPlan(index, p)
@@ -90,11 +102,9 @@ func (s *State) Apply(index uint64, c Command) Result {
 	case *pb.SetFreezeRequest:
 		return s.setFreeze(index, p)
 	case *statev1.SetMember:
-		s.members[p.GetId()] = p
-		return Result{}
+		return s.setMember(index, p)
 	case *statev1.RemoveMember:
-		delete(s.members, p.GetId())
-		return Result{}
+		return s.removeMember(index, p)
 	case *pb.LegacyApplyRequest:
 		return s.legacyApply(index, p)
 	case *pb.LegacyCleanupRequest:
@@ -114,6 +124,9 @@ func (s *State) submitPlan(index uint64, c *statev1.SubmitPlan) Result {
 	if c.GetLeaseName() != "" {
 		// A fenced planner: only the current holder of its lease stores.
 		ev.LeaseName, ev.Token = c.GetLeaseName(), c.GetLeaseToken()
+		if err := validateID("lease name", c.GetLeaseName()); err != nil {
+			return s.reject(ev, err)
+		}
 		if _, err := s.checkLease(c.GetLeaseName(), plan.GetPlannerId(), c.GetLeaseToken()); err != nil {
 			return s.reject(ev, err)
 		}
@@ -146,6 +159,7 @@ func (s *State) submitPlan(index uint64, c *statev1.SubmitPlan) Result {
 	}
 	s.nextGeneration++
 	s.plans[gen] = plan
+	s.boundPlans(index, gen)
 	for name, total := range totals {
 		s.planned[name] = &statev1.PlannedTotal{Endpoint: name, Generation: gen, TotalWeight: total}
 	}
@@ -159,12 +173,13 @@ func (s *State) submitPlan(index uint64, c *statev1.SubmitPlan) Result {
 }
 
 func (s *State) acquireLease(index uint64, r *pb.AcquireLeaseRequest) Result {
-	ev := s.event(index, "acquire", r.GetHolder())
-	ev.LeaseName = r.GetName()
 	ttl := r.GetTtl().AsDuration()
 	if err := ValidateLeaseRequest(r.GetName(), r.GetHolder(), ttl); err != nil {
-		return s.reject(ev, err)
+		// The event names neither: invalid input is not kept.
+		return s.reject(s.event(index, "acquire", ""), err)
 	}
+	ev := s.event(index, "acquire", r.GetHolder())
+	ev.LeaseName = r.GetName()
 	if cur := s.leases[r.GetName()]; cur != nil && s.live(cur) && cur.Lease.Holder != r.GetHolder() {
 		// Standbys ask every few seconds; recording each refusal would push
 		// the events that matter out of the bounded history.
@@ -213,6 +228,9 @@ func (s *State) checkLease(name, holder string, token uint64) (*statev1.StoredLe
 }
 
 func (s *State) renewLease(index uint64, r *pb.RenewLeaseRequest) Result {
+	if err := ValidateLeaseKey(r.GetName(), r.GetHolder()); err != nil {
+		return s.reject(s.event(index, "renew", ""), err)
+	}
 	cur, err := s.checkLease(r.GetName(), r.GetHolder(), r.GetToken())
 	if err != nil {
 		// Successful renewals are routine and not recorded; refusals are.
@@ -236,6 +254,9 @@ func (s *State) renewLease(index uint64, r *pb.RenewLeaseRequest) Result {
 }
 
 func (s *State) releaseLease(index uint64, r *pb.ReleaseLeaseRequest) Result {
+	if err := ValidateLeaseKey(r.GetName(), r.GetHolder()); err != nil {
+		return s.reject(s.event(index, "release", ""), err)
+	}
 	ev := s.event(index, "release", r.GetHolder())
 	ev.LeaseName, ev.Token = r.GetName(), r.GetToken()
 	cur := s.leases[r.GetName()]
@@ -369,6 +390,9 @@ func (s *State) cleanupPlans(index uint64, r *pb.CleanupPlansRequest) Result {
 
 func (s *State) setFreeze(index uint64, r *pb.SetFreezeRequest) Result {
 	ev := s.event(index, "freeze", "operator")
+	if err := ValidateFreezeRequest(r); err != nil {
+		return s.reject(ev, err)
+	}
 	s.frozen = r.GetFrozen()
 	s.freezeReason = r.GetReason()
 	if s.frozen {
@@ -382,6 +406,24 @@ func (s *State) setFreeze(index uint64, r *pb.SetFreezeRequest) Result {
 	return Result{Frozen: s.frozen}
 }
 
+// setMember records a member's addresses; removeMember forgets them.
+// Routine, so only refusals reach the history.
+func (s *State) setMember(index uint64, m *statev1.SetMember) Result {
+	if err := ValidateMember(m.GetId(), m.GetRaftAddr(), m.GetGrpcAddr()); err != nil {
+		return s.reject(s.event(index, "member", ""), err)
+	}
+	s.members[m.GetId()] = m
+	return Result{}
+}
+
+func (s *State) removeMember(index uint64, m *statev1.RemoveMember) Result {
+	if err := ValidateMemberID(m.GetId()); err != nil {
+		return s.reject(s.event(index, "member", ""), err)
+	}
+	delete(s.members, m.GetId())
+	return Result{}
+}
+
 func (s *State) event(index uint64, kind, actor string) *pb.HistoryEvent {
 	return &pb.HistoryEvent{Index: index, Time: timestamppb.New(s.now), Kind: kind, Actor: actor}
 }
@@ -393,9 +435,12 @@ func (s *State) reject(ev *pb.HistoryEvent, err error) Result {
 	return Result{Err: err}
 }
 
+// record appends an event to the audit history, its strings bounded
+// (boundEvent), and drops the oldest events past HistoryLimit or
+// HistoryMaxBytes.
 func (s *State) record(ev *pb.HistoryEvent) {
+	boundEvent(ev)
 	s.history = append(s.history, ev)
-	if len(s.history) >= 2*HistoryLimit {
-		s.history = slices.Clone(s.history[len(s.history)-HistoryLimit:])
-	}
+	s.historyBytes += proto.Size(ev)
+	s.trimHistory()
 }

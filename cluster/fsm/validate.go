@@ -11,16 +11,29 @@ import (
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
-// Limits on what a plan and a lease may hold. They keep one Raft entry, one
-// DNS answer and one snapshot bounded.
+// Limits on what a command may carry and the state may hold. They keep one
+// Raft entry, one DNS answer, one snapshot and the audit history bounded.
+// Every string a client sends is checked against them at the gRPC edge and
+// again inside Apply; a refusal says how long the input was, never what it
+// was.
 const (
 	MaxPlanBytes          = 4 << 20 // encoded size of one plan's planner id and endpoints
 	MaxTargetsPerEndpoint = 1000
 	MaxTTL                = 86400
-	MaxIDLength           = 128 // target ids, planner, enactor, lease names and holders
+	MaxIDLength           = 128  // target ids, planner, enactor, lease names and holders, member ids
+	MaxNameLength         = 254  // a DNS name with its final dot
+	MaxReasonLength       = 1024 // a freeze reason
+	MaxAddressLength      = 261  // a member's Raft or gRPC address: a DNS name, a colon, a port
 	MinLeaseTTL           = 50 * time.Millisecond
 	MaxLeaseTTL           = time.Hour
+	// MaxPlans is how many plans the state keeps before it deletes the
+	// oldest ones no endpoint serves (see boundPlans).
+	MaxPlans = 1000
 )
+
+// maxAddressText is more than the longest IP address text; longer input is
+// refused without being quoted.
+const maxAddressText = 64
 
 // ValidatePlan checks a submitted plan: at least one endpoint; each a unique
 // fully qualified name with a TTL in 1..MaxTTL and 1..MaxTargetsPerEndpoint
@@ -38,7 +51,7 @@ func ValidatePlan(p *pb.Plan) error {
 		return fmt.Errorf("%w: plan is %d bytes, limit is %d", ErrInvalid, n, MaxPlanBytes)
 	}
 	if len(p.GetPlannerId()) > MaxIDLength {
-		return fmt.Errorf("%w: planner_id longer than %d", ErrInvalid, MaxIDLength)
+		return fmt.Errorf("%w: planner_id is %d bytes, limit %d", ErrInvalid, len(p.GetPlannerId()), MaxIDLength)
 	}
 	if len(p.GetEndpoints()) == 0 {
 		return fmt.Errorf("%w: plan has no endpoints", ErrInvalid)
@@ -102,6 +115,9 @@ func validateEndpoint(ep *pb.EndpointPlan) error {
 // or IPv6 address (AAAA). Zones, IPv4-mapped IPv6 and the unspecified
 // address are refused, since none of them can be served.
 func ParseAddress(s string) (netip.Addr, error) {
+	if len(s) > maxAddressText {
+		return netip.Addr{}, fmt.Errorf("address is %d bytes, too long for an IP address", len(s))
+	}
 	a, err := netip.ParseAddr(s)
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("address %q is not an IP address", s)
@@ -121,6 +137,10 @@ func ParseAddress(s string) (netip.Addr, error) {
 // dot, at most 253 characters without it, labels of 1..63 letters, digits,
 // hyphens or underscores, not starting or ending with a hyphen.
 func ValidateName(s string) error {
+	if len(s) > MaxNameLength {
+		// Checked first: the messages below quote the name.
+		return fmt.Errorf("name is %d bytes, limit %d", len(s), MaxNameLength)
+	}
 	if !strings.HasSuffix(s, ".") || s == "." {
 		return fmt.Errorf("name %q is not fully qualified (must end in a dot)", s)
 	}
@@ -185,9 +205,45 @@ func ValidateApplyRequest(r *pb.ApplyPlanRequest) error {
 	return nil
 }
 
-func validateID(what, s string) error {
-	if s == "" || len(s) > MaxIDLength {
-		return fmt.Errorf("%w: %s must be 1..%d bytes", ErrInvalid, what, MaxIDLength)
+// ValidateLeaseKey checks the lease name and holder of a renew or release.
+func ValidateLeaseKey(name, holder string) error {
+	if err := validateID("lease name", name); err != nil {
+		return err
+	}
+	return validateID("holder", holder)
+}
+
+// ValidateFreezeRequest checks the reason an operator gives for a freeze.
+func ValidateFreezeRequest(r *pb.SetFreezeRequest) error {
+	if n := len(r.GetReason()); n > MaxReasonLength {
+		return fmt.Errorf("%w: freeze reason is %d bytes, limit %d", ErrInvalid, n, MaxReasonLength)
+	}
+	return nil
+}
+
+// ValidateMemberID checks a cluster member's id.
+func ValidateMemberID(id string) error { return validateID("member id", id) }
+
+// ValidateMember checks a member's id and its Raft and gRPC addresses.
+func ValidateMember(id, raftAddr, grpcAddr string) error {
+	if err := ValidateMemberID(id); err != nil {
+		return err
+	}
+	if err := validateBounded("raft address", raftAddr, MaxAddressLength); err != nil {
+		return err
+	}
+	return validateBounded("grpc address", grpcAddr, MaxAddressLength)
+}
+
+func validateID(what, s string) error { return validateBounded(what, s, MaxIDLength) }
+
+// validateBounded checks that s is 1..limit bytes, without quoting it.
+func validateBounded(what, s string, limit int) error {
+	switch {
+	case s == "":
+		return fmt.Errorf("%w: %s is required", ErrInvalid, what)
+	case len(s) > limit:
+		return fmt.Errorf("%w: %s is %d bytes, limit %d", ErrInvalid, what, len(s), limit)
 	}
 	return nil
 }

@@ -91,9 +91,6 @@ func (s *State) Leases() []*pb.Lease {
 // oldest first.
 func (s *State) History(limit int) []*pb.HistoryEvent {
 	h := s.history
-	if len(h) > HistoryLimit {
-		h = h[len(h)-HistoryLimit:]
-	}
 	if limit > 0 && len(h) > limit {
 		h = h[len(h)-limit:]
 	}
@@ -130,7 +127,8 @@ func (s *State) Frozen() (bool, string) { return s.frozen, s.freezeReason }
 // NextGeneration is the generation the next accepted plan gets.
 func (s *State) NextGeneration() uint64 { return s.nextGeneration }
 
-// Now is the state machine's time: the largest stamp applied so far.
+// Now is the state machine's time: moved forward by stamps, at most
+// MaxTimeStep per command (see advanceTime).
 func (s *State) Now() time.Time { return s.now }
 
 // LastIndex is the log index of the last command applied.
@@ -201,7 +199,14 @@ func Restore(b []byte) (*State, error) {
 	for _, m := range snap.Members {
 		s.members[m.Id] = m
 	}
+	// Whatever a snapshot holds, the restored history is within the
+	// bounds record keeps (the events are freshly decoded, not shared).
+	for _, ev := range snap.History {
+		boundEvent(ev)
+		s.historyBytes += proto.Size(ev)
+	}
 	s.history = snap.History
+	s.trimHistory()
 	s.nextGeneration = max(snap.NextGeneration, 1)
 	s.now = time.Unix(0, snap.NowUnixNanos).UTC()
 	s.frozen, s.freezeReason = snap.Frozen, snap.FreezeReason
