@@ -463,24 +463,6 @@ func TestDNSWipedMemberNeverAnswersEmpty(t *testing.T) {
 	f.checkNeverEmptier(t, id, cut)
 }
 
-// counterValue sums a metric's samples in a node's registry (0 if absent).
-func counterValue(t *testing.T, n *Node, name string) float64 {
-	t.Helper()
-	mfs, err := n.metrics.registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var v float64
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			for _, m := range mf.GetMetric() {
-				v += m.GetCounter().GetValue() + m.GetGauge().GetValue()
-			}
-		}
-	}
-	return v
-}
-
 // servedGen is the generation a node's DNS says it serves for name (its
 // debugging TXT record), or 0.
 func servedGen(t *testing.T, addr, name string) uint64 {

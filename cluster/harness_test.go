@@ -261,3 +261,25 @@ func samplePlan(name string, weights ...uint32) *pb.Plan {
 }
 
 func ttl(d time.Duration) *durationpb.Duration { return durationpb.New(d) }
+
+// counterValue is the value of a node's metric (a counter or gauge, summed
+// over its labels); a metric the node does not expose fails the test.
+func counterValue(t *testing.T, n *Node, name string) float64 {
+	t.Helper()
+	families, err := n.metrics.registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		var v float64
+		for _, m := range f.GetMetric() {
+			v += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+		return v
+	}
+	t.Fatalf("%s has no metric %s", n.ID(), name)
+	return 0
+}

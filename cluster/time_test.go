@@ -59,22 +59,6 @@ func (c *testCluster) waitAddresses() {
 	})
 }
 
-// counterValue reads one of a node's counters from its metrics registry.
-func counterValue(t *testing.T, n *Node, name string) float64 {
-	t.Helper()
-	families, err := n.metrics.registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() == name && len(f.GetMetric()) == 1 {
-			return f.GetMetric()[0].GetCounter().GetValue()
-		}
-	}
-	t.Fatalf("%s has no metric %s", n.ID(), name)
-	return 0
-}
-
 // stateTime is a node's state-machine time.
 func stateTime(n *Node) time.Time {
 	var now time.Time
