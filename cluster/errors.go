@@ -46,11 +46,14 @@ func toStatus(err error) error {
 	case errors.Is(err, fsm.ErrInvalid):
 		code = codes.InvalidArgument
 	case errors.Is(err, fsm.ErrVelocity), errors.Is(err, fsm.ErrLeaseHeld),
-		errors.Is(err, fsm.ErrFenced), errors.Is(err, fsm.ErrFrozen):
+		errors.Is(err, fsm.ErrFenced), errors.Is(err, fsm.ErrFrozen),
+		errors.Is(err, fsm.ErrFamily), errors.Is(err, fsm.ErrDesign):
 		code = codes.FailedPrecondition
 	case errors.Is(err, fsm.ErrNotFound):
 		code = codes.NotFound
-	case errors.Is(err, ErrNotLeader):
+	case errors.Is(err, ErrNotLeader), errors.Is(err, fsm.ErrNotFounded):
+		// Not founded yet: the first ready leader founds the policy at
+		// once, so the client retries like any UNAVAILABLE.
 		code = codes.Unavailable
 	case errors.Is(err, context.DeadlineExceeded):
 		code = codes.DeadlineExceeded

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/dnsplan/dnsplan/cluster/dnsserver"
 	"github.com/dnsplan/dnsplan/cluster/fsm"
@@ -74,10 +75,13 @@ type Config struct {
 	InitialCluster []Peer
 	Join           string
 
-	// MaxCapacityDrop is the velocity limit: the largest fraction of an
-	// endpoint's total weight one plan may remove without force (default
-	// 0.5; 1 disables the limit).
+	// MaxCapacityDrop and VelocityWindow are the velocity limit this node
+	// founds a new cluster with: the largest fraction of an endpoint's
+	// served capacity that may be removed within the window without force
+	// (defaults 0.5 and 60s; 1 disables the limit). Once founded, the
+	// cluster's own policy (fsm.State.Config) is what every node applies.
 	MaxCapacityDrop float64
+	VelocityWindow  time.Duration
 
 	// SnapshotThreshold is how many log entries since the last snapshot
 	// trigger a new one (default 8192); SnapshotInterval how often that is
@@ -134,6 +138,12 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MaxCapacityDrop < 0 || c.MaxCapacityDrop > 1 {
 		return fmt.Errorf("cluster: max capacity drop %v outside 0..1", c.MaxCapacityDrop)
+	}
+	if c.VelocityWindow == 0 {
+		c.VelocityWindow = fsm.DefaultVelocityWindow
+	}
+	if err := fsm.ValidateVelocityWindow(durationpb.New(c.VelocityWindow)); err != nil {
+		return fmt.Errorf("cluster: %w", err)
 	}
 	if c.ApplyTimeout == 0 {
 		c.ApplyTimeout = 10 * time.Second
@@ -398,8 +408,9 @@ func (n *Node) goLoop(f func()) {
 }
 
 // leadershipLoop makes a new leader ready: a barrier applies every entry
-// of earlier terms before the node serves linearizable reads, and the
-// leader records its own addresses so followers can forward to it.
+// of earlier terms before the node serves linearizable reads, and a
+// cluster that has no policy yet gets one (foundPolicy) before the leader
+// counts as ready.
 func (n *Node) leadershipLoop() {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
@@ -419,6 +430,13 @@ func (n *Node) leadershipLoop() {
 		}
 		if err := n.raft.Barrier(n.cfg.ApplyTimeout).Error(); err != nil {
 			n.log.Warn("leader barrier failed", "term", term, "err", err)
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
+		err := n.foundPolicy(ctx)
+		cancel()
+		if err != nil {
+			n.log.Warn("founding the cluster's policy failed", "term", term, "err", err)
 			continue
 		}
 		n.readyTerm.Store(term)

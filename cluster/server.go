@@ -94,7 +94,7 @@ func (p *planService) SubmitPlan(ctx context.Context, req *pb.SubmitPlanRequest)
 	}
 	return forward(ctx, p.n, req, func(ctx context.Context, req *pb.SubmitPlanRequest) (*pb.SubmitPlanResponse, error) {
 		res, err := p.n.propose(ctx, fsm.CommandSubmitPlan, &statev1.SubmitPlan{
-			Plan: req.GetPlan(), Force: req.GetForce(), MaxCapacityDrop: p.n.cfg.MaxCapacityDrop,
+			Plan: req.GetPlan(), Force: req.GetForce(),
 			LeaseName: req.GetLeaseName(), LeaseToken: req.GetLeaseToken(),
 		})
 		if err != nil {

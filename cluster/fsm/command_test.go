@@ -20,7 +20,7 @@ import (
 // largest representable.
 func sampleCommands() []Command {
 	return []Command{
-		{CommandSubmitPlan, t0, &statev1.SubmitPlan{Plan: validPlan(), Force: true, MaxCapacityDrop: 0.25}},
+		{CommandSubmitPlan, t0, &statev1.SubmitPlan{Plan: validPlan(), Force: true}},
 		{CommandAcquireLease, t0.Add(time.Nanosecond), &pb.AcquireLeaseRequest{Name: "enactor", Holder: "enactor-a", Ttl: durationpb.New(3 * time.Second)}},
 		{CommandRenewLease, time.Unix(0, -1), &pb.RenewLeaseRequest{Name: "enactor", Holder: "enactor-a", Token: 2}},
 		{CommandReleaseLease, time.Unix(0, math.MaxInt64), &pb.ReleaseLeaseRequest{Name: "enactor", Holder: "enactor-a", Token: 2}},
@@ -95,7 +95,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"type only", []byte{byte(CommandSetFreeze)}},
 		{"short header", valid[:headerLen-1]},
 		{"type 0", withType(0)},
-		{"type after the last", withType(byte(CommandLegacyCleanup) + 1)},
+		{"type after the last", withType(byte(CommandSetConfig) + 1)},
 		{"type 255", withType(255)},
 		{"truncated varint", append(append([]byte(nil), valid[:headerLen]...), 0x08)},
 		{"bad wire type", append(append([]byte(nil), valid[:headerLen]...), 0x0f)},
@@ -117,7 +117,7 @@ func TestDecodeErrors(t *testing.T) {
 }
 
 func TestEncodeUnknownType(t *testing.T) {
-	for _, typ := range []CommandType{0, CommandLegacyCleanup + 1, 255} {
+	for _, typ := range []CommandType{0, CommandSetConfig + 1, 255} {
 		if _, err := (Command{Type: typ, Stamp: t0, Payload: &pb.SetFreezeRequest{}}).Encode(); !errors.Is(err, ErrUndecodable) {
 			t.Errorf("Encode of type %d: %v, want ErrUndecodable", typ, err)
 		}
