@@ -20,6 +20,10 @@ import (
 // (ready) leader and could not forward it. It becomes UNAVAILABLE.
 var ErrNotLeader = errors.New("not the leader")
 
+// ErrDesignMismatch: the node was started with a design (--legacy or not)
+// other than the one its cluster was founded with. The node does not run.
+var ErrDesignMismatch = errors.New("node design differs from the cluster's")
+
 // raftError wraps Raft's own errors on the write path as ErrNotLeader: in
 // every case the client should retry, elsewhere or later.
 func raftError(err error) error {

@@ -24,6 +24,7 @@ import (
 
 	"github.com/dnsplan/dnsplan/cluster/dnsserver"
 	"github.com/dnsplan/dnsplan/cluster/fsm"
+	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
 // Peer is one founding member of a cluster.
@@ -80,7 +81,8 @@ type Config struct {
 	// served capacity that may be removed within the window without force
 	// (defaults 0.5 and 60s; 1 disables the limit). Once founded, the
 	// cluster's own policy (fsm.State.Config) is what every node applies.
-	MaxCapacityDrop float64
+	// MaxCapacityDrop nil means the default; 0 is a limit like any other.
+	MaxCapacityDrop *float64
 	VelocityWindow  time.Duration
 
 	// SnapshotThreshold is how many log entries since the last snapshot
@@ -133,11 +135,12 @@ func (c *Config) setDefaults() error {
 	if c.GRPCListener == nil && c.GRPCAddr == "" {
 		c.GRPCAddr = "127.0.0.1:9001"
 	}
-	if c.MaxCapacityDrop == 0 {
-		c.MaxCapacityDrop = 0.5
+	if c.MaxCapacityDrop == nil {
+		d := fsm.DefaultMaxCapacityDrop
+		c.MaxCapacityDrop = &d
 	}
-	if c.MaxCapacityDrop < 0 || c.MaxCapacityDrop > 1 {
-		return fmt.Errorf("cluster: max capacity drop %v outside 0..1", c.MaxCapacityDrop)
+	if err := fsm.ValidateMaxCapacityDrop(*c.MaxCapacityDrop); err != nil {
+		return fmt.Errorf("cluster: %w", err)
 	}
 	if c.VelocityWindow == 0 {
 		c.VelocityWindow = fsm.DefaultVelocityWindow
@@ -215,7 +218,11 @@ type Node struct {
 
 	closing   chan struct{} // closed when Close starts; ends streams and loops
 	closeOnce sync.Once
-	wg        sync.WaitGroup // background goroutines
+	// fatal receives the one error that made the node stop itself (see
+	// fail); failOnce makes it one.
+	fatal    chan error
+	failOnce sync.Once
+	wg       sync.WaitGroup // background goroutines
 }
 
 // Start opens the stores, starts Raft, the gRPC API and the HTTP endpoint,
@@ -229,16 +236,28 @@ func Start(cfg Config) (n *Node, err error) {
 		log:     cfg.Logger.With("component", "cluster", "node", cfg.ID),
 		conns:   map[string]*grpc.ClientConn{},
 		closing: make(chan struct{}),
+		fatal:   make(chan error, 1),
 	}
 	n.metrics = newMetrics(n)
 	n.machine = newMachine(n.metrics.observe)
+	// The returns below set n to nil; close what was opened through a
+	// copy.
+	started := n
 	defer func() {
 		if err != nil {
-			n.Close()
+			started.Close()
 		}
 	}()
 	joining, err := n.startRaft()
 	if err != nil {
+		return nil, err
+	}
+	// Raft has restored the local snapshot: a node whose design disagrees
+	// with its cluster's refuses to start. A policy that is only in the
+	// log, or that a new node has yet to learn, is checked by policyLoop
+	// as soon as the replica applies it.
+	var warned *pb.ClusterConfig
+	if err := n.checkPolicy(&warned); err != nil {
 		return nil, err
 	}
 	if err := n.startGRPC(); err != nil {
@@ -252,6 +271,7 @@ func Start(cfg Config) (n *Node, err error) {
 	}
 	n.goLoop(n.leadershipLoop)
 	n.goLoop(n.registrationLoop)
+	n.goLoop(func() { n.policyLoop(warned) })
 	if joining {
 		n.goLoop(n.joinLoop)
 	}

@@ -326,6 +326,7 @@ func (n *Node) Status() (*pb.StatusResponse, error) {
 	}
 	n.machine.read(func(s *fsm.State) {
 		resp.Frozen, resp.FreezeReason = s.Frozen()
+		resp.Config = s.Config()
 		resp.NextGeneration = s.NextGeneration()
 		resp.Plans = uint32(s.NumPlans())
 		resp.Endpoints = uint32(s.NumApplied())
