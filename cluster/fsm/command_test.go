@@ -29,6 +29,10 @@ func sampleCommands() []Command {
 		{CommandSetFreeze, t0, &pb.SetFreezeRequest{Frozen: true, Reason: "incident"}},
 		{CommandSetMember, t0, &statev1.SetMember{Id: "n1", RaftAddr: "127.0.0.1:7001", GrpcAddr: "127.0.0.1:9001"}},
 		{CommandRemoveMember, t0, &statev1.RemoveMember{Id: "n1"}},
+		{CommandLegacyApply, t0, &pb.LegacyApplyRequest{Generation: 1, Endpoint: api, EnactorId: "enactor-a"}},
+		{CommandLegacyCleanup, t0, &pb.LegacyCleanupRequest{KeepGenerations: 3}},
+		{CommandFoundCluster, t0, &pb.ClusterConfig{Design: pb.Design_DESIGN_FIXED, MaxCapacityDrop: 0.25, VelocityWindow: durationpb.New(time.Minute)}},
+		{CommandSetConfig, t0, &pb.SetConfigRequest{MaxCapacityDrop: proto.Float64(0), VelocityWindow: durationpb.New(2 * time.Minute)}},
 	}
 }
 
@@ -130,6 +134,7 @@ func TestCommandTypeString(t *testing.T) {
 		CommandReleaseLease: "release_lease", CommandApplyPlan: "apply_plan", CommandCleanupPlans: "cleanup_plans",
 		CommandSetFreeze: "set_freeze", CommandSetMember: "set_member", CommandRemoveMember: "remove_member",
 		CommandLegacyApply: "legacy_apply", CommandLegacyCleanup: "legacy_cleanup",
+		CommandFoundCluster: "found_cluster", CommandSetConfig: "set_config",
 		42: "command_42",
 	}
 	for typ, s := range want {
