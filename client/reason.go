@@ -12,10 +12,12 @@ import (
 const ErrorDomain = "dnsplan.v1"
 
 // Reason returns why the cluster rejected a request, in lower case:
-// "fenced", "velocity", "frozen", "lease_held", "invalid" or "not_found";
-// "" when err carries no reason (transport errors, success). Several
-// reasons share FAILED_PRECONDITION, so programs tell them apart by this,
-// never by the message.
+// "fenced", "velocity", "family", "design", "frozen", "lease_held",
+// "invalid", "not_found" or "not_founded"; "" when err carries no reason
+// (transport errors, success). Several reasons share FAILED_PRECONDITION,
+// so programs tell them apart by this, never by the message. The same
+// words, in upper case, name why an endpoint of an apply was refused
+// (EndpointResult.reason).
 func Reason(err error) string {
 	st, ok := status.FromError(err)
 	if !ok {

@@ -20,6 +20,10 @@ import (
 // (ready) leader and could not forward it. It becomes UNAVAILABLE.
 var ErrNotLeader = errors.New("not the leader")
 
+// ErrDesignMismatch: the node was started with a design (--legacy or not)
+// other than the one its cluster was founded with. The node does not run.
+var ErrDesignMismatch = errors.New("node design differs from the cluster's")
+
 // raftError wraps Raft's own errors on the write path as ErrNotLeader: in
 // every case the client should retry, elsewhere or later.
 func raftError(err error) error {
@@ -46,11 +50,14 @@ func toStatus(err error) error {
 	case errors.Is(err, fsm.ErrInvalid):
 		code = codes.InvalidArgument
 	case errors.Is(err, fsm.ErrVelocity), errors.Is(err, fsm.ErrLeaseHeld),
-		errors.Is(err, fsm.ErrFenced), errors.Is(err, fsm.ErrFrozen):
+		errors.Is(err, fsm.ErrFenced), errors.Is(err, fsm.ErrFrozen),
+		errors.Is(err, fsm.ErrFamily), errors.Is(err, fsm.ErrDesign):
 		code = codes.FailedPrecondition
 	case errors.Is(err, fsm.ErrNotFound):
 		code = codes.NotFound
-	case errors.Is(err, ErrNotLeader):
+	case errors.Is(err, ErrNotLeader), errors.Is(err, fsm.ErrNotFounded):
+		// Not founded yet: the first ready leader founds the policy at
+		// once, so the client retries like any UNAVAILABLE.
 		code = codes.Unavailable
 	case errors.Is(err, context.DeadlineExceeded):
 		code = codes.DeadlineExceeded

@@ -12,7 +12,8 @@ import (
 
 // LEGACY: the old, unsafe apply and clean-up, served only by nodes started
 // with --legacy (Config.Legacy), to demonstrate the AWS failure on the same
-// cluster. The rules are in cluster/fsm/legacy.go.
+// cluster. The rules are in cluster/fsm/legacy.go; Apply refuses them
+// unless the cluster was founded with the legacy design.
 type legacyService struct {
 	pb.UnimplementedLegacyServiceServer
 	n *Node
@@ -23,6 +24,9 @@ func (l *legacyService) LegacyApply(ctx context.Context, req *pb.LegacyApplyRequ
 		return nil, fmt.Errorf("%w: a generation and a fully qualified endpoint are required", fsm.ErrInvalid)
 	}
 	return forward(ctx, l.n, req, func(ctx context.Context, req *pb.LegacyApplyRequest) (*pb.LegacyApplyResponse, error) {
+		if err := l.n.requireFounded(); err != nil {
+			return nil, err
+		}
 		if _, err := l.n.propose(ctx, fsm.CommandLegacyApply, req); err != nil {
 			return nil, err
 		}
@@ -34,6 +38,9 @@ func (l *legacyService) LegacyApply(ctx context.Context, req *pb.LegacyApplyRequ
 
 func (l *legacyService) LegacyCleanup(ctx context.Context, req *pb.LegacyCleanupRequest) (*pb.LegacyCleanupResponse, error) {
 	return forward(ctx, l.n, req, func(ctx context.Context, req *pb.LegacyCleanupRequest) (*pb.LegacyCleanupResponse, error) {
+		if err := l.n.requireFounded(); err != nil {
+			return nil, err
+		}
 		res, err := l.n.propose(ctx, fsm.CommandLegacyCleanup, req)
 		if err != nil {
 			return nil, err
@@ -42,4 +49,16 @@ func (l *legacyService) LegacyCleanup(ctx context.Context, req *pb.LegacyCleanup
 	}, func(ctx context.Context, c grpc.ClientConnInterface, req *pb.LegacyCleanupRequest) (*pb.LegacyCleanupResponse, error) {
 		return pb.NewLegacyServiceClient(c).LegacyCleanup(ctx, req)
 	})
+}
+
+// requireFounded answers UNAVAILABLE (retry) while the leader has not
+// founded the cluster's policy yet: until then the state behaves as fixed
+// and would refuse a legacy command that a moment later is accepted.
+func (n *Node) requireFounded() error {
+	var founded bool
+	n.machine.read(func(s *fsm.State) { founded = s.Config() != nil })
+	if !founded {
+		return fmt.Errorf("%w: the leader has not founded the cluster's policy yet", fsm.ErrNotFounded)
+	}
+	return nil
 }

@@ -20,9 +20,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/dnsplan/dnsplan/cluster/dnsserver"
 	"github.com/dnsplan/dnsplan/cluster/fsm"
+	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
 // Peer is one founding member of a cluster.
@@ -74,10 +76,14 @@ type Config struct {
 	InitialCluster []Peer
 	Join           string
 
-	// MaxCapacityDrop is the velocity limit: the largest fraction of an
-	// endpoint's total weight one plan may remove without force (default
-	// 0.5; 1 disables the limit).
-	MaxCapacityDrop float64
+	// MaxCapacityDrop and VelocityWindow are the velocity limit this node
+	// founds a new cluster with: the largest fraction of an endpoint's
+	// served capacity that may be removed within the window without force
+	// (defaults 0.5 and 60s; 1 disables the limit). Once founded, the
+	// cluster's own policy (fsm.State.Config) is what every node applies.
+	// MaxCapacityDrop nil means the default; 0 is a limit like any other.
+	MaxCapacityDrop *float64
+	VelocityWindow  time.Duration
 
 	// SnapshotThreshold is how many log entries since the last snapshot
 	// trigger a new one (default 8192); SnapshotInterval how often that is
@@ -129,11 +135,18 @@ func (c *Config) setDefaults() error {
 	if c.GRPCListener == nil && c.GRPCAddr == "" {
 		c.GRPCAddr = "127.0.0.1:9001"
 	}
-	if c.MaxCapacityDrop == 0 {
-		c.MaxCapacityDrop = 0.5
+	if c.MaxCapacityDrop == nil {
+		d := fsm.DefaultMaxCapacityDrop
+		c.MaxCapacityDrop = &d
 	}
-	if c.MaxCapacityDrop < 0 || c.MaxCapacityDrop > 1 {
-		return fmt.Errorf("cluster: max capacity drop %v outside 0..1", c.MaxCapacityDrop)
+	if err := fsm.ValidateMaxCapacityDrop(*c.MaxCapacityDrop); err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	if c.VelocityWindow == 0 {
+		c.VelocityWindow = fsm.DefaultVelocityWindow
+	}
+	if err := fsm.ValidateVelocityWindow(durationpb.New(c.VelocityWindow)); err != nil {
+		return fmt.Errorf("cluster: %w", err)
 	}
 	if c.ApplyTimeout == 0 {
 		c.ApplyTimeout = 10 * time.Second
@@ -213,7 +226,11 @@ type Node struct {
 
 	closing   chan struct{} // closed when Close starts; ends streams and loops
 	closeOnce sync.Once
-	wg        sync.WaitGroup // background goroutines
+	// fatal receives the one error that made the node stop itself (see
+	// fail); failOnce makes it one.
+	fatal    chan error
+	failOnce sync.Once
+	wg       sync.WaitGroup // background goroutines
 }
 
 // Start opens the stores, starts Raft, the gRPC API and the HTTP endpoint,
@@ -227,16 +244,28 @@ func Start(cfg Config) (n *Node, err error) {
 		log:     cfg.Logger.With("component", "cluster", "node", cfg.ID),
 		conns:   map[string]*grpc.ClientConn{},
 		closing: make(chan struct{}),
+		fatal:   make(chan error, 1),
 	}
 	n.metrics = newMetrics(n)
 	n.machine = newMachine(n.metrics.observe)
+	// The returns below set n to nil; close what was opened through a
+	// copy.
+	started := n
 	defer func() {
 		if err != nil {
-			n.Close()
+			started.Close()
 		}
 	}()
 	joining, err := n.startRaft()
 	if err != nil {
+		return nil, err
+	}
+	// Raft has restored the local snapshot: a node whose design disagrees
+	// with its cluster's refuses to start. A policy that is only in the
+	// log, or that a new node has yet to learn, is checked by policyLoop
+	// as soon as the replica applies it.
+	var warned *pb.ClusterConfig
+	if err := n.checkPolicy(&warned); err != nil {
 		return nil, err
 	}
 	if err := n.startGRPC(); err != nil {
@@ -250,6 +279,7 @@ func Start(cfg Config) (n *Node, err error) {
 	}
 	n.goLoop(n.leadershipLoop)
 	n.goLoop(n.registrationLoop)
+	n.goLoop(func() { n.policyLoop(warned) })
 	if joining {
 		n.goLoop(n.joinLoop)
 	}
@@ -406,8 +436,9 @@ func (n *Node) goLoop(f func()) {
 }
 
 // leadershipLoop makes a new leader ready: a barrier applies every entry
-// of earlier terms before the node serves linearizable reads, and the
-// leader records its own addresses so followers can forward to it.
+// of earlier terms before the node serves linearizable reads, and a
+// cluster that has no policy yet gets one (foundPolicy) before the leader
+// counts as ready.
 func (n *Node) leadershipLoop() {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
@@ -436,6 +467,13 @@ func (n *Node) leadershipLoop() {
 		wall := n.cfg.Clock()
 		base := fsm.LeaderBase(stateNow, wall)
 		n.stamps.Store(&stampClock{term: term, base: base, start: time.Now()})
+		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
+		err := n.foundPolicy(ctx)
+		cancel()
+		if err != nil {
+			n.log.Warn("founding the cluster's policy failed", "term", term, "err", err)
+			continue
+		}
 		n.readyTerm.Store(term)
 		n.log.Info("leading", "term", term, "state_time", base)
 		n.observeSkew(wall.Sub(base))

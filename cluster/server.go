@@ -99,7 +99,7 @@ func (p *planService) SubmitPlan(ctx context.Context, req *pb.SubmitPlanRequest)
 	}
 	return forward(ctx, p.n, req, func(ctx context.Context, req *pb.SubmitPlanRequest) (*pb.SubmitPlanResponse, error) {
 		res, err := p.n.propose(ctx, fsm.CommandSubmitPlan, &statev1.SubmitPlan{
-			Plan: req.GetPlan(), Force: req.GetForce(), MaxCapacityDrop: p.n.cfg.MaxCapacityDrop,
+			Plan: req.GetPlan(), Force: req.GetForce(),
 			LeaseName: req.GetLeaseName(), LeaseToken: req.GetLeaseToken(),
 		})
 		if err != nil {
@@ -338,6 +338,7 @@ func (n *Node) Status() (*pb.StatusResponse, error) {
 	}
 	n.machine.read(func(s *fsm.State) {
 		resp.Frozen, resp.FreezeReason = s.Frozen()
+		resp.Config = s.Config()
 		resp.NextGeneration = s.NextGeneration()
 		resp.Plans = uint32(s.NumPlans())
 		resp.Endpoints = uint32(s.NumApplied())

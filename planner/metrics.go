@@ -8,6 +8,7 @@ import (
 // dnsplan_planner_plans_refused_total's label.
 const (
 	refusedVelocity = "velocity" // FAILED_PRECONDITION: over the velocity limit
+	refusedFamily   = "family"   // FAILED_PRECONDITION: would empty an address family
 	refusedInvalid  = "invalid"  // INVALID_ARGUMENT: should not happen, validate mirrors the cluster
 	refusedError    = "error"    // no answer (unavailable) or another error
 	refusedFenced   = "fenced"   // FAILED_PRECONDITION: another planner holds the lease
@@ -50,7 +51,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		failOpen: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "dnsplan_planner_fail_open",
-			Help: "1 while every target of the endpoint is unhealthy and the plan keeps them all at capacity.",
+			Help: "1 while every target of an address family of the endpoint is unhealthy and the plan keeps that family's targets at capacity.",
 		}, []string{"endpoint"}),
 		submitted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dnsplan_planner_plans_submitted_total",
@@ -96,7 +97,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, r := range []string{"success", "failure"} {
 		m.probes.WithLabelValues(r)
 	}
-	for _, r := range []string{refusedVelocity, refusedInvalid, refusedError} {
+	for _, r := range []string{refusedVelocity, refusedFamily, refusedInvalid, refusedError} {
 		m.refused.WithLabelValues(r)
 	}
 	return m, nil

@@ -13,18 +13,21 @@ type built struct {
 	// then nil, since a plan that guessed would be worse than none.
 	ready bool
 	plan  *pb.Plan
-	// failOpen lists the endpoints whose every target is unhealthy and
-	// which therefore carry every target at its capacity.
+	// failOpen lists the endpoints with an address family whose every
+	// target is unhealthy, and which therefore carry that family's targets
+	// at their capacity.
 	failOpen map[string]bool
 }
 
 // buildPlan is the planner's rule as a pure function of its inputs: a
 // target's weight is its capacity while healthy and 0 otherwise, except
-// that an endpoint with no healthy target at all fails open, every target
-// at its capacity. Route 53 does the same: when every check fails, the
-// checks are more likely wrong than every load balancer dead, and an
-// endpoint answering with something beats one answering with nothing
-// (which the cluster would refuse anyway, as a plan of all-zero weights).
+// that an address family (IPv4, IPv6) of an endpoint with no healthy
+// target fails open, every target of that family at its capacity. Route
+// 53 does the same: when every check fails, the checks are more likely
+// wrong than every load balancer dead, and an answer with something beats
+// one with nothing. Per family, because an endpoint whose IPv4 targets all
+// failed would otherwise answer A queries with nothing while AAAA still
+// works (I2 per family; the cluster would refuse that plan unforced).
 //
 // The inventory is canonical (sorted), so equal inputs give equal plans.
 func buildPlan(plannerID string, inv *Inventory, health func(id string) (healthy, known bool)) built {
@@ -32,7 +35,7 @@ func buildPlan(plannerID string, inv *Inventory, health func(id string) (healthy
 	plan := &pb.Plan{PlannerId: plannerID}
 	for _, ep := range inv.Endpoints {
 		out := &pb.EndpointPlan{Name: ep.Name, Ttl: ep.TTL}
-		anyHealthy := false
+		healthyIPv4, healthyIPv6 := false, false
 		for _, t := range ep.Targets {
 			healthy, known := health(t.ID)
 			if !known {
@@ -40,14 +43,19 @@ func buildPlan(plannerID string, inv *Inventory, health func(id string) (healthy
 			}
 			w := uint32(0)
 			if healthy {
-				w, anyHealthy = t.Capacity, true
+				w = t.Capacity
+				if isIPv4(t.Address) {
+					healthyIPv4 = true
+				} else {
+					healthyIPv6 = true
+				}
 			}
 			out.Targets = append(out.Targets, &pb.Target{Id: t.ID, Address: t.Address, Weight: w})
 		}
-		if !anyHealthy {
-			b.failOpen[ep.Name] = true
-			for i, t := range ep.Targets {
+		for i, t := range ep.Targets {
+			if v4 := isIPv4(t.Address); (v4 && !healthyIPv4) || (!v4 && !healthyIPv6) {
 				out.Targets[i].Weight = t.Capacity
+				b.failOpen[ep.Name] = true
 			}
 		}
 		plan.Endpoints = append(plan.Endpoints, out)
@@ -58,6 +66,12 @@ func buildPlan(plannerID string, inv *Inventory, health func(id string) (healthy
 		b.failOpen = map[string]bool{}
 	}
 	return b
+}
+
+// isIPv4 reports whether a target's address gives A records (else AAAA).
+func isIPv4(addr string) bool {
+	a, err := netip.ParseAddr(addr)
+	return err == nil && a.Is4()
 }
 
 // sameRecords reports whether two plans hold the same records: the same

@@ -2,6 +2,8 @@ package planner
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -81,6 +83,48 @@ func weights(p *pb.Plan) map[string]map[string]uint32 {
 		}
 	}
 	return out
+}
+
+// Hole 6: when every IPv4 target of an endpoint failed its check, the
+// planner built a plan with only AAAA weight, emptying the A answers (I2
+// per family). It fails open per family: that family's targets keep their
+// capacity, as every target does when every target fails.
+func TestBuildPlanFailsOpenPerFamily(t *testing.T) {
+	inv, err := ParseInventory([]byte(`zone: dnsplan.test.
+endpoints:
+  - name: dual.dnsplan.test.
+    ttl: 30
+    targets:
+      - {id: v4-a, address: 192.0.2.1, capacity: 10, check: "tcp://192.0.2.1:80"}
+      - {id: v4-b, address: 192.0.2.2, capacity: 20, check: "tcp://192.0.2.2:80"}
+      - {id: v6-a, address: "2001:db8::1", capacity: 30, check: "tcp://[2001:db8::1]:80"}
+      - {id: v6-b, address: "2001:db8::2", capacity: 40, check: "tcp://[2001:db8::2]:80"}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name     string
+		down     []string
+		want     map[string]uint32
+		failOpen bool
+	}{
+		{"all healthy", nil, map[string]uint32{"v4-a": 10, "v4-b": 20, "v6-a": 30, "v6-b": 40}, false},
+		{"one IPv4 down", []string{"v4-a"}, map[string]uint32{"v4-a": 0, "v4-b": 20, "v6-a": 30, "v6-b": 40}, false},
+		{"every IPv4 down", []string{"v4-a", "v4-b"}, map[string]uint32{"v4-a": 10, "v4-b": 20, "v6-a": 30, "v6-b": 40}, true},
+		{"every IPv6 down, one IPv4 down", []string{"v6-a", "v6-b", "v4-b"}, map[string]uint32{"v4-a": 10, "v4-b": 0, "v6-a": 30, "v6-b": 40}, true},
+		{"everything down", []string{"v4-a", "v4-b", "v6-a", "v6-b"}, map[string]uint32{"v4-a": 10, "v4-b": 20, "v6-a": 30, "v6-b": 40}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := buildPlan("p1", inv, func(id string) (bool, bool) { return !slices.Contains(tc.down, id), true })
+			if got := weights(b.plan)["dual.dnsplan.test."]; !maps.Equal(got, tc.want) {
+				t.Errorf("weights %v, want %v", got, tc.want)
+			}
+			if b.failOpen["dual.dnsplan.test."] != tc.failOpen {
+				t.Errorf("fail open %v, want %v", b.failOpen, tc.failOpen)
+			}
+		})
+	}
 }
 
 func TestBuildPlan(t *testing.T) {

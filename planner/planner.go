@@ -392,10 +392,10 @@ func (p *Planner) refresh() {
 		p.metrics.failOpen.WithLabelValues(ep.Name).Set(boolGauge(now))
 		switch {
 		case now && !was:
-			p.log.Warn("every target of the endpoint is unhealthy; failing open with every target at its capacity",
+			p.log.Warn("every target of an address family of the endpoint is unhealthy; failing open with that family's targets at their capacity",
 				"endpoint", ep.Name, "targets", len(ep.Targets))
 		case was && !now:
-			p.log.Info("endpoint has a healthy target again; no longer failing open", "endpoint", ep.Name)
+			p.log.Info("every address family of the endpoint has a healthy target again; no longer failing open", "endpoint", ep.Name)
 		}
 	}
 	p.failOpen = maps.Clone(b.failOpen)
@@ -577,6 +577,8 @@ func (p *Planner) planOnce(ctx context.Context, log *slog.Logger, lease *pb.Leas
 			return true
 		case "velocity":
 			reason = refusedVelocity
+		case "family":
+			reason = refusedFamily
 		case "invalid":
 			reason = refusedInvalid
 		}
@@ -588,8 +590,11 @@ func (p *Planner) planOnce(ctx context.Context, log *slog.Logger, lease *pb.Leas
 		}
 		*refused = key
 		msg := "plan not stored; retrying next interval"
-		if reason == refusedVelocity {
+		switch reason {
+		case refusedVelocity:
 			msg = "plan refused by the velocity limit; not forcing it, retrying next interval (an operator may submit it with force)"
+		case refusedFamily:
+			msg = "plan refused: it would empty an address family an endpoint serves; not forcing it, retrying next interval (an operator may submit it with force)"
 		}
 		log.Log(ctx, level, msg, "reason", reason, "changed_endpoints", changedEndpoints(newest, b.plan), "err", err)
 		return false

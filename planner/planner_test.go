@@ -5,7 +5,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/cluster/clustertest"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
@@ -141,9 +145,29 @@ func TestPlannerFollowsHealth(t *testing.T) {
 	}
 }
 
+// applyAll applies a generation to every endpoint as an enactor would, so
+// that it is what the cluster serves (velocity is judged on that).
+func applyAll(t *testing.T, cl *client.Client, gen uint64) {
+	t.Helper()
+	ctx := clustertest.Ctx(t)
+	l, err := cl.AcquireLease(ctx, &pb.AcquireLeaseRequest{Name: "enactor/test", Holder: "test-enactor", Ttl: durationpb.New(time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := cl.ApplyPlan(ctx, &pb.ApplyPlanRequest{Generation: gen, LeaseName: l.GetName(), LeaseToken: l.GetToken(), EnactorId: "test-enactor"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range resp.GetResults() {
+		if r.GetOutcome() != pb.Outcome_OUTCOME_APPLIED {
+			t.Fatalf("apply %d: %v", gen, r)
+		}
+	}
+}
+
 // Three of four equal targets fail at once (they share one upstream, so
 // their checks fail in the same probe round): the plan would remove 75% of
-// the endpoint's weight, over the default limit of 50%. The cluster
+// what the endpoint serves, over the default limit of 50%. The cluster
 // refuses it; the planner counts and logs the refusal and tries again next
 // round, never with force, so the stored plan stays as it was and the
 // history shows the rejections.
@@ -162,6 +186,7 @@ func TestPlannerVelocityRefusedNotForced(t *testing.T) {
 	p := startPlanner(t, tc, "p1", inv)
 	all := map[string]uint32{"lb-1": 100, "lb-2": 100, "lb-3": 100, "lb-4": 100}
 	g1 := waitPlan(t, cl, endpoint, all).GetGeneration()
+	applyAll(t, cl, g1)
 
 	shared.Fail()
 	// Three refusals: the planner retries every round.
@@ -210,6 +235,31 @@ func TestPlannerVelocityRefusedNotForced(t *testing.T) {
 	}
 	if n := len(allPlans(t, cl)); n != 1 {
 		t.Errorf("%d plans stored, want 1", n)
+	}
+}
+
+// An inventory edit that drops an endpoint's only IPv4 target would empty
+// its A answers: the cluster refuses the plan (reason FAMILY) and the
+// planner treats it like a velocity refusal: counted, logged, retried each
+// round, never forced.
+func TestPlannerFamilyRefusedNotForced(t *testing.T) {
+	tc := clustertest.Start(t, clustertest.Options{Nodes: 1})
+	cl := tc.Client()
+	_, check4 := startBackend(t, "v4")
+	_, check6 := startBackend(t, "v6")
+	inv := filepath.Join(t.TempDir(), "inventory.yaml")
+	writeFile(t, inv, inventoryYAML(30,
+		target{"lb-4", "192.0.2.4", 100, check4},
+		target{"lb-6", "2001:db8::6", 100, check6},
+	))
+	p := startPlanner(t, tc, "p1", inv)
+	g1 := waitPlan(t, cl, endpoint, map[string]uint32{"lb-4": 100, "lb-6": 100}).GetGeneration()
+	applyAll(t, cl, g1)
+
+	writeFile(t, inv, inventoryYAML(30, target{"lb-6", "2001:db8::6", 100, check6}))
+	p.waitMetric(t, 2, "dnsplan_planner_plans_refused_total", "reason", "family")
+	if got := newest(t, cl).GetGeneration(); got != g1 {
+		t.Fatalf("the refused plan got in: generation %d, want %d", got, g1)
 	}
 }
 

@@ -29,6 +29,9 @@ const (
 	// LEGACY demonstration commands (legacy.go).
 	CommandLegacyApply   CommandType = 10 // pb.LegacyApplyRequest
 	CommandLegacyCleanup CommandType = 11 // pb.LegacyCleanupRequest
+	// The cluster's policy (policy.go).
+	CommandFoundCluster CommandType = 12 // pb.ClusterConfig
+	CommandSetConfig    CommandType = 13 // pb.SetConfigRequest
 )
 
 // newPayload is the one dispatch table from type tag to payload message.
@@ -45,6 +48,9 @@ var newPayload = map[CommandType]func() proto.Message{
 
 	CommandLegacyApply:   func() proto.Message { return &pb.LegacyApplyRequest{} },
 	CommandLegacyCleanup: func() proto.Message { return &pb.LegacyCleanupRequest{} },
+
+	CommandFoundCluster: func() proto.Message { return &pb.ClusterConfig{} },
+	CommandSetConfig:    func() proto.Message { return &pb.SetConfigRequest{} },
 }
 
 func (t CommandType) String() string {
@@ -71,6 +77,10 @@ func (t CommandType) String() string {
 		return "legacy_apply"
 	case CommandLegacyCleanup:
 		return "legacy_cleanup"
+	case CommandFoundCluster:
+		return "found_cluster"
+	case CommandSetConfig:
+		return "set_config"
 	}
 	return fmt.Sprintf("command_%d", uint8(t))
 }

@@ -20,7 +20,7 @@ import (
 // largest representable.
 func sampleCommands() []Command {
 	return []Command{
-		{CommandSubmitPlan, t0, &statev1.SubmitPlan{Plan: validPlan(), Force: true, MaxCapacityDrop: 0.25}},
+		{CommandSubmitPlan, t0, &statev1.SubmitPlan{Plan: validPlan(), Force: true}},
 		{CommandAcquireLease, t0.Add(time.Nanosecond), &pb.AcquireLeaseRequest{Name: "enactor", Holder: "enactor-a", Ttl: durationpb.New(3 * time.Second)}},
 		{CommandRenewLease, time.Unix(0, -1), &pb.RenewLeaseRequest{Name: "enactor", Holder: "enactor-a", Token: 2}},
 		{CommandReleaseLease, time.Unix(0, math.MaxInt64), &pb.ReleaseLeaseRequest{Name: "enactor", Holder: "enactor-a", Token: 2}},
@@ -29,6 +29,10 @@ func sampleCommands() []Command {
 		{CommandSetFreeze, t0, &pb.SetFreezeRequest{Frozen: true, Reason: "incident"}},
 		{CommandSetMember, t0, &statev1.SetMember{Id: "n1", RaftAddr: "127.0.0.1:7001", GrpcAddr: "127.0.0.1:9001"}},
 		{CommandRemoveMember, t0, &statev1.RemoveMember{Id: "n1"}},
+		{CommandLegacyApply, t0, &pb.LegacyApplyRequest{Generation: 1, Endpoint: api, EnactorId: "enactor-a"}},
+		{CommandLegacyCleanup, t0, &pb.LegacyCleanupRequest{KeepGenerations: 3}},
+		{CommandFoundCluster, t0, &pb.ClusterConfig{Design: pb.Design_DESIGN_FIXED, MaxCapacityDrop: 0.25, VelocityWindow: durationpb.New(time.Minute)}},
+		{CommandSetConfig, t0, &pb.SetConfigRequest{MaxCapacityDrop: proto.Float64(0), VelocityWindow: durationpb.New(2 * time.Minute)}},
 	}
 }
 
@@ -95,7 +99,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"type only", []byte{byte(CommandSetFreeze)}},
 		{"short header", valid[:headerLen-1]},
 		{"type 0", withType(0)},
-		{"type after the last", withType(byte(CommandLegacyCleanup) + 1)},
+		{"type after the last", withType(byte(CommandSetConfig) + 1)},
 		{"type 255", withType(255)},
 		{"truncated varint", append(append([]byte(nil), valid[:headerLen]...), 0x08)},
 		{"bad wire type", append(append([]byte(nil), valid[:headerLen]...), 0x0f)},
@@ -117,7 +121,7 @@ func TestDecodeErrors(t *testing.T) {
 }
 
 func TestEncodeUnknownType(t *testing.T) {
-	for _, typ := range []CommandType{0, CommandLegacyCleanup + 1, 255} {
+	for _, typ := range []CommandType{0, CommandSetConfig + 1, 255} {
 		if _, err := (Command{Type: typ, Stamp: t0, Payload: &pb.SetFreezeRequest{}}).Encode(); !errors.Is(err, ErrUndecodable) {
 			t.Errorf("Encode of type %d: %v, want ErrUndecodable", typ, err)
 		}
@@ -130,6 +134,7 @@ func TestCommandTypeString(t *testing.T) {
 		CommandReleaseLease: "release_lease", CommandApplyPlan: "apply_plan", CommandCleanupPlans: "cleanup_plans",
 		CommandSetFreeze: "set_freeze", CommandSetMember: "set_member", CommandRemoveMember: "remove_member",
 		CommandLegacyApply: "legacy_apply", CommandLegacyCleanup: "legacy_cleanup",
+		CommandFoundCluster: "found_cluster", CommandSetConfig: "set_config",
 		42: "command_42",
 	}
 	for typ, s := range want {

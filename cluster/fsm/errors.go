@@ -18,6 +18,15 @@ var (
 	ErrFrozen = errors.New("frozen")
 	// ErrNotFound: unknown or deleted generation, unknown endpoint.
 	ErrNotFound = errors.New("not found")
+	// ErrFamily: the plan would stop an endpoint serving an address family
+	// (A or AAAA) it serves now.
+	ErrFamily = errors.New("address family would be emptied")
+	// ErrDesign: the command belongs to a design (fixed or legacy) other
+	// than the one the cluster was founded with.
+	ErrDesign = errors.New("refused by the cluster's design")
+	// ErrNotFounded: the cluster's policy is not founded yet; the first
+	// ready leader founds it, so a retry succeeds.
+	ErrNotFounded = errors.New("cluster policy not founded yet")
 )
 
 // Reason names a rejection for metrics and the audit history.
@@ -37,6 +46,12 @@ func Reason(err error) string {
 		return "frozen"
 	case errors.Is(err, ErrNotFound):
 		return "not_found"
+	case errors.Is(err, ErrFamily):
+		return "family"
+	case errors.Is(err, ErrDesign):
+		return "design"
+	case errors.Is(err, ErrNotFounded):
+		return "not_founded"
 	default:
 		return "other"
 	}

@@ -64,7 +64,7 @@ func FuzzValidatePlan(f *testing.F) {
 		}
 
 		h := newHarness(t)
-		r := h.submit(p, true, 0)
+		r := h.submit(p, true)
 		if r.Err != nil || r.Generation != 1 {
 			t.Fatalf("valid plan refused by SubmitPlan: %+v", r)
 		}
@@ -81,7 +81,7 @@ func FuzzValidatePlan(f *testing.F) {
 			t.Fatalf("stored plan fails validation: %v", err)
 		}
 		// The same plan again is no capacity drop at all.
-		if r := h.submit(p, false, 0); r.Err != nil {
+		if r := h.submit(p, false); r.Err != nil {
 			t.Fatalf("resubmitting the same plan: %v", r.Err)
 		}
 		l := h.mustAcquire("enactor", "enactor-a", time.Minute)
@@ -136,7 +136,7 @@ func FuzzDecodeCommand(f *testing.F) {
 		Command{CommandReleaseLease, stamp, &pb.ReleaseLeaseRequest{Name: "enactor", Holder: "enactor-a", Token: 4}},
 		Command{CommandAcquireLease, t0.Add(2 * time.Hour), &pb.AcquireLeaseRequest{Name: "enactor", Holder: "enactor-c", Ttl: durationpb.New(time.Second)}},
 		Command{CommandCleanupPlans, stamp, &pb.CleanupPlansRequest{KeepLast: 1}},
-		Command{CommandSubmitPlan, stamp, &statev1.SubmitPlan{Plan: plan(weighted(api, 1)), MaxCapacityDrop: 0.5}},
+		Command{CommandSubmitPlan, stamp, &statev1.SubmitPlan{Plan: plan(weighted(api, 1))}},
 		// Strings just over their limits.
 		Command{CommandRenewLease, stamp, &pb.RenewLeaseRequest{Name: "enactor", Holder: strings.Repeat("h", MaxIDLength+1), Token: 4}},
 		Command{CommandSetFreeze, stamp, &pb.SetFreezeRequest{Frozen: true, Reason: strings.Repeat("r", MaxReasonLength+1)}},

@@ -42,6 +42,10 @@ func typeOf(p proto.Message) CommandType {
 		return CommandLegacyApply
 	case *pb.LegacyCleanupRequest:
 		return CommandLegacyCleanup
+	case *pb.ClusterConfig:
+		return CommandFoundCluster
+	case *pb.SetConfigRequest:
+		return CommandSetConfig
 	}
 	panic(fmt.Sprintf("typeOf: no command type for %T", p))
 }
@@ -55,8 +59,33 @@ type harness struct {
 	stamp time.Time
 }
 
+// newHarness starts from a fixed cluster founded with no velocity limit,
+// so that tests of other rules can change weights freely; tests of the
+// limit set it with setPolicy.
 func newHarness(tb testing.TB) *harness {
-	return &harness{tb: tb, s: New(), stamp: t0}
+	return newFoundedHarness(tb, pb.Design_DESIGN_FIXED)
+}
+
+// newLegacyHarness starts from a cluster founded with the legacy design.
+func newLegacyHarness(tb testing.TB) *harness {
+	return newFoundedHarness(tb, pb.Design_DESIGN_LEGACY)
+}
+
+// newFoundedHarness founds the state as if before the test's first log
+// index (no event, no index used), so that tests count indexes and events
+// from their own commands. Founding itself is tested through Apply.
+func newFoundedHarness(tb testing.TB, d pb.Design) *harness {
+	h := &harness{tb: tb, s: New(), stamp: t0}
+	h.s.config = &pb.ClusterConfig{Design: d, MaxCapacityDrop: 1, VelocityWindow: durationpb.New(time.Minute)}
+	return h
+}
+
+// setPolicy changes the velocity limit through the SetConfig command.
+func (h *harness) setPolicy(maxDrop float64, window time.Duration) {
+	h.tb.Helper()
+	if r := h.do(&pb.SetConfigRequest{MaxCapacityDrop: &maxDrop, VelocityWindow: durationpb.New(window)}); r.Err != nil {
+		h.tb.Fatalf("set config: %v", r.Err)
+	}
 }
 
 func (h *harness) do(p proto.Message) Result {
@@ -68,14 +97,14 @@ func (h *harness) do(p proto.Message) Result {
 // clock is behind, which the state machine must ignore.
 func (h *harness) advance(d time.Duration) { h.stamp = h.stamp.Add(d) }
 
-func (h *harness) submit(p *pb.Plan, force bool, maxDrop float64) Result {
-	return h.do(&statev1.SubmitPlan{Plan: p, Force: force, MaxCapacityDrop: maxDrop})
+func (h *harness) submit(p *pb.Plan, force bool) Result {
+	return h.do(&statev1.SubmitPlan{Plan: p, Force: force})
 }
 
-// mustSubmit submits with no velocity limit and fails the test on refusal.
+// mustSubmit submits without force and fails the test on refusal.
 func (h *harness) mustSubmit(p *pb.Plan) uint64 {
 	h.tb.Helper()
-	r := h.submit(p, false, 1)
+	r := h.submit(p, false)
 	if r.Err != nil {
 		h.tb.Fatalf("submit: %v", r.Err)
 	}

@@ -15,7 +15,8 @@ import (
 // 2025, kept apart from the fixed rules so the same cluster, checker and
 // tests can show the difference (DESIGN.md section 7). Nodes propose these
 // commands only when started with --legacy. Nothing in the fixed design
-// calls them.
+// calls them, and Apply refuses them (ErrDesign) unless the cluster was
+// founded with the legacy design.
 
 // legacyApply points an endpoint at a plan unconditionally: no generation
 // check, no lease. It stores only the generation; the records are looked
@@ -23,6 +24,9 @@ import (
 func (s *State) legacyApply(index uint64, r *pb.LegacyApplyRequest) Result {
 	ev := s.event(index, "legacy_apply", r.GetEnactorId())
 	ev.Generation, ev.Endpoint = r.GetGeneration(), CanonicalName(r.GetEndpoint())
+	if err := s.requireLegacy(); err != nil {
+		return s.reject(ev, err)
+	}
 	plan := s.plans[r.GetGeneration()]
 	if plan == nil {
 		return s.reject(ev, fmt.Errorf("%w: generation %d is unknown or deleted", ErrNotFound, r.GetGeneration()))
@@ -51,6 +55,9 @@ func (s *State) legacyApply(index uint64, r *pb.LegacyApplyRequest) Result {
 // the newest, whether or not an endpoint points at it.
 func (s *State) legacyCleanup(index uint64, r *pb.LegacyCleanupRequest) Result {
 	ev := s.event(index, "legacy_cleanup", "")
+	if err := s.requireLegacy(); err != nil {
+		return s.reject(ev, err)
+	}
 	if r.GetKeepGenerations() < 1 {
 		return s.reject(ev, fmt.Errorf("%w: keep_generations must be at least 1", ErrInvalid))
 	}

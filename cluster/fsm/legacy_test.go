@@ -16,7 +16,7 @@ func TestLegacyRulesEmptyTheEndpoint(t *testing.T) {
 	const ep = "api.dnsplan.test."
 	newPlan := func() *pb.Plan { return plan(weighted(ep, 10, 10)) }
 
-	h := newHarness(t)
+	h := newLegacyHarness(t)
 	for range 12 {
 		h.mustSubmit(newPlan())
 	}

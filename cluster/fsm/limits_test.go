@@ -77,16 +77,16 @@ func TestApplyRefusesHugeStrings(t *testing.T) {
 		{"submit, planner id", func(*harness) proto.Message {
 			p := plan(weighted(api, 1))
 			p.PlannerId = huge
-			return &statev1.SubmitPlan{Plan: p, MaxCapacityDrop: 1}
+			return &statev1.SubmitPlan{Plan: p}
 		}},
 		{"submit, target address", func(*harness) proto.Message {
-			return &statev1.SubmitPlan{Plan: plan(endpoint(api, target("a", huge, 1))), MaxCapacityDrop: 1}
+			return &statev1.SubmitPlan{Plan: plan(endpoint(api, target("a", huge, 1)))}
 		}},
 		{"submit, endpoint name", func(*harness) proto.Message {
-			return &statev1.SubmitPlan{Plan: plan(weighted(huge, 1)), MaxCapacityDrop: 1}
+			return &statev1.SubmitPlan{Plan: plan(weighted(huge, 1))}
 		}},
 		{"submit, lease name", func(*harness) proto.Message {
-			return &statev1.SubmitPlan{Plan: plan(weighted(api, 1)), MaxCapacityDrop: 1, LeaseName: huge, LeaseToken: 4}
+			return &statev1.SubmitPlan{Plan: plan(weighted(api, 1)), LeaseName: huge, LeaseToken: 4}
 		}},
 	}
 	for _, tc := range tests {

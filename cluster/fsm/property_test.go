@@ -27,7 +27,7 @@ import (
 // stored plan passes ValidatePlan").
 //
 // Failure messages start with the invariant they break (I1, I2, I3, I4,
-// I6, FREEZE, CLEANUP, TIME, RESTORE) or MODEL when the state disagrees
+// I6, I7, FREEZE, CLEANUP, TIME, RESTORE) or MODEL when the state disagrees
 // with the model on something that is not itself an invariant.
 
 // The generators' vocabulary. The model knows which entries are valid
@@ -49,11 +49,12 @@ var (
 	propTTLs      = []time.Duration{time.Second, 2 * time.Second, 4 * time.Second}
 	propBadTTLs   = []time.Duration{0, 10 * time.Millisecond, 2 * time.Hour}
 	propMaxDrops  = []float64{0.5, 0.25, 1, 0}
+	propWindows   = []time.Duration{time.Minute, 5 * time.Second, time.Second, 10 * time.Minute}
 	// propKinds weighs the commands: rapid favours the first entries of
 	// a list, so the commands that matter most come first and repeat.
 	propKinds = []string{
 		"apply", "acquire", "submit", "apply", "renew", "submit",
-		"apply", "cleanup", "acquire", "member", "release", "freeze", "apply",
+		"apply", "cleanup", "acquire", "config", "member", "release", "freeze", "apply",
 	}
 )
 
@@ -87,6 +88,51 @@ type modelApplied struct {
 	token   uint64
 }
 
+// modelRecord is what an endpoint served from at on: address -> weight,
+// weights of 0 left out.
+type modelRecord struct {
+	at time.Time
+	w  map[string]uint64
+}
+
+func modelWeights(targets []*pb.Target) map[string]uint64 {
+	w := map[string]uint64{}
+	for _, tg := range targets {
+		if tg.Weight > 0 {
+			w[tg.Address] += uint64(tg.Weight)
+		}
+	}
+	return w
+}
+
+// modelDrop is the fraction of old's capacity that next removes, counting
+// a replaced address as removed.
+func modelDrop(old, next map[string]uint64) float64 {
+	var was, kept uint64
+	for a, w := range old {
+		was += w
+		kept += min(w, next[a])
+	}
+	if was == 0 {
+		return 0
+	}
+	return float64(was-kept) / float64(was)
+}
+
+// modelFamilies reports whether targets serve IPv4 and IPv6.
+func modelFamilies(targets []*pb.Target) (v4, v6 bool) {
+	for _, tg := range targets {
+		if tg.Weight > 0 {
+			if strings.Contains(tg.Address, ":") {
+				v6 = true
+			} else {
+				v4 = true
+			}
+		}
+	}
+	return v4, v6
+}
+
 // model is the test's independent picture of what the state should be.
 type model struct {
 	index   uint64
@@ -96,26 +142,41 @@ type model struct {
 	plans   map[uint64]*pb.Plan // stored, as the state should hold them
 	everGen map[uint64]bool     // every generation ever assigned
 	maxGen  uint64
-	planned map[string]uint64 // endpoint -> total weight in the newest plan naming it
-	applied map[string]modelApplied
-	leases  map[string]*modelLease
-	granted []uint64        // every token ever granted
-	retired map[uint64]bool // tokens superseded or released: dead forever
-	frozen  bool
-	members map[string]*statev1.SetMember
+	// maxDrop and window are the cluster's velocity policy; a state that
+	// was never founded has the defaults.
+	maxDrop float64
+	window  time.Duration
+	founded bool
+	// windowGrewAt is when the window last grew: records served before it
+	// may have been trimmed under the smaller window, legitimately.
+	windowGrewAt time.Time
+	// served is the velocity window per endpoint as the rules keep it
+	// (trimmed at each apply); servedLog is every record ever applied,
+	// never trimmed, for the independent I7 check.
+	served    map[string][]modelRecord
+	servedLog map[string][]modelRecord
+	applied   map[string]modelApplied
+	leases    map[string]*modelLease
+	granted   []uint64        // every token ever granted
+	retired   map[uint64]bool // tokens superseded or released: dead forever
+	frozen    bool
+	members   map[string]*statev1.SetMember
 }
 
 func newModel() *model {
 	return &model{
-		stamp:   t0,
-		nextGen: 1,
-		plans:   map[uint64]*pb.Plan{},
-		everGen: map[uint64]bool{},
-		planned: map[string]uint64{},
-		applied: map[string]modelApplied{},
-		leases:  map[string]*modelLease{},
-		retired: map[uint64]bool{},
-		members: map[string]*statev1.SetMember{},
+		stamp:     t0,
+		nextGen:   1,
+		plans:     map[uint64]*pb.Plan{},
+		everGen:   map[uint64]bool{},
+		maxDrop:   DefaultMaxCapacityDrop,
+		window:    DefaultVelocityWindow,
+		served:    map[string][]modelRecord{},
+		servedLog: map[string][]modelRecord{},
+		applied:   map[string]modelApplied{},
+		leases:    map[string]*modelLease{},
+		retired:   map[uint64]bool{},
+		members:   map[string]*statev1.SetMember{},
 	}
 }
 
@@ -146,6 +207,8 @@ func (m *model) draw(t *rapid.T) Command {
 		p = m.drawApply(t)
 	case "cleanup":
 		p = &pb.CleanupPlansRequest{KeepLast: uint32(rapid.IntRange(0, 5).Draw(t, "keep_last"))}
+	case "config":
+		p = m.drawConfig(t)
 	case "freeze":
 		on := rapid.IntRange(0, 4).Draw(t, "freeze") == 2
 		p = &pb.SetFreezeRequest{Frozen: on, Reason: "operator " + rapid.SampledFrom([]string{"x", "y"}).Draw(t, "reason")}
@@ -207,10 +270,29 @@ func (m *model) drawSubmit(t *rapid.T) *statev1.SubmitPlan {
 		}
 	}
 	return &statev1.SubmitPlan{
-		Plan:            p,
-		Force:           rapid.IntRange(0, 3).Draw(t, "force") == 0,
-		MaxCapacityDrop: rapid.SampledFrom(propMaxDrops).Draw(t, "max_drop"),
+		Plan:  p,
+		Force: rapid.IntRange(0, 3).Draw(t, "force") == 0,
 	}
+}
+
+// drawConfig founds the cluster (sometimes twice, which changes nothing)
+// or changes its velocity settings, now and then to invalid values.
+func (m *model) drawConfig(t *rapid.T) proto.Message {
+	drop := rapid.SampledFrom(propMaxDrops).Draw(t, "max_drop")
+	window := durationpb.New(rapid.SampledFrom(propWindows).Draw(t, "window"))
+	switch rapid.IntRange(0, 9).Draw(t, "config_kind") {
+	case 0, 1:
+		return &pb.ClusterConfig{Design: pb.Design_DESIGN_FIXED, MaxCapacityDrop: drop, VelocityWindow: window}
+	case 2:
+		return &pb.SetConfigRequest{MaxCapacityDrop: proto.Float64(rapid.SampledFrom([]float64{-0.1, 1.5}).Draw(t, "bad_drop"))}
+	case 3:
+		return &pb.SetConfigRequest{VelocityWindow: durationpb.New(rapid.SampledFrom([]time.Duration{0, -time.Second, 25 * time.Hour}).Draw(t, "bad_window"))}
+	case 4:
+		return &pb.SetConfigRequest{MaxCapacityDrop: &drop}
+	case 5:
+		return &pb.SetConfigRequest{VelocityWindow: window}
+	}
+	return &pb.SetConfigRequest{MaxCapacityDrop: &drop, VelocityWindow: window}
 }
 
 func (m *model) drawAcquire(t *rapid.T) *pb.AcquireLeaseRequest {
@@ -370,8 +452,83 @@ func (m *model) advance(c Command) (expect, func()) {
 		return expect{}, func() { m.members[p.Id] = p }
 	case *statev1.RemoveMember:
 		return expect{}, func() { delete(m.members, p.Id) }
+	case *pb.ClusterConfig:
+		if m.founded {
+			return expect{}, nil
+		}
+		return expect{}, func() { m.founded = true; m.setPolicy(p.MaxCapacityDrop, p.VelocityWindow.AsDuration()) }
+	case *pb.SetConfigRequest:
+		d, w := m.maxDrop, m.window
+		if p.MaxCapacityDrop != nil {
+			d = p.GetMaxCapacityDrop()
+		}
+		if p.VelocityWindow != nil {
+			w = p.VelocityWindow.AsDuration()
+		}
+		switch {
+		case d < 0 || d > 1 || w <= 0 || w > 24*time.Hour:
+			return expect{err: ErrInvalid}, nil
+		case !m.founded:
+			return expect{err: ErrNotFounded}, nil
+		}
+		return expect{}, func() { m.setPolicy(d, w) }
 	}
 	panic(fmt.Sprintf("model: no rule for %T", c.Payload))
+}
+
+func (m *model) setPolicy(drop float64, window time.Duration) {
+	if window > m.window {
+		m.windowGrewAt = m.now
+	}
+	m.maxDrop, m.window = drop, window
+}
+
+// endpointRule is the model's per-endpoint rule for a change that is not
+// forced: per-family I2, then velocity against the kept window.
+func (m *model) endpointRule(name string, targets []*pb.Target) error {
+	cur, ok := m.applied[name]
+	if !ok {
+		return nil
+	}
+	v4, v6 := modelFamilies(cur.targets)
+	n4, n6 := modelFamilies(targets)
+	if (v4 && !n4) || (v6 && !n6) {
+		return ErrFamily
+	}
+	next := modelWeights(targets)
+	recs := m.served[name]
+	cut := m.now.Add(-m.window)
+	for i, r := range recs {
+		if i+1 < len(recs) && !recs[i+1].at.After(cut) {
+			continue
+		}
+		if !(modelDrop(r.w, next) <= m.maxDrop) {
+			return ErrVelocity
+		}
+	}
+	return nil
+}
+
+// recordServed is the window's upkeep as the rules define it.
+func (m *model) recordServed(name string, targets []*pb.Target) {
+	w := modelWeights(targets)
+	cut := m.now.Add(-m.window)
+	var recs []modelRecord
+	old := m.served[name]
+	for i, r := range old {
+		if i+1 < len(old) && !old[i+1].at.After(cut) {
+			continue
+		}
+		recs = append(recs, r)
+	}
+	if len(recs) == 0 || !maps.Equal(recs[len(recs)-1].w, w) {
+		recs = append(recs, modelRecord{at: m.now, w: w})
+	}
+	if len(recs) > MaxServedRecords {
+		recs = recs[len(recs)-MaxServedRecords:]
+	}
+	m.served[name] = recs
+	m.servedLog[name] = append(m.servedLog[name], modelRecord{at: m.now, w: w})
 }
 
 // holds is the fencing rule as the model sees it: holder owns the lease
@@ -419,17 +576,14 @@ func (m *model) predictSubmit(c *statev1.SubmitPlan) (expect, func()) {
 		return expect{err: ErrInvalid}, nil
 	}
 	stored := proto.Clone(c.Plan).(*pb.Plan)
-	totals := map[string]uint64{}
+	stored.Forced = c.Force
 	for _, ep := range stored.Endpoints {
 		ep.Name = strings.ToLower(ep.Name)
-		var total uint64
-		for _, tg := range ep.Targets {
-			total += uint64(tg.Weight)
+		if c.Force {
+			continue
 		}
-		totals[ep.Name] = total
-		prev := m.planned[ep.Name]
-		if !c.Force && prev > 0 && total < prev && float64(prev-total)/float64(prev) > c.MaxCapacityDrop {
-			return expect{err: ErrVelocity}, nil
+		if err := m.endpointRule(ep.Name, ep.Targets); err != nil {
+			return expect{err: err}, nil
 		}
 	}
 	gen := m.nextGen
@@ -442,7 +596,6 @@ func (m *model) predictSubmit(c *statev1.SubmitPlan) (expect, func()) {
 		m.maxGen = gen
 		m.everGen[gen] = true
 		m.plans[gen] = stored
-		maps.Copy(m.planned, totals)
 	}
 }
 
@@ -499,23 +652,45 @@ func (m *model) predictApply(r *pb.ApplyPlanRequest) (expect, func()) {
 			eps = append(eps, ep)
 		}
 	}
-	next := maps.Clone(m.applied)
+	// The endpoints are judged in order, each against the model as the
+	// earlier ones left it (an apply may name an endpoint twice), so the
+	// prediction runs on the model itself and is undone afterwards.
+	saved, savedServed, savedLog := maps.Clone(m.applied), maps.Clone(m.served), maps.Clone(m.servedLog)
 	var results []*pb.EndpointResult
 	for _, ep := range eps {
-		if cur, ok := next[ep.Name]; ok && cur.gen >= r.Generation {
+		cur, ok := m.applied[ep.Name]
+		switch {
+		case ok && cur.gen == r.Generation && cur.token == r.LeaseToken && cur.enactor == r.EnactorId:
+			results = append(results, &pb.EndpointResult{Endpoint: ep.Name, Outcome: pb.Outcome_OUTCOME_APPLIED, AppliedGeneration: cur.gen})
+			continue
+		case ok && cur.gen >= r.Generation:
 			results = append(results, &pb.EndpointResult{Endpoint: ep.Name, Outcome: pb.Outcome_OUTCOME_STALE, AppliedGeneration: cur.gen})
 			continue
 		}
-		next[ep.Name] = modelApplied{gen: r.Generation, ttl: ep.Ttl, targets: ep.Targets, enactor: r.EnactorId, token: r.LeaseToken}
+		if !p.Forced {
+			if err := m.endpointRule(ep.Name, ep.Targets); err != nil {
+				res := &pb.EndpointResult{Endpoint: ep.Name, Outcome: pb.Outcome_OUTCOME_REFUSED, Reason: strings.ToUpper(Reason(err))}
+				if ok {
+					res.AppliedGeneration = cur.gen
+				}
+				results = append(results, res)
+				continue
+			}
+		}
+		m.applied[ep.Name] = modelApplied{gen: r.Generation, ttl: ep.Ttl, targets: ep.Targets, enactor: r.EnactorId, token: r.LeaseToken}
+		m.recordServed(ep.Name, ep.Targets)
 		results = append(results, &pb.EndpointResult{Endpoint: ep.Name, Outcome: pb.Outcome_OUTCOME_APPLIED, AppliedGeneration: r.Generation})
 	}
-	return expect{endpoints: results}, func() { m.applied = next }
+	next, nextServed, nextLog := m.applied, m.served, m.servedLog
+	m.applied, m.served, m.servedLog = saved, savedServed, savedLog
+	return expect{endpoints: results}, func() { m.applied, m.served, m.servedLog = next, nextServed, nextLog }
 }
 
 // before is what the invariant checks need to know about the state as it
 // was before a command.
 type before struct {
 	applied map[string]uint64
+	targets map[string][]*pb.Target
 	stored  []uint64
 	nextGen uint64
 	frozen  bool
@@ -523,9 +698,10 @@ type before struct {
 }
 
 func capture(s *State) before {
-	b := before{applied: map[string]uint64{}, nextGen: s.NextGeneration(), now: s.Now()}
+	b := before{applied: map[string]uint64{}, targets: map[string][]*pb.Target{}, nextGen: s.NextGeneration(), now: s.Now()}
 	for _, a := range s.AppliedAll() {
 		b.applied[a.Endpoint] = a.Generation
+		b.targets[a.Endpoint] = a.Targets
 	}
 	for _, p := range s.Plans() {
 		b.stored = append(b.stored, p.Generation)
@@ -576,6 +752,34 @@ func checkInvariants(t *rapid.T, s *State, m *model, pre before, c Command, res 
 		}
 		if !slices.ContainsFunc(a.Targets, func(tg *pb.Target) bool { return tg.Weight > 0 }) {
 			t.Fatalf("I2: endpoint %q (generation %d) has no target of weight > 0", a.Endpoint, a.Generation)
+		}
+	}
+
+	// I2 per family, and I7: an endpoint whose record changed by a plan
+	// that was not forced still serves every family it served, and keeps
+	// at least 1 - max_capacity_drop of the capacity of every record it
+	// served within the window (judged on the model's full log, as far
+	// back as no smaller window could have trimmed it).
+	for _, a := range s.AppliedAll() {
+		g, was := pre.applied[a.Endpoint]
+		if !was || g == a.Generation || s.Plan(a.Generation).GetForced() {
+			continue
+		}
+		v4, v6 := modelFamilies(pre.targets[a.Endpoint])
+		n4, n6 := modelFamilies(a.Targets)
+		if (v4 && !n4) || (v6 && !n6) {
+			t.Fatalf("I2: endpoint %q lost an address family from generation %d to %d without force (v4 %v->%v, v6 %v->%v)", a.Endpoint, g, a.Generation, v4, n4, v6, n6)
+		}
+		log := m.servedLog[a.Endpoint]
+		next := modelWeights(a.Targets)
+		cut := m.now.Add(-m.window)
+		for i, r := range log {
+			if i+1 < len(log) && (!log[i+1].at.After(cut) || log[i+1].at.Before(m.windowGrewAt)) {
+				continue
+			}
+			if d := modelDrop(r.w, next); !(d <= m.maxDrop) {
+				t.Fatalf("I7: endpoint %q generation %d removes %.0f%% of the capacity it served from %v, limit %.0f%% within %s", a.Endpoint, a.Generation, d*100, r.at, m.maxDrop*100, m.window)
+			}
 		}
 	}
 
@@ -718,7 +922,13 @@ func checkResult(t *rapid.T, c Command, res Result, want expect) {
 		t.Fatalf("MODEL: %s: results %v, model says %v", c.Type, res.Endpoints, want.endpoints)
 	}
 	for i := range want.endpoints {
-		if !proto.Equal(res.Endpoints[i], want.endpoints[i]) {
+		// The detail is prose for people; the model predicts the rest.
+		got := proto.Clone(res.Endpoints[i]).(*pb.EndpointResult)
+		if (got.Outcome == pb.Outcome_OUTCOME_REFUSED) != (got.Detail != "") {
+			t.Fatalf("MODEL: %s: result %d has outcome %v and detail %q", c.Type, i, got.Outcome, got.Detail)
+		}
+		got.Detail = ""
+		if !proto.Equal(got, want.endpoints[i]) {
 			t.Fatalf("MODEL: %s: result %d is %v, model says %v", c.Type, i, res.Endpoints[i], want.endpoints[i])
 		}
 	}

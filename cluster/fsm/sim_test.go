@@ -56,6 +56,11 @@ func newSim(seed uint64, legacy bool) *sim {
 	for i := range 3 {
 		m.enactors = append(m.enactors, &simEnactor{id: fmt.Sprintf("az-%c", 'a'+i)})
 	}
+	design := pb.Design_DESIGN_FIXED
+	if legacy {
+		design = pb.Design_DESIGN_LEGACY
+	}
+	m.do(&pb.ClusterConfig{Design: design, MaxCapacityDrop: 1, VelocityWindow: durationpb.New(time.Minute)})
 	return m
 }
 
@@ -103,7 +108,7 @@ func (m *sim) submit() {
 		}
 		p.Endpoints = append(p.Endpoints, ep)
 	}
-	m.do(&statev1.SubmitPlan{Plan: p, Force: true, MaxCapacityDrop: 0.5})
+	m.do(&statev1.SubmitPlan{Plan: p, Force: true})
 }
 
 // act is one enactor's next action. Fixed: acquire, decide on the newest

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -28,8 +29,11 @@ type State struct {
 	plans   map[uint64]*pb.Plan
 	applied map[string]*pb.AppliedEndpoint
 	leases  map[string]*statev1.StoredLease
-	planned map[string]*statev1.PlannedTotal
 	members map[string]*statev1.SetMember
+	// config is the cluster's policy (policy.go); nil until founded.
+	config *pb.ClusterConfig
+	// served is, per endpoint, what it served within the velocity window.
+	served map[string]*statev1.ServedWindow
 	// history holds the newest events last, at most HistoryLimit of them
 	// and HistoryMaxBytes encoded (historyBytes).
 	history        []*pb.HistoryEvent
@@ -47,8 +51,8 @@ func New() *State {
 		plans:          map[uint64]*pb.Plan{},
 		applied:        map[string]*pb.AppliedEndpoint{},
 		leases:         map[string]*statev1.StoredLease{},
-		planned:        map[string]*statev1.PlannedTotal{},
 		members:        map[string]*statev1.SetMember{},
+		served:         map[string]*statev1.ServedWindow{},
 		nextGeneration: 1,
 		// Time starts at the epoch, not at Go's zero time, so that every
 		// value it can take survives a snapshot as Unix nanoseconds.
@@ -66,6 +70,7 @@ type Result struct {
 	Endpoints  []*pb.EndpointResult // ApplyPlan: one per endpoint
 	Deleted    []uint64             // CleanupPlans: generations deleted
 	Frozen     bool                 // SetFreeze: the switch afterwards
+	Config     *pb.ClusterConfig    // FoundCluster, SetConfig: the policy afterwards
 
 	// TimeClipped is how far the command's stamp was beyond what the state
 	// machine's time may advance in one command (MaxTimeStep); TimeJump is
@@ -109,6 +114,10 @@ func (s *State) Apply(index uint64, c Command) (res Result) {
 		return s.legacyApply(index, p)
 	case *pb.LegacyCleanupRequest:
 		return s.legacyCleanup(index, p)
+	case *pb.ClusterConfig:
+		return s.foundCluster(index, p)
+	case *pb.SetConfigRequest:
+		return s.setConfig(index, p)
 	}
 	// Replicas must not diverge: a command that decoded but has no rule is
 	// a programming error, not a rejection.
@@ -132,24 +141,18 @@ func (s *State) submitPlan(index uint64, c *statev1.SubmitPlan) Result {
 		}
 	}
 	plan = proto.Clone(plan).(*pb.Plan)
-	totals := make(map[string]uint64, len(plan.Endpoints))
+	// Only the cluster says a plan is forced, from the request's force.
+	plan.Forced = c.GetForce()
 	for _, ep := range plan.Endpoints {
 		ep.Name = CanonicalName(ep.Name)
-		var total uint64
-		for _, t := range ep.Targets {
-			total += uint64(t.Weight)
-		}
-		totals[ep.Name] = total
-		prev := s.planned[ep.Name]
-		if c.GetForce() || prev == nil || prev.TotalWeight == 0 || total >= prev.TotalWeight {
+		if c.GetForce() {
 			continue
 		}
-		drop := float64(prev.TotalWeight-total) / float64(prev.TotalWeight)
-		// Written so that a limit that is not a number refuses every drop.
-		if !(drop <= c.GetMaxCapacityDrop()) {
+		// An early answer: the same rules run again, authoritatively, when
+		// the plan is applied (against what is served then).
+		if err := s.checkEndpointRules(ep.Name, ep.Targets); err != nil {
 			ev.Endpoint = ep.Name
-			return s.reject(ev, fmt.Errorf("%w: endpoint %q drops %.0f%% of its weight (%d -> %d) against generation %d, limit %.0f%%; resubmit with force to override",
-				ErrVelocity, ep.Name, drop*100, prev.TotalWeight, total, prev.Generation, c.GetMaxCapacityDrop()*100))
+			return s.reject(ev, err)
 		}
 	}
 	gen := s.nextGeneration
@@ -160,9 +163,6 @@ func (s *State) submitPlan(index uint64, c *statev1.SubmitPlan) Result {
 	s.nextGeneration++
 	s.plans[gen] = plan
 	s.boundPlans(index, gen)
-	for name, total := range totals {
-		s.planned[name] = &statev1.PlannedTotal{Endpoint: name, Generation: gen, TotalWeight: total}
-	}
 	ev.Generation = gen
 	ev.Outcome = "accepted"
 	if c.GetForce() {
@@ -305,23 +305,53 @@ func (s *State) applyPlan(index uint64, r *pb.ApplyPlanRequest) Result {
 			eps = append(eps, ep)
 		}
 	}
-	// The generation check and the write are one step: nothing can run
-	// between them, so an old plan can never overwrite a newer one.
+	// The checks and the write are one step: nothing can run between
+	// them, so an old plan can never overwrite a newer one, and the
+	// velocity and family rules judge exactly what is served.
 	results := make([]*pb.EndpointResult, 0, len(eps))
 	for _, ep := range eps {
 		res := &pb.EndpointResult{Endpoint: ep.Name}
 		epEv := proto.Clone(ev).(*pb.HistoryEvent)
 		epEv.Endpoint = ep.Name
-		if cur := s.applied[ep.Name]; cur != nil && cur.Generation >= plan.Generation {
+		cur := s.applied[ep.Name]
+		switch {
+		case cur != nil && cur.Generation == plan.Generation && cur.LeaseToken == r.GetLeaseToken() && cur.EnactorId == r.GetEnactorId():
+			// A retry of an apply that succeeded (its answer was lost): the
+			// same write under the same token. It is answered as applied
+			// and changes nothing, not even the history.
+			res.Outcome = pb.Outcome_OUTCOME_APPLIED
+			res.AppliedGeneration = cur.Generation
+			results = append(results, res)
+			continue
+		case cur != nil && cur.Generation >= plan.Generation:
 			res.Outcome = pb.Outcome_OUTCOME_STALE
 			res.AppliedGeneration = cur.Generation
 			epEv.Outcome = "stale"
 			epEv.Reason = fmt.Sprintf("endpoint serves generation %d", cur.Generation)
-		} else {
+		default:
+			var err error
+			if !plan.GetForced() {
+				err = s.checkEndpointRules(ep.Name, ep.Targets)
+			}
+			if err != nil {
+				res.Outcome = pb.Outcome_OUTCOME_REFUSED
+				res.Reason = strings.ToUpper(Reason(err))
+				res.Detail = err.Error()
+				if cur != nil {
+					res.AppliedGeneration = cur.Generation
+				}
+				epEv.Outcome = "refused"
+				epEv.Reason = err.Error()
+				break
+			}
 			s.applied[ep.Name] = materialize(ep, plan.Generation, r, index, s.now)
+			s.recordServed(ep.Name, ep.Targets)
 			res.Outcome = pb.Outcome_OUTCOME_APPLIED
 			res.AppliedGeneration = plan.Generation
 			epEv.Outcome = "applied"
+			if plan.GetForced() {
+				epEv.Reason = "forced"
+			}
 		}
 		s.record(epEv)
 		results = append(results, res)

@@ -162,7 +162,7 @@ func TestValidatePlan(t *testing.T) {
 			}
 
 			h := newHarness(t)
-			r := h.submit(p, true, 1)
+			r := h.submit(p, true)
 			if !errors.Is(r.Err, ErrInvalid) || r.Generation != 0 {
 				t.Fatalf("SubmitPlan = %+v, want ErrInvalid", r)
 			}

@@ -146,7 +146,7 @@ func (s *State) Clone() *State {
 	c.plans = maps.Clone(s.plans)
 	c.applied = maps.Clone(s.applied)
 	c.leases = maps.Clone(s.leases)
-	c.planned = maps.Clone(s.planned)
+	c.served = maps.Clone(s.served)
 	c.members = maps.Clone(s.members)
 	c.history = s.History(0)
 	return &c
@@ -164,12 +164,13 @@ func (s *State) Marshal() ([]byte, error) {
 		Frozen:         s.frozen,
 		FreezeReason:   s.freezeReason,
 		LastIndex:      s.lastIndex,
+		Config:         s.config,
 	}
 	for _, n := range slices.Sorted(maps.Keys(s.leases)) {
 		snap.Leases = append(snap.Leases, s.leases[n])
 	}
-	for _, n := range slices.Sorted(maps.Keys(s.planned)) {
-		snap.Planned = append(snap.Planned, s.planned[n])
+	for _, n := range slices.Sorted(maps.Keys(s.served)) {
+		snap.Served = append(snap.Served, s.served[n])
 	}
 	for _, n := range slices.Sorted(maps.Keys(s.members)) {
 		snap.Members = append(snap.Members, s.members[n])
@@ -193,9 +194,10 @@ func Restore(b []byte) (*State, error) {
 	for _, l := range snap.Leases {
 		s.leases[l.Lease.GetName()] = l
 	}
-	for _, p := range snap.Planned {
-		s.planned[p.Endpoint] = p
+	for _, w := range snap.Served {
+		s.served[w.Endpoint] = w
 	}
+	s.config = snap.Config
 	for _, m := range snap.Members {
 		s.members[m.Id] = m
 	}

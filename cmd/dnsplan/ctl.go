@@ -17,12 +17,15 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/dnsplan/dnsplan/client"
+	"github.com/dnsplan/dnsplan/cluster/fsm"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -72,6 +75,7 @@ func ctlCommands() []ctlCommand {
 		{"leases", "leases [--stale]", "leases, with their holders and tokens", setupLeases},
 		{"cleanup", "cleanup --keep N", "delete old plans no endpoint serves, keeping the newest N", setupCleanup},
 		{"history", "history [--limit N] [--stale]", "the audit history, oldest first", setupHistory},
+		{"config", "config get [--stale] | config set KEY VALUE", "the cluster's policy; keys max-capacity-drop (0..1) and velocity-window (a duration)", setupConfig},
 		{"freeze", "freeze [--reason R]", "refuse every apply until unfreeze", setupFreeze(true)},
 		{"unfreeze", "unfreeze", "allow applies again", setupFreeze(false)},
 		{"transfer-leader", "transfer-leader [--to ID]", "hand leadership to another voter", setupTransfer},
@@ -946,4 +950,82 @@ func setupRemoveServer(*flag.FlagSet) func(context.Context, *ctl, []string) erro
 		}
 		return x.show(resp, func(w io.Writer) { fmt.Fprintf(w, "removed %s\n", args[0]) })
 	}
+}
+
+// --- the cluster's policy ---
+
+func setupConfig(fs *flag.FlagSet) func(context.Context, *ctl, []string) error {
+	stale := fs.Bool("stale", false, "config get: read this node's replica instead of the leader's")
+	return func(ctx context.Context, x *ctl, args []string) error {
+		if len(args) == 0 {
+			return fmt.Errorf("%w: config needs get or set KEY VALUE", errCtlUsage)
+		}
+		var call func(context.Context, grpc.ClientConnInterface) (*pb.ClusterConfig, error)
+		switch args[0] {
+		case "get":
+			if err := noArgs(args[1:]); err != nil {
+				return err
+			}
+			req := &pb.GetConfigRequest{Stale: *stale}
+			call = func(ctx context.Context, cc grpc.ClientConnInterface) (*pb.ClusterConfig, error) {
+				return pb.NewClusterServiceClient(cc).GetConfig(ctx, req)
+			}
+		case "set":
+			if len(args) != 3 {
+				return fmt.Errorf("%w: config set needs KEY VALUE", errCtlUsage)
+			}
+			req, err := parseConfigSetting(args[1], args[2])
+			if err != nil {
+				return err
+			}
+			call = func(ctx context.Context, cc grpc.ClientConnInterface) (*pb.ClusterConfig, error) {
+				return pb.NewClusterServiceClient(cc).SetConfig(ctx, req)
+			}
+		default:
+			return fmt.Errorf("%w: config %q: want get or set", errCtlUsage, args[0])
+		}
+		c, err := x.client()
+		if err != nil {
+			return err
+		}
+		resp, err := client.Do(ctx, c, call)
+		if err != nil {
+			return err
+		}
+		return x.show(resp, func(w io.Writer) { renderConfig(w, resp) })
+	}
+}
+
+// parseConfigSetting turns `config set KEY VALUE` into a request,
+// checking the value as the cluster will.
+func parseConfigSetting(key, value string) (*pb.SetConfigRequest, error) {
+	switch key {
+	case "max-capacity-drop":
+		f, err := strconv.ParseFloat(value, 64)
+		if err == nil {
+			err = fsm.ValidateMaxCapacityDrop(f)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: max-capacity-drop %q: want a fraction from 0 (no drop without force) to 1 (no limit)", errCtlUsage, value)
+		}
+		return &pb.SetConfigRequest{MaxCapacityDrop: &f}, nil
+	case "velocity-window":
+		d, err := time.ParseDuration(value)
+		if err == nil {
+			err = fsm.ValidateVelocityWindow(durationpb.New(d))
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: velocity-window %q: want a duration above 0 and at most %s, like 60s", errCtlUsage, value, fsm.MaxVelocityWindow)
+		}
+		return &pb.SetConfigRequest{VelocityWindow: durationpb.New(d)}, nil
+	case "design":
+		return nil, fmt.Errorf("%w: the design is fixed when the cluster is founded and never changes", errCtlUsage)
+	}
+	return nil, fmt.Errorf("%w: unknown setting %q: want max-capacity-drop or velocity-window", errCtlUsage, key)
+}
+
+func renderConfig(w io.Writer, c *pb.ClusterConfig) {
+	tableRow(w, "design", fsm.DesignName(c.GetDesign()))
+	tableRow(w, "max-capacity-drop", strconv.FormatFloat(c.GetMaxCapacityDrop(), 'g', -1, 64))
+	tableRow(w, "velocity-window", c.GetVelocityWindow().AsDuration())
 }

@@ -10,15 +10,57 @@ import (
 	"time"
 
 	"github.com/dnsplan/dnsplan/cluster"
+	"github.com/dnsplan/dnsplan/cluster/fsm"
 )
 
+// fatalCloseWait bounds how long a node that stopped itself may take to
+// close before the process exits.
+const fatalCloseWait = 10 * time.Second
+
 func runNode(ctx context.Context, args []string, _, stderr io.Writer) error {
+	cfg, err := nodeConfig(args, stderr)
+	if err != nil {
+		return err
+	}
+	logger := cfg.Logger
+	n, err := cluster.Start(cfg)
+	if err != nil {
+		return err
+	}
+	if cfg.Legacy {
+		logger.Warn("LEGACY MODE: this node accepts the unsafe apply and clean-up that emptied DNS in the AWS outage; for demonstration only")
+	}
+	logger.Info("node started", "id", cfg.ID, "raft", n.RaftAddr(), "grpc", n.AdvertiseGRPC(), "dns", n.DNSAddr(), "http", n.HTTPAddr(), "data_dir", cfg.DataDir)
+	select {
+	case <-ctx.Done():
+	case err := <-n.Fatal():
+		// The node stopped itself (its design disagrees with the
+		// cluster's); the process exits non-zero with the reason, after
+		// the node finished closing or, should closing hang, after a
+		// bound: the reason matters more than a clean close.
+		closed := make(chan struct{})
+		go func() { _ = n.Close(); close(closed) }()
+		select {
+		case <-closed:
+		case <-time.After(fatalCloseWait):
+			logger.Warn("the node did not finish closing; exiting anyway", "waited", fatalCloseWait)
+		}
+		return err
+	}
+	logger.Info("node stopping", "id", cfg.ID)
+	return n.Close()
+}
+
+// nodeConfig turns the node's flags (and DNSPLAN_* variables) into the
+// cluster's configuration, values as given.
+func nodeConfig(args []string, stderr io.Writer) (cluster.Config, error) {
 	fs := newFlagSet("node", stderr)
 	var (
 		cfg            cluster.Config
 		initialCluster string
 		logLevel       string
 		logFormat      string
+		maxDrop        float64
 	)
 	fs.StringVar(&cfg.ID, "id", "", "node id, unique in the cluster (required)")
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "Raft log, stable store and snapshots (default ./data/<id>)")
@@ -34,49 +76,41 @@ func runNode(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs.Var(nsNames, "ns", "NS name served at each zone apex, repeatable (default ns1.<zone>)")
 	fs.StringVar(&initialCluster, "initial-cluster", "", "id=raftaddr,... of the founding members; ignored when the data dir holds state")
 	fs.StringVar(&cfg.Join, "join", "", "gRPC address of a member to ask to add this node as a voter")
-	fs.Float64Var(&cfg.MaxCapacityDrop, "max-capacity-drop", 0.5, "largest fraction of an endpoint's total weight one plan may remove without force (1 disables)")
+	fs.Float64Var(&maxDrop, "max-capacity-drop", fsm.DefaultMaxCapacityDrop, "velocity limit a new cluster is founded with: largest fraction (0..1) of an endpoint's served capacity that may be removed within the velocity window without force (0: none, 1: no limit); afterwards the cluster's value applies (dnsplan ctl config)")
+	fs.DurationVar(&cfg.VelocityWindow, "velocity-window", fsm.DefaultVelocityWindow, "velocity window a new cluster is founded with; afterwards the cluster's value applies (dnsplan ctl config)")
 	fs.Uint64Var(&cfg.SnapshotThreshold, "snapshot-threshold", 8192, "log entries since the last snapshot that trigger a new one")
 	fs.DurationVar(&cfg.SnapshotInterval, "snapshot-interval", 30*time.Second, "how often the snapshot threshold is checked")
 	fs.Uint64Var(&cfg.TrailingLogs, "trailing-logs", 10240, "log entries kept after a snapshot for slow followers")
 	fs.DurationVar(&cfg.HeartbeatTimeout, "heartbeat-timeout", time.Second, "Raft heartbeat timeout")
 	fs.DurationVar(&cfg.ElectionTimeout, "election-timeout", time.Second, "Raft election timeout")
-	fs.BoolVar(&cfg.Legacy, "legacy", false, "also accept the old, unsafe apply and clean-up (for demonstration only)")
+	fs.BoolVar(&cfg.Legacy, "legacy", false, "found a cluster of the old, unsafe design: accept its apply and clean-up (for demonstration only); must match the cluster's design")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&logFormat, "log-format", "text", "text or json")
 	fs.StringVar(&cfg.RaftLogLevel, "raft-log-level", "warn", "level of hashicorp/raft's own log")
 	if err := parseFlags(fs, args); err != nil {
-		return err
+		return cfg, err
 	}
 	if cfg.ID == "" {
-		return fmt.Errorf("node: --id is required")
+		return cfg, fmt.Errorf("node: --id is required")
 	}
 	if cfg.DataDir == "" {
 		cfg.DataDir = filepath.Join(".", "data", cfg.ID)
 	}
+	// As given: 0 is a limit (no drop without force), not "unset".
+	cfg.MaxCapacityDrop = &maxDrop
 	peers, err := parseInitialCluster(initialCluster)
 	if err != nil {
-		return err
+		return cfg, err
 	}
 	cfg.InitialCluster = peers
 	cfg.Zones, cfg.NSNames = zones.values, nsNames.values
 	logger, err := newLogger(stderr, logLevel, logFormat)
 	if err != nil {
-		return err
+		return cfg, err
 	}
 	cfg.Logger = logger
 	cfg.RaftLogOutput = stderr
-
-	n, err := cluster.Start(cfg)
-	if err != nil {
-		return err
-	}
-	if cfg.Legacy {
-		logger.Warn("LEGACY MODE: this node accepts the unsafe apply and clean-up that emptied DNS in the AWS outage; for demonstration only")
-	}
-	logger.Info("node started", "id", cfg.ID, "raft", n.RaftAddr(), "grpc", n.AdvertiseGRPC(), "dns", n.DNSAddr(), "http", n.HTTPAddr(), "data_dir", cfg.DataDir)
-	<-ctx.Done()
-	logger.Info("node stopping", "id", cfg.ID)
-	return n.Close()
+	return cfg, nil
 }
 
 // parseInitialCluster reads "id=raftaddr,id=raftaddr".

@@ -26,13 +26,13 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// SubmitPlan carries a plan and the velocity limit the leader enforces, so
-// that every replica judges it the same way whatever its own flags say.
+// SubmitPlan carries a plan to store. The velocity limit is the cluster's
+// (ClusterConfig in the state), so every replica judges a plan the same way
+// whatever its own flags say.
 type SubmitPlan struct {
-	state           protoimpl.MessageState `protogen:"open.v1"`
-	Plan            *v1.Plan               `protobuf:"bytes,1,opt,name=plan,proto3" json:"plan,omitempty"`
-	Force           bool                   `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
-	MaxCapacityDrop float64                `protobuf:"fixed64,3,opt,name=max_capacity_drop,json=maxCapacityDrop,proto3" json:"max_capacity_drop,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Plan  *v1.Plan               `protobuf:"bytes,1,opt,name=plan,proto3" json:"plan,omitempty"`
+	Force bool                   `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
 	// lease_name and lease_token: see dnsplan.v1.SubmitPlanRequest.
 	LeaseName     string `protobuf:"bytes,4,opt,name=lease_name,json=leaseName,proto3" json:"lease_name,omitempty"`
 	LeaseToken    uint64 `protobuf:"varint,5,opt,name=lease_token,json=leaseToken,proto3" json:"lease_token,omitempty"`
@@ -82,13 +82,6 @@ func (x *SubmitPlan) GetForce() bool {
 		return x.Force
 	}
 	return false
-}
-
-func (x *SubmitPlan) GetMaxCapacityDrop() float64 {
-	if x != nil {
-		return x.MaxCapacityDrop
-	}
-	return 0
 }
 
 func (x *SubmitPlan) GetLeaseName() string {
@@ -211,31 +204,30 @@ func (x *RemoveMember) GetId() string {
 	return ""
 }
 
-// PlannedTotal remembers an endpoint's total weight in the newest plan that
-// named it, for the velocity limit; it outlives the plan's clean-up.
-type PlannedTotal struct {
+// ServedWeight is the weight one address carried in a served record (the
+// sum over the record's targets with that address, only when > 0).
+type ServedWeight struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Endpoint      string                 `protobuf:"bytes,1,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
-	Generation    uint64                 `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
-	TotalWeight   uint64                 `protobuf:"varint,3,opt,name=total_weight,json=totalWeight,proto3" json:"total_weight,omitempty"`
+	Address       string                 `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	Weight        uint64                 `protobuf:"varint,2,opt,name=weight,proto3" json:"weight,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *PlannedTotal) Reset() {
-	*x = PlannedTotal{}
+func (x *ServedWeight) Reset() {
+	*x = ServedWeight{}
 	mi := &file_dnsplan_state_v1_state_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *PlannedTotal) String() string {
+func (x *ServedWeight) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*PlannedTotal) ProtoMessage() {}
+func (*ServedWeight) ProtoMessage() {}
 
-func (x *PlannedTotal) ProtoReflect() protoreflect.Message {
+func (x *ServedWeight) ProtoReflect() protoreflect.Message {
 	mi := &file_dnsplan_state_v1_state_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -247,30 +239,132 @@ func (x *PlannedTotal) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use PlannedTotal.ProtoReflect.Descriptor instead.
-func (*PlannedTotal) Descriptor() ([]byte, []int) {
+// Deprecated: Use ServedWeight.ProtoReflect.Descriptor instead.
+func (*ServedWeight) Descriptor() ([]byte, []int) {
 	return file_dnsplan_state_v1_state_proto_rawDescGZIP(), []int{3}
 }
 
-func (x *PlannedTotal) GetEndpoint() string {
+func (x *ServedWeight) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *ServedWeight) GetWeight() uint64 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+// ServedRecord is one applied record of an endpoint as the velocity limit
+// sees it: what each address served, from applied_at_unix_nanos until the
+// next record of the window. weights are sorted by address.
+type ServedRecord struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	AppliedAtUnixNanos int64                  `protobuf:"varint,1,opt,name=applied_at_unix_nanos,json=appliedAtUnixNanos,proto3" json:"applied_at_unix_nanos,omitempty"`
+	Weights            []*ServedWeight        `protobuf:"bytes,2,rep,name=weights,proto3" json:"weights,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *ServedRecord) Reset() {
+	*x = ServedRecord{}
+	mi := &file_dnsplan_state_v1_state_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServedRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServedRecord) ProtoMessage() {}
+
+func (x *ServedRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_dnsplan_state_v1_state_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServedRecord.ProtoReflect.Descriptor instead.
+func (*ServedRecord) Descriptor() ([]byte, []int) {
+	return file_dnsplan_state_v1_state_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ServedRecord) GetAppliedAtUnixNanos() int64 {
+	if x != nil {
+		return x.AppliedAtUnixNanos
+	}
+	return 0
+}
+
+func (x *ServedRecord) GetWeights() []*ServedWeight {
+	if x != nil {
+		return x.Weights
+	}
+	return nil
+}
+
+// ServedWindow is what an endpoint served within the velocity window,
+// oldest first; the last record is the one served now.
+type ServedWindow struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Endpoint      string                 `protobuf:"bytes,1,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	Records       []*ServedRecord        `protobuf:"bytes,2,rep,name=records,proto3" json:"records,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServedWindow) Reset() {
+	*x = ServedWindow{}
+	mi := &file_dnsplan_state_v1_state_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServedWindow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServedWindow) ProtoMessage() {}
+
+func (x *ServedWindow) ProtoReflect() protoreflect.Message {
+	mi := &file_dnsplan_state_v1_state_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServedWindow.ProtoReflect.Descriptor instead.
+func (*ServedWindow) Descriptor() ([]byte, []int) {
+	return file_dnsplan_state_v1_state_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ServedWindow) GetEndpoint() string {
 	if x != nil {
 		return x.Endpoint
 	}
 	return ""
 }
 
-func (x *PlannedTotal) GetGeneration() uint64 {
+func (x *ServedWindow) GetRecords() []*ServedRecord {
 	if x != nil {
-		return x.Generation
+		return x.Records
 	}
-	return 0
-}
-
-func (x *PlannedTotal) GetTotalWeight() uint64 {
-	if x != nil {
-		return x.TotalWeight
-	}
-	return 0
+	return nil
 }
 
 // StoredLease is a lease with the TTL it renews by.
@@ -284,7 +378,7 @@ type StoredLease struct {
 
 func (x *StoredLease) Reset() {
 	*x = StoredLease{}
-	mi := &file_dnsplan_state_v1_state_proto_msgTypes[4]
+	mi := &file_dnsplan_state_v1_state_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -296,7 +390,7 @@ func (x *StoredLease) String() string {
 func (*StoredLease) ProtoMessage() {}
 
 func (x *StoredLease) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_state_v1_state_proto_msgTypes[4]
+	mi := &file_dnsplan_state_v1_state_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -309,7 +403,7 @@ func (x *StoredLease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoredLease.ProtoReflect.Descriptor instead.
 func (*StoredLease) Descriptor() ([]byte, []int) {
-	return file_dnsplan_state_v1_state_proto_rawDescGZIP(), []int{4}
+	return file_dnsplan_state_v1_state_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *StoredLease) GetLease() *v1.Lease {
@@ -338,15 +432,17 @@ type Snapshot struct {
 	Frozen         bool                   `protobuf:"varint,7,opt,name=frozen,proto3" json:"frozen,omitempty"`
 	FreezeReason   string                 `protobuf:"bytes,8,opt,name=freeze_reason,json=freezeReason,proto3" json:"freeze_reason,omitempty"`
 	Members        []*SetMember           `protobuf:"bytes,9,rep,name=members,proto3" json:"members,omitempty"`
-	Planned        []*PlannedTotal        `protobuf:"bytes,10,rep,name=planned,proto3" json:"planned,omitempty"`
 	LastIndex      uint64                 `protobuf:"varint,11,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// config is the cluster's policy, absent until the founding command.
+	Config        *v1.ClusterConfig `protobuf:"bytes,12,opt,name=config,proto3" json:"config,omitempty"`
+	Served        []*ServedWindow   `protobuf:"bytes,13,rep,name=served,proto3" json:"served,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_dnsplan_state_v1_state_proto_msgTypes[5]
+	mi := &file_dnsplan_state_v1_state_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -358,7 +454,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_state_v1_state_proto_msgTypes[5]
+	mi := &file_dnsplan_state_v1_state_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -371,7 +467,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_dnsplan_state_v1_state_proto_rawDescGZIP(), []int{5}
+	return file_dnsplan_state_v1_state_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Snapshot) GetPlans() []*v1.Plan {
@@ -437,13 +533,6 @@ func (x *Snapshot) GetMembers() []*SetMember {
 	return nil
 }
 
-func (x *Snapshot) GetPlanned() []*PlannedTotal {
-	if x != nil {
-		return x.Planned
-	}
-	return nil
-}
-
 func (x *Snapshot) GetLastIndex() uint64 {
 	if x != nil {
 		return x.LastIndex
@@ -451,35 +540,51 @@ func (x *Snapshot) GetLastIndex() uint64 {
 	return 0
 }
 
+func (x *Snapshot) GetConfig() *v1.ClusterConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+func (x *Snapshot) GetServed() []*ServedWindow {
+	if x != nil {
+		return x.Served
+	}
+	return nil
+}
+
 var File_dnsplan_state_v1_state_proto protoreflect.FileDescriptor
 
 const file_dnsplan_state_v1_state_proto_rawDesc = "" +
 	"\n" +
-	"\x1cdnsplan/state/v1/state.proto\x12\x10dnsplan.state.v1\x1a\x18dnsplan/v1/dnsplan.proto\"\xb4\x01\n" +
+	"\x1cdnsplan/state/v1/state.proto\x12\x10dnsplan.state.v1\x1a\x18dnsplan/v1/dnsplan.proto\"\xa1\x01\n" +
 	"\n" +
 	"SubmitPlan\x12$\n" +
 	"\x04plan\x18\x01 \x01(\v2\x10.dnsplan.v1.PlanR\x04plan\x12\x14\n" +
-	"\x05force\x18\x02 \x01(\bR\x05force\x12*\n" +
-	"\x11max_capacity_drop\x18\x03 \x01(\x01R\x0fmaxCapacityDrop\x12\x1d\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\x12\x1d\n" +
 	"\n" +
 	"lease_name\x18\x04 \x01(\tR\tleaseName\x12\x1f\n" +
 	"\vlease_token\x18\x05 \x01(\x04R\n" +
-	"leaseToken\"U\n" +
+	"leaseTokenJ\x04\b\x03\x10\x04R\x11max_capacity_drop\"U\n" +
 	"\tSetMember\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
 	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\"\x1e\n" +
 	"\fRemoveMember\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"m\n" +
-	"\fPlannedTotal\x12\x1a\n" +
-	"\bendpoint\x18\x01 \x01(\tR\bendpoint\x12\x1e\n" +
-	"\n" +
-	"generation\x18\x02 \x01(\x04R\n" +
-	"generation\x12!\n" +
-	"\ftotal_weight\x18\x03 \x01(\x04R\vtotalWeight\"S\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"@\n" +
+	"\fServedWeight\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x16\n" +
+	"\x06weight\x18\x02 \x01(\x04R\x06weight\"{\n" +
+	"\fServedRecord\x121\n" +
+	"\x15applied_at_unix_nanos\x18\x01 \x01(\x03R\x12appliedAtUnixNanos\x128\n" +
+	"\aweights\x18\x02 \x03(\v2\x1e.dnsplan.state.v1.ServedWeightR\aweights\"d\n" +
+	"\fServedWindow\x12\x1a\n" +
+	"\bendpoint\x18\x01 \x01(\tR\bendpoint\x128\n" +
+	"\arecords\x18\x02 \x03(\v2\x1e.dnsplan.state.v1.ServedRecordR\arecords\"S\n" +
 	"\vStoredLease\x12'\n" +
 	"\x05lease\x18\x01 \x01(\v2\x11.dnsplan.v1.LeaseR\x05lease\x12\x1b\n" +
-	"\tttl_nanos\x18\x02 \x01(\x03R\bttlNanos\"\xf0\x03\n" +
+	"\tttl_nanos\x18\x02 \x01(\x03R\bttlNanos\"\xb0\x04\n" +
 	"\bSnapshot\x12&\n" +
 	"\x05plans\x18\x01 \x03(\v2\x10.dnsplan.v1.PlanR\x05plans\x125\n" +
 	"\aapplied\x18\x02 \x03(\v2\x1b.dnsplan.v1.AppliedEndpointR\aapplied\x125\n" +
@@ -489,11 +594,12 @@ const file_dnsplan_state_v1_state_proto_rawDesc = "" +
 	"\x0enow_unix_nanos\x18\x06 \x01(\x03R\fnowUnixNanos\x12\x16\n" +
 	"\x06frozen\x18\a \x01(\bR\x06frozen\x12#\n" +
 	"\rfreeze_reason\x18\b \x01(\tR\ffreezeReason\x125\n" +
-	"\amembers\x18\t \x03(\v2\x1b.dnsplan.state.v1.SetMemberR\amembers\x128\n" +
-	"\aplanned\x18\n" +
-	" \x03(\v2\x1e.dnsplan.state.v1.PlannedTotalR\aplanned\x12\x1d\n" +
+	"\amembers\x18\t \x03(\v2\x1b.dnsplan.state.v1.SetMemberR\amembers\x12\x1d\n" +
 	"\n" +
-	"last_index\x18\v \x01(\x04R\tlastIndexB;Z9github.com/dnsplan/dnsplan/proto/dnsplan/state/v1;statev1b\x06proto3"
+	"last_index\x18\v \x01(\x04R\tlastIndex\x121\n" +
+	"\x06config\x18\f \x01(\v2\x19.dnsplan.v1.ClusterConfigR\x06config\x126\n" +
+	"\x06served\x18\r \x03(\v2\x1e.dnsplan.state.v1.ServedWindowR\x06servedJ\x04\b\n" +
+	"\x10\vR\aplannedB;Z9github.com/dnsplan/dnsplan/proto/dnsplan/state/v1;statev1b\x06proto3"
 
 var (
 	file_dnsplan_state_v1_state_proto_rawDescOnce sync.Once
@@ -507,33 +613,39 @@ func file_dnsplan_state_v1_state_proto_rawDescGZIP() []byte {
 	return file_dnsplan_state_v1_state_proto_rawDescData
 }
 
-var file_dnsplan_state_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_dnsplan_state_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_dnsplan_state_v1_state_proto_goTypes = []any{
 	(*SubmitPlan)(nil),         // 0: dnsplan.state.v1.SubmitPlan
 	(*SetMember)(nil),          // 1: dnsplan.state.v1.SetMember
 	(*RemoveMember)(nil),       // 2: dnsplan.state.v1.RemoveMember
-	(*PlannedTotal)(nil),       // 3: dnsplan.state.v1.PlannedTotal
-	(*StoredLease)(nil),        // 4: dnsplan.state.v1.StoredLease
-	(*Snapshot)(nil),           // 5: dnsplan.state.v1.Snapshot
-	(*v1.Plan)(nil),            // 6: dnsplan.v1.Plan
-	(*v1.Lease)(nil),           // 7: dnsplan.v1.Lease
-	(*v1.AppliedEndpoint)(nil), // 8: dnsplan.v1.AppliedEndpoint
-	(*v1.HistoryEvent)(nil),    // 9: dnsplan.v1.HistoryEvent
+	(*ServedWeight)(nil),       // 3: dnsplan.state.v1.ServedWeight
+	(*ServedRecord)(nil),       // 4: dnsplan.state.v1.ServedRecord
+	(*ServedWindow)(nil),       // 5: dnsplan.state.v1.ServedWindow
+	(*StoredLease)(nil),        // 6: dnsplan.state.v1.StoredLease
+	(*Snapshot)(nil),           // 7: dnsplan.state.v1.Snapshot
+	(*v1.Plan)(nil),            // 8: dnsplan.v1.Plan
+	(*v1.Lease)(nil),           // 9: dnsplan.v1.Lease
+	(*v1.AppliedEndpoint)(nil), // 10: dnsplan.v1.AppliedEndpoint
+	(*v1.HistoryEvent)(nil),    // 11: dnsplan.v1.HistoryEvent
+	(*v1.ClusterConfig)(nil),   // 12: dnsplan.v1.ClusterConfig
 }
 var file_dnsplan_state_v1_state_proto_depIdxs = []int32{
-	6, // 0: dnsplan.state.v1.SubmitPlan.plan:type_name -> dnsplan.v1.Plan
-	7, // 1: dnsplan.state.v1.StoredLease.lease:type_name -> dnsplan.v1.Lease
-	6, // 2: dnsplan.state.v1.Snapshot.plans:type_name -> dnsplan.v1.Plan
-	8, // 3: dnsplan.state.v1.Snapshot.applied:type_name -> dnsplan.v1.AppliedEndpoint
-	4, // 4: dnsplan.state.v1.Snapshot.leases:type_name -> dnsplan.state.v1.StoredLease
-	9, // 5: dnsplan.state.v1.Snapshot.history:type_name -> dnsplan.v1.HistoryEvent
-	1, // 6: dnsplan.state.v1.Snapshot.members:type_name -> dnsplan.state.v1.SetMember
-	3, // 7: dnsplan.state.v1.Snapshot.planned:type_name -> dnsplan.state.v1.PlannedTotal
-	8, // [8:8] is the sub-list for method output_type
-	8, // [8:8] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	8,  // 0: dnsplan.state.v1.SubmitPlan.plan:type_name -> dnsplan.v1.Plan
+	3,  // 1: dnsplan.state.v1.ServedRecord.weights:type_name -> dnsplan.state.v1.ServedWeight
+	4,  // 2: dnsplan.state.v1.ServedWindow.records:type_name -> dnsplan.state.v1.ServedRecord
+	9,  // 3: dnsplan.state.v1.StoredLease.lease:type_name -> dnsplan.v1.Lease
+	8,  // 4: dnsplan.state.v1.Snapshot.plans:type_name -> dnsplan.v1.Plan
+	10, // 5: dnsplan.state.v1.Snapshot.applied:type_name -> dnsplan.v1.AppliedEndpoint
+	6,  // 6: dnsplan.state.v1.Snapshot.leases:type_name -> dnsplan.state.v1.StoredLease
+	11, // 7: dnsplan.state.v1.Snapshot.history:type_name -> dnsplan.v1.HistoryEvent
+	1,  // 8: dnsplan.state.v1.Snapshot.members:type_name -> dnsplan.state.v1.SetMember
+	12, // 9: dnsplan.state.v1.Snapshot.config:type_name -> dnsplan.v1.ClusterConfig
+	5,  // 10: dnsplan.state.v1.Snapshot.served:type_name -> dnsplan.state.v1.ServedWindow
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_dnsplan_state_v1_state_proto_init() }
@@ -547,7 +659,7 @@ func file_dnsplan_state_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dnsplan_state_v1_state_proto_rawDesc), len(file_dnsplan_state_v1_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,370 @@
+package fsm
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	statev1 "github.com/dnsplan/dnsplan/proto/dnsplan/state/v1"
+	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
+)
+
+// The cluster's policy: its design (fixed or legacy), fixed when the
+// cluster is founded, and the velocity limit, changed by SetConfig. It is
+// replicated state, so every replica judges every command by the same
+// policy whatever its own flags say.
+
+// Policy defaults and bounds.
+const (
+	DefaultMaxCapacityDrop = 0.5
+	DefaultVelocityWindow  = time.Minute
+	// MaxVelocityWindow bounds the window: the state keeps what every
+	// endpoint served within it.
+	MaxVelocityWindow = 24 * time.Hour
+	// MaxServedRecords bounds the records kept per endpoint for the
+	// velocity limit. An endpoint that changes more often than this within
+	// one window is judged against its newest MaxServedRecords records.
+	MaxServedRecords = 64
+)
+
+// DefaultConfig is the policy of a state that was never founded: a state
+// with no config behaves as a fixed cluster with the default limit.
+func DefaultConfig() *pb.ClusterConfig {
+	return &pb.ClusterConfig{
+		Design:          pb.Design_DESIGN_FIXED,
+		MaxCapacityDrop: DefaultMaxCapacityDrop,
+		VelocityWindow:  durationpb.New(DefaultVelocityWindow),
+	}
+}
+
+// ValidateConfig checks a whole policy, as founded.
+func ValidateConfig(c *pb.ClusterConfig) error {
+	if c == nil {
+		return fmt.Errorf("%w: no config", ErrInvalid)
+	}
+	if d := c.GetDesign(); d != pb.Design_DESIGN_FIXED && d != pb.Design_DESIGN_LEGACY {
+		return fmt.Errorf("%w: design must be fixed or legacy, not %v", ErrInvalid, d)
+	}
+	if err := ValidateMaxCapacityDrop(c.GetMaxCapacityDrop()); err != nil {
+		return err
+	}
+	return ValidateVelocityWindow(c.GetVelocityWindow())
+}
+
+// ValidateSetConfig checks a change of policy: at least one setting, each
+// valid. The design has no field: it never changes.
+func ValidateSetConfig(r *pb.SetConfigRequest) error {
+	if r.MaxCapacityDrop == nil && r.VelocityWindow == nil {
+		return fmt.Errorf("%w: nothing to change (set max_capacity_drop or velocity_window)", ErrInvalid)
+	}
+	if r.MaxCapacityDrop != nil {
+		if err := ValidateMaxCapacityDrop(r.GetMaxCapacityDrop()); err != nil {
+			return err
+		}
+	}
+	if r.VelocityWindow != nil {
+		return ValidateVelocityWindow(r.GetVelocityWindow())
+	}
+	return nil
+}
+
+// ValidateMaxCapacityDrop: a fraction in 0..1 (0: no drop without force,
+// 1: no limit). Written so that NaN is refused.
+func ValidateMaxCapacityDrop(f float64) error {
+	if !(f >= 0 && f <= 1) {
+		return fmt.Errorf("%w: max_capacity_drop %v outside 0..1", ErrInvalid, f)
+	}
+	return nil
+}
+
+// ValidateVelocityWindow: a duration in (0, MaxVelocityWindow].
+func ValidateVelocityWindow(d *durationpb.Duration) error {
+	if d == nil || d.CheckValid() != nil || d.AsDuration() <= 0 || d.AsDuration() > MaxVelocityWindow {
+		return fmt.Errorf("%w: velocity_window must be a duration in (0, %s]", ErrInvalid, MaxVelocityWindow)
+	}
+	return nil
+}
+
+// Config returns the policy the cluster was founded with (as changed since),
+// or nil before the founding command.
+func (s *State) Config() *pb.ClusterConfig { return s.config }
+
+// Policy is the policy in force: the founded one, or DefaultConfig.
+func (s *State) Policy() *pb.ClusterConfig {
+	if s.config == nil {
+		return DefaultConfig()
+	}
+	return s.config
+}
+
+func (s *State) window() time.Duration { return s.Policy().GetVelocityWindow().AsDuration() }
+
+// foundCluster sets the policy of a cluster that has none. The first ready
+// leader proposes it from its flags; a founding that arrives after another
+// (two leaders in quick succession) changes nothing: the first one wins.
+func (s *State) foundCluster(index uint64, c *pb.ClusterConfig) Result {
+	if s.config != nil {
+		return Result{Config: s.config}
+	}
+	ev := s.event(index, "config", "founding")
+	if err := ValidateConfig(c); err != nil {
+		return s.reject(ev, err)
+	}
+	s.config = proto.Clone(c).(*pb.ClusterConfig)
+	ev.Outcome = "founded"
+	ev.Reason = describeConfig(s.config)
+	s.record(ev)
+	return Result{Config: s.config}
+}
+
+// setConfig changes the velocity settings of a founded cluster.
+func (s *State) setConfig(index uint64, r *pb.SetConfigRequest) Result {
+	ev := s.event(index, "config", "operator")
+	if err := ValidateSetConfig(r); err != nil {
+		return s.reject(ev, err)
+	}
+	if s.config == nil {
+		return s.reject(ev, fmt.Errorf("%w: retry once a leader is ready", ErrNotFounded))
+	}
+	c := proto.Clone(s.config).(*pb.ClusterConfig)
+	if r.MaxCapacityDrop != nil {
+		c.MaxCapacityDrop = r.GetMaxCapacityDrop()
+	}
+	if r.VelocityWindow != nil {
+		c.VelocityWindow = r.GetVelocityWindow()
+	}
+	s.config = c
+	ev.Outcome = "changed"
+	ev.Reason = describeConfig(c)
+	s.record(ev)
+	return Result{Config: c}
+}
+
+func describeConfig(c *pb.ClusterConfig) string {
+	return fmt.Sprintf("design %s, max capacity drop %g, velocity window %s",
+		DesignName(c.GetDesign()), c.GetMaxCapacityDrop(), c.GetVelocityWindow().AsDuration())
+}
+
+// DesignName is the word flags and messages use for a design.
+func DesignName(d pb.Design) string {
+	switch d {
+	case pb.Design_DESIGN_FIXED:
+		return "fixed"
+	case pb.Design_DESIGN_LEGACY:
+		return "legacy"
+	}
+	return "unspecified"
+}
+
+// requireLegacy refuses a legacy command on a cluster not founded legacy,
+// whatever node leads: the unsafe rules run only where they were chosen.
+func (s *State) requireLegacy() error {
+	if d := s.Policy().GetDesign(); d != pb.Design_DESIGN_LEGACY {
+		return fmt.Errorf("%w: the cluster was founded with the %s design, which refuses legacy commands", ErrDesign, DesignName(d))
+	}
+	return nil
+}
+
+// Capacity, for the velocity limit: what each address serves. A record's
+// capacity is the sum of its weights; the capacity a new record retains
+// against an earlier one is the sum over addresses of the smaller weight,
+// so an address replaced by another counts as removed.
+
+// servedWeights turns targets into sorted address weights, summing targets
+// that share an address and leaving out weight 0. Addresses are written in
+// their canonical form, so two spellings of one address are one address.
+func servedWeights(targets []*pb.Target) []*statev1.ServedWeight {
+	byAddr := make(map[string]uint64, len(targets))
+	for _, t := range targets {
+		if t.GetWeight() == 0 {
+			continue
+		}
+		addr := t.GetAddress()
+		if a, err := ParseAddress(addr); err == nil {
+			addr = a.String()
+		}
+		byAddr[addr] += uint64(t.GetWeight())
+	}
+	out := make([]*statev1.ServedWeight, 0, len(byAddr))
+	for a, w := range byAddr {
+		out = append(out, &statev1.ServedWeight{Address: a, Weight: w})
+	}
+	slices.SortFunc(out, func(x, y *statev1.ServedWeight) int { return cmp.Compare(x.Address, y.Address) })
+	return out
+}
+
+func capacityOf(ws []*statev1.ServedWeight) uint64 {
+	var c uint64
+	for _, w := range ws {
+		c += w.Weight
+	}
+	return c
+}
+
+// retained is the capacity of old that next keeps: per address, the
+// smaller of the two weights. Both lists are sorted by address.
+func retained(old, next []*statev1.ServedWeight) uint64 {
+	var kept uint64
+	i, j := 0, 0
+	for i < len(old) && j < len(next) {
+		switch c := cmp.Compare(old[i].Address, next[j].Address); {
+		case c < 0:
+			i++
+		case c > 0:
+			j++
+		default:
+			kept += min(old[i].Weight, next[j].Weight)
+			i++
+			j++
+		}
+	}
+	return kept
+}
+
+func sameWeights(a, b []*statev1.ServedWeight) bool {
+	return slices.EqualFunc(a, b, func(x, y *statev1.ServedWeight) bool {
+		return x.Address == y.Address && x.Weight == y.Weight
+	})
+}
+
+// servedWithin returns the records of an endpoint served at some time
+// within the velocity window ending now, the current one included. Record
+// i was served until record i+1 was applied.
+func (s *State) servedWithin(name string) []*statev1.ServedRecord {
+	w := s.served[name]
+	if w == nil {
+		return nil
+	}
+	cut := s.now.Add(-s.window()).UnixNano()
+	var out []*statev1.ServedRecord
+	for i, r := range w.Records {
+		if i+1 < len(w.Records) && w.Records[i+1].AppliedAtUnixNanos <= cut {
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// checkVelocity is I7: unless forced, the records targets would serve must
+// keep, against every record the endpoint served within the window (the
+// current one included), at least 1 - max_capacity_drop of its capacity.
+// cur is what the endpoint serves now, checked too in case it predates the
+// window's records (a state restored from before they were kept).
+func (s *State) checkVelocity(name string, cur *pb.AppliedEndpoint, targets []*pb.Target) error {
+	limit := s.Policy().GetMaxCapacityDrop()
+	next := servedWeights(targets)
+	records := s.servedWithin(name)
+	if cur != nil {
+		records = append(records, &statev1.ServedRecord{
+			AppliedAtUnixNanos: cur.GetAppliedAt().AsTime().UnixNano(),
+			Weights:            servedWeights(cur.GetTargets()),
+		})
+	}
+	for _, r := range records {
+		was := capacityOf(r.Weights)
+		if was == 0 {
+			continue
+		}
+		kept := retained(r.Weights, next)
+		drop := float64(was-kept) / float64(was)
+		// Written so that a limit that is not a number refuses every drop.
+		if !(drop <= limit) {
+			return fmt.Errorf("%w: endpoint %q would keep %d of the capacity %d it served at %s (a drop of %.1f%%; limit %.1f%% within %s); a forced plan overrides",
+				ErrVelocity, name, kept, was, time.Unix(0, r.AppliedAtUnixNanos).UTC().Format(time.RFC3339Nano),
+				drop*100, limit*100, s.window())
+		}
+	}
+	return nil
+}
+
+// family is an address family an endpoint serves: A (IPv4) or AAAA (IPv6).
+type family string
+
+const (
+	familyA    family = "IPv4 (A)"
+	familyAAAA family = "IPv6 (AAAA)"
+)
+
+// servedFamilies reports which families have a target of weight > 0.
+func servedFamilies(targets []*pb.Target) (a, aaaa bool) {
+	for _, t := range targets {
+		if t.GetWeight() == 0 {
+			continue
+		}
+		addr, err := ParseAddress(t.GetAddress())
+		if err != nil {
+			continue
+		}
+		if addr.Is4() {
+			a = true
+		} else {
+			aaaa = true
+		}
+	}
+	return a, aaaa
+}
+
+// checkFamilies is I2 per family: unless forced, every family an endpoint
+// serves now keeps at least one address of weight > 0.
+func checkFamilies(name string, cur *pb.AppliedEndpoint, targets []*pb.Target) error {
+	if cur == nil {
+		return nil
+	}
+	curA, curAAAA := servedFamilies(cur.GetTargets())
+	nextA, nextAAAA := servedFamilies(targets)
+	var lost family
+	switch {
+	case curA && !nextA:
+		lost = familyA
+	case curAAAA && !nextAAAA:
+		lost = familyAAAA
+	default:
+		return nil
+	}
+	return fmt.Errorf("%w: endpoint %q serves %s now and the plan has no such address of weight > 0; a forced plan overrides",
+		ErrFamily, name, lost)
+}
+
+// checkEndpointRules runs the per-endpoint rules of a non-forced change:
+// per-family I2, then velocity.
+func (s *State) checkEndpointRules(name string, targets []*pb.Target) error {
+	var cur *pb.AppliedEndpoint
+	if a := s.applied[name]; a != nil {
+		cur = s.resolve(a)
+	}
+	if err := checkFamilies(name, cur, targets); err != nil {
+		return err
+	}
+	return s.checkVelocity(name, cur, targets)
+}
+
+// recordServed appends what an endpoint serves from now on to its window,
+// dropping records served before the window and, past MaxServedRecords,
+// the oldest. A record equal to the current one adds nothing: the endpoint
+// served the same all along. Windows are replaced, never changed in place,
+// so clones and snapshots can share them.
+func (s *State) recordServed(name string, targets []*pb.Target) {
+	ws := servedWeights(targets)
+	cut := s.now.Add(-s.window()).UnixNano()
+	var recs []*statev1.ServedRecord
+	if old := s.served[name]; old != nil {
+		for i, r := range old.Records {
+			if i+1 < len(old.Records) && old.Records[i+1].AppliedAtUnixNanos <= cut {
+				continue
+			}
+			recs = append(recs, r)
+		}
+	}
+	if n := len(recs); n == 0 || !sameWeights(recs[n-1].Weights, ws) {
+		recs = append(recs, &statev1.ServedRecord{AppliedAtUnixNanos: s.now.UnixNano(), Weights: ws})
+	}
+	if len(recs) > MaxServedRecords {
+		recs = recs[len(recs)-MaxServedRecords:]
+	}
+	s.served[name] = &statev1.ServedWindow{Endpoint: name, Records: recs}
+}
