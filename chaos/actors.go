@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/enactor"
 	"github.com/dnsplan/dnsplan/planner"
@@ -58,7 +60,13 @@ func (r *run) startActors(ctx context.Context, wg *sync.WaitGroup, backends []sa
 		// held before the recorder sees them: an operation's call time is
 		// when it was sent. Each enactor's client starts at a different
 		// node (newClient), which serves its plan watch until it breaks.
-		ec, err := r.newClient(gate.ClientOption(), r.rec.interceptor(id), client.WithDialOptions(a.watch.option()))
+		//
+		// Its receive window is gRPC's smallest, as for the bare watcher:
+		// a stalled enactor holds only so much unread (a paused process,
+		// its socket buffers); gRPC's window, grown by its bandwidth
+		// estimate, would otherwise soak up megabytes in this process.
+		ec, err := r.newClient(gate.ClientOption(), r.rec.interceptor(id), client.WithDialOptions(a.watch.option(),
+			grpc.WithInitialWindowSize(stallWindow), grpc.WithInitialConnWindowSize(stallWindow)))
 		if err != nil {
 			return err
 		}

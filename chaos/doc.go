@@ -177,7 +177,7 @@
 //     within a TTL and a renewal interval must be applied, and served by
 //     every running member's DNS, within TTL + renewal + 2s.
 //   - L3, no node hangs: every running node is asked for its Status,
-//     each on its own, every 250ms; no answer within 3s from a node that
+//     each on its own, every 250ms; no answer within 2s from a node that
 //     ran throughout the call is a hang.
 //
 // Operations of unknown outcome make porcupine's search exponential, so

@@ -16,9 +16,11 @@ import (
 // Liveness bounds.
 const (
 	// statusBound is how long a running node may take to answer Status:
-	// far more than it needs, so only a node that hangs (its state
-	// machine stuck behind a lock, say) misses it.
-	statusBound = 3 * time.Second
+	// far more than it needs (milliseconds), so only a node that hangs
+	// (its state machine stuck behind a lock, say) misses it; short
+	// enough that a hang a stalled reader causes within a few lease TTLs
+	// is seen.
+	statusBound = 2 * time.Second
 	statusEvery = 250 * time.Millisecond
 	// l2Margin is the L2 bound's allowance, beyond the lease TTL and a
 	// renewal interval, for an election, the new holder's first apply and
