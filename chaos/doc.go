@@ -164,7 +164,10 @@
 //   - I7 velocity, on the replica reads: a record not forced keeps at
 //     least half the capacity of the highest-capacity record of the last
 //     60s (the cluster's defaults), counted per address (the smaller of
-//     the two weights), so a replaced address counts as removed.
+//     the two weights), so a replaced address counts as removed; and on
+//     the probes' answers, where every observed target has the same
+//     capacity: a node answers at least half as many addresses as the
+//     most it answered in the window.
 //   - L2 during a fault: while an enactor is frozen, stalled or watching
 //     through a cut-off node, or a watcher stalls a node, the cluster has
 //     a quorum, so the newest plan stored one TTL and one renewal

@@ -152,12 +152,19 @@ func (c *servedCheck) see(node, ep string, s served) []Violation {
 //   - I2 per family: a node that answered an endpoint's A (AAAA) query
 //     with addresses never answers it with none, unless the generation it
 //     serves was forced;
+//
 //   - I2 against the cluster: a node started with no data (joined, or
 //     replaced) never answers NXDOMAIN or no address at all for an
 //     endpoint applied before it started, even though it never answered
 //     it before: it must say SERVFAIL until it can serve. Every other
 //     node has nxGrace after an endpoint is first applied to show it (a
 //     follower applies a commit a little after the leader).
+//
+//   - I7 as DNS shows it: every target of an observed endpoint has the
+//     same capacity, so the addresses a node answers measure the capacity
+//     it serves; an answer not forced with addresses must hold at least
+//     1-velocityLimit of the most the node answered in the last
+//     velocityWindow.
 //
 // It also keeps each node's last answer, for the L2 check.
 type dnsCheck struct {
@@ -168,7 +175,14 @@ type dnsCheck struct {
 	answered map[string][2]bool // node|endpoint → has answered A, AAAA
 	failing  map[string]bool    // node|endpoint|what → a breach reported and not over
 	last     map[string]dnsAnswer
-	fresh    map[string]int64 // node → when it last started with no data
+	fresh    map[string]int64   // node → when it last started with no data
+	most     map[string][]count // node|endpoint → address counts answered, oldest first
+}
+
+// count is how many addresses a node answered for an endpoint, and when.
+type count struct {
+	at int64
+	n  int
 }
 
 // nxGrace is how long after an endpoint is first applied a running node
@@ -189,7 +203,7 @@ type dnsAnswer struct {
 }
 
 func newDNSCheck(rec *recorder, served *servedCheck) *dnsCheck {
-	return &dnsCheck{rec: rec, served: served, answered: map[string][2]bool{}, failing: map[string]bool{}, last: map[string]dnsAnswer{}, fresh: map[string]int64{}}
+	return &dnsCheck{rec: rec, served: served, answered: map[string][2]bool{}, failing: map[string]bool{}, last: map[string]dnsAnswer{}, fresh: map[string]int64{}, most: map[string][]count{}}
 }
 
 func (c *dnsCheck) observe(o probe.Observation) {
@@ -226,6 +240,24 @@ func (c *dnsCheck) observe(o probe.Observation) {
 		ans[i] = ans[i] || n > 0
 	}
 	c.answered[key] = ans
+	if n := o.A + o.AAAA; n > 0 {
+		h := c.most[key]
+		for len(h) > 0 && sent-h[0].at > int64(velocityWindow) {
+			h = h[1:]
+		}
+		high := count{}
+		for _, x := range h {
+			if x.n >= high.n {
+				high = x
+			}
+		}
+		breach("velocity", !forced && float64(n) < (1-velocityLimit)*float64(high.n), Violation{Invariant: "I7", Source: "dns", Node: o.Node, Endpoint: o.Endpoint, At: sent,
+			Detail: fmt.Sprintf("answered %d address(es) (generation %d), not forced, %s after answering %d: a drop over %.0f%%", n, o.Generation, fmtNanos(sent-high.at), high.n, 100*velocityLimit)})
+		if forced {
+			h = nil
+		}
+		c.most[key] = append(h, count{at: sent, n: n})
+	}
 	c.mu.Unlock()
 	for _, v := range found {
 		c.rec.violate(v)

@@ -103,6 +103,15 @@ func TestDNSCheck(t *testing.T) {
 	if a, ok := c.lastAnswer("n1", ep); !ok || a.gen != 2 {
 		t.Errorf("last answer %+v, %v; want generation 2", a, ok)
 	}
+
+	// 4 addresses, then 2 (the limit), then 1: a drop over half.
+	c, r = newCheck()
+	for i, n := range []int{4, 2, 1} {
+		c.observe(probe.Observation{Node: "n1", Endpoint: ep, Sent: at(r, time.Duration(i+1)*time.Millisecond), HasGeneration: true, Generation: uint64(i + 1), A: n})
+	}
+	if n := count(r, "I7"); n != 1 {
+		t.Fatalf("4, 2, then 1 address: %d velocity violations, want 1", n)
+	}
 }
 
 // L2 during a fault: judged only if the fault outlasts the bound; a plan
