@@ -293,14 +293,15 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		lastHeal <- at
 		faultErr <- err
 	}()
-	l2 := make(chan []Violation, 1)
+	l2 := make(chan finalL2, 1)
 	go func() {
 		at := <-lastHeal
 		if at < 0 {
-			l2 <- nil
+			l2 <- finalL2{}
 			return
 		}
-		l2 <- r.checkFinalL2(runCtx, at)
+		v, judged := r.checkFinalL2(runCtx, at)
+		l2 <- finalL2{v, judged}
 	}()
 	early := false
 	select {
@@ -320,7 +321,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	stopRun()
 	harnessErr := <-faultErr
-	finalL2 := <-l2
+	afterHeal := <-l2
 	observed := time.Duration(r.rec.now())
 
 	// Heal everything, stop the actors, let the cluster settle, read once
@@ -347,7 +348,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 
 	checkStart := time.Now()
-	rep := r.check(faults, r.probeSummary(), final, finalL2)
+	rep := r.check(faults, r.probeSummary(), final, afterHeal)
 	r.log.Info("checked", "took", time.Since(checkStart), "violations", len(rep.Violations))
 	rep.Observed = observed
 	rep.StoppedEarly = early
@@ -357,6 +358,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 	}
 	return rep, nil
+}
+
+// finalL2 is the L2 check after the last fault healed.
+type finalL2 struct {
+	violations []Violation
+	judged     bool // false when the run ended first
 }
 
 // healAll undoes every fault that may be under way. (The injector heals

@@ -172,18 +172,18 @@ func l2Applied(why string, storedBy, deadline int64, ops []Op, acked map[uint64]
 // plan stored within a TTL and a renewal interval of it must be applied
 // and served by every running member's DNS within l2Bound. It waits for
 // the bound, looking at DNS as the probes see it, and returns what is
-// missing then; nothing if ctx ends first.
-func (r *run) checkFinalL2(ctx context.Context, healed int64) []Violation {
+// missing then; judged is false if ctx ended first.
+func (r *run) checkFinalL2(ctx context.Context, healed int64) (found []Violation, judged bool) {
 	ttl := r.leaseTTL
 	deadline := healed + int64(l2Bound(ttl))
 	storedBy := deadline - int64(l2Margin)
 	if !sleepCtx(ctx, time.Duration(storedBy-r.rec.now())) {
-		return nil
+		return nil, false
 	}
 	_, _, _, acked := r.rec.snapshot()
 	g, at := newestAcked(acked, storedBy)
 	if g == 0 {
-		return nil
+		return nil, true // no plan to apply
 	}
 	missing := func() []Violation {
 		var found []Violation
@@ -206,10 +206,10 @@ func (r *run) checkFinalL2(ctx context.Context, healed int64) []Violation {
 		ops, _, _, _ := r.rec.snapshot()
 		found := append(missing(), l2Applied(fmt.Sprintf("the last fault healed at %s", fmtNanos(healed)), storedBy, deadline, ops, acked, r.rec.refusals())...)
 		if len(found) == 0 || r.rec.now() >= deadline {
-			return found
+			return found, true
 		}
 		if !sleepCtx(ctx, min(probeInterval, time.Duration(deadline-r.rec.now()))) {
-			return nil
+			return nil, false
 		}
 	}
 }

@@ -76,7 +76,7 @@ func (r *Report) Count(invariant string) int {
 }
 
 // check runs every check on what the run recorded.
-func (r *run) check(faults []Fault, ps probe.Summary, final finalState, finalL2 []Violation) *Report {
+func (r *run) check(faults []Fault, ps probe.Summary, final finalState, afterHeal finalL2) *Report {
 	ops, events, violations, acked := r.rec.snapshot()
 	audit := r.audit.sorted()
 	rep := &Report{
@@ -119,7 +119,10 @@ func (r *run) check(faults []Fault, ps probe.Summary, final finalState, finalL2 
 
 	// L2 during the enactor faults, and after the last fault healed.
 	violations = append(violations, checkL2(events, ops, acked, r.rec.refusals(), r.leaseTTL)...)
-	violations = append(violations, finalL2...)
+	violations = append(violations, afterHeal.violations...)
+	if !afterHeal.judged {
+		rep.Notes = append(rep.Notes, "the run ended before the L2 bound after its last fault: L2 at the end not judged")
+	}
 
 	// I4 on the audit history.
 	fence, judged := checkFencing(audit)
