@@ -7,6 +7,9 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
+
+	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/enactor"
 	"github.com/dnsplan/dnsplan/planner"
 )
@@ -51,12 +54,19 @@ func (r *run) startActors(ctx context.Context, wg *sync.WaitGroup, backends []sa
 	wg.Go(func() { r.flipHealth(ctx, backends) })
 
 	for _, id := range enactorIDs {
-		a := &actor{id: id}
+		a := &actor{id: id, watch: &watchStall{}}
 		gate := enactor.NewPauseGate()
 		// The gate's option comes first, so a frozen enactor's calls are
 		// held before the recorder sees them: an operation's call time is
-		// when it was sent.
-		ec, err := r.newClient(gate.ClientOption(), r.rec.interceptor(id))
+		// when it was sent. Each enactor's client starts at a different
+		// node (newClient), which serves its plan watch until it breaks.
+		//
+		// Its receive window is gRPC's smallest, as for the bare watcher:
+		// a stalled enactor holds only so much unread (a paused process,
+		// its socket buffers); gRPC's window, grown by its bandwidth
+		// estimate, would otherwise soak up megabytes in this process.
+		ec, err := r.newClient(gate.ClientOption(), r.rec.interceptor(id), client.WithDialOptions(a.watch.option(),
+			grpc.WithInitialWindowSize(stallWindow), grpc.WithInitialConnWindowSize(stallWindow)))
 		if err != nil {
 			return err
 		}
@@ -82,7 +92,8 @@ func (r *run) startActors(ctx context.Context, wg *sync.WaitGroup, backends []sa
 			}
 		})
 	}
-	return nil
+	r.adminClient, err = r.newClient(client.WithCallTimeout(2*time.Second), client.WithRetryBudget(5*time.Second))
+	return err
 }
 
 // pauseBeforeWrite runs before each write an enactor sends: the
@@ -105,16 +116,21 @@ func (a *actor) pauseBeforeWrite(ctx context.Context) {
 
 // flipHealth fails or recovers one backend every 150–450ms, never more
 // than two at once, so that each new plan removes at most half of an
-// endpoint's capacity and the velocity limit lets it through. Choices and
+// endpoint's capacity and the velocity limit lets it through. Every few
+// seconds it plays a longer episode instead (healthEpisode). Choices and
 // pauses come from the run's seed.
 func (r *run) flipHealth(ctx context.Context, backends []sampleBackend) {
 	rng := rand.New(rand.NewPCG(r.cfg.Seed, 0x4ea1))
 	for {
 		pause := 150*time.Millisecond + time.Duration(rng.Int64N(int64(300*time.Millisecond)))
-		select {
-		case <-ctx.Done():
+		if !sleepCtx(ctx, pause) {
 			return
-		case <-time.After(pause):
+		}
+		if rng.IntN(10) == 0 {
+			if !r.healthEpisode(ctx, rng, backends) {
+				return
+			}
+			continue
 		}
 		var down []int
 		for i, b := range backends {
@@ -133,5 +149,71 @@ func (r *run) flipHealth(ctx context.Context, backends []sampleBackend) {
 			backends[i].Recover()
 		}
 		r.log.Debug("backend health flipped", "backend", backends[i].ID(), "healthy", backends[i].Healthy(), "at", fmt.Sprint(time.Duration(r.rec.now())))
+	}
+}
+
+// healthEpisode plays one of two health changes that single flips never
+// make, and returns false if ctx ended:
+//
+//   - health-burst: two backends fail at once (half of api's capacity,
+//     the velocity limit exactly), then, once a plan had time to be
+//     stored, a third (a quarter left: each step is within the limit
+//     against the plan before it, the sum is not); then all but one
+//     recover;
+//   - family-outage: lb-1 and lb-2, every IPv4 target of api-dual, fail
+//     together, which empties its A family unless the planner fails open
+//     per family; then they recover.
+//
+// Each lasts about a second.
+func (r *run) healthEpisode(ctx context.Context, rng *rand.Rand, backends []sampleBackend) bool {
+	set := func(healthy ...bool) {
+		for i, b := range backends {
+			switch {
+			case healthy[i] && !b.Healthy():
+				b.Recover()
+			case !healthy[i] && b.Healthy():
+				b.Fail()
+			}
+		}
+	}
+	hold := 600*time.Millisecond + time.Duration(rng.Int64N(int64(600*time.Millisecond)))
+	if rng.IntN(2) == 0 {
+		order := rng.Perm(len(backends))
+		up := []bool{true, true, true, true}
+		set(up...)
+		if !sleepCtx(ctx, 300*time.Millisecond) {
+			return false
+		}
+		r.rec.event(Event{Kind: "health-burst", Detail: fmt.Sprintf("lb-%d and lb-%d fail, then lb-%d", order[0]+1, order[1]+1, order[2]+1)})
+		up[order[0]], up[order[1]] = false, false
+		set(up...)
+		if !sleepCtx(ctx, 400*time.Millisecond) {
+			return false
+		}
+		up[order[2]] = false
+		set(up...)
+		if !sleepCtx(ctx, hold) {
+			return false
+		}
+		up[order[0]], up[order[1]] = true, true
+		set(up...)
+		return true
+	}
+	r.rec.event(Event{Kind: "family-outage", Detail: "lb-1 and lb-2 (every IPv4 target of api-dual) fail"})
+	set(false, false, true, true)
+	if !sleepCtx(ctx, hold) {
+		return false
+	}
+	set(true, true, true, true)
+	return true
+}
+
+// sleepCtx waits d, or until ctx ends (false).
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(d):
+		return true
 	}
 }

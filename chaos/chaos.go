@@ -17,6 +17,7 @@ import (
 	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/enactor"
 	"github.com/dnsplan/dnsplan/planner"
+	"github.com/dnsplan/dnsplan/probe"
 )
 
 // Design is the design a run puts under faults.
@@ -119,19 +120,45 @@ func (c *Config) setDefaults() error {
 	return nil
 }
 
-// The inventory: four load balancers behind three endpoints, as AWS's one
-// regional plan covered regional, FIPS and IPv6 endpoints.
-var endpoints = []string{"api-fips.dnsplan.test.", "api-v6.dnsplan.test.", "api.dnsplan.test."}
+// The inventory: four load balancers behind the endpoints the checks
+// observe, as AWS's one regional plan covered regional, FIPS and IPv6
+// endpoints. api-dual serves both families (lb-1 and lb-2 over IPv4, lb-3
+// and lb-4 over IPv6), so failing lb-1 and lb-2 moves all its weight to
+// AAAA.
+var endpoints = []string{"api-dual.dnsplan.test.", "api-fips.dnsplan.test.", "api-v6.dnsplan.test.", "api.dnsplan.test."}
+
+// Padding: endpoints with many always-healthy targets that every plan
+// carries and no check observes, so that a plan is tens of KB and a few
+// hundred KB pile up in a stream that stops being read within a few
+// plans, as in a real regional plan. Few endpoints, many targets: the
+// audit history records one event per endpoint applied.
+const (
+	padEndpoints = 12
+	padTargets   = 100
+)
 
 func inventory(checks []string) *planner.Inventory {
 	t := func(i int, addr string) planner.Target {
 		return planner.Target{ID: fmt.Sprintf("lb-%d", i+1), Address: addr, Capacity: 100, Check: checks[i]}
 	}
-	return &planner.Inventory{Zone: "dnsplan.test.", Endpoints: []planner.Endpoint{
-		{Name: "api.dnsplan.test.", TTL: 5, Targets: []planner.Target{t(0, "192.0.2.11"), t(1, "192.0.2.12"), t(2, "192.0.2.13"), t(3, "192.0.2.14")}},
+	inv := &planner.Inventory{Zone: "dnsplan.test.", Endpoints: []planner.Endpoint{
+		{Name: "api-dual.dnsplan.test.", TTL: 5, Targets: []planner.Target{t(0, "192.0.2.11"), t(1, "192.0.2.12"), t(2, "2001:db8::13"), t(3, "2001:db8::14")}},
 		{Name: "api-fips.dnsplan.test.", TTL: 5, Targets: []planner.Target{t(0, "192.0.2.11"), t(1, "192.0.2.12")}},
 		{Name: "api-v6.dnsplan.test.", TTL: 5, Targets: []planner.Target{t(2, "2001:db8::13"), t(3, "2001:db8::14")}},
+		{Name: "api.dnsplan.test.", TTL: 5, Targets: []planner.Target{t(0, "192.0.2.11"), t(1, "192.0.2.12"), t(2, "192.0.2.13"), t(3, "192.0.2.14")}},
 	}}
+	for e := range padEndpoints {
+		ep := planner.Endpoint{Name: fmt.Sprintf("pad-%02d.dnsplan.test.", e), TTL: 60}
+		for i := range padTargets {
+			ep.Targets = append(ep.Targets, planner.Target{
+				ID:       fmt.Sprintf("pad-%02d-target-%03d", e, i),
+				Address:  fmt.Sprintf("198.51.%d.%d", 100+e, i+1),
+				Capacity: 100,
+			})
+		}
+		inv.Endpoints = append(inv.Endpoints, ep)
+	}
+	return inv
 }
 
 // actor is one enactor of the run, with the knobs faults turn.
@@ -146,6 +173,8 @@ type actor struct {
 	// lastWrite is when it last set out to write (Unix nanoseconds): the
 	// active enactor is the one whose freezing or slowing matters.
 	lastWrite atomic.Int64
+	// watch stalls its plan watch and knows which node serves it.
+	watch *watchStall
 }
 
 // run is one run's moving parts.
@@ -158,15 +187,33 @@ type run struct {
 	leaseTTL time.Duration
 	audit    *auditLog
 	replicas *replicaCheck
-	// auditClient fetches the audit history and makes the final reads.
+	// auditClient fetches the audit history and makes the final reads;
+	// adminClient removes added nodes.
 	auditClient *client.Client
+	adminClient *client.Client
 	clients     []*client.Client
+
+	// observe is the observers' context, and observers their wait group:
+	// a node added during the run gets its own probe, started with it.
+	observe   context.Context
+	observers *sync.WaitGroup
+	// dns judges DNS answers per family and against what was applied;
+	// status checks that no node hangs.
+	dns    *dnsCheck
+	status *statusCheck
+
+	// mu guards probers, stalls and added: faults add to them.
+	mu      sync.Mutex
+	probers []*probe.Prober
+	stalls  []*bareWatcher
+	// added is the probe stop of each node an add-node fault started.
+	added map[int]context.CancelFunc
 }
 
 // Run starts a fresh cluster, the actors and the observers, injects the
 // seed's faults for the configured duration (or until shortly after the
-// first violation), heals everything, checks I1–I5 on what was recorded,
-// and returns the report. An error means the harness itself failed (the
+// first violation), heals everything, checks I1–I5, I7, L2 and L3 on what
+// was recorded, and returns the report. An error means the harness itself failed (the
 // cluster could not start, say), not that an invariant did.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.setDefaults(); err != nil {
@@ -190,7 +237,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	r.log.Info("run starting", "duration", cfg.Duration, "faults", len(faults))
 
 	var err error
-	r.cluster, err = startCluster(ctx, cfg.Dir, cfg.Design == Legacy, cfg.Logger)
+	r.cluster, err = startCluster(ctx, cfg.Dir, cfg.Design == Legacy, clockOffsets(cfg.Seed), cfg.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("chaos: %w", err)
 	}
@@ -200,6 +247,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	r.rec = newRecorder(endpoints)
 	r.audit = newAuditLog()
 	r.replicas = newReplicaCheck(r)
+	r.dns = newDNSCheck(r.rec, r.replicas.served)
+	r.added = map[int]context.CancelFunc{}
+	defer r.closeStalls()
 
 	// Two lifetimes: the actors (planner, health, enactors) stop first,
 	// once faults are healed; the observers after the final reads. On an
@@ -222,8 +272,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := r.startActors(act, &actors, backends); err != nil {
 		return nil, err
 	}
-	prober, err := r.startObservers(observe, &observers)
-	if err != nil {
+	if err := r.startObservers(observe, &observers); err != nil {
 		return nil, err
 	}
 
@@ -231,7 +280,29 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	runCtx, stopRun := context.WithTimeout(ctx, cfg.Duration)
 	defer stopRun()
 	faultErr := make(chan error, 1)
-	go func() { faultErr <- injector{r}.run(runCtx, faults) }()
+	// lastHeal is when the injector healed its last fault (nanoseconds
+	// since the start), or -1 when it stopped early: L2 is judged from
+	// then on.
+	lastHeal := make(chan int64, 1)
+	go func() {
+		err := injector{r}.run(runCtx, faults)
+		at := r.rec.now()
+		if runCtx.Err() != nil {
+			at = -1
+		}
+		lastHeal <- at
+		faultErr <- err
+	}()
+	l2 := make(chan finalL2, 1)
+	go func() {
+		at := <-lastHeal
+		if at < 0 {
+			l2 <- finalL2{}
+			return
+		}
+		v, judged := r.checkFinalL2(runCtx, at)
+		l2 <- finalL2{v, judged}
+	}()
 	early := false
 	select {
 	case <-runCtx.Done():
@@ -250,6 +321,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	stopRun()
 	harnessErr := <-faultErr
+	afterHeal := <-l2
 	observed := time.Duration(r.rec.now())
 
 	// Heal everything, stop the actors, let the cluster settle, read once
@@ -276,7 +348,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 
 	checkStart := time.Now()
-	rep := r.check(faults, prober.Summary(), final)
+	rep := r.check(faults, r.probeSummary(), final, afterHeal)
 	r.log.Info("checked", "took", time.Since(checkStart), "violations", len(rep.Violations))
 	rep.Observed = observed
 	rep.StoppedEarly = early
@@ -288,19 +360,39 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	return rep, nil
 }
 
-// healAll undoes every fault that may be under way.
+// finalL2 is the L2 check after the last fault healed.
+type finalL2 struct {
+	violations []Violation
+	judged     bool // false when the run ended first
+}
+
+// healAll undoes every fault that may be under way. (The injector heals
+// the fault it is injecting when the run ends; this is for what a fault
+// left behind.)
 func (r *run) healAll() {
 	r.cluster.net.Heal()
 	for _, a := range r.enactors {
 		a.slow.Store(0)
 		a.e.Resume()
+		a.watch.resume(false)
+	}
+}
+
+// closeStalls drops every bare watcher still open.
+func (r *run) closeStalls() {
+	r.mu.Lock()
+	stalls := r.stalls
+	r.stalls = nil
+	r.mu.Unlock()
+	for _, w := range stalls {
+		w.close()
 	}
 }
 
 func (r *run) newClient(opts ...client.Option) (*client.Client, error) {
 	// Each client starts at a different node; the rest of the list is
 	// the failover order.
-	addrs := slices.Clone(r.cluster.grpc)
+	addrs := slices.Clone(r.cluster.grpc[:clusterSize])
 	k := len(r.clients) % len(addrs)
 	addrs = append(addrs[k:], addrs[:k]...)
 	c, err := client.New(addrs, append([]client.Option{client.WithLogger(r.cfg.Logger)}, opts...)...)

@@ -7,37 +7,58 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dnsplan/dnsplan/cluster"
 )
 
-// clusterSize is the number of nodes: three, the smallest cluster that
-// survives the loss of one.
-const clusterSize = 3
+// clusterSize is the number of founding nodes: three, the smallest
+// cluster that survives the loss of one. An add-node fault makes it four
+// for a while; maxNodes bounds the nodes one run can have had.
+const (
+	clusterSize = 3
+	maxNodes    = 8
+)
 
-// localCluster is three nodes in this process on loopback TCP, each on the
-// same ports and data directory for its whole life, so that a node can be
-// closed (killed) and started again as a restarted process would be.
+// localCluster is the nodes of a run in this process on loopback TCP, each
+// on the same ports and data directory for its whole life, so that a node
+// can be closed (killed) and started again as a restarted process would
+// be, or wiped and started again (a replaced machine on the same address).
+// A node slot, once added, is never reused.
 type localCluster struct {
 	dir    string
 	legacy bool
 	log    *slog.Logger
 	net    *Network
 
-	ids, raft, grpc, dns []string
-	peers                []cluster.Peer
+	// size is how many slots exist; a slot's addresses are written before
+	// size grows past it and never change, so readers that load size
+	// first may read them without mu.
+	size                 atomic.Int32
+	ids, raft, grpc, dns [maxNodes]string
+	// clock is each node's clock offset from the machine's (nanoseconds),
+	// which its cluster.Config.Clock adds: the clock-skew faults move it.
+	clock [maxNodes]atomic.Int64
+	peers []cluster.Peer // the founding members
 
-	// mu guards nodes (nil while a node is down) and first: faults stop
-	// and start nodes while observers read them.
+	// mu guards nodes (nil while a node is down), first, member and join:
+	// faults stop, start, add and remove nodes while observers read them.
 	mu    sync.Mutex
-	nodes []*cluster.Node
+	nodes [maxNodes]*cluster.Node
 	// first holds the listeners reserved for each node's first start, so
 	// no other process can take a port between reserving and starting;
 	// restarts listen on the same addresses again.
-	first []*listeners
+	first [maxNodes]*listeners
+	// member says a slot is in the cluster's configuration (or being
+	// added to it): startAll starts members, ready expects them.
+	member [maxNodes]bool
+	// join, when set, is the gRPC address a node with no data asks to be
+	// added through (cluster.Config.Join) instead of the founding list.
+	join [maxNodes]string
 }
 
 // listeners are one node's sockets for its first start.
@@ -55,43 +76,23 @@ func (l *listeners) close() {
 
 // startCluster reserves every port, then starts the three founding nodes
 // at once and waits until a leader is known and every member has
-// registered its gRPC address.
-func startCluster(ctx context.Context, dir string, legacy bool, log *slog.Logger) (*localCluster, error) {
-	c := &localCluster{dir: dir, legacy: legacy, log: log, nodes: make([]*cluster.Node, clusterSize)}
-	release := func() {
-		for _, l := range c.first {
-			if l != nil {
-				l.close()
-			}
-		}
-	}
+// registered its gRPC address. offsets are the nodes' clock offsets.
+func startCluster(ctx context.Context, dir string, legacy bool, offsets []time.Duration, log *slog.Logger) (*localCluster, error) {
+	c := &localCluster{dir: dir, legacy: legacy, log: log}
+	c.net = NewNetwork(nil)
 	for i := range clusterSize {
-		id := fmt.Sprintf("n%d", i+1)
-		rl, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			release()
+		if _, err := c.reserve(); err != nil {
+			c.releaseFirst()
 			return nil, err
 		}
-		gl, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			release()
-			return nil, err
-		}
-		udp, tcp, err := listenDNS("127.0.0.1:0")
-		if err != nil {
-			release()
-			return nil, err
-		}
-		c.first = append(c.first, &listeners{raft: rl, grpc: gl, dnsTCP: tcp, dnsUDP: udp})
-		c.ids = append(c.ids, id)
-		c.raft = append(c.raft, rl.Addr().String())
-		c.grpc = append(c.grpc, gl.Addr().String())
-		c.dns = append(c.dns, udp.LocalAddr().String())
-		c.peers = append(c.peers, cluster.Peer{ID: id, RaftAddr: rl.Addr().String()})
+		c.peers = append(c.peers, cluster.Peer{ID: c.ids[i], RaftAddr: c.raft[i]})
+		c.clock[i].Store(int64(offsets[i]))
+		c.mu.Lock()
+		c.member[i] = true
+		c.mu.Unlock()
 	}
-	c.net = NewNetwork(c.raft)
 	if err := c.startAll(); err != nil {
-		release() // those a failed start did not take
+		c.releaseFirst() // those a failed start did not take
 		c.stopAll()
 		return nil, err
 	}
@@ -100,6 +101,74 @@ func startCluster(ctx context.Context, dir string, legacy bool, log *slog.Logger
 		return nil, err
 	}
 	return c, nil
+}
+
+// reserve opens a new slot's sockets and names it n<slot+1>; it is not yet
+// a member.
+func (c *localCluster) reserve() (int, error) {
+	i := int(c.size.Load())
+	if i >= maxNodes {
+		return -1, fmt.Errorf("no node slot left (%d)", maxNodes)
+	}
+	rl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return -1, err
+	}
+	gl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		rl.Close()
+		return -1, err
+	}
+	udp, tcp, err := listenDNS("127.0.0.1:0")
+	if err != nil {
+		rl.Close()
+		gl.Close()
+		return -1, err
+	}
+	c.ids[i] = fmt.Sprintf("n%d", i+1)
+	c.raft[i] = rl.Addr().String()
+	c.grpc[i] = gl.Addr().String()
+	c.dns[i] = udp.LocalAddr().String()
+	c.mu.Lock()
+	c.first[i] = &listeners{raft: rl, grpc: gl, dnsTCP: tcp, dnsUDP: udp}
+	c.mu.Unlock()
+	c.net.Add(i, c.raft[i])
+	c.size.Store(int32(i + 1))
+	return i, nil
+}
+
+func (c *localCluster) releaseFirst() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, l := range c.first {
+		if l != nil {
+			l.close()
+			c.first[i] = nil
+		}
+	}
+}
+
+// slots is how many node slots exist.
+func (c *localCluster) slots() int { return int(c.size.Load()) }
+
+// isMember reports whether slot i is in the cluster (or being added).
+func (c *localCluster) isMember(i int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.member[i]
+}
+
+// members counts the member slots.
+func (c *localCluster) members() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, m := range c.member {
+		if m {
+			n++
+		}
+	}
+	return n
 }
 
 // listenDNS opens UDP and TCP on one loopback port, as a DNS server needs.
@@ -124,6 +193,13 @@ func listenDNS(addr string) (net.PacketConn, net.Listener, error) {
 // go through snapshot restore and a node that was down catches up by
 // snapshot installation: more of the node's code under fault.
 func (c *localCluster) config(i int) cluster.Config {
+	c.mu.Lock()
+	join := c.join[i]
+	c.mu.Unlock()
+	peers := c.peers
+	if join != "" {
+		peers = nil
+	}
 	return cluster.Config{
 		ID:                 c.ids[i],
 		DataDir:            filepath.Join(c.dir, c.ids[i]),
@@ -131,7 +207,9 @@ func (c *localCluster) config(i int) cluster.Config {
 		GRPCAddr:           c.grpc[i],
 		DNSAddr:            c.dns[i],
 		RaftDial:           c.net.Dialer(i),
-		InitialCluster:     c.peers,
+		InitialCluster:     peers,
+		Join:               join,
+		Clock:              func() time.Time { return time.Now().Add(time.Duration(c.clock[i].Load())) },
 		HeartbeatTimeout:   300 * time.Millisecond,
 		ElectionTimeout:    300 * time.Millisecond,
 		LeaderLeaseTimeout: 150 * time.Millisecond,
@@ -190,13 +268,35 @@ func (c *localCluster) stop(i int) {
 	}
 }
 
-// startAll starts every node that is down, in parallel (founding nodes
+// wipe deletes node i's data, as a replaced machine has none; the node
+// must be down.
+func (c *localCluster) wipe(i int) error {
+	return os.RemoveAll(filepath.Join(c.dir, c.ids[i]))
+}
+
+// setJoin makes node i's next start with no data join through addr (empty:
+// bootstrap from the founding list, as compose does).
+func (c *localCluster) setJoin(i int, addr string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.join[i] = addr
+}
+
+// setMember marks slot i as a member of the cluster or not.
+func (c *localCluster) setMember(i int, m bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.member[i] = m
+}
+
+// startAll starts every member that is down, in parallel (founding nodes
 // started together elect a leader fastest).
 func (c *localCluster) startAll() error {
-	errs := make([]error, clusterSize)
+	n := c.slots()
+	errs := make([]error, n)
 	var wg sync.WaitGroup
-	for i := range clusterSize {
-		if c.node(i) == nil {
+	for i := range n {
+		if c.isMember(i) && c.node(i) == nil {
 			wg.Go(func() { errs[i] = c.start(i) })
 		}
 	}
@@ -208,7 +308,7 @@ func (c *localCluster) startAll() error {
 // would only wait out its timeouts.
 func (c *localCluster) stopAll() {
 	var wg sync.WaitGroup
-	for i := range clusterSize {
+	for i := range c.slots() {
 		wg.Go(func() { c.stop(i) })
 	}
 	wg.Wait()
@@ -224,7 +324,7 @@ func (c *localCluster) node(i int) *cluster.Node {
 // leader returns the index of a running node that believes it leads, or
 // -1.
 func (c *localCluster) leader() int {
-	for i := range clusterSize {
+	for i := range c.slots() {
 		if n := c.node(i); n != nil && n.IsLeader() {
 			return i
 		}
@@ -233,12 +333,21 @@ func (c *localCluster) leader() int {
 }
 
 // waitReady waits until every running node knows a leader and every member
-// has registered its gRPC address.
+// has registered its gRPC address. A node that does not answer its own
+// Status (a hung node) keeps it waiting until the timeout.
 func (c *localCluster) waitReady(ctx context.Context, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		if c.ready() {
-			return nil
+		ready := make(chan bool, 1)
+		// ready reads nodes' state, which a hung node never gives: do not
+		// wait on it past the deadline.
+		go func() { ready <- c.ready() }()
+		select {
+		case ok := <-ready:
+			if ok {
+				return nil
+			}
+		case <-time.After(time.Until(deadline)):
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("cluster not ready after %s", timeout)
@@ -253,14 +362,15 @@ func (c *localCluster) waitReady(ctx context.Context, timeout time.Duration) err
 
 func (c *localCluster) ready() bool {
 	running := 0
-	for i := range clusterSize {
+	members := c.members()
+	for i := range c.slots() {
 		n := c.node(i)
 		if n == nil {
 			continue
 		}
 		running++
 		st, err := n.Status()
-		if err != nil || st.GetLeaderId() == "" || len(st.GetMembers()) != clusterSize {
+		if err != nil || st.GetLeaderId() == "" || len(st.GetMembers()) != members {
 			return false
 		}
 		for _, m := range st.GetMembers() {

@@ -1,6 +1,7 @@
 // Package chaos runs a real dnsplan system under randomized, seeded
-// faults and checks, from what it recorded, that the invariants I1–I5 of
-// DESIGN.md section 3 held. The same harness and checker run the fixed
+// faults and checks, from what it recorded, that the invariants I1–I5 and
+// I7, and the liveness bounds L2 and L3 (no node hangs), of DESIGN.md
+// section 3 held. The same harness and checker run the fixed
 // design, which must pass, and the legacy design of DESIGN.md section 7,
 // which must be caught: a checker that cannot fail proves nothing.
 //
@@ -9,7 +10,9 @@
 // One run is one design and one seed. It starts, in this process, three
 // cluster nodes on loopback TCP (data in a temporary directory, DNS on
 // every node, snapshots every few hundred entries so restarts and
-// catch-up go through snapshot restore), four sample backends
+// catch-up go through snapshot restore, each node's clock offset from the
+// machine's by an amount drawn from the seed: none, or minutes or hours
+// ahead or behind, through cluster.Config.Clock), four sample backends
 // (package backend), the real planner probing them every 100ms, and three
 // enactors (az-a, az-b, az-c) of the design: fixed enactors with a 1s
 // lease, or legacy enactors (Config.Legacy, 100ms between endpoint
@@ -19,12 +22,26 @@
 // than two at once (so the velocity limit lets each plan through): the
 // planner stores about three generations a second.
 //
+// The inventory has four observed endpoints: api (four IPv4 targets),
+// api-fips (lb-1, lb-2), api-v6 (lb-3, lb-4 over IPv6) and api-dual (lb-1
+// and lb-2 over IPv4, lb-3 and lb-4 over IPv6), and twelve padding
+// endpoints of a hundred always-healthy targets each that no check
+// observes, so that every plan is tens of KB and a stream that stops being
+// read fills within a few plans. About one health change in ten is an
+// episode instead: a health-burst (two backends fail at once, the
+// velocity limit exactly, then a third: each step is within the limit
+// against the plan before it, the sum is not), or a family-outage (lb-1
+// and lb-2 fail, every IPv4 target of api-dual, which empties its A
+// family unless the planner fails open per family); each lasts about a
+// second.
+//
 // # Faults
 //
 // The schedule (faults.go) is drawn from the seed before the run: one
 // fault at a time, the first after 1.5s of warm-up, each healed before the
-// next starts (0.3–1.2s later), none still under way in the last second.
-// With the default mix that is a new fault every two to three seconds:
+// next starts (0.3–1.2s later), none still under way in the last 3.5s
+// (room for the L2 bound after the last heal). With the default mix that
+// is a new fault every two to four seconds:
 //
 //   - kill-leader, kill-follower: Node.Close, then cluster.Start on the
 //     same ports and data directory 0.5–2s later. Close is a clean stop,
@@ -39,7 +56,7 @@
 //     forwards what they send to the leader it knows; a deposed leader
 //     answering clients is the harder case for safety.
 //   - freeze-enactor: the enactor's PauseGate holds every step and every
-//     RPC of its client (lease renewals too) for 2–3.5 lease TTLs, then
+//     RPC of its client (lease renewals too) for 2–4.5 lease TTLs, then
 //     lets it send what it was about to send. It freezes at its next
 //     write if it makes one within a second (its decision, and in the
 //     fixed design its token, already taken: the delayed enactor of the
@@ -47,6 +64,30 @@
 //   - slow-enactor: for 2–4s, the enactor pauses 0.3–1.2s before each
 //     write (enactor.Config's BeforeApply hook).
 //   - restart-cluster: every node closed, and started again 0.2–1s later.
+//   - stall-watcher: a bare client of the API opens WatchPlans (from the
+//     first plan) and WatchApplied on a node (the leader or a follower)
+//     with gRPC's smallest receive window, 64 KB, and does not read them
+//     for 3–5 lease TTLs while plans keep coming; then it reads again, or
+//     dies (its connection closed).
+//   - stall-enactor: an enactor (half the time the lease holder) stops
+//     reading its plan watch for 3–5 lease TTLs: a stream interceptor on
+//     its client holds RecvMsg, so nothing drains the stream, while its
+//     lease renewals and applies go on, as when the goroutine that reads
+//     the stream is stuck. Then it reads again, or the stream is dropped
+//     (as a dying process's connection) and its watch reconnects.
+//   - replace-node: a node is closed, its data directory deleted, and
+//     0.5–2s later it starts again, empty, on the same addresses, joining
+//     through a member (cluster.Config.Join) or from the founding list (as
+//     compose does), by the seed. The probe asks its DNS throughout.
+//   - add-node: a new, empty node joins through a member as a voter
+//     (four voters), with its own probe from its first second, and is
+//     removed (RemoveServer) and stopped 2–4s later.
+//   - clock-jump: a node's clock (the leader's, half the time) jumps by
+//     minutes or hours, ahead or behind, and stays there.
+//   - partition-watch: the node serving the lease holder's plan watch
+//     (the interceptor above knows it: each enactor's client starts at a
+//     different node and stays on it until the stream breaks) loses its
+//     Raft links for 3–4.5 lease TTLs, while its clients stay connected.
 //
 // Half the time (by the seed) the enactor frozen or slowed is the active
 // one, the last to set out to write: in the fixed design the lease holder,
@@ -88,8 +129,9 @@
 //     Before that, cheaply and as operations return, an operation must not
 //     report a generation older than one reported before it was called (a
 //     necessary condition, which lets a run stop at its first violation).
-//     And the probe (package probe) asks every node's DNS every 100ms: a
-//     node's served generation must never go back.
+//     An endpoint the cluster refused (OUTCOME_REFUSED) changed nothing
+//     and is left out. And the probe (package probe) asks every node's
+//     DNS every 100ms: a node's served generation must never go back.
 //   - I2: the probe again (an empty answer after answering with
 //     addresses), every linearizable read (an applied record with no
 //     address), and every 50ms every running node's replica, read under
@@ -109,6 +151,37 @@
 //     SubmitPlan was acknowledged is stored at the end unless a recorded
 //     clean-up deleted plans after it was stored; and the cluster must
 //     recover (a leader, every member) once every fault is healed.
+//   - I2 per family, on the replica reads: once an endpoint served an
+//     IPv4 (IPv6) address on a node, every later record there serves one
+//     unless its plan was forced; and on the probes' answers (package
+//     probe gives the checker every answer): a node that answered A
+//     (AAAA) with addresses never answers it with none, unless forced.
+//   - I2 for a node that starts with no data (replace-node, add-node):
+//     NXDOMAIN or no address at all for an endpoint applied before it
+//     started is a violation from its first second (it must say SERVFAIL
+//     until it can serve); any other node gets a second after an
+//     endpoint is first applied to show it.
+//   - I7 velocity, on the replica reads: a record not forced keeps at
+//     least half the capacity of the highest-capacity record of the last
+//     60s (the cluster's defaults), counted per address (the smaller of
+//     the two weights), so a replaced address counts as removed; and on
+//     the probes' answers, where every observed target has the same
+//     capacity: a node answers at least half as many addresses as the
+//     most it answered in the window.
+//   - L2 during a fault: while an enactor is frozen, stalled or watching
+//     through a cut-off node, or a watcher stalls a node, the cluster has
+//     a quorum, so the newest plan stored one TTL and one renewal
+//     interval after the fault began must be applied to every endpoint
+//     (a read or an acknowledged apply shows it, or the cluster refused
+//     it for that endpoint: OUTCOME_REFUSED is its rule, not a stall)
+//     within TTL + renewal + 2s of the start, if the fault lasts that
+//     long.
+//   - L2 at the end: after the last fault heals, the newest plan stored
+//     within a TTL and a renewal interval must be applied, and served by
+//     every running member's DNS, within TTL + renewal + 2s.
+//   - L3, no node hangs: every running node is asked for its Status,
+//     each on its own, every 250ms; no answer within 2s from a node that
+//     ran throughout the call is a hang.
 //
 // Operations of unknown outcome make porcupine's search exponential, so
 // before the check the retries of one request are reduced to the first,

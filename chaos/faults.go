@@ -32,6 +32,31 @@ const (
 	// RestartCluster closes every node, waits Fault.For, and starts them
 	// all again.
 	RestartCluster FaultKind = "restart-cluster"
+	// StallWatcher opens a bare WatchPlans and WatchApplied stream on a
+	// node, from the first plan, with a small receive window, and does
+	// not read them for Fault.For while plans keep coming; then it reads
+	// again or (Fault.Die) drops its connection.
+	StallWatcher FaultKind = "stall-watcher"
+	// StallEnactor stops an enactor reading its plan watch for Fault.For
+	// (its lease renewals and applies go on, as when the goroutine that
+	// reads the stream is stuck); then it reads again or (Fault.Die) its
+	// stream is dropped and the enactor's watch reconnects.
+	StallEnactor FaultKind = "stall-enactor"
+	// ReplaceNode closes a node, deletes its data, and after Fault.For
+	// starts it again, empty, on the same addresses: it rejoins through a
+	// member (Fault.Join, cluster.Config.Join) or from the founding list.
+	ReplaceNode FaultKind = "replace-node"
+	// AddNode starts a new, empty node that joins the cluster as a voter,
+	// probed over DNS from its first second, and removes it after
+	// Fault.For.
+	AddNode FaultKind = "add-node"
+	// ClockJump moves a node's clock by Fault.Jump at once; it stays
+	// there (Fault.For is only the pause before the next fault).
+	ClockJump FaultKind = "clock-jump"
+	// PartitionWatch cuts the Raft links of the node that serves the
+	// lease holder's plan watch, for Fault.For; the enactor stays
+	// connected to it over gRPC.
+	PartitionWatch FaultKind = "partition-watch"
 )
 
 // DefaultMix is the default fault mix: each kind with its weight.
@@ -39,13 +64,20 @@ var DefaultMix = map[FaultKind]int{
 	KillLeader:     3,
 	KillFollower:   2,
 	FreezeEnactor:  3,
-	SlowEnactor:    3,
-	Partition:      3,
+	SlowEnactor:    2,
+	Partition:      2,
 	RestartCluster: 1,
+	StallWatcher:   2,
+	StallEnactor:   2,
+	ReplaceNode:    2,
+	AddNode:        2,
+	ClockJump:      2,
+	PartitionWatch: 2,
 }
 
 // FaultKinds lists every kind, in a fixed order.
-var FaultKinds = []FaultKind{KillLeader, KillFollower, FreezeEnactor, SlowEnactor, Partition, RestartCluster}
+var FaultKinds = []FaultKind{KillLeader, KillFollower, FreezeEnactor, SlowEnactor, Partition, RestartCluster,
+	StallWatcher, StallEnactor, ReplaceNode, AddNode, ClockJump, PartitionWatch}
 
 // ParseFaults reads a comma-separated list of fault kinds into a mix that
 // weighs each as DefaultMix does; "" or "all" is DefaultMix.
@@ -74,22 +106,33 @@ type Fault struct {
 	For   time.Duration `json:"for"`             // how long until it is healed
 	Pick  int           `json:"pick"`            // which node or enactor, within its role
 	Delay time.Duration `json:"delay,omitempty"` // SlowEnactor: the pause before each write
+	Die   bool          `json:"die,omitempty"`   // StallWatcher, StallEnactor: dropped, not resumed
+	Join  bool          `json:"join,omitempty"`  // ReplaceNode: rejoins through a member
+	Jump  time.Duration `json:"jump,omitempty"`  // ClockJump: how far the clock moves
 }
 
 func (f Fault) String() string {
 	s := fmt.Sprintf("%s at +%.1fs for %.1fs", f.Kind, f.At.Seconds(), f.For.Seconds())
-	if f.Kind == SlowEnactor {
+	switch f.Kind {
+	case SlowEnactor:
 		s += fmt.Sprintf(" (%s per write)", f.Delay.Round(time.Millisecond))
+	case StallWatcher, StallEnactor:
+		s += map[bool]string{false: " (then reads again)", true: " (then dies)"}[f.Die]
+	case ReplaceNode:
+		s += map[bool]string{false: " (founding list)", true: " (joins)"}[f.Join]
+	case ClockJump:
+		s += fmt.Sprintf(" (by %s)", f.Jump)
 	}
 	return s
 }
 
 // Schedule timing: the first fault waits for the system to settle; each
 // fault is healed before the next starts, after a pause; nothing is
-// scheduled to be still under way in the last second of the run.
+// scheduled to be still under way in the run's last quietTail, which
+// leaves room for the L2 bound (l2Bound) after the last heal.
 const (
 	warmup    = 1500 * time.Millisecond
-	quietTail = time.Second
+	quietTail = 3500 * time.Millisecond
 )
 
 // schedule draws the run's faults from its seed: one at a time, a new one
@@ -129,7 +172,7 @@ func schedule(seed uint64, duration, leaseTTL time.Duration, mix map[FaultKind]i
 		case Partition:
 			f.For = between(time.Second, 2500*time.Millisecond)
 		case FreezeEnactor:
-			f.For = between(2*leaseTTL, 7*leaseTTL/2)
+			f.For = between(2*leaseTTL, 9*leaseTTL/2)
 		case SlowEnactor:
 			f.For = between(2*time.Second, 4*time.Second)
 			// Long enough that the other enactors write newer plans
@@ -138,6 +181,24 @@ func schedule(seed uint64, duration, leaseTTL time.Duration, mix map[FaultKind]i
 			f.Delay = between(300*time.Millisecond, 1200*time.Millisecond)
 		case RestartCluster:
 			f.For = between(200*time.Millisecond, time.Second)
+		case StallWatcher, StallEnactor:
+			// Several lease TTLs, long enough for the L2 bound to be
+			// judged while it lasts.
+			f.For = between(3*leaseTTL, 5*leaseTTL)
+			f.Die = rng.IntN(2) == 0
+		case ReplaceNode:
+			f.For = between(500*time.Millisecond, 2*time.Second)
+			f.Join = rng.IntN(2) == 0
+		case AddNode:
+			f.For = between(2*time.Second, 4*time.Second)
+		case ClockJump:
+			f.For = between(300*time.Millisecond, time.Second)
+			f.Jump = clockOffset(rng)
+			if f.Jump == 0 {
+				f.Jump = time.Hour
+			}
+		case PartitionWatch:
+			f.For = between(3*leaseTTL, 9*leaseTTL/2)
 		}
 		if f.At+f.For > duration-quietTail {
 			return faults
@@ -248,6 +309,49 @@ func (in injector) inject(f Fault) (heal func() error, err error) {
 			note("heal", a.id, "full speed")
 			return nil
 		}, nil
+	case StallWatcher:
+		return in.stallWatcher(f)
+	case StallEnactor:
+		// Half the time the lease holder: the one whose watch matters.
+		a := in.pickEnactor(f.Pick)
+		if f.Pick%2 == 0 {
+			a = in.holder()
+		}
+		note(string(f.Kind), a.id, fmt.Sprintf("stops reading its plan watch (on %s) for %s, holding %v", in.nodeOf(a.watch.watchAddr()), f.For.Round(time.Millisecond), a.e.Leases()))
+		a.watch.stall()
+		return func() error {
+			a.watch.resume(f.Die)
+			note("heal", a.id, map[bool]string{false: "reads its plan watch again", true: "plan watch dropped (dies)"}[f.Die])
+			return nil
+		}, nil
+	case ReplaceNode:
+		return in.replaceNode(f)
+	case AddNode:
+		return in.addNode(f)
+	case ClockJump:
+		i := in.pickNode(f.Pick%2 == 0, f.Pick/2)
+		if i < 0 {
+			note("fault-skipped", "", string(f.Kind)+": no running node")
+			return func() error { return nil }, nil
+		}
+		off := time.Duration(c.clock[i].Add(int64(f.Jump)))
+		note(string(f.Kind), c.ids[i], fmt.Sprintf("clock jumps by %s (now %s off)", f.Jump, off))
+		return func() error { return nil }, nil
+	case PartitionWatch:
+		a := in.holder()
+		addr := a.watch.watchAddr()
+		i := slices.Index(c.grpc[:c.slots()], addr)
+		if i < 0 || c.node(i) == nil {
+			note("fault-skipped", a.id, string(f.Kind)+": its plan watch is on no running node")
+			return func() error { return nil }, nil
+		}
+		note(string(f.Kind), c.ids[i], fmt.Sprintf("serves the plan watch of %s (holding %v); cut off from every other node for %s", a.id, a.e.Leases(), f.For.Round(time.Millisecond)))
+		c.net.Isolate(i)
+		return func() error {
+			c.net.Heal()
+			note("heal", c.ids[i], "links restored")
+			return nil
+		}, nil
 	case RestartCluster:
 		note(string(f.Kind), "", fmt.Sprintf("every node down for %s", f.For.Round(time.Millisecond)))
 		c.stopAll()
@@ -260,6 +364,34 @@ func (in injector) inject(f Fault) (heal func() error, err error) {
 	return nil, fmt.Errorf("chaos: unknown fault %q", f.Kind)
 }
 
+// clockOffset draws a clock offset: none a third of the time, else
+// minutes or hours ahead or behind.
+func clockOffset(rng *rand.Rand) time.Duration {
+	var d time.Duration
+	switch rng.IntN(3) {
+	case 0:
+		return 0
+	case 1:
+		d = time.Duration(1+rng.IntN(59)) * time.Minute
+	default:
+		d = time.Duration(1+rng.IntN(6)) * time.Hour
+	}
+	if rng.IntN(2) == 0 {
+		d = -d
+	}
+	return d
+}
+
+// clockOffsets draws the founding nodes' clock offsets from the seed.
+func clockOffsets(seed uint64) []time.Duration {
+	rng := rand.New(rand.NewPCG(seed, 0xc10c))
+	offsets := make([]time.Duration, clusterSize)
+	for i := range offsets {
+		offsets[i] = clockOffset(rng)
+	}
+	return offsets
+}
+
 // pickNode chooses a running node: the leader if leader is set and one is
 // known, else a follower; pick (from the seed) chooses among candidates.
 func (in injector) pickNode(leader bool, pick int) int {
@@ -269,7 +401,7 @@ func (in injector) pickNode(leader bool, pick int) int {
 		return lead
 	}
 	var candidates []int
-	for i := range clusterSize {
+	for i := range c.slots() {
 		if c.node(i) != nil && i != lead {
 			candidates = append(candidates, i)
 		}
@@ -278,6 +410,137 @@ func (in injector) pickNode(leader bool, pick int) int {
 		return lead
 	}
 	return candidates[pick%len(candidates)]
+}
+
+// holder is the enactor that holds a lease (the fixed design), else the
+// active one.
+func (in injector) holder() *actor {
+	for _, a := range in.r.enactors {
+		if len(a.e.Leases()) > 0 {
+			return a
+		}
+	}
+	return in.pickEnactor(0)
+}
+
+// nodeOf names the node at a gRPC address.
+func (in injector) nodeOf(addr string) string {
+	c := in.r.cluster
+	if i := slices.Index(c.grpc[:c.slots()], addr); i >= 0 {
+		return c.ids[i]
+	}
+	return "no node"
+}
+
+// stallWatcher opens a bare watcher on a node and leaves it unread.
+func (in injector) stallWatcher(f Fault) (func() error, error) {
+	r, c := in.r, in.r.cluster
+	i := in.pickNode(f.Pick%2 == 0, f.Pick/2)
+	if i < 0 {
+		r.rec.event(Event{Kind: "fault-skipped", Detail: string(f.Kind) + ": no running node"})
+		return func() error { return nil }, nil
+	}
+	w, err := openBareWatcher(c.grpc[i])
+	if err != nil {
+		r.rec.event(Event{Kind: "fault-skipped", Actor: c.ids[i], Detail: fmt.Sprintf("%s: %v", f.Kind, err)})
+		return func() error { return nil }, nil
+	}
+	r.mu.Lock()
+	r.stalls = append(r.stalls, w)
+	r.mu.Unlock()
+	r.rec.event(Event{Kind: string(f.Kind), Actor: c.ids[i], Detail: fmt.Sprintf("a watcher of plans and applied records, from the start, stops reading for %s", f.For.Round(time.Millisecond))})
+	return func() error {
+		if f.Die {
+			w.close()
+			r.rec.event(Event{Kind: "heal", Actor: c.ids[i], Detail: "the stalled watcher dies"})
+		} else {
+			w.resume()
+			r.rec.event(Event{Kind: "heal", Actor: c.ids[i], Detail: "the stalled watcher reads again"})
+		}
+		return nil
+	}, nil
+}
+
+// replaceNode closes a node and deletes its data; the heal starts it again,
+// empty, on the same addresses.
+func (in injector) replaceNode(f Fault) (func() error, error) {
+	r, c := in.r, in.r.cluster
+	i := in.pickNode(f.Pick%2 == 0, f.Pick/2)
+	if i < 0 {
+		r.rec.event(Event{Kind: "fault-skipped", Detail: string(f.Kind) + ": no running node"})
+		return func() error { return nil }, nil
+	}
+	c.stop(i)
+	if err := c.wipe(i); err != nil {
+		return nil, err
+	}
+	via := ""
+	if f.Join {
+		for j := range c.slots() {
+			if j != i && c.node(j) != nil {
+				via = c.grpc[j]
+				break
+			}
+		}
+	}
+	c.setJoin(i, via)
+	how := "from the founding list"
+	if via != "" {
+		how = "joining through " + in.nodeOf(via)
+	}
+	r.rec.event(Event{Kind: string(f.Kind), Actor: c.ids[i], Detail: fmt.Sprintf("data deleted; back, empty, %s, in %s", how, f.For.Round(time.Millisecond))})
+	return func() error {
+		r.dns.started(c.ids[i])
+		err := c.start(i)
+		r.rec.event(Event{Kind: "heal", Actor: c.ids[i], Detail: "started with no data"})
+		return err
+	}, nil
+}
+
+// addNode starts a new, empty node that joins through a member, probed
+// from its start; the heal removes it from the cluster and stops it.
+func (in injector) addNode(f Fault) (func() error, error) {
+	r, c := in.r, in.r.cluster
+	via := ""
+	for j := range c.slots() {
+		if c.isMember(j) && c.node(j) != nil {
+			via = c.grpc[j]
+			break
+		}
+	}
+	k := -1
+	var err error
+	if via != "" {
+		k, err = c.reserve()
+	}
+	if k < 0 {
+		r.rec.event(Event{Kind: "fault-skipped", Detail: fmt.Sprintf("%s: no member to join through, or no slot (%v)", f.Kind, err)})
+		return func() error { return nil }, nil
+	}
+	c.setJoin(k, via)
+	c.setMember(k, true)
+	stopProbe, err := r.probeNode(k)
+	if err != nil {
+		return nil, err
+	}
+	r.rec.event(Event{Kind: string(f.Kind), Actor: c.ids[k], Detail: fmt.Sprintf("new node joins through %s, probed from its start, removed after %s", in.nodeOf(via), f.For.Round(time.Millisecond))})
+	r.dns.started(c.ids[k])
+	if err := c.start(k); err != nil {
+		stopProbe()
+		return nil, err
+	}
+	return func() error {
+		c.setMember(k, false)
+		err := r.removeNode(k)
+		c.stop(k)
+		stopProbe()
+		if err != nil {
+			r.rec.event(Event{Kind: "heal", Actor: c.ids[k], Detail: "stopped; removing it failed: " + err.Error()})
+			return nil // the final readiness check reports a cluster that did not recover
+		}
+		r.rec.event(Event{Kind: "heal", Actor: c.ids[k], Detail: "removed and stopped"})
+		return nil
+	}, nil
 }
 
 // pickEnactor chooses an enactor: half the time (by pick, from the seed)

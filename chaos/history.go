@@ -139,6 +139,12 @@ type recorder struct {
 	acked      map[uint64]int64   // generation → when its SubmitPlan was acknowledged
 	grants     map[string][]grant // lease name → grants acknowledged to enactors
 	floor      map[string]uint64
+	// applied is when an operation first reported each endpoint applied
+	// (its return time): from then on the endpoint must resolve.
+	applied map[string]int64
+	// refused lists, per endpoint, the applies the cluster refused for it
+	// (OUTCOME_REFUSED, e.g. velocity): a rule, not a liveness failure.
+	refused map[string][]refusal
 	// violated is closed at the first violation, to stop the run early.
 	violated chan struct{}
 }
@@ -150,6 +156,8 @@ func newRecorder(endpoints []string) *recorder {
 		acked:     map[uint64]int64{},
 		grants:    map[string][]grant{},
 		floor:     map[string]uint64{},
+		applied:   map[string]int64{},
+		refused:   map[string][]refusal{},
 		violated:  make(chan struct{}),
 	}
 }
@@ -195,6 +203,9 @@ func (r *recorder) op(o Op, floorAtCall uint64) {
 	r.ops = append(r.ops, o)
 	if o.Known {
 		r.floor[o.Endpoint] = max(r.floor[o.Endpoint], o.Out)
+		if _, ok := r.applied[o.Endpoint]; !ok && o.Out > 0 {
+			r.applied[o.Endpoint] = o.Return
+		}
 	}
 	r.mu.Unlock()
 	if o.Known && o.Out < floorAtCall {
@@ -202,6 +213,20 @@ func (r *recorder) op(o Op, floorAtCall uint64) {
 			Detail: fmt.Sprintf("%s by %s reported generation %d, but generation %d had been reported before it was called",
 				o.Kind, o.Actor, o.Out, floorAtCall)})
 	}
+}
+
+// refusal is an apply the cluster refused for one endpoint.
+type refusal struct {
+	gen uint64
+	at  int64 // when the answer came
+}
+
+// appliedSince reports when an operation first reported endpoint applied.
+func (r *recorder) appliedSince(endpoint string) (int64, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	at, ok := r.applied[endpoint]
+	return at, ok
 }
 
 // read runs one linearizable read of endpoint and records it; a read that
@@ -297,6 +322,15 @@ func (r *recorder) recordApply(actor string, req *pb.ApplyPlanRequest, reply any
 		}
 		for i, ep := range endpoints {
 			o := Op{Endpoint: ep, Kind: "apply", Actor: actor, Gen: req.GetGeneration(), Token: req.GetLeaseToken(), Call: call, Return: Unknown}
+			if res, ok := results[ep]; ok && res.GetOutcome() == pb.Outcome_OUTCOME_REFUSED {
+				// Refused by the endpoint's rule: nothing changed, so it
+				// is no operation on the register.
+				r.mu.Lock()
+				r.refused[ep] = append(r.refused[ep], refusal{gen: req.GetGeneration(), at: ret})
+				r.mu.Unlock()
+				r.event(Event{Kind: "apply-refused", Actor: actor, Endpoint: ep, Gen: req.GetGeneration(), Detail: res.GetReason()})
+				continue
+			}
 			if res, ok := results[ep]; ok {
 				o.Out, o.Known, o.Return = res.GetAppliedGeneration(), true, ret
 				o.Applied = res.GetOutcome() == pb.Outcome_OUTCOME_APPLIED
@@ -381,4 +415,28 @@ func hasAddress(a *pb.AppliedEndpoint) bool {
 		}
 	}
 	return false
+}
+
+// refusedAt reports whether an apply of generation gen or newer was
+// refused for endpoint by at.
+func (r *recorder) refusedAt(endpoint string, gen uint64, at int64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, rf := range r.refused[endpoint] {
+		if rf.gen >= gen && rf.at <= at {
+			return true
+		}
+	}
+	return false
+}
+
+// refusals returns a copy of the refused applies.
+func (r *recorder) refusals() map[string][]refusal {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string][]refusal, len(r.refused))
+	for ep, rs := range r.refused {
+		out[ep] = slices.Clone(rs)
+	}
+	return out
 }

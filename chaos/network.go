@@ -102,6 +102,13 @@ func (n *Network) Isolate(i int) {
 	}
 }
 
+// Add makes the node at raftAddr node i, for a node added to the cluster.
+func (n *Network) Add(i int, raftAddr string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.nodes[raftAddr] = i
+}
+
 // Heal restores every link.
 func (n *Network) Heal() {
 	n.mu.Lock()

@@ -3,6 +3,7 @@ package chaos
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -32,12 +33,14 @@ const (
 //     endpoint resolves to no address) and I3 (an applied generation's
 //     plan is gone);
 //   - the audit history, fetched often enough that its bound (the newest
-//     1,000 events) loses nothing, and merged by index, for I4 and I5.
-func (r *run) startObservers(ctx context.Context, wg *sync.WaitGroup) (*probe.Prober, error) {
+//     1,000 events) loses nothing, and merged by index, for I4 and I5;
+//   - every node's Status, for the L3 bound: no node hangs.
+func (r *run) startObservers(ctx context.Context, wg *sync.WaitGroup) error {
+	r.observe, r.observers = ctx, wg
 	for _, ep := range endpoints {
 		c, err := r.newClient(client.WithCallTimeout(time.Second), client.WithRetryBudget(3*time.Second))
 		if err != nil {
-			return nil, err
+			return err
 		}
 		actor := "reader-" + shortName(ep)
 		wg.Go(func() {
@@ -52,21 +55,18 @@ func (r *run) startObservers(ctx context.Context, wg *sync.WaitGroup) (*probe.Pr
 	}
 
 	var nodes []probe.Node
-	for i, id := range r.cluster.ids {
-		nodes = append(nodes, probe.Node{Name: id, DNS: r.cluster.dns[i]})
+	for i := range r.cluster.slots() {
+		nodes = append(nodes, probe.Node{Name: r.cluster.ids[i], DNS: r.cluster.dns[i]})
 	}
-	prober, err := probe.New(probe.Config{
-		Nodes:     nodes,
-		Endpoints: endpoints,
-		Interval:  probeInterval,
-		Timeout:   300 * time.Millisecond,
-		Logger:    r.cfg.Logger,
-	})
+	if err := r.startProbe(ctx, nodes); err != nil {
+		return err
+	}
+	sc, err := r.newClient(client.WithCallTimeout(statusBound))
 	if err != nil {
-		return nil, err
+		return err
 	}
-	wg.Go(func() { _ = prober.Run(ctx) })
-	wg.Go(func() { r.forwardProbe(ctx, prober) })
+	r.status = newStatusCheck(r, sc)
+	wg.Go(func() { r.status.run(ctx) })
 
 	wg.Go(func() {
 		for {
@@ -81,7 +81,7 @@ func (r *run) startObservers(ctx context.Context, wg *sync.WaitGroup) (*probe.Pr
 
 	ac, err := r.newClient(client.WithCallTimeout(time.Second), client.WithRetryBudget(2*time.Second))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	r.auditClient = ac
 	wg.Go(func() {
@@ -94,7 +94,70 @@ func (r *run) startObservers(ctx context.Context, wg *sync.WaitGroup) (*probe.Pr
 			}
 		}
 	})
-	return prober, nil
+	return nil
+}
+
+// startProbe starts a probe of nodes' DNS until ctx ends, its violations
+// forwarded to the run's and every answer given to the DNS check.
+func (r *run) startProbe(ctx context.Context, nodes []probe.Node) error {
+	p, err := probe.New(probe.Config{
+		Nodes:     nodes,
+		Endpoints: endpoints,
+		Interval:  probeInterval,
+		Timeout:   300 * time.Millisecond,
+		Logger:    r.cfg.Logger,
+		Observe:   r.dns.observe,
+	})
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.probers = append(r.probers, p)
+	r.mu.Unlock()
+	r.observers.Go(func() { _ = p.Run(ctx) })
+	r.observers.Go(func() { r.forwardProbe(ctx, p) })
+	return nil
+}
+
+// probeNode probes node i's DNS from now on, until the returned stop: a
+// node added during the run is asked from its first second.
+func (r *run) probeNode(i int) (stop func(), err error) {
+	ctx, cancel := context.WithCancel(r.observe)
+	if err := r.startProbe(ctx, []probe.Node{{Name: r.cluster.ids[i], DNS: r.cluster.dns[i]}}); err != nil {
+		cancel()
+		return nil, err
+	}
+	return cancel, nil
+}
+
+// probeSummary adds up what the probes saw.
+func (r *run) probeSummary() probe.Summary {
+	r.mu.Lock()
+	probers := slices.Clone(r.probers)
+	r.mu.Unlock()
+	var sum probe.Summary
+	for _, p := range probers {
+		s := p.Summary()
+		sum.Queries += s.Queries
+		sum.Violations = append(sum.Violations, s.Violations...)
+	}
+	return sum
+}
+
+// removeNode removes node i from the cluster's configuration, retrying for
+// a while: a membership change needs a leader.
+func (r *run) removeNode(i int) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for {
+		_, err := r.adminClient.RemoveServer(ctx, &pb.RemoveServerRequest{Id: r.cluster.ids[i]})
+		if err == nil || client.Reason(err) == "not_found" {
+			return nil
+		}
+		if !sleepCtx(ctx, 200*time.Millisecond) {
+			return err
+		}
+	}
 }
 
 // shortName is an endpoint's first label, for actor names.
@@ -135,12 +198,18 @@ type replicaCheck struct {
 	// already reported, so a lasting breach is reported once.
 	mu       sync.Mutex
 	reported map[string]bool
+	// served judges each observed endpoint's records per family and for
+	// velocity.
+	served *servedCheck
 }
 
-func newReplicaCheck(r *run) *replicaCheck { return &replicaCheck{r: r, reported: map[string]bool{}} }
+func newReplicaCheck(r *run) *replicaCheck {
+	return &replicaCheck{r: r, reported: map[string]bool{}, served: newServedCheck()}
+}
 
 func (c *replicaCheck) round() {
-	for i, id := range c.r.cluster.ids {
+	for i := range c.r.cluster.slots() {
+		id := c.r.cluster.ids[i]
 		n := c.r.cluster.node(i)
 		if n == nil {
 			continue
@@ -150,7 +219,18 @@ func (c *replicaCheck) round() {
 			v   Violation
 		}
 		var found []breach
+		type record struct {
+			ep string
+			s  served
+		}
+		var records []record
+		at := c.r.rec.now()
 		n.State(func(s *fsm.State) {
+			for _, ep := range endpoints {
+				if a := s.Applied(ep); a != nil {
+					records = append(records, record{ep, servedOf(a, s.Plan(a.GetGeneration()), at)})
+				}
+			}
 			for _, a := range s.AppliedAll() {
 				ep, gen := a.GetEndpoint(), a.GetGeneration()
 				if s.Plan(gen) == nil {
@@ -163,6 +243,11 @@ func (c *replicaCheck) round() {
 				}
 			}
 		})
+		for _, rec := range records {
+			for _, v := range c.served.see(id, rec.ep, rec.s) {
+				c.r.rec.violate(v)
+			}
+		}
 		for _, b := range found {
 			c.mu.Lock()
 			dup := c.reported[b.key]

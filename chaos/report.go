@@ -21,7 +21,7 @@ import (
 
 // Invariants are the invariants the checker holds a run to (DESIGN.md,
 // section 3).
-var Invariants = []string{"I1", "I2", "I3", "I4", "I5"}
+var Invariants = []string{"I1", "I2", "I3", "I4", "I5", "I7", "L2", "L3"}
 
 // Report is what one run saw and what the checks found.
 type Report struct {
@@ -76,7 +76,7 @@ func (r *Report) Count(invariant string) int {
 }
 
 // check runs every check on what the run recorded.
-func (r *run) check(faults []Fault, ps probe.Summary, final finalState) *Report {
+func (r *run) check(faults []Fault, ps probe.Summary, final finalState, afterHeal finalL2) *Report {
 	ops, events, violations, acked := r.rec.snapshot()
 	audit := r.audit.sorted()
 	rep := &Report{
@@ -116,6 +116,13 @@ func (r *run) check(faults []Fault, ps probe.Summary, final finalState) *Report 
 		rep.Notes = append(rep.Notes, fmt.Sprintf("the linearizability check ran out of time (%s): inconclusive", checkTimeout))
 	}
 	violations = append(violations, rep.lin.Violations...)
+
+	// L2 during the enactor faults, and after the last fault healed.
+	violations = append(violations, checkL2(events, ops, acked, r.rec.refusals(), r.leaseTTL)...)
+	violations = append(violations, afterHeal.violations...)
+	if !afterHeal.judged {
+		rep.Notes = append(rep.Notes, "the run ended before the L2 bound after its last fault: L2 at the end not judged")
+	}
 
 	// I4 on the audit history.
 	fence, judged := checkFencing(audit)

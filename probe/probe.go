@@ -55,6 +55,28 @@ type Config struct {
 	Timeout       time.Duration // per query; default 500ms
 	DiscoverEvery time.Duration // default 1s
 	Logger        *slog.Logger
+	// Observe, if set, is given every answer a node's DNS gave (SERVFAIL
+	// and timeouts are not answers), so that a caller can judge what the
+	// probe alone cannot: one address family at a time, or an answer
+	// against what the cluster had applied when the query was sent. It
+	// is called without the probe's lock held.
+	Observe func(Observation)
+}
+
+// Observation is one node's DNS answer for one endpoint: its _dnsplan
+// generation, and the addresses of each family.
+type Observation struct {
+	Node     string
+	Endpoint string
+	// Sent is when the first of the three queries was sent.
+	Sent time.Time
+	// Generation is from the _dnsplan TXT record; HasGeneration is false
+	// when the node answered none.
+	Generation    uint64
+	HasGeneration bool
+	A, AAAA       int // addresses answered
+	// RcodeA and RcodeAAAA are the answers' rcodes (NOERROR or NXDOMAIN).
+	RcodeA, RcodeAAAA int
 }
 
 // Violation is one breach of an invariant, as observed.
@@ -266,6 +288,7 @@ func (p *Prober) query(ctx context.Context, addr, name string, qtype uint16) (*d
 
 func (p *Prober) probeDNS(ctx context.Context, n Node, endpoints []string) {
 	for _, ep := range endpoints {
+		sent := time.Now()
 		txt, err := p.query(ctx, n.DNS, "_dnsplan."+ep, dns.TypeTXT)
 		var a, aaaa *dns.Msg
 		if err == nil {
@@ -299,6 +322,11 @@ func (p *Prober) probeDNS(ctx context.Context, n Node, endpoints []string) {
 					dns.RcodeToString[a.Rcode], dns.RcodeToString[aaaa.Rcode])})
 		}
 		p.mu.Unlock()
+		if p.cfg.Observe != nil {
+			gen, ok := txtGeneration(txt)
+			p.cfg.Observe(Observation{Node: n.Name, Endpoint: ep, Sent: sent, Generation: gen, HasGeneration: ok,
+				A: countAddrs(a), AAAA: countAddrs(aaaa), RcodeA: a.Rcode, RcodeAAAA: aaaa.Rcode})
+		}
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/dnsplan/dnsplan/chaos"
@@ -21,15 +22,24 @@ var (
 	errSeriesUnexpected = errors.New("chaos: the designs did not behave as expected")
 )
 
+// faultKinds lists the fault kinds for --faults' help.
+func faultKinds() string {
+	kinds := make([]string, len(chaos.FaultKinds))
+	for i, k := range chaos.FaultKinds {
+		kinds[i] = string(k)
+	}
+	return strings.Join(kinds, ", ")
+}
+
 // runChaos runs seeded fault runs against an in-process cluster of the
-// chosen design and checks I1–I5 on what they recorded.
+// chosen design and checks I1–I5, I7, L2 and L3 on what they recorded.
 func runChaos(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("chaos", stderr)
 	design := fs.String("design", "fixed", "fixed, legacy, or both (fixed, then legacy)")
 	seed := fs.Uint64("seed", 1, "the seed of the (first) run: every fault, its timing and target, and every health change is drawn from it")
 	runs := fs.Int("runs", 1, "how many runs per design, with seeds seed, seed+1, …; more than one prints a table")
 	duration := fs.Duration("duration", chaos.DefaultDuration, "how long each run injects faults and observes")
-	faults := fs.String("faults", "all", "the fault kinds to draw from, comma-separated: kill-leader, kill-follower, freeze-enactor, slow-enactor, partition, restart-cluster")
+	faults := fs.String("faults", "all", "the fault kinds to draw from, comma-separated: "+faultKinds())
 	out := fs.String("out", filepath.Join(os.TempDir(), "dnsplan-chaos"), "where a run with a violation writes its history (JSON) and porcupine's visualization (HTML)")
 	keepGoing := fs.Bool("keep-going", false, "run the whole duration after a violation (default: stop a second after the first)")
 	verbose := fs.Bool("v", false, "with several runs, print each violation's history too (always printed for a single run)")
