@@ -109,6 +109,14 @@ type Config struct {
 	// (default 10s).
 	ApplyTimeout time.Duration
 
+	// Watch streams (see watch.go): WatchSendTimeout is how long one
+	// message may wait for a client to read before its stream is ended
+	// (default 10s); MaxWatchers and MaxWatchersPerClient cap open watch
+	// streams per node and per client address (defaults 1024 and 64).
+	WatchSendTimeout     time.Duration
+	MaxWatchers          int
+	MaxWatchersPerClient int
+
 	Logger *slog.Logger
 	// RaftLogOutput receives hashicorp/raft's own log (default stderr) at
 	// RaftLogLevel (default "warn").

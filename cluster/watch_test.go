@@ -1,0 +1,213 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/dnsplan/dnsplan/client"
+	"github.com/dnsplan/dnsplan/cluster/fsm"
+	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
+)
+
+// bigPlan is a valid plan of endpoints × targets (about 30 bytes a
+// target), every endpoint at the same weights so that velocity never
+// refuses a repeat of it.
+func bigPlan(endpoints, targets int) *pb.Plan {
+	p := &pb.Plan{PlannerId: "test"}
+	for e := range endpoints {
+		ep := &pb.EndpointPlan{Name: fmt.Sprintf("e%d.dnsplan.test.", e), Ttl: 30}
+		for i := range targets {
+			ep.Targets = append(ep.Targets, &pb.Target{
+				Id:      fmt.Sprintf("lb-%04d", i),
+				Address: fmt.Sprintf("10.%d.%d.%d", e%256, i/256, i%256),
+				Weight:  1,
+			})
+		}
+		p.Endpoints = append(p.Endpoints, ep)
+	}
+	return p
+}
+
+// stalledWatcher is a client that opens watch streams and never reads
+// them: a paused enactor, a SIGSTOPped process. Its receive window is the
+// smallest gRPC allows (64 KiB), so the server's sends block on flow
+// control after a few messages.
+func stalledWatcher(t *testing.T, addr string) (plans pb.PlanService_WatchPlansClient, applied pb.EnactService_WatchAppliedClient) {
+	t.Helper()
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Registered after the cluster's own clean-up, so it runs first: a
+	// closed connection releases whatever a stalled send still holds.
+	t.Cleanup(func() { cc.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	if plans, err = pb.NewPlanServiceClient(cc).WatchPlans(ctx, &pb.WatchPlansRequest{FromGeneration: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if applied, err = pb.NewEnactServiceClient(cc).WatchApplied(ctx, &pb.WatchAppliedRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	return plans, applied
+}
+
+// within runs f with a context of the given bound and fails the test,
+// naming what did not answer, if f fails or overruns it.
+func within(t *testing.T, bound time.Duration, what string, f func(ctx context.Context) error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), bound)
+	defer cancel()
+	start := time.Now()
+	if err := f(ctx); err != nil {
+		t.Fatalf("%s: no answer within %s (after %s): %v", what, bound, time.Since(start).Round(time.Millisecond), err)
+	}
+}
+
+// Hole 1: a client that stops reading its watch streams must not stop the
+// node. With a stalled plan and applied watcher on every node and a few MB
+// of plans pending for them, every node keeps taking writes, serving
+// linearizable reads and answering Status, and each stalled stream is
+// ended by the server.
+func TestStalledWatcherCannotStopNode(t *testing.T) {
+	const sendTimeout = time.Second
+	c := newTestCluster(t, 3, func(cfg *Config) { cfg.WatchSendTimeout = sendTimeout })
+	c.startAll()
+	l := c.leader()
+	a := c.api(l.ID())
+	ctx := ctxT(t)
+	lease, err := a.leases.AcquireLease(ctx, &pb.AcquireLeaseRequest{Name: "enactor/0", Holder: "az-a", Ttl: ttl(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := bigPlan(10, 1000) // about 300 KB
+	apply := func(ctx context.Context, a api) error {
+		res, err := a.plans.SubmitPlan(ctx, &pb.SubmitPlanRequest{Plan: plan})
+		if err != nil {
+			return err
+		}
+		_, err = a.enact.ApplyPlan(ctx, &pb.ApplyPlanRequest{Generation: res.Generation, LeaseName: "enactor/0", LeaseToken: lease.Token, EnactorId: "az-a"})
+		return err
+	}
+	// Applied records of about 300 KB, so a stalled WatchApplied blocks
+	// on its first send.
+	within(t, 10*time.Second, "first submit and apply", func(ctx context.Context) error { return apply(ctx, a) })
+	waitFor(t, 10*time.Second, "every node applied the first plan", func() bool {
+		for _, id := range c.order {
+			var idx uint64
+			c.node(id).State(func(s *fsm.State) { idx = uint64(s.NumApplied()) })
+			if idx == 0 {
+				return false
+			}
+		}
+		return true
+	})
+
+	type stalled struct {
+		node    string
+		plans   pb.PlanService_WatchPlansClient
+		applied pb.EnactService_WatchAppliedClient
+	}
+	var watchers []stalled
+	for _, id := range c.order {
+		p, ap := stalledWatcher(t, c.specs[id].grpcAddr)
+		watchers = append(watchers, stalled{id, p, ap})
+	}
+
+	// A few MB of plans pending for every stalled watcher.
+	const more = 10
+	for i := range more {
+		within(t, 5*time.Second, fmt.Sprintf("submit and apply %d of %d", i+1, more), func(ctx context.Context) error { return apply(ctx, a) })
+	}
+	// Every node still answers everything, within a bound.
+	for _, id := range c.order {
+		n := c.api(id)
+		within(t, 3*time.Second, "Status on "+id, func(ctx context.Context) error {
+			_, err := n.cluster.Status(ctx, &pb.StatusRequest{})
+			return err
+		})
+		within(t, 3*time.Second, "linearizable GetPlan through "+id, func(ctx context.Context) error {
+			_, err := n.plans.GetPlan(ctx, &pb.GetPlanRequest{Newest: true})
+			return err
+		})
+		within(t, 3*time.Second, "stale GetApplied on "+id, func(ctx context.Context) error {
+			_, err := n.enact.GetApplied(ctx, &pb.GetAppliedRequest{Endpoint: "e0.dnsplan.test.", Stale: true})
+			return err
+		})
+		within(t, 5*time.Second, "write through "+id, func(ctx context.Context) error {
+			_, err := n.leases.RenewLease(ctx, &pb.RenewLeaseRequest{Name: "enactor/0", Holder: "az-a", Token: lease.Token})
+			return err
+		})
+	}
+
+	// The server ended every stalled stream: once the client reads again
+	// it gets what was already in flight, then UNAVAILABLE saying why.
+	for _, w := range watchers {
+		got := 0
+		var err error
+		for err == nil {
+			_, err = w.plans.Recv()
+			got++
+		}
+		if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "stalled") {
+			t.Errorf("%s: stalled plan watch ended with %v after %d messages, want UNAVAILABLE naming the stall", w.node, err, got-1)
+		}
+		if got-1 >= 1+more {
+			t.Errorf("%s: stalled plan watch delivered all %d plans; it was never ended", w.node, got-1)
+		}
+		err = nil
+		for err == nil {
+			_, err = w.applied.Recv()
+		}
+		if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "stalled") {
+			t.Errorf("%s: stalled applied watch ended with %v, want UNAVAILABLE naming the stall", w.node, err)
+		}
+	}
+}
+
+// The cap on watch streams per client: one more is refused with
+// RESOURCE_EXHAUSTED and a reason the client reads, and a closed stream
+// frees its place.
+func TestWatchersPerClientCapped(t *testing.T) {
+	c := newTestCluster(t, 1, func(cfg *Config) { cfg.MaxWatchersPerClient = 2 })
+	c.startAll()
+	l := c.leader()
+	a := c.api(l.ID())
+	ctx := ctxT(t)
+	if _, err := a.plans.SubmitPlan(ctx, &pb.SubmitPlanRequest{Plan: samplePlan("api.dnsplan.test.", 5)}); err != nil {
+		t.Fatal(err)
+	}
+	open := func(ctx context.Context) (pb.PlanService_WatchPlansClient, error) {
+		s, err := a.plans.WatchPlans(ctx, &pb.WatchPlansRequest{FromGeneration: 1})
+		if err != nil {
+			return nil, err
+		}
+		_, err = s.Recv() // the first plan, or the refusal
+		return s, err
+	}
+	first, cancelFirst := context.WithCancel(ctx)
+	for range 2 {
+		if _, err := open(first); err != nil {
+			t.Fatalf("watch within the cap: %v", err)
+		}
+	}
+	_, err := open(ctx)
+	if status.Code(err) != codes.ResourceExhausted || client.Reason(err) != "watch_limit" || !strings.Contains(err.Error(), "127.0.0.1") {
+		t.Fatalf("third watch from one client: %v, want RESOURCE_EXHAUSTED, reason watch_limit, naming the client", err)
+	}
+	cancelFirst()
+	waitFor(t, 10*time.Second, "a place freed by closed streams", func() bool {
+		_, err := open(ctx)
+		return err == nil
+	})
+}
