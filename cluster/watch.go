@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -37,6 +38,10 @@ var (
 	// ErrTooManyWatchers: the node's or the client's cap of open watch
 	// streams is reached.
 	ErrTooManyWatchers = errors.New("too many watch streams")
+	// ErrOutOfTouch: the node is not the leader and has not heard from
+	// one for a few election timeouts, so its replica may miss plans the
+	// cluster has committed.
+	ErrOutOfTouch = errors.New("node out of touch with the leader")
 )
 
 // watchEnd is an error that ends a watch stream with a gRPC code and, if
@@ -78,6 +83,9 @@ type watchHub struct {
 	sendTimeout  time.Duration
 	max          int
 	maxPerClient int
+	// outOfTouchAfter is how long a follower may go without hearing from
+	// a leader before its watches end (see outOfTouch).
+	outOfTouchAfter time.Duration
 
 	// mu guards open and perClient, the streams open now, in total and
 	// by client address.
@@ -96,13 +104,16 @@ func newWatchHub(n *Node) *watchHub {
 		max:          cmp.Or(n.cfg.MaxWatchers, DefaultMaxWatchers),
 		maxPerClient: cmp.Or(n.cfg.MaxWatchersPerClient, DefaultMaxWatchersPerClient),
 		perClient:    map[string]int{},
+		// A few election timeouts: longer than an election takes, so a
+		// healthy cluster's leader change does not end watches.
+		outOfTouchAfter: 3 * max(cmp.Or(n.cfg.HeartbeatTimeout, time.Second), cmp.Or(n.cfg.ElectionTimeout, time.Second)),
 		streams: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "dnsplan_watch_streams",
 			Help: "Watch streams open on this node, by watch (plans, applied).",
 		}, []string{"watch"}),
 		ended: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dnsplan_watch_streams_ended_total",
-			Help: "Watch streams this node ended or refused, by watch and reason (stalled, limit).",
+			Help: "Watch streams this node ended or refused, by watch and reason (stalled, out_of_touch, limit).",
 		}, []string{"watch", "reason"}),
 	}
 	n.metrics.registry.MustRegister(h.streams, h.ended)
@@ -158,7 +169,8 @@ func clientAddr(ctx context.Context) string {
 // serve runs one watch stream: each time the state changes, collect
 // picks (under the read lock, without I/O) the messages the client has
 // not had yet, and they are sent after the lock is released. It returns
-// when a send fails or stalls, the client goes, or the node closes.
+// when a send fails or stalls, the node is out of touch with the leader,
+// the client goes, or the node closes.
 // collect keeps its own resume point and may advance it as it collects:
 // a message collected but not sent ends the stream, and the client
 // resumes from what it last received.
@@ -171,7 +183,14 @@ func (h *watchHub) serve(stream grpc.ServerStream, what string, collect func(*fs
 	defer release()
 	out := newStreamSender(stream)
 	defer out.close()
+	check := time.NewTicker(h.outOfTouchAfter / 3)
+	defer check.Stop()
 	for {
+		if err := h.outOfTouch(); err != nil {
+			h.ended.WithLabelValues(what, "out_of_touch").Inc()
+			h.n.log.Warn("ending watch stream: out of touch with the leader", "watch", what, "client", clientAddr(ctx), "err", err)
+			return err
+		}
 		// The channel is taken before the state is read, so no change
 		// between two collections is missed.
 		ch, _ := h.n.machine.changed()
@@ -188,11 +207,44 @@ func (h *watchHub) serve(stream grpc.ServerStream, what string, collect func(*fs
 		}
 		select {
 		case <-ch:
+		case <-check.C:
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-h.n.closing:
 			return status.Error(codes.Unavailable, "node is shutting down; resume on another node")
 		}
+	}
+}
+
+// outOfTouch ends a watch served by a node cut off from the quorum. Such
+// a node's replica stops advancing while the cluster commits new plans; a
+// watch it serves would go quiet, not fail, and a lease holder watching
+// through it would apply nothing while keeping its lease (its renewals
+// fail over to other nodes). Ending the watch with UNAVAILABLE sends the
+// client to another node. The leader is in touch by definition: one that
+// loses its quorum steps down within the leader lease timeout.
+func (h *watchHub) outOfTouch() error {
+	r := h.n.raft
+	if r.State() == raft.Leader {
+		return nil
+	}
+	last := r.LastContact()
+	since := time.Since(last)
+	if since <= h.outOfTouchAfter {
+		return nil
+	}
+	heard := "never"
+	if !last.IsZero() {
+		heard = since.Round(time.Millisecond).String() + " ago"
+	}
+	leader, _ := h.n.leader()
+	if leader == "" {
+		leader = "none known"
+	}
+	return &watchEnd{
+		err: fmt.Errorf("%w: node %s last heard from a leader %s (limit %s; leader: %s); resume on another node",
+			ErrOutOfTouch, h.n.cfg.ID, heard, h.outOfTouchAfter, leader),
+		code: codes.Unavailable,
 	}
 }
 

@@ -62,15 +62,23 @@ func stalledWatcher(t *testing.T, addr string) (plans pb.PlanService_WatchPlansC
 	return plans, applied
 }
 
-// within runs f with a context of the given bound and fails the test,
-// naming what did not answer, if f fails or overruns it.
+// within runs f with a context of the given bound, again while it fails
+// with UNAVAILABLE (a leader election under way), and fails the test,
+// naming what did not answer, if f has not succeeded within the bound.
 func within(t *testing.T, bound time.Duration, what string, f func(ctx context.Context) error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), bound)
 	defer cancel()
 	start := time.Now()
-	if err := f(ctx); err != nil {
-		t.Fatalf("%s: no answer within %s (after %s): %v", what, bound, time.Since(start).Round(time.Millisecond), err)
+	for {
+		err := f(ctx)
+		if err == nil {
+			return
+		}
+		if status.Code(err) != codes.Unavailable || ctx.Err() != nil {
+			t.Fatalf("%s: no answer within %s (after %s): %v", what, bound, time.Since(start).Round(time.Millisecond), err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -90,23 +98,31 @@ func TestStalledWatcherCannotStopNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	plan := bigPlan(10, 1000) // about 300 KB
-	apply := func(ctx context.Context, a api) error {
+	plan := bigPlan(8, 1000) // about 240 KB
+	submit := func(ctx context.Context) (uint64, error) {
 		res, err := a.plans.SubmitPlan(ctx, &pb.SubmitPlanRequest{Plan: plan})
+		return res.GetGeneration(), err
+	}
+	apply := func(ctx context.Context) error {
+		gen, err := submit(ctx)
 		if err != nil {
 			return err
 		}
-		_, err = a.enact.ApplyPlan(ctx, &pb.ApplyPlanRequest{Generation: res.Generation, LeaseName: "enactor/0", LeaseToken: lease.Token, EnactorId: "az-a"})
+		_, err = a.enact.ApplyPlan(ctx, &pb.ApplyPlanRequest{Generation: gen, LeaseName: "enactor/0", LeaseToken: lease.Token, EnactorId: "az-a"})
 		return err
 	}
-	// Applied records of about 300 KB, so a stalled WatchApplied blocks
-	// on its first send.
-	within(t, 10*time.Second, "first submit and apply", func(ctx context.Context) error { return apply(ctx, a) })
+	// Applied records of about 240 KB, so a stalled WatchApplied blocks
+	// on its first send. (The bounds below are generous: these are real
+	// nodes applying large plans under the race detector on a busy
+	// machine. Before the fix, the first write after the stall never
+	// answers.)
+	const writeBound, readBound = 10 * time.Second, 5 * time.Second
+	within(t, writeBound, "first submit and apply", apply)
 	waitFor(t, 10*time.Second, "every node applied the first plan", func() bool {
 		for _, id := range c.order {
-			var idx uint64
-			c.node(id).State(func(s *fsm.State) { idx = uint64(s.NumApplied()) })
-			if idx == 0 {
+			var n int
+			c.node(id).State(func(s *fsm.State) { n = s.NumApplied() })
+			if n == 0 {
 				return false
 			}
 		}
@@ -124,27 +140,32 @@ func TestStalledWatcherCannotStopNode(t *testing.T) {
 		watchers = append(watchers, stalled{id, p, ap})
 	}
 
-	// A few MB of plans pending for every stalled watcher.
-	const more = 10
-	for i := range more {
-		within(t, 5*time.Second, fmt.Sprintf("submit and apply %d of %d", i+1, more), func(ctx context.Context) error { return apply(ctx, a) })
+	// A few MB of plans pending for every stalled watcher, then one more
+	// apply.
+	const more = 8
+	for i := range more - 1 {
+		within(t, writeBound, fmt.Sprintf("submit %d of %d", i+1, more), func(ctx context.Context) error {
+			_, err := submit(ctx)
+			return err
+		})
 	}
+	within(t, writeBound, fmt.Sprintf("submit %d of %d and apply it", more, more), apply)
 	// Every node still answers everything, within a bound.
 	for _, id := range c.order {
 		n := c.api(id)
-		within(t, 3*time.Second, "Status on "+id, func(ctx context.Context) error {
+		within(t, readBound, "Status on "+id, func(ctx context.Context) error {
 			_, err := n.cluster.Status(ctx, &pb.StatusRequest{})
 			return err
 		})
-		within(t, 3*time.Second, "linearizable GetPlan through "+id, func(ctx context.Context) error {
+		within(t, readBound, "linearizable GetPlan through "+id, func(ctx context.Context) error {
 			_, err := n.plans.GetPlan(ctx, &pb.GetPlanRequest{Newest: true})
 			return err
 		})
-		within(t, 3*time.Second, "stale GetApplied on "+id, func(ctx context.Context) error {
+		within(t, readBound, "stale GetApplied on "+id, func(ctx context.Context) error {
 			_, err := n.enact.GetApplied(ctx, &pb.GetAppliedRequest{Endpoint: "e0.dnsplan.test.", Stale: true})
 			return err
 		})
-		within(t, 5*time.Second, "write through "+id, func(ctx context.Context) error {
+		within(t, writeBound, "write through "+id, func(ctx context.Context) error {
 			_, err := n.leases.RenewLease(ctx, &pb.RenewLeaseRequest{Name: "enactor/0", Holder: "az-a", Token: lease.Token})
 			return err
 		})
@@ -210,4 +231,46 @@ func TestWatchersPerClientCapped(t *testing.T) {
 		_, err := open(ctx)
 		return err == nil
 	})
+}
+
+// Hole 3, the node's side: a watch served by a node that is cut off from
+// the quorum ends with UNAVAILABLE naming why, within a few election
+// timeouts, so its client resumes on a node that sees new plans.
+func TestWatchOnCutOffNodeEnds(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	c.startAll()
+	l := c.leader()
+	f := c.follower()
+	ctx := ctxT(t)
+	if _, err := c.api(l.ID()).plans.SubmitPlan(ctx, &pb.SubmitPlanRequest{Plan: samplePlan("api.dnsplan.test.", 5)}); err != nil {
+		t.Fatal(err)
+	}
+	stream, err := c.api(f.ID()).plans.WatchPlans(ctx, &pb.WatchPlansRequest{FromGeneration: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	// Stopping both peers leaves f running, reachable, and with no leader.
+	for _, id := range c.order {
+		if id != f.ID() {
+			c.stop(id)
+		}
+	}
+	stopped := time.Now()
+	done := make(chan error, 1)
+	go func() {
+		_, err := stream.Recv()
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "out of touch") {
+			t.Fatalf("watch on the cut-off node ended with %v, want UNAVAILABLE naming the reason", err)
+		}
+		t.Logf("ended %s after the cut: %v", time.Since(stopped).Round(time.Millisecond), err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the watch on a node without a leader was still open 10s later")
+	}
 }

@@ -44,6 +44,12 @@ type PlanWatcher interface {
 	WatchPlans(ctx context.Context, from uint64, fn func(*pb.Plan) error) error
 }
 
+// PlanReader reads the newest stored plan linearizably: the enactor's
+// check, independent of any watch stream, that it has missed no plan.
+type PlanReader interface {
+	GetPlan(ctx context.Context, req *pb.GetPlanRequest) (*pb.Plan, error)
+}
+
 // Applier is the cluster's conditional write and its plan clean-up.
 type Applier interface {
 	ApplyPlan(ctx context.Context, req *pb.ApplyPlanRequest) (*pb.ApplyPlanResponse, error)
@@ -60,6 +66,7 @@ type Reader interface {
 var (
 	_ LeaseHolder = (*client.Client)(nil)
 	_ PlanWatcher = (*client.Client)(nil)
+	_ PlanReader  = (*client.Client)(nil)
 	_ Applier     = (*client.Client)(nil)
 	_ Reader      = (*client.Client)(nil)
 )
@@ -81,7 +88,8 @@ type Config struct {
 	// Client reaches the cluster. Required.
 	Client *client.Client
 	// LeaseTTL is the TTL of each enactor/<shard> lease; it is renewed
-	// every LeaseTTL/3.
+	// every LeaseTTL/3. While holding a lease the enactor also reads the
+	// newest plan every LeaseTTL, whatever its watch stream does.
 	LeaseTTL time.Duration
 	// Shards is how many leases the endpoints are split over: endpoint e
 	// belongs to shard ShardOf(e, Shards). With one shard every apply
@@ -173,14 +181,15 @@ func (c *Config) setDefaults() error {
 // Enactor applies plans while it holds leases. Create one with New and
 // start it with Run.
 type Enactor struct {
-	cfg     Config
-	log     *slog.Logger
-	leases  LeaseHolder
-	plans   PlanWatcher
-	applier Applier
-	reader  Reader
-	gate    *PauseGate
-	metrics *metrics
+	cfg        Config
+	log        *slog.Logger
+	leases     LeaseHolder
+	plans      PlanWatcher
+	planReader PlanReader
+	applier    Applier
+	reader     Reader
+	gate       *PauseGate
+	metrics    *metrics
 	// legacy is set only when cfg.Legacy is (legacy.go).
 	legacy *legacyEnactor
 
@@ -208,16 +217,17 @@ func New(cfg Config) (*Enactor, error) {
 		}
 	}
 	return &Enactor{
-		cfg:     cfg,
-		log:     cfg.Logger.With("component", "enactor", "enactor", cfg.ID),
-		leases:  cfg.Client,
-		plans:   cfg.Client,
-		applier: cfg.Client,
-		reader:  cfg.Client,
-		gate:    cfg.Pause,
-		metrics: m,
-		legacy:  legacy,
-		held:    map[string]uint64{},
+		cfg:        cfg,
+		log:        cfg.Logger.With("component", "enactor", "enactor", cfg.ID),
+		leases:     cfg.Client,
+		plans:      cfg.Client,
+		planReader: cfg.Client,
+		applier:    cfg.Client,
+		reader:     cfg.Client,
+		gate:       cfg.Pause,
+		metrics:    m,
+		legacy:     legacy,
+		held:       map[string]uint64{},
 	}, nil
 }
 

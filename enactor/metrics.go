@@ -24,6 +24,7 @@ type metrics struct {
 	convergeTimeouts  prometheus.Counter
 	cleanups          *prometheus.CounterVec
 	plansDeleted      prometheus.Counter
+	plansFoundByRead  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, shards int) (*metrics, error) {
@@ -61,9 +62,13 @@ func newMetrics(reg prometheus.Registerer, shards int) (*metrics, error) {
 			Name: "dnsplan_enactor_plans_deleted_total",
 			Help: "Plans deleted by this enactor's clean-ups.",
 		}),
+		plansFoundByRead: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dnsplan_enactor_plans_found_by_read_total",
+			Help: "Plans the periodic newest-plan read learned before the watch stream delivered them (a quiet or stuck watch).",
+		}),
 	}
 	for _, c := range []prometheus.Collector{m.leasesHeld, m.appliedGeneration, m.applies, m.endpoints,
-		m.convergence, m.convergeTimeouts, m.cleanups, m.plansDeleted} {
+		m.convergence, m.convergeTimeouts, m.cleanups, m.plansDeleted, m.plansFoundByRead} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -88,6 +88,7 @@ func (s *shard) hold(runCtx, leaseCtx context.Context, lease *pb.Lease) {
 	// moment it is committed, even while an apply or a back-off is under
 	// way; it ends with the holding.
 	wg.Go(func() { s.watch(ctx) })
+	wg.Go(func() { s.checkNewest(ctx) })
 	v := newVerifier(s, log)
 	// Read-back and clean-up run beside the apply loop so that a node that
 	// is down (its read-backs failing until --converge-timeout) never
@@ -109,14 +110,8 @@ func (s *shard) watch(ctx context.Context) {
 		err := s.e.plans.WatchPlans(ctx, from, func(p *pb.Plan) error {
 			s.mu.Lock()
 			s.from = p.GetGeneration() + 1
-			if s.newest == nil || p.GetGeneration() > s.newest.GetGeneration() {
-				s.newest = p
-			}
 			s.mu.Unlock()
-			select {
-			case s.changed <- struct{}{}:
-			default:
-			}
+			s.learn(p)
 			retry.Reset()
 			return nil
 		})
@@ -131,6 +126,63 @@ func (s *shard) watch(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// checkNewest reads the newest plan linearizably at the start of a
+// holding and every lease TTL after, and learns it like a watched plan.
+//
+// A watch stream can go quiet without failing: its node may be cut off
+// from the quorum, its replica frozen while the cluster commits plans.
+// The holder's renewals fail over to other nodes, so it keeps the lease
+// and no standby can take over (L2). This read goes wherever a leader
+// answers, so a holder learns of a newer plan within one lease TTL
+// whatever its watch node does.
+func (s *shard) checkNewest(ctx context.Context) {
+	tick := time.NewTicker(s.e.cfg.LeaseTTL)
+	defer tick.Stop()
+	for {
+		if s.e.gate.wait(ctx) != nil {
+			return
+		}
+		p, err := s.e.planReader.GetPlan(ctx, &pb.GetPlanRequest{Newest: true})
+		switch {
+		case err == nil:
+			if s.learn(p) {
+				s.e.metrics.plansFoundByRead.Inc()
+				s.log.Info("newest-plan read found a plan the watch had not delivered", "generation", p.GetGeneration())
+			}
+		case ctx.Err() != nil:
+			return
+		case status.Code(err) == codes.NotFound:
+			// No plan is stored yet.
+		default:
+			s.log.Warn("reading the newest plan failed; retrying next period", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// learn makes p the newest plan known if it is newer than it, waking the
+// apply loop; it reports whether it was. Watched plans and the newest
+// plan read both come through here.
+func (s *shard) learn(p *pb.Plan) bool {
+	s.mu.Lock()
+	newer := s.newest == nil || p.GetGeneration() > s.newest.GetGeneration()
+	if newer {
+		s.newest = p
+	}
+	s.mu.Unlock()
+	if newer {
+		select {
+		case s.changed <- struct{}{}:
+		default:
+		}
+	}
+	return newer
 }
 
 // next returns the newest plan known whose generation is above done,

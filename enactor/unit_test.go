@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -36,6 +37,9 @@ type fakeCluster struct {
 	token    uint64
 	revoke   context.CancelFunc // ends the current holding
 	cleanups int
+	// quietWatch makes WatchPlans deliver nothing, like a stream served
+	// by a node cut off from the quorum.
+	quietWatch bool
 }
 
 func newFakeCluster() *fakeCluster {
@@ -79,7 +83,7 @@ func (f *fakeCluster) WatchPlans(ctx context.Context, from uint64, fn func(*pb.P
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for ctx.Err() == nil {
-		if next > uint64(len(f.plans)) {
+		if f.quietWatch || next > uint64(len(f.plans)) {
 			f.cond.Wait()
 			continue
 		}
@@ -93,6 +97,19 @@ func (f *fakeCluster) WatchPlans(ctx context.Context, from uint64, fn func(*pb.P
 		}
 	}
 	return ctx.Err()
+}
+
+// GetPlan answers the newest-plan read.
+func (f *fakeCluster) GetPlan(_ context.Context, req *pb.GetPlanRequest) (*pb.Plan, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !req.GetNewest() {
+		return nil, status.Error(codes.Unimplemented, "fake: only newest")
+	}
+	if len(f.plans) == 0 {
+		return nil, status.Error(codes.NotFound, "no plan is stored")
+	}
+	return f.plans[len(f.plans)-1], nil
 }
 
 func (f *fakeCluster) ApplyPlan(_ context.Context, req *pb.ApplyPlanRequest) (*pb.ApplyPlanResponse, error) {
@@ -154,7 +171,7 @@ func startFake(t *testing.T, f *fakeCluster) *Enactor {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.leases, e.plans, e.applier, e.reader = f, f, f, f
+	e.leases, e.plans, e.planReader, e.applier, e.reader = f, f, f, f, f
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	// Run until the test ends.
@@ -165,23 +182,34 @@ func startFake(t *testing.T, f *fakeCluster) *Enactor {
 
 // applies reads dnsplan_enactor_applies_total{outcome} from e's registry.
 func applies(e *Enactor, outcome string) float64 {
+	return counter(e, "dnsplan_enactor_applies_total", "outcome", outcome)
+}
+
+// counter reads a counter from e's registry: the series whose labels
+// include the given name/value pairs (all of its series if none given).
+func counter(e *Enactor, name string, labels ...string) float64 {
 	mfs, err := e.cfg.Registerer.(prometheus.Gatherer).Gather()
 	if err != nil {
 		panic(err)
 	}
+	var sum float64
 	for _, mf := range mfs {
-		if mf.GetName() != "dnsplan_enactor_applies_total" {
+		if mf.GetName() != name {
 			continue
 		}
+	series:
 		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if lp.GetName() == "outcome" && lp.GetValue() == outcome {
-					return m.GetCounter().GetValue()
+			for i := 0; i+1 < len(labels); i += 2 {
+				if !slices.ContainsFunc(m.GetLabel(), func(lp *dto.LabelPair) bool {
+					return lp.GetName() == labels[i] && lp.GetValue() == labels[i+1]
+				}) {
+					continue series
 				}
 			}
+			sum += m.GetCounter().GetValue()
 		}
 	}
-	return 0
+	return sum
 }
 
 // Fenced: the holder stops at once; the next holding applies the newest
@@ -408,7 +436,7 @@ func TestHealthz(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.leases, e.plans, e.applier, e.reader = f, f, f, f
+	e.leases, e.plans, e.planReader, e.applier, e.reader = f, f, f, f, f
 	srv := httptest.NewServer(e.Handler(reg))
 	defer srv.Close()
 	get := func(path string) (int, string) {
@@ -434,5 +462,25 @@ func TestHealthz(t *testing.T) {
 	})
 	if _, body := get("/metrics"); !strings.Contains(body, "dnsplan_enactor_leases_held{lease=\"enactor/0\"} 1") {
 		t.Errorf("metrics lack the held lease:\n%s", body)
+	}
+}
+
+// A holder whose watch stream has gone quiet (its node cut off from the
+// quorum) still learns of new plans, by its periodic newest-plan read, and
+// applies them within about one lease TTL.
+func TestQuietWatchNewestPlanReadApplies(t *testing.T) {
+	f := newFakeCluster()
+	f.quietWatch = true
+	e := startFake(t, f)
+	gen := f.addPlan()
+	clustertest.WaitFor(t, 3*time.Second, "the plan applied without the watch", func() bool {
+		return slices.Contains(f.sent(), fmt.Sprintf("%d@1", gen))
+	})
+	gen = f.addPlan()
+	clustertest.WaitFor(t, 3*time.Second, "the next plan applied without the watch", func() bool {
+		return slices.Contains(f.sent(), fmt.Sprintf("%d@1", gen))
+	})
+	if got := counter(e, "dnsplan_enactor_plans_found_by_read_total"); got != 2 {
+		t.Errorf("plans found by the newest-plan read = %v, want 2", got)
 	}
 }
