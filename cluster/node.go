@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/cluster/dnsserver"
 	"github.com/dnsplan/dnsplan/cluster/fsm"
 )
@@ -569,7 +570,7 @@ func (n *Node) conn(addr string) (*grpc.ClientConn, error) {
 	if c, ok := n.conns[addr]; ok {
 		return c, nil
 	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), client.MessageLimits())
 	if err != nil {
 		return nil, err
 	}

@@ -13,15 +13,22 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/cluster/fsm"
 	statev1 "github.com/dnsplan/dnsplan/proto/dnsplan/state/v1"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
-// maxRequestBytes is the gRPC receive limit: above fsm.MaxPlanBytes, so an
-// oversize plan reaches validation and gets INVALID_ARGUMENT with a clear
-// message; beyond it gRPC itself answers RESOURCE_EXHAUSTED.
-const maxRequestBytes = 4 * fsm.MaxPlanBytes
+// maxRequestBytes is the server's send and receive limit, the same as
+// every client's (client.MaxMessageBytes): an oversize plan reaches
+// validation and gets INVALID_ARGUMENT with a clear message; beyond it
+// gRPC itself answers RESOURCE_EXHAUSTED.
+const maxRequestBytes = client.MaxMessageBytes
+
+// The largest valid plan must fit every message limit with room to spare
+// (the stored plan's generation and time, a stream's envelope): this
+// fails to compile if fsm.MaxPlanBytes grows past half the limit.
+const _ uint = maxRequestBytes - 2*fsm.MaxPlanBytes
 
 // gRPC keepalive of the server (see startGRPC).
 const (

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -136,7 +137,7 @@ func (h *watchHub) admit(ctx context.Context, what string) (release func(), err 
 	if err != nil {
 		h.ended.WithLabelValues(what, "limit").Inc()
 		h.n.log.Warn("watch refused", "watch", what, "client", who, "err", err)
-		return nil, &watchEnd{err: err, code: codes.ResourceExhausted, reason: "WATCH_LIMIT"}
+		return nil, &watchEnd{err: err, code: codes.ResourceExhausted, reason: strings.ToUpper(client.ReasonWatchLimit)}
 	}
 	h.open++
 	h.perClient[who]++

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -11,6 +12,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/cluster/fsm"
@@ -223,7 +226,7 @@ func TestWatchersPerClientCapped(t *testing.T) {
 		}
 	}
 	_, err := open(ctx)
-	if status.Code(err) != codes.ResourceExhausted || client.Reason(err) != "watch_limit" || !strings.Contains(err.Error(), "127.0.0.1") {
+	if status.Code(err) != codes.ResourceExhausted || client.Reason(err) != client.ReasonWatchLimit || !strings.Contains(err.Error(), "127.0.0.1") {
 		t.Fatalf("third watch from one client: %v, want RESOURCE_EXHAUSTED, reason watch_limit, naming the client", err)
 	}
 	cancelFirst()
@@ -272,5 +275,95 @@ func TestWatchOnCutOffNodeEnds(t *testing.T) {
 		t.Logf("ended %s after the cut: %v", time.Since(stopped).Round(time.Millisecond), err)
 	case <-time.After(10 * time.Second):
 		t.Fatal("the watch on a node without a leader was still open 10s later")
+	}
+}
+
+// planNearLimit is a valid plan whose encoded content is within a few
+// dozen bytes under fsm.MaxPlanBytes.
+func planNearLimit(t *testing.T) *pb.Plan {
+	t.Helper()
+	p := &pb.Plan{PlannerId: "test"}
+	size := proto.Size(p)
+	// field is the encoded size of an endpoint as a field of the plan.
+	field := func(ep *pb.EndpointPlan) int { n := proto.Size(ep); return 1 + protowire.SizeVarint(uint64(n)) + n }
+	for e := 0; ; e++ {
+		ep := bigPlan(1, 1000).Endpoints[0]
+		ep.Name = fmt.Sprintf("e%d.dnsplan.test.", e)
+		if size+field(ep) > fsm.MaxPlanBytes {
+			break
+		}
+		p.Endpoints = append(p.Endpoints, ep)
+		size += field(ep)
+	}
+	// Fill the rest with one more endpoint, a target at a time.
+	last := &pb.EndpointPlan{Name: "last.dnsplan.test.", Ttl: 30}
+	for i := 0; ; i++ {
+		last.Targets = append(last.Targets, &pb.Target{Id: fmt.Sprintf("lb-%04d", i), Address: fmt.Sprintf("10.255.%d.%d", i/256, i%256), Weight: 1})
+		if size+field(last) > fsm.MaxPlanBytes {
+			last.Targets = last.Targets[:len(last.Targets)-1]
+			break
+		}
+	}
+	p.Endpoints = append(p.Endpoints, last)
+	// And the last bytes with the planner id.
+	for proto.Size(&pb.Plan{PlannerId: p.PlannerId + "x", Endpoints: p.Endpoints}) <= fsm.MaxPlanBytes && len(p.PlannerId) < fsm.MaxIDLength {
+		p.PlannerId += "x"
+	}
+	if n := proto.Size(&pb.Plan{PlannerId: p.PlannerId, Endpoints: p.Endpoints}); n > fsm.MaxPlanBytes || n < fsm.MaxPlanBytes-64 {
+		t.Fatalf("test plan is %d bytes, want just under %d", n, fsm.MaxPlanBytes)
+	}
+	if err := fsm.ValidatePlan(p); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// Hole 8: a plan that validation accepts is one every part of the system
+// can carry. A plan just under the limit is submitted through a follower,
+// read with GetPlan through a follower (forwarded to the leader) and
+// delivered by WatchPlans, all with the project's own client.
+func TestPlanAtTheLimitTravelsEverywhere(t *testing.T) {
+	// Raft's default timeouts: a 4 MiB entry takes longer than the test
+	// harness's 250ms to reach and be applied by every node under the
+	// race detector, which would only add elections to the test.
+	c := newTestCluster(t, 3, func(cfg *Config) {
+		cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = time.Second, time.Second, 500*time.Millisecond
+	})
+	c.startAll()
+	f := c.follower()
+	// A 4 MiB plan goes through validation twice, Raft and three state
+	// machines under the race detector: give each call time.
+	cl, err := client.New([]string{c.specs[f.ID()].grpcAddr}, client.WithCallTimeout(30*time.Second), client.WithRetryBudget(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	plan := planNearLimit(t)
+	start := time.Now()
+	res, err := cl.SubmitPlan(ctx, &pb.SubmitPlanRequest{Plan: plan})
+	t.Logf("submit took %s", time.Since(start).Round(time.Millisecond))
+	if err != nil {
+		t.Fatalf("submit a plan just under the limit: %v", err)
+	}
+	got, err := cl.GetPlan(ctx, &pb.GetPlanRequest{Generation: res.Generation})
+	if err != nil {
+		t.Fatalf("GetPlan of a plan just under the limit: %v", err)
+	}
+	if got.GetGeneration() != res.Generation {
+		t.Fatalf("GetPlan returned generation %d, want %d", got.GetGeneration(), res.Generation)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
+	defer wcancel()
+	errDelivered := errors.New("delivered")
+	err = cl.WatchPlans(wctx, 1, func(p *pb.Plan) error {
+		if p.GetGeneration() == res.Generation {
+			return errDelivered
+		}
+		return nil
+	})
+	if !errors.Is(err, errDelivered) {
+		t.Fatalf("WatchPlans did not deliver the plan: %v", err)
 	}
 }

@@ -25,6 +25,7 @@ type metrics struct {
 	cleanups          *prometheus.CounterVec
 	plansDeleted      prometheus.Counter
 	plansFoundByRead  prometheus.Counter
+	watchErrors       *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, shards int) (*metrics, error) {
@@ -66,9 +67,13 @@ func newMetrics(reg prometheus.Registerer, shards int) (*metrics, error) {
 			Name: "dnsplan_enactor_plans_found_by_read_total",
 			Help: "Plans the periodic newest-plan read learned before the watch stream delivered them (a quiet or stuck watch).",
 		}),
+		watchErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dnsplan_enactor_watch_errors_total",
+			Help: "Plan watches that ended with an answer reconnecting cannot cure, by gRPC code (e.g. ResourceExhausted: a plan over a message limit).",
+		}, []string{"code"}),
 	}
 	for _, c := range []prometheus.Collector{m.leasesHeld, m.appliedGeneration, m.applies, m.endpoints,
-		m.convergence, m.convergeTimeouts, m.cleanups, m.plansDeleted, m.plansFoundByRead} {
+		m.convergence, m.convergeTimeouts, m.cleanups, m.plansDeleted, m.plansFoundByRead, m.watchErrors} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

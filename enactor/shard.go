@@ -119,9 +119,12 @@ func (s *shard) watch(ctx context.Context) {
 			return
 		}
 		// The client reconnects broken streams itself; it returns only on
-		// an answer it cannot cure by reconnecting. Keep trying anyway:
-		// without a watch this holder would apply nothing.
-		s.log.Warn("watching plans failed; retrying", "from", from, "err", err)
+		// an answer it cannot cure by reconnecting (a plan over a message
+		// limit, a refused request): an operator must hear of it. Keep
+		// trying anyway, more slowly; the newest-plan read goes on too.
+		code := status.Code(err)
+		s.e.metrics.watchErrors.WithLabelValues(code.String()).Inc()
+		s.log.Error("watching plans failed with an answer reconnecting cannot cure; retrying", "from", from, "code", code, "err", err)
 		if client.Sleep(ctx, retry.Pause()) != nil {
 			return
 		}

@@ -1,9 +1,11 @@
 package enactor
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -40,6 +42,9 @@ type fakeCluster struct {
 	// quietWatch makes WatchPlans deliver nothing, like a stream served
 	// by a node cut off from the quorum.
 	quietWatch bool
+	// watchErr, if set, is what WatchPlans returns at once: an answer
+	// the client does not cure by reconnecting.
+	watchErr error
 }
 
 func newFakeCluster() *fakeCluster {
@@ -73,6 +78,9 @@ func (f *fakeCluster) HoldLease(ctx context.Context, name, holder string, _ time
 }
 
 func (f *fakeCluster) WatchPlans(ctx context.Context, from uint64, fn func(*pb.Plan) error) error {
+	if f.watchErr != nil {
+		return f.watchErr
+	}
 	stop := context.AfterFunc(ctx, func() {
 		f.mu.Lock()
 		f.cond.Broadcast()
@@ -162,12 +170,22 @@ func (f *fakeCluster) sent() []string {
 // startFake runs an enactor against f and stops it when the test ends.
 func startFake(t *testing.T, f *fakeCluster) *Enactor {
 	t.Helper()
+	return startFakeWith(t, f, nil)
+}
+
+// startFakeWith is startFake with a chance to change the config first.
+func startFakeWith(t *testing.T, f *fakeCluster, tune func(*Config)) *Enactor {
+	t.Helper()
 	cl, err := client.New([]string{"127.0.0.1:1"}) // never dialled: f stands in
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cl.Close() })
-	e, err := New(Config{ID: "az-a", Client: cl, LeaseTTL: time.Second, ConvergeTimeout: time.Second})
+	cfg := Config{ID: "az-a", Client: cl, LeaseTTL: time.Second, ConvergeTimeout: time.Second}
+	if tune != nil {
+		tune(&cfg)
+	}
+	e, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -483,4 +501,44 @@ func TestQuietWatchNewestPlanReadApplies(t *testing.T) {
 	if got := counter(e, "dnsplan_enactor_plans_found_by_read_total"); got != 2 {
 		t.Errorf("plans found by the newest-plan read = %v, want 2", got)
 	}
+}
+
+// A watch that ends with an answer reconnecting cannot cure (a plan over
+// a message limit) is counted and logged at error level, not looped on
+// silently; plans still arrive through the newest-plan read.
+func TestPermanentWatchErrorIsLoud(t *testing.T) {
+	f := newFakeCluster()
+	f.watchErr = status.Error(codes.ResourceExhausted, "grpc: received message larger than max")
+	var logs syncBuffer
+	e := startFakeWith(t, f, func(cfg *Config) {
+		cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	gen := f.addPlan()
+	clustertest.WaitFor(t, 3*time.Second, "the plan applied without the watch", func() bool {
+		return slices.Contains(f.sent(), fmt.Sprintf("%d@1", gen))
+	})
+	if got := counter(e, "dnsplan_enactor_watch_errors_total", "code", "ResourceExhausted"); got < 1 {
+		t.Errorf("watch errors counted = %v, want at least 1", got)
+	}
+	if !strings.Contains(logs.String(), "level=ERROR") || !strings.Contains(logs.String(), "ResourceExhausted") {
+		t.Errorf("no error-level log naming the code; log:\n%s", logs.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger's concurrent writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
