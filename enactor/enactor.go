@@ -11,6 +11,16 @@
 // safety depends on, so a slow, paused, buggy or duplicated enactor wastes
 // work at worst; that is what AWS's enactors lacked in October 2025.
 //
+// Answers per endpoint: APPLIED, and STALE at exactly the generation
+// asked for (the retry of a write whose first answer was lost), both mean
+// the endpoint serves the plan, which is then read back; STALE at a newer
+// generation means the apply changed nothing; REFUSED (the velocity limit,
+// emptying an address family) is logged and counted by reason, and the
+// refused endpoints are applied again alone after a pause, since the
+// velocity window slides. A holder also reads the newest plan every lease
+// TTL, so a watch stream that went quiet (its node cut off from the
+// quorum) delays a plan by one TTL at most.
+//
 // The package talks to the cluster only through the small interfaces
 // below, which *client.Client implements; it never imports cluster/.
 package enactor

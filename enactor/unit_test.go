@@ -45,6 +45,10 @@ type fakeCluster struct {
 	// watchErr, if set, is what WatchPlans returns at once: an answer
 	// the client does not cure by reconnecting.
 	watchErr error
+	// results, if set, scripts the per-endpoint results of an answered
+	// apply; the default applies every endpoint.
+	results   func(*pb.ApplyPlanRequest) []*pb.EndpointResult
+	readBacks int // GetAppliedOf calls
 }
 
 func newFakeCluster() *fakeCluster {
@@ -130,6 +134,9 @@ func (f *fakeCluster) ApplyPlan(_ context.Context, req *pb.ApplyPlanRequest) (*p
 			return nil, err
 		}
 	}
+	if f.results != nil {
+		return &pb.ApplyPlanResponse{Results: f.results(req)}, nil
+	}
 	return &pb.ApplyPlanResponse{Results: []*pb.EndpointResult{{Endpoint: "api.dnsplan.test.", Outcome: pb.Outcome_OUTCOME_APPLIED, AppliedGeneration: req.GetGeneration()}}}, nil
 }
 
@@ -149,6 +156,7 @@ func (f *fakeCluster) Status(context.Context) (*pb.StatusResponse, error) {
 func (f *fakeCluster) GetAppliedOf(_ context.Context, _, endpoint string) (*pb.AppliedEndpoint, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.readBacks++
 	var gen uint64
 	for _, a := range f.applies {
 		gen = max(gen, a.GetGeneration())
@@ -541,4 +549,97 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// Hole 11: an apply answered STALE at the very generation it asked for
+// means the endpoint serves it (the retry of a write whose first answer
+// was lost). It counts as applied and is read back, not as a stale apply.
+func TestStaleAtRequestedGenerationCountsAsApplied(t *testing.T) {
+	f := newFakeCluster()
+	f.results = func(r *pb.ApplyPlanRequest) []*pb.EndpointResult {
+		return []*pb.EndpointResult{{Endpoint: "api.dnsplan.test.", Outcome: pb.Outcome_OUTCOME_STALE, AppliedGeneration: r.GetGeneration()}}
+	}
+	e := startFake(t, f)
+	f.addPlan()
+	clustertest.WaitFor(t, clustertest.LongWait, "the apply answered", func() bool {
+		return applies(e, outcomeApplied)+applies(e, outcomeStale) == 1
+	})
+	clustertest.WaitFor(t, 5*time.Second, "the endpoint read back", func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.readBacks > 0
+	})
+	if got := applies(e, outcomeApplied); got != 1 {
+		t.Errorf("applies counted applied = %v, want 1", got)
+	}
+	if got := counter(e, "dnsplan_enactor_endpoint_results_total", "outcome", outcomeStale); got != 0 {
+		t.Errorf("endpoints counted stale = %v, want 0", got)
+	}
+}
+
+// OUTCOME_REFUSED (the velocity limit, say): the enactor counts it by
+// reason and applies the same generation again later, for the refused
+// endpoints only, until the cluster takes it; no newer plan is needed.
+func TestRefusedEndpointIsRetried(t *testing.T) {
+	f := newFakeCluster()
+	refuse := true
+	f.results = func(r *pb.ApplyPlanRequest) []*pb.EndpointResult {
+		if refuse {
+			refuse = false
+			return []*pb.EndpointResult{
+				{Endpoint: "api.dnsplan.test.", Outcome: pb.Outcome_OUTCOME_REFUSED, AppliedGeneration: 0, Reason: "VELOCITY", Detail: "would drop 75% of capacity, limit 50%"},
+				{Endpoint: "www.dnsplan.test.", Outcome: pb.Outcome_OUTCOME_APPLIED, AppliedGeneration: r.GetGeneration()},
+			}
+		}
+		var out []*pb.EndpointResult
+		for _, ep := range r.GetEndpoints() {
+			out = append(out, &pb.EndpointResult{Endpoint: ep, Outcome: pb.Outcome_OUTCOME_APPLIED, AppliedGeneration: r.GetGeneration()})
+		}
+		return out
+	}
+	e := startFake(t, f)
+	f.addPlan()
+	clustertest.WaitFor(t, 10*time.Second, "the refused endpoint applied on a retry", func() bool {
+		return applies(e, outcomeApplied) == 2
+	})
+	if got := f.sent(); !slices.Equal(got, []string{"1@1", "1@1"}) {
+		t.Errorf("applies %v, want generation 1 twice under token 1", got)
+	}
+	f.mu.Lock()
+	retry := f.applies[len(f.applies)-1].GetEndpoints()
+	f.mu.Unlock()
+	if !slices.Equal(retry, []string{"api.dnsplan.test."}) {
+		t.Errorf("retry named endpoints %v, want only the refused one", retry)
+	}
+	if got := counter(e, "dnsplan_enactor_refused_total", "reason", "velocity"); got != 1 {
+		t.Errorf("refused endpoints counted under reason velocity = %v, want 1", got)
+	}
+}
+
+// A retry of refused endpoints that gets no answer (the cluster is
+// unavailable) is itself retried, without waiting for a newer plan.
+func TestRefusedRetryThatFailsIsRetried(t *testing.T) {
+	f := newFakeCluster()
+	step := 0
+	f.answer = func(*pb.ApplyPlanRequest) error {
+		if step++; step == 2 {
+			return status.Error(codes.Unavailable, "no leader")
+		}
+		return nil
+	}
+	f.results = func(r *pb.ApplyPlanRequest) []*pb.EndpointResult {
+		outcome := pb.Outcome_OUTCOME_APPLIED
+		if step == 1 {
+			outcome = pb.Outcome_OUTCOME_REFUSED
+		}
+		return []*pb.EndpointResult{{Endpoint: "api.dnsplan.test.", Outcome: outcome, Reason: "VELOCITY"}}
+	}
+	e := startFake(t, f)
+	f.addPlan()
+	clustertest.WaitFor(t, 10*time.Second, "the refused endpoint applied after a failed retry", func() bool {
+		return applies(e, outcomeApplied) == 1
+	})
+	if got := f.sent(); !slices.Equal(got, []string{"1@1", "1@1", "1@1"}) {
+		t.Errorf("applies %v, want generation 1 three times: refused, unanswered, applied", got)
+	}
 }
