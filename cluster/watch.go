@@ -198,7 +198,7 @@ func (h *watchHub) serve(stream grpc.ServerStream, what string, collect func(*fs
 		var msgs []any
 		h.n.machine.read(func(s *fsm.State) { msgs = collect(s) })
 		for _, m := range msgs {
-			if err := out.send(ctx, m, h.sendTimeout); err != nil {
+			if err := out.send(ctx, h.n.closing, m, h.sendTimeout); err != nil {
 				if errors.Is(err, ErrWatchStalled) {
 					h.ended.WithLabelValues(what, "stalled").Inc()
 					h.n.log.Warn("watch stream stalled; ending it", "watch", what, "client", clientAddr(ctx), "timeout", h.sendTimeout)
@@ -274,10 +274,11 @@ func newStreamSender(stream grpc.ServerStream) *streamSender {
 	return s
 }
 
-// send sends m, waiting at most timeout for the client to make room.
+// send sends m, waiting at most timeout for the client to make room, and
+// no longer than ctx lasts or until closing is closed (the node stops).
 // The goroutine is idle when send is called: every earlier send was
 // waited for, or the stream is being ended.
-func (s *streamSender) send(ctx context.Context, m any, timeout time.Duration) error {
+func (s *streamSender) send(ctx context.Context, closing <-chan struct{}, m any, timeout time.Duration) error {
 	s.msgs <- m
 	t := time.NewTimer(timeout)
 	defer t.Stop()
@@ -291,6 +292,8 @@ func (s *streamSender) send(ctx context.Context, m any, timeout time.Duration) e
 		}
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-closing:
+		return status.Error(codes.Unavailable, "node is shutting down; resume on another node")
 	}
 }
 
