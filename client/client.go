@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
@@ -46,6 +47,12 @@ const (
 	DefaultRetryBudget = 15 * time.Second
 	DefaultMinBackoff  = 50 * time.Millisecond
 	DefaultMaxBackoff  = time.Second
+)
+
+// Client keepalive (see conn).
+const (
+	keepaliveTime    = 20 * time.Second
+	keepaliveTimeout = 10 * time.Second
 )
 
 type options struct {
@@ -186,6 +193,13 @@ func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
 	dial := []grpc.DialOption{
 		// The cluster has no TLS yet.
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		MessageLimits(),
+		// Ping a connection quiet for keepaliveTime (a watch waiting for
+		// the next plan) and drop it if its node does not answer within
+		// keepaliveTimeout: a node that vanished without closing the
+		// connection then breaks the watch, which resumes elsewhere.
+		// Nodes refuse pings more frequent than every 10s.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: keepaliveTime, Timeout: keepaliveTimeout}),
 		// gRPC's default reconnect backoff grows to two minutes; a node
 		// that restarts should be usable again within seconds, since the
 		// client fails over rather than waiting on one connection.

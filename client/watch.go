@@ -13,13 +13,18 @@ import (
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
+// ReasonWatchLimit is the reason (see Reason) of a watch refused because
+// the node's or this client's cap of open watch streams is reached.
+const ReasonWatchLimit = "watch_limit"
+
 // WatchPlans calls fn with every stored plan of generation from or later,
 // in order, then with each new plan as it is committed. When the stream
 // breaks it reconnects, to any node, and resumes after the last generation
 // fn was given, so fn sees no gap and no plan twice. It returns when ctx
 // ends (ctx.Err()), when fn returns an error (that error), or when a node
 // answers with an error that reconnecting cannot cure (InvalidArgument,
-// Unimplemented, …).
+// Unimplemented, ResourceExhausted for a message over a size limit, …),
+// which it also logs at error level.
 func (c *Client) WatchPlans(ctx context.Context, from uint64, fn func(*pb.Plan) error) error {
 	next := from
 	return c.watch(ctx, "plans", func(ctx context.Context, cc grpc.ClientConnInterface, progress func()) error {
@@ -130,6 +135,10 @@ func (c *Client) watch(ctx context.Context, what string, session func(ctx contex
 		case ctx.Err() != nil:
 			return ctx.Err()
 		case permanent(err):
+			// Reconnecting would get the same answer from the same point,
+			// forever and unseen; say so and hand it to the caller.
+			c.log.Error("watch stopped: the cluster's answer cannot be cured by reconnecting",
+				"watch", what, "addr", addr, "code", status.Code(err), "err", err)
 			return err
 		}
 		failed := addr
@@ -144,9 +153,12 @@ func (c *Client) watch(ctx context.Context, what string, session func(ctx contex
 }
 
 // permanent reports whether a stream error is an answer that reconnecting
-// would only repeat. Everything else (Unavailable, a node shutting down,
-// a stream the server ended, io.EOF) is worth a reconnect, since a watch
-// is meant to run forever.
+// would only repeat. RESOURCE_EXHAUSTED is one (a message over a size
+// limit comes back from every node at the same resume point), except a
+// node's cap of watch streams (reason WATCH_LIMIT), which another node,
+// or the same one later, may not have reached. Everything else
+// (Unavailable, a node shutting down, a stream the server ended, io.EOF)
+// is worth a reconnect, since a watch is meant to run forever.
 func permanent(err error) bool {
 	if err == nil || errors.Is(err, io.EOF) {
 		return false
@@ -155,6 +167,8 @@ func permanent(err error) bool {
 	case codes.InvalidArgument, codes.NotFound, codes.AlreadyExists, codes.PermissionDenied,
 		codes.FailedPrecondition, codes.OutOfRange, codes.Unimplemented, codes.Unauthenticated:
 		return true
+	case codes.ResourceExhausted:
+		return Reason(err) != ReasonWatchLimit
 	}
 	return false
 }

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/cluster/dnsserver"
 	"github.com/dnsplan/dnsplan/cluster/fsm"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
@@ -114,6 +115,14 @@ type Config struct {
 	// ApplyTimeout bounds one proposal when the request has no deadline
 	// (default 10s).
 	ApplyTimeout time.Duration
+
+	// Watch streams (see watch.go): WatchSendTimeout is how long one
+	// message may wait for a client to read before its stream is ended
+	// (default 10s); MaxWatchers and MaxWatchersPerClient cap open watch
+	// streams per node and per client address (defaults 1024 and 64).
+	WatchSendTimeout     time.Duration
+	MaxWatchers          int
+	MaxWatchersPerClient int
 
 	Logger *slog.Logger
 	// RaftLogOutput receives hashicorp/raft's own log (default stderr) at
@@ -660,7 +669,7 @@ func (n *Node) conn(addr string) (*grpc.ClientConn, error) {
 	if c, ok := n.conns[addr]; ok {
 		return c, nil
 	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), client.MessageLimits())
 	if err != nil {
 		return nil, err
 	}

@@ -1,30 +1,41 @@
 package cluster
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"net"
-	"slices"
 	"time"
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
-	"google.golang.org/grpc/status"
 
+	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/cluster/fsm"
 	statev1 "github.com/dnsplan/dnsplan/proto/dnsplan/state/v1"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
-// maxRequestBytes is the gRPC receive limit: above fsm.MaxPlanBytes, so an
-// oversize plan reaches validation and gets INVALID_ARGUMENT with a clear
-// message; beyond it gRPC itself answers RESOURCE_EXHAUSTED.
-const maxRequestBytes = 4 * fsm.MaxPlanBytes
+// maxRequestBytes is the server's send and receive limit, the same as
+// every client's (client.MaxMessageBytes): an oversize plan reaches
+// validation and gets INVALID_ARGUMENT with a clear message; beyond it
+// gRPC itself answers RESOURCE_EXHAUSTED.
+const maxRequestBytes = client.MaxMessageBytes
+
+// The largest valid plan must fit every message limit with room to spare
+// (the stored plan's generation and time, a stream's envelope): this
+// fails to compile if fsm.MaxPlanBytes grows past half the limit.
+const _ uint = maxRequestBytes - 2*fsm.MaxPlanBytes
+
+// gRPC keepalive of the server (see startGRPC).
+const (
+	keepaliveTime    = 30 * time.Second
+	keepaliveTimeout = 10 * time.Second
+	keepaliveMinTime = 10 * time.Second
+)
 
 func (n *Node) startGRPC() error {
 	lis := n.cfg.GRPCListener
@@ -38,12 +49,19 @@ func (n *Node) startGRPC() error {
 	s := grpc.NewServer(
 		grpc.MaxRecvMsgSize(maxRequestBytes),
 		grpc.MaxSendMsgSize(maxRequestBytes),
+		// Close connections whose peer is gone or frozen: the server pings
+		// a connection quiet for keepaliveTime and drops it if no answer
+		// comes within keepaliveTimeout. Clients may ping too, but not
+		// more often than keepaliveMinTime.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: keepaliveTime, Timeout: keepaliveTimeout}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keepaliveMinTime, PermitWithoutStream: true}),
 		grpc.ChainUnaryInterceptor(n.unaryErrors),
 		grpc.ChainStreamInterceptor(streamErrors),
 	)
-	pb.RegisterPlanServiceServer(s, &planService{n: n})
+	watches := newWatchHub(n)
+	pb.RegisterPlanServiceServer(s, &planService{n: n, watches: watches})
 	pb.RegisterLeaseServiceServer(s, &leaseService{n: n})
-	pb.RegisterEnactServiceServer(s, &enactService{n: n})
+	pb.RegisterEnactServiceServer(s, &enactService{n: n, watches: watches})
 	pb.RegisterClusterServiceServer(s, &clusterService{n: n})
 	if n.cfg.Legacy {
 		pb.RegisterLegacyServiceServer(s, &legacyService{n: n})
@@ -61,30 +79,10 @@ func (n *Node) startGRPC() error {
 	return nil
 }
 
-// watch calls send with the state each time it changes, until send fails,
-// the stream ends or the node closes. The change channel is taken before
-// the state is read, so no change between two sends is missed.
-func (n *Node) watch(ctx context.Context, send func(*fsm.State) error) error {
-	for {
-		ch, _ := n.machine.changed()
-		var err error
-		n.machine.read(func(s *fsm.State) { err = send(s) })
-		if err != nil {
-			return err
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-n.closing:
-			return status.Error(codes.Unavailable, "node is shutting down; resume on another node")
-		}
-	}
-}
-
 type planService struct {
 	pb.UnimplementedPlanServiceServer
-	n *Node
+	n       *Node
+	watches *watchHub
 }
 
 func (p *planService) SubmitPlan(ctx context.Context, req *pb.SubmitPlanRequest) (*pb.SubmitPlanResponse, error) {
@@ -140,21 +138,6 @@ func (p *planService) ListPlans(ctx context.Context, req *pb.ListPlansRequest) (
 		return resp, nil
 	}, func(ctx context.Context, c grpc.ClientConnInterface, req *pb.ListPlansRequest) (*pb.ListPlansResponse, error) {
 		return pb.NewPlanServiceClient(c).ListPlans(ctx, req)
-	})
-}
-
-// WatchPlans streams from the local replica: every node can serve it, and
-// a client that loses its node resumes on another from the next generation.
-func (p *planService) WatchPlans(req *pb.WatchPlansRequest, stream pb.PlanService_WatchPlansServer) error {
-	next := max(req.GetFromGeneration(), 1)
-	return p.n.watch(stream.Context(), func(s *fsm.State) error {
-		for _, plan := range s.PlansFrom(next) {
-			if err := stream.Send(&pb.WatchPlansResponse{Plan: plan}); err != nil {
-				return err
-			}
-			next = plan.Generation + 1
-		}
-		return nil
 	})
 }
 
@@ -214,7 +197,8 @@ func (l *leaseService) ListLeases(ctx context.Context, req *pb.ListLeasesRequest
 
 type enactService struct {
 	pb.UnimplementedEnactServiceServer
-	n *Node
+	n       *Node
+	watches *watchHub
 }
 
 func (e *enactService) ApplyPlan(ctx context.Context, req *pb.ApplyPlanRequest) (*pb.ApplyPlanResponse, error) {
@@ -270,27 +254,6 @@ func (e *enactService) ListApplied(ctx context.Context, req *pb.ListAppliedReque
 		return resp, nil
 	}, func(ctx context.Context, c grpc.ClientConnInterface, req *pb.ListAppliedRequest) (*pb.ListAppliedResponse, error) {
 		return pb.NewEnactServiceClient(c).ListApplied(ctx, req)
-	})
-}
-
-// WatchApplied streams from the local replica, ordered by revision.
-func (e *enactService) WatchApplied(req *pb.WatchAppliedRequest, stream pb.EnactService_WatchAppliedServer) error {
-	next := req.GetFromRevision()
-	return e.n.watch(stream.Context(), func(s *fsm.State) error {
-		var changed []*pb.AppliedEndpoint
-		for _, a := range s.AppliedAll() {
-			if a.Revision >= next {
-				changed = append(changed, a)
-			}
-		}
-		slices.SortFunc(changed, func(a, b *pb.AppliedEndpoint) int { return cmp.Compare(a.Revision, b.Revision) })
-		for _, a := range changed {
-			if err := stream.Send(&pb.WatchAppliedResponse{Endpoint: a}); err != nil {
-				return err
-			}
-			next = a.Revision + 1
-		}
-		return nil
 	})
 }
 

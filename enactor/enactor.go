@@ -11,6 +11,16 @@
 // safety depends on, so a slow, paused, buggy or duplicated enactor wastes
 // work at worst; that is what AWS's enactors lacked in October 2025.
 //
+// Answers per endpoint: APPLIED, and STALE at exactly the generation
+// asked for (the retry of a write whose first answer was lost), both mean
+// the endpoint serves the plan, which is then read back; STALE at a newer
+// generation means the apply changed nothing; REFUSED (the velocity limit,
+// emptying an address family) is logged and counted by reason, and the
+// refused endpoints are applied again alone after a pause, since the
+// velocity window slides. A holder also reads the newest plan every lease
+// TTL, so a watch stream that went quiet (its node cut off from the
+// quorum) delays a plan by one TTL at most.
+//
 // The package talks to the cluster only through the small interfaces
 // below, which *client.Client implements; it never imports cluster/.
 package enactor
@@ -44,6 +54,12 @@ type PlanWatcher interface {
 	WatchPlans(ctx context.Context, from uint64, fn func(*pb.Plan) error) error
 }
 
+// PlanReader reads the newest stored plan linearizably: the enactor's
+// check, independent of any watch stream, that it has missed no plan.
+type PlanReader interface {
+	GetPlan(ctx context.Context, req *pb.GetPlanRequest) (*pb.Plan, error)
+}
+
 // Applier is the cluster's conditional write and its plan clean-up.
 type Applier interface {
 	ApplyPlan(ctx context.Context, req *pb.ApplyPlanRequest) (*pb.ApplyPlanResponse, error)
@@ -60,6 +76,7 @@ type Reader interface {
 var (
 	_ LeaseHolder = (*client.Client)(nil)
 	_ PlanWatcher = (*client.Client)(nil)
+	_ PlanReader  = (*client.Client)(nil)
 	_ Applier     = (*client.Client)(nil)
 	_ Reader      = (*client.Client)(nil)
 )
@@ -81,7 +98,8 @@ type Config struct {
 	// Client reaches the cluster. Required.
 	Client *client.Client
 	// LeaseTTL is the TTL of each enactor/<shard> lease; it is renewed
-	// every LeaseTTL/3.
+	// every LeaseTTL/3. While holding a lease the enactor also reads the
+	// newest plan every LeaseTTL, whatever its watch stream does.
 	LeaseTTL time.Duration
 	// Shards is how many leases the endpoints are split over: endpoint e
 	// belongs to shard ShardOf(e, Shards). With one shard every apply
@@ -173,14 +191,15 @@ func (c *Config) setDefaults() error {
 // Enactor applies plans while it holds leases. Create one with New and
 // start it with Run.
 type Enactor struct {
-	cfg     Config
-	log     *slog.Logger
-	leases  LeaseHolder
-	plans   PlanWatcher
-	applier Applier
-	reader  Reader
-	gate    *PauseGate
-	metrics *metrics
+	cfg        Config
+	log        *slog.Logger
+	leases     LeaseHolder
+	plans      PlanWatcher
+	planReader PlanReader
+	applier    Applier
+	reader     Reader
+	gate       *PauseGate
+	metrics    *metrics
 	// legacy is set only when cfg.Legacy is (legacy.go).
 	legacy *legacyEnactor
 
@@ -208,16 +227,17 @@ func New(cfg Config) (*Enactor, error) {
 		}
 	}
 	return &Enactor{
-		cfg:     cfg,
-		log:     cfg.Logger.With("component", "enactor", "enactor", cfg.ID),
-		leases:  cfg.Client,
-		plans:   cfg.Client,
-		applier: cfg.Client,
-		reader:  cfg.Client,
-		gate:    cfg.Pause,
-		metrics: m,
-		legacy:  legacy,
-		held:    map[string]uint64{},
+		cfg:        cfg,
+		log:        cfg.Logger.With("component", "enactor", "enactor", cfg.ID),
+		leases:     cfg.Client,
+		plans:      cfg.Client,
+		planReader: cfg.Client,
+		applier:    cfg.Client,
+		reader:     cfg.Client,
+		gate:       cfg.Pause,
+		metrics:    m,
+		legacy:     legacy,
+		held:       map[string]uint64{},
 	}, nil
 }
 

@@ -201,7 +201,7 @@ func (e *Enactor) runLegacy(ctx context.Context) error {
 	var done uint64 // newest generation a pass wrote, or found not newer
 	retry := client.Backoff{First: retryFirst, Limit: retryLimit}
 	for {
-		plan := s.next(ctx, done)
+		plan := s.next(ctx, done, nil)
 		if plan == nil {
 			log.Info("enactor stopped")
 			return nil

@@ -7,7 +7,8 @@ import (
 // Apply outcomes, the values of dnsplan_enactor_applies_total's label.
 const (
 	outcomeApplied  = "applied"   // at least one endpoint now serves the plan
-	outcomeStale    = "stale"     // every endpoint already served it or newer
+	outcomeStale    = "stale"     // every endpoint already served a newer generation
+	outcomeRefused  = "refused"   // some endpoint refused it (velocity, ...), none newly serves it
 	outcomeFenced   = "fenced"    // the token is not the lease's current one
 	outcomeFrozen   = "frozen"    // an operator switched applies off
 	outcomeNotFound = "not_found" // the plan was deleted by clean-up
@@ -24,6 +25,9 @@ type metrics struct {
 	convergeTimeouts  prometheus.Counter
 	cleanups          *prometheus.CounterVec
 	plansDeleted      prometheus.Counter
+	plansFoundByRead  prometheus.Counter
+	watchErrors       *prometheus.CounterVec
+	refused           *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, shards int) (*metrics, error) {
@@ -38,11 +42,11 @@ func newMetrics(reg prometheus.Registerer, shards int) (*metrics, error) {
 		}, []string{"lease"}),
 		applies: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dnsplan_enactor_applies_total",
-			Help: "ApplyPlan calls by outcome: applied, stale, fenced, frozen, not_found, error.",
+			Help: "ApplyPlan calls by outcome: applied, stale, refused, fenced, frozen, not_found, error.",
 		}, []string{"outcome"}),
 		endpoints: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dnsplan_enactor_endpoint_results_total",
-			Help: "Endpoints in answered ApplyPlan calls, by outcome: applied or stale.",
+			Help: "Endpoints in answered ApplyPlan calls, by outcome: applied (serves the generation), stale or refused.",
 		}, []string{"outcome"}),
 		convergence: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "dnsplan_enactor_convergence_seconds",
@@ -61,9 +65,21 @@ func newMetrics(reg prometheus.Registerer, shards int) (*metrics, error) {
 			Name: "dnsplan_enactor_plans_deleted_total",
 			Help: "Plans deleted by this enactor's clean-ups.",
 		}),
+		plansFoundByRead: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dnsplan_enactor_plans_found_by_read_total",
+			Help: "Plans the periodic newest-plan read learned before the watch stream delivered them (a quiet or stuck watch).",
+		}),
+		watchErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dnsplan_enactor_watch_errors_total",
+			Help: "Plan watches that ended with an answer reconnecting cannot cure, by gRPC code (e.g. ResourceExhausted: a plan over a message limit).",
+		}, []string{"code"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dnsplan_enactor_refused_total",
+			Help: "Endpoints the cluster refused in answered ApplyPlan calls (OUTCOME_REFUSED), by reason (velocity, family, ...).",
+		}, []string{"reason"}),
 	}
 	for _, c := range []prometheus.Collector{m.leasesHeld, m.appliedGeneration, m.applies, m.endpoints,
-		m.convergence, m.convergeTimeouts, m.cleanups, m.plansDeleted} {
+		m.convergence, m.convergeTimeouts, m.cleanups, m.plansDeleted, m.plansFoundByRead, m.watchErrors, m.refused} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -73,10 +89,10 @@ func newMetrics(reg prometheus.Registerer, shards int) (*metrics, error) {
 	for i := range shards {
 		m.leasesHeld.WithLabelValues(LeaseName(i))
 	}
-	for _, o := range []string{outcomeApplied, outcomeStale, outcomeFenced, outcomeFrozen, outcomeNotFound, outcomeError} {
+	for _, o := range []string{outcomeApplied, outcomeStale, outcomeRefused, outcomeFenced, outcomeFrozen, outcomeNotFound, outcomeError} {
 		m.applies.WithLabelValues(o)
 	}
-	for _, o := range []string{outcomeApplied, outcomeStale} {
+	for _, o := range []string{outcomeApplied, outcomeStale, outcomeRefused} {
 		m.endpoints.WithLabelValues(o)
 	}
 	for _, o := range []string{"ok", "refused", "error"} {

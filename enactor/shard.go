@@ -3,6 +3,7 @@ package enactor
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,6 +20,14 @@ import (
 const (
 	retryFirst = 100 * time.Millisecond
 	retryLimit = 2 * time.Second
+)
+
+// Pauses before applying refused endpoints again: the cluster's velocity
+// window (60s by default) slides, so a refused change may be taken a few
+// seconds later; there is no point asking much more often.
+const (
+	refusedRetryFirst = time.Second
+	refusedRetryLimit = 10 * time.Second
 )
 
 // shard is one lease, enactor/<index>, and what this enactor knows of the
@@ -88,6 +97,7 @@ func (s *shard) hold(runCtx, leaseCtx context.Context, lease *pb.Lease) {
 	// moment it is committed, even while an apply or a back-off is under
 	// way; it ends with the holding.
 	wg.Go(func() { s.watch(ctx) })
+	wg.Go(func() { s.checkNewest(ctx) })
 	v := newVerifier(s, log)
 	// Read-back and clean-up run beside the apply loop so that a node that
 	// is down (its read-backs failing until --converge-timeout) never
@@ -109,14 +119,8 @@ func (s *shard) watch(ctx context.Context) {
 		err := s.e.plans.WatchPlans(ctx, from, func(p *pb.Plan) error {
 			s.mu.Lock()
 			s.from = p.GetGeneration() + 1
-			if s.newest == nil || p.GetGeneration() > s.newest.GetGeneration() {
-				s.newest = p
-			}
 			s.mu.Unlock()
-			select {
-			case s.changed <- struct{}{}:
-			default:
-			}
+			s.learn(p)
 			retry.Reset()
 			return nil
 		})
@@ -124,24 +128,86 @@ func (s *shard) watch(ctx context.Context) {
 			return
 		}
 		// The client reconnects broken streams itself; it returns only on
-		// an answer it cannot cure by reconnecting. Keep trying anyway:
-		// without a watch this holder would apply nothing.
-		s.log.Warn("watching plans failed; retrying", "from", from, "err", err)
+		// an answer it cannot cure by reconnecting (a plan over a message
+		// limit, a refused request): an operator must hear of it. Keep
+		// trying anyway, more slowly; the newest-plan read goes on too.
+		code := status.Code(err)
+		s.e.metrics.watchErrors.WithLabelValues(code.String()).Inc()
+		s.log.Error("watching plans failed with an answer reconnecting cannot cure; retrying", "from", from, "code", code, "err", err)
 		if client.Sleep(ctx, retry.Pause()) != nil {
 			return
 		}
 	}
 }
 
+// checkNewest reads the newest plan linearizably at the start of a
+// holding and every lease TTL after, and learns it like a watched plan.
+//
+// A watch stream can go quiet without failing: its node may be cut off
+// from the quorum, its replica frozen while the cluster commits plans.
+// The holder's renewals fail over to other nodes, so it keeps the lease
+// and no standby can take over (L2). This read goes wherever a leader
+// answers, so a holder learns of a newer plan within one lease TTL
+// whatever its watch node does.
+func (s *shard) checkNewest(ctx context.Context) {
+	tick := time.NewTicker(s.e.cfg.LeaseTTL)
+	defer tick.Stop()
+	for {
+		if s.e.gate.wait(ctx) != nil {
+			return
+		}
+		p, err := s.e.planReader.GetPlan(ctx, &pb.GetPlanRequest{Newest: true})
+		switch {
+		case err == nil:
+			if s.learn(p) {
+				s.e.metrics.plansFoundByRead.Inc()
+				s.log.Info("newest-plan read found a plan the watch had not delivered", "generation", p.GetGeneration())
+			}
+		case ctx.Err() != nil:
+			return
+		case status.Code(err) == codes.NotFound:
+			// No plan is stored yet.
+		default:
+			s.log.Warn("reading the newest plan failed; retrying next period", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// learn makes p the newest plan known if it is newer than it, waking the
+// apply loop; it reports whether it was. Watched plans and the newest
+// plan read both come through here.
+func (s *shard) learn(p *pb.Plan) bool {
+	s.mu.Lock()
+	newer := s.newest == nil || p.GetGeneration() > s.newest.GetGeneration()
+	if newer {
+		s.newest = p
+	}
+	s.mu.Unlock()
+	if newer {
+		select {
+		case s.changed <- struct{}{}:
+		default:
+		}
+	}
+	return newer
+}
+
 // next returns the newest plan known whose generation is above done,
-// waiting for one; nil when ctx ends.
+// waiting for one; or, when again fires first, the newest plan known
+// whatever its generation (a retry of refused endpoints); nil when ctx
+// ends. again may be nil.
 //
 // Skipping plans at or below done only saves work: the cluster decides,
 // in the same step as the write, whether a plan is newer than what each
 // endpoint serves, so re-applying an old plan is answered STALE and changes
 // nothing. Removing this skip would make the loop re-send plans the cluster
 // already answered, and change nothing about safety.
-func (s *shard) next(ctx context.Context, done uint64) *pb.Plan {
+func (s *shard) next(ctx context.Context, done uint64, again <-chan time.Time) *pb.Plan {
 	for {
 		s.mu.Lock()
 		p := s.newest
@@ -153,6 +219,10 @@ func (s *shard) next(ctx context.Context, done uint64) *pb.Plan {
 		case <-ctx.Done():
 			return nil
 		case <-s.changed:
+		case <-again:
+			if p != nil {
+				return p
+			}
 		}
 	}
 }
@@ -181,16 +251,33 @@ func (s *shard) endpoints(p *pb.Plan) (names []string, ok bool) {
 // are courtesies (do not start an apply after the lease is known lost; do
 // not re-send what was answered), and a stale decision of this loop, held
 // up for any length of time, is fenced or answered STALE by the cluster.
+//
+// Endpoints the cluster refused (OUTCOME_REFUSED: the velocity limit, or
+// emptying an address family) are applied again, alone, after a pause
+// that grows from refusedRetryFirst to refusedRetryLimit: the velocity
+// window slides, so a refused change may be taken later without any new
+// plan. A newer plan replaces the retry.
 func (s *shard) enact(runCtx, ctx context.Context, lease *pb.Lease, v *verifier, log *slog.Logger) {
 	var done uint64 // newest generation the cluster answered (or that was skipped)
 	retry := client.Backoff{First: retryFirst, Limit: retryLimit}
+	// refused are endpoints of generation done that the cluster refused;
+	// again fires when they are due to be applied again.
+	var (
+		refused      []string
+		again        <-chan time.Time
+		refusedPause = client.Backoff{First: refusedRetryFirst, Limit: refusedRetryLimit}
+	)
 	for {
-		plan := s.next(ctx, done)
+		plan := s.next(ctx, done, again)
 		if plan == nil {
 			return
 		}
 		gen := plan.GetGeneration()
 		names, ok := s.endpoints(plan)
+		if gen == done {
+			// again fired and no newer plan came: retry what was refused.
+			names, ok, again = refused, len(refused) > 0, nil
+		}
 		if !ok {
 			done = gen // none of this shard's endpoints is in the plan
 			continue
@@ -225,17 +312,29 @@ func (s *shard) enact(runCtx, ctx context.Context, lease *pb.Lease, v *verifier,
 		if runCtx.Err() != nil {
 			return
 		}
-		outcome := s.classify(runCtx, resp, err)
+		outcome := s.classify(runCtx, req, resp, err)
 		s.e.metrics.applies.WithLabelValues(outcome).Inc()
 		switch outcome {
-		case outcomeApplied, outcomeStale:
+		case outcomeApplied, outcomeStale, outcomeRefused:
 			retry.Reset()
 			done = gen
-			applied := s.record(resp)
+			var applied []string
+			applied, refused = s.record(req, resp, log)
 			log.Info("plan "+outcome, "generation", gen, "endpoints_applied", len(applied),
-				"endpoints", len(resp.GetResults()), "took", time.Since(sent).Round(time.Millisecond))
-			s.e.metrics.appliedGeneration.WithLabelValues(s.lease).Set(float64(gen))
+				"endpoints_refused", len(refused), "endpoints", len(resp.GetResults()),
+				"took", time.Since(sent).Round(time.Millisecond))
+			if len(applied) > 0 || outcome == outcomeStale {
+				s.e.metrics.appliedGeneration.WithLabelValues(s.lease).Set(float64(gen))
+			}
 			v.submit(convergeJob{generation: gen, endpoints: applied, sent: sent})
+			again = nil
+			if len(refused) > 0 {
+				d := refusedPause.Pause()
+				log.Info("applying the refused endpoints again later", "generation", gen, "endpoints", refused, "in", d.Round(time.Millisecond))
+				again = time.After(d)
+			} else {
+				refusedPause.Reset()
+			}
 		case outcomeFenced:
 			// The cluster no longer takes this token: stop acting at once
 			// and let HoldLease acquire the lease anew (or stand by).
@@ -246,11 +345,12 @@ func (s *shard) enact(runCtx, ctx context.Context, lease *pb.Lease, v *verifier,
 			if client.Sleep(ctx, retry.Pause()) != nil {
 				return
 			}
+			again = retryNow(gen == done)
 		case outcomeNotFound:
 			// Deleted by clean-up before we got to it: a newer plan exists
 			// (clean-up keeps the newest), and the watch brings it.
 			log.Info("plan deleted before it was applied; skipping", "generation", gen, "err", status.Convert(err).Message())
-			done = gen
+			done, refused, again = gen, nil, nil
 		default:
 			// The client already retried Unavailable within its budget;
 			// keep trying the newest plan, more slowly.
@@ -258,8 +358,20 @@ func (s *shard) enact(runCtx, ctx context.Context, lease *pb.Lease, v *verifier,
 			if client.Sleep(ctx, retry.Pause()) != nil {
 				return
 			}
+			again = retryNow(gen == done)
 		}
 	}
+}
+
+// retryNow is the again channel of an unanswered apply: a retry of
+// refused endpoints (gen == done) must be sent again at once, since next
+// would otherwise wait for a newer plan; any other apply is repeated by
+// next anyway (its generation is still above done).
+func retryNow(retrying bool) <-chan time.Time {
+	if !retrying {
+		return nil
+	}
+	return time.After(0)
 }
 
 // classify names the cluster's answer to an apply. FAILED_PRECONDITION
@@ -267,13 +379,18 @@ func (s *shard) enact(runCtx, ctx context.Context, lease *pb.Lease, v *verifier,
 // switch (a typed field of Status), never from the error's text. If that
 // cannot be read the answer counts as fenced: giving the lease up and
 // acquiring it again is always safe.
-func (s *shard) classify(ctx context.Context, resp *pb.ApplyPlanResponse, err error) string {
+func (s *shard) classify(ctx context.Context, req *pb.ApplyPlanRequest, resp *pb.ApplyPlanResponse, err error) string {
 	switch status.Code(err) {
 	case codes.OK:
+		anyRefused := false
 		for _, r := range resp.GetResults() {
-			if r.GetOutcome() == pb.Outcome_OUTCOME_APPLIED {
+			if serves(req, r) {
 				return outcomeApplied
 			}
+			anyRefused = anyRefused || r.GetOutcome() == pb.Outcome_OUTCOME_REFUSED
+		}
+		if anyRefused {
+			return outcomeRefused
 		}
 		return outcomeStale
 	case codes.FailedPrecondition:
@@ -288,17 +405,46 @@ func (s *shard) classify(ctx context.Context, resp *pb.ApplyPlanResponse, err er
 	return outcomeError
 }
 
-// record counts an answered apply's endpoints and returns those it
-// applied, the ones to read back.
-func (s *shard) record(resp *pb.ApplyPlanResponse) (applied []string) {
+// serves reports whether a result says the endpoint now serves the
+// requested generation: APPLIED, or STALE at exactly that generation,
+// which is what a retried apply whose first attempt succeeded (its answer
+// lost) gets back. Either way the endpoint serves the plan and is read
+// back; only STALE at a newer generation means this apply changed
+// nothing.
+func serves(req *pb.ApplyPlanRequest, r *pb.EndpointResult) bool {
+	switch r.GetOutcome() {
+	case pb.Outcome_OUTCOME_APPLIED:
+		return true
+	case pb.Outcome_OUTCOME_STALE:
+		return r.GetAppliedGeneration() == req.GetGeneration()
+	}
+	return false
+}
+
+// record counts an answered apply's endpoints and returns those that
+// serve its generation (the ones to read back) and those the cluster
+// refused (to apply again later), logging each refusal with its reason.
+func (s *shard) record(req *pb.ApplyPlanRequest, resp *pb.ApplyPlanResponse, log *slog.Logger) (applied, refused []string) {
+	m := s.e.metrics
 	for _, r := range resp.GetResults() {
-		switch r.GetOutcome() {
-		case pb.Outcome_OUTCOME_APPLIED:
+		switch {
+		case serves(req, r):
 			applied = append(applied, r.GetEndpoint())
-			s.e.metrics.endpoints.WithLabelValues(outcomeApplied).Inc()
-		case pb.Outcome_OUTCOME_STALE:
-			s.e.metrics.endpoints.WithLabelValues(outcomeStale).Inc()
+			m.endpoints.WithLabelValues(outcomeApplied).Inc()
+		case r.GetOutcome() == pb.Outcome_OUTCOME_REFUSED:
+			refused = append(refused, r.GetEndpoint())
+			m.endpoints.WithLabelValues(outcomeRefused).Inc()
+			reason := strings.ToLower(r.GetReason())
+			if reason == "" {
+				reason = "unspecified"
+			}
+			m.refused.WithLabelValues(reason).Inc()
+			log.Warn("endpoint refused the plan; will apply it again later", "generation", req.GetGeneration(),
+				"endpoint", r.GetEndpoint(), "reason", reason, "detail", r.GetDetail(),
+				"serves", r.GetAppliedGeneration())
+		default:
+			m.endpoints.WithLabelValues(outcomeStale).Inc()
 		}
 	}
-	return applied
+	return applied, refused
 }

@@ -1,9 +1,11 @@
 package enactor
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -36,6 +39,16 @@ type fakeCluster struct {
 	token    uint64
 	revoke   context.CancelFunc // ends the current holding
 	cleanups int
+	// quietWatch makes WatchPlans deliver nothing, like a stream served
+	// by a node cut off from the quorum.
+	quietWatch bool
+	// watchErr, if set, is what WatchPlans returns at once: an answer
+	// the client does not cure by reconnecting.
+	watchErr error
+	// results, if set, scripts the per-endpoint results of an answered
+	// apply; the default applies every endpoint.
+	results   func(*pb.ApplyPlanRequest) []*pb.EndpointResult
+	readBacks int // GetAppliedOf calls
 }
 
 func newFakeCluster() *fakeCluster {
@@ -69,6 +82,9 @@ func (f *fakeCluster) HoldLease(ctx context.Context, name, holder string, _ time
 }
 
 func (f *fakeCluster) WatchPlans(ctx context.Context, from uint64, fn func(*pb.Plan) error) error {
+	if f.watchErr != nil {
+		return f.watchErr
+	}
 	stop := context.AfterFunc(ctx, func() {
 		f.mu.Lock()
 		f.cond.Broadcast()
@@ -79,7 +95,7 @@ func (f *fakeCluster) WatchPlans(ctx context.Context, from uint64, fn func(*pb.P
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for ctx.Err() == nil {
-		if next > uint64(len(f.plans)) {
+		if f.quietWatch || next > uint64(len(f.plans)) {
 			f.cond.Wait()
 			continue
 		}
@@ -95,6 +111,19 @@ func (f *fakeCluster) WatchPlans(ctx context.Context, from uint64, fn func(*pb.P
 	return ctx.Err()
 }
 
+// GetPlan answers the newest-plan read.
+func (f *fakeCluster) GetPlan(_ context.Context, req *pb.GetPlanRequest) (*pb.Plan, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !req.GetNewest() {
+		return nil, status.Error(codes.Unimplemented, "fake: only newest")
+	}
+	if len(f.plans) == 0 {
+		return nil, status.Error(codes.NotFound, "no plan is stored")
+	}
+	return f.plans[len(f.plans)-1], nil
+}
+
 func (f *fakeCluster) ApplyPlan(_ context.Context, req *pb.ApplyPlanRequest) (*pb.ApplyPlanResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -104,6 +133,9 @@ func (f *fakeCluster) ApplyPlan(_ context.Context, req *pb.ApplyPlanRequest) (*p
 		if err := f.answer(req); err != nil {
 			return nil, err
 		}
+	}
+	if f.results != nil {
+		return &pb.ApplyPlanResponse{Results: f.results(req)}, nil
 	}
 	return &pb.ApplyPlanResponse{Results: []*pb.EndpointResult{{Endpoint: "api.dnsplan.test.", Outcome: pb.Outcome_OUTCOME_APPLIED, AppliedGeneration: req.GetGeneration()}}}, nil
 }
@@ -124,6 +156,7 @@ func (f *fakeCluster) Status(context.Context) (*pb.StatusResponse, error) {
 func (f *fakeCluster) GetAppliedOf(_ context.Context, _, endpoint string) (*pb.AppliedEndpoint, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.readBacks++
 	var gen uint64
 	for _, a := range f.applies {
 		gen = max(gen, a.GetGeneration())
@@ -145,16 +178,26 @@ func (f *fakeCluster) sent() []string {
 // startFake runs an enactor against f and stops it when the test ends.
 func startFake(t *testing.T, f *fakeCluster) *Enactor {
 	t.Helper()
+	return startFakeWith(t, f, nil)
+}
+
+// startFakeWith is startFake with a chance to change the config first.
+func startFakeWith(t *testing.T, f *fakeCluster, tune func(*Config)) *Enactor {
+	t.Helper()
 	cl, err := client.New([]string{"127.0.0.1:1"}) // never dialled: f stands in
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cl.Close() })
-	e, err := New(Config{ID: "az-a", Client: cl, LeaseTTL: time.Second, ConvergeTimeout: time.Second})
+	cfg := Config{ID: "az-a", Client: cl, LeaseTTL: time.Second, ConvergeTimeout: time.Second}
+	if tune != nil {
+		tune(&cfg)
+	}
+	e, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.leases, e.plans, e.applier, e.reader = f, f, f, f
+	e.leases, e.plans, e.planReader, e.applier, e.reader = f, f, f, f, f
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	// Run until the test ends.
@@ -165,23 +208,34 @@ func startFake(t *testing.T, f *fakeCluster) *Enactor {
 
 // applies reads dnsplan_enactor_applies_total{outcome} from e's registry.
 func applies(e *Enactor, outcome string) float64 {
+	return counter(e, "dnsplan_enactor_applies_total", "outcome", outcome)
+}
+
+// counter reads a counter from e's registry: the series whose labels
+// include the given name/value pairs (all of its series if none given).
+func counter(e *Enactor, name string, labels ...string) float64 {
 	mfs, err := e.cfg.Registerer.(prometheus.Gatherer).Gather()
 	if err != nil {
 		panic(err)
 	}
+	var sum float64
 	for _, mf := range mfs {
-		if mf.GetName() != "dnsplan_enactor_applies_total" {
+		if mf.GetName() != name {
 			continue
 		}
+	series:
 		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if lp.GetName() == "outcome" && lp.GetValue() == outcome {
-					return m.GetCounter().GetValue()
+			for i := 0; i+1 < len(labels); i += 2 {
+				if !slices.ContainsFunc(m.GetLabel(), func(lp *dto.LabelPair) bool {
+					return lp.GetName() == labels[i] && lp.GetValue() == labels[i+1]
+				}) {
+					continue series
 				}
 			}
+			sum += m.GetCounter().GetValue()
 		}
 	}
-	return 0
+	return sum
 }
 
 // Fenced: the holder stops at once; the next holding applies the newest
@@ -408,7 +462,7 @@ func TestHealthz(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.leases, e.plans, e.applier, e.reader = f, f, f, f
+	e.leases, e.plans, e.planReader, e.applier, e.reader = f, f, f, f, f
 	srv := httptest.NewServer(e.Handler(reg))
 	defer srv.Close()
 	get := func(path string) (int, string) {
@@ -434,5 +488,158 @@ func TestHealthz(t *testing.T) {
 	})
 	if _, body := get("/metrics"); !strings.Contains(body, "dnsplan_enactor_leases_held{lease=\"enactor/0\"} 1") {
 		t.Errorf("metrics lack the held lease:\n%s", body)
+	}
+}
+
+// A holder whose watch stream has gone quiet (its node cut off from the
+// quorum) still learns of new plans, by its periodic newest-plan read, and
+// applies them within about one lease TTL.
+func TestQuietWatchNewestPlanReadApplies(t *testing.T) {
+	f := newFakeCluster()
+	f.quietWatch = true
+	e := startFake(t, f)
+	gen := f.addPlan()
+	clustertest.WaitFor(t, 3*time.Second, "the plan applied without the watch", func() bool {
+		return slices.Contains(f.sent(), fmt.Sprintf("%d@1", gen))
+	})
+	gen = f.addPlan()
+	clustertest.WaitFor(t, 3*time.Second, "the next plan applied without the watch", func() bool {
+		return slices.Contains(f.sent(), fmt.Sprintf("%d@1", gen))
+	})
+	if got := counter(e, "dnsplan_enactor_plans_found_by_read_total"); got != 2 {
+		t.Errorf("plans found by the newest-plan read = %v, want 2", got)
+	}
+}
+
+// A watch that ends with an answer reconnecting cannot cure (a plan over
+// a message limit) is counted and logged at error level, not looped on
+// silently; plans still arrive through the newest-plan read.
+func TestPermanentWatchErrorIsLoud(t *testing.T) {
+	f := newFakeCluster()
+	f.watchErr = status.Error(codes.ResourceExhausted, "grpc: received message larger than max")
+	var logs syncBuffer
+	e := startFakeWith(t, f, func(cfg *Config) {
+		cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	gen := f.addPlan()
+	clustertest.WaitFor(t, 3*time.Second, "the plan applied without the watch", func() bool {
+		return slices.Contains(f.sent(), fmt.Sprintf("%d@1", gen))
+	})
+	if got := counter(e, "dnsplan_enactor_watch_errors_total", "code", "ResourceExhausted"); got < 1 {
+		t.Errorf("watch errors counted = %v, want at least 1", got)
+	}
+	if !strings.Contains(logs.String(), "level=ERROR") || !strings.Contains(logs.String(), "ResourceExhausted") {
+		t.Errorf("no error-level log naming the code; log:\n%s", logs.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger's concurrent writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// Hole 11: an apply answered STALE at the very generation it asked for
+// means the endpoint serves it (the retry of a write whose first answer
+// was lost). It counts as applied and is read back, not as a stale apply.
+func TestStaleAtRequestedGenerationCountsAsApplied(t *testing.T) {
+	f := newFakeCluster()
+	f.results = func(r *pb.ApplyPlanRequest) []*pb.EndpointResult {
+		return []*pb.EndpointResult{{Endpoint: "api.dnsplan.test.", Outcome: pb.Outcome_OUTCOME_STALE, AppliedGeneration: r.GetGeneration()}}
+	}
+	e := startFake(t, f)
+	f.addPlan()
+	clustertest.WaitFor(t, clustertest.LongWait, "the apply answered", func() bool {
+		return applies(e, outcomeApplied)+applies(e, outcomeStale) == 1
+	})
+	clustertest.WaitFor(t, 5*time.Second, "the endpoint read back", func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.readBacks > 0
+	})
+	if got := applies(e, outcomeApplied); got != 1 {
+		t.Errorf("applies counted applied = %v, want 1", got)
+	}
+	if got := counter(e, "dnsplan_enactor_endpoint_results_total", "outcome", outcomeStale); got != 0 {
+		t.Errorf("endpoints counted stale = %v, want 0", got)
+	}
+}
+
+// OUTCOME_REFUSED (the velocity limit, say): the enactor counts it by
+// reason and applies the same generation again later, for the refused
+// endpoints only, until the cluster takes it; no newer plan is needed.
+func TestRefusedEndpointIsRetried(t *testing.T) {
+	f := newFakeCluster()
+	refuse := true
+	f.results = func(r *pb.ApplyPlanRequest) []*pb.EndpointResult {
+		if refuse {
+			refuse = false
+			return []*pb.EndpointResult{
+				{Endpoint: "api.dnsplan.test.", Outcome: pb.Outcome_OUTCOME_REFUSED, AppliedGeneration: 0, Reason: "VELOCITY", Detail: "would drop 75% of capacity, limit 50%"},
+				{Endpoint: "www.dnsplan.test.", Outcome: pb.Outcome_OUTCOME_APPLIED, AppliedGeneration: r.GetGeneration()},
+			}
+		}
+		var out []*pb.EndpointResult
+		for _, ep := range r.GetEndpoints() {
+			out = append(out, &pb.EndpointResult{Endpoint: ep, Outcome: pb.Outcome_OUTCOME_APPLIED, AppliedGeneration: r.GetGeneration()})
+		}
+		return out
+	}
+	e := startFake(t, f)
+	f.addPlan()
+	clustertest.WaitFor(t, 10*time.Second, "the refused endpoint applied on a retry", func() bool {
+		return applies(e, outcomeApplied) == 2
+	})
+	if got := f.sent(); !slices.Equal(got, []string{"1@1", "1@1"}) {
+		t.Errorf("applies %v, want generation 1 twice under token 1", got)
+	}
+	f.mu.Lock()
+	retry := f.applies[len(f.applies)-1].GetEndpoints()
+	f.mu.Unlock()
+	if !slices.Equal(retry, []string{"api.dnsplan.test."}) {
+		t.Errorf("retry named endpoints %v, want only the refused one", retry)
+	}
+	if got := counter(e, "dnsplan_enactor_refused_total", "reason", "velocity"); got != 1 {
+		t.Errorf("refused endpoints counted under reason velocity = %v, want 1", got)
+	}
+}
+
+// A retry of refused endpoints that gets no answer (the cluster is
+// unavailable) is itself retried, without waiting for a newer plan.
+func TestRefusedRetryThatFailsIsRetried(t *testing.T) {
+	f := newFakeCluster()
+	step := 0
+	f.answer = func(*pb.ApplyPlanRequest) error {
+		if step++; step == 2 {
+			return status.Error(codes.Unavailable, "no leader")
+		}
+		return nil
+	}
+	f.results = func(r *pb.ApplyPlanRequest) []*pb.EndpointResult {
+		outcome := pb.Outcome_OUTCOME_APPLIED
+		if step == 1 {
+			outcome = pb.Outcome_OUTCOME_REFUSED
+		}
+		return []*pb.EndpointResult{{Endpoint: "api.dnsplan.test.", Outcome: outcome, Reason: "VELOCITY"}}
+	}
+	e := startFake(t, f)
+	f.addPlan()
+	clustertest.WaitFor(t, 10*time.Second, "the refused endpoint applied after a failed retry", func() bool {
+		return applies(e, outcomeApplied) == 1
+	})
+	if got := f.sent(); !slices.Equal(got, []string{"1@1", "1@1", "1@1"}) {
+		t.Errorf("applies %v, want generation 1 three times: refused, unanswered, applied", got)
 	}
 }

@@ -1,0 +1,335 @@
+package cluster
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/dnsplan/dnsplan/client"
+	"github.com/dnsplan/dnsplan/cluster/fsm"
+	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
+)
+
+// Defaults for Config's watch fields.
+const (
+	DefaultWatchSendTimeout     = 10 * time.Second
+	DefaultMaxWatchers          = 1024
+	DefaultMaxWatchersPerClient = 64
+)
+
+// Why a watch stream was ended by the node. Each error carries its gRPC
+// status (see watchEnd), so the one conversion in toStatus passes it on.
+var (
+	// ErrWatchStalled: the client read nothing for the send timeout.
+	ErrWatchStalled = errors.New("watch stream stalled")
+	// ErrTooManyWatchers: the node's or the client's cap of open watch
+	// streams is reached.
+	ErrTooManyWatchers = errors.New("too many watch streams")
+	// ErrOutOfTouch: the node is not the leader and has not heard from
+	// one for a few election timeouts, so its replica may miss plans the
+	// cluster has committed.
+	ErrOutOfTouch = errors.New("node out of touch with the leader")
+)
+
+// watchEnd is an error that ends a watch stream with a gRPC code and, if
+// reason is set, a google.rpc.ErrorInfo reason clients can read with
+// client.Reason.
+type watchEnd struct {
+	err    error
+	code   codes.Code
+	reason string
+}
+
+func (e *watchEnd) Error() string { return e.err.Error() }
+func (e *watchEnd) Unwrap() error { return e.err }
+
+func (e *watchEnd) GRPCStatus() *status.Status {
+	st := status.New(e.code, e.err.Error())
+	if e.reason != "" {
+		if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: e.reason, Domain: client.ErrorDomain}); err == nil {
+			st = d
+		}
+	}
+	return st
+}
+
+// watchHub serves every watch stream of a node. It admits streams under
+// the caps, and sends on each stream's behalf so that two rules hold:
+//
+//   - No network I/O under the state lock. What to send is collected
+//     under the read lock (stored values are immutable pointers), the
+//     lock is released, and only then is anything sent. A send blocked
+//     by a client that stopped reading can therefore never hold up
+//     Apply, which needs the write lock.
+//   - No stream holds anything for longer than the send timeout. One
+//     goroutine per stream makes the blocking SendMsg calls; the handler
+//     waits for each with a deadline and, when it passes, returns. gRPC
+//     then ends the stream, which also unblocks the send.
+type watchHub struct {
+	n            *Node
+	sendTimeout  time.Duration
+	max          int
+	maxPerClient int
+	// outOfTouchAfter is how long a follower may go without hearing from
+	// a leader before its watches end (see outOfTouch).
+	outOfTouchAfter time.Duration
+
+	// mu guards open and perClient, the streams open now, in total and
+	// by client address.
+	mu        sync.Mutex
+	open      int
+	perClient map[string]int
+
+	streams *prometheus.GaugeVec   // open streams by watch
+	ended   *prometheus.CounterVec // streams the node ended, by watch and reason
+}
+
+func newWatchHub(n *Node) *watchHub {
+	h := &watchHub{
+		n:            n,
+		sendTimeout:  cmp.Or(n.cfg.WatchSendTimeout, DefaultWatchSendTimeout),
+		max:          cmp.Or(n.cfg.MaxWatchers, DefaultMaxWatchers),
+		maxPerClient: cmp.Or(n.cfg.MaxWatchersPerClient, DefaultMaxWatchersPerClient),
+		perClient:    map[string]int{},
+		// A few election timeouts: longer than an election takes, so a
+		// healthy cluster's leader change does not end watches.
+		outOfTouchAfter: 3 * max(cmp.Or(n.cfg.HeartbeatTimeout, time.Second), cmp.Or(n.cfg.ElectionTimeout, time.Second)),
+		streams: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "dnsplan_watch_streams",
+			Help: "Watch streams open on this node, by watch (plans, applied).",
+		}, []string{"watch"}),
+		ended: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dnsplan_watch_streams_ended_total",
+			Help: "Watch streams this node ended or refused, by watch and reason (stalled, out_of_touch, limit).",
+		}, []string{"watch", "reason"}),
+	}
+	n.metrics.registry.MustRegister(h.streams, h.ended)
+	return h
+}
+
+// admit counts a new stream against the caps, or refuses it with
+// RESOURCE_EXHAUSTED (reason WATCH_LIMIT: the client may try another
+// node, or later). release must be called when the stream ends.
+func (h *watchHub) admit(ctx context.Context, what string) (release func(), err error) {
+	who := clientAddr(ctx)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case h.open >= h.max:
+		err = fmt.Errorf("%w: node %s serves %d, its limit; resume on another node", ErrTooManyWatchers, h.n.cfg.ID, h.open)
+	case h.perClient[who] >= h.maxPerClient:
+		err = fmt.Errorf("%w: client %s has %d open on node %s, the limit per client", ErrTooManyWatchers, who, h.perClient[who], h.n.cfg.ID)
+	}
+	if err != nil {
+		h.ended.WithLabelValues(what, "limit").Inc()
+		h.n.log.Warn("watch refused", "watch", what, "client", who, "err", err)
+		return nil, &watchEnd{err: err, code: codes.ResourceExhausted, reason: strings.ToUpper(client.ReasonWatchLimit)}
+	}
+	h.open++
+	h.perClient[who]++
+	h.streams.WithLabelValues(what).Inc()
+	return func() {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		h.open--
+		if h.perClient[who]--; h.perClient[who] <= 0 {
+			delete(h.perClient, who)
+		}
+		h.streams.WithLabelValues(what).Dec()
+	}, nil
+}
+
+// clientAddr names a stream's client for the per-client cap: its IP
+// address (every connection of one host counts together), until clients
+// have identities of their own.
+func clientAddr(ctx context.Context) string {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.Addr == nil {
+		return "unknown"
+	}
+	if tcp, ok := p.Addr.(*net.TCPAddr); ok {
+		return tcp.IP.String()
+	}
+	return p.Addr.String()
+}
+
+// serve runs one watch stream: each time the state changes, collect
+// picks (under the read lock, without I/O) the messages the client has
+// not had yet, and they are sent after the lock is released. It returns
+// when a send fails or stalls, the node is out of touch with the leader,
+// the client goes, or the node closes.
+// collect keeps its own resume point and may advance it as it collects:
+// a message collected but not sent ends the stream, and the client
+// resumes from what it last received.
+func (h *watchHub) serve(stream grpc.ServerStream, what string, collect func(*fsm.State) []any) error {
+	ctx := stream.Context()
+	release, err := h.admit(ctx, what)
+	if err != nil {
+		return err
+	}
+	defer release()
+	out := newStreamSender(stream)
+	defer out.close()
+	check := time.NewTicker(h.outOfTouchAfter / 3)
+	defer check.Stop()
+	for {
+		if err := h.outOfTouch(); err != nil {
+			h.ended.WithLabelValues(what, "out_of_touch").Inc()
+			h.n.log.Warn("ending watch stream: out of touch with the leader", "watch", what, "client", clientAddr(ctx), "err", err)
+			return err
+		}
+		// The channel is taken before the state is read, so no change
+		// between two collections is missed.
+		ch, _ := h.n.machine.changed()
+		var msgs []any
+		h.n.machine.read(func(s *fsm.State) { msgs = collect(s) })
+		for _, m := range msgs {
+			if err := out.send(ctx, h.n.closing, m, h.sendTimeout); err != nil {
+				if errors.Is(err, ErrWatchStalled) {
+					h.ended.WithLabelValues(what, "stalled").Inc()
+					h.n.log.Warn("watch stream stalled; ending it", "watch", what, "client", clientAddr(ctx), "timeout", h.sendTimeout)
+				}
+				return err
+			}
+		}
+		select {
+		case <-ch:
+		case <-check.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-h.n.closing:
+			return status.Error(codes.Unavailable, "node is shutting down; resume on another node")
+		}
+	}
+}
+
+// outOfTouch ends a watch served by a node cut off from the quorum. Such
+// a node's replica stops advancing while the cluster commits new plans; a
+// watch it serves would go quiet, not fail, and a lease holder watching
+// through it would apply nothing while keeping its lease (its renewals
+// fail over to other nodes). Ending the watch with UNAVAILABLE sends the
+// client to another node. The leader is in touch by definition: one that
+// loses its quorum steps down within the leader lease timeout.
+func (h *watchHub) outOfTouch() error {
+	r := h.n.raft
+	if r.State() == raft.Leader {
+		return nil
+	}
+	last := r.LastContact()
+	since := time.Since(last)
+	if since <= h.outOfTouchAfter {
+		return nil
+	}
+	heard := "never"
+	if !last.IsZero() {
+		heard = since.Round(time.Millisecond).String() + " ago"
+	}
+	leader, _ := h.n.leader()
+	if leader == "" {
+		leader = "none known"
+	}
+	return &watchEnd{
+		err: fmt.Errorf("%w: node %s last heard from a leader %s (limit %s; leader: %s); resume on another node",
+			ErrOutOfTouch, h.n.cfg.ID, heard, h.outOfTouchAfter, leader),
+		code: codes.Unavailable,
+	}
+}
+
+// streamSender owns the one goroutine that calls SendMsg on a stream
+// (gRPC allows one sender at a time), so the handler can wait for a send
+// with a deadline and return without it.
+type streamSender struct {
+	stream grpc.ServerStream
+	msgs   chan any
+	// sent carries the result of each send. It has room for one, so a
+	// send that finishes after the handler gave up on it does not block
+	// the goroutine.
+	sent chan error
+}
+
+func newStreamSender(stream grpc.ServerStream) *streamSender {
+	s := &streamSender{stream: stream, msgs: make(chan any), sent: make(chan error, 1)}
+	// The goroutine may outlive the handler, blocked in a send: gRPC
+	// unblocks it when it ends the stream after the handler returns. It
+	// exits once msgs is closed.
+	go func() {
+		for m := range s.msgs {
+			s.sent <- s.stream.SendMsg(m)
+		}
+	}()
+	return s
+}
+
+// send sends m, waiting at most timeout for the client to make room, and
+// no longer than ctx lasts or until closing is closed (the node stops).
+// The goroutine is idle when send is called: every earlier send was
+// waited for, or the stream is being ended.
+func (s *streamSender) send(ctx context.Context, closing <-chan struct{}, m any, timeout time.Duration) error {
+	s.msgs <- m
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case err := <-s.sent:
+		return err
+	case <-t.C:
+		return &watchEnd{
+			err:  fmt.Errorf("%w: the client read nothing for %s; resume from the last value received", ErrWatchStalled, timeout),
+			code: codes.Unavailable,
+		}
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-closing:
+		return status.Error(codes.Unavailable, "node is shutting down; resume on another node")
+	}
+}
+
+// close lets the goroutine exit once its current send, if any, returns.
+func (s *streamSender) close() { close(s.msgs) }
+
+// WatchPlans streams from the local replica: every node can serve it, and
+// a client that loses its node resumes on another from the next generation.
+func (p *planService) WatchPlans(req *pb.WatchPlansRequest, stream pb.PlanService_WatchPlansServer) error {
+	next := max(req.GetFromGeneration(), 1)
+	return p.watches.serve(stream, "plans", func(s *fsm.State) []any {
+		var msgs []any
+		for _, plan := range s.PlansFrom(next) {
+			msgs = append(msgs, &pb.WatchPlansResponse{Plan: plan})
+			next = plan.Generation + 1
+		}
+		return msgs
+	})
+}
+
+// WatchApplied streams from the local replica, ordered by revision.
+func (e *enactService) WatchApplied(req *pb.WatchAppliedRequest, stream pb.EnactService_WatchAppliedServer) error {
+	next := req.GetFromRevision()
+	return e.watches.serve(stream, "applied", func(s *fsm.State) []any {
+		var changed []*pb.AppliedEndpoint
+		for _, a := range s.AppliedAll() {
+			if a.Revision >= next {
+				changed = append(changed, a)
+			}
+		}
+		slices.SortFunc(changed, func(a, b *pb.AppliedEndpoint) int { return cmp.Compare(a.Revision, b.Revision) })
+		msgs := make([]any, 0, len(changed))
+		for _, a := range changed {
+			msgs = append(msgs, &pb.WatchAppliedResponse{Endpoint: a})
+			next = a.Revision + 1
+		}
+		return msgs
+	})
+}
