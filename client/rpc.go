@@ -158,6 +158,20 @@ func (c *Client) SetFreeze(ctx context.Context, req *pb.SetFreezeRequest) (*pb.S
 	})
 }
 
+// GetConfig reads the cluster's policy.
+func (c *Client) GetConfig(ctx context.Context, req *pb.GetConfigRequest) (*pb.ClusterConfig, error) {
+	return Do(ctx, c, func(ctx context.Context, cc grpc.ClientConnInterface) (*pb.ClusterConfig, error) {
+		return pb.NewClusterServiceClient(cc).GetConfig(ctx, req)
+	})
+}
+
+// SetConfig changes the cluster's policy (the fields that are set).
+func (c *Client) SetConfig(ctx context.Context, req *pb.SetConfigRequest) (*pb.ClusterConfig, error) {
+	return Do(ctx, c, func(ctx context.Context, cc grpc.ClientConnInterface) (*pb.ClusterConfig, error) {
+		return pb.NewClusterServiceClient(cc).SetConfig(ctx, req)
+	})
+}
+
 // LegacyApply points one endpoint at a plan unconditionally: the old,
 // unsafe apply, served only by nodes started with --legacy (a
 // demonstration of the AWS failure; see DESIGN.md section 7).

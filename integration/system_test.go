@@ -12,6 +12,7 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/dnsplan/dnsplan/backend"
 	"github.com/dnsplan/dnsplan/client"
@@ -208,8 +209,14 @@ func TestHealthDrivesDNS(t *testing.T) {
 	s.backends[0].Recover()
 	s.waitDNS("lb-1 recovered", all...)
 
-	// Fail targets one at a time (each step within the velocity limit),
-	// then the last: the endpoint fails open and is never empty.
+	// Fail targets one at a time, then the last: the endpoint fails open
+	// and is never empty. The velocity limit (50%) is judged against the
+	// highest capacity served within the window, so the third step (a 75%
+	// drop from all four) waits until the all-four record has left the
+	// window; a short window keeps that wait short.
+	if _, err := s.cl.SetConfig(clustertest.Ctx(t), &pb.SetConfigRequest{VelocityWindow: durationpb.New(time.Second)}); err != nil {
+		t.Fatal(err)
+	}
 	for i := range 3 {
 		s.backends[i].Fail()
 		s.waitDNS(fmt.Sprintf("lb-1..%d failed", i+1), all[i+1:]...)

@@ -17,7 +17,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -960,16 +959,14 @@ func setupConfig(fs *flag.FlagSet) func(context.Context, *ctl, []string) error {
 		if len(args) == 0 {
 			return fmt.Errorf("%w: config needs get or set KEY VALUE", errCtlUsage)
 		}
-		var call func(context.Context, grpc.ClientConnInterface) (*pb.ClusterConfig, error)
+		var call func(context.Context, *client.Client) (*pb.ClusterConfig, error)
 		switch args[0] {
 		case "get":
 			if err := noArgs(args[1:]); err != nil {
 				return err
 			}
 			req := &pb.GetConfigRequest{Stale: *stale}
-			call = func(ctx context.Context, cc grpc.ClientConnInterface) (*pb.ClusterConfig, error) {
-				return pb.NewClusterServiceClient(cc).GetConfig(ctx, req)
-			}
+			call = func(ctx context.Context, c *client.Client) (*pb.ClusterConfig, error) { return c.GetConfig(ctx, req) }
 		case "set":
 			if len(args) != 3 {
 				return fmt.Errorf("%w: config set needs KEY VALUE", errCtlUsage)
@@ -978,9 +975,7 @@ func setupConfig(fs *flag.FlagSet) func(context.Context, *ctl, []string) error {
 			if err != nil {
 				return err
 			}
-			call = func(ctx context.Context, cc grpc.ClientConnInterface) (*pb.ClusterConfig, error) {
-				return pb.NewClusterServiceClient(cc).SetConfig(ctx, req)
-			}
+			call = func(ctx context.Context, c *client.Client) (*pb.ClusterConfig, error) { return c.SetConfig(ctx, req) }
 		default:
 			return fmt.Errorf("%w: config %q: want get or set", errCtlUsage, args[0])
 		}
@@ -988,7 +983,7 @@ func setupConfig(fs *flag.FlagSet) func(context.Context, *ctl, []string) error {
 		if err != nil {
 			return err
 		}
-		resp, err := client.Do(ctx, c, call)
+		resp, err := call(ctx, c)
 		if err != nil {
 			return err
 		}
