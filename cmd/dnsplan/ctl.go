@@ -481,17 +481,17 @@ func (x *ctl) showStatuses(nodes []nodeStatus, text func(io.Writer, []nodeStatus
 }
 
 func renderStatus(w io.Writer, nodes []nodeStatus) {
-	tableRow(w, "ADDRESS", "NODE", "STATE", "LEADER", "TERM", "COMMIT", "APPLIED", "SNAPSHOT")
+	tableRow(w, "ADDRESS", "NODE", "STATE", "LEADER", "TERM", "COMMIT", "APPLIED", "SNAPSHOT", "DNS")
 	var unreachable []nodeStatus
 	for _, n := range nodes {
 		if n.err != nil {
 			unreachable = append(unreachable, n)
-			tableRow(w, n.addr, "-", "unreachable", "-", "-", "-", "-", "-")
+			tableRow(w, n.addr, "-", "unreachable", "-", "-", "-", "-", "-", "-")
 			continue
 		}
 		s := n.st
 		tableRow(w, n.addr, s.GetNodeId(), s.GetState(), dashIfZero(s.GetLeaderId()), s.GetTerm(),
-			s.GetCommitIndex(), s.GetAppliedIndex(), s.GetLastSnapshotIndex())
+			s.GetCommitIndex(), s.GetAppliedIndex(), s.GetLastSnapshotIndex(), dnsState(s))
 	}
 	// Errors go below the table: they are too long for a column.
 	if len(unreachable) > 0 {
@@ -515,6 +515,15 @@ func renderStatus(w io.Writer, nodes []nodeStatus) {
 	}
 	fmt.Fprintf(w, "frozen: %s\nplans: %d, next generation %d; endpoints applied: %d\n",
 		frozen, best.GetPlans(), best.GetNextGeneration(), best.GetEndpoints())
+}
+
+// dnsState says whether a node's DNS answers: "serving@INDEX", or
+// "servfail<FLOOR" while its replica has not reached its floor.
+func dnsState(s *pb.StatusResponse) string {
+	if s.GetDnsReady() {
+		return fmt.Sprintf("serving@%d", s.GetDnsServedIndex())
+	}
+	return fmt.Sprintf("servfail<%d", s.GetDnsFloor())
 }
 
 func renderHealth(w io.Writer, nodes []nodeStatus) {

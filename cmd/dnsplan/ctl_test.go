@@ -192,15 +192,15 @@ plan   planner1   4      -    2025-10-20T06:59:59Z  expired
 `},
 		{"status", renderTable(func(w io.Writer) {
 			renderStatus(w, []nodeStatus{
-				{addr: "127.0.0.1:9001", st: &pb.StatusResponse{NodeId: "node1", State: "Follower", LeaderId: "node2", Term: 2, CommitIndex: 10, AppliedIndex: 10}},
-				{addr: "127.0.0.1:9002", st: &pb.StatusResponse{NodeId: "node2", State: "Leader", LeaderId: "node2", LeaderGrpcAddr: "127.0.0.1:9002", Term: 2, CommitIndex: 11, AppliedIndex: 11, Frozen: true, FreezeReason: "incident 42", Plans: 3, NextGeneration: 4, Endpoints: 2}},
+				{addr: "127.0.0.1:9001", st: &pb.StatusResponse{NodeId: "node1", State: "Follower", LeaderId: "node2", Term: 2, CommitIndex: 10, AppliedIndex: 10, DnsFloor: 11}},
+				{addr: "127.0.0.1:9002", st: &pb.StatusResponse{NodeId: "node2", State: "Leader", LeaderId: "node2", LeaderGrpcAddr: "127.0.0.1:9002", Term: 2, CommitIndex: 11, AppliedIndex: 11, DnsReady: true, DnsServedIndex: 11, Frozen: true, FreezeReason: "incident 42", Plans: 3, NextGeneration: 4, Endpoints: 2}},
 				{addr: "127.0.0.1:9003", err: status.Error(codes.Unavailable, "connection refused")},
 			})
 		}), `
-ADDRESS         NODE   STATE        LEADER  TERM  COMMIT  APPLIED  SNAPSHOT
-127.0.0.1:9001  node1  Follower     node2   2     10      10       0
-127.0.0.1:9002  node2  Leader       node2   2     11      11       0
-127.0.0.1:9003  -      unreachable  -       -     -       -        -
+ADDRESS         NODE   STATE        LEADER  TERM  COMMIT  APPLIED  SNAPSHOT  DNS
+127.0.0.1:9001  node1  Follower     node2   2     10      10       0         servfail<11
+127.0.0.1:9002  node2  Leader       node2   2     11      11       0         serving@11
+127.0.0.1:9003  -      unreachable  -       -     -       -        -         -
 
 127.0.0.1:9003 unreachable: Unavailable: connection refused
 
