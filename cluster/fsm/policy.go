@@ -251,10 +251,17 @@ func (s *State) servedWithin(name string) []*statev1.ServedRecord {
 }
 
 // checkVelocity is I7: unless forced, the records targets would serve must
-// keep, against every record the endpoint served within the window (the
-// current one included), at least 1 - max_capacity_drop of its capacity.
-// cur is what the endpoint serves now, checked too in case it predates the
-// window's records (a state restored from before they were kept).
+// keep at least 1 - max_capacity_drop of the capacity of the highest
+// record the endpoint served within the window (the current one
+// included), a replaced address counting as removed. "Highest" is the
+// largest capacity; records that tie for it are each judged. cur is what
+// the endpoint serves now, judged too in case it predates the window's
+// records (a state restored from before they were kept).
+//
+// Judging against every record of the window instead would refuse a
+// health flap: {b}, then {a, b}, then {a} keeps all of the highest
+// record's a, yet drops every address of the first record, and DNS would
+// keep sending clients to the failed b for a whole window.
 func (s *State) checkVelocity(name string, cur *pb.AppliedEndpoint, targets []*pb.Target) error {
 	limit := s.Policy().GetMaxCapacityDrop()
 	next := servedWeights(targets)
@@ -265,17 +272,23 @@ func (s *State) checkVelocity(name string, cur *pb.AppliedEndpoint, targets []*p
 			Weights:            servedWeights(cur.GetTargets()),
 		})
 	}
+	var highest uint64
 	for _, r := range records {
-		was := capacityOf(r.Weights)
-		if was == 0 {
+		highest = max(highest, capacityOf(r.Weights))
+	}
+	if highest == 0 {
+		return nil
+	}
+	for _, r := range records {
+		if capacityOf(r.Weights) != highest {
 			continue
 		}
 		kept := retained(r.Weights, next)
-		drop := float64(was-kept) / float64(was)
+		drop := float64(highest-kept) / float64(highest)
 		// Written so that a limit that is not a number refuses every drop.
 		if !(drop <= limit) {
 			return fmt.Errorf("%w: endpoint %q would keep %d of the capacity %d it served at %s (a drop of %.1f%%; limit %.1f%% within %s); a forced plan overrides",
-				ErrVelocity, name, kept, was, time.Unix(0, r.AppliedAtUnixNanos).UTC().Format(time.RFC3339Nano),
+				ErrVelocity, name, kept, highest, time.Unix(0, r.AppliedAtUnixNanos).UTC().Format(time.RFC3339Nano),
 				drop*100, limit*100, s.window())
 		}
 	}

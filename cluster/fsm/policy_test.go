@@ -101,6 +101,30 @@ func TestVelocityCountsReplacedAddresses(t *testing.T) {
 	wantErr(t, "the other one replaced too", h.submit(swapped, false), ErrVelocity)
 }
 
+// The limit is judged against the highest record of the window, not every
+// record in it: a target that fails, recovers and then another fails ({b},
+// {a, b}, {a}) keeps half the highest capacity, so the last apply goes
+// through at 50%, although it drops every address of the first record. The
+// same walk from the highest record down by more than the limit is refused.
+func TestVelocityJudgedAgainstHighest(t *testing.T) {
+	h := newHarness(t)
+	h.setPolicy(0.5, time.Minute)
+	l := h.mustAcquire("enactor", "enactor-a", time.Hour)
+	a, b, c := target("a", "192.0.2.10", 100), target("b", "192.0.2.11", 100), target("c", "192.0.2.12", 100)
+	for _, ep := range []*pb.EndpointPlan{endpoint(api, b), endpoint(api, a, b), endpoint(api, a)} {
+		h.advance(time.Second)
+		g := h.mustSubmit(plan(ep))
+		if e := h.applyOne(g, l.Token, api); e.Outcome != pb.Outcome_OUTCOME_APPLIED {
+			t.Fatalf("apply of %v within the window: %v, want APPLIED (half of the highest, {a, b}, kept)", ep.Targets, e)
+		}
+	}
+	h.advance(time.Second)
+	g := h.mustSubmit(plan(endpoint(api, a, b, c)))
+	h.mustApply(g, "enactor", l.Token, "enactor-a")
+	h.advance(time.Second)
+	wantErr(t, "a third of the highest kept", h.submit(plan(endpoint(api, c)), false), ErrVelocity)
+}
+
 // A forced plan passes both rules, at submit and at apply; only the
 // cluster marks a plan forced.
 func TestForcedPlanOverridesRules(t *testing.T) {
