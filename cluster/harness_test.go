@@ -263,7 +263,8 @@ func samplePlan(name string, weights ...uint32) *pb.Plan {
 func ttl(d time.Duration) *durationpb.Duration { return durationpb.New(d) }
 
 // counterValue is the value of a node's metric (a counter or gauge, summed
-// over its labels); a metric the node does not expose fails the test.
+// over its labels); 0 for a metric with no sample yet (a vector no label
+// has been counted under is not exposed at all).
 func counterValue(t *testing.T, n *Node, name string) float64 {
 	t.Helper()
 	families, err := n.metrics.registry.Gather()
@@ -280,6 +281,5 @@ func counterValue(t *testing.T, n *Node, name string) float64 {
 		}
 		return v
 	}
-	t.Fatalf("%s has no metric %s", n.ID(), name)
 	return 0
 }

@@ -198,9 +198,16 @@ func (e *e2e) applied() *pb.AppliedEndpoint {
 
 // newGeneration flips a backend's health so the planner makes a new plan,
 // and waits until an enactor has applied it; it returns the generation.
+// It waits for a generation newer than every plan stored before the flip,
+// not just newer than the one applied: a plan already stored (the
+// planner's answer to an earlier change) would otherwise pass for the
+// flip's.
 func (e *e2e) newGeneration(backend int, fail bool) uint64 {
 	e.t.Helper()
 	before := e.applied().GetGeneration()
+	if p, err := e.cl.GetPlan(e.ctx(), &pb.GetPlanRequest{Newest: true}); err == nil {
+		before = max(before, p.GetGeneration())
+	}
 	verb := "recover"
 	if fail {
 		verb = "fail"
