@@ -19,7 +19,12 @@ type AuditEvent struct {
 	Index uint64 `json:"index"`
 	// At is the event's state-machine time (the leader's clock when it
 	// proposed the command), in nanoseconds since the run started.
-	At         int64  `json:"at"`
+	At int64 `json:"at"`
+	// Seen is run time, in nanoseconds since the run started, of the
+	// fetch that first returned the event: a bound after the event that
+	// clock skew cannot move, the anchor for reporting it on the run's
+	// timeline.
+	Seen       int64  `json:"seen"`
 	Kind       string `json:"kind"`
 	Actor      string `json:"actor,omitempty"`
 	Generation uint64 `json:"generation,omitempty"`
@@ -98,6 +103,7 @@ func (a *auditLog) merge(events []*pb.HistoryEvent, rec *recorder) {
 		}
 		if rec != nil {
 			ev.At = int64(e.GetTime().AsTime().Sub(rec.start))
+			ev.Seen = rec.now()
 		}
 		if gap {
 			a.gaps++

@@ -353,8 +353,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep.Observed = observed
 	rep.StoppedEarly = early
 	if len(rep.Violations) > 0 {
+		// The report stands without its files: a failure to write them
+		// is a note, not a failed run.
 		if err := rep.writeFiles(cfg.Out); err != nil {
-			return rep, fmt.Errorf("chaos: writing the history: %w", err)
+			rep.Notes = append(rep.Notes, "the history files could not be written: "+err.Error())
 		}
 	}
 	return rep, nil

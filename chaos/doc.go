@@ -151,23 +151,32 @@
 //     SubmitPlan was acknowledged is stored at the end unless a recorded
 //     clean-up deleted plans after it was stored; and the cluster must
 //     recover (a leader, every member) once every fault is healed.
-//   - I2 per family, on the replica reads: once an endpoint served an
-//     IPv4 (IPv6) address on a node, every later record there serves one
-//     unless its plan was forced; and on the probes' answers (package
-//     probe gives the checker every answer): a node that answered A
-//     (AAAA) with addresses never answers it with none, unless forced.
+//   - I2 per family and I7 velocity, on each endpoint's applied
+//     sequence: the audit history's applies (outcome applied), oldest
+//     first, each tied to its plan's record as every replica stores it.
+//     A replica that was behind, paused or newly joined passes several
+//     steps at once, so the rules are judged on the sequence the state
+//     machine applied, not on what one replica was seen holding: once a
+//     record serves an IPv4 (IPv6) address, the next one does unless its
+//     plan was forced; and a record not forced keeps at least half the
+//     capacity of every highest-capacity record served within the last
+//     60s before it (the cluster's defaults; a record is served until the
+//     next is applied), counted per address (the smaller of the two
+//     weights), so a replaced address counts as removed. The window is
+//     measured in state-machine time, as the state machine measures it;
+//     a breach is reported at the run time the audit fetch first saw it.
+//     A forced apply, or one whose record was never learned or that
+//     follows an audit gap, starts the judgement afresh.
 //   - I2 for a node that starts with no data (replace-node, add-node):
 //     NXDOMAIN or no address at all for an endpoint applied before it
 //     started is a violation from its first second (it must say SERVFAIL
 //     until it can serve); any other node gets a second after an
 //     endpoint is first applied to show it.
-//   - I7 velocity, on the replica reads: a record not forced keeps at
-//     least half the capacity of the highest-capacity record of the last
-//     60s (the cluster's defaults), counted per address (the smaller of
-//     the two weights), so a replaced address counts as removed; and on
-//     the probes' answers, where every observed target has the same
-//     capacity: a node answers at least half as many addresses as the
-//     most it answered in the window.
+//   - DNS answers held to their generation: an answer the probe could
+//     tie to one generation (the TXT query before and after A and AAAA
+//     named the same one) holds exactly as many IPv4 and IPv6 addresses
+//     as that generation's record serves, so a node cannot serve a
+//     record the state machine did not apply (reported as I7).
 //   - L2 during a fault: while an enactor is frozen, stalled or watching
 //     through a cut-off node, or a watcher stalls a node, the cluster has
 //     a quorum, so the newest plan stored one TTL and one renewal

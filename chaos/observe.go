@@ -198,8 +198,8 @@ type replicaCheck struct {
 	// already reported, so a lasting breach is reported once.
 	mu       sync.Mutex
 	reported map[string]bool
-	// served judges each observed endpoint's records per family and for
-	// velocity.
+	// served learns the record of every observed endpoint in every
+	// stored plan, for the judgement of the applied sequences.
 	served *servedCheck
 }
 
@@ -219,16 +219,12 @@ func (c *replicaCheck) round() {
 			v   Violation
 		}
 		var found []breach
-		type record struct {
-			ep string
-			s  served
-		}
-		var records []record
-		at := c.r.rec.now()
 		n.State(func(s *fsm.State) {
-			for _, ep := range endpoints {
-				if a := s.Applied(ep); a != nil {
-					records = append(records, record{ep, servedOf(a, s.Plan(a.GetGeneration()), at)})
+			for _, p := range s.PlansFrom(0) {
+				for _, ep := range p.GetEndpoints() {
+					if slices.Contains(endpoints, ep.GetName()) && !c.served.knows(ep.GetName(), p.GetGeneration()) {
+						c.served.learn(ep.GetName(), servedOf(ep, p))
+					}
 				}
 			}
 			for _, a := range s.AppliedAll() {
@@ -243,11 +239,6 @@ func (c *replicaCheck) round() {
 				}
 			}
 		})
-		for _, rec := range records {
-			for _, v := range c.served.see(id, rec.ep, rec.s) {
-				c.r.rec.violate(v)
-			}
-		}
 		for _, b := range found {
 			c.mu.Lock()
 			dup := c.reported[b.key]

@@ -124,6 +124,19 @@ func (r *run) check(faults []Fault, ps probe.Summary, final finalState, afterHea
 		rep.Notes = append(rep.Notes, "the run ended before the L2 bound after its last fault: L2 at the end not judged")
 	}
 
+	// I2 per family and I7 on each endpoint's applied sequence; DNS
+	// answers against the records of their generations.
+	seq, unknown := r.replicas.served.judge(audit)
+	violations = append(violations, seq...)
+	if unknown > 0 {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("%d applies had no learned record or fell in an audit gap: I2 per family and I7 judged afresh after each", unknown))
+	}
+	answers, unjudged := r.dns.judgePending()
+	violations = append(violations, answers...)
+	if unjudged > 0 {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("%d DNS answers named a generation whose record was never learned: not held to it", unjudged))
+	}
+
 	// I4 on the audit history.
 	fence, judged := checkFencing(audit)
 	rep.FenceChecked = judged

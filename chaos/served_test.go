@@ -16,11 +16,13 @@ func rec(gen uint64, at time.Duration, forced bool, weights ...any) served {
 	return s
 }
 
-// The served check flags what the cluster must refuse: a family emptied,
-// capacity dropped below half of the window's highest (replacing an
-// address counts as removing it), and nothing that was forced.
-func TestServedCheck(t *testing.T) {
+// The sequence check flags what the cluster must refuse: a family
+// emptied, capacity dropped below half of the window's highest (replacing
+// an address counts as removing it), and nothing that was forced; after
+// an apply whose record is unknown it starts afresh.
+func TestJudgeSequence(t *testing.T) {
 	const a1, a2, a3, a4, v6 = "192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4", "2001:db8::1"
+	unknown := func(at time.Duration) served { return served{unknown: true, at: int64(at)} }
 	for _, tt := range []struct {
 		name    string
 		records []served
@@ -32,24 +34,60 @@ func TestServedCheck(t *testing.T) {
 		// before, 75% below the window's highest.
 		{"steps add up", []served{rec(1, 0, false, a1, 100, a2, 100, a3, 100, a4, 100), rec(2, time.Second, false, a1, 100, a2, 100), rec(3, 2*time.Second, false, a1, 100)}, []string{"I7"}},
 		{"replaced at equal weight", []served{rec(1, 0, false, a1, 100, a2, 100), rec(2, time.Second, false, a3, 100, a4, 100)}, []string{"I7"}},
-		{"outside the window", []served{rec(1, 0, false, a1, 100, a2, 100, a3, 100, a4, 100), rec(2, velocityWindow+time.Second, false, a1, 100)}, nil},
+		// Judged against the highest record only: {a1,a2,a3,a4}, then
+		// {a1,a2,a3}, then {a1,a4} keeps half of the highest.
+		{"against the highest", []served{rec(1, 0, false, a1, 100, a2, 100, a3, 100, a4, 100), rec(2, time.Second, false, a1, 100, a2, 100, a3, 100), rec(3, 2*time.Second, false, a1, 100, a4, 100)}, nil},
+		// A record is served until the next is applied: the window holds
+		// record 1 while record 2 came within it.
+		{"served until replaced", []served{rec(1, 0, false, a1, 100, a2, 100, a3, 100, a4, 100), rec(2, velocityWindow-time.Second, false, a1, 100, a2, 100), rec(3, velocityWindow+time.Second, false, a1, 100)}, []string{"I7"}},
+		// The steps of "steps add up", the first one out of the window.
+		{"outside the window", []served{rec(1, 0, false, a1, 100, a2, 100, a3, 100, a4, 100), rec(2, time.Second, false, a1, 100, a2, 100), rec(3, velocityWindow+2*time.Second, false, a1, 100)}, nil},
+		// What is served now is always in the window, however old.
+		{"the current record", []served{rec(1, 0, false, a1, 100, a2, 100, a3, 100, a4, 100), rec(2, 2*velocityWindow, false, a1, 100)}, []string{"I7"}},
 		{"forced", []served{rec(1, 0, false, a1, 100, v6, 100), rec(2, time.Second, true, v6, 10)}, nil},
+		{"unknown starts afresh", []served{rec(1, 0, false, a1, 100, v6, 100), unknown(time.Second), rec(3, 2*time.Second, false, a3, 100)}, nil},
 		{"IPv4 emptied", []served{rec(1, 0, false, a1, 100, v6, 100), rec(2, time.Second, false, v6, 100, "2001:db8::2", 100)}, []string{"I2"}},
 		{"IPv6 emptied and capacity halved", []served{rec(1, 0, false, a1, 100, v6, 100), rec(2, time.Second, false, a1, 90)}, []string{"I2", "I7"}},
 		{"a repeat is judged once", []served{rec(1, 0, false, a1, 100, a2, 100), rec(2, time.Second, false, a3, 100), rec(2, time.Second, false, a3, 100)}, []string{"I7"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			c := newServedCheck()
 			var got []string
-			for _, r := range tt.records {
-				for _, v := range c.see("n1", "api.dnsplan.test.", r) {
-					got = append(got, v.Invariant)
-				}
+			for _, v := range judgeSequence("api.dnsplan.test.", tt.records) {
+				got = append(got, v.Invariant)
 			}
 			if strings.Join(got, ",") != strings.Join(tt.want, ",") {
 				t.Errorf("violations %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+// The sequence is the audit history's applies, in log order, whichever
+// node was seen serving what: a replica that jumps from 1 to 3 is judged
+// through 2.
+func TestSequencesFromAudit(t *testing.T) {
+	const ep = "api.dnsplan.test."
+	c := newServedCheck()
+	c.learn(ep, rec(1, 0, false, "192.0.2.1", 100, "192.0.2.2", 100, "192.0.2.3", 100, "192.0.2.4", 100))
+	c.learn(ep, rec(2, 0, false, "192.0.2.1", 100, "192.0.2.2", 100))
+	c.learn(ep, rec(3, 0, false, "192.0.2.2", 100, "192.0.2.3", 100))
+	apply := func(i, gen uint64, outcome string) AuditEvent {
+		return AuditEvent{Index: i, At: int64(i) * int64(time.Second), Kind: "apply", Endpoint: ep, Generation: gen, Outcome: outcome}
+	}
+	events := []AuditEvent{apply(1, 1, "applied"), apply(2, 2, "applied"), apply(3, 2, "stale"), apply(4, 3, "applied")}
+	if v, unknown := c.judge(events); len(v) != 0 || unknown != 0 {
+		t.Errorf("1, 2, 3 (each within the limit of the highest): %v, %d unknown", v, unknown)
+	}
+	// Without 2 in the history, 3 keeps 200 of 1's 400: still allowed.
+	// Without 1 and with 4 emptying IPv4's .1 and .2: flagged.
+	c.learn(ep, rec(4, 0, false, "192.0.2.4", 100))
+	events = append(events, apply(5, 4, "applied"))
+	if v, _ := c.judge(events); len(v) != 1 || v[0].Invariant != "I7" {
+		t.Errorf("4 keeps 0 of 3's 200 and 100 of 1's 400: %v, want one I7", v)
+	}
+	events = append(events, apply(6, 9, "applied"))
+	if _, unknown := c.judge(events); unknown != 1 {
+		t.Errorf("generation 9 was never learned: %d unknown, want 1", unknown)
 	}
 }
 
@@ -94,23 +132,22 @@ func TestDNSCheck(t *testing.T) {
 		t.Fatalf("a node started empty answered NXDOMAIN at once: %d violations, want 1", n)
 	}
 
+	// An answer holds exactly its generation's record; one whose record
+	// comes later is judged at the end.
 	c, r = newCheck()
-	c.observe(probe.Observation{Node: "n1", Endpoint: ep, Sent: at(r, 10*time.Millisecond), HasGeneration: true, Generation: 1, A: 2, AAAA: 1})
-	c.observe(probe.Observation{Node: "n1", Endpoint: ep, Sent: at(r, 20*time.Millisecond), HasGeneration: true, Generation: 2, A: 0, AAAA: 2})
-	if n := count(r, "I2"); n != 1 {
-		t.Fatalf("A emptied: %d violations, want 1", n)
-	}
-	if a, ok := c.lastAnswer("n1", ep); !ok || a.gen != 2 {
-		t.Errorf("last answer %+v, %v; want generation 2", a, ok)
-	}
-
-	// 4 addresses, then 2 (the limit), then 1: a drop over half.
-	c, r = newCheck()
-	for i, n := range []int{4, 2, 1} {
-		c.observe(probe.Observation{Node: "n1", Endpoint: ep, Sent: at(r, time.Duration(i+1)*time.Millisecond), HasGeneration: true, Generation: uint64(i + 1), A: n})
-	}
+	c.served.learn(ep, rec(1, 0, false, "192.0.2.1", 100, "192.0.2.2", 100, "2001:db8::1", 100))
+	c.observe(probe.Observation{Node: "n1", Endpoint: ep, Sent: at(r, 10*time.Millisecond), HasGeneration: true, Exact: true, Generation: 1, A: 2, AAAA: 1})
+	c.observe(probe.Observation{Node: "n1", Endpoint: ep, Sent: at(r, 20*time.Millisecond), HasGeneration: true, Exact: true, Generation: 1, A: 0, AAAA: 1})
 	if n := count(r, "I7"); n != 1 {
-		t.Fatalf("4, 2, then 1 address: %d velocity violations, want 1", n)
+		t.Fatalf("A missing from generation 1's answer: %d violations, want 1", n)
+	}
+	if a, ok := c.lastAnswer("n1", ep); !ok || a.gen != 1 {
+		t.Errorf("last answer %+v, %v; want generation 1", a, ok)
+	}
+	c.observe(probe.Observation{Node: "n2", Endpoint: ep, Sent: at(r, 30*time.Millisecond), HasGeneration: true, Exact: true, Generation: 2, A: 1})
+	c.served.learn(ep, rec(2, 0, false, "192.0.2.1", 100, "192.0.2.2", 100))
+	if v, unjudged := c.judgePending(); len(v) != 1 || unjudged != 0 {
+		t.Fatalf("generation 2 answered with 1 of its 2 addresses, judged at the end: %v, %d unjudged; want one violation", v, unjudged)
 	}
 }
 

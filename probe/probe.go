@@ -74,7 +74,10 @@ type Observation struct {
 	// when the node answered none.
 	Generation    uint64
 	HasGeneration bool
-	A, AAAA       int // addresses answered
+	// Exact: the node named the same generation before and after the A
+	// and AAAA queries, so their addresses are exactly its records.
+	Exact   bool
+	A, AAAA int // addresses answered
 	// RcodeA and RcodeAAAA are the answers' rcodes (NOERROR or NXDOMAIN).
 	RcodeA, RcodeAAAA int
 }
@@ -297,11 +300,17 @@ func (p *Prober) probeDNS(ctx context.Context, n Node, endpoints []string) {
 		if err == nil {
 			aaaa, err = p.query(ctx, n.DNS, ep, dns.TypeAAAA)
 		}
+		// The generation again: if it did not move, the addresses are
+		// exactly that generation's (a node's view only moves forward).
+		var after *dns.Msg
+		if err == nil {
+			after, err = p.query(ctx, n.DNS, "_dnsplan."+ep, dns.TypeTXT)
+		}
 		if ended(ctx) {
 			return
 		}
 		p.mu.Lock()
-		p.summary.Queries += 3
+		p.summary.Queries += 4
 		if err != nil {
 			p.unavailable(n.Name, "dns", err)
 			p.mu.Unlock()
@@ -324,8 +333,10 @@ func (p *Prober) probeDNS(ctx context.Context, n Node, endpoints []string) {
 		p.mu.Unlock()
 		if p.cfg.Observe != nil {
 			gen, ok := txtGeneration(txt)
+			genAfter, okAfter := txtGeneration(after)
 			p.cfg.Observe(Observation{Node: n.Name, Endpoint: ep, Sent: sent, Generation: gen, HasGeneration: ok,
-				A: countAddrs(a), AAAA: countAddrs(aaaa), RcodeA: a.Rcode, RcodeAAAA: aaaa.Rcode})
+				Exact: ok && okAfter && gen == genAfter,
+				A:     countAddrs(a), AAAA: countAddrs(aaaa), RcodeA: a.Rcode, RcodeAAAA: aaaa.Rcode})
 		}
 	}
 }
