@@ -536,18 +536,24 @@ type stampClock struct {
 // ahead by more than one term may take, or has jumped within the term.
 const clockSkewWarn = 10 * time.Second
 
-// stamp is the time a command proposed now carries. A leader that is not
-// ready in the current term yet stamps the time its replica already has,
-// which moves nothing (Apply never moves time back).
+// stamp is the time a command proposed now carries (fsm.LeaderStamp). A
+// leader that is not ready in the current term yet stamps the time its
+// replica already has, which moves nothing (Apply never moves time back).
 func (n *Node) stamp() time.Time {
-	if c := n.stamps.Load(); c != nil && c.term == n.raft.CurrentTerm() {
-		s := c.base.Add(time.Since(c.start))
-		n.observeSkew(n.cfg.Clock().Sub(s))
-		return s
-	}
 	var now time.Time
 	n.machine.read(func(s *fsm.State) { now = s.Now() })
-	return now
+	c := n.stamps.Load()
+	if c == nil || c.term != n.raft.CurrentTerm() {
+		return now
+	}
+	s, rebase := fsm.LeaderStamp(c.base, time.Since(c.start), now)
+	if rebase {
+		// Idle for longer than fsm.MaxTimeStep: time moves by one step
+		// and runs on from there (a racing proposal's re-base is as good).
+		n.stamps.CompareAndSwap(c, &stampClock{term: c.term, base: s, start: time.Now()})
+	}
+	n.observeSkew(n.cfg.Clock().Sub(s))
+	return s
 }
 
 // observeSkew exposes the leader's clock skew (wall clock minus stamp) and

@@ -6,10 +6,13 @@ import "time"
 // forward. It bounds what one leader with a wrong clock can do to lease
 // expiry: a stamp a year ahead moves time by MaxTimeStep, not a year. The
 // price is paid by a cluster idle for longer than MaxTimeStep: its next
-// commands catch up by MaxTimeStep each, so leases expire a little late,
-// never early (and safety rests on tokens, not on expiry). Ten minutes is
-// far above any gap between commands of a working cluster (enactors renew
-// every second or so) and far below the time anyone would wait for a lease.
+// command moves time by MaxTimeStep only, and the leader re-bases its
+// stamps there (LeaderStamp), so the state's time then runs on at the
+// leader's rate, behind the world by what the idle stretch lost. Ten
+// minutes is far above any gap between commands of a working cluster
+// (enactors renew every second or so) and far above any lease TTL, so
+// every lease granted before the idle stretch has expired after its first
+// command, as it should.
 const MaxTimeStep = 10 * time.Minute
 
 // TimeJumpThreshold is the advance of the state machine's time above which
@@ -58,4 +61,23 @@ func LeaderBase(stateNow, wall time.Time) time.Time {
 	}
 	ahead := min(max(wall.Sub(stateNow), 0), MaxTimeStep)
 	return stateNow.Add(ahead)
+}
+
+// LeaderStamp is the stamp of a command a ready leader proposes: its term's
+// base plus the monotonic time elapsed since, unless that is more than
+// MaxTimeStep ahead of the state's time (the cluster was idle longer than
+// that within the term), in which case the stamp is the state's time plus
+// MaxTimeStep and rebase is true: the leader must take that stamp as its
+// new base from now on. Without the re-base, Apply would clip every later
+// stamp again, time would catch up by MaxTimeStep per command, and a lease
+// granted by one command would be expired by the next.
+func LeaderStamp(base time.Time, elapsed time.Duration, stateNow time.Time) (stamp time.Time, rebase bool) {
+	stamp = base.Add(elapsed)
+	if stateNow.Equal(epoch) {
+		return stamp, false
+	}
+	if limit := stateNow.UTC().Add(MaxTimeStep); stamp.After(limit) {
+		return limit, true
+	}
+	return stamp, false
 }

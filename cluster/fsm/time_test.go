@@ -116,3 +116,43 @@ func TestLeaderBase(t *testing.T) {
 		}
 	}
 }
+
+// A cluster idle for longer than MaxTimeStep within one leader's term: the
+// first command after the idle stretch moves time by MaxTimeStep, the
+// leader re-bases its stamps there, and a lease granted by that command
+// survives a renewal a second later. (Stamping base + elapsed without the
+// re-base, Apply clips every stamp to one more MaxTimeStep and the lease
+// is expired by the next command.)
+func TestTimeIdleClusterGrantsLeasesThatLast(t *testing.T) {
+	h := newHarness(t)
+	base, elapsed := t0, time.Duration(0)
+	propose := func() {
+		stamp, rebase := LeaderStamp(base, elapsed, h.s.Now())
+		if rebase {
+			base, elapsed = stamp, 0
+		}
+		h.stamp = stamp
+	}
+	propose()
+	old := h.mustAcquire("enactor", "enactor-a", 10*time.Second)
+
+	elapsed += 30 * time.Minute // idle, one term
+	propose()
+	l := h.mustAcquire("other", "enactor-b", 10*time.Second)
+	if !h.s.Now().Equal(t0.Add(MaxTimeStep)) {
+		t.Fatalf("after the idle stretch state time is %v past t0, want %v", h.s.Now().Sub(t0), MaxTimeStep)
+	}
+	for i := range 5 {
+		elapsed += time.Second
+		propose()
+		if r := h.renew("other", "enactor-b", l.Token); r.Err != nil {
+			t.Fatalf("renewal %d, %ds after the grant: %v (state time %v past t0)", i+1, i+1, r.Err, h.s.Now().Sub(t0))
+		}
+	}
+	// The lease granted before the idle stretch has expired.
+	elapsed += time.Second
+	propose()
+	if r := h.renew("enactor", "enactor-a", old.Token); r.Err == nil {
+		t.Fatalf("a lease granted before 30 idle minutes was renewed")
+	}
+}
