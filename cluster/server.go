@@ -45,7 +45,8 @@ func (n *Node) startGRPC() error {
 			return fmt.Errorf("cluster: grpc listen: %w", err)
 		}
 	}
-	n.grpcLis = lis
+	conns := newConnTracker(lis)
+	n.grpcLis = conns
 	s := grpc.NewServer(
 		grpc.MaxRecvMsgSize(maxRequestBytes),
 		grpc.MaxSendMsgSize(maxRequestBytes),
@@ -58,7 +59,7 @@ func (n *Node) startGRPC() error {
 		grpc.ChainUnaryInterceptor(n.unaryErrors),
 		grpc.ChainStreamInterceptor(streamErrors),
 	)
-	watches := newWatchHub(n)
+	watches := newWatchHub(n, conns)
 	pb.RegisterPlanServiceServer(s, &planService{n: n, watches: watches})
 	pb.RegisterLeaseServiceServer(s, &leaseService{n: n})
 	pb.RegisterEnactServiceServer(s, &enactService{n: n, watches: watches})
@@ -72,7 +73,7 @@ func (n *Node) startGRPC() error {
 	reflection.Register(s)
 	n.grpc = s
 	n.goLoop(func() {
-		if err := s.Serve(lis); err != nil {
+		if err := s.Serve(conns); err != nil {
 			n.log.Error("grpc server stopped", "err", err)
 		}
 	})

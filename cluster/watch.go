@@ -77,10 +77,18 @@ func (e *watchEnd) GRPCStatus() *status.Status {
 //     Apply, which needs the write lock.
 //   - No stream holds anything for longer than the send timeout. One
 //     goroutine per stream makes the blocking SendMsg calls; the handler
-//     waits for each with a deadline and, when it passes, returns. gRPC
-//     then ends the stream, which also unblocks the send.
+//     waits for each with a deadline and, when it passes, returns, and
+//     the client's connection is closed. Returning alone is not enough:
+//     gRPC queues the stream's status behind the message it could not
+//     send, and keeps both for as long as the client stays connected
+//     without reading (it still answers keepalive pings), so a client
+//     that opened and stalled stream after stream would pin one message
+//     of up to the plan limit each. Closing the connection frees them and
+//     unblocks the send; the client reconnects and resumes from the last
+//     value it received.
 type watchHub struct {
 	n            *Node
+	conns        *connTracker
 	sendTimeout  time.Duration
 	max          int
 	maxPerClient int
@@ -98,9 +106,10 @@ type watchHub struct {
 	ended   *prometheus.CounterVec // streams the node ended, by watch and reason
 }
 
-func newWatchHub(n *Node) *watchHub {
+func newWatchHub(n *Node, conns *connTracker) *watchHub {
 	h := &watchHub{
 		n:            n,
+		conns:        conns,
 		sendTimeout:  cmp.Or(n.cfg.WatchSendTimeout, DefaultWatchSendTimeout),
 		max:          cmp.Or(n.cfg.MaxWatchers, DefaultMaxWatchers),
 		maxPerClient: cmp.Or(n.cfg.MaxWatchersPerClient, DefaultMaxWatchersPerClient),
@@ -167,6 +176,67 @@ func clientAddr(ctx context.Context) string {
 	return p.Addr.String()
 }
 
+// peerAddr is the address of a stream's connection, as the connection
+// tracker knows it.
+func peerAddr(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		return p.Addr.String()
+	}
+	return ""
+}
+
+// connTracker is the gRPC listener, keeping every accepted connection by
+// its remote address so that one can be closed from a handler.
+type connTracker struct {
+	net.Listener
+	mu    sync.Mutex
+	conns map[string]net.Conn
+}
+
+func newConnTracker(lis net.Listener) *connTracker {
+	return &connTracker{Listener: lis, conns: map[string]net.Conn{}}
+}
+
+func (t *connTracker) Accept() (net.Conn, error) {
+	c, err := t.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	tc := &trackedConn{Conn: c, t: t, key: c.RemoteAddr().String()}
+	t.mu.Lock()
+	t.conns[tc.key] = tc
+	t.mu.Unlock()
+	return tc, nil
+}
+
+// close closes the connection from addr, if it is open.
+func (t *connTracker) close(addr string) {
+	t.mu.Lock()
+	c := t.conns[addr]
+	t.mu.Unlock()
+	if c != nil {
+		c.Close()
+	}
+}
+
+type trackedConn struct {
+	net.Conn
+	t    *connTracker
+	key  string
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.t.mu.Lock()
+		if c.t.conns[c.key] == net.Conn(c) {
+			delete(c.t.conns, c.key)
+		}
+		c.t.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
 // serve runs one watch stream: each time the state changes, collect
 // picks (under the read lock, without I/O) the messages the client has
 // not had yet, and they are sent after the lock is released. It returns
@@ -201,7 +271,10 @@ func (h *watchHub) serve(stream grpc.ServerStream, what string, collect func(*fs
 			if err := out.send(ctx, h.n.closing, m, h.sendTimeout); err != nil {
 				if errors.Is(err, ErrWatchStalled) {
 					h.ended.WithLabelValues(what, "stalled").Inc()
-					h.n.log.Warn("watch stream stalled; ending it", "watch", what, "client", clientAddr(ctx), "timeout", h.sendTimeout)
+					h.n.log.Warn("watch stream stalled; closing the client's connection", "watch", what, "client", peerAddr(ctx), "timeout", h.sendTimeout)
+					// The stream's status goes down with the connection;
+					// the log line and the metric say why.
+					h.conns.close(peerAddr(ctx))
 				}
 				return err
 			}

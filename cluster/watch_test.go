@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -43,7 +44,7 @@ func bigPlan(endpoints, targets int) *pb.Plan {
 // them: a paused enactor, a SIGSTOPped process. Its receive window is the
 // smallest gRPC allows (64 KiB), so the server's sends block on flow
 // control after a few messages.
-func stalledWatcher(t *testing.T, addr string) (plans pb.PlanService_WatchPlansClient, applied pb.EnactService_WatchAppliedClient) {
+func stalledWatcher(t *testing.T, addr string) (cc *grpc.ClientConn, plans pb.PlanService_WatchPlansClient, applied pb.EnactService_WatchAppliedClient) {
 	t.Helper()
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10),
@@ -62,7 +63,7 @@ func stalledWatcher(t *testing.T, addr string) (plans pb.PlanService_WatchPlansC
 	if applied, err = pb.NewEnactServiceClient(cc).WatchApplied(ctx, &pb.WatchAppliedRequest{}); err != nil {
 		t.Fatal(err)
 	}
-	return plans, applied
+	return cc, plans, applied
 }
 
 // within runs f with a context of the given bound, again while it fails
@@ -134,13 +135,14 @@ func TestStalledWatcherCannotStopNode(t *testing.T) {
 
 	type stalled struct {
 		node    string
+		cc      *grpc.ClientConn
 		plans   pb.PlanService_WatchPlansClient
 		applied pb.EnactService_WatchAppliedClient
 	}
 	var watchers []stalled
 	for _, id := range c.order {
-		p, ap := stalledWatcher(t, c.specs[id].grpcAddr)
-		watchers = append(watchers, stalled{id, p, ap})
+		cc, p, ap := stalledWatcher(t, c.specs[id].grpcAddr)
+		watchers = append(watchers, stalled{id, cc, p, ap})
 	}
 
 	// A few MB of plans pending for every stalled watcher, then one more
@@ -174,8 +176,19 @@ func TestStalledWatcherCannotStopNode(t *testing.T) {
 		})
 	}
 
-	// The server ended every stalled stream: once the client reads again
-	// it gets what was already in flight, then UNAVAILABLE saying why.
+	// The server ended every stalled stream and closed the stalled
+	// client's connection, which frees what the transport still held for
+	// it (the message it could not send, and the status behind it).
+	for _, w := range watchers {
+		waitFor(t, 10*time.Second, w.node+" closing the stalled client's connection", func() bool {
+			return w.cc.GetState() != connectivity.Ready
+		})
+		if n := counterValue(t, c.node(w.node), "dnsplan_watch_streams_ended_total"); n == 0 {
+			t.Errorf("%s counted no watch stream it ended", w.node)
+		}
+	}
+	// Once the client reads again it gets what was already in flight,
+	// then UNAVAILABLE.
 	for _, w := range watchers {
 		got := 0
 		var err error
@@ -183,8 +196,8 @@ func TestStalledWatcherCannotStopNode(t *testing.T) {
 			_, err = w.plans.Recv()
 			got++
 		}
-		if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "stalled") {
-			t.Errorf("%s: stalled plan watch ended with %v after %d messages, want UNAVAILABLE naming the stall", w.node, err, got-1)
+		if status.Code(err) != codes.Unavailable {
+			t.Errorf("%s: stalled plan watch ended with %v after %d messages, want UNAVAILABLE", w.node, err, got-1)
 		}
 		if got-1 >= 1+more {
 			t.Errorf("%s: stalled plan watch delivered all %d plans; it was never ended", w.node, got-1)
@@ -193,8 +206,8 @@ func TestStalledWatcherCannotStopNode(t *testing.T) {
 		for err == nil {
 			_, err = w.applied.Recv()
 		}
-		if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "stalled") {
-			t.Errorf("%s: stalled applied watch ended with %v, want UNAVAILABLE naming the stall", w.node, err)
+		if status.Code(err) != codes.Unavailable {
+			t.Errorf("%s: stalled applied watch ended with %v, want UNAVAILABLE", w.node, err)
 		}
 	}
 }
