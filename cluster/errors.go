@@ -70,7 +70,11 @@ func toStatus(err error) error {
 	// Several rejections share FAILED_PRECONDITION; the reason tells a
 	// program which one it got without parsing the message.
 	if reason := fsm.Reason(err); reason != "" && reason != "other" {
-		if d, derr := st.WithDetails(&errdetails.ErrorInfo{Reason: strings.ToUpper(reason), Domain: client.ErrorDomain}); derr == nil {
+		info := &errdetails.ErrorInfo{Reason: strings.ToUpper(reason), Domain: client.ErrorDomain}
+		if ee := (*fsm.EndpointError)(nil); errors.As(err, &ee) {
+			info.Metadata = map[string]string{client.MetadataEndpoint: ee.Endpoint}
+		}
+		if d, derr := st.WithDetails(info); derr == nil {
 			st = d
 		}
 	}

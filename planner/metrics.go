@@ -24,6 +24,7 @@ type metrics struct {
 	submitted       prometheus.Counter
 	unchanged       prometheus.Counter
 	refused         *prometheus.CounterVec
+	held            prometheus.Gauge
 	generation      prometheus.Gauge
 	leaseHeld       prometheus.Gauge
 	reloads         prometheus.Counter
@@ -65,6 +66,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "dnsplan_planner_plans_refused_total",
 			Help: "Submissions that failed, by reason: velocity, invalid or error. Never retried with force.",
 		}, []string{"reason"}),
+		held: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "dnsplan_planner_endpoints_held",
+			Help: "Endpoints the last planning round held at their stored records because the cluster refused their change (velocity or family); the other endpoints' changes were submitted.",
+		}),
 		generation: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "dnsplan_planner_submitted_generation",
 			Help: "Generation of the last plan this planner stored.",
@@ -87,7 +92,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 	}
 	for _, c := range []prometheus.Collector{m.probes, m.targetHealthy, m.targetsHealthy, m.targets, m.failOpen,
-		m.submitted, m.unchanged, m.refused, m.generation, m.leaseHeld, m.reloads, m.reloadErrors, m.inventoryLoaded} {
+		m.submitted, m.unchanged, m.refused, m.held, m.generation, m.leaseHeld, m.reloads, m.reloadErrors, m.inventoryLoaded} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -8,8 +8,10 @@
 // Several planners may run; only the holder of the fenced "planner" lease
 // submits, the others probe and stand by, so a takeover acts on fresh
 // health at once. The planner never forces a plan: when the cluster's
-// velocity limit refuses one (too much capacity removed at once), it says
-// so and tries again next interval, leaving the override to an operator.
+// velocity limit refuses an endpoint's change (too much capacity removed
+// at once), it holds that endpoint at its stored records, stores the
+// other endpoints' changes, and tries again next interval, leaving the
+// override to an operator.
 // That limit is the protection AWS added after October 2025; a planner
 // that forced its way past it would make it worthless.
 //
@@ -26,6 +28,7 @@ import (
 	"maps"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -522,7 +525,7 @@ func (p *Planner) lead(ctx context.Context, lease *pb.Lease) {
 	}()
 	log := p.log.With("token", lease.GetToken())
 	log.Info("holding the planner lease; planning")
-	var refused string // the last refused plan, to warn once per plan
+	var refused string // the last round's refusals, to warn once per refusal
 	for {
 		if fenced := p.planOnce(ctx, log, lease, &refused); fenced {
 			// The cluster refused our token: another planner holds the
@@ -541,8 +544,13 @@ func (p *Planner) lead(ctx context.Context, lease *pb.Lease) {
 
 // planOnce stores the desired plan if its records differ from the newest
 // stored plan's, fenced by the planner lease. A refusal is logged and
-// counted and left for the next round: never forced. It reports whether
-// the cluster fenced the submission (the lease is lost).
+// counted and left for the next round: never forced. When the cluster
+// names the endpoint that caused a velocity or family refusal, that
+// endpoint is held at its stored records and the rest of the plan is
+// submitted again, so that one endpoint over the limit does not stop every
+// other endpoint's updates; the held endpoint's change is tried again
+// next round, as the velocity window slides. It reports whether the
+// cluster fenced the submission (the lease is lost).
 func (p *Planner) planOnce(ctx context.Context, log *slog.Logger, lease *pb.Lease, refused *string) (fenced bool) {
 	p.mu.Lock()
 	b := p.desired
@@ -560,13 +568,31 @@ func (p *Planner) planOnce(ctx context.Context, log *slog.Logger, lease *pb.Leas
 			log.Warn("cannot read the newest plan; retrying next interval", "err", err)
 		}
 		return false
-	case sameRecords(newest, b.plan):
-		p.metrics.unchanged.Inc()
-		*refused = ""
-		return false
 	}
-	resp, err := p.cluster.SubmitPlan(ctx, &pb.SubmitPlanRequest{Plan: b.plan, LeaseName: LeaseName, LeaseToken: lease.GetToken()})
-	if err != nil {
+	plan := b.plan
+	var held []string // endpoints held at their stored records this round
+	// The refusals of this round, each warned about unless the last
+	// round had it too (then it is a debug line).
+	last, this := *refused, ""
+	defer func() {
+		p.metrics.held.Set(float64(len(held)))
+		*refused = this
+	}()
+	for {
+		if sameRecords(newest, plan) {
+			if len(held) == 0 {
+				p.metrics.unchanged.Inc()
+			}
+			return false
+		}
+		resp, err := p.cluster.SubmitPlan(ctx, &pb.SubmitPlanRequest{Plan: plan, LeaseName: LeaseName, LeaseToken: lease.GetToken()})
+		if err == nil {
+			p.metrics.submitted.Inc()
+			p.metrics.generation.Set(float64(resp.GetGeneration()))
+			log.Info("plan stored", "generation", resp.GetGeneration(), "changed_endpoints", changedEndpoints(newest, plan),
+				"after_generation", newest.GetGeneration(), "held_endpoints", held)
+			return false
+		}
 		if ctx.Err() != nil {
 			return false
 		}
@@ -583,12 +609,21 @@ func (p *Planner) planOnce(ctx context.Context, log *slog.Logger, lease *pb.Leas
 			reason = refusedInvalid
 		}
 		p.metrics.refused.WithLabelValues(reason).Inc()
-		key := reason + "\x00" + planKey(b.plan)
+		ep := client.RejectedEndpoint(err)
+		canHold := (reason == refusedVelocity || reason == refusedFamily) && ep != "" && !slices.Contains(held, ep)
+		key := reason + "\x00" + ep + "\x00" + planKey(b.plan) + "\x01"
+		this += key
 		level := slog.LevelWarn
-		if key == *refused {
-			level = slog.LevelDebug // the same plan refused again
+		if strings.Contains(last, key) {
+			level = slog.LevelDebug
 		}
-		*refused = key
+		if canHold {
+			log.Log(ctx, level, "endpoint's change refused; holding it at its stored records and submitting the other endpoints' changes (never forced; retried next interval, an operator may force it)",
+				"endpoint", ep, "reason", reason, "err", err)
+			held = append(held, ep)
+			plan = holdEndpoint(plan, newest, ep)
+			continue
+		}
 		msg := "plan not stored; retrying next interval"
 		switch reason {
 		case refusedVelocity:
@@ -596,15 +631,32 @@ func (p *Planner) planOnce(ctx context.Context, log *slog.Logger, lease *pb.Leas
 		case refusedFamily:
 			msg = "plan refused: it would empty an address family an endpoint serves; not forcing it, retrying next interval (an operator may submit it with force)"
 		}
-		log.Log(ctx, level, msg, "reason", reason, "changed_endpoints", changedEndpoints(newest, b.plan), "err", err)
+		log.Log(ctx, level, msg, "reason", reason, "changed_endpoints", changedEndpoints(newest, plan), "held_endpoints", held, "err", err)
 		return false
 	}
-	*refused = ""
-	p.metrics.submitted.Inc()
-	p.metrics.generation.Set(float64(resp.GetGeneration()))
-	log.Info("plan stored", "generation", resp.GetGeneration(), "changed_endpoints", changedEndpoints(newest, b.plan),
-		"after_generation", newest.GetGeneration())
-	return false
+}
+
+// holdEndpoint returns plan with endpoint name's records replaced by those
+// of stored (the newest stored plan), or without the endpoint if stored
+// has none. plan is not modified.
+func holdEndpoint(plan, stored *pb.Plan, name string) *pb.Plan {
+	name = fsm.CanonicalName(name)
+	out := &pb.Plan{PlannerId: plan.GetPlannerId()}
+	var keep *pb.EndpointPlan
+	for _, ep := range stored.GetEndpoints() {
+		if fsm.CanonicalName(ep.GetName()) == name {
+			keep = ep
+		}
+	}
+	for _, ep := range plan.GetEndpoints() {
+		switch {
+		case fsm.CanonicalName(ep.GetName()) != name:
+			out.Endpoints = append(out.Endpoints, ep)
+		case keep != nil:
+			out.Endpoints = append(out.Endpoints, &pb.EndpointPlan{Name: ep.GetName(), Ttl: keep.GetTtl(), Targets: keep.GetTargets()})
+		}
+	}
+	return out
 }
 
 // planKey identifies a plan's content, to tell a repeated refusal from a

@@ -238,6 +238,52 @@ func TestPlannerVelocityRefusedNotForced(t *testing.T) {
 	}
 }
 
+// One endpoint over the velocity limit does not hold up the others: the
+// cluster names the refused endpoint, the planner keeps it at its stored
+// records and stores the other endpoint's change.
+func TestPlannerHoldsOnlyTheRefusedEndpoint(t *testing.T) {
+	tc := clustertest.Start(t, clustertest.Options{Nodes: 1})
+	cl := tc.Client()
+	_, check1 := startBackend(t, "one")
+	shared, checkShared := startBackend(t, "shared")
+	_, checkW1 := startBackend(t, "w1")
+	w2, checkW2 := startBackend(t, "w2")
+	const web = "web.dnsplan.test."
+	inv := filepath.Join(t.TempDir(), "inventory.yaml")
+	writeFile(t, inv, fmt.Sprintf(`zone: dnsplan.test.
+endpoints:
+  - name: %s
+    ttl: 30
+    targets:
+      - {id: lb-1, address: 192.0.2.1, capacity: 100, check: "%s"}
+      - {id: lb-2, address: 192.0.2.2, capacity: 100, check: "%s"}
+      - {id: lb-3, address: 192.0.2.3, capacity: 100, check: "%s"}
+      - {id: lb-4, address: 192.0.2.4, capacity: 100, check: "%s"}
+  - name: %s
+    ttl: 30
+    targets:
+      - {id: w-1, address: 192.0.2.11, capacity: 100, check: "%s"}
+      - {id: w-2, address: 192.0.2.12, capacity: 100, check: "%s"}
+`, endpoint, check1, checkShared, checkShared, checkShared, web, checkW1, checkW2))
+	p := startPlanner(t, tc, "p1", inv)
+	all := map[string]uint32{"lb-1": 100, "lb-2": 100, "lb-3": 100, "lb-4": 100}
+	g1 := waitPlan(t, cl, endpoint, all).GetGeneration()
+	applyAll(t, cl, g1)
+
+	// api would drop 75% (over the 50% limit), web 50% (at it).
+	shared.Fail()
+	w2.Fail()
+	got := waitPlan(t, cl, web, map[string]uint32{"w-1": 100, "w-2": 0})
+	if w := weightsOf(got, endpoint); !equal(w, all) {
+		t.Fatalf("generation %d changed the refused endpoint: %v, want it held at %v", got.GetGeneration(), w, all)
+	}
+	if got.GetForced() {
+		t.Fatalf("generation %d was forced", got.GetGeneration())
+	}
+	p.waitMetric(t, 1, "dnsplan_planner_endpoints_held")
+	p.waitMetric(t, 1, "dnsplan_planner_plans_refused_total", "reason", "velocity")
+}
+
 // An inventory edit that drops an endpoint's only IPv4 target would empty
 // its A answers: the cluster refuses the plan (reason FAMILY) and the
 // planner treats it like a velocity refusal: counted, logged, retried each

@@ -29,6 +29,19 @@ var (
 	ErrNotFounded = errors.New("cluster policy not founded yet")
 )
 
+// EndpointError is a rejection caused by one endpoint of a plan (the
+// per-endpoint rules at submit: velocity, families). It names the
+// endpoint, which the gRPC edge passes on in the ErrorInfo metadata
+// (client.RejectedEndpoint), so a program can act on that endpoint
+// without parsing the message.
+type EndpointError struct {
+	Endpoint string
+	Err      error
+}
+
+func (e *EndpointError) Error() string { return e.Err.Error() }
+func (e *EndpointError) Unwrap() error { return e.Err }
+
 // Reason names a rejection for metrics and the audit history.
 func Reason(err error) string {
 	switch {

@@ -152,7 +152,7 @@ func (s *State) submitPlan(index uint64, c *statev1.SubmitPlan) Result {
 		// the plan is applied (against what is served then).
 		if err := s.checkEndpointRules(ep.Name, ep.Targets); err != nil {
 			ev.Endpoint = ep.Name
-			return s.reject(ev, err)
+			return s.reject(ev, &EndpointError{Endpoint: ep.Name, Err: err})
 		}
 	}
 	gen := s.nextGeneration
