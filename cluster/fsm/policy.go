@@ -27,7 +27,8 @@ const (
 	MaxVelocityWindow = 24 * time.Hour
 	// MaxServedRecords bounds the records kept per endpoint for the
 	// velocity limit. An endpoint that changes more often than this within
-	// one window is judged against its newest MaxServedRecords records.
+	// one window loses its oldest records below the highest capacity
+	// first (see recordServed).
 	MaxServedRecords = 64
 )
 
@@ -232,17 +233,22 @@ func sameWeights(a, b []*statev1.ServedWeight) bool {
 }
 
 // servedWithin returns the records of an endpoint served at some time
-// within the velocity window ending now, the current one included. Record
-// i was served until record i+1 was applied.
+// within the velocity window ending now, the current one included.
 func (s *State) servedWithin(name string) []*statev1.ServedRecord {
 	w := s.served[name]
 	if w == nil {
 		return nil
 	}
-	cut := s.now.Add(-s.window()).UnixNano()
+	return recordsAfter(w.Records, s.now.Add(-s.window()).UnixNano())
+}
+
+// recordsAfter returns, in a new slice, the records served at some time
+// after cut: record i was served until record i+1 was applied, and the
+// last one is served now.
+func recordsAfter(recs []*statev1.ServedRecord, cut int64) []*statev1.ServedRecord {
 	var out []*statev1.ServedRecord
-	for i, r := range w.Records {
-		if i+1 < len(w.Records) && w.Records[i+1].AppliedAtUnixNanos <= cut {
+	for i, r := range recs {
+		if i+1 < len(recs) && recs[i+1].AppliedAtUnixNanos <= cut {
 			continue
 		}
 		out = append(out, r)
@@ -358,26 +364,35 @@ func (s *State) checkEndpointRules(name string, targets []*pb.Target) error {
 
 // recordServed appends what an endpoint serves from now on to its window,
 // dropping records served before the window and, past MaxServedRecords,
-// the oldest. A record equal to the current one adds nothing: the endpoint
-// served the same all along. Windows are replaced, never changed in place,
-// so clones and snapshots can share them.
+// the oldest record below the window's highest capacity (the oldest of
+// all only when every record ties for the highest). The highest record is
+// what velocity is judged against, so a run of small changes cannot push
+// it out of the window and step capacity down past the limit. A record
+// equal to the current one adds nothing: the endpoint served the same all
+// along. Windows are replaced, never changed in place, so clones and
+// snapshots can share them.
 func (s *State) recordServed(name string, targets []*pb.Target) {
 	ws := servedWeights(targets)
-	cut := s.now.Add(-s.window()).UnixNano()
 	var recs []*statev1.ServedRecord
 	if old := s.served[name]; old != nil {
-		for i, r := range old.Records {
-			if i+1 < len(old.Records) && old.Records[i+1].AppliedAtUnixNanos <= cut {
-				continue
-			}
-			recs = append(recs, r)
-		}
+		recs = recordsAfter(old.Records, s.now.Add(-s.window()).UnixNano())
 	}
 	if n := len(recs); n == 0 || !sameWeights(recs[n-1].Weights, ws) {
 		recs = append(recs, &statev1.ServedRecord{AppliedAtUnixNanos: s.now.UnixNano(), Weights: ws})
 	}
-	if len(recs) > MaxServedRecords {
-		recs = recs[len(recs)-MaxServedRecords:]
+	for len(recs) > MaxServedRecords {
+		var highest uint64
+		for _, r := range recs {
+			highest = max(highest, capacityOf(r.Weights))
+		}
+		drop := 0
+		for i, r := range recs[:len(recs)-1] { // never the current record
+			if capacityOf(r.Weights) < highest {
+				drop = i
+				break
+			}
+		}
+		recs = slices.Delete(recs, drop, drop+1)
 	}
 	s.served[name] = &statev1.ServedWindow{Endpoint: name, Records: recs}
 }

@@ -329,6 +329,25 @@ func TestValidateConfig(t *testing.T) {
 	}
 }
 
+// A run of small changes cannot push the highest record out of the
+// count-bounded window and then step capacity down past the limit: 400,
+// then MaxServedRecords+ alternating records of 201 and 200 (each a drop
+// under 50% of 400), then 101 is 75% below the 400 served within the
+// window.
+func TestServedWindowKeepsTheHighest(t *testing.T) {
+	h := newHarness(t)
+	h.setPolicy(0.5, time.Minute)
+	l := h.mustAcquire("enactor", "enactor-a", time.Hour)
+	h.mustApply(h.mustSubmit(plan(weighted(api, 400))), "enactor", l.Token, "enactor-a")
+	for i := range MaxServedRecords + 2 {
+		h.advance(10 * time.Millisecond)
+		h.mustApply(h.mustSubmit(plan(weighted(api, uint32(200+i%2)))), "enactor", l.Token, "enactor-a")
+	}
+	if r := h.submit(plan(weighted(api, 101)), false); Reason(r.Err) != "velocity" {
+		t.Fatalf("a drop to 101 within the window of 400: %v, want refused by velocity", r.Err)
+	}
+}
+
 // The served window is bounded in time and in count, and an unchanged
 // record adds nothing.
 func TestServedWindowBounded(t *testing.T) {

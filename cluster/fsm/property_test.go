@@ -513,15 +513,17 @@ func (m *model) endpointRule(name string, targets []*pb.Target) error {
 	return nil
 }
 
+// capacity is a record's capacity: the sum of its weights.
+func capacity(w map[string]uint64) (c uint64) {
+	for _, x := range w {
+		c += x
+	}
+	return c
+}
+
 // highestRecords returns the records of the largest capacity: what I7
 // judges a change against.
 func highestRecords(recs []modelRecord) []modelRecord {
-	capacity := func(w map[string]uint64) (c uint64) {
-		for _, x := range w {
-			c += x
-		}
-		return c
-	}
 	var highest uint64
 	for _, r := range recs {
 		highest = max(highest, capacity(r.w))
@@ -550,8 +552,19 @@ func (m *model) recordServed(name string, targets []*pb.Target) {
 	if len(recs) == 0 || !maps.Equal(recs[len(recs)-1].w, w) {
 		recs = append(recs, modelRecord{at: m.now, w: w})
 	}
-	if len(recs) > MaxServedRecords {
-		recs = recs[len(recs)-MaxServedRecords:]
+	for len(recs) > MaxServedRecords {
+		var highest uint64
+		for _, r := range recs {
+			highest = max(highest, capacity(r.w))
+		}
+		drop := 0
+		for i, r := range recs[:len(recs)-1] {
+			if capacity(r.w) < highest {
+				drop = i
+				break
+			}
+		}
+		recs = slices.Delete(recs, drop, drop+1)
 	}
 	m.served[name] = recs
 	m.servedLog[name] = append(m.servedLog[name], modelRecord{at: m.now, w: w})
