@@ -271,20 +271,20 @@ func (r *run) finalState(ctx context.Context) finalState {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	plans, err := c.ListPlans(ctx, &pb.ListPlansRequest{})
+	plans, err := c.AllPlans(ctx, false)
 	if err != nil {
 		f.Err = fmt.Sprintf("listing plans: %v", err)
 		return f
 	}
-	for _, p := range plans.GetPlans() {
+	for _, p := range plans {
 		f.Plans[p.GetGeneration()] = true
 	}
-	applied, err := c.ListApplied(ctx, &pb.ListAppliedRequest{})
+	applied, err := c.AllApplied(ctx, false)
 	if err != nil {
 		f.Err = fmt.Sprintf("listing applied endpoints: %v", err)
 		return f
 	}
-	for _, a := range applied.GetEndpoints() {
+	for _, a := range applied {
 		f.Applied[a.GetEndpoint()] = a.GetGeneration()
 	}
 	if err := r.audit.fetch(ctx, c, r.rec); err != nil {

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"fmt"
 
 	"google.golang.org/grpc"
 
@@ -25,7 +26,7 @@ func (c *Client) GetPlan(ctx context.Context, req *pb.GetPlanRequest) (*pb.Plan,
 	})
 }
 
-// ListPlans returns every stored plan.
+// ListPlans returns one page of the stored plans (see AllPlans).
 func (c *Client) ListPlans(ctx context.Context, req *pb.ListPlansRequest) (*pb.ListPlansResponse, error) {
 	return Do(ctx, c, func(ctx context.Context, cc grpc.ClientConnInterface) (*pb.ListPlansResponse, error) {
 		return pb.NewPlanServiceClient(cc).ListPlans(ctx, req)
@@ -82,7 +83,8 @@ func (c *Client) GetApplied(ctx context.Context, req *pb.GetAppliedRequest) (*pb
 	})
 }
 
-// ListApplied returns what every endpoint serves.
+// ListApplied returns one page of what the endpoints serve (see
+// AllApplied).
 func (c *Client) ListApplied(ctx context.Context, req *pb.ListAppliedRequest) (*pb.ListAppliedResponse, error) {
 	return Do(ctx, c, func(ctx context.Context, cc grpc.ClientConnInterface) (*pb.ListAppliedResponse, error) {
 		return pb.NewEnactServiceClient(cc).ListApplied(ctx, req)
@@ -187,4 +189,49 @@ func (c *Client) LegacyCleanup(ctx context.Context, req *pb.LegacyCleanupRequest
 	return Do(ctx, c, func(ctx context.Context, cc grpc.ClientConnInterface) (*pb.LegacyCleanupResponse, error) {
 		return pb.NewLegacyServiceClient(cc).LegacyCleanup(ctx, req)
 	})
+}
+
+// AllPlans returns every stored plan, oldest first, reading ListPlans page
+// by page. Each page is its own read (linearizable unless stale), so a
+// clean-up between two pages may have deleted plans of the first.
+func (c *Client) AllPlans(ctx context.Context, stale bool) ([]*pb.Plan, error) {
+	var out []*pb.Plan
+	var from uint64
+	for {
+		resp, err := c.ListPlans(ctx, &pb.ListPlansRequest{Stale: stale, FromGeneration: from})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, resp.GetPlans()...)
+		next := resp.GetNextGeneration()
+		if next == 0 {
+			return out, nil
+		}
+		if next <= from {
+			return nil, fmt.Errorf("client: ListPlans from generation %d answered next generation %d: no progress", from, next)
+		}
+		from = next
+	}
+}
+
+// AllApplied returns what every endpoint serves, ordered by name, reading
+// ListApplied page by page, each page its own read.
+func (c *Client) AllApplied(ctx context.Context, stale bool) ([]*pb.AppliedEndpoint, error) {
+	var out []*pb.AppliedEndpoint
+	var from string
+	for {
+		resp, err := c.ListApplied(ctx, &pb.ListAppliedRequest{Stale: stale, FromEndpoint: from})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, resp.GetEndpoints()...)
+		next := resp.GetNextEndpoint()
+		if next == "" {
+			return out, nil
+		}
+		if next <= from {
+			return nil, fmt.Errorf("client: ListApplied from endpoint %q answered next endpoint %q: no progress", from, next)
+		}
+		from = next
+	}
 }

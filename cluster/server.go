@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"sort"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -12,6 +13,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/cluster/fsm"
@@ -133,13 +135,45 @@ func (p *planService) GetPlan(ctx context.Context, req *pb.GetPlanRequest) (*pb.
 }
 
 func (p *planService) ListPlans(ctx context.Context, req *pb.ListPlansRequest) (*pb.ListPlansResponse, error) {
-	return read(ctx, p.n, req.GetStale(), req, func(context.Context, *pb.ListPlansRequest) (*pb.ListPlansResponse, error) {
+	return read(ctx, p.n, req.GetStale(), req, func(_ context.Context, req *pb.ListPlansRequest) (*pb.ListPlansResponse, error) {
+		var plans []*pb.Plan
+		p.n.machine.read(func(s *fsm.State) { plans = s.PlansFrom(req.GetFromGeneration()) })
 		resp := &pb.ListPlansResponse{}
-		p.n.machine.read(func(s *fsm.State) { resp.Plans = s.Plans() })
+		n := page(plans, req.GetLimit())
+		resp.Plans = plans[:n]
+		if n < len(plans) {
+			resp.NextGeneration = plans[n].GetGeneration()
+		}
 		return resp, nil
 	}, func(ctx context.Context, c grpc.ClientConnInterface, req *pb.ListPlansRequest) (*pb.ListPlansResponse, error) {
 		return pb.NewPlanServiceClient(c).ListPlans(ctx, req)
 	})
+}
+
+// One page of a list answer (ListPlans, ListApplied) holds at most
+// listPageMax items and, unless it holds a single item, at most
+// listPageBytes encoded: half the message limit, so a page never nears it,
+// and a single item of the largest valid size (below half the limit, see
+// above) always fits.
+const (
+	listPageMax   = 1000
+	listPageBytes = maxRequestBytes / 2
+)
+
+// page returns how many of items, from the first, make one page.
+func page[M proto.Message](items []M, limit uint32) int {
+	most := listPageMax
+	if limit > 0 && limit < listPageMax {
+		most = int(limit)
+	}
+	size := 0
+	for i, m := range items {
+		size += proto.Size(m)
+		if i == most || (i > 0 && size > listPageBytes) {
+			return i
+		}
+	}
+	return len(items)
 }
 
 type leaseService struct {
@@ -249,9 +283,20 @@ func (e *enactService) GetApplied(ctx context.Context, req *pb.GetAppliedRequest
 }
 
 func (e *enactService) ListApplied(ctx context.Context, req *pb.ListAppliedRequest) (*pb.ListAppliedResponse, error) {
-	return read(ctx, e.n, req.GetStale(), req, func(context.Context, *pb.ListAppliedRequest) (*pb.ListAppliedResponse, error) {
+	return read(ctx, e.n, req.GetStale(), req, func(_ context.Context, req *pb.ListAppliedRequest) (*pb.ListAppliedResponse, error) {
+		var from string
+		if req.GetFromEndpoint() != "" {
+			from = fsm.CanonicalName(req.GetFromEndpoint())
+		}
+		var applied []*pb.AppliedEndpoint
+		e.n.machine.read(func(s *fsm.State) { applied = s.AppliedAll() })
+		applied = applied[sort.Search(len(applied), func(i int) bool { return applied[i].GetEndpoint() >= from }):]
 		resp := &pb.ListAppliedResponse{}
-		e.n.machine.read(func(s *fsm.State) { resp.Endpoints = s.AppliedAll() })
+		n := page(applied, req.GetLimit())
+		resp.Endpoints = applied[:n]
+		if n < len(applied) {
+			resp.NextEndpoint = applied[n].GetEndpoint()
+		}
 		return resp, nil
 	}, func(ctx context.Context, c grpc.ClientConnInterface, req *pb.ListAppliedRequest) (*pb.ListAppliedResponse, error) {
 		return pb.NewEnactServiceClient(c).ListApplied(ctx, req)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -378,5 +379,80 @@ func TestPlanAtTheLimitTravelsEverywhere(t *testing.T) {
 	})
 	if !errors.Is(err, errDelivered) {
 		t.Fatalf("WatchPlans did not deliver the plan: %v", err)
+	}
+
+	// Four such plans are 16 MiB, over every message limit together:
+	// ListPlans answers them in pages, each under the limit.
+	gens := []uint64{res.Generation}
+	for range 3 {
+		r, err := cl.SubmitPlan(ctx, &pb.SubmitPlanRequest{Plan: plan})
+		if err != nil {
+			t.Fatalf("submit another plan just under the limit: %v", err)
+		}
+		gens = append(gens, r.Generation)
+	}
+	first, err := cl.ListPlans(ctx, &pb.ListPlansRequest{})
+	if err != nil {
+		t.Fatalf("ListPlans of %d plans of 4 MiB: %v", len(gens), err)
+	}
+	if first.GetNextGeneration() == 0 || len(first.GetPlans()) == len(gens) {
+		t.Fatalf("ListPlans answered %d of %d plans of 4 MiB in one page (next generation %d)",
+			len(first.GetPlans()), len(gens), first.GetNextGeneration())
+	}
+	all, err := cl.AllPlans(ctx, false)
+	if err != nil {
+		t.Fatalf("AllPlans: %v", err)
+	}
+	var listed []uint64
+	for _, p := range all {
+		listed = append(listed, p.GetGeneration())
+	}
+	if !slices.Equal(listed, gens) {
+		t.Fatalf("AllPlans returned generations %v, want %v", listed, gens)
+	}
+}
+
+// ListPlans and ListApplied page by the caller's limit too, and the
+// client's AllPlans and AllApplied read every page.
+func TestListsPage(t *testing.T) {
+	c := newTestCluster(t, 1, nil)
+	c.startAll()
+	a := c.api(c.leader().ID())
+	cl, err := client.New([]string{c.specs[c.leader().ID()].grpcAddr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	ctx := ctxT(t)
+	lease, err := a.leases.AcquireLease(ctx, &pb.AcquireLeaseRequest{Name: "enactor/0", Holder: "az-a", Ttl: ttl(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gens []uint64
+	for _, name := range []string{"c.dnsplan.test.", "a.dnsplan.test.", "b.dnsplan.test."} {
+		r, err := a.plans.SubmitPlan(ctx, &pb.SubmitPlanRequest{Plan: samplePlan(name, 100)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.enact.ApplyPlan(ctx, &pb.ApplyPlanRequest{Generation: r.Generation, LeaseName: "enactor/0", LeaseToken: lease.Token, EnactorId: "az-a"}); err != nil {
+			t.Fatal(err)
+		}
+		gens = append(gens, r.Generation)
+	}
+	p, err := a.plans.ListPlans(ctx, &pb.ListPlansRequest{Limit: 2})
+	if err != nil || len(p.GetPlans()) != 2 || p.GetNextGeneration() != gens[2] {
+		t.Fatalf("ListPlans limit 2: %d plans, next %d, %v; want 2, next %d", len(p.GetPlans()), p.GetNextGeneration(), err, gens[2])
+	}
+	p, err = a.plans.ListPlans(ctx, &pb.ListPlansRequest{Limit: 2, FromGeneration: gens[2]})
+	if err != nil || len(p.GetPlans()) != 1 || p.GetNextGeneration() != 0 {
+		t.Fatalf("ListPlans from %d: %d plans, next %d, %v; want the last one and no next page", gens[2], len(p.GetPlans()), p.GetNextGeneration(), err)
+	}
+	e, err := a.enact.ListApplied(ctx, &pb.ListAppliedRequest{Limit: 1, FromEndpoint: "B.dnsplan.test"})
+	if err != nil || len(e.GetEndpoints()) != 1 || e.GetEndpoints()[0].GetEndpoint() != "b.dnsplan.test." || e.GetNextEndpoint() != "c.dnsplan.test." {
+		t.Fatalf("ListApplied limit 1 from B.dnsplan.test: %v, next %q, %v; want b. then c.", e.GetEndpoints(), e.GetNextEndpoint(), err)
+	}
+	applied, err := cl.AllApplied(ctx, false)
+	if err != nil || len(applied) != 3 || applied[0].GetEndpoint() != "a.dnsplan.test." {
+		t.Fatalf("AllApplied: %v, %v; want a., b., c.", applied, err)
 	}
 }

@@ -40,7 +40,7 @@ type Node struct {
 // Cluster is the gRPC side; *client.Client implements it.
 type Cluster interface {
 	GetApplied(ctx context.Context, req *pb.GetAppliedRequest) (*pb.AppliedEndpoint, error)
-	ListApplied(ctx context.Context, req *pb.ListAppliedRequest) (*pb.ListAppliedResponse, error)
+	AllApplied(ctx context.Context, stale bool) ([]*pb.AppliedEndpoint, error)
 }
 
 // Config says what to probe and how often.
@@ -228,14 +228,14 @@ func (p *Prober) Run(ctx context.Context) error {
 func (p *Prober) discover(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 2*p.cfg.Timeout)
 	defer cancel()
-	resp, err := p.cfg.Cluster.ListApplied(ctx, &pb.ListAppliedRequest{Stale: true})
+	applied, err := p.cfg.Cluster.AllApplied(ctx, true)
 	if err != nil {
 		p.log.Debug("discovering endpoints", "err", err)
 		return
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, a := range resp.GetEndpoints() {
+	for _, a := range applied {
 		if !slices.Contains(p.endpoints, a.GetEndpoint()) {
 			p.endpoints = append(p.endpoints, a.GetEndpoint())
 		}

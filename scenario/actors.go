@@ -198,11 +198,11 @@ func (r *run) describeDeleted(ctx context.Context, deleted []uint64) (string, er
 		return "deleted nothing", nil
 	}
 	s := "deleted generations " + gens(deleted)
-	resp, err := r.cl.ListApplied(ctx, &pb.ListAppliedRequest{})
+	applied, err := r.cl.AllApplied(ctx, false)
 	if err != nil {
 		return "", err
 	}
-	for _, a := range resp.GetEndpoints() {
+	for _, a := range applied {
 		if slices.Contains(deleted, a.GetGeneration()) {
 			s += fmt.Sprintf("; including %d, which %s points at", a.GetGeneration(), a.GetEndpoint())
 		}

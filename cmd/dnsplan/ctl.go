@@ -577,11 +577,11 @@ func setupPlans(fs *flag.FlagSet) func(context.Context, *ctl, []string) error {
 		if err != nil {
 			return err
 		}
-		resp, err := c.ListPlans(ctx, &pb.ListPlansRequest{Stale: *stale})
+		plans, err := c.AllPlans(ctx, *stale)
 		if err != nil {
 			return err
 		}
-		return x.show(resp, func(w io.Writer) { renderPlans(w, resp.GetPlans()) })
+		return x.show(&pb.ListPlansResponse{Plans: plans}, func(w io.Writer) { renderPlans(w, plans) })
 	}
 }
 
@@ -746,11 +746,11 @@ func setupApplied(fs *flag.FlagSet) func(context.Context, *ctl, []string) error 
 			}
 			return x.show(a, func(w io.Writer) { renderApplied(w, []*pb.AppliedEndpoint{a}) })
 		}
-		resp, err := c.ListApplied(ctx, &pb.ListAppliedRequest{Stale: *stale})
+		applied, err := c.AllApplied(ctx, *stale)
 		if err != nil {
 			return err
 		}
-		return x.show(resp, func(w io.Writer) { renderApplied(w, resp.GetEndpoints()) })
+		return x.show(&pb.ListAppliedResponse{Endpoints: applied}, func(w io.Writer) { renderApplied(w, applied) })
 	}
 }
 

@@ -522,9 +522,20 @@ func (x *GetPlanRequest) GetNewest() bool {
 	return false
 }
 
+// ListPlans answers one page of the stored plans, oldest generation
+// first. A page holds at most limit plans and stays under the message
+// limit whatever the plans' sizes (a plan of the largest valid size fits
+// alone), so a client pages with from_generation = next_generation until
+// next_generation is 0. Each page is its own read: plans are immutable,
+// but a clean-up between two pages may delete some.
 type ListPlansRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Stale         bool                   `protobuf:"varint,1,opt,name=stale,proto3" json:"stale,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Stale bool                   `protobuf:"varint,1,opt,name=stale,proto3" json:"stale,omitempty"`
+	// from_generation is the first generation the page may hold; 0 is the
+	// oldest stored.
+	FromGeneration uint64 `protobuf:"varint,2,opt,name=from_generation,json=fromGeneration,proto3" json:"from_generation,omitempty"`
+	// limit is the most plans the page holds; 0 or above 1000 means 1000.
+	Limit         uint32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -566,11 +577,28 @@ func (x *ListPlansRequest) GetStale() bool {
 	return false
 }
 
+func (x *ListPlansRequest) GetFromGeneration() uint64 {
+	if x != nil {
+		return x.FromGeneration
+	}
+	return 0
+}
+
+func (x *ListPlansRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
 type ListPlansResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Plans         []*Plan                `protobuf:"bytes,1,rep,name=plans,proto3" json:"plans,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Plans []*Plan                `protobuf:"bytes,1,rep,name=plans,proto3" json:"plans,omitempty"`
+	// next_generation is where the next page starts; 0 when this page
+	// reached the newest stored plan.
+	NextGeneration uint64 `protobuf:"varint,2,opt,name=next_generation,json=nextGeneration,proto3" json:"next_generation,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ListPlansResponse) Reset() {
@@ -608,6 +636,13 @@ func (x *ListPlansResponse) GetPlans() []*Plan {
 		return x.Plans
 	}
 	return nil
+}
+
+func (x *ListPlansResponse) GetNextGeneration() uint64 {
+	if x != nil {
+		return x.NextGeneration
+	}
+	return 0
 }
 
 type WatchPlansRequest struct {
@@ -1539,9 +1574,19 @@ func (x *AppliedEndpoint) GetLegacyPointer() bool {
 	return false
 }
 
+// ListApplied answers one page of the applied endpoints, ordered by
+// name, under the message limit as ListPlans is; a client pages with
+// from_endpoint = next_endpoint until next_endpoint is empty. Each page
+// is its own read.
 type ListAppliedRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Stale         bool                   `protobuf:"varint,1,opt,name=stale,proto3" json:"stale,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Stale bool                   `protobuf:"varint,1,opt,name=stale,proto3" json:"stale,omitempty"`
+	// from_endpoint is the first endpoint name (canonical, lower case,
+	// fully qualified) the page may hold; empty is the first.
+	FromEndpoint string `protobuf:"bytes,2,opt,name=from_endpoint,json=fromEndpoint,proto3" json:"from_endpoint,omitempty"`
+	// limit is the most endpoints the page holds; 0 or above 1000 means
+	// 1000.
+	Limit         uint32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1583,9 +1628,26 @@ func (x *ListAppliedRequest) GetStale() bool {
 	return false
 }
 
+func (x *ListAppliedRequest) GetFromEndpoint() string {
+	if x != nil {
+		return x.FromEndpoint
+	}
+	return ""
+}
+
+func (x *ListAppliedRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
 type ListAppliedResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Endpoints     []*AppliedEndpoint     `protobuf:"bytes,1,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Endpoints []*AppliedEndpoint     `protobuf:"bytes,1,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	// next_endpoint is where the next page starts; empty when this page
+	// reached the last endpoint.
+	NextEndpoint  string `protobuf:"bytes,2,opt,name=next_endpoint,json=nextEndpoint,proto3" json:"next_endpoint,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1625,6 +1687,13 @@ func (x *ListAppliedResponse) GetEndpoints() []*AppliedEndpoint {
 		return x.Endpoints
 	}
 	return nil
+}
+
+func (x *ListAppliedResponse) GetNextEndpoint() string {
+	if x != nil {
+		return x.NextEndpoint
+	}
+	return ""
 }
 
 type WatchAppliedRequest struct {
@@ -3090,11 +3159,14 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"generation\x18\x01 \x01(\x04R\n" +
 	"generation\x12\x14\n" +
 	"\x05stale\x18\x02 \x01(\bR\x05stale\x12\x16\n" +
-	"\x06newest\x18\x03 \x01(\bR\x06newest\"(\n" +
+	"\x06newest\x18\x03 \x01(\bR\x06newest\"g\n" +
 	"\x10ListPlansRequest\x12\x14\n" +
-	"\x05stale\x18\x01 \x01(\bR\x05stale\";\n" +
+	"\x05stale\x18\x01 \x01(\bR\x05stale\x12'\n" +
+	"\x0ffrom_generation\x18\x02 \x01(\x04R\x0efromGeneration\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\"d\n" +
 	"\x11ListPlansResponse\x12&\n" +
-	"\x05plans\x18\x01 \x03(\v2\x10.dnsplan.v1.PlanR\x05plans\"<\n" +
+	"\x05plans\x18\x01 \x03(\v2\x10.dnsplan.v1.PlanR\x05plans\x12'\n" +
+	"\x0fnext_generation\x18\x02 \x01(\x04R\x0enextGeneration\"<\n" +
 	"\x11WatchPlansRequest\x12'\n" +
 	"\x0ffrom_generation\x18\x01 \x01(\x04R\x0efromGeneration\":\n" +
 	"\x12WatchPlansResponse\x12$\n" +
@@ -3163,11 +3235,14 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\n" +
 	"applied_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tappliedAt\x12\x1a\n" +
 	"\brevision\x18\b \x01(\x04R\brevision\x12%\n" +
-	"\x0elegacy_pointer\x18\t \x01(\bR\rlegacyPointer\"*\n" +
+	"\x0elegacy_pointer\x18\t \x01(\bR\rlegacyPointer\"e\n" +
 	"\x12ListAppliedRequest\x12\x14\n" +
-	"\x05stale\x18\x01 \x01(\bR\x05stale\"P\n" +
+	"\x05stale\x18\x01 \x01(\bR\x05stale\x12#\n" +
+	"\rfrom_endpoint\x18\x02 \x01(\tR\ffromEndpoint\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\"u\n" +
 	"\x13ListAppliedResponse\x129\n" +
-	"\tendpoints\x18\x01 \x03(\v2\x1b.dnsplan.v1.AppliedEndpointR\tendpoints\":\n" +
+	"\tendpoints\x18\x01 \x03(\v2\x1b.dnsplan.v1.AppliedEndpointR\tendpoints\x12#\n" +
+	"\rnext_endpoint\x18\x02 \x01(\tR\fnextEndpoint\":\n" +
 	"\x13WatchAppliedRequest\x12#\n" +
 	"\rfrom_revision\x18\x01 \x01(\x04R\ffromRevision\"O\n" +
 	"\x14WatchAppliedResponse\x127\n" +
