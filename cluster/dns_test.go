@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/dnsplan/dnsplan/cluster/fsm"
+	"github.com/dnsplan/dnsplan/internal/dnswatch"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -88,20 +88,6 @@ func query(t testing.TB, netw, addr, name string, qtype uint16, edns uint16) *dn
 	return nil
 }
 
-func addrsOf(r *dns.Msg) []string {
-	var out []string
-	for _, rr := range r.Answer {
-		switch rr := rr.(type) {
-		case *dns.A:
-			out = append(out, rr.A.String())
-		case *dns.AAAA:
-			out = append(out, rr.AAAA.String())
-		}
-	}
-	slices.Sort(out)
-	return out
-}
-
 // waitServed waits until every node answers name with generation gen in
 // its debugging TXT record.
 func (f *dnsFixture) waitServed(name string, gen uint64) {
@@ -144,14 +130,14 @@ func TestDNSAnswersOnEveryNode(t *testing.T) {
 			if r.Rcode != dns.RcodeSuccess || !r.Authoritative || r.RecursionAvailable {
 				t.Fatalf("%s %s A: rcode %s aa=%v ra=%v", addr, netw, dns.RcodeToString[r.Rcode], r.Authoritative, r.RecursionAvailable)
 			}
-			if got := addrsOf(r); !slices.Equal(got, []string{"192.0.2.1"}) {
+			if got := dnswatch.Addresses(r); !slices.Equal(got, []string{"192.0.2.1"}) {
 				t.Fatalf("%s %s A = %v, want only the weighted IPv4 target", addr, netw, got)
 			}
 			if r.Answer[0].Header().Ttl != 42 {
 				t.Fatalf("TTL = %d, want the plan's 42", r.Answer[0].Header().Ttl)
 			}
 		}
-		if got := addrsOf(query(t, "udp", addr, "api.dnsplan.test.", dns.TypeAAAA, 0)); !slices.Equal(got, []string{"2001:db8::1"}) {
+		if got := dnswatch.Addresses(query(t, "udp", addr, "api.dnsplan.test.", dns.TypeAAAA, 0)); !slices.Equal(got, []string{"2001:db8::1"}) {
 			t.Fatalf("AAAA = %v", got)
 		}
 		cases := []struct {
@@ -278,7 +264,7 @@ func TestDNSNodeAnswersWhenAlone(t *testing.T) {
 		f.c.stop(id)
 	}
 	r := query(t, "udp", f.c.specs[last].dnsAddr, "api.dnsplan.test.", dns.TypeA, 0)
-	if got := addrsOf(r); len(got) != 2 {
+	if got := dnswatch.Addresses(r); len(got) != 2 {
 		t.Fatalf("lone node answered %v, want its last two addresses", got)
 	}
 }
@@ -298,7 +284,7 @@ func TestDNSRestartedNodeNeverServesOlder(t *testing.T) {
 	for range 20 {
 		r := query(t, "udp", addr, "api.dnsplan.test.", dns.TypeA, 0)
 		if r.Rcode != dns.RcodeServerFailure {
-			t.Fatalf("restarted node alone answered %s %v, want SERVFAIL until caught up", dns.RcodeToString[r.Rcode], addrsOf(r))
+			t.Fatalf("restarted node alone answered %s %v, want SERVFAIL until caught up", dns.RcodeToString[r.Rcode], dnswatch.Addresses(r))
 		}
 	}
 	for _, id := range f.c.order[1:] {
@@ -355,76 +341,22 @@ func (r *raftCut) dial(addr string, timeout time.Duration) (net.Conn, error) {
 	return (&net.Dialer{Timeout: timeout}).Dial("tcp", addr)
 }
 
-// dnsWatch queries one node's DNS for an applied endpoint from before the
-// node starts until stopped, and keeps what a resolver would have cached:
-// any NXDOMAIN or empty answer is a breach of I2.
-type dnsWatch struct {
-	answers, servfail, correct atomic.Int64
-	mu                         sync.Mutex
-	bad                        []string
-	stop                       chan struct{}
-	done                       chan struct{}
-}
-
-func watchDNS(addr, name string, want []string) *dnsWatch {
-	w := &dnsWatch{stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(w.done)
-		c := &dns.Client{Net: "udp", Timeout: 200 * time.Millisecond}
-		m := new(dns.Msg)
-		m.SetQuestion(name, dns.TypeA)
-		for {
-			select {
-			case <-w.stop:
-				return
-			case <-time.After(5 * time.Millisecond):
-			}
-			r, _, err := c.Exchange(m, addr)
-			if err != nil {
-				continue // not listening yet: a resolver tries another node
-			}
-			w.answers.Add(1)
-			got := addrsOf(r)
-			switch {
-			case r.Rcode == dns.RcodeServerFailure:
-				w.servfail.Add(1)
-			case r.Rcode == dns.RcodeSuccess && slices.Equal(got, want):
-				w.correct.Add(1)
-			default:
-				w.mu.Lock()
-				w.bad = append(w.bad, fmt.Sprintf("%s %v", dns.RcodeToString[r.Rcode], got))
-				w.mu.Unlock()
-			}
-		}
-	}()
-	return w
-}
-
-// finish stops the watch and fails the test if any answer was wrong.
-func (w *dnsWatch) finish(t *testing.T, who string) {
-	t.Helper()
-	close(w.stop)
-	<-w.done
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if len(w.bad) > 0 {
-		t.Fatalf("%s gave %d wrong answers for an applied endpoint (first: %s); %d SERVFAIL, %d correct",
-			who, len(w.bad), w.bad[0], w.servfail.Load(), w.correct.Load())
-	}
-	t.Logf("%s: %d answers, %d SERVFAIL while catching up, %d correct", who, w.answers.Load(), w.servfail.Load(), w.correct.Load())
-}
-
 // checkNeverEmptier starts node id with its Raft links cut, queries its DNS
 // from its first moment while it cannot catch up, then heals the links: it
 // must answer SERVFAIL or the applied records, never NXDOMAIN or empty.
 func (f *dnsFixture) checkNeverEmptier(t *testing.T, id string, cut *raftCut) {
 	addr := f.c.specs[id].dnsAddr
-	w := watchDNS(addr, "api.dnsplan.test.", []string{"192.0.2.1", "192.0.2.2"})
+	w := dnswatch.Start(addr, "api.dnsplan.test.", []string{"192.0.2.1", "192.0.2.2"}, 5*time.Millisecond)
+	t.Cleanup(w.Stop)
 	f.c.start(id)
-	waitFor(t, 10*time.Second, id+" answering while cut off", func() bool { return w.answers.Load() >= 30 })
+	waitFor(t, 10*time.Second, id+" answering while cut off", func() bool { n, _ := w.Counts(); return n >= 30 })
 	cut.cut.Store(false)
-	waitFor(t, 20*time.Second, id+" answering the applied records", func() bool { return w.correct.Load() >= 5 })
-	w.finish(t, id)
+	waitFor(t, 20*time.Second, id+" answering the applied records", func() bool { _, ok := w.Counts(); return ok >= 5 })
+	summary, err := w.Finish(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s: %s", id, summary)
 	st, err := f.c.node(id).Status()
 	if err != nil {
 		t.Fatal(err)
@@ -567,8 +499,8 @@ func TestDNSFloorOnRaftOwnEntry(t *testing.T) {
 	if st.DnsFloor <= st.DnsServedIndex {
 		t.Fatalf("floor %d is not above the served index %d: the test no longer ends the log with Raft's own entries", st.DnsFloor, st.DnsServedIndex)
 	}
-	if r := query(t, "udp", f.c.specs[id].dnsAddr, "api.dnsplan.test.", dns.TypeA, 0); len(addrsOf(r)) != 2 {
-		t.Fatalf("%s answered %s %v once ready", id, dns.RcodeToString[r.Rcode], addrsOf(r))
+	if r := query(t, "udp", f.c.specs[id].dnsAddr, "api.dnsplan.test.", dns.TypeA, 0); len(dnswatch.Addresses(r)) != 2 {
+		t.Fatalf("%s answered %s %v once ready", id, dns.RcodeToString[r.Rcode], dnswatch.Addresses(r))
 	}
 }
 

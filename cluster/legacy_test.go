@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/dnsplan/dnsplan/internal/dnswatch"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -32,7 +33,7 @@ func TestLegacyNodeEmptiesDNS(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 5*time.Second, "generation 12 served", func() bool {
-		return len(addrsOf(query(t, "udp", dnsAddr, "api.dnsplan.test.", dns.TypeA, 0))) == 2
+		return len(dnswatch.Addresses(query(t, "udp", dnsAddr, "api.dnsplan.test.", dns.TypeA, 0))) == 2
 	})
 	if _, err := legacy.LegacyApply(ctx, &pb.LegacyApplyRequest{Generation: 2, Endpoint: "api.dnsplan.test.", EnactorId: "a"}); err != nil {
 		t.Fatal(err)
@@ -42,7 +43,7 @@ func TestLegacyNodeEmptiesDNS(t *testing.T) {
 	}
 	waitFor(t, 5*time.Second, "the empty answer", func() bool {
 		r := query(t, "udp", dnsAddr, "api.dnsplan.test.", dns.TypeA, 0)
-		return len(addrsOf(r)) == 0
+		return len(dnswatch.Addresses(r)) == 0
 	})
 	if st, _ := l.Status(); !st.Legacy {
 		t.Fatal("status does not say the node is legacy")

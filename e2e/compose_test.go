@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/dnsplan/dnsplan/client"
+	"github.com/dnsplan/dnsplan/internal/dnswatch"
 	"github.com/dnsplan/dnsplan/probe"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
@@ -353,76 +354,6 @@ func (w *statusWatch) finish(t *testing.T) string {
 	return w.report()
 }
 
-// answerWatch queries one node's DNS for the endpoint, applied long before,
-// from before the node starts until stopped: it may answer SERVFAIL or not
-// at all while it catches up, never NXDOMAIN or an empty answer, which
-// resolvers would cache (I2).
-type answerWatch struct {
-	stop, done                 chan struct{}
-	halt                       sync.Once
-	mu                         sync.Mutex
-	answers, servfail, correct int
-	bad                        []string
-}
-
-func watchAnswers(t *testing.T, addr string) *answerWatch {
-	w := &answerWatch{stop: make(chan struct{}), done: make(chan struct{})}
-	t.Cleanup(w.end) // also when the step fails before finish
-	go func() {
-		defer close(w.done)
-		c := &dns.Client{Timeout: 300 * time.Millisecond}
-		m := new(dns.Msg)
-		m.SetQuestion(endpoint, dns.TypeA)
-		for {
-			select {
-			case <-w.stop:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-			r, _, err := c.Exchange(m, addr)
-			if err != nil {
-				continue // not up yet: a resolver asks another node
-			}
-			w.mu.Lock()
-			w.answers++
-			switch {
-			case r.Rcode == dns.RcodeServerFailure:
-				w.servfail++
-			case r.Rcode == dns.RcodeSuccess && len(r.Answer) > 0:
-				w.correct++
-			default:
-				w.bad = append(w.bad, fmt.Sprintf("%s with %d answers", dns.RcodeToString[r.Rcode], len(r.Answer)))
-			}
-			w.mu.Unlock()
-		}
-	}()
-	return w
-}
-
-func (w *answerWatch) correctAnswers() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.correct
-}
-
-// end stops the watch and waits for its last query.
-func (w *answerWatch) end() {
-	w.halt.Do(func() { close(w.stop) })
-	<-w.done
-}
-
-func (w *answerWatch) finish(t *testing.T, who string) string {
-	t.Helper()
-	w.end()
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if len(w.bad) > 0 {
-		t.Fatalf("%s answered %d times NXDOMAIN or empty for applied %s (first: %s); %d SERVFAIL, %d with addresses",
-			who, len(w.bad), endpoint, w.bad[0], w.servfail, w.correct)
-	}
-	return fmt.Sprintf("%d answers: %d SERVFAIL while catching up, %d with addresses", w.answers, w.servfail, w.correct)
-}
-
 func TestComposeCluster(t *testing.T) {
 	if out, err := exec.Command("docker", "info", "--format", "{{.ServerVersion}}").CombinedOutput(); err != nil {
 		t.Fatalf("no Docker engine answers: %v\n%s", err, out)
@@ -534,11 +465,15 @@ func TestComposeCluster(t *testing.T) {
 		c.run("stop", nodes[i])
 		c.run("rm", "-f", nodes[i])
 		docker(t, "volume", "rm", project+"_"+nodes[i]+"-data")
-		w := watchAnswers(t, dnsAddrs[i])
+		w := dnswatch.Start(dnsAddrs[i], endpoint, nil, 20*time.Millisecond)
+		t.Cleanup(w.Stop) // also when the step fails before Finish
 		c.run("up", "-d", "--no-deps", nodes[i])
-		ready := waitUntil(t, nodes[i]+" answering with addresses", func() bool { return w.correctAnswers() >= 10 })
+		ready := waitUntil(t, nodes[i]+" answering with addresses", func() bool { _, ok := w.Counts(); return ok >= 10 })
 		e.waitServed([]int{i}, gen)
-		answers := w.finish(t, nodes[i])
+		answers, err := w.Finish(nodes[i])
+		if err != nil {
+			t.Fatal(err)
+		}
 		st, err := cl.StatusOf(e.ctx(), grpcAddrs[i])
 		if err != nil || !st.GetDnsReady() || st.GetDnsFloor() == 0 {
 			t.Fatalf("%s status after recreation: %v %v, want DNS ready with a floor learned from the cluster", nodes[i], st, err)
