@@ -160,6 +160,9 @@ func TestSchedule(t *testing.T) {
 			if f.At+f.For > d-quietTail {
 				t.Errorf("seed %d: %s is not healed before the end", seed, f)
 			}
+			if prevEnd == 0 && f.Kind != FreezeEnactor && f.Kind != SlowEnactor {
+				t.Errorf("seed %d: the first fault is %s, not a delayed enactor", seed, f)
+			}
 			if f.Kind == FreezeEnactor && f.For < 2*time.Second {
 				t.Errorf("seed %d: %s is not well past the lease TTL", seed, f)
 			}

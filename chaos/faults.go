@@ -137,7 +137,8 @@ const (
 
 // schedule draws the run's faults from its seed: one at a time, a new one
 // every one to three seconds or so, every one healed before the next and
-// before the run ends. The same seed, duration and mix always give the
+// before the run ends; the first is a delayed enactor (freeze or slow)
+// whenever the mix has one. The same seed, duration and mix always give the
 // same schedule.
 func schedule(seed uint64, duration, leaseTTL time.Duration, mix map[FaultKind]int) []Fault {
 	rng := rand.New(rand.NewPCG(seed, 0xfa17))
@@ -153,17 +154,36 @@ func schedule(seed uint64, duration, leaseTTL time.Duration, mix map[FaultKind]i
 		return nil
 	}
 	between := func(lo, hi time.Duration) time.Duration { return lo + time.Duration(rng.Int64N(int64(hi-lo)+1)) }
+	// draw picks one of ks by the mix's weights.
+	draw := func(ks []FaultKind) FaultKind {
+		sum := 0
+		for _, k := range ks {
+			sum += mix[k]
+		}
+		n := rng.IntN(sum)
+		for _, k := range ks {
+			if n < mix[k] {
+				return k
+			}
+			n -= mix[k]
+		}
+		panic("unreachable")
+	}
+	// The first fault is a delayed enactor when the mix has one: the
+	// trigger of the outage this system exists to survive, so that every
+	// run puts the design to that test; the rest come from the whole mix.
+	var triggers []FaultKind
+	for _, k := range kinds {
+		if k == FreezeEnactor || k == SlowEnactor {
+			triggers = append(triggers, k)
+		}
+	}
 	var faults []Fault
 	at := warmup
 	for {
-		n := rng.IntN(total)
-		var kind FaultKind
-		for _, k := range kinds {
-			if n < mix[k] {
-				kind = k
-				break
-			}
-			n -= mix[k]
+		kind := draw(kinds)
+		if len(faults) == 0 && len(triggers) > 0 {
+			kind = draw(triggers)
 		}
 		f := Fault{Kind: kind, At: at, Pick: rng.IntN(1 << 16)}
 		switch kind {
