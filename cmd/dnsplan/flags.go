@@ -16,9 +16,15 @@ func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
+// commandLineOnly are the flags that override a safety rule: they are
+// never read from the environment, where a variable left set by an
+// earlier session would apply them to every later command unseen.
+var commandLineOnly = map[string]bool{"force": true}
+
 // parseFlags parses args, then fills every flag not given on the command
 // line from DNSPLAN_<FLAG> (upper case, dashes as underscores), so a flag
-// always overrides its environment variable.
+// always overrides its environment variable. The commandLineOnly flags
+// are the exception.
 func parseFlags(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -27,7 +33,7 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
-		if given[f.Name] || err != nil {
+		if given[f.Name] || commandLineOnly[f.Name] || err != nil {
 			return
 		}
 		key := envName(f.Name)

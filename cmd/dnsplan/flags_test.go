@@ -49,3 +49,20 @@ func TestParseInitialCluster(t *testing.T) {
 		}
 	}
 }
+
+// TestForceIsNeverReadFromTheEnvironment: DNSPLAN_FORCE left set must not
+// force every later submission.
+func TestForceIsNeverReadFromTheEnvironment(t *testing.T) {
+	t.Setenv("DNSPLAN_FORCE", "true")
+	fs := newFlagSet("submit", io.Discard)
+	force := fs.Bool("force", false, "")
+	if err := parseFlags(fs, nil); err != nil {
+		t.Fatal(err)
+	}
+	if *force {
+		t.Fatal("DNSPLAN_FORCE=true forced the command")
+	}
+	if err := parseFlags(fs, []string{"--force"}); err != nil || !*force {
+		t.Fatalf("--force on the command line: %v, force %v", err, *force)
+	}
+}

@@ -67,5 +67,5 @@ func usage(w io.Writer) {
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintln(w, "\nEvery flag can also be set as DNSPLAN_<FLAG> (upper case, dashes as underscores); the flag wins.")
+	fmt.Fprintln(w, "\nEvery flag can also be set as DNSPLAN_<FLAG> (upper case, dashes as underscores); the flag wins.\n--force is taken from the command line only.")
 }
