@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/dnsplan/dnsplan/client"
+	"github.com/dnsplan/dnsplan/contract"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -238,7 +239,7 @@ func (r *recorder) read(ctx context.Context, c *client.Client, actor, endpoint s
 	ret := r.now()
 	var out uint64
 	switch {
-	case client.Reason(err) == "not_found":
+	case client.Reason(err) == contract.ReasonNotFound:
 		out = 0 // nothing applied yet
 	case err != nil:
 		return

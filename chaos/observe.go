@@ -9,6 +9,7 @@ import (
 
 	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/cluster/fsm"
+	"github.com/dnsplan/dnsplan/contract"
 	"github.com/dnsplan/dnsplan/probe"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
@@ -151,7 +152,7 @@ func (r *run) removeNode(i int) error {
 	defer cancel()
 	for {
 		_, err := r.adminClient.RemoveServer(ctx, &pb.RemoveServerRequest{Id: r.cluster.ids[i]})
-		if err == nil || client.Reason(err) == "not_found" {
+		if err == nil || client.Reason(err) == contract.ReasonNotFound {
 			return nil
 		}
 		if !sleepCtx(ctx, 200*time.Millisecond) {

@@ -3,8 +3,7 @@
 // nodes, finds one that answers, follows "the leader is over there" hints,
 // retries with backoff within a budget, and resumes broken watch streams
 // without gaps. It owns nothing else, and imports no other dnsplan package
-// but the generated protobuf code, so the server can import LeaderTrailer
-// from here without a cycle.
+// but the contract and the generated protobuf code.
 package client
 
 import (
@@ -23,12 +22,9 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-)
 
-// LeaderTrailer is the gRPC trailer key in which a node that cannot serve a
-// call (codes.Unavailable: not the leader, or no leader) may name the gRPC
-// address of the leader it knows. It may be absent or empty.
-const LeaderTrailer = "dnsplan-leader-grpc"
+	"github.com/dnsplan/dnsplan/contract"
+)
 
 var (
 	// ErrNoAddresses is returned by New when it is given no node address.
@@ -283,7 +279,7 @@ func (h hintConn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method s
 
 // leaderHint reads the leader's address from a failed call's trailer.
 func leaderHint(md metadata.MD) string {
-	for _, v := range md.Get(LeaderTrailer) {
+	for _, v := range md.Get(contract.LeaderTrailer) {
 		if v != "" {
 			return v
 		}
@@ -295,7 +291,7 @@ func leaderHint(md metadata.MD) string {
 // context carrying the per-attempt deadline and a connection to one node;
 // it typically wraps conn in a generated client (pb.NewPlanServiceClient)
 // and makes one RPC. Every call made through conn records the response
-// trailer, from which Do reads the LeaderTrailer hint: the closure passes
+// trailer, from which Do reads the contract.LeaderTrailer hint: the closure passes
 // nothing extra.
 //
 // Do retries only when the node could not serve the call: codes.Unavailable

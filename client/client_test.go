@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/dnsplan/dnsplan/client"
+	"github.com/dnsplan/dnsplan/contract"
 	"github.com/dnsplan/dnsplan/internal/testnet"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
@@ -90,7 +91,7 @@ func start(t *testing.T, n *fakeNode) *fakeNode {
 func unavailable(hint string) func(ctx context.Context) error {
 	return func(ctx context.Context) error {
 		if hint != "" {
-			grpc.SetTrailer(ctx, metadata.Pairs(client.LeaderTrailer, hint))
+			grpc.SetTrailer(ctx, metadata.Pairs(contract.LeaderTrailer, hint))
 		}
 		return status.Error(codes.Unavailable, "not the leader")
 	}

@@ -176,7 +176,7 @@ func (c *Client) SetConfig(ctx context.Context, req *pb.SetConfigRequest) (*pb.C
 
 // LegacyApply points one endpoint at a plan unconditionally: the old,
 // unsafe apply, served only by nodes started with --legacy (a
-// demonstration of the AWS failure; see DESIGN.md section 7).
+// demonstration of the AWS failure; see docs/DESIGN.md section 7).
 func (c *Client) LegacyApply(ctx context.Context, req *pb.LegacyApplyRequest) (*pb.LegacyApplyResponse, error) {
 	return Do(ctx, c, func(ctx context.Context, cc grpc.ClientConnInterface) (*pb.LegacyApplyResponse, error) {
 		return pb.NewLegacyServiceClient(cc).LegacyApply(ctx, req)

@@ -10,12 +10,9 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/dnsplan/dnsplan/contract"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
-
-// ReasonWatchLimit is the reason (see Reason) of a watch refused because
-// the node's or this client's cap of open watch streams is reached.
-const ReasonWatchLimit = "watch_limit"
 
 // WatchPlans calls fn with every stored plan of generation from or later,
 // in order, then with each new plan as it is committed. When the stream
@@ -168,7 +165,7 @@ func permanent(err error) bool {
 		codes.FailedPrecondition, codes.OutOfRange, codes.Unimplemented, codes.Unauthenticated:
 		return true
 	case codes.ResourceExhausted:
-		return Reason(err) != ReasonWatchLimit
+		return Reason(err) != contract.ReasonWatchLimit
 	}
 	return false
 }

@@ -11,7 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/dnsplan/dnsplan/client"
+	"github.com/dnsplan/dnsplan/contract"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -39,7 +39,7 @@ func TestWatchPlansStopsOnResourceExhausted(t *testing.T) {
 // another node.
 func TestWatchPlansMovesOnFromWatchLimit(t *testing.T) {
 	st, err := status.New(codes.ResourceExhausted, "too many watch streams").
-		WithDetails(&errdetails.ErrorInfo{Reason: "WATCH_LIMIT", Domain: client.ErrorDomain})
+		WithDetails(&errdetails.ErrorInfo{Reason: "WATCH_LIMIT", Domain: contract.ErrorDomain})
 	if err != nil {
 		t.Fatal(err)
 	}

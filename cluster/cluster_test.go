@@ -12,6 +12,7 @@ import (
 
 	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/cluster/fsm"
+	"github.com/dnsplan/dnsplan/contract"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -402,7 +403,7 @@ func TestFencingEndToEnd(t *testing.T) {
 	}
 	before := marshalApplied(t, l)
 	_, err = a.enact.ApplyPlan(ctx, &pb.ApplyPlanRequest{Generation: g2.Generation, LeaseName: "enactor/0", LeaseToken: la.Token, EnactorId: "az-a"})
-	if status.Code(err) != codes.FailedPrecondition || client.Reason(err) != "fenced" {
+	if status.Code(err) != codes.FailedPrecondition || client.Reason(err) != contract.ReasonFenced {
 		t.Fatalf("apply with superseded token = %v (reason %q), want FailedPrecondition, fenced", err, client.Reason(err))
 	}
 	if _, err := a.leases.RenewLease(ctx, &pb.RenewLeaseRequest{Name: "enactor/0", Holder: "az-a", Token: la.Token}); status.Code(err) != codes.FailedPrecondition {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -46,7 +45,7 @@ func (n *Node) foundPolicy(ctx context.Context) error {
 	if founded {
 		return nil
 	}
-	res, err := n.propose(ctx, fsm.CommandFoundCluster, n.foundingConfig())
+	res, err := n.propose(ctx, n.foundingConfig())
 	if err != nil {
 		return err
 	}
@@ -125,31 +124,20 @@ func (n *Node) fail(err error) {
 // non-zero with the error.
 func (n *Node) Fatal() <-chan error { return n.fatal }
 
-func (c *clusterService) GetConfig(ctx context.Context, req *pb.GetConfigRequest) (*pb.ClusterConfig, error) {
-	return read(ctx, c.n, req.GetStale(), req, func(context.Context, *pb.GetConfigRequest) (*pb.ClusterConfig, error) {
-		var cfg *pb.ClusterConfig
-		c.n.machine.read(func(s *fsm.State) { cfg = s.Policy() })
-		return cfg, nil
-	}, func(ctx context.Context, cc grpc.ClientConnInterface, req *pb.GetConfigRequest) (*pb.ClusterConfig, error) {
-		return pb.NewClusterServiceClient(cc).GetConfig(ctx, req)
-	})
+func (c *clusterService) GetConfig(context.Context, *pb.GetConfigRequest) (*pb.ClusterConfig, error) {
+	var cfg *pb.ClusterConfig
+	c.n.machine.read(func(s *fsm.State) { cfg = s.Policy() })
+	return cfg, nil
 }
 
 // SetConfig changes the cluster's velocity settings. The design has no
 // field to set: it is fixed at founding.
 func (c *clusterService) SetConfig(ctx context.Context, req *pb.SetConfigRequest) (*pb.ClusterConfig, error) {
-	if err := fsm.ValidateSetConfig(req); err != nil {
+	res, err := c.n.propose(ctx, req)
+	if err != nil {
 		return nil, err
 	}
-	return forward(ctx, c.n, req, func(ctx context.Context, req *pb.SetConfigRequest) (*pb.ClusterConfig, error) {
-		res, err := c.n.propose(ctx, fsm.CommandSetConfig, req)
-		if err != nil {
-			return nil, err
-		}
-		c.n.log.Info("cluster policy changed", "max_capacity_drop", res.Config.GetMaxCapacityDrop(),
-			"velocity_window", res.Config.GetVelocityWindow().AsDuration())
-		return res.Config, nil
-	}, func(ctx context.Context, cc grpc.ClientConnInterface, req *pb.SetConfigRequest) (*pb.ClusterConfig, error) {
-		return pb.NewClusterServiceClient(cc).SetConfig(ctx, req)
-	})
+	c.n.log.Info("cluster policy changed", "max_capacity_drop", res.Config.GetMaxCapacityDrop(),
+		"velocity_window", res.Config.GetVelocityWindow().AsDuration())
+	return res.Config, nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/cluster/fsm"
+	"github.com/dnsplan/dnsplan/contract"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -46,7 +47,7 @@ func TestFixedClusterRefusesLegacyLeader(t *testing.T) {
 	}
 
 	// Whatever node leads and proposes it, Apply refuses the command.
-	_, err = c.leader().propose(ctx, fsm.CommandLegacyApply, &pb.LegacyApplyRequest{Generation: g.Generation, Endpoint: "api.dnsplan.test.", EnactorId: "rogue"})
+	_, err = c.leader().propose(ctx, &pb.LegacyApplyRequest{Generation: g.Generation, Endpoint: "api.dnsplan.test.", EnactorId: "rogue"})
 	if !errors.Is(err, fsm.ErrDesign) || status.Code(toStatus(err)) != codes.FailedPrecondition {
 		t.Fatalf("legacy apply proposed by the leader of a fixed cluster = %v, want ErrDesign", err)
 	}
@@ -94,7 +95,7 @@ func TestMaxCapacityDropZero(t *testing.T) {
 	a := c.api(l.ID())
 	applyAll(t, a, samplePlan("api.dnsplan.test.", 100))
 	_, err := a.plans.SubmitPlan(ctx, &pb.SubmitPlanRequest{Plan: samplePlan("api.dnsplan.test.", 99)})
-	if status.Code(err) != codes.FailedPrecondition || client.Reason(err) != "velocity" {
+	if status.Code(err) != codes.FailedPrecondition || client.Reason(err) != contract.ReasonVelocity {
 		t.Fatalf("a 1%% drop with limit 0 = %v, want FAILED_PRECONDITION, reason velocity", err)
 	}
 }

@@ -143,7 +143,7 @@ func (n *Node) floorSources() []string {
 // (which forwards it to the leader).
 func (n *Node) askReadIndex(ctx context.Context, addr string) (*pb.ReadIndexResponse, error) {
 	if addr == "" {
-		return n.readIndex(ctx, &pb.ReadIndexRequest{})
+		return n.readIndex(ctx)
 	}
 	conn, err := n.conn(addr)
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -12,8 +11,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/cluster/fsm"
+	"github.com/dnsplan/dnsplan/contract"
 )
 
 // ErrNotLeader: this node cannot serve the request because it is not the
@@ -36,8 +35,9 @@ func raftError(err error) error {
 	return err
 }
 
-// toStatus is the one place where errors become gRPC status codes
-// (CONTRACT.md, "Status codes").
+// toStatus is the one place where errors become gRPC status codes: a
+// business rejection by its reason (fsm.Reason, contract.Reason.Code),
+// the node's own conditions here.
 func toStatus(err error) error {
 	if err == nil {
 		return nil
@@ -46,18 +46,11 @@ func toStatus(err error) error {
 		return err
 	}
 	var code codes.Code
+	reason := fsm.Reason(err)
 	switch {
-	case errors.Is(err, fsm.ErrInvalid):
-		code = codes.InvalidArgument
-	case errors.Is(err, fsm.ErrVelocity), errors.Is(err, fsm.ErrLeaseHeld),
-		errors.Is(err, fsm.ErrFenced), errors.Is(err, fsm.ErrFrozen),
-		errors.Is(err, fsm.ErrFamily), errors.Is(err, fsm.ErrDesign):
-		code = codes.FailedPrecondition
-	case errors.Is(err, fsm.ErrNotFound):
-		code = codes.NotFound
-	case errors.Is(err, ErrNotLeader), errors.Is(err, fsm.ErrNotFounded):
-		// Not founded yet: the first ready leader founds the policy at
-		// once, so the client retries like any UNAVAILABLE.
+	case reason != "":
+		code = reason.Code()
+	case errors.Is(err, ErrNotLeader):
 		code = codes.Unavailable
 	case errors.Is(err, context.DeadlineExceeded):
 		code = codes.DeadlineExceeded
@@ -69,10 +62,10 @@ func toStatus(err error) error {
 	st := status.New(code, err.Error())
 	// Several rejections share FAILED_PRECONDITION; the reason tells a
 	// program which one it got without parsing the message.
-	if reason := fsm.Reason(err); reason != "" && reason != "other" {
-		info := &errdetails.ErrorInfo{Reason: strings.ToUpper(reason), Domain: client.ErrorDomain}
+	if reason != "" {
+		info := &errdetails.ErrorInfo{Reason: string(reason), Domain: contract.ErrorDomain}
 		if ee := (*fsm.EndpointError)(nil); errors.As(err, &ee) {
-			info.Metadata = map[string]string{client.MetadataEndpoint: ee.Endpoint}
+			info.Metadata = map[string]string{contract.MetadataEndpoint: ee.Endpoint}
 		}
 		if d, derr := st.WithDetails(info); derr == nil {
 			st = d

@@ -8,63 +8,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
-	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/cluster/fsm"
+	"github.com/dnsplan/dnsplan/contract"
 )
-
-// forwardedKey marks a request a follower forwarded, so that the receiver
-// never forwards it again (no loops while leadership moves).
-const forwardedKey = "dnsplan-forwarded-by"
-
-// forward serves a request that needs the leader: locally when this node
-// leads, else by passing it once to the leader's gRPC API. Every write and
-// every linearizable read goes through here.
-func forward[Req, Resp any](ctx context.Context, n *Node, req Req,
-	local func(context.Context, Req) (Resp, error),
-	remote func(context.Context, grpc.ClientConnInterface, Req) (Resp, error),
-) (Resp, error) {
-	if n.IsLeader() {
-		return local(ctx, req)
-	}
-	var zero Resp
-	if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(forwardedKey)) > 0 {
-		return zero, n.notLeader()
-	}
-	_, addr := n.leader()
-	if addr == "" {
-		return zero, n.notLeader()
-	}
-	conn, err := n.conn(addr)
-	if err != nil {
-		return zero, n.notLeader()
-	}
-	out := metadata.AppendToOutgoingContext(ctx, forwardedKey, n.cfg.ID)
-	resp, err := remote(out, conn, req)
-	if err != nil {
-		n.metrics.forwarded.WithLabelValues("error").Inc()
-		return zero, err
-	}
-	n.metrics.forwarded.WithLabelValues("ok").Inc()
-	return resp, nil
-}
-
-// read serves a read: from the local replica when stale is set, else
-// linearizably on the leader (forwarded if need be).
-func read[Req, Resp any](ctx context.Context, n *Node, stale bool, req Req,
-	local func(context.Context, Req) (Resp, error),
-	remote func(context.Context, grpc.ClientConnInterface, Req) (Resp, error),
-) (Resp, error) {
-	if stale {
-		return local(ctx, req)
-	}
-	return forward(ctx, n, req, func(ctx context.Context, req Req) (Resp, error) {
-		if err := n.verifyLeader(); err != nil {
-			var zero Resp
-			return zero, err
-		}
-		return local(ctx, req)
-	}, remote)
-}
 
 // verifyLeader makes a read on the leader linearizable; see
 // checkLinearizable and cluster/DESIGN.md, "Linearizable reads".
@@ -141,7 +87,7 @@ func (n *Node) notLeader() error {
 // answers, for clients that follow it.
 func (n *Node) leaderHint(ctx context.Context) {
 	if _, addr := n.leader(); addr != "" {
-		_ = grpc.SetTrailer(ctx, metadata.Pairs(client.LeaderTrailer, addr))
+		_ = grpc.SetTrailer(ctx, metadata.Pairs(contract.LeaderTrailer, addr))
 	}
 }
 

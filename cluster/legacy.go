@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	"google.golang.org/grpc"
-
 	"github.com/dnsplan/dnsplan/cluster/fsm"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
@@ -20,35 +18,24 @@ type legacyService struct {
 }
 
 func (l *legacyService) LegacyApply(ctx context.Context, req *pb.LegacyApplyRequest) (*pb.LegacyApplyResponse, error) {
-	if req.GetGeneration() == 0 || fsm.ValidateName(req.GetEndpoint()) != nil {
-		return nil, fmt.Errorf("%w: a generation and a fully qualified endpoint are required", fsm.ErrInvalid)
+	if err := l.n.requireFounded(); err != nil {
+		return nil, err
 	}
-	return forward(ctx, l.n, req, func(ctx context.Context, req *pb.LegacyApplyRequest) (*pb.LegacyApplyResponse, error) {
-		if err := l.n.requireFounded(); err != nil {
-			return nil, err
-		}
-		if _, err := l.n.propose(ctx, fsm.CommandLegacyApply, req); err != nil {
-			return nil, err
-		}
-		return &pb.LegacyApplyResponse{}, nil
-	}, func(ctx context.Context, c grpc.ClientConnInterface, req *pb.LegacyApplyRequest) (*pb.LegacyApplyResponse, error) {
-		return pb.NewLegacyServiceClient(c).LegacyApply(ctx, req)
-	})
+	if _, err := l.n.propose(ctx, req); err != nil {
+		return nil, err
+	}
+	return &pb.LegacyApplyResponse{}, nil
 }
 
 func (l *legacyService) LegacyCleanup(ctx context.Context, req *pb.LegacyCleanupRequest) (*pb.LegacyCleanupResponse, error) {
-	return forward(ctx, l.n, req, func(ctx context.Context, req *pb.LegacyCleanupRequest) (*pb.LegacyCleanupResponse, error) {
-		if err := l.n.requireFounded(); err != nil {
-			return nil, err
-		}
-		res, err := l.n.propose(ctx, fsm.CommandLegacyCleanup, req)
-		if err != nil {
-			return nil, err
-		}
-		return &pb.LegacyCleanupResponse{Deleted: res.Deleted}, nil
-	}, func(ctx context.Context, c grpc.ClientConnInterface, req *pb.LegacyCleanupRequest) (*pb.LegacyCleanupResponse, error) {
-		return pb.NewLegacyServiceClient(c).LegacyCleanup(ctx, req)
-	})
+	if err := l.n.requireFounded(); err != nil {
+		return nil, err
+	}
+	res, err := l.n.propose(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.LegacyCleanupResponse{Deleted: res.Deleted}, nil
 }
 
 // requireFounded answers UNAVAILABLE (retry) while the leader has not

@@ -103,19 +103,22 @@ func newMetrics(n *Node) *metrics {
 func (m *metrics) observe(c fsm.Command, r fsm.Result) {
 	outcome := "ok"
 	if r.Err != nil {
-		outcome = fsm.Reason(r.Err)
+		outcome = fsm.Reason(r.Err).Metric()
+		if outcome == "" {
+			outcome = "other"
+		}
 		m.rejected.WithLabelValues(outcome).Inc()
 	}
-	m.commands.WithLabelValues(c.Type.String(), outcome).Inc()
+	m.commands.WithLabelValues(c.Type().String(), outcome).Inc()
 	if r.TimeClipped > 0 {
 		m.timeClipped.Inc()
 		m.log.Warn("command stamped far ahead of the state machine's time; time moved by the largest step only",
-			"command", c.Type.String(), "stamp", c.Stamp, "clipped", r.TimeClipped, "step", fsm.MaxTimeStep)
+			"command", c.Type().String(), "stamp", c.Stamp, "clipped", r.TimeClipped, "step", fsm.MaxTimeStep)
 	}
 	if r.TimeJump > 0 {
 		m.timeJumps.Inc()
 		m.log.Warn("state machine's time jumped: the cluster was idle, or a new leader's clock is ahead",
-			"command", c.Type.String(), "stamp", c.Stamp, "jump", r.TimeJump)
+			"command", c.Type().String(), "stamp", c.Stamp, "jump", r.TimeJump)
 	}
 }
 

@@ -512,7 +512,7 @@ func (n *Node) registrationLoop() {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
-		_, err := n.addVoterForwarded(ctx, n.cfg.ID, n.cfg.AdvertiseRaft, n.AdvertiseGRPC())
+		err := n.addVoter(ctx, n.cfg.ID, n.cfg.AdvertiseRaft, n.AdvertiseGRPC())
 		cancel()
 		if err != nil {
 			n.log.Debug("registering own address", "err", err)
@@ -575,9 +575,10 @@ func (n *Node) observeSkew(skew time.Duration) {
 // propose replicates one command through Raft and returns the state
 // machine's result. It must run on the leader. The leader stamps the
 // command here (stamp); Apply never reads a clock.
-func (n *Node) propose(ctx context.Context, t fsm.CommandType, payload proto.Message) (fsm.Result, error) {
+func (n *Node) propose(ctx context.Context, payload proto.Message) (fsm.Result, error) {
 	start := time.Now()
-	data, err := fsm.Command{Type: t, Stamp: n.stamp(), Payload: payload}.Encode()
+	c := fsm.Command{Stamp: n.stamp(), Payload: payload}
+	data, err := c.Encode()
 	if err != nil {
 		return fsm.Result{}, err
 	}
@@ -585,7 +586,7 @@ func (n *Node) propose(ctx context.Context, t fsm.CommandType, payload proto.Mes
 	if err := f.Error(); err != nil {
 		return fsm.Result{}, raftError(err)
 	}
-	n.metrics.observePropose(t, start)
+	n.metrics.observePropose(c.Type(), start)
 	res, ok := f.Response().(fsm.Result)
 	if !ok {
 		return fsm.Result{}, fmt.Errorf("cluster: unexpected apply response %T", f.Response())

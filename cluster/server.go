@@ -15,17 +15,17 @@ import (
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/cluster/fsm"
+	"github.com/dnsplan/dnsplan/contract"
 	statev1 "github.com/dnsplan/dnsplan/proto/dnsplan/state/v1"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
 // maxRequestBytes is the server's send and receive limit, the same as
-// every client's (client.MaxMessageBytes): an oversize plan reaches
+// every client's (contract.MaxMessageBytes): an oversize plan reaches
 // validation and gets INVALID_ARGUMENT with a clear message; beyond it
 // gRPC itself answers RESOURCE_EXHAUSTED.
-const maxRequestBytes = client.MaxMessageBytes
+const maxRequestBytes = contract.MaxMessageBytes
 
 // The largest valid plan must fit every message limit with room to spare
 // (the stored plan's generation and time, a stream's envelope): this
@@ -58,17 +58,12 @@ func (n *Node) startGRPC() error {
 		// more often than keepaliveMinTime.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: keepaliveTime, Timeout: keepaliveTimeout}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keepaliveMinTime, PermitWithoutStream: true}),
-		grpc.ChainUnaryInterceptor(n.unaryErrors),
-		grpc.ChainStreamInterceptor(streamErrors),
+		// Errors outermost, so that every refusal, the table's included,
+		// is mapped to its code.
+		grpc.ChainUnaryInterceptor(n.unaryErrors, n.route),
+		grpc.ChainStreamInterceptor(streamErrors, routeStream),
 	)
-	watches := newWatchHub(n, conns)
-	pb.RegisterPlanServiceServer(s, &planService{n: n, watches: watches})
-	pb.RegisterLeaseServiceServer(s, &leaseService{n: n})
-	pb.RegisterEnactServiceServer(s, &enactService{n: n, watches: watches})
-	pb.RegisterClusterServiceServer(s, &clusterService{n: n})
-	if n.cfg.Legacy {
-		pb.RegisterLegacyServiceServer(s, &legacyService{n: n})
-	}
+	registerServices(s, n, newWatchHub(n, conns), n.cfg.Legacy)
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(s, hs)
@@ -82,6 +77,18 @@ func (n *Node) startGRPC() error {
 	return nil
 }
 
+// registerServices registers the API's services on s; every method they
+// have is in the method table (TestMethodTable).
+func registerServices(s *grpc.Server, n *Node, watches *watchHub, legacy bool) {
+	pb.RegisterPlanServiceServer(s, &planService{n: n, watches: watches})
+	pb.RegisterLeaseServiceServer(s, &leaseService{n: n})
+	pb.RegisterEnactServiceServer(s, &enactService{n: n, watches: watches})
+	pb.RegisterClusterServiceServer(s, &clusterService{n: n})
+	if legacy {
+		pb.RegisterLegacyServiceServer(s, &legacyService{n: n})
+	}
+}
+
 type planService struct {
 	pb.UnimplementedPlanServiceServer
 	n       *Node
@@ -89,65 +96,44 @@ type planService struct {
 }
 
 func (p *planService) SubmitPlan(ctx context.Context, req *pb.SubmitPlanRequest) (*pb.SubmitPlanResponse, error) {
-	// Validate here too, so an invalid plan never reaches the log.
-	if err := fsm.ValidatePlan(req.GetPlan()); err != nil {
+	res, err := p.n.propose(ctx, &statev1.SubmitPlan{
+		Plan: req.GetPlan(), Force: req.GetForce(),
+		LeaseName: req.GetLeaseName(), LeaseToken: req.GetLeaseToken(),
+	})
+	if err != nil {
 		return nil, err
 	}
-	if req.GetLeaseName() != "" {
-		if err := fsm.ValidateLeaseKey(req.GetLeaseName(), req.GetPlan().GetPlannerId()); err != nil {
-			return nil, err
+	return &pb.SubmitPlanResponse{Generation: res.Generation}, nil
+}
+
+func (p *planService) GetPlan(_ context.Context, req *pb.GetPlanRequest) (*pb.Plan, error) {
+	var plan *pb.Plan
+	p.n.machine.read(func(s *fsm.State) {
+		if req.GetNewest() {
+			plan = s.NewestPlan()
+		} else {
+			plan = s.Plan(req.GetGeneration())
 		}
+	})
+	if plan == nil && req.GetNewest() {
+		return nil, fmt.Errorf("%w: no plan is stored", fsm.ErrNotFound)
 	}
-	return forward(ctx, p.n, req, func(ctx context.Context, req *pb.SubmitPlanRequest) (*pb.SubmitPlanResponse, error) {
-		res, err := p.n.propose(ctx, fsm.CommandSubmitPlan, &statev1.SubmitPlan{
-			Plan: req.GetPlan(), Force: req.GetForce(),
-			LeaseName: req.GetLeaseName(), LeaseToken: req.GetLeaseToken(),
-		})
-		if err != nil {
-			return nil, err
-		}
-		return &pb.SubmitPlanResponse{Generation: res.Generation}, nil
-	}, func(ctx context.Context, c grpc.ClientConnInterface, req *pb.SubmitPlanRequest) (*pb.SubmitPlanResponse, error) {
-		return pb.NewPlanServiceClient(c).SubmitPlan(ctx, req)
-	})
+	if plan == nil {
+		return nil, fmt.Errorf("%w: generation %d is unknown or deleted", fsm.ErrNotFound, req.GetGeneration())
+	}
+	return plan, nil
 }
 
-func (p *planService) GetPlan(ctx context.Context, req *pb.GetPlanRequest) (*pb.Plan, error) {
-	return read(ctx, p.n, req.GetStale(), req, func(_ context.Context, req *pb.GetPlanRequest) (*pb.Plan, error) {
-		var plan *pb.Plan
-		p.n.machine.read(func(s *fsm.State) {
-			if req.GetNewest() {
-				plan = s.NewestPlan()
-			} else {
-				plan = s.Plan(req.GetGeneration())
-			}
-		})
-		if plan == nil && req.GetNewest() {
-			return nil, fmt.Errorf("%w: no plan is stored", fsm.ErrNotFound)
-		}
-		if plan == nil {
-			return nil, fmt.Errorf("%w: generation %d is unknown or deleted", fsm.ErrNotFound, req.GetGeneration())
-		}
-		return plan, nil
-	}, func(ctx context.Context, c grpc.ClientConnInterface, req *pb.GetPlanRequest) (*pb.Plan, error) {
-		return pb.NewPlanServiceClient(c).GetPlan(ctx, req)
-	})
-}
-
-func (p *planService) ListPlans(ctx context.Context, req *pb.ListPlansRequest) (*pb.ListPlansResponse, error) {
-	return read(ctx, p.n, req.GetStale(), req, func(_ context.Context, req *pb.ListPlansRequest) (*pb.ListPlansResponse, error) {
-		var plans []*pb.Plan
-		p.n.machine.read(func(s *fsm.State) { plans = s.PlansFrom(req.GetFromGeneration()) })
-		resp := &pb.ListPlansResponse{}
-		n := page(plans, req.GetLimit())
-		resp.Plans = plans[:n]
-		if n < len(plans) {
-			resp.NextGeneration = plans[n].GetGeneration()
-		}
-		return resp, nil
-	}, func(ctx context.Context, c grpc.ClientConnInterface, req *pb.ListPlansRequest) (*pb.ListPlansResponse, error) {
-		return pb.NewPlanServiceClient(c).ListPlans(ctx, req)
-	})
+func (p *planService) ListPlans(_ context.Context, req *pb.ListPlansRequest) (*pb.ListPlansResponse, error) {
+	var plans []*pb.Plan
+	p.n.machine.read(func(s *fsm.State) { plans = s.PlansFrom(req.GetFromGeneration()) })
+	resp := &pb.ListPlansResponse{}
+	n := page(plans, req.GetLimit())
+	resp.Plans = plans[:n]
+	if n < len(plans) {
+		resp.NextGeneration = plans[n].GetGeneration()
+	}
+	return resp, nil
 }
 
 // One page of a list answer (ListPlans, ListApplied) holds at most
@@ -182,52 +168,26 @@ type leaseService struct {
 }
 
 func (l *leaseService) AcquireLease(ctx context.Context, req *pb.AcquireLeaseRequest) (*pb.Lease, error) {
-	if err := fsm.ValidateLeaseRequest(req.GetName(), req.GetHolder(), req.GetTtl().AsDuration()); err != nil {
-		return nil, err
-	}
-	return forward(ctx, l.n, req, func(ctx context.Context, req *pb.AcquireLeaseRequest) (*pb.Lease, error) {
-		res, err := l.n.propose(ctx, fsm.CommandAcquireLease, req)
-		return res.Lease, err
-	}, func(ctx context.Context, c grpc.ClientConnInterface, req *pb.AcquireLeaseRequest) (*pb.Lease, error) {
-		return pb.NewLeaseServiceClient(c).AcquireLease(ctx, req)
-	})
+	res, err := l.n.propose(ctx, req)
+	return res.Lease, err
 }
 
 func (l *leaseService) RenewLease(ctx context.Context, req *pb.RenewLeaseRequest) (*pb.Lease, error) {
-	if err := fsm.ValidateLeaseKey(req.GetName(), req.GetHolder()); err != nil {
-		return nil, err
-	}
-	return forward(ctx, l.n, req, func(ctx context.Context, req *pb.RenewLeaseRequest) (*pb.Lease, error) {
-		res, err := l.n.propose(ctx, fsm.CommandRenewLease, req)
-		return res.Lease, err
-	}, func(ctx context.Context, c grpc.ClientConnInterface, req *pb.RenewLeaseRequest) (*pb.Lease, error) {
-		return pb.NewLeaseServiceClient(c).RenewLease(ctx, req)
-	})
+	res, err := l.n.propose(ctx, req)
+	return res.Lease, err
 }
 
 func (l *leaseService) ReleaseLease(ctx context.Context, req *pb.ReleaseLeaseRequest) (*pb.ReleaseLeaseResponse, error) {
-	if err := fsm.ValidateLeaseKey(req.GetName(), req.GetHolder()); err != nil {
+	if _, err := l.n.propose(ctx, req); err != nil {
 		return nil, err
 	}
-	return forward(ctx, l.n, req, func(ctx context.Context, req *pb.ReleaseLeaseRequest) (*pb.ReleaseLeaseResponse, error) {
-		_, err := l.n.propose(ctx, fsm.CommandReleaseLease, req)
-		if err != nil {
-			return nil, err
-		}
-		return &pb.ReleaseLeaseResponse{}, nil
-	}, func(ctx context.Context, c grpc.ClientConnInterface, req *pb.ReleaseLeaseRequest) (*pb.ReleaseLeaseResponse, error) {
-		return pb.NewLeaseServiceClient(c).ReleaseLease(ctx, req)
-	})
+	return &pb.ReleaseLeaseResponse{}, nil
 }
 
-func (l *leaseService) ListLeases(ctx context.Context, req *pb.ListLeasesRequest) (*pb.ListLeasesResponse, error) {
-	return read(ctx, l.n, req.GetStale(), req, func(context.Context, *pb.ListLeasesRequest) (*pb.ListLeasesResponse, error) {
-		resp := &pb.ListLeasesResponse{}
-		l.n.machine.read(func(s *fsm.State) { resp.Leases = s.Leases() })
-		return resp, nil
-	}, func(ctx context.Context, c grpc.ClientConnInterface, req *pb.ListLeasesRequest) (*pb.ListLeasesResponse, error) {
-		return pb.NewLeaseServiceClient(c).ListLeases(ctx, req)
-	})
+func (l *leaseService) ListLeases(context.Context, *pb.ListLeasesRequest) (*pb.ListLeasesResponse, error) {
+	resp := &pb.ListLeasesResponse{}
+	l.n.machine.read(func(s *fsm.State) { resp.Leases = s.Leases() })
+	return resp, nil
 }
 
 type enactService struct {
@@ -237,80 +197,51 @@ type enactService struct {
 }
 
 func (e *enactService) ApplyPlan(ctx context.Context, req *pb.ApplyPlanRequest) (*pb.ApplyPlanResponse, error) {
-	if err := fsm.ValidateApplyRequest(req); err != nil {
+	res, err := e.n.propose(ctx, req)
+	if err != nil {
 		return nil, err
 	}
-	return forward(ctx, e.n, req, func(ctx context.Context, req *pb.ApplyPlanRequest) (*pb.ApplyPlanResponse, error) {
-		res, err := e.n.propose(ctx, fsm.CommandApplyPlan, req)
-		if err != nil {
-			return nil, err
-		}
-		return &pb.ApplyPlanResponse{Results: res.Endpoints}, nil
-	}, func(ctx context.Context, c grpc.ClientConnInterface, req *pb.ApplyPlanRequest) (*pb.ApplyPlanResponse, error) {
-		return pb.NewEnactServiceClient(c).ApplyPlan(ctx, req)
-	})
+	return &pb.ApplyPlanResponse{Results: res.Endpoints}, nil
 }
 
 func (e *enactService) CleanupPlans(ctx context.Context, req *pb.CleanupPlansRequest) (*pb.CleanupPlansResponse, error) {
-	if req.GetKeepLast() < 1 {
-		return nil, fmt.Errorf("%w: keep_last must be at least 1", fsm.ErrInvalid)
+	res, err := e.n.propose(ctx, req)
+	if err != nil {
+		return nil, err
 	}
-	return forward(ctx, e.n, req, func(ctx context.Context, req *pb.CleanupPlansRequest) (*pb.CleanupPlansResponse, error) {
-		res, err := e.n.propose(ctx, fsm.CommandCleanupPlans, req)
-		if err != nil {
-			return nil, err
-		}
-		return &pb.CleanupPlansResponse{Deleted: res.Deleted}, nil
-	}, func(ctx context.Context, c grpc.ClientConnInterface, req *pb.CleanupPlansRequest) (*pb.CleanupPlansResponse, error) {
-		return pb.NewEnactServiceClient(c).CleanupPlans(ctx, req)
-	})
+	return &pb.CleanupPlansResponse{Deleted: res.Deleted}, nil
 }
 
-func (e *enactService) GetApplied(ctx context.Context, req *pb.GetAppliedRequest) (*pb.AppliedEndpoint, error) {
-	if err := fsm.ValidateName(req.GetEndpoint()); err != nil {
-		return nil, fmt.Errorf("%w: %v", fsm.ErrInvalid, err)
+func (e *enactService) GetApplied(_ context.Context, req *pb.GetAppliedRequest) (*pb.AppliedEndpoint, error) {
+	var a *pb.AppliedEndpoint
+	e.n.machine.read(func(s *fsm.State) { a = s.Applied(req.GetEndpoint()) })
+	if a == nil {
+		return nil, fmt.Errorf("%w: endpoint %q has nothing applied", fsm.ErrNotFound, req.GetEndpoint())
 	}
-	return read(ctx, e.n, req.GetStale(), req, func(_ context.Context, req *pb.GetAppliedRequest) (*pb.AppliedEndpoint, error) {
-		var a *pb.AppliedEndpoint
-		e.n.machine.read(func(s *fsm.State) { a = s.Applied(req.GetEndpoint()) })
-		if a == nil {
-			return nil, fmt.Errorf("%w: endpoint %q has nothing applied", fsm.ErrNotFound, req.GetEndpoint())
-		}
-		return a, nil
-	}, func(ctx context.Context, c grpc.ClientConnInterface, req *pb.GetAppliedRequest) (*pb.AppliedEndpoint, error) {
-		return pb.NewEnactServiceClient(c).GetApplied(ctx, req)
-	})
+	return a, nil
 }
 
-func (e *enactService) ListApplied(ctx context.Context, req *pb.ListAppliedRequest) (*pb.ListAppliedResponse, error) {
-	return read(ctx, e.n, req.GetStale(), req, func(_ context.Context, req *pb.ListAppliedRequest) (*pb.ListAppliedResponse, error) {
-		var from string
-		if req.GetFromEndpoint() != "" {
-			from = fsm.CanonicalName(req.GetFromEndpoint())
-		}
-		var applied []*pb.AppliedEndpoint
-		e.n.machine.read(func(s *fsm.State) { applied = s.AppliedAll() })
-		applied = applied[sort.Search(len(applied), func(i int) bool { return applied[i].GetEndpoint() >= from }):]
-		resp := &pb.ListAppliedResponse{}
-		n := page(applied, req.GetLimit())
-		resp.Endpoints = applied[:n]
-		if n < len(applied) {
-			resp.NextEndpoint = applied[n].GetEndpoint()
-		}
-		return resp, nil
-	}, func(ctx context.Context, c grpc.ClientConnInterface, req *pb.ListAppliedRequest) (*pb.ListAppliedResponse, error) {
-		return pb.NewEnactServiceClient(c).ListApplied(ctx, req)
-	})
+func (e *enactService) ListApplied(_ context.Context, req *pb.ListAppliedRequest) (*pb.ListAppliedResponse, error) {
+	var from string
+	if req.GetFromEndpoint() != "" {
+		from = fsm.CanonicalName(req.GetFromEndpoint())
+	}
+	var applied []*pb.AppliedEndpoint
+	e.n.machine.read(func(s *fsm.State) { applied = s.AppliedAll() })
+	applied = applied[sort.Search(len(applied), func(i int) bool { return applied[i].GetEndpoint() >= from }):]
+	resp := &pb.ListAppliedResponse{}
+	n := page(applied, req.GetLimit())
+	resp.Endpoints = applied[:n]
+	if n < len(applied) {
+		resp.NextEndpoint = applied[n].GetEndpoint()
+	}
+	return resp, nil
 }
 
-func (e *enactService) ListHistory(ctx context.Context, req *pb.ListHistoryRequest) (*pb.ListHistoryResponse, error) {
-	return read(ctx, e.n, req.GetStale(), req, func(_ context.Context, req *pb.ListHistoryRequest) (*pb.ListHistoryResponse, error) {
-		resp := &pb.ListHistoryResponse{}
-		e.n.machine.read(func(s *fsm.State) { resp.Events = s.History(int(req.GetLimit())) })
-		return resp, nil
-	}, func(ctx context.Context, c grpc.ClientConnInterface, req *pb.ListHistoryRequest) (*pb.ListHistoryResponse, error) {
-		return pb.NewEnactServiceClient(c).ListHistory(ctx, req)
-	})
+func (e *enactService) ListHistory(_ context.Context, req *pb.ListHistoryRequest) (*pb.ListHistoryResponse, error) {
+	resp := &pb.ListHistoryResponse{}
+	e.n.machine.read(func(s *fsm.State) { resp.Events = s.History(int(req.GetLimit())) })
+	return resp, nil
 }
 
 type clusterService struct {
@@ -368,122 +299,96 @@ func (n *Node) Status() (*pb.StatusResponse, error) {
 }
 
 func (c *clusterService) AddVoter(ctx context.Context, req *pb.AddVoterRequest) (*pb.AddVoterResponse, error) {
-	if err := fsm.ValidateMember(req.GetId(), req.GetRaftAddr(), req.GetGrpcAddr()); err != nil {
+	n := c.n
+	srv, ok, err := n.inConfig(req.Id)
+	if err != nil {
 		return nil, err
 	}
-	return c.n.addVoterForwarded(ctx, req.GetId(), req.GetRaftAddr(), req.GetGrpcAddr())
+	if !ok || srv.Suffrage != raft.Voter || string(srv.Address) != req.RaftAddr {
+		n.log.Info("adding voter", "id", req.Id, "raft_addr", req.RaftAddr)
+		if err := n.raft.AddVoter(raft.ServerID(req.Id), raft.ServerAddress(req.RaftAddr), 0, timeoutOf(ctx, n.cfg.ApplyTimeout)).Error(); err != nil {
+			return nil, raftError(err)
+		}
+	}
+	var rec fsm.Member
+	var known bool
+	n.machine.read(func(s *fsm.State) { rec, known = s.Member(req.Id) })
+	if !known || rec.RaftAddr != req.RaftAddr || rec.GRPCAddr != req.GrpcAddr {
+		if _, err := n.propose(ctx, &statev1.SetMember{Id: req.Id, RaftAddr: req.RaftAddr, GrpcAddr: req.GrpcAddr}); err != nil {
+			return nil, err
+		}
+	}
+	return &pb.AddVoterResponse{}, nil
 }
 
-// addVoterForwarded adds (or confirms) a voter on the leader and records
-// its addresses in the state. It is idempotent, so nodes call it for
+// addVoter adds (or confirms) a voter on the leader and records its
+// addresses in the state. It is idempotent, so nodes call it for
 // themselves to register their gRPC address.
-func (n *Node) addVoterForwarded(ctx context.Context, id, raftAddr, grpcAddr string) (*pb.AddVoterResponse, error) {
+func (n *Node) addVoter(ctx context.Context, id, raftAddr, grpcAddr string) error {
 	req := &pb.AddVoterRequest{Id: id, RaftAddr: raftAddr, GrpcAddr: grpcAddr}
-	return forward(ctx, n, req, func(ctx context.Context, req *pb.AddVoterRequest) (*pb.AddVoterResponse, error) {
+	_, err := call(ctx, n, pb.ClusterService_AddVoter_FullMethodName, req, func(ctx context.Context) (*pb.AddVoterResponse, error) {
+		return (&clusterService{n: n}).AddVoter(ctx, req)
+	})
+	return err
+}
+
+func (c *clusterService) RemoveServer(ctx context.Context, req *pb.RemoveServerRequest) (*pb.RemoveServerResponse, error) {
+	n := c.n
+	if _, ok, err := n.inConfig(req.Id); err != nil {
+		return nil, err
+	} else if !ok {
+		return nil, fmt.Errorf("%w: no member %q", fsm.ErrNotFound, req.Id)
+	}
+	// Forget the addresses first: a leader removing itself cannot propose
+	// anything afterwards.
+	if _, err := n.propose(ctx, &statev1.RemoveMember{Id: req.Id}); err != nil {
+		return nil, err
+	}
+	n.log.Info("removing server", "id", req.Id)
+	if err := n.raft.RemoveServer(raft.ServerID(req.Id), 0, timeoutOf(ctx, n.cfg.ApplyTimeout)).Error(); err != nil {
+		return nil, raftError(err)
+	}
+	return &pb.RemoveServerResponse{}, nil
+}
+
+func (c *clusterService) TransferLeadership(ctx context.Context, req *pb.TransferLeadershipRequest) (*pb.TransferLeadershipResponse, error) {
+	n := c.n
+	var f raft.Future
+	if req.Id == "" {
+		f = n.raft.LeadershipTransfer()
+	} else {
 		srv, ok, err := n.inConfig(req.Id)
 		if err != nil {
 			return nil, err
 		}
-		if !ok || srv.Suffrage != raft.Voter || string(srv.Address) != req.RaftAddr {
-			n.log.Info("adding voter", "id", req.Id, "raft_addr", req.RaftAddr)
-			if err := n.raft.AddVoter(raft.ServerID(req.Id), raft.ServerAddress(req.RaftAddr), 0, timeoutOf(ctx, n.cfg.ApplyTimeout)).Error(); err != nil {
-				return nil, raftError(err)
-			}
+		if !ok || srv.Suffrage != raft.Voter {
+			return nil, fmt.Errorf("%w: no voter %q", fsm.ErrNotFound, req.Id)
 		}
-		var rec fsm.Member
-		var known bool
-		n.machine.read(func(s *fsm.State) { rec, known = s.Member(req.Id) })
-		if !known || rec.RaftAddr != req.RaftAddr || rec.GRPCAddr != req.GrpcAddr {
-			if _, err := n.propose(ctx, fsm.CommandSetMember, &statev1.SetMember{Id: req.Id, RaftAddr: req.RaftAddr, GrpcAddr: req.GrpcAddr}); err != nil {
-				return nil, err
-			}
+		if req.Id == n.cfg.ID {
+			return &pb.TransferLeadershipResponse{LeaderId: n.cfg.ID}, nil
 		}
-		return &pb.AddVoterResponse{}, nil
-	}, func(ctx context.Context, c grpc.ClientConnInterface, req *pb.AddVoterRequest) (*pb.AddVoterResponse, error) {
-		return pb.NewClusterServiceClient(c).AddVoter(ctx, req)
-	})
-}
-
-func (c *clusterService) RemoveServer(ctx context.Context, req *pb.RemoveServerRequest) (*pb.RemoveServerResponse, error) {
-	if err := fsm.ValidateMemberID(req.GetId()); err != nil {
-		return nil, err
+		f = n.raft.LeadershipTransferToServer(srv.ID, srv.Address)
 	}
-	n := c.n
-	return forward(ctx, n, req, func(ctx context.Context, req *pb.RemoveServerRequest) (*pb.RemoveServerResponse, error) {
-		if _, ok, err := n.inConfig(req.Id); err != nil {
-			return nil, err
-		} else if !ok {
-			return nil, fmt.Errorf("%w: no member %q", fsm.ErrNotFound, req.Id)
-		}
-		// Forget the addresses first: a leader removing itself cannot
-		// propose anything afterwards.
-		if _, err := n.propose(ctx, fsm.CommandRemoveMember, &statev1.RemoveMember{Id: req.Id}); err != nil {
-			return nil, err
-		}
-		n.log.Info("removing server", "id", req.Id)
-		if err := n.raft.RemoveServer(raft.ServerID(req.Id), 0, timeoutOf(ctx, n.cfg.ApplyTimeout)).Error(); err != nil {
-			return nil, raftError(err)
-		}
-		return &pb.RemoveServerResponse{}, nil
-	}, func(ctx context.Context, c grpc.ClientConnInterface, req *pb.RemoveServerRequest) (*pb.RemoveServerResponse, error) {
-		return pb.NewClusterServiceClient(c).RemoveServer(ctx, req)
-	})
-}
-
-func (c *clusterService) TransferLeadership(ctx context.Context, req *pb.TransferLeadershipRequest) (*pb.TransferLeadershipResponse, error) {
-	if req.GetId() != "" {
-		if err := fsm.ValidateMemberID(req.GetId()); err != nil {
-			return nil, err
-		}
+	if err := f.Error(); err != nil {
+		return nil, raftError(err)
 	}
-	n := c.n
-	return forward(ctx, n, req, func(ctx context.Context, req *pb.TransferLeadershipRequest) (*pb.TransferLeadershipResponse, error) {
-		var f raft.Future
-		if req.Id == "" {
-			f = n.raft.LeadershipTransfer()
-		} else {
-			srv, ok, err := n.inConfig(req.Id)
-			if err != nil {
-				return nil, err
-			}
-			if !ok || srv.Suffrage != raft.Voter {
-				return nil, fmt.Errorf("%w: no voter %q", fsm.ErrNotFound, req.Id)
-			}
-			if req.Id == n.cfg.ID {
-				return &pb.TransferLeadershipResponse{LeaderId: n.cfg.ID}, nil
-			}
-			f = n.raft.LeadershipTransferToServer(srv.ID, srv.Address)
+	// Report who leads now, once a new leader is known.
+	deadline := time.Now().Add(timeoutOf(ctx, n.cfg.ApplyTimeout))
+	for time.Now().Before(deadline) {
+		if _, id := n.raft.LeaderWithID(); id != "" && string(id) != n.cfg.ID {
+			return &pb.TransferLeadershipResponse{LeaderId: string(id)}, nil
 		}
-		if err := f.Error(); err != nil {
-			return nil, raftError(err)
-		}
-		// Report who leads now, once a new leader is known.
-		deadline := time.Now().Add(timeoutOf(ctx, n.cfg.ApplyTimeout))
-		for time.Now().Before(deadline) {
-			if _, id := n.raft.LeaderWithID(); id != "" && string(id) != n.cfg.ID {
-				return &pb.TransferLeadershipResponse{LeaderId: string(id)}, nil
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		return &pb.TransferLeadershipResponse{}, nil
-	}, func(ctx context.Context, c grpc.ClientConnInterface, req *pb.TransferLeadershipRequest) (*pb.TransferLeadershipResponse, error) {
-		return pb.NewClusterServiceClient(c).TransferLeadership(ctx, req)
-	})
+		time.Sleep(20 * time.Millisecond)
+	}
+	return &pb.TransferLeadershipResponse{}, nil
 }
 
 func (c *clusterService) SetFreeze(ctx context.Context, req *pb.SetFreezeRequest) (*pb.SetFreezeResponse, error) {
-	if err := fsm.ValidateFreezeRequest(req); err != nil {
+	res, err := c.n.propose(ctx, req)
+	if err != nil {
 		return nil, err
 	}
-	return forward(ctx, c.n, req, func(ctx context.Context, req *pb.SetFreezeRequest) (*pb.SetFreezeResponse, error) {
-		res, err := c.n.propose(ctx, fsm.CommandSetFreeze, req)
-		if err != nil {
-			return nil, err
-		}
-		return &pb.SetFreezeResponse{Frozen: res.Frozen}, nil
-	}, func(ctx context.Context, cc grpc.ClientConnInterface, req *pb.SetFreezeRequest) (*pb.SetFreezeResponse, error) {
-		return pb.NewClusterServiceClient(cc).SetFreeze(ctx, req)
-	})
+	return &pb.SetFreezeResponse{Frozen: res.Frozen}, nil
 }
 
 // timeoutOf is the time left before ctx's deadline, or def.

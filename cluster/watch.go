@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -19,8 +18,8 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
-	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/cluster/fsm"
+	"github.com/dnsplan/dnsplan/contract"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -51,7 +50,7 @@ var (
 type watchEnd struct {
 	err    error
 	code   codes.Code
-	reason string
+	reason contract.Reason
 }
 
 func (e *watchEnd) Error() string { return e.err.Error() }
@@ -60,7 +59,7 @@ func (e *watchEnd) Unwrap() error { return e.err }
 func (e *watchEnd) GRPCStatus() *status.Status {
 	st := status.New(e.code, e.err.Error())
 	if e.reason != "" {
-		if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: e.reason, Domain: client.ErrorDomain}); err == nil {
+		if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: string(e.reason), Domain: contract.ErrorDomain}); err == nil {
 			st = d
 		}
 	}
@@ -146,7 +145,7 @@ func (h *watchHub) admit(ctx context.Context, what string) (release func(), err 
 	if err != nil {
 		h.ended.WithLabelValues(what, "limit").Inc()
 		h.n.log.Warn("watch refused", "watch", what, "client", who, "err", err)
-		return nil, &watchEnd{err: err, code: codes.ResourceExhausted, reason: strings.ToUpper(client.ReasonWatchLimit)}
+		return nil, &watchEnd{err: err, code: codes.ResourceExhausted, reason: contract.ReasonWatchLimit}
 	}
 	h.open++
 	h.perClient[who]++

@@ -19,6 +19,7 @@ import (
 
 	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/cluster/fsm"
+	"github.com/dnsplan/dnsplan/contract"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -240,7 +241,7 @@ func TestWatchersPerClientCapped(t *testing.T) {
 		}
 	}
 	_, err := open(ctx)
-	if status.Code(err) != codes.ResourceExhausted || client.Reason(err) != client.ReasonWatchLimit || !strings.Contains(err.Error(), "127.0.0.1") {
+	if status.Code(err) != codes.ResourceExhausted || client.Reason(err) != contract.ReasonWatchLimit || !strings.Contains(err.Error(), "127.0.0.1") {
 		t.Fatalf("third watch from one client: %v, want RESOURCE_EXHAUSTED, reason watch_limit, naming the client", err)
 	}
 	cancelFirst()

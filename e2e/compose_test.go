@@ -27,7 +27,7 @@ import (
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
-// The compose cluster as seen from the host (CONTRACT.md, docker compose).
+// The compose cluster as seen from the host (docs/CONTRACT.md, docker compose).
 var (
 	nodes     = []string{"node1", "node2", "node3"}
 	grpcAddrs = []string{"127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003"}

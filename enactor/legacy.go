@@ -2,7 +2,7 @@ package enactor
 
 // LEGACY: the enactor of the design that failed in the AWS outage of
 // October 2025, kept apart from the fixed code path so the same cluster,
-// checker and tests can show the difference (DESIGN.md section 7). It runs
+// checker and tests can show the difference (docs/DESIGN.md section 7). It runs
 // only with Config.Legacy (dnsplan enactor --legacy) against nodes started
 // with --legacy. Nothing in the fixed enactor calls it. Never use it for
 // real.

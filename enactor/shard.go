@@ -3,7 +3,6 @@ package enactor
 import (
 	"context"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -11,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/dnsplan/dnsplan/client"
+	"github.com/dnsplan/dnsplan/contract"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -312,7 +312,7 @@ func (s *shard) enact(runCtx, ctx context.Context, lease *pb.Lease, v *verifier,
 		if runCtx.Err() != nil {
 			return
 		}
-		outcome := s.classify(runCtx, req, resp, err)
+		outcome := s.classify(req, resp, err)
 		s.e.metrics.applies.WithLabelValues(outcome).Inc()
 		switch outcome {
 		case outcomeApplied, outcomeStale, outcomeRefused:
@@ -375,11 +375,10 @@ func retryNow(retrying bool) <-chan time.Time {
 }
 
 // classify names the cluster's answer to an apply. FAILED_PRECONDITION
-// means fenced or frozen; which one is read from the cluster's freeze
-// switch (a typed field of Status), never from the error's text. If that
-// cannot be read the answer counts as fenced: giving the lease up and
-// acquiring it again is always safe.
-func (s *shard) classify(ctx context.Context, req *pb.ApplyPlanRequest, resp *pb.ApplyPlanResponse, err error) string {
+// means fenced or frozen, told apart by the refusal's reason (never by
+// its text); anything but FROZEN counts as fenced: giving the lease up
+// and acquiring it again is always safe.
+func (s *shard) classify(req *pb.ApplyPlanRequest, resp *pb.ApplyPlanResponse, err error) string {
 	switch status.Code(err) {
 	case codes.OK:
 		anyRefused := false
@@ -394,8 +393,7 @@ func (s *shard) classify(ctx context.Context, req *pb.ApplyPlanRequest, resp *pb
 		}
 		return outcomeStale
 	case codes.FailedPrecondition:
-		st, serr := s.e.reader.Status(ctx)
-		if serr == nil && st.GetFrozen() {
+		if client.Reason(err) == contract.ReasonFrozen {
 			return outcomeFrozen
 		}
 		return outcomeFenced
@@ -434,7 +432,7 @@ func (s *shard) record(req *pb.ApplyPlanRequest, resp *pb.ApplyPlanResponse, log
 		case r.GetOutcome() == pb.Outcome_OUTCOME_REFUSED:
 			refused = append(refused, r.GetEndpoint())
 			m.endpoints.WithLabelValues(outcomeRefused).Inc()
-			reason := strings.ToLower(r.GetReason())
+			reason := contract.ParseReason(r.GetReason()).Metric()
 			if reason == "" {
 				reason = "unspecified"
 			}

@@ -16,11 +16,13 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/cluster/clustertest"
+	"github.com/dnsplan/dnsplan/contract"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -279,6 +281,16 @@ func TestDeletedPlanIsSkipped(t *testing.T) {
 	}
 }
 
+// refusal is the cluster's refusal of a call with reason r, as the node
+// sends it: the reason's code and an ErrorInfo naming it.
+func refusal(r contract.Reason, msg string) error {
+	st, err := status.New(r.Code(), msg).WithDetails(&errdetails.ErrorInfo{Reason: string(r), Domain: contract.ErrorDomain})
+	if err != nil {
+		panic(err)
+	}
+	return st.Err()
+}
+
 // Frozen: the same plan is retried under the same lease until the freeze
 // ends; Unavailable likewise.
 func TestFrozenAndUnavailableAreRetried(t *testing.T) {
@@ -288,7 +300,7 @@ func TestFrozenAndUnavailableAreRetried(t *testing.T) {
 		frozen  bool
 		outcome string
 	}{
-		{"frozen", status.Error(codes.FailedPrecondition, "frozen: applies are frozen: test"), true, outcomeFrozen},
+		{"frozen", refusal(contract.ReasonFrozen, "frozen: applies are frozen: test"), true, outcomeFrozen},
 		{"unavailable", status.Error(codes.Unavailable, "no leader"), false, outcomeError},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

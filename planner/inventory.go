@@ -22,7 +22,7 @@ import (
 // fsm.MaxPlanBytes; an inventory far larger than that cannot produce one.
 const MaxInventoryBytes = 16 << 20
 
-// Inventory is the planner's input (CONTRACT.md, "Inventory file"): the
+// Inventory is the planner's input (docs/CONTRACT.md, "Inventory file"): the
 // endpoints of one zone and the load-balancer targets behind each. An
 // Inventory returned by ParseInventory or LoadInventory is valid and
 // canonical: names lower case, addresses in their canonical form,

@@ -11,7 +11,7 @@ import (
 	"github.com/dnsplan/dnsplan/cluster/fsm"
 )
 
-// contractExample is the inventory of CONTRACT.md, verbatim.
+// contractExample is the inventory of docs/CONTRACT.md, verbatim.
 const contractExample = `zone: dnsplan.test.
 endpoints:
   - name: api.dnsplan.test.

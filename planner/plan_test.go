@@ -15,9 +15,9 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/cluster/clustertest"
 	"github.com/dnsplan/dnsplan/cluster/fsm"
+	"github.com/dnsplan/dnsplan/contract"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -377,7 +377,7 @@ func TestPlanOnceStopsWhenFenced(t *testing.T) {
 // rejection is a status as the cluster sends it: a code and, in an
 // ErrorInfo, the reason.
 func rejection(code codes.Code, reason, msg string) error {
-	st, err := status.New(code, msg).WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: client.ErrorDomain})
+	st, err := status.New(code, msg).WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: contract.ErrorDomain})
 	if err != nil {
 		panic(err)
 	}

@@ -40,6 +40,7 @@ import (
 
 	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/cluster/fsm"
+	"github.com/dnsplan/dnsplan/contract"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -598,14 +599,14 @@ func (p *Planner) planOnce(ctx context.Context, log *slog.Logger, lease *pb.Leas
 		}
 		reason := refusedError
 		switch client.Reason(err) {
-		case "fenced":
+		case contract.ReasonFenced:
 			p.metrics.refused.WithLabelValues(refusedFenced).Inc()
 			return true
-		case "velocity":
+		case contract.ReasonVelocity:
 			reason = refusedVelocity
-		case "family":
+		case contract.ReasonFamily:
 			reason = refusedFamily
-		case "invalid":
+		case contract.ReasonInvalid:
 			reason = refusedInvalid
 		}
 		p.metrics.refused.WithLabelValues(reason).Inc()

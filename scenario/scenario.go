@@ -1,5 +1,5 @@
 // Package scenario replays, on real nodes, the interleaving that emptied
-// DynamoDB's regional endpoint at AWS in October 2025 (DESIGN.md section
+// DynamoDB's regional endpoint at AWS in October 2025 (docs/DESIGN.md section
 // 1), against the legacy design and the fixed one, and reports what every
 // node's DNS answered at each step.
 //

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	statev1 "github.com/dnsplan/dnsplan/proto/dnsplan/state/v1"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
@@ -17,81 +18,128 @@ import (
 type CommandType uint8
 
 const (
-	CommandSubmitPlan   CommandType = 1 // statev1.SubmitPlan
-	CommandAcquireLease CommandType = 2 // pb.AcquireLeaseRequest
-	CommandRenewLease   CommandType = 3 // pb.RenewLeaseRequest
-	CommandReleaseLease CommandType = 4 // pb.ReleaseLeaseRequest
-	CommandApplyPlan    CommandType = 5 // pb.ApplyPlanRequest
-	CommandCleanupPlans CommandType = 6 // pb.CleanupPlansRequest
-	CommandSetFreeze    CommandType = 7 // pb.SetFreezeRequest
-	CommandSetMember    CommandType = 8 // statev1.SetMember
-	CommandRemoveMember CommandType = 9 // statev1.RemoveMember
+	CommandSubmitPlan   CommandType = 1
+	CommandAcquireLease CommandType = 2
+	CommandRenewLease   CommandType = 3
+	CommandReleaseLease CommandType = 4
+	CommandApplyPlan    CommandType = 5
+	CommandCleanupPlans CommandType = 6
+	CommandSetFreeze    CommandType = 7
+	CommandSetMember    CommandType = 8
+	CommandRemoveMember CommandType = 9
 	// LEGACY demonstration commands (legacy.go).
-	CommandLegacyApply   CommandType = 10 // pb.LegacyApplyRequest
-	CommandLegacyCleanup CommandType = 11 // pb.LegacyCleanupRequest
+	CommandLegacyApply   CommandType = 10
+	CommandLegacyCleanup CommandType = 11
 	// The cluster's policy (policy.go).
-	CommandFoundCluster CommandType = 12 // pb.ClusterConfig
-	CommandSetConfig    CommandType = 13 // pb.SetConfigRequest
+	CommandFoundCluster CommandType = 12
+	CommandSetConfig    CommandType = 13
 )
 
-// newPayload is the one dispatch table from type tag to payload message.
-var newPayload = map[CommandType]func() proto.Message{
-	CommandSubmitPlan:   func() proto.Message { return &statev1.SubmitPlan{} },
-	CommandAcquireLease: func() proto.Message { return &pb.AcquireLeaseRequest{} },
-	CommandRenewLease:   func() proto.Message { return &pb.RenewLeaseRequest{} },
-	CommandReleaseLease: func() proto.Message { return &pb.ReleaseLeaseRequest{} },
-	CommandApplyPlan:    func() proto.Message { return &pb.ApplyPlanRequest{} },
-	CommandCleanupPlans: func() proto.Message { return &pb.CleanupPlansRequest{} },
-	CommandSetFreeze:    func() proto.Message { return &pb.SetFreezeRequest{} },
-	CommandSetMember:    func() proto.Message { return &statev1.SetMember{} },
-	CommandRemoveMember: func() proto.Message { return &statev1.RemoveMember{} },
+// commands is the command table: one entry per command type, with
+// everything the state machine knows about it. Encode, Decode, Apply,
+// Validate and String are driven by it. Adding a command is one entry
+// here, its payload message, its validation and its rule.
+var commands = []command{
+	def(CommandSubmitPlan, "submit_plan", "submit", validateSubmit, (*State).submitPlan),
+	def(CommandAcquireLease, "acquire_lease", "acquire", validateAcquire, (*State).acquireLease),
+	def(CommandRenewLease, "renew_lease", "renew", validateRenew, (*State).renewLease),
+	def(CommandReleaseLease, "release_lease", "release", validateRelease, (*State).releaseLease),
+	def(CommandApplyPlan, "apply_plan", "apply", ValidateApplyRequest, (*State).applyPlan),
+	def(CommandCleanupPlans, "cleanup_plans", "cleanup", validateCleanup, (*State).cleanupPlans),
+	def(CommandSetFreeze, "set_freeze", "freeze", ValidateFreezeRequest, (*State).setFreeze),
+	def(CommandSetMember, "set_member", "member", validateSetMember, (*State).setMember),
+	def(CommandRemoveMember, "remove_member", "member", validateRemoveMember, (*State).removeMember),
+	def(CommandLegacyApply, "legacy_apply", "legacy_apply", validateLegacyApply, (*State).legacyApply),
+	def(CommandLegacyCleanup, "legacy_cleanup", "legacy_cleanup", validateLegacyCleanup, (*State).legacyCleanup),
+	def(CommandFoundCluster, "found_cluster", "config", ValidateConfig, (*State).foundCluster),
+	def(CommandSetConfig, "set_config", "config", ValidateSetConfig, (*State).setConfig),
+}
 
-	CommandLegacyApply:   func() proto.Message { return &pb.LegacyApplyRequest{} },
-	CommandLegacyCleanup: func() proto.Message { return &pb.LegacyCleanupRequest{} },
+// command is one entry of the table. The payload's message type is
+// derived from the rule's signature, so a tag can never disagree with its
+// payload: a command's type is looked up from its payload.
+type command struct {
+	tag  CommandType
+	name string
+	// kind names the command in the audit history; invalid input is
+	// recorded under it without any of its (unbounded, untrusted) fields.
+	kind     string
+	message  protoreflect.MessageType
+	validate func(proto.Message) error
+	rule     func(*State, uint64, proto.Message) Result
+}
 
-	CommandFoundCluster: func() proto.Message { return &pb.ClusterConfig{} },
-	CommandSetConfig:    func() proto.Message { return &pb.SetConfigRequest{} },
+func def[P proto.Message](tag CommandType, name, kind string, validate func(P) error, rule func(*State, uint64, P) Result) command {
+	var zero P
+	return command{
+		tag:      tag,
+		name:     name,
+		kind:     kind,
+		message:  zero.ProtoReflect().Type(),
+		validate: func(m proto.Message) error { return validate(m.(P)) },
+		rule:     func(s *State, i uint64, m proto.Message) Result { return rule(s, i, m.(P)) },
+	}
+}
+
+// byTag and byMessage index the table; built once, checked for
+// duplicates (a programming error, caught by every test run).
+var byTag, byMessage = index(commands)
+
+func index(cs []command) (map[CommandType]*command, map[protoreflect.FullName]*command) {
+	tags := make(map[CommandType]*command, len(cs))
+	msgs := make(map[protoreflect.FullName]*command, len(cs))
+	for i := range cs {
+		c := &cs[i]
+		name := c.message.Descriptor().FullName()
+		if tags[c.tag] != nil || msgs[name] != nil {
+			panic(fmt.Sprintf("fsm: command table lists %s (%d, %s) twice", c.name, c.tag, name))
+		}
+		tags[c.tag], msgs[name] = c, c
+	}
+	return tags, msgs
+}
+
+// lookup finds the table entry for a payload; nil if it is no command's.
+func lookup(p proto.Message) *command {
+	if p == nil {
+		return nil
+	}
+	return byMessage[p.ProtoReflect().Descriptor().FullName()]
 }
 
 func (t CommandType) String() string {
-	switch t {
-	case CommandSubmitPlan:
-		return "submit_plan"
-	case CommandAcquireLease:
-		return "acquire_lease"
-	case CommandRenewLease:
-		return "renew_lease"
-	case CommandReleaseLease:
-		return "release_lease"
-	case CommandApplyPlan:
-		return "apply_plan"
-	case CommandCleanupPlans:
-		return "cleanup_plans"
-	case CommandSetFreeze:
-		return "set_freeze"
-	case CommandSetMember:
-		return "set_member"
-	case CommandRemoveMember:
-		return "remove_member"
-	case CommandLegacyApply:
-		return "legacy_apply"
-	case CommandLegacyCleanup:
-		return "legacy_cleanup"
-	case CommandFoundCluster:
-		return "found_cluster"
-	case CommandSetConfig:
-		return "set_config"
+	if c := byTag[t]; c != nil {
+		return c.name
 	}
 	return fmt.Sprintf("command_%d", uint8(t))
 }
 
-// Command is one log entry: what to do and the time the leader stamped on
-// it (LeaderBase plus its monotonic clock). Apply never reads a clock of
-// its own.
+// Command is one log entry: the payload (whose message type says which
+// command it is) and the time the leader stamped on it (LeaderStamp).
+// Apply never reads a clock of its own.
 type Command struct {
-	Type    CommandType
 	Stamp   time.Time
 	Payload proto.Message
+}
+
+// Type is the command's tag, derived from its payload; 0 if the payload is
+// no command's.
+func (c Command) Type() CommandType {
+	if e := lookup(c.Payload); e != nil {
+		return e.tag
+	}
+	return 0
+}
+
+// Validate checks a command payload's own fields (not its permission,
+// which only Apply can judge against the state). Apply runs it first on
+// every replica; the API edge runs the same function to answer early.
+func Validate(p proto.Message) error {
+	e := lookup(p)
+	if e == nil {
+		return fmt.Errorf("%w: %T is not a command", ErrInvalid, p)
+	}
+	return e.validate(p)
 }
 
 // headerLen is the type byte plus the stamp in Unix nanoseconds.
@@ -102,34 +150,92 @@ var ErrUndecodable = errors.New("undecodable command")
 
 // Encode lays a command out as [type][stamp, big-endian int64][payload].
 func (c Command) Encode() ([]byte, error) {
-	if _, ok := newPayload[c.Type]; !ok {
-		return nil, fmt.Errorf("%w: unknown type %d", ErrUndecodable, c.Type)
+	e := lookup(c.Payload)
+	if e == nil {
+		return nil, fmt.Errorf("%w: %T is not a command", ErrUndecodable, c.Payload)
 	}
 	body, err := proto.MarshalOptions{Deterministic: true}.Marshal(c.Payload)
 	if err != nil {
 		return nil, err
 	}
 	buf := make([]byte, headerLen, headerLen+len(body))
-	buf[0] = byte(c.Type)
+	buf[0] = byte(e.tag)
 	binary.BigEndian.PutUint64(buf[1:], uint64(c.Stamp.UnixNano()))
 	return append(buf, body...), nil
 }
 
 // Decode is the inverse of Encode. The payload is checked to be of the
 // type's message; unknown fields are kept, so newer fields pass through.
+// A type this version does not know is ErrUndecodable: the node stops
+// rather than skip a command its peers apply (cluster/DESIGN.md,
+// "Rolling upgrades").
 func Decode(b []byte) (Command, error) {
 	if len(b) < headerLen {
 		return Command{}, fmt.Errorf("%w: %d bytes", ErrUndecodable, len(b))
 	}
-	t := CommandType(b[0])
-	mk, ok := newPayload[t]
-	if !ok {
+	e := byTag[CommandType(b[0])]
+	if e == nil {
 		return Command{}, fmt.Errorf("%w: unknown type %d", ErrUndecodable, b[0])
 	}
-	msg := mk()
+	msg := e.message.New().Interface()
 	if err := proto.Unmarshal(b[headerLen:], msg); err != nil {
-		return Command{}, fmt.Errorf("%w: %s: %v", ErrUndecodable, t, err)
+		return Command{}, fmt.Errorf("%w: %s: %v", ErrUndecodable, e.name, err)
 	}
 	stamp := time.Unix(0, int64(binary.BigEndian.Uint64(b[1:headerLen]))).UTC()
-	return Command{Type: t, Stamp: stamp, Payload: msg}, nil
+	return Command{Stamp: stamp, Payload: msg}, nil
+}
+
+// The validations of commands whose rules live in their own files or that
+// need no more than a bound on their fields.
+
+func validateSubmit(c *statev1.SubmitPlan) error {
+	if err := ValidatePlan(c.GetPlan()); err != nil {
+		return err
+	}
+	if c.GetLeaseName() != "" {
+		return validateID("lease name", c.GetLeaseName())
+	}
+	return nil
+}
+
+func validateAcquire(r *pb.AcquireLeaseRequest) error {
+	return ValidateLeaseRequest(r.GetName(), r.GetHolder(), r.GetTtl().AsDuration())
+}
+
+func validateRenew(r *pb.RenewLeaseRequest) error {
+	return ValidateLeaseKey(r.GetName(), r.GetHolder())
+}
+
+func validateRelease(r *pb.ReleaseLeaseRequest) error {
+	return ValidateLeaseKey(r.GetName(), r.GetHolder())
+}
+
+func validateCleanup(r *pb.CleanupPlansRequest) error {
+	if r.GetKeepLast() < 1 {
+		return fmt.Errorf("%w: keep_last must be at least 1", ErrInvalid)
+	}
+	return nil
+}
+
+func validateSetMember(m *statev1.SetMember) error {
+	return ValidateMember(m.GetId(), m.GetRaftAddr(), m.GetGrpcAddr())
+}
+
+func validateRemoveMember(m *statev1.RemoveMember) error { return ValidateMemberID(m.GetId()) }
+
+func validateLegacyApply(r *pb.LegacyApplyRequest) error {
+	if r.GetGeneration() == 0 {
+		return fmt.Errorf("%w: generation is required", ErrInvalid)
+	}
+	if err := ValidateName(r.GetEndpoint()); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	return validateID("enactor id", r.GetEnactorId())
+}
+
+func validateLegacyCleanup(r *pb.LegacyCleanupRequest) error {
+	if r.GetKeepGenerations() < 1 {
+		return fmt.Errorf("%w: keep_generations must be at least 1", ErrInvalid)
+	}
+	return nil
 }

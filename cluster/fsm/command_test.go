@@ -20,41 +20,38 @@ import (
 // largest representable.
 func sampleCommands() []Command {
 	return []Command{
-		{CommandSubmitPlan, t0, &statev1.SubmitPlan{Plan: validPlan(), Force: true}},
-		{CommandAcquireLease, t0.Add(time.Nanosecond), &pb.AcquireLeaseRequest{Name: "enactor", Holder: "enactor-a", Ttl: durationpb.New(3 * time.Second)}},
-		{CommandRenewLease, time.Unix(0, -1), &pb.RenewLeaseRequest{Name: "enactor", Holder: "enactor-a", Token: 2}},
-		{CommandReleaseLease, time.Unix(0, math.MaxInt64), &pb.ReleaseLeaseRequest{Name: "enactor", Holder: "enactor-a", Token: 2}},
-		{CommandApplyPlan, t0, &pb.ApplyPlanRequest{Generation: 1, Endpoints: []string{api}, LeaseName: "enactor", LeaseToken: 2, EnactorId: "enactor-a"}},
-		{CommandCleanupPlans, t0, &pb.CleanupPlansRequest{KeepLast: 3}},
-		{CommandSetFreeze, t0, &pb.SetFreezeRequest{Frozen: true, Reason: "incident"}},
-		{CommandSetMember, t0, &statev1.SetMember{Id: "n1", RaftAddr: "127.0.0.1:7001", GrpcAddr: "127.0.0.1:9001"}},
-		{CommandRemoveMember, t0, &statev1.RemoveMember{Id: "n1"}},
-		{CommandLegacyApply, t0, &pb.LegacyApplyRequest{Generation: 1, Endpoint: api, EnactorId: "enactor-a"}},
-		{CommandLegacyCleanup, t0, &pb.LegacyCleanupRequest{KeepGenerations: 3}},
-		{CommandFoundCluster, t0, &pb.ClusterConfig{Design: pb.Design_DESIGN_FIXED, MaxCapacityDrop: 0.25, VelocityWindow: durationpb.New(time.Minute)}},
-		{CommandSetConfig, t0, &pb.SetConfigRequest{MaxCapacityDrop: proto.Float64(0), VelocityWindow: durationpb.New(2 * time.Minute)}},
+		{t0, &statev1.SubmitPlan{Plan: validPlan(), Force: true}},
+		{t0.Add(time.Nanosecond), &pb.AcquireLeaseRequest{Name: "enactor", Holder: "enactor-a", Ttl: durationpb.New(3 * time.Second)}},
+		{time.Unix(0, -1), &pb.RenewLeaseRequest{Name: "enactor", Holder: "enactor-a", Token: 2}},
+		{time.Unix(0, math.MaxInt64), &pb.ReleaseLeaseRequest{Name: "enactor", Holder: "enactor-a", Token: 2}},
+		{t0, &pb.ApplyPlanRequest{Generation: 1, Endpoints: []string{api}, LeaseName: "enactor", LeaseToken: 2, EnactorId: "enactor-a"}},
+		{t0, &pb.CleanupPlansRequest{KeepLast: 3}},
+		{t0, &pb.SetFreezeRequest{Frozen: true, Reason: "incident"}},
+		{t0, &statev1.SetMember{Id: "n1", RaftAddr: "127.0.0.1:7001", GrpcAddr: "127.0.0.1:9001"}},
+		{t0, &statev1.RemoveMember{Id: "n1"}},
+		{t0, &pb.LegacyApplyRequest{Generation: 1, Endpoint: api, EnactorId: "enactor-a"}},
+		{t0, &pb.LegacyCleanupRequest{KeepGenerations: 3}},
+		{t0, &pb.ClusterConfig{Design: pb.Design_DESIGN_FIXED, MaxCapacityDrop: 0.25, VelocityWindow: durationpb.New(time.Minute)}},
+		{t0, &pb.SetConfigRequest{MaxCapacityDrop: proto.Float64(0), VelocityWindow: durationpb.New(2 * time.Minute)}},
 	}
 }
 
 func TestEncodeDecode(t *testing.T) {
 	for _, c := range sampleCommands() {
-		t.Run(c.Type.String(), func(t *testing.T) {
+		t.Run(c.Type().String(), func(t *testing.T) {
 			b, err := c.Encode()
 			if err != nil {
 				t.Fatal(err)
 			}
-			if b[0] != byte(c.Type) || int64(binary.BigEndian.Uint64(b[1:9])) != c.Stamp.UnixNano() {
-				t.Fatalf("header % x, want type %d stamp %d", b[:9], c.Type, c.Stamp.UnixNano())
+			if b[0] != byte(c.Type()) || int64(binary.BigEndian.Uint64(b[1:9])) != c.Stamp.UnixNano() {
+				t.Fatalf("header % x, want type %d stamp %d", b[:9], c.Type(), c.Stamp.UnixNano())
 			}
 			d, err := Decode(b)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if d.Type != c.Type || !d.Stamp.Equal(c.Stamp) || d.Stamp.Location() != time.UTC || !proto.Equal(d.Payload, c.Payload) {
+			if d.Type() != c.Type() || !d.Stamp.Equal(c.Stamp) || d.Stamp.Location() != time.UTC || !proto.Equal(d.Payload, c.Payload) {
 				t.Fatalf("Decode(Encode(c)) = %+v, want %+v", d, c)
-			}
-			if typeOf(d.Payload) != c.Type {
-				t.Fatalf("decoded payload %T for type %s", d.Payload, c.Type)
 			}
 			b2, err := d.Encode()
 			if err != nil || string(b2) != string(b) {
@@ -67,7 +64,7 @@ func TestEncodeDecode(t *testing.T) {
 // TestDecodeKeepsUnknownFields: a payload field this version does not know
 // passes through Decode and Encode unchanged.
 func TestDecodeKeepsUnknownFields(t *testing.T) {
-	b, err := Command{CommandCleanupPlans, t0, &pb.CleanupPlansRequest{KeepLast: 2}}.Encode()
+	b, err := Command{t0, &pb.CleanupPlansRequest{KeepLast: 2}}.Encode()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +83,7 @@ func TestDecodeKeepsUnknownFields(t *testing.T) {
 }
 
 func TestDecodeErrors(t *testing.T) {
-	valid, err := Command{CommandSetFreeze, t0, &pb.SetFreezeRequest{}}.Encode()
+	valid, err := Command{t0, &pb.SetFreezeRequest{}}.Encode()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,15 +112,25 @@ func TestDecodeErrors(t *testing.T) {
 		})
 	}
 	// An empty payload is a valid command of that type with every field zero.
-	if c, err := Decode(valid[:headerLen]); err != nil || c.Type != CommandSetFreeze {
+	if c, err := Decode(valid[:headerLen]); err != nil || c.Type() != CommandSetFreeze {
 		t.Fatalf("header only: %+v, %v", c, err)
 	}
 }
 
-func TestEncodeUnknownType(t *testing.T) {
-	for _, typ := range []CommandType{0, CommandSetConfig + 1, 255} {
-		if _, err := (Command{Type: typ, Stamp: t0, Payload: &pb.SetFreezeRequest{}}).Encode(); !errors.Is(err, ErrUndecodable) {
-			t.Errorf("Encode of type %d: %v, want ErrUndecodable", typ, err)
+// TestEncodeNonCommand: a payload that is no command's (a public plan
+// where SubmitPlan belongs, a response, nothing) cannot be encoded, so it
+// cannot be proposed.
+func TestEncodeNonCommand(t *testing.T) {
+	for _, p := range []proto.Message{nil, validPlan(), &pb.ApplyPlanResponse{}, &pb.StatusRequest{}} {
+		c := Command{Stamp: t0, Payload: p}
+		if _, err := c.Encode(); !errors.Is(err, ErrUndecodable) {
+			t.Errorf("Encode of %T: %v, want ErrUndecodable", p, err)
+		}
+		if c.Type() != 0 {
+			t.Errorf("Type of %T = %s, want 0", p, c.Type())
+		}
+		if err := Validate(p); !errors.Is(err, ErrInvalid) {
+			t.Errorf("Validate of %T: %v, want ErrInvalid", p, err)
 		}
 	}
 }
@@ -144,8 +151,8 @@ func TestCommandTypeString(t *testing.T) {
 	}
 	// The numbers are part of the log format: they must never change.
 	for i, c := range sampleCommands() {
-		if c.Type != CommandType(i+1) {
-			t.Errorf("%s has number %d, want %d", c.Type, c.Type, i+1)
+		if c.Type() != CommandType(i+1) {
+			t.Errorf("%s has number %d, want %d", c.Type(), c.Type(), i+1)
 		}
 	}
 }

@@ -1,6 +1,10 @@
 package fsm
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/dnsplan/dnsplan/contract"
+)
 
 // Business rejections. Apply returns them (wrapped with details) in
 // Result.Err; the gRPC edge maps them to status codes in one place.
@@ -42,30 +46,33 @@ type EndpointError struct {
 func (e *EndpointError) Error() string { return e.Err.Error() }
 func (e *EndpointError) Unwrap() error { return e.Err }
 
-// Reason names a rejection for metrics and the audit history.
-func Reason(err error) string {
-	switch {
-	case err == nil:
+// rejections names each business rejection on the wire; its gRPC code
+// follows from the reason (contract.Reason.Code).
+var rejections = []struct {
+	err    error
+	reason contract.Reason
+}{
+	{ErrInvalid, contract.ReasonInvalid},
+	{ErrVelocity, contract.ReasonVelocity},
+	{ErrLeaseHeld, contract.ReasonLeaseHeld},
+	{ErrFenced, contract.ReasonFenced},
+	{ErrFrozen, contract.ReasonFrozen},
+	{ErrNotFound, contract.ReasonNotFound},
+	{ErrFamily, contract.ReasonFamily},
+	{ErrDesign, contract.ReasonDesign},
+	{ErrNotFounded, contract.ReasonNotFounded},
+}
+
+// Reason names a rejection for the wire, metrics and the audit history:
+// "" for nil and for an error that is none of the package's rejections.
+func Reason(err error) contract.Reason {
+	if err == nil {
 		return ""
-	case errors.Is(err, ErrInvalid):
-		return "invalid"
-	case errors.Is(err, ErrVelocity):
-		return "velocity"
-	case errors.Is(err, ErrLeaseHeld):
-		return "lease_held"
-	case errors.Is(err, ErrFenced):
-		return "fenced"
-	case errors.Is(err, ErrFrozen):
-		return "frozen"
-	case errors.Is(err, ErrNotFound):
-		return "not_found"
-	case errors.Is(err, ErrFamily):
-		return "family"
-	case errors.Is(err, ErrDesign):
-		return "design"
-	case errors.Is(err, ErrNotFounded):
-		return "not_founded"
-	default:
-		return "other"
 	}
+	for _, r := range rejections {
+		if errors.Is(err, r.err) {
+			return r.reason
+		}
+	}
+	return ""
 }

@@ -130,17 +130,17 @@ func FuzzDecodeCommand(f *testing.F) {
 	stamp := t0.Add(time.Minute)
 	seeds := sampleCommands()
 	seeds = append(seeds,
-		Command{CommandApplyPlan, stamp, &pb.ApplyPlanRequest{Generation: 3, LeaseName: "enactor", LeaseToken: 4, EnactorId: "enactor-a"}},
-		Command{CommandApplyPlan, stamp, &pb.ApplyPlanRequest{Generation: 1, Endpoints: []string{api}, LeaseName: "enactor", LeaseToken: 4, EnactorId: "enactor-a"}},
-		Command{CommandRenewLease, stamp, &pb.RenewLeaseRequest{Name: "enactor-fips", Holder: "enactor-b", Token: 5}},
-		Command{CommandReleaseLease, stamp, &pb.ReleaseLeaseRequest{Name: "enactor", Holder: "enactor-a", Token: 4}},
-		Command{CommandAcquireLease, t0.Add(2 * time.Hour), &pb.AcquireLeaseRequest{Name: "enactor", Holder: "enactor-c", Ttl: durationpb.New(time.Second)}},
-		Command{CommandCleanupPlans, stamp, &pb.CleanupPlansRequest{KeepLast: 1}},
-		Command{CommandSubmitPlan, stamp, &statev1.SubmitPlan{Plan: plan(weighted(api, 1))}},
+		Command{stamp, &pb.ApplyPlanRequest{Generation: 3, LeaseName: "enactor", LeaseToken: 4, EnactorId: "enactor-a"}},
+		Command{stamp, &pb.ApplyPlanRequest{Generation: 1, Endpoints: []string{api}, LeaseName: "enactor", LeaseToken: 4, EnactorId: "enactor-a"}},
+		Command{stamp, &pb.RenewLeaseRequest{Name: "enactor-fips", Holder: "enactor-b", Token: 5}},
+		Command{stamp, &pb.ReleaseLeaseRequest{Name: "enactor", Holder: "enactor-a", Token: 4}},
+		Command{t0.Add(2 * time.Hour), &pb.AcquireLeaseRequest{Name: "enactor", Holder: "enactor-c", Ttl: durationpb.New(time.Second)}},
+		Command{stamp, &pb.CleanupPlansRequest{KeepLast: 1}},
+		Command{stamp, &statev1.SubmitPlan{Plan: plan(weighted(api, 1))}},
 		// Strings just over their limits.
-		Command{CommandRenewLease, stamp, &pb.RenewLeaseRequest{Name: "enactor", Holder: strings.Repeat("h", MaxIDLength+1), Token: 4}},
-		Command{CommandSetFreeze, stamp, &pb.SetFreezeRequest{Frozen: true, Reason: strings.Repeat("r", MaxReasonLength+1)}},
-		Command{CommandSetMember, stamp, &statev1.SetMember{Id: "n2", RaftAddr: strings.Repeat("a", MaxAddressLength+1), GrpcAddr: "g"}},
+		Command{stamp, &pb.RenewLeaseRequest{Name: "enactor", Holder: strings.Repeat("h", MaxIDLength+1), Token: 4}},
+		Command{stamp, &pb.SetFreezeRequest{Frozen: true, Reason: strings.Repeat("r", MaxReasonLength+1)}},
+		Command{stamp, &statev1.SetMember{Id: "n2", RaftAddr: strings.Repeat("a", MaxAddressLength+1), GrpcAddr: "g"}},
 	)
 	for _, c := range seeds {
 		b, err := c.Encode()
@@ -161,13 +161,13 @@ func FuzzDecodeCommand(f *testing.F) {
 		}
 		b, err := c.Encode()
 		if err != nil {
-			t.Fatalf("re-encoding a decoded %s: %v", c.Type, err)
+			t.Fatalf("re-encoding a decoded %s: %v", c.Type(), err)
 		}
 		c2, err := Decode(b)
 		if err != nil {
-			t.Fatalf("decoding a re-encoded %s: %v", c.Type, err)
+			t.Fatalf("decoding a re-encoded %s: %v", c.Type(), err)
 		}
-		if c2.Type != c.Type || !c2.Stamp.Equal(c.Stamp) || !proto.Equal(c2.Payload, c.Payload) {
+		if c2.Type() != c.Type() || !c2.Stamp.Equal(c.Stamp) || !proto.Equal(c2.Payload, c.Payload) {
 			t.Fatalf("Decode(Encode(c)) = %+v, want %+v", c2, c)
 		}
 		if b2, err := c2.Encode(); err != nil || !bytes.Equal(b2, b) {
@@ -180,7 +180,7 @@ func FuzzDecodeCommand(f *testing.F) {
 		pre := capture(h.s)
 		res := h.s.Apply(h.index+1, c2)
 		if res.Err != nil && len(res.Err.Error()) > maxErrorText {
-			t.Fatalf("a %s refusal is %d bytes long: it quotes its input", c2.Type, len(res.Err.Error()))
+			t.Fatalf("a %s refusal is %d bytes long: it quotes its input", c2.Type(), len(res.Err.Error()))
 		}
 		if n := historyBytes(h.s); n > HistoryMaxBytes {
 			t.Fatalf("history holds %d bytes, limit %d", n, HistoryMaxBytes)

@@ -16,40 +16,6 @@ import (
 // event. Tests never read a clock; they pass stamps.
 var t0 = time.Date(2025, 10, 20, 6, 48, 0, 0, time.UTC)
 
-// typeOf is the test's own table from payload to command type, so tests
-// can build commands without trusting the package's dispatch table.
-func typeOf(p proto.Message) CommandType {
-	switch p.(type) {
-	case *statev1.SubmitPlan:
-		return CommandSubmitPlan
-	case *pb.AcquireLeaseRequest:
-		return CommandAcquireLease
-	case *pb.RenewLeaseRequest:
-		return CommandRenewLease
-	case *pb.ReleaseLeaseRequest:
-		return CommandReleaseLease
-	case *pb.ApplyPlanRequest:
-		return CommandApplyPlan
-	case *pb.CleanupPlansRequest:
-		return CommandCleanupPlans
-	case *pb.SetFreezeRequest:
-		return CommandSetFreeze
-	case *statev1.SetMember:
-		return CommandSetMember
-	case *statev1.RemoveMember:
-		return CommandRemoveMember
-	case *pb.LegacyApplyRequest:
-		return CommandLegacyApply
-	case *pb.LegacyCleanupRequest:
-		return CommandLegacyCleanup
-	case *pb.ClusterConfig:
-		return CommandFoundCluster
-	case *pb.SetConfigRequest:
-		return CommandSetConfig
-	}
-	panic(fmt.Sprintf("typeOf: no command type for %T", p))
-}
-
 // harness drives a State the way Raft would: consecutive log indexes, a
 // leader stamp that the test moves by hand.
 type harness struct {
@@ -90,7 +56,7 @@ func (h *harness) setPolicy(maxDrop float64, window time.Duration) {
 
 func (h *harness) do(p proto.Message) Result {
 	h.index++
-	return h.s.Apply(h.index, Command{Type: typeOf(p), Stamp: h.stamp, Payload: p})
+	return h.s.Apply(h.index, Command{Stamp: h.stamp, Payload: p})
 }
 
 // advance moves the leader's stamp; a negative d models a leader whose

@@ -13,7 +13,7 @@ import (
 
 // LEGACY: the rules of the design that failed in the AWS outage of October
 // 2025, kept apart from the fixed rules so the same cluster, checker and
-// tests can show the difference (DESIGN.md section 7). Nodes propose these
+// tests can show the difference (docs/DESIGN.md section 7). Nodes propose these
 // commands only when started with --legacy. Nothing in the fixed design
 // calls them, and Apply refuses them (ErrDesign) unless the cluster was
 // founded with the legacy design.
@@ -57,9 +57,6 @@ func (s *State) legacyCleanup(index uint64, r *pb.LegacyCleanupRequest) Result {
 	ev := s.event(index, "legacy_cleanup", "")
 	if err := s.requireLegacy(); err != nil {
 		return s.reject(ev, err)
-	}
-	if r.GetKeepGenerations() < 1 {
-		return s.reject(ev, fmt.Errorf("%w: keep_generations must be at least 1", ErrInvalid))
 	}
 	gens := slices.Sorted(maps.Keys(s.plans))
 	if len(gens) == 0 {

@@ -138,7 +138,7 @@ func TestHistoryBoundedByBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.freeze(false, reason)
-	s.Apply(h.index, Command{Type: CommandSetFreeze, Stamp: h.stamp, Payload: &pb.SetFreezeRequest{Reason: reason}})
+	s.Apply(h.index, Command{Stamp: h.stamp, Payload: &pb.SetFreezeRequest{Reason: reason}})
 	if !bytes.Equal(marshal(t, h.s), marshal(t, s)) {
 		t.Fatalf("a restored state keeps a different history")
 	}

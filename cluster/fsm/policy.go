@@ -112,9 +112,6 @@ func (s *State) foundCluster(index uint64, c *pb.ClusterConfig) Result {
 		return Result{Config: s.config}
 	}
 	ev := s.event(index, "config", "founding")
-	if err := ValidateConfig(c); err != nil {
-		return s.reject(ev, err)
-	}
 	s.config = proto.Clone(c).(*pb.ClusterConfig)
 	ev.Outcome = "founded"
 	ev.Reason = describeConfig(s.config)
@@ -125,9 +122,6 @@ func (s *State) foundCluster(index uint64, c *pb.ClusterConfig) Result {
 // setConfig changes the velocity settings of a founded cluster.
 func (s *State) setConfig(index uint64, r *pb.SetConfigRequest) Result {
 	ev := s.event(index, "config", "operator")
-	if err := ValidateSetConfig(r); err != nil {
-		return s.reject(ev, err)
-	}
 	if s.config == nil {
 		return s.reject(ev, fmt.Errorf("%w: retry once a leader is ready", ErrNotFounded))
 	}

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/dnsplan/dnsplan/contract"
 	statev1 "github.com/dnsplan/dnsplan/proto/dnsplan/state/v1"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
@@ -163,7 +164,7 @@ func TestFamilyNotEmptied(t *testing.T) {
 	}
 	r := h.submit(allV6(), false)
 	wantErr(t, "A emptied at submit", r, ErrFamily)
-	if Reason(r.Err) != "family" {
+	if Reason(r.Err) != contract.ReasonFamily {
 		t.Fatalf("reason %q", Reason(r.Err))
 	}
 	// Submitted before the A targets went away from what is served (here:
@@ -234,7 +235,7 @@ func TestDesignRefusesLegacyCommands(t *testing.T) {
 			if tc.want == nil {
 				return
 			}
-			if Reason(r.Err) != "design" || r.Endpoints != nil {
+			if Reason(r.Err) != contract.ReasonDesign || r.Endpoints != nil {
 				t.Fatalf("legacy apply on a fixed cluster = %+v", r)
 			}
 			if h.s.Applied(api) != nil || h.s.NumPlans() != 2 {
@@ -323,7 +324,7 @@ func TestValidateConfig(t *testing.T) {
 		"design 7":    {Design: 7, MaxCapacityDrop: 0.5, VelocityWindow: durationpb.New(time.Minute)},
 		"huge window": {Design: pb.Design_DESIGN_FIXED, MaxCapacityDrop: 0.5, VelocityWindow: durationpb.New(MaxVelocityWindow + 1)},
 	} {
-		if err := ValidateConfig(c); Reason(err) != "invalid" {
+		if err := ValidateConfig(c); Reason(err) != contract.ReasonInvalid {
 			t.Errorf("%s: %v, want invalid", name, err)
 		}
 	}
@@ -343,7 +344,7 @@ func TestServedWindowKeepsTheHighest(t *testing.T) {
 		h.advance(10 * time.Millisecond)
 		h.mustApply(h.mustSubmit(plan(weighted(api, uint32(200+i%2)))), "enactor", l.Token, "enactor-a")
 	}
-	if r := h.submit(plan(weighted(api, 101)), false); Reason(r.Err) != "velocity" {
+	if r := h.submit(plan(weighted(api, 101)), false); Reason(r.Err) != contract.ReasonVelocity {
 		t.Fatalf("a drop to 101 within the window of 400: %v, want refused by velocity", r.Err)
 	}
 }

@@ -220,7 +220,7 @@ func (m *model) draw(t *rapid.T) Command {
 			p = &statev1.SetMember{Id: id, RaftAddr: "127.0.0.1:7001", GrpcAddr: "127.0.0.1:9001"}
 		}
 	}
-	return Command{Type: typeOf(p), Stamp: stamp, Payload: p}
+	return Command{Stamp: stamp, Payload: p}
 }
 
 func (m *model) drawSubmit(t *rapid.T) *statev1.SubmitPlan {
@@ -708,7 +708,7 @@ func (m *model) predictApply(r *pb.ApplyPlanRequest) (expect, func()) {
 		}
 		if !p.Forced {
 			if err := m.endpointRule(ep.Name, ep.Targets); err != nil {
-				res := &pb.EndpointResult{Endpoint: ep.Name, Outcome: pb.Outcome_OUTCOME_REFUSED, Reason: strings.ToUpper(Reason(err))}
+				res := &pb.EndpointResult{Endpoint: ep.Name, Outcome: pb.Outcome_OUTCOME_REFUSED, Reason: string(Reason(err))}
 				if ok {
 					res.AppliedGeneration = cur.gen
 				}
@@ -891,7 +891,7 @@ func checkInvariants(t *rapid.T, s *State, m *model, pre before, c Command, res 
 	// other command deletes plans at all.
 	cl, isCleanup := c.Payload.(*pb.CleanupPlansRequest)
 	if !isCleanup && len(res.Deleted) > 0 {
-		t.Fatalf("CLEANUP: %s deleted %v", c.Type, res.Deleted)
+		t.Fatalf("CLEANUP: %s deleted %v", c.Type(), res.Deleted)
 	}
 	if isCleanup {
 		newest := pre.stored[max(0, len(pre.stored)-int(cl.KeepLast)):]
@@ -941,45 +941,45 @@ func checkFenced(t *rapid.T, m *model, what, name, holder string, token uint64) 
 // checkResult compares a command's result with the model's prediction.
 func checkResult(t *rapid.T, c Command, res Result, want expect) {
 	if want.err == nil && res.Err != nil {
-		t.Fatalf("MODEL: %s refused (%v), model accepts", c.Type, res.Err)
+		t.Fatalf("MODEL: %s refused (%v), model accepts", c.Type(), res.Err)
 	}
 	if want.err != nil {
 		if !errors.Is(res.Err, want.err) {
-			t.Fatalf("MODEL: %s: got error %v, model says %v", c.Type, res.Err, want.err)
+			t.Fatalf("MODEL: %s: got error %v, model says %v", c.Type(), res.Err, want.err)
 		}
 		if res.Generation != 0 || res.Lease != nil || res.Endpoints != nil || res.Deleted != nil {
-			t.Fatalf("MODEL: %s refused but returned data: %+v", c.Type, res)
+			t.Fatalf("MODEL: %s refused but returned data: %+v", c.Type(), res)
 		}
 		return
 	}
 	if res.Generation != want.gen {
-		t.Fatalf("MODEL: %s: generation %d, model says %d", c.Type, res.Generation, want.gen)
+		t.Fatalf("MODEL: %s: generation %d, model says %d", c.Type(), res.Generation, want.gen)
 	}
 	if (res.Lease == nil) != (want.lease == nil) {
-		t.Fatalf("MODEL: %s: lease %v, model says %+v", c.Type, res.Lease, want.lease)
+		t.Fatalf("MODEL: %s: lease %v, model says %+v", c.Type(), res.Lease, want.lease)
 	}
 	if l := res.Lease; l != nil && (l.Holder != want.lease.holder || l.Token != want.lease.token || !l.ExpiresAt.AsTime().Equal(want.lease.expires)) {
-		t.Fatalf("MODEL: %s: lease %v, model says %+v", c.Type, l, want.lease)
+		t.Fatalf("MODEL: %s: lease %v, model says %+v", c.Type(), l, want.lease)
 	}
 	if len(res.Endpoints) != len(want.endpoints) {
-		t.Fatalf("MODEL: %s: results %v, model says %v", c.Type, res.Endpoints, want.endpoints)
+		t.Fatalf("MODEL: %s: results %v, model says %v", c.Type(), res.Endpoints, want.endpoints)
 	}
 	for i := range want.endpoints {
 		// The detail is prose for people; the model predicts the rest.
 		got := proto.Clone(res.Endpoints[i]).(*pb.EndpointResult)
 		if (got.Outcome == pb.Outcome_OUTCOME_REFUSED) != (got.Detail != "") {
-			t.Fatalf("MODEL: %s: result %d has outcome %v and detail %q", c.Type, i, got.Outcome, got.Detail)
+			t.Fatalf("MODEL: %s: result %d has outcome %v and detail %q", c.Type(), i, got.Outcome, got.Detail)
 		}
 		got.Detail = ""
 		if !proto.Equal(got, want.endpoints[i]) {
-			t.Fatalf("MODEL: %s: result %d is %v, model says %v", c.Type, i, res.Endpoints[i], want.endpoints[i])
+			t.Fatalf("MODEL: %s: result %d is %v, model says %v", c.Type(), i, res.Endpoints[i], want.endpoints[i])
 		}
 	}
 	if !slices.Equal(res.Deleted, want.deleted) {
-		t.Fatalf("MODEL: %s: deleted %v, model says %v", c.Type, res.Deleted, want.deleted)
+		t.Fatalf("MODEL: %s: deleted %v, model says %v", c.Type(), res.Deleted, want.deleted)
 	}
 	if res.Frozen != want.frozen {
-		t.Fatalf("MODEL: %s: frozen %v, model says %v", c.Type, res.Frozen, want.frozen)
+		t.Fatalf("MODEL: %s: frozen %v, model says %v", c.Type(), res.Frozen, want.frozen)
 	}
 }
 
@@ -1056,7 +1056,7 @@ func roundTrip(t *rapid.T, s *State) *State {
 type describe Command
 
 func (d describe) String() string {
-	return fmt.Sprintf("%s @%s {%v}", d.Type, d.Stamp.Sub(t0), d.Payload)
+	return fmt.Sprintf("%s @%s {%v}", Command(d).Type(), d.Stamp.Sub(t0), d.Payload)
 }
 
 // runSteps is one rapid test case: a random command sequence applied to a
@@ -1117,9 +1117,9 @@ func tally(c Command, res Result) {
 	if outcomes == nil {
 		return
 	}
-	key := c.Type.String() + ":" + Reason(res.Err)
+	key := c.Type().String() + ":" + string(Reason(res.Err))
 	if res.Err == nil {
-		key = c.Type.String() + ":ok"
+		key = c.Type().String() + ":ok"
 	}
 	outcomes[key]++
 	for _, e := range res.Endpoints {
@@ -1174,7 +1174,7 @@ func TestPropertyDeterminism(t *testing.T) {
 			if err != nil {
 				t.Fatalf("decode %v: %v", describe(c), err)
 			}
-			if dc.Type != c.Type || !dc.Stamp.Equal(c.Stamp) || !proto.Equal(dc.Payload, c.Payload) {
+			if dc.Type() != c.Type() || !dc.Stamp.Equal(c.Stamp) || !proto.Equal(dc.Payload, c.Payload) {
 				t.Fatalf("decode(encode(%v)) = %v", describe(c), describe(dc))
 			}
 			r1 := direct.Apply(index, c)

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/dnsplan/dnsplan/contract"
 	statev1 "github.com/dnsplan/dnsplan/proto/dnsplan/state/v1"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
@@ -66,7 +67,7 @@ func newSim(seed uint64, legacy bool) *sim {
 
 func (m *sim) do(p proto.Message) Result {
 	m.index++
-	return m.s.Apply(m.index, Command{Type: typeOf(p), Stamp: m.now, Payload: p})
+	return m.s.Apply(m.index, Command{Stamp: m.now, Payload: p})
 }
 
 // step runs one scheduling decision and returns a violation, if any.
@@ -139,7 +140,7 @@ func (m *sim) act(e *simEnactor) {
 		return
 	}
 	r := m.do(&pb.ApplyPlanRequest{Generation: e.gen, LeaseName: "enactor/0", LeaseToken: e.token, EnactorId: e.id})
-	if r.Err != nil && Reason(r.Err) == "fenced" {
+	if r.Err != nil && Reason(r.Err) == contract.ReasonFenced {
 		// Lost the lease: acquire again, and then (adversarially) carry on
 		// with the plan decided long ago, now with a valid token. Only the
 		// state machine's generation check stands between that and a

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -89,53 +88,28 @@ func (s *State) Apply(index uint64, c Command) (res Result) {
 	if index > s.lastIndex {
 		s.lastIndex = index
 	}
+	e := lookup(c.Payload)
+	if e == nil {
+		// Replicas must not diverge: a command that decoded but has no rule
+		// is a programming error, not a rejection.
+		panic(fmt.Sprintf("fsm: no rule for payload %T", c.Payload))
+	}
 	clipped, jump := s.advanceTime(c.Stamp)
 	defer func() { res.TimeClipped, res.TimeJump = clipped, jump }()
-	switch p := c.Payload.(type) {
-	case *statev1.SubmitPlan:
-		return s.submitPlan(index, p)
-	case *pb.AcquireLeaseRequest:
-		return s.acquireLease(index, p)
-	case *pb.RenewLeaseRequest:
-		return s.renewLease(index, p)
-	case *pb.ReleaseLeaseRequest:
-		return s.releaseLease(index, p)
-	case *pb.ApplyPlanRequest:
-		return s.applyPlan(index, p)
-	case *pb.CleanupPlansRequest:
-		return s.cleanupPlans(index, p)
-	case *pb.SetFreezeRequest:
-		return s.setFreeze(index, p)
-	case *statev1.SetMember:
-		return s.setMember(index, p)
-	case *statev1.RemoveMember:
-		return s.removeMember(index, p)
-	case *pb.LegacyApplyRequest:
-		return s.legacyApply(index, p)
-	case *pb.LegacyCleanupRequest:
-		return s.legacyCleanup(index, p)
-	case *pb.ClusterConfig:
-		return s.foundCluster(index, p)
-	case *pb.SetConfigRequest:
-		return s.setConfig(index, p)
+	if err := e.validate(c.Payload); err != nil {
+		// The event names nothing from the command: invalid input is not
+		// kept.
+		return s.reject(s.event(index, e.kind, ""), err)
 	}
-	// Replicas must not diverge: a command that decoded but has no rule is
-	// a programming error, not a rejection.
-	panic(fmt.Sprintf("fsm: no rule for command %s (%T)", c.Type, c.Payload))
+	return e.rule(s, index, c.Payload)
 }
 
 func (s *State) submitPlan(index uint64, c *statev1.SubmitPlan) Result {
 	plan := c.GetPlan()
 	ev := s.event(index, "submit", plan.GetPlannerId())
-	if err := ValidatePlan(plan); err != nil {
-		return s.reject(ev, err)
-	}
 	if c.GetLeaseName() != "" {
 		// A fenced planner: only the current holder of its lease stores.
 		ev.LeaseName, ev.Token = c.GetLeaseName(), c.GetLeaseToken()
-		if err := validateID("lease name", c.GetLeaseName()); err != nil {
-			return s.reject(ev, err)
-		}
 		if _, err := s.checkLease(c.GetLeaseName(), plan.GetPlannerId(), c.GetLeaseToken()); err != nil {
 			return s.reject(ev, err)
 		}
@@ -174,10 +148,6 @@ func (s *State) submitPlan(index uint64, c *statev1.SubmitPlan) Result {
 
 func (s *State) acquireLease(index uint64, r *pb.AcquireLeaseRequest) Result {
 	ttl := r.GetTtl().AsDuration()
-	if err := ValidateLeaseRequest(r.GetName(), r.GetHolder(), ttl); err != nil {
-		// The event names neither: invalid input is not kept.
-		return s.reject(s.event(index, "acquire", ""), err)
-	}
 	ev := s.event(index, "acquire", r.GetHolder())
 	ev.LeaseName = r.GetName()
 	if cur := s.leases[r.GetName()]; cur != nil && s.live(cur) && cur.Lease.Holder != r.GetHolder() {
@@ -228,9 +198,6 @@ func (s *State) checkLease(name, holder string, token uint64) (*statev1.StoredLe
 }
 
 func (s *State) renewLease(index uint64, r *pb.RenewLeaseRequest) Result {
-	if err := ValidateLeaseKey(r.GetName(), r.GetHolder()); err != nil {
-		return s.reject(s.event(index, "renew", ""), err)
-	}
 	cur, err := s.checkLease(r.GetName(), r.GetHolder(), r.GetToken())
 	if err != nil {
 		// Successful renewals are routine and not recorded; refusals are.
@@ -254,9 +221,6 @@ func (s *State) renewLease(index uint64, r *pb.RenewLeaseRequest) Result {
 }
 
 func (s *State) releaseLease(index uint64, r *pb.ReleaseLeaseRequest) Result {
-	if err := ValidateLeaseKey(r.GetName(), r.GetHolder()); err != nil {
-		return s.reject(s.event(index, "release", ""), err)
-	}
 	ev := s.event(index, "release", r.GetHolder())
 	ev.LeaseName, ev.Token = r.GetName(), r.GetToken()
 	cur := s.leases[r.GetName()]
@@ -278,9 +242,6 @@ func (s *State) releaseLease(index uint64, r *pb.ReleaseLeaseRequest) Result {
 func (s *State) applyPlan(index uint64, r *pb.ApplyPlanRequest) Result {
 	ev := s.event(index, "apply", r.GetEnactorId())
 	ev.Generation, ev.LeaseName, ev.Token = r.GetGeneration(), r.GetLeaseName(), r.GetLeaseToken()
-	if err := ValidateApplyRequest(r); err != nil {
-		return s.reject(ev, err)
-	}
 	if s.frozen {
 		return s.reject(ev, fmt.Errorf("%w: applies are frozen: %s", ErrFrozen, s.freezeReason))
 	}
@@ -335,7 +296,7 @@ func (s *State) applyPlan(index uint64, r *pb.ApplyPlanRequest) Result {
 			}
 			if err != nil {
 				res.Outcome = pb.Outcome_OUTCOME_REFUSED
-				res.Reason = strings.ToUpper(Reason(err))
+				res.Reason = string(Reason(err))
 				res.Detail = err.Error()
 				if cur != nil {
 					res.AppliedGeneration = cur.Generation
@@ -389,9 +350,6 @@ func findEndpoint(p *pb.Plan, name string) *pb.EndpointPlan {
 
 func (s *State) cleanupPlans(index uint64, r *pb.CleanupPlansRequest) Result {
 	ev := s.event(index, "cleanup", "")
-	if r.GetKeepLast() < 1 {
-		return s.reject(ev, fmt.Errorf("%w: keep_last must be at least 1", ErrInvalid))
-	}
 	if s.frozen {
 		return s.reject(ev, fmt.Errorf("%w: clean-up is frozen: %s", ErrFrozen, s.freezeReason))
 	}
@@ -420,9 +378,6 @@ func (s *State) cleanupPlans(index uint64, r *pb.CleanupPlansRequest) Result {
 
 func (s *State) setFreeze(index uint64, r *pb.SetFreezeRequest) Result {
 	ev := s.event(index, "freeze", "operator")
-	if err := ValidateFreezeRequest(r); err != nil {
-		return s.reject(ev, err)
-	}
 	s.frozen = r.GetFrozen()
 	s.freezeReason = r.GetReason()
 	if s.frozen {
@@ -439,17 +394,11 @@ func (s *State) setFreeze(index uint64, r *pb.SetFreezeRequest) Result {
 // setMember records a member's addresses; removeMember forgets them.
 // Routine, so only refusals reach the history.
 func (s *State) setMember(index uint64, m *statev1.SetMember) Result {
-	if err := ValidateMember(m.GetId(), m.GetRaftAddr(), m.GetGrpcAddr()); err != nil {
-		return s.reject(s.event(index, "member", ""), err)
-	}
 	s.members[m.GetId()] = m
 	return Result{}
 }
 
 func (s *State) removeMember(index uint64, m *statev1.RemoveMember) Result {
-	if err := ValidateMemberID(m.GetId()); err != nil {
-		return s.reject(s.event(index, "member", ""), err)
-	}
 	delete(s.members, m.GetId())
 	return Result{}
 }

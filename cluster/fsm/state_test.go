@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/dnsplan/dnsplan/contract"
 	statev1 "github.com/dnsplan/dnsplan/proto/dnsplan/state/v1"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
@@ -167,7 +169,7 @@ func TestVelocity(t *testing.T) {
 				h.mustApply(r.Generation, "enactor", l.Token, "enactor-a")
 				return
 			}
-			if errors.Is(r.Err, ErrInvalid) || Reason(r.Err) != "velocity" {
+			if errors.Is(r.Err, ErrInvalid) || Reason(r.Err) != contract.ReasonVelocity {
 				t.Fatalf("velocity error %v has reason %q", r.Err, Reason(r.Err))
 			}
 			if !bytes.Equal(fp, fingerprint(t, h.s)) {
@@ -195,7 +197,7 @@ func TestAcquireLease(t *testing.T) {
 	h.advance(3*time.Second - 1)
 	r := h.acquire("enactor", "enactor-b", time.Second)
 	wantErr(t, "acquire held lease", r, ErrLeaseHeld)
-	if Reason(r.Err) != "lease_held" || r.Lease != nil || !bytes.Equal(fp, fingerprint(t, h.s)) {
+	if Reason(r.Err) != contract.ReasonLeaseHeld || r.Lease != nil || !bytes.Equal(fp, fingerprint(t, h.s)) {
 		t.Fatalf("refused acquire: %+v, state changed: %v", r, !bytes.Equal(fp, fingerprint(t, h.s)))
 	}
 	// Standbys' refused acquires are routine and stay out of the history.
@@ -292,7 +294,7 @@ func TestRenewLease(t *testing.T) {
 			fp := fingerprint(t, h.s)
 			r := h.renew(tc.lease, tc.holder, tc.token(l))
 			wantErr(t, "renew", r, ErrFenced)
-			if r.Lease != nil || !bytes.Equal(fp, fingerprint(t, h.s)) || Reason(r.Err) != "fenced" {
+			if r.Lease != nil || !bytes.Equal(fp, fingerprint(t, h.s)) || Reason(r.Err) != contract.ReasonFenced {
 				t.Fatalf("refused renew returned %v or changed the state", r.Lease)
 			}
 			if ev := lastEvent(t, h.s); ev.Kind != "renew" || ev.Outcome != "rejected" {
@@ -501,7 +503,7 @@ func TestApplyNotFound(t *testing.T) {
 			fp := fingerprint(t, h.s)
 			r := h.apply(tc.gen(h), "enactor", l.Token, "enactor-a", tc.eps...)
 			wantErr(t, "apply", r, ErrNotFound)
-			if r.Endpoints != nil || !bytes.Equal(fp, fingerprint(t, h.s)) || Reason(r.Err) != "not_found" {
+			if r.Endpoints != nil || !bytes.Equal(fp, fingerprint(t, h.s)) || Reason(r.Err) != contract.ReasonNotFound {
 				t.Fatalf("refused apply returned %v or changed the state", r.Endpoints)
 			}
 		})
@@ -554,7 +556,7 @@ func TestFreeze(t *testing.T) {
 	fp := fingerprint(t, h.s)
 	r = h.apply(g2, "enactor", l.Token, "enactor-a")
 	wantErr(t, "apply while frozen", r, ErrFrozen)
-	if Reason(r.Err) != "frozen" || !strings.Contains(r.Err.Error(), "incident 42") {
+	if Reason(r.Err) != contract.ReasonFrozen || !strings.Contains(r.Err.Error(), "incident 42") {
 		t.Fatalf("frozen error %q", r.Err)
 	}
 	wantErr(t, "cleanup while frozen", h.cleanup(1), ErrFrozen)
@@ -713,7 +715,7 @@ func TestTimeNeverRunsBackwards(t *testing.T) {
 		t.Fatalf("LastIndex %d, want %d", h.s.LastIndex(), h.index)
 	}
 	// A smaller index does not move LastIndex back either.
-	h.s.Apply(1, Command{Type: CommandSetFreeze, Stamp: t0, Payload: &pb.SetFreezeRequest{}})
+	h.s.Apply(1, Command{Stamp: t0, Payload: &pb.SetFreezeRequest{}})
 	if h.s.LastIndex() != h.index {
 		t.Fatalf("LastIndex went back to %d", h.s.LastIndex())
 	}
@@ -767,10 +769,10 @@ func TestApplyPanicsWithoutRule(t *testing.T) {
 		name string
 		c    Command
 	}{
-		{"nil payload", Command{Type: CommandSubmitPlan}},
-		{"public plan instead of SubmitPlan", Command{Type: CommandSubmitPlan, Payload: validPlan()}},
-		{"unknown type", Command{Type: 200, Payload: &pb.StatusRequest{}}},
-		{"response message", Command{Type: CommandApplyPlan, Payload: &pb.ApplyPlanResponse{}}},
+		{"nil payload", Command{}},
+		{"public plan instead of SubmitPlan", Command{Payload: validPlan()}},
+		{"request of no command", Command{Payload: &pb.StatusRequest{}}},
+		{"response message", Command{Payload: &pb.ApplyPlanResponse{}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -845,11 +847,11 @@ func TestMarshalRestore(t *testing.T) {
 	}
 	// The restored state goes on exactly like the original.
 	stamp := h.stamp.Add(10 * time.Second)
-	next := Command{Type: CommandSetFreeze, Stamp: stamp, Payload: &pb.SetFreezeRequest{}}
+	next := Command{Stamp: stamp, Payload: &pb.SetFreezeRequest{}}
 	h.s.Apply(h.index+1, next)
 	s.Apply(h.index+1, next)
 	lease := s.Leases()[0]
-	apply := Command{Type: CommandApplyPlan, Stamp: stamp, Payload: &pb.ApplyPlanRequest{Generation: 4, LeaseName: lease.Name, LeaseToken: lease.Token, EnactorId: lease.Holder}}
+	apply := Command{Stamp: stamp, Payload: &pb.ApplyPlanRequest{Generation: 4, LeaseName: lease.Name, LeaseToken: lease.Token, EnactorId: lease.Holder}}
 	r1, r2 := h.s.Apply(h.index+2, apply), s.Apply(h.index+2, apply)
 	if r1.Err != nil || r2.Err != nil || !anyApplied(r2) || !bytes.Equal(marshal(t, h.s), marshal(t, s)) {
 		t.Fatalf("restored state diverged: %+v vs %+v", r1, r2)
@@ -885,7 +887,7 @@ func TestClone(t *testing.T) {
 	if !bytes.Equal(before, marshal(t, c)) {
 		t.Fatalf("commands on the original changed the clone")
 	}
-	c.Apply(h.index+1, Command{Type: CommandSetFreeze, Stamp: t0, Payload: &pb.SetFreezeRequest{Frozen: true, Reason: "clone"}})
+	c.Apply(h.index+1, Command{Stamp: t0, Payload: &pb.SetFreezeRequest{Frozen: true, Reason: "clone"}})
 	if _, why := h.s.Frozen(); why == "clone" {
 		t.Fatalf("commands on the clone changed the original")
 	}
@@ -924,17 +926,21 @@ func TestViews(t *testing.T) {
 func TestReason(t *testing.T) {
 	tests := []struct {
 		err  error
-		want string
+		want contract.Reason
 	}{
 		{nil, ""},
-		{ErrInvalid, "invalid"},
-		{ErrVelocity, "velocity"},
-		{ErrLeaseHeld, "lease_held"},
-		{ErrFenced, "fenced"},
-		{ErrFrozen, "frozen"},
-		{ErrNotFound, "not_found"},
-		{errors.Join(errors.New("x"), ErrFenced), "fenced"},
-		{errors.New("something else"), "other"},
+		{ErrInvalid, contract.ReasonInvalid},
+		{ErrVelocity, contract.ReasonVelocity},
+		{ErrLeaseHeld, contract.ReasonLeaseHeld},
+		{ErrFenced, contract.ReasonFenced},
+		{ErrFrozen, contract.ReasonFrozen},
+		{ErrNotFound, contract.ReasonNotFound},
+		{ErrFamily, contract.ReasonFamily},
+		{ErrDesign, contract.ReasonDesign},
+		{ErrNotFounded, contract.ReasonNotFounded},
+		{&EndpointError{Endpoint: "a.", Err: fmt.Errorf("%w: x", ErrVelocity)}, contract.ReasonVelocity},
+		{errors.Join(errors.New("x"), ErrFenced), contract.ReasonFenced},
+		{errors.New("something else"), ""},
 	}
 	for _, tc := range tests {
 		if got := Reason(tc.err); got != tc.want {
@@ -947,7 +953,7 @@ func TestReason(t *testing.T) {
 // restored replica judges later (earlier-stamped) commands the same way.
 func TestEpochTimeSurvivesSnapshot(t *testing.T) {
 	s := New()
-	s.Apply(1, Command{Type: CommandSetFreeze, Stamp: time.Unix(0, 0), Payload: &pb.SetFreezeRequest{}})
+	s.Apply(1, Command{Stamp: time.Unix(0, 0), Payload: &pb.SetFreezeRequest{}})
 	b, err := s.Marshal()
 	if err != nil {
 		t.Fatal(err)
@@ -956,7 +962,7 @@ func TestEpochTimeSurvivesSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	earlier := Command{Type: CommandSetFreeze, Stamp: time.Unix(-10, 0), Payload: &pb.SetFreezeRequest{}}
+	earlier := Command{Stamp: time.Unix(-10, 0), Payload: &pb.SetFreezeRequest{}}
 	s.Apply(2, earlier)
 	r.Apply(2, earlier)
 	if !s.Now().Equal(r.Now()) || !bytes.Equal(marshal(t, s), marshal(t, r)) {

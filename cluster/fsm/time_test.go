@@ -62,9 +62,9 @@ func TestTimeRule(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := New()
 			if !tc.from.Equal(epoch) {
-				s.Apply(1, Command{Type: CommandSetFreeze, Stamp: tc.from, Payload: &pb.SetFreezeRequest{}})
+				s.Apply(1, Command{Stamp: tc.from, Payload: &pb.SetFreezeRequest{}})
 			}
-			r := s.Apply(2, Command{Type: CommandSetFreeze, Stamp: tc.stamp, Payload: &pb.SetFreezeRequest{}})
+			r := s.Apply(2, Command{Stamp: tc.stamp, Payload: &pb.SetFreezeRequest{}})
 			if !s.Now().Equal(tc.want) || r.TimeClipped != tc.clipped || r.TimeJump != tc.jump {
 				t.Fatalf("from %v, stamp %v: now %v, clipped %v, jump %v; want %v, %v, %v",
 					tc.from, tc.stamp, s.Now(), r.TimeClipped, r.TimeJump, tc.want, tc.clipped, tc.jump)
@@ -85,7 +85,7 @@ func TestTimeClipSurvivesSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, stamp := range []time.Time{t0.Add(year), t0, t0.Add(MaxTimeStep + time.Second), t0.Add(year)} {
-		c := Command{Type: CommandSetFreeze, Stamp: stamp, Payload: &pb.SetFreezeRequest{}}
+		c := Command{Stamp: stamp, Payload: &pb.SetFreezeRequest{}}
 		before := h.s.Now()
 		r1, r2 := h.s.Apply(h.index+uint64(i)+1, c), r.Apply(h.index+uint64(i)+1, c)
 		if h.s.Now().Before(before) || r1.TimeClipped != r2.TimeClipped || !bytes.Equal(marshal(t, h.s), marshal(t, r)) {

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/dnsplan/dnsplan/contract"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -64,7 +65,7 @@ func planOfSize(tb testing.TB, want int) *pb.Plan {
 	return p
 }
 
-// TestValidatePlan covers every invalid-plan case of CONTRACT.md and the
+// TestValidatePlan covers every invalid-plan case of docs/CONTRACT.md and the
 // limits next to them. Each invalid plan is also refused by SubmitPlan
 // with ErrInvalid and leaves nothing stored.
 func TestValidatePlan(t *testing.T) {
@@ -157,7 +158,7 @@ func TestValidatePlan(t *testing.T) {
 					t.Errorf("ValidatePlan = %v, also wraps %v", err, other)
 				}
 			}
-			if Reason(err) != "invalid" {
+			if Reason(err) != contract.ReasonInvalid {
 				t.Errorf("Reason = %q, want invalid", Reason(err))
 			}
 

@@ -1,0 +1,245 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+
+	"github.com/dnsplan/dnsplan/cluster/fsm"
+	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
+)
+
+// The method table: every RPC of the API with how it is served, the
+// validation of its request, and the roles that may call it. One
+// interceptor (route) applies it, so a handler holds only what the method
+// does on the node that serves it: no handler forwards, validates or
+// checks leadership by itself. Adding an RPC is its proto, its handler
+// and one entry here (cluster/DESIGN.md, "Adding an RPC").
+
+// access is how a method is served.
+type access uint8
+
+const (
+	// accessWrite needs the leader: served there, and passed on once to
+	// the leader from any other node.
+	accessWrite access = iota + 1
+	// accessRead is linearizable, on the leader (passed on likewise), or
+	// from this node's replica when the request sets stale.
+	accessRead
+	// accessLocal is this node's own answer (what it sees).
+	accessLocal
+	// accessStream is a stream served by this node from its replica.
+	accessStream
+)
+
+// Role is what a caller is. The roles a method admits are declared here;
+// they are enforced once callers carry them in their certificates.
+type Role uint8
+
+const (
+	RoleReader Role = 1 << iota
+	RolePlanner
+	RoleEnactor
+	RoleOperator
+	RoleNode
+)
+
+// method is one entry of the table.
+type method struct {
+	access access
+	roles  Role
+	// validate checks the request before anything else (nil: nothing to
+	// check). For a command, it is the command table's own validation.
+	validate func(proto.Message) error
+	// response is the message the method answers with, resolved from the
+	// method's descriptor: what a call passed on to the leader decodes.
+	response protoreflect.MessageType
+}
+
+// Everyone who may read may call a read; operators may do everything.
+const readers = RoleReader | RolePlanner | RoleEnactor | RoleOperator | RoleNode
+
+var methods = resolve(map[string]method{
+	pb.PlanService_SubmitPlan_FullMethodName: {access: accessWrite, roles: RolePlanner | RoleOperator, validate: validateSubmit},
+	pb.PlanService_GetPlan_FullMethodName:    {access: accessRead, roles: readers},
+	pb.PlanService_ListPlans_FullMethodName:  {access: accessRead, roles: readers},
+	pb.PlanService_WatchPlans_FullMethodName: {access: accessStream, roles: readers},
+
+	pb.LeaseService_AcquireLease_FullMethodName: {access: accessWrite, roles: RolePlanner | RoleEnactor | RoleOperator, validate: fsm.Validate},
+	pb.LeaseService_RenewLease_FullMethodName:   {access: accessWrite, roles: RolePlanner | RoleEnactor | RoleOperator, validate: fsm.Validate},
+	pb.LeaseService_ReleaseLease_FullMethodName: {access: accessWrite, roles: RolePlanner | RoleEnactor | RoleOperator, validate: fsm.Validate},
+	pb.LeaseService_ListLeases_FullMethodName:   {access: accessRead, roles: readers},
+
+	pb.EnactService_ApplyPlan_FullMethodName:    {access: accessWrite, roles: RoleEnactor | RoleOperator, validate: fsm.Validate},
+	pb.EnactService_CleanupPlans_FullMethodName: {access: accessWrite, roles: RoleEnactor | RoleOperator, validate: fsm.Validate},
+	pb.EnactService_GetApplied_FullMethodName:   {access: accessRead, roles: readers, validate: validateGetApplied},
+	pb.EnactService_ListApplied_FullMethodName:  {access: accessRead, roles: readers},
+	pb.EnactService_WatchApplied_FullMethodName: {access: accessStream, roles: readers},
+	pb.EnactService_ListHistory_FullMethodName:  {access: accessRead, roles: readers},
+
+	pb.ClusterService_Status_FullMethodName:             {access: accessLocal, roles: readers},
+	pb.ClusterService_AddVoter_FullMethodName:           {access: accessWrite, roles: RoleOperator | RoleNode, validate: validateAddVoter},
+	pb.ClusterService_RemoveServer_FullMethodName:       {access: accessWrite, roles: RoleOperator, validate: validateRemoveServer},
+	pb.ClusterService_TransferLeadership_FullMethodName: {access: accessWrite, roles: RoleOperator, validate: validateTransfer},
+	pb.ClusterService_SetFreeze_FullMethodName:          {access: accessWrite, roles: RoleOperator, validate: fsm.Validate},
+	pb.ClusterService_GetConfig_FullMethodName:          {access: accessRead, roles: readers},
+	pb.ClusterService_SetConfig_FullMethodName:          {access: accessWrite, roles: RoleOperator, validate: fsm.Validate},
+	pb.ClusterService_ReadIndex_FullMethodName:          {access: accessRead, roles: readers},
+
+	// LEGACY (legacy.go): served only by nodes started with --legacy.
+	pb.LegacyService_LegacyApply_FullMethodName:   {access: accessWrite, roles: RoleEnactor | RoleOperator, validate: fsm.Validate},
+	pb.LegacyService_LegacyCleanup_FullMethodName: {access: accessWrite, roles: RoleEnactor | RoleOperator, validate: fsm.Validate},
+})
+
+// resolve fills in each method's response type from its descriptor; a
+// name that is no method of the API is a programming error.
+func resolve(ms map[string]method) map[string]method {
+	for name, m := range ms {
+		full := protoreflect.FullName(strings.ReplaceAll(strings.TrimPrefix(name, "/"), "/", "."))
+		d, err := protoregistry.GlobalFiles.FindDescriptorByName(full)
+		md, ok := d.(protoreflect.MethodDescriptor)
+		if err != nil || !ok {
+			panic(fmt.Sprintf("cluster: method table: %s is not a method: %v", name, err))
+		}
+		mt, err := protoregistry.GlobalTypes.FindMessageByName(md.Output().FullName())
+		if err != nil {
+			panic(fmt.Sprintf("cluster: method table: %s answers %s: %v", name, md.Output().FullName(), err))
+		}
+		m.response = mt
+		ms[name] = m
+	}
+	return ms
+}
+
+// errNoMethod: a method the server registers but the table does not list.
+// Refused, so a handler cannot be reached without the table's rules.
+var errNoMethod = status.Error(codes.Unimplemented, "method is not in the method table")
+
+// route is the unary interceptor that applies the method table.
+func (n *Node) route(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	msg, ok := req.(proto.Message)
+	if !ok {
+		return nil, errNoMethod
+	}
+	return n.serve(ctx, info.FullMethod, msg, func(ctx context.Context) (any, error) { return h(ctx, msg) })
+}
+
+// routeStream is the stream interceptor: a stream must be in the table.
+func routeStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	if m, ok := methods[info.FullMethod]; !ok || m.access != accessStream {
+		return errNoMethod
+	}
+	return h(srv, ss)
+}
+
+// serve runs one call of the named method by its table entry: validated,
+// then here (local) or on the leader. Calls from inside the node (a node
+// registering itself, the DNS floor) come through here too.
+func (n *Node) serve(ctx context.Context, name string, req proto.Message, local func(context.Context) (any, error)) (any, error) {
+	m, ok := methods[name]
+	if !ok || m.access == accessStream {
+		return nil, errNoMethod
+	}
+	if m.validate != nil {
+		if err := m.validate(req); err != nil {
+			return nil, err
+		}
+	}
+	switch m.access {
+	case accessLocal:
+		return local(ctx)
+	case accessRead:
+		if s, ok := req.(interface{ GetStale() bool }); ok && s.GetStale() {
+			return local(ctx)
+		}
+		if n.IsLeader() {
+			if err := n.verifyLeader(); err != nil {
+				return nil, err
+			}
+			return local(ctx)
+		}
+	case accessWrite:
+		if n.IsLeader() {
+			return local(ctx)
+		}
+	}
+	return n.forward(ctx, name, m, req)
+}
+
+// forwardedKey marks a request a follower forwarded, so that the receiver
+// never forwards it again (no loops while leadership moves).
+const forwardedKey = "dnsplan-forwarded-by"
+
+// forward passes a call once to the leader's gRPC API.
+func (n *Node) forward(ctx context.Context, name string, m method, req proto.Message) (any, error) {
+	if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(forwardedKey)) > 0 {
+		return nil, n.notLeader()
+	}
+	_, addr := n.leader()
+	if addr == "" {
+		return nil, n.notLeader()
+	}
+	conn, err := n.conn(addr)
+	if err != nil {
+		return nil, n.notLeader()
+	}
+	out := metadata.AppendToOutgoingContext(ctx, forwardedKey, n.cfg.ID)
+	resp := m.response.New().Interface()
+	if err := conn.Invoke(out, name, req, resp); err != nil {
+		n.metrics.forwarded.WithLabelValues("error").Inc()
+		return nil, err
+	}
+	n.metrics.forwarded.WithLabelValues("ok").Inc()
+	return resp, nil
+}
+
+// call is serve for a caller inside the node, typed.
+func call[Resp proto.Message](ctx context.Context, n *Node, name string, req proto.Message, local func(context.Context) (Resp, error)) (Resp, error) {
+	resp, err := n.serve(ctx, name, req, func(ctx context.Context) (any, error) { return local(ctx) })
+	r, _ := resp.(Resp)
+	return r, err
+}
+
+// Edge-only validations: requests that are not themselves a command.
+
+func validateSubmit(m proto.Message) error {
+	req := m.(*pb.SubmitPlanRequest)
+	if err := fsm.ValidatePlan(req.GetPlan()); err != nil {
+		return err
+	}
+	if req.GetLeaseName() != "" {
+		return fsm.ValidateLeaseKey(req.GetLeaseName(), req.GetPlan().GetPlannerId())
+	}
+	return nil
+}
+
+func validateGetApplied(m proto.Message) error {
+	if err := fsm.ValidateName(m.(*pb.GetAppliedRequest).GetEndpoint()); err != nil {
+		return fmt.Errorf("%w: %v", fsm.ErrInvalid, err)
+	}
+	return nil
+}
+
+func validateAddVoter(m proto.Message) error {
+	req := m.(*pb.AddVoterRequest)
+	return fsm.ValidateMember(req.GetId(), req.GetRaftAddr(), req.GetGrpcAddr())
+}
+
+func validateRemoveServer(m proto.Message) error {
+	return fsm.ValidateMemberID(m.(*pb.RemoveServerRequest).GetId())
+}
+
+func validateTransfer(m proto.Message) error {
+	if id := m.(*pb.TransferLeadershipRequest).GetId(); id != "" {
+		return fsm.ValidateMemberID(id)
+	}
+	return nil
+}
