@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/dnsplan/dnsplan/contract"
+	"github.com/dnsplan/dnsplan/internal/retry"
 )
 
 var (
@@ -310,7 +311,7 @@ func Do[T any](ctx context.Context, c *Client, call func(ctx context.Context, co
 	start := time.Now()
 	giveUpAt := start.Add(c.opts.retryBudget)
 	addr := c.first()
-	retry := Backoff{First: c.opts.minBackoff, Limit: c.opts.maxBackoff}
+	pace := retry.Backoff{First: c.opts.minBackoff, Limit: c.opts.maxBackoff}
 	followedHint := false
 	var lastErr error
 	for attempt := 1; ; attempt++ {
@@ -358,11 +359,11 @@ func Do[T any](ctx context.Context, c *Client, call func(ctx context.Context, co
 			continue
 		}
 		followedHint = false
-		d := retry.Pause()
+		d := pace.Pause()
 		if time.Now().Add(d).After(giveUpAt) {
 			return zero, c.gaveUp(ErrBudgetExhausted, lastErr, attempt, failed, start)
 		}
-		if err := Sleep(ctx, d); err != nil {
+		if err := retry.Sleep(ctx, d); err != nil {
 			return zero, c.gaveUp(err, lastErr, attempt, failed, start)
 		}
 	}

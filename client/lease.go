@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/dnsplan/dnsplan/internal/retry"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -42,7 +43,7 @@ func (c *Client) HoldLease(ctx context.Context, name, holder string, ttl time.Du
 			}
 			// Standing by: try again a little after a renewal period, with
 			// jitter so standbys do not move in lockstep.
-			if err := Sleep(ctx, interval+time.Duration(rand.Int64N(int64(interval)+1))); err != nil {
+			if err := retry.Sleep(ctx, interval+time.Duration(rand.Int64N(int64(interval)+1))); err != nil {
 				return err
 			}
 			continue

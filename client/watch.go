@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/dnsplan/dnsplan/contract"
+	"github.com/dnsplan/dnsplan/internal/retry"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -100,7 +101,7 @@ func (e stopError) Error() string { return e.err.Error() }
 // message, which resets the backoff and makes the node sticky.
 func (c *Client) watch(ctx context.Context, what string, session func(ctx context.Context, cc grpc.ClientConnInterface, progress func()) error) error {
 	addr := c.first()
-	retry := Backoff{First: c.opts.minBackoff, Limit: c.opts.maxBackoff}
+	pace := retry.Backoff{First: c.opts.minBackoff, Limit: c.opts.maxBackoff}
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -121,7 +122,7 @@ func (c *Client) watch(ctx context.Context, what string, session func(ctx contex
 		// because fn failed releases its resources.
 		sctx, cancel := context.WithCancel(ctx)
 		err = session(sctx, hintConn{cc: cc, trailer: &trailer}, func() {
-			retry.Reset()
+			pace.Reset()
 			c.remember(addr)
 		})
 		cancel()
@@ -140,10 +141,10 @@ func (c *Client) watch(ctx context.Context, what string, session func(ctx contex
 		}
 		failed := addr
 		addr = c.next(failed, leaderHint(trailer))
-		d := retry.Pause()
+		d := pace.Pause()
 		c.log.Info("watch stream broke, reconnecting", "watch", what, "addr", failed,
 			"next_addr", addr, "err", err, "pause", d)
-		if err := Sleep(ctx, d); err != nil {
+		if err := retry.Sleep(ctx, d); err != nil {
 			return err
 		}
 	}

@@ -482,9 +482,9 @@ func TestBadInput(t *testing.T) {
 	}
 	// Valid in every way but size: endpoints of 1,000 targets each.
 	big := &pb.Plan{}
-	for i := 0; proto.Size(big) <= fsm.MaxPlanBytes; i++ {
+	for i := 0; proto.Size(big) <= contract.MaxPlanBytes; i++ {
 		ep := &pb.EndpointPlan{Name: fmt.Sprintf("e%d.dnsplan.test.", i), Ttl: 30}
-		for j := range fsm.MaxTargetsPerEndpoint {
+		for j := range contract.MaxTargetsPerEndpoint {
 			ep.Targets = append(ep.Targets, &pb.Target{Id: fmt.Sprintf("t-%060d", j), Address: "192.0.2.1", Weight: 1})
 		}
 		big.Endpoints = append(big.Endpoints, ep)

@@ -16,9 +16,9 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/cluster/dnsserver"
 	"github.com/dnsplan/dnsplan/cluster/fsm"
+	"github.com/dnsplan/dnsplan/internal/retry"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -95,7 +95,7 @@ func (n *Node) startDNS() error {
 // SERVFAIL: a node that never reaches the cluster never serves its empty
 // replica.
 func (n *Node) learnDNSFloor() {
-	backoff := client.Backoff{First: 100 * time.Millisecond, Limit: 2 * time.Second}
+	backoff := retry.Backoff{First: 100 * time.Millisecond, Limit: 2 * time.Second}
 	for {
 		var last error
 		for _, addr := range n.floorSources() {
@@ -235,9 +235,9 @@ func (n *Node) registerDNSMetrics() {
 // holds at start.
 func (n *Node) dnsUpdateLoop(recorded uint64) {
 	g := &n.dnsGate
-	// retry paces new attempts after a failed record; nil when none is due.
-	var retry <-chan time.Time
-	backoff := client.Backoff{First: 50 * time.Millisecond, Limit: 5 * time.Second}
+	// again paces new attempts after a failed record; nil when none is due.
+	var again <-chan time.Time
+	backoff := retry.Backoff{First: 50 * time.Millisecond, Limit: 5 * time.Second}
 	// caught is set once the replica has reached the floor; ready (what
 	// Status reports) once the first view is served after that.
 	caught := false
@@ -258,7 +258,7 @@ func (n *Node) dnsUpdateLoop(recorded uint64) {
 		}
 		// While a failed record waits for its retry, changes only pile up:
 		// the retry writes the newest index.
-		if caught && retry == nil && (!g.ready.Load() || index > g.served.Load()) {
+		if caught && again == nil && (!g.ready.Load() || index > g.served.Load()) {
 			var applied []*pb.AppliedEndpoint
 			n.machine.read(func(s *fsm.State) { applied, index = s.AppliedAll(), s.LastIndex() })
 			// Record first, then serve: a crash between the two leaves a
@@ -271,7 +271,7 @@ func (n *Node) dnsUpdateLoop(recorded uint64) {
 				if err := writeServedIndex(n.cfg.DataDir, index); err != nil {
 					g.recordFailures.Add(1)
 					n.log.Error("cannot record the index DNS would serve; keeping the previous view", "index", index, "served", g.served.Load(), "err", err)
-					retry = time.After(backoff.Pause())
+					again = time.After(backoff.Pause())
 					ok = false
 				} else {
 					recorded = index
@@ -286,8 +286,8 @@ func (n *Node) dnsUpdateLoop(recorded uint64) {
 		}
 		select {
 		case <-ch:
-		case <-retry:
-			retry = nil
+		case <-again:
+			again = nil
 		case <-poll:
 		case <-n.closing:
 			return

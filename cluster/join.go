@@ -4,7 +4,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/dnsplan/dnsplan/client"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -12,17 +11,17 @@ import (
 // add this node as a voter, until that succeeds or the node closes. Once
 // added, the leader replicates the log or a snapshot to it.
 func (n *Node) joinLoop() {
-	c, err := client.New([]string{n.cfg.Join}, client.WithLogger(n.log))
+	conn, err := n.conn(n.cfg.Join)
 	if err != nil {
 		n.log.Error("join: bad address", "join", n.cfg.Join, "err", err)
 		return
 	}
-	defer c.Close()
+	api := pb.NewClusterServiceClient(conn)
 	req := &pb.AddVoterRequest{Id: n.cfg.ID, RaftAddr: n.cfg.AdvertiseRaft, GrpcAddr: n.AdvertiseGRPC()}
 	delay := 200 * time.Millisecond
 	for {
 		ctx, cancel := n.callContext(3 * n.cfg.ApplyTimeout)
-		_, err := c.AddVoter(ctx, req)
+		_, err := api.AddVoter(ctx, req)
 		cancel()
 		if err == nil {
 			n.log.Info("joined cluster", "via", n.cfg.Join)

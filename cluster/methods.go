@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/dnsplan/dnsplan/cluster/fsm"
+	"github.com/dnsplan/dnsplan/contract"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -212,17 +213,17 @@ func call[Resp proto.Message](ctx context.Context, n *Node, name string, req pro
 
 func validateSubmit(m proto.Message) error {
 	req := m.(*pb.SubmitPlanRequest)
-	if err := fsm.ValidatePlan(req.GetPlan()); err != nil {
+	if err := contract.ValidatePlan(req.GetPlan()); err != nil {
 		return err
 	}
 	if req.GetLeaseName() != "" {
-		return fsm.ValidateLeaseKey(req.GetLeaseName(), req.GetPlan().GetPlannerId())
+		return contract.ValidateLeaseKey(req.GetLeaseName(), req.GetPlan().GetPlannerId())
 	}
 	return nil
 }
 
 func validateGetApplied(m proto.Message) error {
-	if err := fsm.ValidateName(m.(*pb.GetAppliedRequest).GetEndpoint()); err != nil {
+	if err := contract.ValidateName(m.(*pb.GetAppliedRequest).GetEndpoint()); err != nil {
 		return fmt.Errorf("%w: %v", fsm.ErrInvalid, err)
 	}
 	return nil
@@ -230,16 +231,16 @@ func validateGetApplied(m proto.Message) error {
 
 func validateAddVoter(m proto.Message) error {
 	req := m.(*pb.AddVoterRequest)
-	return fsm.ValidateMember(req.GetId(), req.GetRaftAddr(), req.GetGrpcAddr())
+	return contract.ValidateMember(req.GetId(), req.GetRaftAddr(), req.GetGrpcAddr())
 }
 
 func validateRemoveServer(m proto.Message) error {
-	return fsm.ValidateMemberID(m.(*pb.RemoveServerRequest).GetId())
+	return contract.ValidateMemberID(m.(*pb.RemoveServerRequest).GetId())
 }
 
 func validateTransfer(m proto.Message) error {
 	if id := m.(*pb.TransferLeadershipRequest).GetId(); id != "" {
-		return fsm.ValidateMemberID(id)
+		return contract.ValidateMemberID(id)
 	}
 	return nil
 }

@@ -29,8 +29,8 @@ const maxRequestBytes = contract.MaxMessageBytes
 
 // The largest valid plan must fit every message limit with room to spare
 // (the stored plan's generation and time, a stream's envelope): this
-// fails to compile if fsm.MaxPlanBytes grows past half the limit.
-const _ uint = maxRequestBytes - 2*fsm.MaxPlanBytes
+// fails to compile if contract.MaxPlanBytes grows past half the limit.
+const _ uint = maxRequestBytes - 2*contract.MaxPlanBytes
 
 // gRPC keepalive of the server (see startGRPC).
 const (
@@ -224,7 +224,7 @@ func (e *enactService) GetApplied(_ context.Context, req *pb.GetAppliedRequest) 
 func (e *enactService) ListApplied(_ context.Context, req *pb.ListAppliedRequest) (*pb.ListAppliedResponse, error) {
 	var from string
 	if req.GetFromEndpoint() != "" {
-		from = fsm.CanonicalName(req.GetFromEndpoint())
+		from = contract.CanonicalName(req.GetFromEndpoint())
 	}
 	var applied []*pb.AppliedEndpoint
 	e.n.machine.read(func(s *fsm.State) { applied = s.AppliedAll() })

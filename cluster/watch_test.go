@@ -294,7 +294,7 @@ func TestWatchOnCutOffNodeEnds(t *testing.T) {
 }
 
 // planNearLimit is a valid plan whose encoded content is within a few
-// dozen bytes under fsm.MaxPlanBytes.
+// dozen bytes under contract.MaxPlanBytes.
 func planNearLimit(t *testing.T) *pb.Plan {
 	t.Helper()
 	p := &pb.Plan{PlannerId: "test"}
@@ -304,7 +304,7 @@ func planNearLimit(t *testing.T) *pb.Plan {
 	for e := 0; ; e++ {
 		ep := bigPlan(1, 1000).Endpoints[0]
 		ep.Name = fmt.Sprintf("e%d.dnsplan.test.", e)
-		if size+field(ep) > fsm.MaxPlanBytes {
+		if size+field(ep) > contract.MaxPlanBytes {
 			break
 		}
 		p.Endpoints = append(p.Endpoints, ep)
@@ -314,20 +314,20 @@ func planNearLimit(t *testing.T) *pb.Plan {
 	last := &pb.EndpointPlan{Name: "last.dnsplan.test.", Ttl: 30}
 	for i := 0; ; i++ {
 		last.Targets = append(last.Targets, &pb.Target{Id: fmt.Sprintf("lb-%04d", i), Address: fmt.Sprintf("10.255.%d.%d", i/256, i%256), Weight: 1})
-		if size+field(last) > fsm.MaxPlanBytes {
+		if size+field(last) > contract.MaxPlanBytes {
 			last.Targets = last.Targets[:len(last.Targets)-1]
 			break
 		}
 	}
 	p.Endpoints = append(p.Endpoints, last)
 	// And the last bytes with the planner id.
-	for proto.Size(&pb.Plan{PlannerId: p.PlannerId + "x", Endpoints: p.Endpoints}) <= fsm.MaxPlanBytes && len(p.PlannerId) < fsm.MaxIDLength {
+	for proto.Size(&pb.Plan{PlannerId: p.PlannerId + "x", Endpoints: p.Endpoints}) <= contract.MaxPlanBytes && len(p.PlannerId) < contract.MaxIDLength {
 		p.PlannerId += "x"
 	}
-	if n := proto.Size(&pb.Plan{PlannerId: p.PlannerId, Endpoints: p.Endpoints}); n > fsm.MaxPlanBytes || n < fsm.MaxPlanBytes-64 {
-		t.Fatalf("test plan is %d bytes, want just under %d", n, fsm.MaxPlanBytes)
+	if n := proto.Size(&pb.Plan{PlannerId: p.PlannerId, Endpoints: p.Endpoints}); n > contract.MaxPlanBytes || n < contract.MaxPlanBytes-64 {
+		t.Fatalf("test plan is %d bytes, want just under %d", n, contract.MaxPlanBytes)
 	}
-	if err := fsm.ValidatePlan(p); err != nil {
+	if err := contract.ValidatePlan(p); err != nil {
 		t.Fatal(err)
 	}
 	return p

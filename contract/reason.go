@@ -51,7 +51,7 @@ const (
 // MaxMessageBytes is the largest gRPC message any dnsplan program sends or
 // receives: a node's server, the nodes' connections to each other
 // (forwarding to the leader) and every client. It is far above the
-// largest plan validation accepts (cluster/fsm.MaxPlanBytes, 4 MiB; the
+// largest plan validation accepts (MaxPlanBytes, 4 MiB; the
 // node checks at compile time that it is at most half of this), so a
 // stored plan, with the generation and time the cluster adds and a
 // stream's envelope around it, fits in one message everywhere, and an

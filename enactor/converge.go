@@ -11,7 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/dnsplan/dnsplan/client"
+	"github.com/dnsplan/dnsplan/internal/retry"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -92,7 +92,7 @@ func (v *verifier) converge(ctx context.Context, j convergeJob) {
 	defer cancel()
 	confirmed := map[string]bool{} // node gRPC address + " " + endpoint
 	var lagging []string
-	poll := client.Backoff{First: readBackFirst, Limit: readBackLimit}
+	poll := retry.Backoff{First: readBackFirst, Limit: readBackLimit}
 	for {
 		// The gate waits on the lease's context, not the deadline's: a
 		// paused enactor does nothing, not even time out.
@@ -111,7 +111,7 @@ func (v *verifier) converge(ctx context.Context, j convergeJob) {
 				"endpoints", len(j.endpoints), "convergence", took.Round(time.Millisecond))
 			return
 		}
-		if client.Sleep(rctx, poll.Pause()) != nil {
+		if retry.Sleep(rctx, poll.Pause()) != nil {
 			break
 		}
 	}

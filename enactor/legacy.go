@@ -38,6 +38,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/dnsplan/dnsplan/client"
+	"github.com/dnsplan/dnsplan/internal/retry"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -199,7 +200,7 @@ func (e *Enactor) runLegacy(ctx context.Context) error {
 	wg.Go(func() { s.watch(ctx) })
 
 	var done uint64 // newest generation a pass wrote, or found not newer
-	retry := client.Backoff{First: retryFirst, Limit: retryLimit}
+	pace := retry.Backoff{First: retryFirst, Limit: retryLimit}
 	for {
 		plan := s.next(ctx, done, nil)
 		if plan == nil {
@@ -213,13 +214,13 @@ func (e *Enactor) runLegacy(ctx context.Context) error {
 			return nil
 		case err == nil || errors.Is(err, ErrLegacyNotNewer):
 			done = plan.GetGeneration()
-			retry.Reset()
+			pace.Reset()
 		default:
 			// The old enactors retried. A check that failed because an
 			// applied plan was deleted fails again on every retry and on
 			// every later plan: the design has no path back.
 			log.Error("legacy pass failed; retrying with the newest plan", "generation", plan.GetGeneration(), "err", err)
-			if client.Sleep(ctx, retry.Pause()) != nil {
+			if retry.Sleep(ctx, pace.Pause()) != nil {
 				log.Info("enactor stopped")
 				return nil
 			}
@@ -249,7 +250,7 @@ func (e *Enactor) legacyPass(ctx context.Context, plan *pb.Plan, log *slog.Logge
 	start := time.Now()
 	for i, ep := range plan.GetEndpoints() {
 		// The delay is the point: nothing is checked again after it.
-		if i > 0 && client.Sleep(ctx, e.cfg.LegacyDelay) != nil {
+		if i > 0 && retry.Sleep(ctx, e.cfg.LegacyDelay) != nil {
 			return ctx.Err()
 		}
 		if hook := e.cfg.BeforeApply; hook != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/contract"
+	"github.com/dnsplan/dnsplan/internal/retry"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -73,7 +74,7 @@ func (s *shard) run(ctx context.Context) {
 		// HoldLease only returns when ctx ends (or the client is closed);
 		// never spin on it.
 		s.log.Error("holding lease ended unexpectedly; retrying", "err", err)
-		if client.Sleep(ctx, s.e.cfg.LeaseTTL) != nil {
+		if retry.Sleep(ctx, s.e.cfg.LeaseTTL) != nil {
 			return
 		}
 	}
@@ -111,7 +112,7 @@ func (s *shard) hold(runCtx, leaseCtx context.Context, lease *pb.Lease) {
 // watch keeps newest up to date from the cluster's plan stream, resuming
 // after the last plan seen, until ctx ends.
 func (s *shard) watch(ctx context.Context) {
-	retry := client.Backoff{First: retryFirst, Limit: retryLimit}
+	pace := retry.Backoff{First: retryFirst, Limit: retryLimit}
 	for {
 		s.mu.Lock()
 		from := s.from
@@ -121,7 +122,7 @@ func (s *shard) watch(ctx context.Context) {
 			s.from = p.GetGeneration() + 1
 			s.mu.Unlock()
 			s.learn(p)
-			retry.Reset()
+			pace.Reset()
 			return nil
 		})
 		if ctx.Err() != nil {
@@ -134,7 +135,7 @@ func (s *shard) watch(ctx context.Context) {
 		code := status.Code(err)
 		s.e.metrics.watchErrors.WithLabelValues(code.String()).Inc()
 		s.log.Error("watching plans failed with an answer reconnecting cannot cure; retrying", "from", from, "code", code, "err", err)
-		if client.Sleep(ctx, retry.Pause()) != nil {
+		if retry.Sleep(ctx, pace.Pause()) != nil {
 			return
 		}
 	}
@@ -259,13 +260,13 @@ func (s *shard) endpoints(p *pb.Plan) (names []string, ok bool) {
 // plan. A newer plan replaces the retry.
 func (s *shard) enact(runCtx, ctx context.Context, lease *pb.Lease, v *verifier, log *slog.Logger) {
 	var done uint64 // newest generation the cluster answered (or that was skipped)
-	retry := client.Backoff{First: retryFirst, Limit: retryLimit}
+	pace := retry.Backoff{First: retryFirst, Limit: retryLimit}
 	// refused are endpoints of generation done that the cluster refused;
 	// again fires when they are due to be applied again.
 	var (
 		refused      []string
 		again        <-chan time.Time
-		refusedPause = client.Backoff{First: refusedRetryFirst, Limit: refusedRetryLimit}
+		refusedPause = retry.Backoff{First: refusedRetryFirst, Limit: refusedRetryLimit}
 	)
 	for {
 		plan := s.next(ctx, done, again)
@@ -316,7 +317,7 @@ func (s *shard) enact(runCtx, ctx context.Context, lease *pb.Lease, v *verifier,
 		s.e.metrics.applies.WithLabelValues(outcome).Inc()
 		switch outcome {
 		case outcomeApplied, outcomeStale, outcomeRefused:
-			retry.Reset()
+			pace.Reset()
 			done = gen
 			var applied []string
 			applied, refused = s.record(req, resp, log)
@@ -342,7 +343,7 @@ func (s *shard) enact(runCtx, ctx context.Context, lease *pb.Lease, v *verifier,
 			return
 		case outcomeFrozen:
 			log.Warn("applies are frozen; retrying later", "generation", gen, "reason", status.Convert(err).Message())
-			if client.Sleep(ctx, retry.Pause()) != nil {
+			if retry.Sleep(ctx, pace.Pause()) != nil {
 				return
 			}
 			again = retryNow(gen == done)
@@ -355,7 +356,7 @@ func (s *shard) enact(runCtx, ctx context.Context, lease *pb.Lease, v *verifier,
 			// The client already retried Unavailable within its budget;
 			// keep trying the newest plan, more slowly.
 			log.Warn("apply failed; retrying", "generation", gen, "code", status.Code(err), "err", err)
-			if client.Sleep(ctx, retry.Pause()) != nil {
+			if retry.Sleep(ctx, pace.Pause()) != nil {
 				return
 			}
 			again = retryNow(gen == done)

@@ -15,11 +15,11 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/dnsplan/dnsplan/cluster/fsm"
+	"github.com/dnsplan/dnsplan/contract"
 )
 
 // MaxInventoryBytes bounds the inventory file. A plan is at most
-// fsm.MaxPlanBytes; an inventory far larger than that cannot produce one.
+// contract.MaxPlanBytes; an inventory far larger than that cannot produce one.
 const MaxInventoryBytes = 16 << 20
 
 // Inventory is the planner's input (docs/CONTRACT.md, "Inventory file"): the
@@ -151,10 +151,10 @@ func (f *inventoryFile) validate() (*Inventory, error) {
 	if f.Zone == "" {
 		return nil, errors.New("zone is required")
 	}
-	if err := fsm.ValidateName(f.Zone); err != nil {
+	if err := contract.ValidateName(f.Zone); err != nil {
 		return nil, fmt.Errorf("zone: %v", err)
 	}
-	inv := &Inventory{Zone: fsm.CanonicalName(f.Zone)}
+	inv := &Inventory{Zone: contract.CanonicalName(f.Zone)}
 	if len(f.Endpoints) == 0 {
 		return nil, errors.New("no endpoints")
 	}
@@ -167,10 +167,10 @@ func (f *inventoryFile) validate() (*Inventory, error) {
 		if fe.Name == "" {
 			return nil, fmt.Errorf("endpoint %d: name is required", i+1)
 		}
-		if err := fsm.ValidateName(fe.Name); err != nil {
+		if err := contract.ValidateName(fe.Name); err != nil {
 			return nil, fmt.Errorf("endpoint %d: %v", i+1, err)
 		}
-		name := fsm.CanonicalName(fe.Name)
+		name := contract.CanonicalName(fe.Name)
 		if name != inv.Zone && !strings.HasSuffix(name, "."+inv.Zone) {
 			return nil, fmt.Errorf("endpoint %q is not inside zone %q", name, inv.Zone)
 		}
@@ -178,14 +178,14 @@ func (f *inventoryFile) validate() (*Inventory, error) {
 			return nil, fmt.Errorf("endpoint %q appears twice", name)
 		}
 		seen[name] = true
-		if fe.TTL < 1 || fe.TTL > fsm.MaxTTL {
-			return nil, fmt.Errorf("endpoint %q: ttl %d outside 1..%d", name, fe.TTL, fsm.MaxTTL)
+		if fe.TTL < 1 || fe.TTL > contract.MaxTTL {
+			return nil, fmt.Errorf("endpoint %q: ttl %d outside 1..%d", name, fe.TTL, contract.MaxTTL)
 		}
 		if len(fe.Targets) == 0 {
 			return nil, fmt.Errorf("endpoint %q: no targets", name)
 		}
-		if len(fe.Targets) > fsm.MaxTargetsPerEndpoint {
-			return nil, fmt.Errorf("endpoint %q: %d targets, limit is %d", name, len(fe.Targets), fsm.MaxTargetsPerEndpoint)
+		if len(fe.Targets) > contract.MaxTargetsPerEndpoint {
+			return nil, fmt.Errorf("endpoint %q: %d targets, limit is %d", name, len(fe.Targets), contract.MaxTargetsPerEndpoint)
 		}
 		ep := Endpoint{Name: name, TTL: uint32(fe.TTL)}
 		ids := map[string]bool{}
@@ -193,14 +193,14 @@ func (f *inventoryFile) validate() (*Inventory, error) {
 			if ft.ID == "" {
 				return nil, fmt.Errorf("endpoint %q: target %d: id is required", name, j+1)
 			}
-			if len(ft.ID) > fsm.MaxIDLength {
-				return nil, fmt.Errorf("endpoint %q: target %d: id longer than %d bytes", name, j+1, fsm.MaxIDLength)
+			if len(ft.ID) > contract.MaxIDLength {
+				return nil, fmt.Errorf("endpoint %q: target %d: id longer than %d bytes", name, j+1, contract.MaxIDLength)
 			}
 			if ids[ft.ID] {
 				return nil, fmt.Errorf("endpoint %q: target %q appears twice", name, ft.ID)
 			}
 			ids[ft.ID] = true
-			addr, err := fsm.ParseAddress(ft.Address)
+			addr, err := contract.ParseAddress(ft.Address)
 			if err != nil {
 				return nil, fmt.Errorf("endpoint %q: target %q: %v", name, ft.ID, err)
 			}
@@ -224,7 +224,7 @@ func (f *inventoryFile) validate() (*Inventory, error) {
 	// The last word is the cluster's: the plan with every target healthy
 	// (the largest this inventory yields) must pass its validation, which
 	// also bounds the encoded size.
-	if err := fsm.ValidatePlan(buildPlan("planner", inv, allHealthy).plan); err != nil {
+	if err := contract.ValidatePlan(buildPlan("planner", inv, allHealthy).plan); err != nil {
 		return nil, fmt.Errorf("the plan it yields would be refused: %v", err)
 	}
 	return inv, nil

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/dnsplan/dnsplan/cluster/fsm"
+	"github.com/dnsplan/dnsplan/contract"
 )
 
 // contractExample is the inventory of docs/CONTRACT.md, verbatim.
@@ -110,7 +110,7 @@ func inventoryWith(target string) string {
 
 func TestParseInventoryRejects(t *testing.T) {
 	manyTargets := "zone: dnsplan.test.\nendpoints:\n  - name: api.dnsplan.test.\n    ttl: 30\n    targets:\n"
-	for i := range fsm.MaxTargetsPerEndpoint + 1 {
+	for i := range contract.MaxTargetsPerEndpoint + 1 {
 		manyTargets += fmt.Sprintf("      - {id: t%d, address: 192.0.2.1, capacity: 1}\n", i)
 	}
 	for _, tc := range []struct {
@@ -138,7 +138,7 @@ func TestParseInventoryRejects(t *testing.T) {
 		{"no targets", "zone: dnsplan.test.\nendpoints:\n  - name: api.dnsplan.test.\n    ttl: 30\n", `endpoint "api.dnsplan.test.": no targets`},
 		{"too many targets", manyTargets, "1001 targets, limit is 1000"},
 		{"target without id", inventoryWith("{address: 192.0.2.1, capacity: 1}"), `endpoint "api.dnsplan.test.": target 1: id is required`},
-		{"target id too long", inventoryWith("{id: " + strings.Repeat("x", fsm.MaxIDLength+1) + ", address: 192.0.2.1, capacity: 1}"), "target 1: id longer than 128 bytes"},
+		{"target id too long", inventoryWith("{id: " + strings.Repeat("x", contract.MaxIDLength+1) + ", address: 192.0.2.1, capacity: 1}"), "target 1: id longer than 128 bytes"},
 		{"target twice", inventoryWith("{id: lb-a, address: 192.0.2.1, capacity: 1}\n      - {id: lb-a, address: 192.0.2.2, capacity: 1}"), `target "lb-a" appears twice`},
 		{"address missing", inventoryWith("{id: lb-a, capacity: 1}"), `target "lb-a": address "" is not an IP address`},
 		{"address a name", inventoryWith("{id: lb-a, address: lb.example, capacity: 1}"), `target "lb-a": address "lb.example" is not an IP address`},
@@ -227,7 +227,7 @@ func FuzzParseInventory(f *testing.F) {
 		}
 		for _, healthy := range []bool{true, false} {
 			b := buildPlan("fuzz", inv, func(string) (bool, bool) { return healthy, true })
-			if err := fsm.ValidatePlan(b.plan); err != nil {
+			if err := contract.ValidatePlan(b.plan); err != nil {
 				t.Fatalf("healthy=%v: plan refused: %v", healthy, err)
 			}
 		}

@@ -3,7 +3,7 @@ package planner
 import (
 	"net/netip"
 
-	"github.com/dnsplan/dnsplan/cluster/fsm"
+	"github.com/dnsplan/dnsplan/contract"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -85,10 +85,10 @@ func sameRecords(a, b *pb.Plan) bool {
 	}
 	eps := make(map[string]*pb.EndpointPlan, len(a.GetEndpoints()))
 	for _, ep := range a.GetEndpoints() {
-		eps[fsm.CanonicalName(ep.GetName())] = ep
+		eps[contract.CanonicalName(ep.GetName())] = ep
 	}
 	for _, be := range b.GetEndpoints() {
-		ae, ok := eps[fsm.CanonicalName(be.GetName())]
+		ae, ok := eps[contract.CanonicalName(be.GetName())]
 		if !ok || ae.GetTtl() != be.GetTtl() || len(ae.GetTargets()) != len(be.GetTargets()) {
 			return false
 		}

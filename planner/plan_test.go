@@ -16,7 +16,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/dnsplan/dnsplan/cluster/clustertest"
-	"github.com/dnsplan/dnsplan/cluster/fsm"
 	"github.com/dnsplan/dnsplan/contract"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
@@ -54,7 +53,7 @@ func (f *fakeCluster) SubmitPlan(_ context.Context, req *pb.SubmitPlanRequest) (
 	if f.refuse != nil {
 		return nil, f.refuse
 	}
-	if err := fsm.ValidatePlan(req.GetPlan()); err != nil {
+	if err := contract.ValidatePlan(req.GetPlan()); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	p := proto.Clone(req.GetPlan()).(*pb.Plan)
@@ -183,7 +182,7 @@ endpoints:
 					t.Errorf("fail open %v, want %v", b.failOpen, tc.failOpen)
 				}
 			}
-			if err := fsm.ValidatePlan(b.plan); err != nil {
+			if err := contract.ValidatePlan(b.plan); err != nil {
 				t.Errorf("the cluster would refuse it: %v", err)
 			}
 			// Deterministic: sorted endpoints and targets, the planner's id.

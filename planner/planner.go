@@ -39,7 +39,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/dnsplan/dnsplan/client"
-	"github.com/dnsplan/dnsplan/cluster/fsm"
 	"github.com/dnsplan/dnsplan/contract"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
@@ -99,8 +98,8 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() error {
-	if c.ID == "" || len(c.ID) > fsm.MaxIDLength {
-		return fmt.Errorf("planner: id must be 1..%d bytes", fsm.MaxIDLength)
+	if c.ID == "" || len(c.ID) > contract.MaxIDLength {
+		return fmt.Errorf("planner: id must be 1..%d bytes", contract.MaxIDLength)
 	}
 	if c.Client == nil {
 		return errors.New("planner: a cluster client is required")
@@ -132,8 +131,8 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("planner: rise %d must be at least 1", c.Rise)
 	case c.Fall < 1:
 		return fmt.Errorf("planner: fall %d must be at least 1", c.Fall)
-	case c.LeaseTTL < fsm.MinLeaseTTL || c.LeaseTTL > fsm.MaxLeaseTTL:
-		return fmt.Errorf("planner: lease ttl %s outside %s..%s", c.LeaseTTL, fsm.MinLeaseTTL, fsm.MaxLeaseTTL)
+	case c.LeaseTTL < contract.MinLeaseTTL || c.LeaseTTL > contract.MaxLeaseTTL:
+		return fmt.Errorf("planner: lease ttl %s outside %s..%s", c.LeaseTTL, contract.MinLeaseTTL, contract.MaxLeaseTTL)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -641,17 +640,17 @@ func (p *Planner) planOnce(ctx context.Context, log *slog.Logger, lease *pb.Leas
 // of stored (the newest stored plan), or without the endpoint if stored
 // has none. plan is not modified.
 func holdEndpoint(plan, stored *pb.Plan, name string) *pb.Plan {
-	name = fsm.CanonicalName(name)
+	name = contract.CanonicalName(name)
 	out := &pb.Plan{PlannerId: plan.GetPlannerId()}
 	var keep *pb.EndpointPlan
 	for _, ep := range stored.GetEndpoints() {
-		if fsm.CanonicalName(ep.GetName()) == name {
+		if contract.CanonicalName(ep.GetName()) == name {
 			keep = ep
 		}
 	}
 	for _, ep := range plan.GetEndpoints() {
 		switch {
-		case fsm.CanonicalName(ep.GetName()) != name:
+		case contract.CanonicalName(ep.GetName()) != name:
 			out.Endpoints = append(out.Endpoints, ep)
 		case keep != nil:
 			out.Endpoints = append(out.Endpoints, &pb.EndpointPlan{Name: ep.GetName(), Ttl: keep.GetTtl(), Targets: keep.GetTargets()})
@@ -672,7 +671,7 @@ func planKey(p *pb.Plan) string {
 func changedEndpoints(stored, desired *pb.Plan) []string {
 	old := map[string]*pb.EndpointPlan{}
 	for _, ep := range stored.GetEndpoints() {
-		old[fsm.CanonicalName(ep.GetName())] = ep
+		old[contract.CanonicalName(ep.GetName())] = ep
 	}
 	var out []string
 	for _, ep := range desired.GetEndpoints() {

@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/dnsplan/dnsplan/client"
+	"github.com/dnsplan/dnsplan/internal/retry"
 	"github.com/dnsplan/dnsplan/probe"
 )
 
@@ -405,7 +406,7 @@ func waitFor(ctx context.Context, timeout time.Duration, what string, cond func(
 		if time.Now().After(deadline) {
 			return fmt.Errorf("timed out after %s waiting for %s", timeout, what)
 		}
-		if err := client.Sleep(ctx, 10*time.Millisecond); err != nil {
+		if err := retry.Sleep(ctx, 10*time.Millisecond); err != nil {
 			return fmt.Errorf("waiting for %s: %w", what, err)
 		}
 	}

@@ -15,7 +15,7 @@ import (
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/dnsplan/dnsplan/cluster/fsm"
+	"github.com/dnsplan/dnsplan/contract"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -91,7 +91,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	var nsNames []string
 	for _, ns := range cfg.NSNames {
-		name := fsm.CanonicalName(ns)
+		name := contract.CanonicalName(ns)
 		if err := checkFQDN(name); err != nil {
 			return nil, fmt.Errorf("dnsserver: NS name: %w", err)
 		}
@@ -100,7 +100,7 @@ func New(cfg Config) (*Server, error) {
 	specs := make([]zoneSpec, 0, len(zones))
 	seen := make(map[string]bool, len(zones))
 	for _, z := range zones {
-		apex := fsm.CanonicalName(z)
+		apex := contract.CanonicalName(z)
 		if err := checkFQDN(apex); err != nil {
 			return nil, fmt.Errorf("dnsserver: zone: %w", err)
 		}

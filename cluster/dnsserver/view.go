@@ -7,7 +7,7 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/dnsplan/dnsplan/cluster/fsm"
+	"github.com/dnsplan/dnsplan/contract"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -123,8 +123,8 @@ func buildView(specs []zoneSpec, applied []*pb.AppliedEndpoint, prev *view) *vie
 		if ep == nil {
 			continue
 		}
-		name := fsm.CanonicalName(ep.GetEndpoint())
-		if err := fsm.ValidateName(name); err != nil {
+		name := contract.CanonicalName(ep.GetEndpoint())
+		if err := contract.ValidateName(name); err != nil {
 			v.problem("endpoint skipped: %v", err)
 			continue
 		}
@@ -157,7 +157,7 @@ func buildView(specs []zoneSpec, applied []*pb.AppliedEndpoint, prev *view) *vie
 		v.generations[name] = ep.GetGeneration()
 		n := z.ensure(name)
 		n.a, n.aaaa = v.addresses(name, ep)
-		if txtName := debugLabel + name; fsm.ValidateName(txtName) == nil {
+		if txtName := debugLabel + name; contract.ValidateName(txtName) == nil {
 			// The debug name may in theory fall into a more specific zone.
 			tz := v.zoneFor(txtName)
 			tz.ensure(txtName).txt = []dns.RR{debugTXT(txtName, ep)}
@@ -234,7 +234,7 @@ func (v *view) addresses(name string, ep *pb.AppliedEndpoint) (a, aaaa rrset) {
 		if t.GetWeight() == 0 {
 			continue
 		}
-		addr, err := fsm.ParseAddress(t.GetAddress())
+		addr, err := contract.ParseAddress(t.GetAddress())
 		if err != nil {
 			v.problem("endpoint %s target %s skipped: %v", name, t.GetId(), err)
 			continue

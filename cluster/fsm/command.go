@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/dnsplan/dnsplan/contract"
 	statev1 "github.com/dnsplan/dnsplan/proto/dnsplan/state/v1"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
@@ -44,9 +45,9 @@ var commands = []command{
 	def(CommandAcquireLease, "acquire_lease", "acquire", validateAcquire, (*State).acquireLease),
 	def(CommandRenewLease, "renew_lease", "renew", validateRenew, (*State).renewLease),
 	def(CommandReleaseLease, "release_lease", "release", validateRelease, (*State).releaseLease),
-	def(CommandApplyPlan, "apply_plan", "apply", ValidateApplyRequest, (*State).applyPlan),
+	def(CommandApplyPlan, "apply_plan", "apply", contract.ValidateApplyRequest, (*State).applyPlan),
 	def(CommandCleanupPlans, "cleanup_plans", "cleanup", validateCleanup, (*State).cleanupPlans),
-	def(CommandSetFreeze, "set_freeze", "freeze", ValidateFreezeRequest, (*State).setFreeze),
+	def(CommandSetFreeze, "set_freeze", "freeze", contract.ValidateFreezeRequest, (*State).setFreeze),
 	def(CommandSetMember, "set_member", "member", validateSetMember, (*State).setMember),
 	def(CommandRemoveMember, "remove_member", "member", validateRemoveMember, (*State).removeMember),
 	def(CommandLegacyApply, "legacy_apply", "legacy_apply", validateLegacyApply, (*State).legacyApply),
@@ -189,25 +190,25 @@ func Decode(b []byte) (Command, error) {
 // need no more than a bound on their fields.
 
 func validateSubmit(c *statev1.SubmitPlan) error {
-	if err := ValidatePlan(c.GetPlan()); err != nil {
+	if err := contract.ValidatePlan(c.GetPlan()); err != nil {
 		return err
 	}
 	if c.GetLeaseName() != "" {
-		return validateID("lease name", c.GetLeaseName())
+		return contract.ValidateID("lease name", c.GetLeaseName())
 	}
 	return nil
 }
 
 func validateAcquire(r *pb.AcquireLeaseRequest) error {
-	return ValidateLeaseRequest(r.GetName(), r.GetHolder(), r.GetTtl().AsDuration())
+	return contract.ValidateLeaseRequest(r.GetName(), r.GetHolder(), r.GetTtl().AsDuration())
 }
 
 func validateRenew(r *pb.RenewLeaseRequest) error {
-	return ValidateLeaseKey(r.GetName(), r.GetHolder())
+	return contract.ValidateLeaseKey(r.GetName(), r.GetHolder())
 }
 
 func validateRelease(r *pb.ReleaseLeaseRequest) error {
-	return ValidateLeaseKey(r.GetName(), r.GetHolder())
+	return contract.ValidateLeaseKey(r.GetName(), r.GetHolder())
 }
 
 func validateCleanup(r *pb.CleanupPlansRequest) error {
@@ -218,19 +219,19 @@ func validateCleanup(r *pb.CleanupPlansRequest) error {
 }
 
 func validateSetMember(m *statev1.SetMember) error {
-	return ValidateMember(m.GetId(), m.GetRaftAddr(), m.GetGrpcAddr())
+	return contract.ValidateMember(m.GetId(), m.GetRaftAddr(), m.GetGrpcAddr())
 }
 
-func validateRemoveMember(m *statev1.RemoveMember) error { return ValidateMemberID(m.GetId()) }
+func validateRemoveMember(m *statev1.RemoveMember) error { return contract.ValidateMemberID(m.GetId()) }
 
 func validateLegacyApply(r *pb.LegacyApplyRequest) error {
 	if r.GetGeneration() == 0 {
 		return fmt.Errorf("%w: generation is required", ErrInvalid)
 	}
-	if err := ValidateName(r.GetEndpoint()); err != nil {
+	if err := contract.ValidateName(r.GetEndpoint()); err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	return validateID("enactor id", r.GetEnactorId())
+	return contract.ValidateID("enactor id", r.GetEnactorId())
 }
 
 func validateLegacyCleanup(r *pb.LegacyCleanupRequest) error {

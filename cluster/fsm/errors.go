@@ -9,8 +9,9 @@ import (
 // Business rejections. Apply returns them (wrapped with details) in
 // Result.Err; the gRPC edge maps them to status codes in one place.
 var (
-	// ErrInvalid: the command or plan fails validation.
-	ErrInvalid = errors.New("invalid")
+	// ErrInvalid: the command or plan fails validation (the contract's
+	// sentinel: contract.Validate* return it too).
+	ErrInvalid = contract.ErrInvalid
 	// ErrVelocity: the plan removes more capacity than the limit allows.
 	ErrVelocity = errors.New("velocity limit exceeded")
 	// ErrLeaseHeld: the lease is held by another holder and not expired.

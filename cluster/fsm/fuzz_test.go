@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/dnsplan/dnsplan/contract"
 	statev1 "github.com/dnsplan/dnsplan/proto/dnsplan/state/v1"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
@@ -52,7 +53,7 @@ func FuzzValidatePlan(f *testing.F) {
 			return
 		}
 		before := proto.Clone(p)
-		err := ValidatePlan(p)
+		err := contract.ValidatePlan(p)
 		if !proto.Equal(p, before) {
 			t.Fatalf("ValidatePlan changed its input")
 		}
@@ -77,7 +78,7 @@ func FuzzValidatePlan(f *testing.F) {
 				t.Fatalf("stored name %q for %q", ep.Name, p.Endpoints[i].Name)
 			}
 		}
-		if err := ValidatePlan(stored); err != nil {
+		if err := contract.ValidatePlan(stored); err != nil {
 			t.Fatalf("stored plan fails validation: %v", err)
 		}
 		// The same plan again is no capacity drop at all.
@@ -138,9 +139,9 @@ func FuzzDecodeCommand(f *testing.F) {
 		Command{stamp, &pb.CleanupPlansRequest{KeepLast: 1}},
 		Command{stamp, &statev1.SubmitPlan{Plan: plan(weighted(api, 1))}},
 		// Strings just over their limits.
-		Command{stamp, &pb.RenewLeaseRequest{Name: "enactor", Holder: strings.Repeat("h", MaxIDLength+1), Token: 4}},
-		Command{stamp, &pb.SetFreezeRequest{Frozen: true, Reason: strings.Repeat("r", MaxReasonLength+1)}},
-		Command{stamp, &statev1.SetMember{Id: "n2", RaftAddr: strings.Repeat("a", MaxAddressLength+1), GrpcAddr: "g"}},
+		Command{stamp, &pb.RenewLeaseRequest{Name: "enactor", Holder: strings.Repeat("h", contract.MaxIDLength+1), Token: 4}},
+		Command{stamp, &pb.SetFreezeRequest{Frozen: true, Reason: strings.Repeat("r", contract.MaxReasonLength+1)}},
+		Command{stamp, &statev1.SetMember{Id: "n2", RaftAddr: strings.Repeat("a", contract.MaxAddressLength+1), GrpcAddr: "g"}},
 	)
 	for _, c := range seeds {
 		b, err := c.Encode()
@@ -208,7 +209,7 @@ func FuzzDecodeCommand(f *testing.F) {
 			}
 		}
 		for _, p := range h.s.Plans() {
-			if err := ValidatePlan(p); err != nil {
+			if err := contract.ValidatePlan(p); err != nil {
 				t.Fatalf("I6: stored generation %d: %v", p.Generation, err)
 			}
 		}

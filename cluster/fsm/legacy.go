@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/dnsplan/dnsplan/contract"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -23,7 +24,7 @@ import (
 // up in the plan whenever they are read, so they vanish with the plan.
 func (s *State) legacyApply(index uint64, r *pb.LegacyApplyRequest) Result {
 	ev := s.event(index, "legacy_apply", r.GetEnactorId())
-	ev.Generation, ev.Endpoint = r.GetGeneration(), CanonicalName(r.GetEndpoint())
+	ev.Generation, ev.Endpoint = r.GetGeneration(), contract.CanonicalName(r.GetEndpoint())
 	if err := s.requireLegacy(); err != nil {
 		return s.reject(ev, err)
 	}

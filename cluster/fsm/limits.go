@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/dnsplan/dnsplan/contract"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -20,9 +21,9 @@ const maxEventReason = 2 << 10
 // this is the backstop, so that no rule, present or future, can make one
 // client's oversized input be kept on every node.
 func boundEvent(ev *pb.HistoryEvent) {
-	ev.Actor = boundString(ev.Actor, MaxIDLength)
-	ev.LeaseName = boundString(ev.LeaseName, MaxIDLength)
-	ev.Endpoint = boundString(ev.Endpoint, MaxNameLength)
+	ev.Actor = boundString(ev.Actor, contract.MaxIDLength)
+	ev.LeaseName = boundString(ev.LeaseName, contract.MaxIDLength)
+	ev.Endpoint = boundString(ev.Endpoint, contract.MaxNameLength)
 	if len(ev.Reason) > maxEventReason {
 		cut := maxEventReason
 		for cut > 0 && !utf8.RuneStart(ev.Reason[cut]) {
@@ -61,7 +62,7 @@ func (s *State) trimHistory() {
 // stored) and never an applied one (I3). Plans that are applied are
 // bounded by the number of endpoints, so they may exceed MaxPlans alone.
 func (s *State) boundPlans(index, keep uint64) {
-	if len(s.plans) <= MaxPlans {
+	if len(s.plans) <= contract.MaxPlans {
 		return
 	}
 	live := make(map[uint64]bool, len(s.applied))
@@ -70,7 +71,7 @@ func (s *State) boundPlans(index, keep uint64) {
 	}
 	var deleted []uint64
 	for _, g := range slices.Sorted(maps.Keys(s.plans)) {
-		if len(s.plans) <= MaxPlans {
+		if len(s.plans) <= contract.MaxPlans {
 			break
 		}
 		if live[g] || g == keep {
@@ -82,7 +83,7 @@ func (s *State) boundPlans(index, keep uint64) {
 	if len(deleted) > 0 {
 		ev := s.event(index, "cleanup", "state machine")
 		ev.Outcome = "deleted"
-		ev.Reason = fmt.Sprintf("over %d stored plans: deleted generations %v, none applied", MaxPlans, deleted)
+		ev.Reason = fmt.Sprintf("over %d stored plans: deleted generations %v, none applied", contract.MaxPlans, deleted)
 		s.record(ev)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/dnsplan/dnsplan/contract"
 	statev1 "github.com/dnsplan/dnsplan/proto/dnsplan/state/v1"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
@@ -114,7 +115,7 @@ func TestApplyRefusesHugeStrings(t *testing.T) {
 // restored state holds the same events.
 func TestHistoryBoundedByBytes(t *testing.T) {
 	h := newHarness(t)
-	reason := strings.Repeat("r", MaxReasonLength)
+	reason := strings.Repeat("r", contract.MaxReasonLength)
 	for i := 0; i < HistoryLimit; i++ {
 		h.freeze(i%2 == 0, reason)
 	}
@@ -125,8 +126,8 @@ func TestHistoryBoundedByBytes(t *testing.T) {
 	if len(ev) == 0 || ev[len(ev)-1].Index != h.index {
 		t.Fatalf("the newest event is not kept")
 	}
-	if len(ev) > HistoryMaxBytes/MaxReasonLength {
-		t.Fatalf("history holds %d events of more than %d bytes each", len(ev), MaxReasonLength)
+	if len(ev) > HistoryMaxBytes/contract.MaxReasonLength {
+		t.Fatalf("history holds %d events of more than %d bytes each", len(ev), contract.MaxReasonLength)
 	}
 	for i := 1; i < len(ev); i++ {
 		if ev[i].Index != ev[i-1].Index+1 {
@@ -155,11 +156,11 @@ func TestStoredPlansBounded(t *testing.T) {
 	fipsGen := h.mustSubmit(plan(weighted(fips, 1)))
 	h.mustApply(fipsGen, "enactor", l.Token, "enactor-a")
 	var newest uint64
-	for i := 0; i < MaxPlans+10; i++ {
+	for i := 0; i < contract.MaxPlans+10; i++ {
 		newest = h.mustSubmit(plan(weighted(v6, 1)))
 	}
-	if n := h.s.NumPlans(); n > MaxPlans {
-		t.Fatalf("%d plans stored, limit %d", n, MaxPlans)
+	if n := h.s.NumPlans(); n > contract.MaxPlans {
+		t.Fatalf("%d plans stored, limit %d", n, contract.MaxPlans)
 	}
 	for _, g := range []uint64{first, fipsGen, newest} {
 		if h.s.Plan(g) == nil {
@@ -199,7 +200,7 @@ func containsEvent(s *State, kind, actor string) bool {
 func TestRestoreBoundsHistory(t *testing.T) {
 	snap := &statev1.Snapshot{NextGeneration: 1}
 	for i := 1; i <= 2*HistoryLimit; i++ {
-		snap.History = append(snap.History, &pb.HistoryEvent{Index: uint64(i), Kind: "freeze", Reason: strings.Repeat("r", MaxReasonLength)})
+		snap.History = append(snap.History, &pb.HistoryEvent{Index: uint64(i), Kind: "freeze", Reason: strings.Repeat("r", contract.MaxReasonLength)})
 	}
 	snap.History = append(snap.History, &pb.HistoryEvent{Index: 2*HistoryLimit + 1, Kind: "renew", Actor: huge})
 	b, err := proto.Marshal(snap)
@@ -214,7 +215,7 @@ func TestRestoreBoundsHistory(t *testing.T) {
 	if n := historyBytes(s); n > HistoryMaxBytes || len(ev) > HistoryLimit {
 		t.Fatalf("restored history: %d events, %d bytes", len(ev), n)
 	}
-	if last := ev[len(ev)-1]; last.Index != 2*HistoryLimit+1 || len(last.Actor) > MaxIDLength {
+	if last := ev[len(ev)-1]; last.Index != 2*HistoryLimit+1 || len(last.Actor) > contract.MaxIDLength {
 		t.Fatalf("newest restored event: index %d, actor of %d bytes", last.Index, len(last.Actor))
 	}
 }

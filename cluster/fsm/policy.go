@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/dnsplan/dnsplan/contract"
 	statev1 "github.com/dnsplan/dnsplan/proto/dnsplan/state/v1"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
@@ -179,7 +180,7 @@ func servedWeights(targets []*pb.Target) []*statev1.ServedWeight {
 			continue
 		}
 		addr := t.GetAddress()
-		if a, err := ParseAddress(addr); err == nil {
+		if a, err := contract.ParseAddress(addr); err == nil {
 			addr = a.String()
 		}
 		byAddr[addr] += uint64(t.GetWeight())
@@ -309,7 +310,7 @@ func servedFamilies(targets []*pb.Target) (a, aaaa bool) {
 		if t.GetWeight() == 0 {
 			continue
 		}
-		addr, err := ParseAddress(t.GetAddress())
+		addr, err := contract.ParseAddress(t.GetAddress())
 		if err != nil {
 			continue
 		}

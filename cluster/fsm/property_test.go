@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"pgregory.net/rapid"
 
+	"github.com/dnsplan/dnsplan/contract"
 	statev1 "github.com/dnsplan/dnsplan/proto/dnsplan/state/v1"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
@@ -867,7 +868,7 @@ func checkInvariants(t *rapid.T, s *State, m *model, pre before, c Command, res 
 	}
 	var prev uint64
 	for _, p := range s.Plans() {
-		if err := ValidatePlan(p); err != nil {
+		if err := contract.ValidatePlan(p); err != nil {
 			t.Fatalf("I6: stored generation %d fails validation: %v", p.Generation, err)
 		}
 		if p.Generation <= prev || p.Generation >= s.NextGeneration() {

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/dnsplan/dnsplan/contract"
 	statev1 "github.com/dnsplan/dnsplan/proto/dnsplan/state/v1"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
@@ -118,7 +119,7 @@ func (s *State) submitPlan(index uint64, c *statev1.SubmitPlan) Result {
 	// Only the cluster says a plan is forced, from the request's force.
 	plan.Forced = c.GetForce()
 	for _, ep := range plan.Endpoints {
-		ep.Name = CanonicalName(ep.Name)
+		ep.Name = contract.CanonicalName(ep.Name)
 		if c.GetForce() {
 			continue
 		}
@@ -258,7 +259,7 @@ func (s *State) applyPlan(index uint64, r *pb.ApplyPlanRequest) Result {
 	} else {
 		eps = make([]*pb.EndpointPlan, 0, len(r.GetEndpoints()))
 		for _, name := range r.GetEndpoints() {
-			ep := findEndpoint(plan, CanonicalName(name))
+			ep := findEndpoint(plan, contract.CanonicalName(name))
 			if ep == nil {
 				ev.Endpoint = name
 				return s.reject(ev, fmt.Errorf("%w: endpoint %q is not in generation %d", ErrNotFound, name, r.GetGeneration()))

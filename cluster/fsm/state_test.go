@@ -234,10 +234,10 @@ func TestAcquireLeaseInvalid(t *testing.T) {
 	}{
 		{"no name", "", "enactor-a", time.Second},
 		{"no holder", "enactor", "", time.Second},
-		{"long name", strings.Repeat("n", MaxIDLength+1), "enactor-a", time.Second},
+		{"long name", strings.Repeat("n", contract.MaxIDLength+1), "enactor-a", time.Second},
 		{"no ttl", "enactor", "enactor-a", 0},
-		{"ttl too short", "enactor", "enactor-a", MinLeaseTTL - 1},
-		{"ttl too long", "enactor", "enactor-a", MaxLeaseTTL + 1},
+		{"ttl too short", "enactor", "enactor-a", contract.MinLeaseTTL - 1},
+		{"ttl too long", "enactor", "enactor-a", contract.MaxLeaseTTL + 1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

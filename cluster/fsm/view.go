@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/dnsplan/dnsplan/contract"
 	statev1 "github.com/dnsplan/dnsplan/proto/dnsplan/state/v1"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
@@ -53,7 +54,7 @@ func (s *State) PlansFrom(from uint64) []*pb.Plan {
 // Applied returns what an endpoint serves, or nil. (A legacy pointer is
 // resolved through its plan: see legacy.go.)
 func (s *State) Applied(endpoint string) *pb.AppliedEndpoint {
-	a := s.applied[CanonicalName(endpoint)]
+	a := s.applied[contract.CanonicalName(endpoint)]
 	if a == nil {
 		return nil
 	}

@@ -1,4 +1,7 @@
-package client
+// Package retry paces retries against a cluster: a jittered, doubling
+// backoff and a sleep that ends with its context. The client, the node
+// (joining, learning its DNS floor) and the enactors share it.
+package retry
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package client_test
+package retry_test
 
 import (
 	"context"
@@ -6,13 +6,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dnsplan/dnsplan/client"
+	"github.com/dnsplan/dnsplan/internal/retry"
 )
 
 // Each pause lies in [d/2, d] of its step; the steps double from First up
 // to Limit, and Reset starts them over.
 func TestBackoffDoublesWithJitterUpToLimit(t *testing.T) {
-	b := client.Backoff{First: 100 * time.Millisecond, Limit: 700 * time.Millisecond}
+	b := retry.Backoff{First: 100 * time.Millisecond, Limit: 700 * time.Millisecond}
 	steps := []time.Duration{100, 200, 400, 700, 700}
 	for round := range 2 {
 		for i, step := range steps {
@@ -26,13 +26,13 @@ func TestBackoffDoublesWithJitterUpToLimit(t *testing.T) {
 }
 
 func TestSleepEndsWithItsContext(t *testing.T) {
-	if err := client.Sleep(context.Background(), time.Millisecond); err != nil {
+	if err := retry.Sleep(context.Background(), time.Millisecond); err != nil {
 		t.Fatalf("Sleep: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	start := time.Now()
-	if err := client.Sleep(ctx, time.Hour); !errors.Is(err, context.Canceled) {
+	if err := retry.Sleep(ctx, time.Hour); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Sleep on a cancelled context: %v, want context.Canceled", err)
 	}
 	if took := time.Since(start); took > time.Second {

@@ -1,6 +1,7 @@
-package fsm
+package contract
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -10,6 +11,11 @@ import (
 
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
+
+// ErrInvalid is the error every validation failure wraps: the request or
+// plan breaks a rule of the contract (reason INVALID, code
+// INVALID_ARGUMENT). The state machine returns the same sentinel.
+var ErrInvalid = errors.New("invalid")
 
 // Limits on what a command may carry and the state may hold. They keep one
 // Raft entry, one DNS answer, one snapshot and the audit history bounded.
@@ -171,10 +177,10 @@ func CanonicalName(s string) string { return strings.ToLower(s) }
 
 // ValidateLeaseRequest checks the name, holder and TTL of an acquire.
 func ValidateLeaseRequest(name, holder string, ttl time.Duration) error {
-	if err := validateID("lease name", name); err != nil {
+	if err := ValidateID("lease name", name); err != nil {
 		return err
 	}
-	if err := validateID("holder", holder); err != nil {
+	if err := ValidateID("holder", holder); err != nil {
 		return err
 	}
 	if ttl < MinLeaseTTL || ttl > MaxLeaseTTL {
@@ -188,10 +194,10 @@ func ValidateApplyRequest(r *pb.ApplyPlanRequest) error {
 	if r.GetGeneration() == 0 {
 		return fmt.Errorf("%w: generation is required", ErrInvalid)
 	}
-	if err := validateID("lease name", r.GetLeaseName()); err != nil {
+	if err := ValidateID("lease name", r.GetLeaseName()); err != nil {
 		return err
 	}
-	if err := validateID("enactor id", r.GetEnactorId()); err != nil {
+	if err := ValidateID("enactor id", r.GetEnactorId()); err != nil {
 		return err
 	}
 	if r.GetLeaseToken() == 0 {
@@ -207,10 +213,10 @@ func ValidateApplyRequest(r *pb.ApplyPlanRequest) error {
 
 // ValidateLeaseKey checks the lease name and holder of a renew or release.
 func ValidateLeaseKey(name, holder string) error {
-	if err := validateID("lease name", name); err != nil {
+	if err := ValidateID("lease name", name); err != nil {
 		return err
 	}
-	return validateID("holder", holder)
+	return ValidateID("holder", holder)
 }
 
 // ValidateFreezeRequest checks the reason an operator gives for a freeze.
@@ -222,7 +228,7 @@ func ValidateFreezeRequest(r *pb.SetFreezeRequest) error {
 }
 
 // ValidateMemberID checks a cluster member's id.
-func ValidateMemberID(id string) error { return validateID("member id", id) }
+func ValidateMemberID(id string) error { return ValidateID("member id", id) }
 
 // ValidateMember checks a member's id and its Raft and gRPC addresses.
 func ValidateMember(id, raftAddr, grpcAddr string) error {
@@ -235,7 +241,9 @@ func ValidateMember(id, raftAddr, grpcAddr string) error {
 	return validateBounded("grpc address", grpcAddr, MaxAddressLength)
 }
 
-func validateID(what, s string) error { return validateBounded(what, s, MaxIDLength) }
+// ValidateID checks an identifier (lease name, holder, enactor or member id):
+// 1..MaxIDLength bytes. what names it in the error, which never quotes it.
+func ValidateID(what, s string) error { return validateBounded(what, s, MaxIDLength) }
 
 // validateBounded checks that s is 1..limit bytes, without quoting it.
 func validateBounded(what, s string, limit int) error {
