@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/dnsplan/dnsplan/client"
+	"github.com/dnsplan/dnsplan/contract"
 	"github.com/dnsplan/dnsplan/enactor"
 	"github.com/dnsplan/dnsplan/planner"
 )
@@ -79,7 +80,7 @@ func (r *run) startActors(ctx context.Context, wg *sync.WaitGroup, backends []sa
 			BeforeApply:     func(string, uint64) { a.pauseBeforeWrite(ctx) },
 			Logger:          r.cfg.Logger,
 		}
-		if r.cfg.Design == Legacy {
+		if r.cfg.Design == contract.Legacy {
 			cfg.Legacy, cfg.LegacyDelay, cfg.LegacyKeep = true, LegacyDelay, LegacyKeep
 		}
 		if a.e, err = enactor.New(cfg); err != nil {

@@ -8,46 +8,17 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/dnsplan/dnsplan/backend"
 	"github.com/dnsplan/dnsplan/client"
+	"github.com/dnsplan/dnsplan/contract"
 	"github.com/dnsplan/dnsplan/enactor"
 	"github.com/dnsplan/dnsplan/planner"
 	"github.com/dnsplan/dnsplan/probe"
 )
-
-// Design is the design a run puts under faults.
-type Design string
-
-// The designs.
-const (
-	// Fixed is dnsplan's design: fenced leases, the generation checked in
-	// the same step as the write, materialized records, a clean-up that
-	// keeps every applied plan. The checker must find nothing.
-	Fixed Design = "fixed"
-	// Legacy is the design that failed at AWS: nodes started with
-	// --legacy, legacy enactors (a one-time check, then unconditional
-	// writes endpoint by endpoint, an age-based clean-up). The checker
-	// must catch it.
-	Legacy Design = "legacy"
-)
-
-// ParseDesigns reads --design: fixed, legacy or both (fixed, then legacy).
-func ParseDesigns(s string) ([]Design, error) {
-	switch s {
-	case "fixed":
-		return []Design{Fixed}, nil
-	case "legacy":
-		return []Design{Legacy}, nil
-	case "both":
-		return []Design{Fixed, Legacy}, nil
-	}
-	return nil, fmt.Errorf("chaos: design %q is not fixed, legacy or both", s)
-}
 
 // Defaults for Config's zero values.
 const (
@@ -69,7 +40,7 @@ const (
 
 // Config is one run.
 type Config struct {
-	Design Design
+	Design contract.Design
 	Seed   uint64
 	// Duration is how long faults are injected and the system observed
 	// (default DefaultDuration). Setting up and the final checks add a few
@@ -95,7 +66,7 @@ var ErrConfig = errors.New("chaos: bad configuration")
 
 func (c *Config) setDefaults() error {
 	switch c.Design {
-	case Fixed, Legacy:
+	case contract.Fixed, contract.Legacy:
 	default:
 		return fmt.Errorf("%w: design %q is not fixed or legacy", ErrConfig, c.Design)
 	}
@@ -237,11 +208,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	r.log.Info("run starting", "duration", cfg.Duration, "faults", len(faults))
 
 	var err error
-	r.cluster, err = startCluster(ctx, cfg.Dir, cfg.Design == Legacy, clockOffsets(cfg.Seed), cfg.Logger)
+	r.cluster, err = startCluster(ctx, cfg.Dir, cfg.Design, clockOffsets(cfg.Seed), cfg.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("chaos: %w", err)
 	}
-	defer r.cluster.stopAll()
+	defer r.cluster.Close()
 	// The recorder's clock starts once the cluster is up, so the schedule
 	// is not eaten by a slow start.
 	r.rec = newRecorder(endpoints)
@@ -329,10 +300,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	r.healAll()
 	stopActors()
 	actors.Wait()
-	if err := r.cluster.startAll(); err != nil && harnessErr == nil {
+	if err := r.cluster.StartAll(); err != nil && harnessErr == nil {
 		harnessErr = err
 	}
-	settleErr := r.cluster.waitReady(ctx, 20*time.Second)
+	settleErr := r.cluster.WaitReady(ctx, 20*time.Second)
 	final := r.finalState(ctx)
 	stopObservers()
 	observers.Wait()
@@ -394,7 +365,7 @@ func (r *run) closeStalls() {
 func (r *run) newClient(opts ...client.Option) (*client.Client, error) {
 	// Each client starts at a different node; the rest of the list is
 	// the failover order.
-	addrs := slices.Clone(r.cluster.grpc[:clusterSize])
+	addrs := r.cluster.GRPCAddrs()[:clusterSize]
 	k := len(r.clients) % len(addrs)
 	addrs = append(addrs[k:], addrs[:k]...)
 	c, err := client.New(addrs, append([]client.Option{client.WithLogger(r.cfg.Logger)}, opts...)...)

@@ -11,6 +11,7 @@ import (
 	"github.com/anishathalye/porcupine"
 
 	"github.com/dnsplan/dnsplan/cluster/clustertest"
+	"github.com/dnsplan/dnsplan/contract"
 )
 
 // A short chaos run of each design: the fixed one passes every check, the
@@ -21,7 +22,7 @@ func TestChaosFixedDesignPasses(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a 15-second fault run")
 	}
-	rep := runChaos(t, Config{Design: Fixed, Seed: 1, Duration: 15 * time.Second})
+	rep := runChaos(t, Config{Design: contract.Fixed, Seed: 1, Duration: 15 * time.Second})
 	if rep.Caught() || rep.Linearizability != porcupine.Ok {
 		t.Fatalf("the fixed design failed the checks (linearizability %s):\n%s", rep.Linearizability, printed(rep))
 	}
@@ -37,7 +38,7 @@ func TestChaosLegacyDesignIsCaught(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a fault run of up to 30 seconds")
 	}
-	rep := runChaos(t, Config{Design: Legacy, Seed: 1, Duration: 30 * time.Second})
+	rep := runChaos(t, Config{Design: contract.Legacy, Seed: 1, Duration: 30 * time.Second})
 	if !rep.Caught() {
 		t.Fatalf("the legacy design was not caught in 30s:\n%s", printed(rep))
 	}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
+
+	"github.com/dnsplan/dnsplan/contract"
 )
 
 const ep = "api.dnsplan.test."
@@ -320,7 +322,7 @@ func TestCheckPlansKept(t *testing.T) {
 
 func TestTallyAndReport(t *testing.T) {
 	v := Violation{Invariant: "I2", Source: "dns", Node: "n1", Endpoint: ep, Detail: "empty answer", At: ms(1200)}
-	caught := &Report{Design: Legacy, Seed: 3, Duration: 15 * time.Second, Violations: []Violation{v},
+	caught := &Report{Design: contract.Legacy, Seed: 3, Duration: 15 * time.Second, Violations: []Violation{v},
 		events: []Event{{At: ms(1000), Kind: string(FreezeEnactor), Actor: "az-a"}, {At: ms(5000), Kind: "heal", Actor: "az-a"}},
 		ops: []Op{
 			{Endpoint: ep, Kind: "read", Actor: "r", Out: 4, Known: true, Call: ms(900), Return: ms(901)},
@@ -329,11 +331,11 @@ func TestTallyAndReport(t *testing.T) {
 			{Endpoint: ep, Kind: "apply", Actor: "az-b", Gen: 5, Call: ms(1160), Return: Unknown},
 		}}
 	var tally Tally
-	tally.Add(Fixed, &Report{Design: Fixed}, nil)
-	tally.Add(Legacy, caught, nil)
-	tally.Add(Legacy, nil, errors.New("no cluster"))
-	if c, n := tally.Caught(Legacy); c != 1 || n != 2 || tally.Errors(Legacy) != 1 {
-		t.Fatalf("legacy: caught %d of %d, %d errors", c, n, tally.Errors(Legacy))
+	tally.Add(contract.Fixed, &Report{Design: contract.Fixed}, nil)
+	tally.Add(contract.Legacy, caught, nil)
+	tally.Add(contract.Legacy, nil, errors.New("no cluster"))
+	if c, n := tally.Caught(contract.Legacy); c != 1 || n != 2 || tally.Errors(contract.Legacy) != 1 {
+		t.Fatalf("legacy: caught %d of %d, %d errors", c, n, tally.Errors(contract.Legacy))
 	}
 	var b strings.Builder
 	tally.Print(&b)

@@ -273,11 +273,11 @@ func (in injector) inject(f Fault) (heal func() error, err error) {
 			note("fault-skipped", "", string(f.Kind)+": no running node")
 			return func() error { return nil }, nil
 		}
-		note(string(f.Kind), c.ids[i], fmt.Sprintf("down for %s", f.For.Round(time.Millisecond)))
-		c.stop(i)
+		note(string(f.Kind), c.ID(i), fmt.Sprintf("down for %s", f.For.Round(time.Millisecond)))
+		c.StopNode(i)
 		return func() error {
-			err := c.start(i)
-			note("heal", c.ids[i], "restarted")
+			err := c.StartNode(i)
+			note("heal", c.ID(i), "restarted")
 			return err
 		}, nil
 	case Partition:
@@ -287,14 +287,14 @@ func (in injector) inject(f Fault) (heal func() error, err error) {
 			return func() error { return nil }, nil
 		}
 		role := "follower"
-		if c.node(i) != nil && c.node(i).IsLeader() {
+		if c.Node(i) != nil && c.Node(i).IsLeader() {
 			role = "leader"
 		}
-		note(string(f.Kind), c.ids[i], fmt.Sprintf("%s cut off from both others for %s", role, f.For.Round(time.Millisecond)))
+		note(string(f.Kind), c.ID(i), fmt.Sprintf("%s cut off from both others for %s", role, f.For.Round(time.Millisecond)))
 		c.net.Isolate(i)
 		return func() error {
 			c.net.Heal()
-			note("heal", c.ids[i], "links restored")
+			note("heal", c.ID(i), "links restored")
 			return nil
 		}, nil
 	case FreezeEnactor:
@@ -355,28 +355,28 @@ func (in injector) inject(f Fault) (heal func() error, err error) {
 			return func() error { return nil }, nil
 		}
 		off := time.Duration(c.clock[i].Add(int64(f.Jump)))
-		note(string(f.Kind), c.ids[i], fmt.Sprintf("clock jumps by %s (now %s off)", f.Jump, off))
+		note(string(f.Kind), c.ID(i), fmt.Sprintf("clock jumps by %s (now %s off)", f.Jump, off))
 		return func() error { return nil }, nil
 	case PartitionWatch:
 		a := in.holder()
 		addr := a.watch.watchAddr()
-		i := slices.Index(c.grpc[:c.slots()], addr)
-		if i < 0 || c.node(i) == nil {
+		i := slices.Index(c.GRPCAddrs(), addr)
+		if i < 0 || c.Node(i) == nil {
 			note("fault-skipped", a.id, string(f.Kind)+": its plan watch is on no running node")
 			return func() error { return nil }, nil
 		}
-		note(string(f.Kind), c.ids[i], fmt.Sprintf("serves the plan watch of %s (holding %v); cut off from every other node for %s", a.id, a.e.Leases(), f.For.Round(time.Millisecond)))
+		note(string(f.Kind), c.ID(i), fmt.Sprintf("serves the plan watch of %s (holding %v); cut off from every other node for %s", a.id, a.e.Leases(), f.For.Round(time.Millisecond)))
 		c.net.Isolate(i)
 		return func() error {
 			c.net.Heal()
-			note("heal", c.ids[i], "links restored")
+			note("heal", c.ID(i), "links restored")
 			return nil
 		}, nil
 	case RestartCluster:
 		note(string(f.Kind), "", fmt.Sprintf("every node down for %s", f.For.Round(time.Millisecond)))
-		c.stopAll()
+		c.StopAll()
 		return func() error {
-			err := c.startAll()
+			err := c.StartAll()
 			note("heal", "", "every node restarted")
 			return err
 		}, nil
@@ -416,13 +416,13 @@ func clockOffsets(seed uint64) []time.Duration {
 // known, else a follower; pick (from the seed) chooses among candidates.
 func (in injector) pickNode(leader bool, pick int) int {
 	c := in.r.cluster
-	lead := c.leader()
+	lead := c.Leader()
 	if leader && lead >= 0 {
 		return lead
 	}
 	var candidates []int
-	for i := range c.slots() {
-		if c.node(i) != nil && i != lead {
+	for i := range c.Slots() {
+		if c.Node(i) != nil && i != lead {
 			candidates = append(candidates, i)
 		}
 	}
@@ -446,8 +446,8 @@ func (in injector) holder() *actor {
 // nodeOf names the node at a gRPC address.
 func (in injector) nodeOf(addr string) string {
 	c := in.r.cluster
-	if i := slices.Index(c.grpc[:c.slots()], addr); i >= 0 {
-		return c.ids[i]
+	if i := slices.Index(c.GRPCAddrs(), addr); i >= 0 {
+		return c.ID(i)
 	}
 	return "no node"
 }
@@ -460,22 +460,22 @@ func (in injector) stallWatcher(f Fault) (func() error, error) {
 		r.rec.event(Event{Kind: "fault-skipped", Detail: string(f.Kind) + ": no running node"})
 		return func() error { return nil }, nil
 	}
-	w, err := openBareWatcher(c.grpc[i])
+	w, err := openBareWatcher(c.Addrs(i).GRPC)
 	if err != nil {
-		r.rec.event(Event{Kind: "fault-skipped", Actor: c.ids[i], Detail: fmt.Sprintf("%s: %v", f.Kind, err)})
+		r.rec.event(Event{Kind: "fault-skipped", Actor: c.ID(i), Detail: fmt.Sprintf("%s: %v", f.Kind, err)})
 		return func() error { return nil }, nil
 	}
 	r.mu.Lock()
 	r.stalls = append(r.stalls, w)
 	r.mu.Unlock()
-	r.rec.event(Event{Kind: string(f.Kind), Actor: c.ids[i], Detail: fmt.Sprintf("a watcher of plans and applied records, from the start, stops reading for %s", f.For.Round(time.Millisecond))})
+	r.rec.event(Event{Kind: string(f.Kind), Actor: c.ID(i), Detail: fmt.Sprintf("a watcher of plans and applied records, from the start, stops reading for %s", f.For.Round(time.Millisecond))})
 	return func() error {
 		if f.Die {
 			w.close()
-			r.rec.event(Event{Kind: "heal", Actor: c.ids[i], Detail: "the stalled watcher dies"})
+			r.rec.event(Event{Kind: "heal", Actor: c.ID(i), Detail: "the stalled watcher dies"})
 		} else {
 			w.resume()
-			r.rec.event(Event{Kind: "heal", Actor: c.ids[i], Detail: "the stalled watcher reads again"})
+			r.rec.event(Event{Kind: "heal", Actor: c.ID(i), Detail: "the stalled watcher reads again"})
 		}
 		return nil
 	}, nil
@@ -490,29 +490,29 @@ func (in injector) replaceNode(f Fault) (func() error, error) {
 		r.rec.event(Event{Kind: "fault-skipped", Detail: string(f.Kind) + ": no running node"})
 		return func() error { return nil }, nil
 	}
-	c.stop(i)
-	if err := c.wipe(i); err != nil {
+	c.StopNode(i)
+	if err := c.Wipe(i); err != nil {
 		return nil, err
 	}
 	via := ""
 	if f.Join {
-		for j := range c.slots() {
-			if j != i && c.node(j) != nil {
-				via = c.grpc[j]
+		for j := range c.Slots() {
+			if j != i && c.Node(j) != nil {
+				via = c.Addrs(j).GRPC
 				break
 			}
 		}
 	}
-	c.setJoin(i, via)
+	c.SetJoin(i, via)
 	how := "from the founding list"
 	if via != "" {
 		how = "joining through " + in.nodeOf(via)
 	}
-	r.rec.event(Event{Kind: string(f.Kind), Actor: c.ids[i], Detail: fmt.Sprintf("data deleted; back, empty, %s, in %s", how, f.For.Round(time.Millisecond))})
+	r.rec.event(Event{Kind: string(f.Kind), Actor: c.ID(i), Detail: fmt.Sprintf("data deleted; back, empty, %s, in %s", how, f.For.Round(time.Millisecond))})
 	return func() error {
-		r.dns.started(c.ids[i])
-		err := c.start(i)
-		r.rec.event(Event{Kind: "heal", Actor: c.ids[i], Detail: "started with no data"})
+		r.dns.started(c.ID(i))
+		err := c.StartNode(i)
+		r.rec.event(Event{Kind: "heal", Actor: c.ID(i), Detail: "started with no data"})
 		return err
 	}, nil
 }
@@ -522,9 +522,9 @@ func (in injector) replaceNode(f Fault) (func() error, error) {
 func (in injector) addNode(f Fault) (func() error, error) {
 	r, c := in.r, in.r.cluster
 	via := ""
-	for j := range c.slots() {
-		if c.isMember(j) && c.node(j) != nil {
-			via = c.grpc[j]
+	for j := range c.Slots() {
+		if c.IsMember(j) && c.Node(j) != nil {
+			via = c.Addrs(j).GRPC
 			break
 		}
 	}
@@ -537,28 +537,28 @@ func (in injector) addNode(f Fault) (func() error, error) {
 		r.rec.event(Event{Kind: "fault-skipped", Detail: fmt.Sprintf("%s: no member to join through, or no slot (%v)", f.Kind, err)})
 		return func() error { return nil }, nil
 	}
-	c.setJoin(k, via)
-	c.setMember(k, true)
+	c.SetJoin(k, via)
+	c.SetMember(k, true)
 	stopProbe, err := r.probeNode(k)
 	if err != nil {
 		return nil, err
 	}
-	r.rec.event(Event{Kind: string(f.Kind), Actor: c.ids[k], Detail: fmt.Sprintf("new node joins through %s, probed from its start, removed after %s", in.nodeOf(via), f.For.Round(time.Millisecond))})
-	r.dns.started(c.ids[k])
-	if err := c.start(k); err != nil {
+	r.rec.event(Event{Kind: string(f.Kind), Actor: c.ID(k), Detail: fmt.Sprintf("new node joins through %s, probed from its start, removed after %s", in.nodeOf(via), f.For.Round(time.Millisecond))})
+	r.dns.started(c.ID(k))
+	if err := c.StartNode(k); err != nil {
 		stopProbe()
 		return nil, err
 	}
 	return func() error {
-		c.setMember(k, false)
+		c.SetMember(k, false)
 		err := r.removeNode(k)
-		c.stop(k)
+		c.StopNode(k)
 		stopProbe()
 		if err != nil {
-			r.rec.event(Event{Kind: "heal", Actor: c.ids[k], Detail: "stopped; removing it failed: " + err.Error()})
+			r.rec.event(Event{Kind: "heal", Actor: c.ID(k), Detail: "stopped; removing it failed: " + err.Error()})
 			return nil // the final readiness check reports a cluster that did not recover
 		}
-		r.rec.event(Event{Kind: "heal", Actor: c.ids[k], Detail: "removed and stopped"})
+		r.rec.event(Event{Kind: "heal", Actor: c.ID(k), Detail: "removed and stopped"})
 		return nil
 	}, nil
 }

@@ -55,7 +55,7 @@ func (s *statusCheck) run(ctx context.Context) {
 	var wg sync.WaitGroup
 	started := map[int]bool{}
 	for ctx.Err() == nil {
-		for i := range s.r.cluster.slots() {
+		for i := range s.r.cluster.Slots() {
 			if !started[i] {
 				started[i] = true
 				wg.Go(func() { s.node(ctx, i) })
@@ -69,16 +69,16 @@ func (s *statusCheck) run(ctx context.Context) {
 func (s *statusCheck) node(ctx context.Context, i int) {
 	c := s.r.cluster
 	for sleepCtx(ctx, statusEvery) {
-		n := c.node(i)
+		n := c.Node(i)
 		if n == nil {
 			continue
 		}
 		call := s.r.rec.now()
-		_, err := s.c.StatusOf(ctx, c.grpc[i])
+		_, err := s.c.StatusOf(ctx, c.Addrs(i).GRPC)
 		if ctx.Err() != nil {
 			return
 		}
-		if c.node(i) != n {
+		if c.Node(i) != n {
 			continue // stopped or restarted meanwhile: not this node's answer
 		}
 		hung := errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded
@@ -87,7 +87,7 @@ func (s *statusCheck) node(ctx context.Context, i int) {
 		s.hung[i] = hung
 		s.mu.Unlock()
 		if hung && !was {
-			s.r.rec.violate(Violation{Invariant: "L3", Source: "status", Node: c.ids[i], At: call,
+			s.r.rec.violate(Violation{Invariant: "L3", Source: "status", Node: c.ID(i), At: call,
 				Detail: fmt.Sprintf("the node runs but did not answer Status within %s: it hangs", statusBound)})
 		}
 	}
@@ -187,16 +187,16 @@ func (r *run) checkFinalL2(ctx context.Context, healed int64) (found []Violation
 	}
 	missing := func() []Violation {
 		var found []Violation
-		for i := range r.cluster.slots() {
-			if !r.cluster.isMember(i) || r.cluster.node(i) == nil {
+		for i := range r.cluster.Slots() {
+			if !r.cluster.IsMember(i) || r.cluster.Node(i) == nil {
 				continue
 			}
 			for _, ep := range endpoints {
-				a, ok := r.dns.lastAnswer(r.cluster.ids[i], ep)
+				a, ok := r.dns.lastAnswer(r.cluster.ID(i), ep)
 				if ok && a.gen >= g || r.rec.refusedAt(ep, g, r.rec.now()) {
 					continue
 				}
-				found = append(found, Violation{Invariant: "L2", Source: "dns", Node: r.cluster.ids[i], Endpoint: ep, At: deadline,
+				found = append(found, Violation{Invariant: "L2", Source: "dns", Node: r.cluster.ID(i), Endpoint: ep, At: deadline,
 					Detail: fmt.Sprintf("generation %d, stored at %s, was not served (last answer: generation %d) by %s, the L2 bound after the last fault healed at %s", g, fmtNanos(at), a.gen, fmtNanos(deadline), fmtNanos(healed))})
 			}
 		}

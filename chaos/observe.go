@@ -56,8 +56,8 @@ func (r *run) startObservers(ctx context.Context, wg *sync.WaitGroup) error {
 	}
 
 	var nodes []probe.Node
-	for i := range r.cluster.slots() {
-		nodes = append(nodes, probe.Node{Name: r.cluster.ids[i], DNS: r.cluster.dns[i]})
+	for i := range r.cluster.Slots() {
+		nodes = append(nodes, probe.Node{Name: r.cluster.ID(i), DNS: r.cluster.Addrs(i).DNS})
 	}
 	if err := r.startProbe(ctx, nodes); err != nil {
 		return err
@@ -124,7 +124,7 @@ func (r *run) startProbe(ctx context.Context, nodes []probe.Node) error {
 // node added during the run is asked from its first second.
 func (r *run) probeNode(i int) (stop func(), err error) {
 	ctx, cancel := context.WithCancel(r.observe)
-	if err := r.startProbe(ctx, []probe.Node{{Name: r.cluster.ids[i], DNS: r.cluster.dns[i]}}); err != nil {
+	if err := r.startProbe(ctx, []probe.Node{{Name: r.cluster.ID(i), DNS: r.cluster.Addrs(i).DNS}}); err != nil {
 		cancel()
 		return nil, err
 	}
@@ -151,7 +151,7 @@ func (r *run) removeNode(i int) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for {
-		_, err := r.adminClient.RemoveServer(ctx, &pb.RemoveServerRequest{Id: r.cluster.ids[i]})
+		_, err := r.adminClient.RemoveServer(ctx, &pb.RemoveServerRequest{Id: r.cluster.ID(i)})
 		if err == nil || client.Reason(err) == contract.ReasonNotFound {
 			return nil
 		}
@@ -209,9 +209,9 @@ func newReplicaCheck(r *run) *replicaCheck {
 }
 
 func (c *replicaCheck) round() {
-	for i := range c.r.cluster.slots() {
-		id := c.r.cluster.ids[i]
-		n := c.r.cluster.node(i)
+	for i := range c.r.cluster.Slots() {
+		id := c.r.cluster.ID(i)
+		n := c.r.cluster.Node(i)
 		if n == nil {
 			continue
 		}

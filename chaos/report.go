@@ -16,6 +16,7 @@ import (
 
 	"github.com/anishathalye/porcupine"
 
+	"github.com/dnsplan/dnsplan/contract"
 	"github.com/dnsplan/dnsplan/probe"
 )
 
@@ -25,9 +26,9 @@ var Invariants = []string{"I1", "I2", "I3", "I4", "I5", "I7", "L2", "L3"}
 
 // Report is what one run saw and what the checks found.
 type Report struct {
-	Design   Design        `json:"design"`
-	Seed     uint64        `json:"seed"`
-	Duration time.Duration `json:"duration"`
+	Design   contract.Design `json:"design"`
+	Seed     uint64          `json:"seed"`
+	Duration time.Duration   `json:"duration"`
 	// Observed is how long faults were injected and the system observed;
 	// StoppedEarly says the run stopped shortly after a violation.
 	Observed     time.Duration `json:"observed"`
@@ -337,7 +338,7 @@ func (r *Report) writeFiles(dir string) error {
 
 // Tally adds runs up into the table make chaos prints.
 type Tally struct {
-	runs map[Design]*tallyRow
+	runs map[contract.Design]*tallyRow
 }
 
 type tallyRow struct {
@@ -347,9 +348,9 @@ type tallyRow struct {
 }
 
 // Add counts one run: its report, or the error that stopped it.
-func (t *Tally) Add(d Design, rep *Report, err error) {
+func (t *Tally) Add(d contract.Design, rep *Report, err error) {
 	if t.runs == nil {
-		t.runs = map[Design]*tallyRow{}
+		t.runs = map[contract.Design]*tallyRow{}
 	}
 	row := t.runs[d]
 	if row == nil {
@@ -376,7 +377,7 @@ func (t *Tally) Add(d Design, rep *Report, err error) {
 }
 
 // Caught is how many runs of a design found a violation, of how many.
-func (t *Tally) Caught(d Design) (caught, runs int) {
+func (t *Tally) Caught(d contract.Design) (caught, runs int) {
 	if row := t.runs[d]; row != nil {
 		return row.caught, row.runs
 	}
@@ -384,7 +385,7 @@ func (t *Tally) Caught(d Design) (caught, runs int) {
 }
 
 // Errors is how many runs of a design failed to run.
-func (t *Tally) Errors(d Design) int {
+func (t *Tally) Errors(d contract.Design) int {
 	if row := t.runs[d]; row != nil {
 		return row.errors
 	}
@@ -397,7 +398,7 @@ func (t *Tally) Errors(d Design) int {
 func (t *Tally) Print(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(tw, "design\tseeds\tcaught\t%s\tmedian first\tinconclusive\terrors\t\n", strings.Join(Invariants, "\t"))
-	for _, d := range []Design{Fixed, Legacy} {
+	for _, d := range []contract.Design{contract.Fixed, contract.Legacy} {
 		row := t.runs[d]
 		if row == nil {
 			continue

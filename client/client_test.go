@@ -19,7 +19,7 @@ import (
 
 	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/contract"
-	"github.com/dnsplan/dnsplan/internal/testnet"
+	"github.com/dnsplan/dnsplan/internal/loopback"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -126,7 +126,7 @@ func TestFailsOverToNextAddressAndSticks(t *testing.T) {
 	follower := start(t, &fakeNode{id: "a", status: unavailable("")})
 	leader := start(t, &fakeNode{id: "b"})
 	// Nothing listens on a free port: the first address is dead.
-	c := newClient(t, []string{testnet.FreeAddr(t), follower.addr, leader.addr})
+	c := newClient(t, []string{loopback.FreeAddr(t), follower.addr, leader.addr})
 
 	for range 3 {
 		st, err := c.Status(t.Context())
@@ -177,7 +177,7 @@ func TestFollowsLeaderHint(t *testing.T) {
 func TestGivesUpAfterBudget(t *testing.T) {
 	a := start(t, &fakeNode{id: "a", status: unavailable("")})
 	// b names a leader that does not exist.
-	b := start(t, &fakeNode{id: "b", status: unavailable(testnet.FreeAddr(t))})
+	b := start(t, &fakeNode{id: "b", status: unavailable(loopback.FreeAddr(t))})
 	budget := time.Second
 	c := newClient(t, []string{a.addr, b.addr}, client.WithRetryBudget(budget))
 
@@ -259,7 +259,7 @@ func TestPerCallDeadlineMovesOn(t *testing.T) {
 
 func TestStatusOfDoesNotFailOver(t *testing.T) {
 	ok := start(t, &fakeNode{id: "ok"})
-	dead := testnet.FreeAddr(t) // nothing listens there
+	dead := loopback.FreeAddr(t) // nothing listens there
 	c := newClient(t, []string{dead, ok.addr})
 	if _, err := c.StatusOf(t.Context(), dead); status.Code(err) != codes.Unavailable {
 		t.Fatalf("StatusOf(dead) err = %v, want Unavailable", err)
@@ -274,7 +274,7 @@ func TestNewAndClose(t *testing.T) {
 	if _, err := client.New(nil); !errors.Is(err, client.ErrNoAddresses) {
 		t.Errorf("New(nil) err = %v, want ErrNoAddresses", err)
 	}
-	c, err := client.New([]string{testnet.FreeAddr(t)})
+	c, err := client.New([]string{loopback.FreeAddr(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

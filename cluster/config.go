@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/dnsplan/dnsplan/cluster/fsm"
+	"github.com/dnsplan/dnsplan/contract"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -49,7 +50,7 @@ func (n *Node) foundPolicy(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	n.log.Info("founded the cluster's policy", "design", fsm.DesignName(res.Config.GetDesign()),
+	n.log.Info("founded the cluster's policy", "design", contract.DesignOf(res.Config.GetDesign()),
 		"max_capacity_drop", res.Config.GetMaxCapacityDrop(), "velocity_window", res.Config.GetVelocityWindow().AsDuration())
 	return nil
 }
@@ -72,7 +73,7 @@ func (n *Node) checkPolicy(warned **pb.ClusterConfig) error {
 			return "without --legacy"
 		}
 		return fmt.Errorf("%w: this node was started %s, but the cluster was founded with the %s design, which never changes; start it %s",
-			ErrDesignMismatch, flag(n.design()), fsm.DesignName(c.GetDesign()), flag(c.GetDesign()))
+			ErrDesignMismatch, flag(n.design()), contract.DesignOf(c.GetDesign()), flag(c.GetDesign()))
 	}
 	if *warned != nil && proto.Equal(*warned, c) {
 		return nil

@@ -15,7 +15,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/dnsplan/dnsplan/internal/testnet"
+	"github.com/dnsplan/dnsplan/internal/loopback"
+	"github.com/dnsplan/dnsplan/internal/poll"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -45,7 +46,7 @@ func newTestCluster(t testing.TB, size int, tune func(*Config)) *testCluster {
 	c := &testCluster{t: t, dir: t.TempDir(), nodes: map[string]*Node{}, specs: map[string]*nodeSpec{}, tune: tune}
 	var peers []Peer
 	for i := 1; i <= size; i++ {
-		s := &nodeSpec{id: fmt.Sprintf("n%d", i), raftAddr: testnet.FreeAddr(t), grpcAddr: testnet.FreeAddr(t)}
+		s := &nodeSpec{id: fmt.Sprintf("n%d", i), raftAddr: loopback.FreeAddr(t), grpcAddr: loopback.FreeAddr(t)}
 		c.specs[s.id] = s
 		c.order = append(c.order, s.id)
 		peers = append(peers, Peer{ID: s.id, RaftAddr: s.raftAddr})
@@ -60,7 +61,7 @@ func newTestCluster(t testing.TB, size int, tune func(*Config)) *testCluster {
 // withDNS gives every node a DNS server on a free UDP+TCP port.
 func (c *testCluster) withDNS() *testCluster {
 	for _, s := range c.specs {
-		s.dnsAddr = testnet.FreeDNSAddr(c.t)
+		s.dnsAddr = loopback.FreeDNSAddr(c.t)
 	}
 	c.dns = true
 	return c
@@ -137,9 +138,9 @@ func (c *testCluster) addJoiner(id, via string) *Node {
 // know its addresses first.
 func (c *testCluster) addJoinerSpec(id, via string) *nodeSpec {
 	c.mu.Lock()
-	s := &nodeSpec{id: id, raftAddr: testnet.FreeAddr(c.t), grpcAddr: testnet.FreeAddr(c.t), join: via}
+	s := &nodeSpec{id: id, raftAddr: loopback.FreeAddr(c.t), grpcAddr: loopback.FreeAddr(c.t), join: via}
 	if c.dns {
-		s.dnsAddr = testnet.FreeDNSAddr(c.t)
+		s.dnsAddr = loopback.FreeDNSAddr(c.t)
 	}
 	c.specs[id] = s
 	c.order = append(c.order, id)
@@ -236,12 +237,8 @@ func (c *testCluster) api(id string) api {
 // waitFor polls cond until it holds or the timeout passes.
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := poll.Until(context.Background(), timeout, what, cond); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -15,8 +15,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/dnsplan/dnsplan/client"
-	"github.com/dnsplan/dnsplan/cluster"
 	"github.com/dnsplan/dnsplan/cluster/clustertest"
+	"github.com/dnsplan/dnsplan/contract"
 	"github.com/dnsplan/dnsplan/enactor"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
@@ -32,9 +32,9 @@ const (
 
 var legacyEndpoints = []string{legacyRegional, legacyFIPS, legacyAccount}
 
-func startLegacyCluster(t *testing.T, nodes int, legacy bool) *clustertest.Cluster {
+func startLegacyCluster(t *testing.T, nodes int, design contract.Design) *clustertest.Cluster {
 	t.Helper()
-	return clustertest.Start(t, clustertest.Options{Nodes: nodes, DNS: true, Tune: func(c *cluster.Config) { c.Legacy = legacy }})
+	return clustertest.Start(t, clustertest.Options{Nodes: nodes, DNS: true, Design: design})
 }
 
 // newLegacyEnactor builds a legacy enactor on c; tune may change its
@@ -178,7 +178,7 @@ func legacyGenerations(t *testing.T, cl *client.Client) []uint64 {
 // plans deleted by age, keeping the default 5 generations.
 func TestLegacyEnactorWritesEndpointByEndpointAndCleansUpByAge(t *testing.T) {
 	const delay = 50 * time.Millisecond
-	c := startLegacyCluster(t, 1, true)
+	c := startLegacyCluster(t, 1, contract.Legacy)
 	cl := c.Client()
 	e, reg := newLegacyEnactor(t, c, "az-a", func(cfg *enactor.Config) { cfg.LegacyDelay = delay })
 	runLegacyEnactor(t, e)
@@ -241,7 +241,7 @@ func TestLegacyEnactorWritesEndpointByEndpointAndCleansUpByAge(t *testing.T) {
 // endpoint with no addresses, and the loop's own check refuses every later
 // plan: it cannot heal.
 func TestLegacyEnactorWritesItsStalePlanAndCannotHeal(t *testing.T) {
-	c := startLegacyCluster(t, 3, true)
+	c := startLegacyCluster(t, 3, contract.Legacy)
 	cl := c.Client()
 	b, _ := newLegacyEnactor(t, c, "az-b", nil)
 	ctx := clustertest.Ctx(t)
@@ -343,7 +343,7 @@ func legacyReached(t *testing.T, reached <-chan int, want int) {
 // A legacy enactor against nodes without --legacy writes nothing: the
 // cluster does not serve the legacy RPCs.
 func TestLegacyEnactorOnAFixedClusterWritesNothing(t *testing.T) {
-	c := startLegacyCluster(t, 1, false)
+	c := startLegacyCluster(t, 1, contract.Fixed)
 	cl := c.Client()
 	e, reg := newLegacyEnactor(t, c, "az-a", nil)
 	runLegacyEnactor(t, e)

@@ -12,7 +12,7 @@ import (
 
 	"github.com/dnsplan/dnsplan/backend"
 	"github.com/dnsplan/dnsplan/cluster/clustertest"
-	"github.com/dnsplan/dnsplan/internal/testnet"
+	"github.com/dnsplan/dnsplan/internal/loopback"
 )
 
 // The hysteresis rule on its own: the first result sets the state, then
@@ -145,7 +145,7 @@ func TestProbeHTTPFailures(t *testing.T) {
 		Target{ID: "302", Address: "192.0.2.2", Capacity: 1, Check: redirect.URL + "/healthz"},
 		Target{ID: "hang", Address: "192.0.2.3", Capacity: 1, Check: hang.URL + "/healthz"},
 		// A free port: nothing listens there.
-		Target{ID: "refused", Address: "192.0.2.4", Capacity: 1, Check: "http://" + testnet.FreeAddr(t) + "/healthz"},
+		Target{ID: "refused", Address: "192.0.2.4", Capacity: 1, Check: "http://" + loopback.FreeAddr(t) + "/healthz"},
 		Target{ID: "fine", Address: "192.0.2.5", Capacity: 1, Check: healthyCheck},
 		Target{ID: "nocheck", Address: "192.0.2.6", Capacity: 1},
 	)
@@ -194,7 +194,7 @@ func TestProbeTCP(t *testing.T) {
 
 	// A refused first probe (nothing listens on a free port) sets
 	// unhealthy at once.
-	q := newProbePlanner(t, oneEndpoint(Target{ID: "db", Address: "192.0.2.1", Capacity: 1, Check: "tcp://" + testnet.FreeAddr(t)}), 2, 2)
+	q := newProbePlanner(t, oneEndpoint(Target{ID: "db", Address: "192.0.2.1", Capacity: 1, Check: "tcp://" + loopback.FreeAddr(t)}), 2, 2)
 	if got := healthAfterRound(t, q, "db"); got != "unhealthy" {
 		t.Fatalf("refused first probe: %s", got)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/enactor"
+	"github.com/dnsplan/dnsplan/internal/poll"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -148,7 +149,7 @@ func (r *run) recovery(ctx context.Context, gen uint64, loops []*loop) (recovere
 	}
 	began := time.Now()
 	blocked := false
-	werr := waitFor(ctx, r.opts.RecoveryTimeout, "recovery", func() bool {
+	werr := poll.Until(ctx, r.opts.RecoveryTimeout, "recovery", func() bool {
 		recovered = true
 		for i, addr := range r.c.dns {
 			a := askDNS(ctx, r.c.ids[i], addr, Regional)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/enactor"
+	"github.com/dnsplan/dnsplan/internal/poll"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -190,7 +191,7 @@ func (r *run) fixed(ctx context.Context) error {
 func (r *run) acquire(ctx context.Context, cl *client.Client, name, holder string) (l *pb.Lease, waited time.Duration, err error) {
 	began := time.Now()
 	var last error
-	werr := waitFor(ctx, r.opts.StepTimeout, holder+" to acquire "+name, func() bool {
+	werr := poll.Until(ctx, r.opts.StepTimeout, holder+" to acquire "+name, func() bool {
 		l, last = cl.AcquireLease(ctx, &pb.AcquireLeaseRequest{Name: name, Holder: holder, Ttl: durationpb.New(leaseTTL)})
 		return last == nil || status.Code(last) != codes.FailedPrecondition
 	})

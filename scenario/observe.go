@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/dnsplan/dnsplan/internal/poll"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -44,7 +45,7 @@ func (r *run) settle(ctx context.Context) ([]Answer, error) {
 	answers := make([]Answer, len(r.c.ids))
 	for i, id := range r.c.ids {
 		addr := r.c.grpc[i]
-		err := waitFor(ctx, r.opts.StepTimeout, fmt.Sprintf("%s to apply index %d", id, target), func() bool {
+		err := poll.Until(ctx, r.opts.StepTimeout, fmt.Sprintf("%s to apply index %d", id, target), func() bool {
 			st, err := r.cl.StatusOf(ctx, addr)
 			return err == nil && st.GetAppliedIndex() >= target
 		})
@@ -52,7 +53,7 @@ func (r *run) settle(ctx context.Context) ([]Answer, error) {
 			return nil, err
 		}
 		var rec *pb.AppliedEndpoint
-		err = waitFor(ctx, r.opts.StepTimeout, fmt.Sprintf("%s's replica to answer for %s", id, Regional), func() bool {
+		err = poll.Until(ctx, r.opts.StepTimeout, fmt.Sprintf("%s's replica to answer for %s", id, Regional), func() bool {
 			a, err := r.cl.GetAppliedOf(ctx, addr, Regional)
 			switch {
 			case status.Code(err) == codes.NotFound:
@@ -69,7 +70,7 @@ func (r *run) settle(ctx context.Context) ([]Answer, error) {
 		}
 		want := expectedAnswer(rec)
 		var got Answer
-		err = waitFor(ctx, r.opts.StepTimeout, fmt.Sprintf("%s's DNS to answer from its replica (%s)", id, want), func() bool {
+		err = poll.Until(ctx, r.opts.StepTimeout, fmt.Sprintf("%s's DNS to answer from its replica (%s)", id, want), func() bool {
 			got = askDNS(ctx, id, r.c.dns[i], Regional)
 			return got.Rcode == want.Rcode && got.Generation == want.Generation && slices.Equal(got.Addresses, want.Addresses)
 		})
@@ -80,7 +81,7 @@ func (r *run) settle(ctx context.Context) ([]Answer, error) {
 	}
 	rounds := r.checker.Summary().Rounds
 	// Two rounds: the first may have begun before this step was settled.
-	err := waitFor(ctx, r.opts.StepTimeout, "the checker to take a round", func() bool {
+	err := poll.Until(ctx, r.opts.StepTimeout, "the checker to take a round", func() bool {
 		return r.checker.Summary().Rounds >= rounds+2
 	})
 	return answers, err

@@ -6,6 +6,8 @@ import (
 	"io"
 	"slices"
 	"strings"
+
+	"github.com/dnsplan/dnsplan/contract"
 )
 
 // WriteText prints a report for people: the timeline (time since the first
@@ -53,8 +55,8 @@ func WriteText(w io.Writer, rep *Report) error {
 }
 
 // explain says what an as-expected verdict means for a design.
-func explain(d Design) string {
-	if d == Legacy {
+func explain(d contract.Design) string {
+	if d == contract.Legacy {
 		return "the old design emptied the endpoint, served an old plan, and could not heal itself, as at AWS"
 	}
 	return "the fixed design refused the late write, kept every applied plan, never answered empty, and applied the next plan by itself"

@@ -35,37 +35,9 @@ import (
 	"time"
 
 	"github.com/dnsplan/dnsplan/client"
-	"github.com/dnsplan/dnsplan/internal/retry"
+	"github.com/dnsplan/dnsplan/contract"
 	"github.com/dnsplan/dnsplan/probe"
 )
-
-// Design is the design a run replays the interleaving against.
-type Design string
-
-// The designs.
-const (
-	// Legacy is the design that failed: nodes started with --legacy and
-	// the legacy enactor (unconditional writes after a one-time check,
-	// plans resolved at read time, age-based clean-up).
-	Legacy Design = "legacy"
-	// Fixed is dnsplan's design: fenced leases, the generation checked in
-	// the same step as the write, materialized records, a clean-up that
-	// keeps every applied plan.
-	Fixed Design = "fixed"
-)
-
-// ParseDesigns reads --design: legacy, fixed or both (legacy, then fixed).
-func ParseDesigns(s string) ([]Design, error) {
-	switch s {
-	case "legacy":
-		return []Design{Legacy}, nil
-	case "fixed":
-		return []Design{Fixed}, nil
-	case "both":
-		return []Design{Legacy, Fixed}, nil
-	}
-	return nil, fmt.Errorf("scenario: design %q is not legacy, fixed or both", s)
-}
 
 // The endpoints of the replayed plans, like the many endpoints one AWS
 // regional plan covered. Regional is listed first: it is the one the
@@ -146,8 +118,8 @@ type Verdict struct {
 
 // Expected is how a design behaves when the system is what it claims: the
 // legacy design fails as AWS's did, the fixed design not at all.
-func Expected(d Design) Verdict {
-	if d == Legacy {
+func Expected(d contract.Design) Verdict {
+	if d == contract.Legacy {
 		return Verdict{EmptyAnswerObserved: true, Regressed: true, Recovered: false}
 	}
 	return Verdict{EmptyAnswerObserved: false, Regressed: false, Recovered: true}
@@ -192,7 +164,7 @@ type CheckerSummary struct {
 
 // Report is the outcome of one run.
 type Report struct {
-	Design Design `json:"design"`
+	Design contract.Design `json:"design"`
 	// Variant names a deliberately broken run (the checker's self-test);
 	// empty for the real designs.
 	Variant  string `json:"variant,omitempty"`
@@ -212,8 +184,8 @@ type Report struct {
 // reports what was observed. An error means the replay itself could not
 // be carried out (a node did not start, a wait ran out); a design that
 // misbehaves is a report whose AsExpected is false.
-func Run(ctx context.Context, d Design, opts Options) (*Report, error) {
-	if d != Legacy && d != Fixed {
+func Run(ctx context.Context, d contract.Design, opts Options) (*Report, error) {
+	if d != contract.Legacy && d != contract.Fixed {
 		return nil, fmt.Errorf("scenario: unknown design %q", d)
 	}
 	opts.setDefaults()
@@ -225,12 +197,16 @@ func Run(ctx context.Context, d Design, opts Options) (*Report, error) {
 	}
 	defer os.RemoveAll(dir)
 
-	log.Info("starting a three-node cluster", "legacy_nodes", d == Legacy || opts.unfenced, "dir", dir)
-	c, err := startCluster(ctx, dir, d == Legacy || opts.unfenced, opts.Logger, opts.StepTimeout)
+	nodes := d
+	if opts.unfenced {
+		nodes = contract.Legacy
+	}
+	log.Info("starting a three-node cluster", "cluster_design", nodes, "dir", dir)
+	c, err := startCluster(ctx, dir, nodes, opts.Logger, opts.StepTimeout)
 	if err != nil {
 		return nil, err
 	}
-	defer c.close()
+	defer c.Close()
 
 	cl, err := client.New(c.grpc, client.WithLogger(opts.Logger))
 	if err != nil {
@@ -258,7 +234,7 @@ func Run(ctx context.Context, d Design, opts Options) (*Report, error) {
 		return nil, err
 	}
 	r.start = time.Now()
-	if d == Legacy {
+	if d == contract.Legacy {
 		err = r.legacy(ctx)
 	} else {
 		err = r.fixed(ctx)
@@ -275,7 +251,7 @@ func Run(ctx context.Context, d Design, opts Options) (*Report, error) {
 // run is one replay in progress. Only the goroutine running the script
 // touches it (the checker and the enactors have their own state).
 type run struct {
-	design Design
+	design contract.Design
 	opts   Options
 	log    *slog.Logger
 	c      *localCluster
@@ -396,21 +372,6 @@ func (r *run) record(ctx context.Context, actor, action, result string) error {
 // finding adds a line to the findings.
 func (r *run) finding(format string, args ...any) {
 	r.report.Findings = append(r.report.Findings, fmt.Sprintf(format, args...))
-}
-
-// waitFor polls cond every 10ms until it holds, ctx ends, or timeout
-// passes; what names the condition in the error.
-func waitFor(ctx context.Context, timeout time.Duration, what string, cond func() bool) error {
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("timed out after %s waiting for %s", timeout, what)
-		}
-		if err := retry.Sleep(ctx, 10*time.Millisecond); err != nil {
-			return fmt.Errorf("waiting for %s: %w", what, err)
-		}
-	}
-	return nil
 }
 
 // gens formats a list of generations.

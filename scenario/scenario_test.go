@@ -9,13 +9,14 @@ import (
 	"time"
 
 	"github.com/dnsplan/dnsplan/cluster/clustertest"
+	"github.com/dnsplan/dnsplan/contract"
 )
 
 // maxRun is the ceiling on one design's replay: it takes a few seconds,
 // and the contract promises well under a minute.
 const maxRun = 45 * time.Second
 
-func runDesign(t *testing.T, d Design, opts Options) *Report {
+func runDesign(t *testing.T, d contract.Design, opts Options) *Report {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*maxRun)
 	defer cancel()
@@ -59,7 +60,7 @@ func allEmpty(ev Event) bool {
 
 func TestLegacyDesignFailsAsAtAWS(t *testing.T) {
 	t.Parallel()
-	rep := runDesign(t, Legacy, Options{})
+	rep := runDesign(t, contract.Legacy, Options{})
 	want := Verdict{EmptyAnswerObserved: true, Regressed: true, Recovered: false}
 	if rep.Verdict != want || !rep.AsExpected {
 		t.Fatalf("legacy verdict %+v (as expected: %v), want %+v", rep.Verdict, rep.AsExpected, want)
@@ -93,7 +94,7 @@ func TestLegacyDesignFailsAsAtAWS(t *testing.T) {
 
 func TestFixedDesignHolds(t *testing.T) {
 	t.Parallel()
-	rep := runDesign(t, Fixed, Options{})
+	rep := runDesign(t, contract.Fixed, Options{})
 	want := Verdict{EmptyAnswerObserved: false, Regressed: false, Recovered: true}
 	if rep.Verdict != want || !rep.AsExpected {
 		t.Fatalf("fixed verdict %+v (as expected: %v), want %+v", rep.Verdict, rep.AsExpected, want)
@@ -122,7 +123,7 @@ func TestFixedDesignHolds(t *testing.T) {
 // the endpoint, and its verdict must no longer be the fixed design's.
 func TestCheckerCatchesFixedStepsWithoutTheFence(t *testing.T) {
 	t.Parallel()
-	rep := runDesign(t, Fixed, Options{unfenced: true})
+	rep := runDesign(t, contract.Fixed, Options{unfenced: true})
 	if !rep.EmptyAnswerObserved || !rep.Regressed {
 		t.Fatalf("unfenced run not caught: %+v", rep.Verdict)
 	}
@@ -140,35 +141,8 @@ func TestCheckerCatchesFixedStepsWithoutTheFence(t *testing.T) {
 	}
 }
 
-func TestParseDesigns(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		want []Design
-		ok   bool
-	}{
-		{"both", []Design{Legacy, Fixed}, true},
-		{"legacy", []Design{Legacy}, true},
-		{"fixed", []Design{Fixed}, true},
-		{"", nil, false},
-		{"Legacy", nil, false},
-	} {
-		got, err := ParseDesigns(tc.in)
-		if (err == nil) != tc.ok || strings.Join(designStrings(got), ",") != strings.Join(designStrings(tc.want), ",") {
-			t.Errorf("ParseDesigns(%q) = %v, %v", tc.in, got, err)
-		}
-	}
-}
-
-func designStrings(ds []Design) []string {
-	var out []string
-	for _, d := range ds {
-		out = append(out, string(d))
-	}
-	return out
-}
-
 func TestWriteJSONIsOneLinePerDesign(t *testing.T) {
-	rep := &Report{Design: Fixed, Endpoint: Regional, Expected: Expected(Fixed),
+	rep := &Report{Design: contract.Fixed, Endpoint: Regional, Expected: Expected(contract.Fixed),
 		Timeline: []Event{{Offset: 1500 * time.Millisecond, OffsetMS: 1500, Actor: "az-a", Action: "a", Result: "r",
 			DNS: []Answer{{Node: "n1", Rcode: "NOERROR", Generation: 12, Addresses: []string{"192.0.2.11"}}}}}}
 	rep.Recovered = true

@@ -8,18 +8,17 @@ package clustertest
 import (
 	"bytes"
 	"context"
-	"fmt"
-	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/cluster"
-	"github.com/dnsplan/dnsplan/internal/testnet"
+	"github.com/dnsplan/dnsplan/cluster/local"
+	"github.com/dnsplan/dnsplan/contract"
+	"github.com/dnsplan/dnsplan/internal/poll"
 )
 
 // LongWait bounds a broken run, not a slow machine's speed: conditions are
@@ -28,26 +27,22 @@ const LongWait = 45 * time.Second
 
 // Options shape a test cluster. Zero values take the defaults.
 type Options struct {
-	Nodes int  // default 3
-	DNS   bool // serve DNS on every node, on a free UDP+TCP port
+	Nodes  int             // default 3
+	Design contract.Design // default fixed
+	DNS    bool            // serve DNS on every node, on a free UDP+TCP port
 	// Tune adjusts each node's configuration before it starts.
 	Tune func(*cluster.Config)
 }
 
-// Cluster is a running test cluster. Node i (0-based) keeps its addresses
-// across Stop and Restart.
+// Cluster is a running test cluster on the in-process launcher
+// (cluster/local) with short Raft timeouts. Node i (0-based) keeps its
+// addresses across Stop and Restart.
 type Cluster struct {
-	t    testing.TB
-	dir  string
-	opts Options
-	Log  *slog.Logger
+	t   testing.TB
+	lc  *local.Cluster
+	Log *slog.Logger
 	// IDs, GRPCAddrs, DNSAddrs and RaftAddrs are indexed by node.
 	IDs, GRPCAddrs, DNSAddrs, RaftAddrs []string
-
-	// mu guards nodes: tests stop and restart nodes while helpers read.
-	mu    sync.Mutex
-	nodes []*cluster.Node
-	peers []cluster.Peer
 }
 
 // Start starts every node at once (as founding members started as
@@ -58,133 +53,74 @@ func Start(t testing.TB, opts Options) *Cluster {
 	if opts.Nodes == 0 {
 		opts.Nodes = 3
 	}
-	c := &Cluster{t: t, dir: t.TempDir(), opts: opts, Log: Logger(t), nodes: make([]*cluster.Node, opts.Nodes)}
-	for i := range opts.Nodes {
-		c.IDs = append(c.IDs, fmt.Sprintf("n%d", i+1))
-		c.RaftAddrs = append(c.RaftAddrs, testnet.FreeAddr(t))
-		c.GRPCAddrs = append(c.GRPCAddrs, testnet.FreeAddr(t))
-		dns := ""
-		if opts.DNS {
-			dns = testnet.FreeDNSAddr(t)
-		}
-		c.DNSAddrs = append(c.DNSAddrs, dns)
-		c.peers = append(c.peers, cluster.Peer{ID: c.IDs[i], RaftAddr: c.RaftAddrs[i]})
+	c := &Cluster{t: t, Log: Logger(t)}
+	lc, err := local.New(local.Options{
+		Dir:      t.TempDir(),
+		Founders: opts.Nodes,
+		MaxNodes: opts.Nodes,
+		Design:   opts.Design,
+		DNS:      opts.DNS,
+		Logger:   c.Log,
+		Configure: func(_ int, cfg *cluster.Config) {
+			local.Fast(cfg)
+			if opts.Tune != nil {
+				opts.Tune(cfg)
+			}
+		},
+	})
+	if err != nil {
+		t.Fatalf("clustertest: %v", err)
 	}
-	t.Cleanup(c.StopAll)
-	var wg sync.WaitGroup
-	for i := range opts.Nodes {
-		wg.Go(func() { c.Restart(i) })
+	c.lc = lc
+	t.Cleanup(lc.Close)
+	for i := range lc.Slots() {
+		a := lc.Addrs(i)
+		c.IDs = append(c.IDs, a.ID)
+		c.GRPCAddrs = append(c.GRPCAddrs, a.GRPC)
+		c.DNSAddrs = append(c.DNSAddrs, a.DNS)
+		c.RaftAddrs = append(c.RaftAddrs, a.Raft)
 	}
-	wg.Wait()
+	if err := lc.StartAll(); err != nil {
+		t.Fatalf("clustertest: %v", err)
+	}
 	c.WaitReady()
 	return c
 }
 
 // Node returns node i, or nil while it is stopped.
-func (c *Cluster) Node(i int) *cluster.Node {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.nodes[i]
-}
+func (c *Cluster) Node(i int) *cluster.Node { return c.lc.Node(i) }
 
-// Restart starts node i on its addresses and data dir (the first start
-// too). A port just released may take a moment to be free again.
+// Restart starts node i again on its addresses and data dir.
 func (c *Cluster) Restart(i int) *cluster.Node {
 	c.t.Helper()
-	cfg := cluster.Config{
-		ID:                 c.IDs[i],
-		DataDir:            filepath.Join(c.dir, c.IDs[i]),
-		RaftAddr:           c.RaftAddrs[i],
-		GRPCAddr:           c.GRPCAddrs[i],
-		DNSAddr:            c.DNSAddrs[i],
-		InitialCluster:     c.peers,
-		HeartbeatTimeout:   250 * time.Millisecond,
-		ElectionTimeout:    250 * time.Millisecond,
-		LeaderLeaseTimeout: 150 * time.Millisecond,
-		ApplyTimeout:       5 * time.Second,
-		Logger:             c.Log.With("node", c.IDs[i]),
-		RaftLogOutput:      io.Discard,
-	}
-	if c.opts.Tune != nil {
-		c.opts.Tune(&cfg)
-	}
-	var n *cluster.Node
-	var err error
-	for range 50 {
-		if n, err = cluster.Start(cfg); err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
-		c.t.Errorf("clustertest: start %s: %v", c.IDs[i], err)
+	if err := c.lc.StartNode(i); err != nil {
+		c.t.Errorf("clustertest: %v", err)
 		return nil
 	}
-	c.mu.Lock()
-	c.nodes[i] = n
-	c.mu.Unlock()
-	return n
+	return c.lc.Node(i)
 }
 
 // Stop closes node i (a clean stop; a killed process loses no more, since
 // every write is fsync'd before it is acknowledged).
-func (c *Cluster) Stop(i int) {
-	c.mu.Lock()
-	n := c.nodes[i]
-	c.nodes[i] = nil
-	c.mu.Unlock()
-	if n != nil {
-		if err := n.Close(); err != nil {
-			c.t.Logf("clustertest: close %s: %v", c.IDs[i], err)
-		}
-	}
-}
+func (c *Cluster) Stop(i int) { c.lc.StopNode(i) }
 
 // StopAll stops every node.
-func (c *Cluster) StopAll() {
-	for i := range c.IDs {
-		c.Stop(i)
-	}
-}
+func (c *Cluster) StopAll() { c.lc.StopAll() }
 
 // Leader returns the index of the node that leads, waiting for one.
 func (c *Cluster) Leader() int {
 	c.t.Helper()
-	leader := -1
-	WaitFor(c.t, LongWait, "a leader", func() bool {
-		for i := range c.IDs {
-			if n := c.Node(i); n != nil && n.IsLeader() {
-				leader = i
-				return true
-			}
-		}
-		return false
-	})
-	return leader
+	WaitFor(c.t, LongWait, "a leader", func() bool { return c.lc.Leader() >= 0 })
+	return c.lc.Leader()
 }
 
 // WaitReady waits until every running node knows a leader and every member
 // has registered its gRPC address.
 func (c *Cluster) WaitReady() {
 	c.t.Helper()
-	WaitFor(c.t, LongWait, "a leader and every member registered", func() bool {
-		for i := range c.IDs {
-			n := c.Node(i)
-			if n == nil {
-				continue
-			}
-			st, err := n.Status()
-			if err != nil || st.GetLeaderId() == "" || len(st.GetMembers()) != len(c.IDs) {
-				return false
-			}
-			for _, m := range st.GetMembers() {
-				if m.GetGrpcAddr() == "" {
-					return false
-				}
-			}
-		}
-		return true
-	})
+	if err := c.lc.WaitReady(context.Background(), LongWait); err != nil {
+		c.t.Fatalf("clustertest: %v", err)
+	}
 }
 
 // Client returns a client that knows every node; it closes at the test's
@@ -199,16 +135,11 @@ func (c *Cluster) Client(opts ...client.Option) *client.Client {
 	return cl
 }
 
-// WaitFor polls cond every 10ms until it holds, failing the test after
-// timeout.
+// WaitFor polls cond until it holds, failing the test after timeout.
 func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if err := poll.Until(context.Background(), timeout, what, cond); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -142,25 +142,14 @@ func (s *State) setConfig(index uint64, r *pb.SetConfigRequest) Result {
 
 func describeConfig(c *pb.ClusterConfig) string {
 	return fmt.Sprintf("design %s, max capacity drop %g, velocity window %s",
-		DesignName(c.GetDesign()), c.GetMaxCapacityDrop(), c.GetVelocityWindow().AsDuration())
-}
-
-// DesignName is the word flags and messages use for a design.
-func DesignName(d pb.Design) string {
-	switch d {
-	case pb.Design_DESIGN_FIXED:
-		return "fixed"
-	case pb.Design_DESIGN_LEGACY:
-		return "legacy"
-	}
-	return "unspecified"
+		contract.DesignOf(c.GetDesign()), c.GetMaxCapacityDrop(), c.GetVelocityWindow().AsDuration())
 }
 
 // requireLegacy refuses a legacy command on a cluster not founded legacy,
 // whatever node leads: the unsafe rules run only where they were chosen.
 func (s *State) requireLegacy() error {
 	if d := s.Policy().GetDesign(); d != pb.Design_DESIGN_LEGACY {
-		return fmt.Errorf("%w: the cluster was founded with the %s design, which refuses legacy commands", ErrDesign, DesignName(d))
+		return fmt.Errorf("%w: the cluster was founded with the %s design, which refuses legacy commands", ErrDesign, contract.DesignOf(d))
 	}
 	return nil
 }

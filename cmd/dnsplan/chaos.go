@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dnsplan/dnsplan/chaos"
+	"github.com/dnsplan/dnsplan/contract"
 )
 
 // Why chaos exits non-zero: a single run found a violation, or a series
@@ -47,9 +48,9 @@ func runChaos(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	designs, err := chaos.ParseDesigns(*design)
+	designs, err := contract.ParseDesigns(*design)
 	if err != nil {
-		return err
+		return fmt.Errorf("chaos: --design: %w", err)
 	}
 	mix, err := chaos.ParseFaults(*faults)
 	if err != nil {
@@ -119,9 +120,9 @@ func runChaos(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			problems = append(problems, fmt.Sprintf("%d %s runs could not be completed", e, d))
 		}
 		switch {
-		case d == chaos.Fixed && c > 0:
+		case d == contract.Fixed && c > 0:
 			problems = append(problems, fmt.Sprintf("the fixed design violated an invariant in %d of %d seeds", c, n))
-		case d == chaos.Legacy && c*10 < n*9:
+		case d == contract.Legacy && c*10 < n*9:
 			problems = append(problems, fmt.Sprintf("the legacy design was caught in only %d of %d seeds (want 90%%)", c, n))
 		}
 	}

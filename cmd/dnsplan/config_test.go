@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dnsplan/dnsplan/internal/testnet"
+	"github.com/dnsplan/dnsplan/internal/loopback"
 )
 
 // The node's velocity flags reach cluster.Config as given: 0 is a limit
@@ -61,8 +61,8 @@ func TestCtlConfigUsageErrors(t *testing.T) {
 // --legacy on its fixed data dir, the node exits non-zero saying why.
 func TestNodeProcessConfigAndDesignMismatch(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "n1")
-	grpcAddr := testnet.FreeAddr(t)
-	args := []string{"node", "--id", "n1", "--data-dir", dir, "--raft-addr", testnet.FreeAddr(t), "--grpc-addr", grpcAddr,
+	grpcAddr := loopback.FreeAddr(t)
+	args := []string{"node", "--id", "n1", "--data-dir", dir, "--raft-addr", loopback.FreeAddr(t), "--grpc-addr", grpcAddr,
 		"--dns-addr", "", "--http-addr", "", "--heartbeat-timeout", "300ms", "--election-timeout", "300ms", "--max-capacity-drop", "0"}
 	n1 := startProcess(t, "n1", nil, args...)
 

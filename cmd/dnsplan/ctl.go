@@ -25,6 +25,7 @@ import (
 
 	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/cluster/fsm"
+	"github.com/dnsplan/dnsplan/contract"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -1029,7 +1030,7 @@ func parseConfigSetting(key, value string) (*pb.SetConfigRequest, error) {
 }
 
 func renderConfig(w io.Writer, c *pb.ClusterConfig) {
-	tableRow(w, "design", fsm.DesignName(c.GetDesign()))
+	tableRow(w, "design", string(contract.DesignOf(c.GetDesign())))
 	tableRow(w, "max-capacity-drop", strconv.FormatFloat(c.GetMaxCapacityDrop(), 'g', -1, 64))
 	tableRow(w, "velocity-window", c.GetVelocityWindow().AsDuration())
 }

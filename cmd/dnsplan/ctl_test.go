@@ -22,7 +22,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/dnsplan/dnsplan/internal/testnet"
+	"github.com/dnsplan/dnsplan/internal/loopback"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -298,7 +298,7 @@ func startCtlFake(t *testing.T, st *pb.StatusResponse) string {
 
 func TestCtlAgainstFakeNode(t *testing.T) {
 	live := startCtlFake(t, &pb.StatusResponse{NodeId: "node1", State: "Leader", LeaderId: "node1", Term: 1})
-	dead := testnet.FreeAddr(t) // nothing listens there
+	dead := loopback.FreeAddr(t) // nothing listens there
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good.json")
 	empty := filepath.Join(dir, "empty.json")

@@ -6,16 +6,17 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"text/tabwriter"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dnsplan/dnsplan/backend"
 	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/cluster"
+	"github.com/dnsplan/dnsplan/cluster/local"
 	"github.com/dnsplan/dnsplan/enactor"
 	"github.com/dnsplan/dnsplan/planner"
 )
@@ -44,6 +45,10 @@ endpoints:
       - {id: lb-3, address: "2001:db8::13", capacity: 100, check: "http://127.0.0.1:8083/healthz"}
       - {id: lb-4, address: "2001:db8::14", capacity: 100, check: "http://127.0.0.1:8084/healthz"}
 `
+
+// devReadyTimeout bounds how long dev waits for its cluster to elect a
+// leader with Raft's default timeouts.
+const devReadyTimeout = 30 * time.Second
 
 // runDev runs the whole system in one process: three nodes, four sample
 // backends, a planner and three enactors, on the contract's local ports.
@@ -87,44 +92,28 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		stops = append(stops, stop)
 	}
 
-	var peers []cluster.Peer
-	var grpcAddrs []string
-	for i := 1; i <= 3; i++ {
-		peers = append(peers, cluster.Peer{ID: fmt.Sprintf("node%d", i), RaftAddr: fmt.Sprintf("127.0.0.1:%d", 7000+i)})
-		grpcAddrs = append(grpcAddrs, fmt.Sprintf("127.0.0.1:%d", 9000+i))
+	// The nodes on the contract's local ports, founded together.
+	nodes, err := local.Start(ctx, local.Options{
+		Dir: *dataDir,
+		Addrs: func(i int) local.Addrs {
+			return local.Addrs{
+				ID:   fmt.Sprintf("node%d", i+1),
+				Raft: fmt.Sprintf("127.0.0.1:%d", 7001+i),
+				GRPC: fmt.Sprintf("127.0.0.1:%d", 9001+i),
+				DNS:  fmt.Sprintf("127.0.0.1:%d", 5301+i),
+				HTTP: fmt.Sprintf("127.0.0.1:%d", 8001+i),
+			}
+		},
+		Logger: logger,
+		Configure: func(_ int, cfg *cluster.Config) {
+			cfg.RaftLogOutput, cfg.RaftLogLevel = stderr, "error"
+		},
+	}, devReadyTimeout)
+	if err != nil {
+		return fmt.Errorf("dev: %w", err)
 	}
-	// Founding nodes may start in any order; starting them together keeps
-	// the first election short.
-	nodes := make([]*cluster.Node, 3)
-	errs := make([]error, 3)
-	var wg sync.WaitGroup
-	for i := range 3 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			nodes[i], errs[i] = cluster.Start(cluster.Config{
-				ID:             peers[i].ID,
-				DataDir:        filepath.Join(*dataDir, peers[i].ID),
-				RaftAddr:       peers[i].RaftAddr,
-				GRPCAddr:       grpcAddrs[i],
-				DNSAddr:        fmt.Sprintf("127.0.0.1:%d", 5301+i),
-				HTTPAddr:       fmt.Sprintf("127.0.0.1:%d", 8001+i),
-				InitialCluster: peers,
-				Logger:         logger,
-				RaftLogOutput:  stderr,
-				RaftLogLevel:   "error",
-			})
-		}()
-	}
-	wg.Wait()
-	for i, n := range nodes {
-		if n != nil {
-			stops = append(stops, func() { n.Close() })
-		}
-		if errs[i] != nil {
-			return fmt.Errorf("dev: %s: %w", peers[i].ID, errs[i])
-		}
-	}
+	stops = append(stops, nodes.Close)
+	grpcAddrs := nodes.GRPCAddrs()
 
 	// Planner and enactors run until ctx ends; each is a goroutine that
 	// the deferred stops wait for.

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/dnsplan/dnsplan/cluster/clustertest"
-	"github.com/dnsplan/dnsplan/internal/testnet"
+	"github.com/dnsplan/dnsplan/internal/loopback"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -40,7 +40,7 @@ func TestRunEnactorFlagErrors(t *testing.T) {
 func TestEnactorProcess(t *testing.T) {
 	c := clustertest.Start(t, clustertest.Options{Nodes: 1})
 	cl := c.Client()
-	httpAddr := testnet.FreeAddr(t)
+	httpAddr := loopback.FreeAddr(t)
 	proc := startProcess(t, "enactor", []string{"DNSPLAN_CLUSTER=" + c.GRPCAddrs[0], "DNSPLAN_ID=az-a", "DNSPLAN_CONVERGE_TIMEOUT=5s"},
 		"enactor", "--lease-ttl", "1s", "--http-addr", httpAddr, "--keep-last", "2")
 

@@ -18,7 +18,7 @@ import (
 
 	"github.com/dnsplan/dnsplan/backend"
 	"github.com/dnsplan/dnsplan/cluster/clustertest"
-	"github.com/dnsplan/dnsplan/internal/testnet"
+	"github.com/dnsplan/dnsplan/internal/loopback"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -73,7 +73,7 @@ func TestRunPlannerFlagErrors(t *testing.T) {
 }
 
 func TestRunBackend(t *testing.T) {
-	addr := testnet.FreeAddr(t)
+	addr := loopback.FreeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -134,7 +134,7 @@ func TestPlannerProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	httpAddr := testnet.FreeAddr(t)
+	httpAddr := loopback.FreeAddr(t)
 	proc := startProcess(t, "planner", []string{"DNSPLAN_CLUSTER=" + c.GRPCAddrs[0], "DNSPLAN_ID=planner-a", "DNSPLAN_RISE=1"},
 		"planner", "--inventory", inv, "--interval", "1h", "--lease-ttl", "1s", "--http-addr", httpAddr)
 

@@ -19,7 +19,7 @@ import (
 
 	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/cluster/clustertest"
-	"github.com/dnsplan/dnsplan/internal/testnet"
+	"github.com/dnsplan/dnsplan/internal/loopback"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -164,7 +164,7 @@ func TestNodeAndCtlProcesses(t *testing.T) {
 	var nodes []*node
 	var initial, grpcAddrs []string
 	for i := 1; i <= 3; i++ {
-		n := &node{id: fmt.Sprintf("node%d", i), raft: testnet.FreeAddr(t), grpc: testnet.FreeAddr(t), dns: testnet.FreeDNSAddr(t)}
+		n := &node{id: fmt.Sprintf("node%d", i), raft: loopback.FreeAddr(t), grpc: loopback.FreeAddr(t), dns: loopback.FreeDNSAddr(t)}
 		nodes = append(nodes, n)
 		initial = append(initial, n.id+"="+n.raft)
 		grpcAddrs = append(grpcAddrs, n.grpc)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 
+	"github.com/dnsplan/dnsplan/contract"
 	"github.com/dnsplan/dnsplan/scenario"
 )
 
@@ -31,9 +32,9 @@ func runScenario(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
-	designs, err := scenario.ParseDesigns(*design)
+	designs, err := contract.ParseDesigns(*design, contract.Legacy, contract.Fixed)
 	if err != nil {
-		return err
+		return fmt.Errorf("scenario: --design: %w", err)
 	}
 	write := scenario.WriteText
 	switch *output {

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dnsplan/dnsplan/cluster"
 	"github.com/dnsplan/dnsplan/cluster/clustertest"
+	"github.com/dnsplan/dnsplan/contract"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -61,7 +61,7 @@ func TestScenarioUsageErrors(t *testing.T) {
 	}{
 		{[]string{"scenario"}, "aws-2025"},
 		{[]string{"scenario", "aws-2024"}, "unknown scenario"},
-		{[]string{"scenario", "aws-2025", "--design", "new"}, "legacy, fixed or both"},
+		{[]string{"scenario", "aws-2025", "--design", "new"}, "fixed, legacy or both"},
 		{[]string{"scenario", "aws-2025", "-o", "yaml"}, "text or json"},
 		{[]string{"scenario", "aws-2025", "--log-level", "loud"}, "--log-level"},
 	} {
@@ -81,7 +81,7 @@ func TestRunEnactorLegacy(t *testing.T) {
 		t.Errorf("negative --legacy-delay: %v", err)
 	}
 
-	c := clustertest.Start(t, clustertest.Options{Nodes: 1, Tune: func(c *cluster.Config) { c.Legacy = true }})
+	c := clustertest.Start(t, clustertest.Options{Nodes: 1, Design: contract.Legacy})
 	cl := c.Client()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

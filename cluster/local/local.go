@@ -1,0 +1,456 @@
+// Package local runs a dnsplan cluster inside one process: real nodes,
+// real Raft over loopback TCP, the real gRPC API and DNS. It is the one
+// in-process launcher: `dnsplan dev`, the AWS scenario, chaos runs and the
+// tests (through cluster/clustertest) all start their clusters with it.
+//
+// Each node lives in a slot with fixed addresses and a data directory for
+// the cluster's whole life, so a node can be stopped (killed) and started
+// again as a restarted process would be, or wiped and started again (a
+// replaced machine on the same address). A slot, once reserved, is never
+// reused.
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dnsplan/dnsplan/cluster"
+	"github.com/dnsplan/dnsplan/contract"
+	"github.com/dnsplan/dnsplan/internal/loopback"
+	"github.com/dnsplan/dnsplan/internal/poll"
+)
+
+// DefaultMaxNodes bounds the slots of a cluster whose Options leave
+// MaxNodes zero: room for a few nodes added on top of the founders.
+const DefaultMaxNodes = 8
+
+// Addrs are one node's identity and addresses. An empty DNS or HTTP
+// address runs the node without that server.
+type Addrs struct {
+	ID, Raft, GRPC, DNS, HTTP string
+}
+
+// Options shape a cluster. Zero values take the defaults.
+type Options struct {
+	// Dir holds each node's data directory, named by its id. Required.
+	Dir string
+	// Founders is the number of founding nodes (default 3).
+	Founders int
+	// MaxNodes bounds the slots, founders and added nodes together
+	// (default DefaultMaxNodes, at least Founders).
+	MaxNodes int
+	// Design is the design the cluster is founded with (default Fixed).
+	Design contract.Design
+	// Addrs, if set, names slot i's id and addresses (as dev does, on the
+	// contract's local ports). Otherwise slot i is n<i+1> on free loopback
+	// ports, each held open from the moment it is reserved until the
+	// node's first start, so nothing else can take it in between.
+	Addrs func(i int) Addrs
+	// DNS serves DNS on every node on a free loopback port (UDP and TCP),
+	// when Addrs is not set.
+	DNS bool
+	// Logger is the nodes' log (each node's lines carry node=<id>);
+	// default none.
+	Logger *slog.Logger
+	// Configure adjusts slot i's configuration before each start: Raft
+	// timeouts (see Fast), a dialer, a clock.
+	Configure func(i int, cfg *cluster.Config)
+}
+
+// Fast sets the short Raft timeouts tests and harnesses use, so that a
+// cluster is ready, and elects a new leader, in well under a second.
+func Fast(cfg *cluster.Config) {
+	cfg.HeartbeatTimeout = 250 * time.Millisecond
+	cfg.ElectionTimeout = 250 * time.Millisecond
+	cfg.LeaderLeaseTimeout = 150 * time.Millisecond
+	cfg.ApplyTimeout = 5 * time.Second
+}
+
+// Cluster is a cluster in this process.
+type Cluster struct {
+	opts Options
+	log  *slog.Logger
+
+	// size is how many slots exist; a slot's addresses are written before
+	// size grows past it and never change, so readers that load size
+	// first may read them without mu.
+	size  atomic.Int32
+	addrs []Addrs
+	peers []cluster.Peer // the founding members
+
+	// mu guards nodes (nil while a node is down), held, member and join:
+	// callers stop, start, add and remove nodes while others read them.
+	mu    sync.Mutex
+	nodes []*cluster.Node
+	// held are the sockets reserved for each slot's first start.
+	held []*sockets
+	// member says a slot is in the cluster's configuration (or being
+	// added to it): StartAll starts members, WaitReady expects them.
+	member []bool
+	// join, when set, is the gRPC address a node with no data asks to be
+	// added through (cluster.Config.Join) instead of the founding list.
+	join []string
+}
+
+// sockets are one node's listeners for its first start.
+type sockets struct {
+	raft, grpc, dnsTCP net.Listener
+	dnsUDP             net.PacketConn
+}
+
+func (s *sockets) close() {
+	for _, c := range []io.Closer{s.raft, s.grpc, s.dnsTCP, s.dnsUDP} {
+		if c != nil {
+			c.Close()
+		}
+	}
+}
+
+// New reserves the founding slots (their ports held open) without
+// starting any node; StartAll starts them. Close releases what New holds.
+func New(opts Options) (*Cluster, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("local: a data directory is required")
+	}
+	if opts.Founders == 0 {
+		opts.Founders = 3
+	}
+	if opts.MaxNodes == 0 {
+		opts.MaxNodes = DefaultMaxNodes
+	}
+	opts.MaxNodes = max(opts.MaxNodes, opts.Founders)
+	if opts.Design == "" {
+		opts.Design = contract.Fixed
+	}
+	if _, err := contract.ParseDesign(string(opts.Design)); err != nil {
+		return nil, fmt.Errorf("local: %w", err)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	n := opts.MaxNodes
+	c := &Cluster{opts: opts, log: log, addrs: make([]Addrs, n), nodes: make([]*cluster.Node, n),
+		held: make([]*sockets, n), member: make([]bool, n), join: make([]string, n)}
+	for i := range opts.Founders {
+		if _, err := c.Reserve(); err != nil {
+			c.Close()
+			return nil, err
+		}
+		c.peers = append(c.peers, cluster.Peer{ID: c.addrs[i].ID, RaftAddr: c.addrs[i].Raft})
+		c.SetMember(i, true)
+	}
+	return c, nil
+}
+
+// Start reserves and starts the founding nodes and waits, up to timeout,
+// until the cluster is ready (see WaitReady).
+func Start(ctx context.Context, opts Options, timeout time.Duration) (*Cluster, error) {
+	c, err := New(opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.StartAll(); err != nil {
+		c.Close()
+		return nil, err
+	}
+	if err := c.WaitReady(ctx, timeout); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// Reserve makes a new slot, its ports held open; it is not yet a member.
+func (c *Cluster) Reserve() (int, error) {
+	i := c.Slots()
+	if i >= c.opts.MaxNodes {
+		return -1, fmt.Errorf("local: no node slot left (%d)", c.opts.MaxNodes)
+	}
+	var (
+		a   Addrs
+		s   *sockets
+		err error
+	)
+	if c.opts.Addrs != nil {
+		a = c.opts.Addrs(i)
+	} else {
+		a, s, err = c.listen(i)
+		if err != nil {
+			return -1, fmt.Errorf("local: reserving ports for node %d: %w", i+1, err)
+		}
+	}
+	c.addrs[i] = a
+	c.mu.Lock()
+	c.held[i] = s
+	c.mu.Unlock()
+	c.size.Store(int32(i + 1))
+	return i, nil
+}
+
+// listen opens slot i's sockets on free loopback ports.
+func (c *Cluster) listen(i int) (Addrs, *sockets, error) {
+	s := &sockets{}
+	var err error
+	if s.raft, err = loopback.Listen(); err != nil {
+		return Addrs{}, nil, err
+	}
+	if s.grpc, err = loopback.Listen(); err != nil {
+		s.close()
+		return Addrs{}, nil, err
+	}
+	a := Addrs{ID: fmt.Sprintf("n%d", i+1), Raft: s.raft.Addr().String(), GRPC: s.grpc.Addr().String()}
+	if c.opts.DNS {
+		if s.dnsUDP, s.dnsTCP, err = loopback.ListenDNS(); err != nil {
+			s.close()
+			return Addrs{}, nil, err
+		}
+		a.DNS = s.dnsUDP.LocalAddr().String()
+	}
+	return a, s, nil
+}
+
+// Slots is how many slots exist.
+func (c *Cluster) Slots() int { return int(c.size.Load()) }
+
+// Addrs returns slot i's id and addresses.
+func (c *Cluster) Addrs(i int) Addrs { return c.addrs[i] }
+
+// ID returns slot i's node id.
+func (c *Cluster) ID(i int) string { return c.addrs[i].ID }
+
+// GRPCAddrs returns the gRPC address of every slot.
+func (c *Cluster) GRPCAddrs() []string {
+	var out []string
+	for i := range c.Slots() {
+		out = append(out, c.addrs[i].GRPC)
+	}
+	return out
+}
+
+// Design is the design the cluster was founded with.
+func (c *Cluster) Design() contract.Design { return c.opts.Design }
+
+// IsMember reports whether slot i is in the cluster (or being added).
+func (c *Cluster) IsMember(i int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.member[i]
+}
+
+// Members counts the member slots.
+func (c *Cluster) Members() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, m := range c.member {
+		if m {
+			n++
+		}
+	}
+	return n
+}
+
+// SetMember marks slot i as a member of the cluster or not.
+func (c *Cluster) SetMember(i int, m bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.member[i] = m
+}
+
+// SetJoin makes slot i's next start with no data join through addr (empty:
+// bootstrap from the founding list, as compose does).
+func (c *Cluster) SetJoin(i int, addr string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.join[i] = addr
+}
+
+// Node returns slot i's node, or nil while it is down.
+func (c *Cluster) Node(i int) *cluster.Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nodes[i]
+}
+
+// Leader returns the slot of a running node that believes it leads, or -1.
+func (c *Cluster) Leader() int {
+	for i := range c.Slots() {
+		if n := c.Node(i); n != nil && n.IsLeader() {
+			return i
+		}
+	}
+	return -1
+}
+
+// Config is slot i's configuration for its next start.
+func (c *Cluster) Config(i int) cluster.Config {
+	c.mu.Lock()
+	join := c.join[i]
+	c.mu.Unlock()
+	a := c.addrs[i]
+	peers := c.peers
+	if join != "" {
+		peers = nil
+	}
+	cfg := cluster.Config{
+		ID:             a.ID,
+		DataDir:        filepath.Join(c.opts.Dir, a.ID),
+		RaftAddr:       a.Raft,
+		GRPCAddr:       a.GRPC,
+		DNSAddr:        a.DNS,
+		HTTPAddr:       a.HTTP,
+		InitialCluster: peers,
+		Join:           join,
+		Legacy:         c.opts.Design == contract.Legacy,
+		Logger:         c.log.With("node", a.ID),
+		RaftLogOutput:  io.Discard,
+	}
+	if c.opts.Configure != nil {
+		c.opts.Configure(i, &cfg)
+	}
+	return cfg
+}
+
+// StartNode starts slot i's node on its addresses and data directory: the
+// first time on the sockets reserved for it; later, as a restarted process
+// would, listening again, which it retries for a few seconds since a port
+// just released may take a moment to be free again.
+func (c *Cluster) StartNode(i int) error {
+	c.mu.Lock()
+	held := c.held[i]
+	c.held[i] = nil
+	c.mu.Unlock()
+	var n *cluster.Node
+	var err error
+	if held != nil {
+		cfg := c.Config(i)
+		cfg.RaftListener, cfg.GRPCListener = held.raft, held.grpc
+		cfg.DNSPacketConn, cfg.DNSListener = held.dnsUDP, held.dnsTCP
+		if n, err = cluster.Start(cfg); err != nil {
+			held.close() // a failed start may not have taken them
+		}
+	} else {
+		for range 50 {
+			if n, err = cluster.Start(c.Config(i)); err == nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("starting %s: %w", c.addrs[i].ID, err)
+	}
+	c.mu.Lock()
+	c.nodes[i] = n
+	c.mu.Unlock()
+	return nil
+}
+
+// StopNode closes slot i's node, as if its process were killed: every
+// write it acknowledged was fsync'd first, so a clean close loses no more.
+func (c *Cluster) StopNode(i int) {
+	c.mu.Lock()
+	n := c.nodes[i]
+	c.nodes[i] = nil
+	c.mu.Unlock()
+	if n != nil {
+		if err := n.Close(); err != nil {
+			c.log.Warn("closing node", "node", c.addrs[i].ID, "err", err)
+		}
+	}
+}
+
+// Wipe deletes slot i's data, as a replaced machine has none; the node
+// must be down.
+func (c *Cluster) Wipe(i int) error {
+	return os.RemoveAll(filepath.Join(c.opts.Dir, c.addrs[i].ID))
+}
+
+// StartAll starts every member that is down, in parallel (founding nodes
+// started together elect a leader fastest).
+func (c *Cluster) StartAll() error {
+	n := c.Slots()
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		if c.IsMember(i) && c.Node(i) == nil {
+			wg.Go(func() { errs[i] = c.StartNode(i) })
+		}
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// StopAll stops every node, in parallel: a follower outliving the leader
+// would only wait out its timeouts.
+func (c *Cluster) StopAll() {
+	var wg sync.WaitGroup
+	for i := range c.Slots() {
+		wg.Go(func() { c.StopNode(i) })
+	}
+	wg.Wait()
+}
+
+// Close stops every node and releases the sockets of slots never started.
+func (c *Cluster) Close() {
+	c.StopAll()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, s := range c.held {
+		if s != nil {
+			s.close()
+			c.held[i] = nil
+		}
+	}
+}
+
+// WaitReady waits, up to timeout, until every running node knows a leader
+// and every member has registered its gRPC address (enactors read back
+// from every node, so they need them). A node that does not answer its
+// own Status (a hung node) keeps it waiting until the timeout.
+func (c *Cluster) WaitReady(ctx context.Context, timeout time.Duration) error {
+	return poll.Until(ctx, timeout, "a leader and every member registered", func() bool {
+		ready := make(chan bool, 1)
+		// ready reads the nodes' state, which a hung node never gives: do
+		// not wait on it past a poll.
+		go func() { ready <- c.ready() }()
+		select {
+		case ok := <-ready:
+			return ok
+		case <-time.After(time.Second):
+			return false
+		}
+	})
+}
+
+func (c *Cluster) ready() bool {
+	running := 0
+	members := c.Members()
+	for i := range c.Slots() {
+		n := c.Node(i)
+		if n == nil {
+			continue
+		}
+		running++
+		st, err := n.Status()
+		if err != nil || st.GetLeaderId() == "" || len(st.GetMembers()) != members {
+			return false
+		}
+		for _, m := range st.GetMembers() {
+			if m.GetGrpcAddr() == "" {
+				return false
+			}
+		}
+	}
+	return running > 0
+}
