@@ -3,6 +3,7 @@ package chaos
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/cluster/fsm"
+	"github.com/dnsplan/dnsplan/contract"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -24,22 +26,34 @@ type AuditEvent struct {
 	// fetch that first returned the event: a bound after the event that
 	// clock skew cannot move, the anchor for reporting it on the run's
 	// timeline.
-	Seen       int64  `json:"seen"`
-	Kind       string `json:"kind"`
-	Actor      string `json:"actor,omitempty"`
-	Generation uint64 `json:"generation,omitempty"`
-	Endpoint   string `json:"endpoint,omitempty"`
-	LeaseName  string `json:"lease,omitempty"`
-	Token      uint64 `json:"token,omitempty"`
-	Outcome    string `json:"outcome"`
-	Reason     string `json:"reason,omitempty"`
+	Seen       int64             `json:"seen"`
+	Kind       pb.HistoryKind    `json:"-"`
+	Actor      string            `json:"actor,omitempty"`
+	Generation uint64            `json:"generation,omitempty"`
+	Endpoint   string            `json:"endpoint,omitempty"`
+	LeaseName  string            `json:"lease,omitempty"`
+	Token      uint64            `json:"token,omitempty"`
+	Outcome    pb.HistoryOutcome `json:"-"`
+	// ReasonCode is the contract reason of a rejection or refusal.
+	ReasonCode contract.Reason `json:"reason_code,omitempty"`
+	Reason     string          `json:"reason,omitempty"`
 	// Gap marks the first event after a stretch the fetches may have
 	// missed (the cluster keeps only the newest events).
 	Gap bool `json:"gap,omitempty"`
 }
 
+// MarshalJSON writes the kind and outcome as their words.
+func (e AuditEvent) MarshalJSON() ([]byte, error) {
+	type plain AuditEvent
+	return json.Marshal(struct {
+		plain
+		Kind    string `json:"kind"`
+		Outcome string `json:"outcome"`
+	}{plain(e), contract.KindName(e.Kind), contract.OutcomeName(e.Outcome)})
+}
+
 func (e AuditEvent) String() string {
-	s := fmt.Sprintf("index %d: %s by %q", e.Index, e.Kind, e.Actor)
+	s := fmt.Sprintf("index %d: %s by %q", e.Index, contract.KindName(e.Kind), e.Actor)
 	if e.Generation != 0 {
 		s += fmt.Sprintf(" generation %d", e.Generation)
 	}
@@ -49,12 +63,28 @@ func (e AuditEvent) String() string {
 	if e.LeaseName != "" {
 		s += fmt.Sprintf(" lease %s token %d", e.LeaseName, e.Token)
 	}
-	s += ": " + e.Outcome
+	s += ": " + contract.OutcomeName(e.Outcome)
 	if e.Reason != "" {
 		s += " (" + e.Reason + ")"
 	}
 	return s
 }
+
+// The kinds and outcomes the checks read.
+const (
+	kindSubmit        = pb.HistoryKind_HISTORY_KIND_SUBMIT
+	kindAcquire       = pb.HistoryKind_HISTORY_KIND_ACQUIRE
+	kindRelease       = pb.HistoryKind_HISTORY_KIND_RELEASE
+	kindApply         = pb.HistoryKind_HISTORY_KIND_APPLY
+	kindCleanup       = pb.HistoryKind_HISTORY_KIND_CLEANUP
+	kindLegacyApply   = pb.HistoryKind_HISTORY_KIND_LEGACY_APPLY
+	kindLegacyCleanup = pb.HistoryKind_HISTORY_KIND_LEGACY_CLEANUP
+
+	outcomeAccepted = pb.HistoryOutcome_HISTORY_OUTCOME_ACCEPTED
+	outcomeApplied  = pb.HistoryOutcome_HISTORY_OUTCOME_APPLIED
+	outcomeStale    = pb.HistoryOutcome_HISTORY_OUTCOME_STALE
+	outcomeDeleted  = pb.HistoryOutcome_HISTORY_OUTCOME_DELETED
+)
 
 // auditLog merges the bounded audit history fetched again and again into
 // one history, by index. One command may record several events under its
@@ -91,15 +121,15 @@ func (a *auditLog) merge(events []*pb.HistoryEvent, rec *recorder) {
 	// events in between.
 	gap := len(events) >= fsm.HistoryLimit && len(a.events) > 0 && events[0].GetIndex() > a.newest
 	for _, e := range events {
-		key := fmt.Sprintf("%d|%s|%s|%s", e.GetIndex(), e.GetKind(), e.GetEndpoint(), e.GetOutcome())
+		key := fmt.Sprintf("%d|%d|%s|%d", e.GetIndex(), e.GetKindCode(), e.GetEndpoint(), e.GetOutcomeCode())
 		if a.seen[key] {
 			continue
 		}
 		a.seen[key] = true
 		ev := AuditEvent{
-			Index: e.GetIndex(), Kind: e.GetKind(), Actor: e.GetActor(), Generation: e.GetGeneration(),
+			Index: e.GetIndex(), Kind: e.GetKindCode(), Actor: e.GetActor(), Generation: e.GetGeneration(),
 			Endpoint: e.GetEndpoint(), LeaseName: e.GetLeaseName(), Token: e.GetToken(),
-			Outcome: e.GetOutcome(), Reason: e.GetReason(), Gap: gap,
+			Outcome: e.GetOutcomeCode(), ReasonCode: contract.Reason(e.GetReasonCode()), Reason: e.GetReason(), Gap: gap,
 		}
 		if rec != nil {
 			ev.At = int64(e.GetTime().AsTime().Sub(rec.start))
@@ -148,16 +178,16 @@ func checkFencing(events []AuditEvent) (violations []Violation, judged int) {
 			}
 		}
 		switch e.Kind {
-		case "acquire":
-			if e.Outcome == "accepted" {
+		case kindAcquire:
+			if e.Outcome == outcomeAccepted {
 				leases[e.LeaseName] = &lease{token: e.Token, holder: e.Actor, known: true}
 			}
-		case "release":
-			if l := leases[e.LeaseName]; e.Outcome == "accepted" && l != nil && l.token == e.Token {
+		case kindRelease:
+			if l := leases[e.LeaseName]; e.Outcome == outcomeAccepted && l != nil && l.token == e.Token {
 				leases[e.LeaseName] = &lease{known: l.known}
 			}
-		case "apply":
-			if e.Outcome != "applied" && e.Outcome != "stale" {
+		case kindApply:
+			if e.Outcome != outcomeApplied && e.Outcome != outcomeStale {
 				continue
 			}
 			l := leases[e.LeaseName]
@@ -211,9 +241,9 @@ func checkPlansKept(acked map[uint64]int64, stored map[uint64]bool, events []Aud
 	var cleanups []uint64            // indexes of clean-ups that deleted something
 	for _, e := range events {
 		switch {
-		case e.Kind == "submit" && e.Outcome == "accepted":
+		case e.Kind == kindSubmit && e.Outcome == outcomeAccepted:
 			submitted[e.Generation] = e.Index
-		case (e.Kind == "cleanup" || e.Kind == "legacy_cleanup") && e.Outcome == "deleted":
+		case (e.Kind == kindCleanup || e.Kind == kindLegacyCleanup) && e.Outcome == outcomeDeleted:
 			cleanups = append(cleanups, e.Index)
 		}
 	}

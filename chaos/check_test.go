@@ -121,7 +121,7 @@ func TestReduceUnknown(t *testing.T) {
 		u("az-b", 4, 6, 9), // took effect, as the audit shows
 		{Endpoint: ep, Kind: "read", Actor: "r", Out: 6, Known: true, Call: ms(10), Return: ms(11)},
 	}
-	audit := []AuditEvent{{Index: 20, Kind: "apply", Actor: "az-b", Generation: 6, Endpoint: ep, Token: 9, Outcome: "applied"}}
+	audit := []AuditEvent{{Index: 20, Kind: kindApply, Actor: "az-b", Generation: 6, Endpoint: ep, Token: 9, Outcome: outcomeApplied}}
 
 	got, dropped := reduceUnknown(ops, audit, false)
 	if dropped != 2 || len(got) != 3 {
@@ -267,10 +267,10 @@ func TestNetworkPartition(t *testing.T) {
 
 func TestCheckFencing(t *testing.T) {
 	acquire := func(index uint64, holder string) AuditEvent {
-		return AuditEvent{Index: index, Kind: "acquire", Actor: holder, LeaseName: "enactor/0", Token: index, Outcome: "accepted"}
+		return AuditEvent{Index: index, Kind: kindAcquire, Actor: holder, LeaseName: "enactor/0", Token: index, Outcome: outcomeAccepted}
 	}
 	apply := func(index uint64, actor string, token uint64, outcome string) AuditEvent {
-		return AuditEvent{Index: index, Kind: "apply", Actor: actor, LeaseName: "enactor/0", Token: token, Generation: 3, Endpoint: ep, Outcome: outcome}
+		return AuditEvent{Index: index, Kind: kindApply, Actor: actor, LeaseName: "enactor/0", Token: token, Generation: 3, Endpoint: ep, Outcome: contract.ParseOutcome(outcome)}
 	}
 	tests := []struct {
 		name   string
@@ -283,7 +283,7 @@ func TestCheckFencing(t *testing.T) {
 		{name: "superseded token accepted", events: []AuditEvent{acquire(5, "az-a"), acquire(9, "az-b"), apply(10, "az-a", 5, "applied")}, want: 1, judged: 1},
 		{name: "current token, wrong holder", events: []AuditEvent{acquire(5, "az-a"), apply(6, "az-b", 5, "applied")}, want: 1, judged: 1},
 		{name: "after release", events: []AuditEvent{
-			acquire(5, "az-a"), {Index: 6, Kind: "release", Actor: "az-a", LeaseName: "enactor/0", Token: 5, Outcome: "accepted"}, apply(7, "az-a", 5, "applied"),
+			acquire(5, "az-a"), {Index: 6, Kind: kindRelease, Actor: "az-a", LeaseName: "enactor/0", Token: 5, Outcome: outcomeAccepted}, apply(7, "az-a", 5, "applied"),
 		}, want: 1, judged: 1},
 		{name: "never granted", events: []AuditEvent{apply(7, "az-a", 5, "applied")}, want: 1},
 		{name: "not judged across a gap", events: []AuditEvent{acquire(5, "az-a"), func() AuditEvent { e := apply(2000, "az-b", 1500, "applied"); e.Gap = true; return e }()}},
@@ -305,10 +305,10 @@ func TestCheckFencing(t *testing.T) {
 
 func TestCheckPlansKept(t *testing.T) {
 	events := []AuditEvent{
-		{Index: 10, Kind: "submit", Generation: 1, Outcome: "accepted"},
-		{Index: 11, Kind: "submit", Generation: 2, Outcome: "accepted"},
-		{Index: 12, Kind: "cleanup", Outcome: "deleted"},
-		{Index: 13, Kind: "submit", Generation: 3, Outcome: "accepted"},
+		{Index: 10, Kind: kindSubmit, Generation: 1, Outcome: outcomeAccepted},
+		{Index: 11, Kind: kindSubmit, Generation: 2, Outcome: outcomeAccepted},
+		{Index: 12, Kind: kindCleanup, Outcome: outcomeDeleted},
+		{Index: 13, Kind: kindSubmit, Generation: 3, Outcome: outcomeAccepted},
 	}
 	acked := map[uint64]int64{1: 1, 2: 2, 3: 3}
 	if v := checkPlansKept(acked, map[uint64]bool{3: true}, events); len(v) != 0 {

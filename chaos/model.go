@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
+
+	"github.com/dnsplan/dnsplan/contract"
 )
 
 // output is what an operation returned, as porcupine sees it.
@@ -164,8 +166,9 @@ func reduceUnknown(ops []Op, audit []AuditEvent, auditComplete bool) (out []Op, 
 	}
 	effects := map[string]int{}
 	for _, e := range audit {
-		if (e.Kind == "apply" || e.Kind == "legacy_apply") && e.Outcome == "applied" {
-			effects[key(e.Kind, e.Actor, e.Generation, e.Endpoint, e.Token)]++
+		if (e.Kind == kindApply || e.Kind == kindLegacyApply) && e.Outcome == outcomeApplied {
+			// The op of an apply is named like the audit event's kind.
+			effects[key(contract.KindName(e.Kind), e.Actor, e.Generation, e.Endpoint, e.Token)]++
 		}
 	}
 	acked := map[string]int{}

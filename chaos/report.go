@@ -277,7 +277,7 @@ func (r *Report) around(v Violation) []string {
 	}
 	for _, e := range r.audit {
 		if e.At >= from && e.At <= to && (v.Endpoint == "" || e.Endpoint == "" || e.Endpoint == v.Endpoint) &&
-			e.Kind != "submit" && e.Kind != "acquire" {
+			e.Kind != kindSubmit && e.Kind != kindAcquire {
 			lines = append(lines, line{e.At, fmt.Sprintf("audit %s %s", fmtNanos(e.At), e)})
 		}
 	}

@@ -145,7 +145,7 @@ func (c *servedCheck) sequences(audit []AuditEvent) map[string][]served {
 				out[ep] = append(seq, served{unknown: true, at: e.At, seen: e.Seen})
 			}
 		}
-		if (e.Kind != "apply" && e.Kind != "legacy_apply") || e.Outcome != "applied" || !slices.Contains(endpoints, e.Endpoint) {
+		if (e.Kind != kindApply && e.Kind != kindLegacyApply) || e.Outcome != outcomeApplied || !slices.Contains(endpoints, e.Endpoint) {
 			continue
 		}
 		s, ok := c.record(e.Endpoint, e.Generation)

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dnsplan/dnsplan/contract"
 	"github.com/dnsplan/dnsplan/probe"
 )
 
@@ -72,7 +73,7 @@ func TestSequencesFromAudit(t *testing.T) {
 	c.learn(ep, rec(2, 0, false, "192.0.2.1", 100, "192.0.2.2", 100))
 	c.learn(ep, rec(3, 0, false, "192.0.2.2", 100, "192.0.2.3", 100))
 	apply := func(i, gen uint64, outcome string) AuditEvent {
-		return AuditEvent{Index: i, At: int64(i) * int64(time.Second), Kind: "apply", Endpoint: ep, Generation: gen, Outcome: outcome}
+		return AuditEvent{Index: i, At: int64(i) * int64(time.Second), Kind: kindApply, Endpoint: ep, Generation: gen, Outcome: contract.ParseOutcome(outcome)}
 	}
 	events := []AuditEvent{apply(1, 1, "applied"), apply(2, 2, "applied"), apply(3, 2, "stale"), apply(4, 3, "applied")}
 	if v, unknown := c.judge(events); len(v) != 0 || unknown != 0 {

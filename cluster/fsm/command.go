@@ -41,19 +41,19 @@ const (
 // Validate and String are driven by it. Adding a command is one entry
 // here, its payload message, its validation and its rule.
 var commands = []command{
-	def(CommandSubmitPlan, "submit_plan", "submit", validateSubmit, (*State).submitPlan),
-	def(CommandAcquireLease, "acquire_lease", "acquire", validateAcquire, (*State).acquireLease),
-	def(CommandRenewLease, "renew_lease", "renew", validateRenew, (*State).renewLease),
-	def(CommandReleaseLease, "release_lease", "release", validateRelease, (*State).releaseLease),
-	def(CommandApplyPlan, "apply_plan", "apply", contract.ValidateApplyRequest, (*State).applyPlan),
-	def(CommandCleanupPlans, "cleanup_plans", "cleanup", validateCleanup, (*State).cleanupPlans),
-	def(CommandSetFreeze, "set_freeze", "freeze", contract.ValidateFreezeRequest, (*State).setFreeze),
-	def(CommandSetMember, "set_member", "member", validateSetMember, (*State).setMember),
-	def(CommandRemoveMember, "remove_member", "member", validateRemoveMember, (*State).removeMember),
-	def(CommandLegacyApply, "legacy_apply", "legacy_apply", validateLegacyApply, (*State).legacyApply),
-	def(CommandLegacyCleanup, "legacy_cleanup", "legacy_cleanup", validateLegacyCleanup, (*State).legacyCleanup),
-	def(CommandFoundCluster, "found_cluster", "config", ValidateConfig, (*State).foundCluster),
-	def(CommandSetConfig, "set_config", "config", ValidateSetConfig, (*State).setConfig),
+	def(CommandSubmitPlan, "submit_plan", kindSubmit, validateSubmit, (*State).submitPlan),
+	def(CommandAcquireLease, "acquire_lease", kindAcquire, validateAcquire, (*State).acquireLease),
+	def(CommandRenewLease, "renew_lease", kindRenew, validateRenew, (*State).renewLease),
+	def(CommandReleaseLease, "release_lease", kindRelease, validateRelease, (*State).releaseLease),
+	def(CommandApplyPlan, "apply_plan", kindApply, contract.ValidateApplyRequest, (*State).applyPlan),
+	def(CommandCleanupPlans, "cleanup_plans", kindCleanup, validateCleanup, (*State).cleanupPlans),
+	def(CommandSetFreeze, "set_freeze", kindFreeze, contract.ValidateFreezeRequest, (*State).setFreeze),
+	def(CommandSetMember, "set_member", kindMember, validateSetMember, (*State).setMember),
+	def(CommandRemoveMember, "remove_member", kindMember, validateRemoveMember, (*State).removeMember),
+	def(CommandLegacyApply, "legacy_apply", kindLegacyApply, validateLegacyApply, (*State).legacyApply),
+	def(CommandLegacyCleanup, "legacy_cleanup", kindLegacyCleanup, validateLegacyCleanup, (*State).legacyCleanup),
+	def(CommandFoundCluster, "found_cluster", kindConfig, ValidateConfig, (*State).foundCluster),
+	def(CommandSetConfig, "set_config", kindConfig, ValidateSetConfig, (*State).setConfig),
 }
 
 // command is one entry of the table. The payload's message type is
@@ -64,13 +64,13 @@ type command struct {
 	name string
 	// kind names the command in the audit history; invalid input is
 	// recorded under it without any of its (unbounded, untrusted) fields.
-	kind     string
+	kind     pb.HistoryKind
 	message  protoreflect.MessageType
 	validate func(proto.Message) error
 	rule     func(*State, uint64, proto.Message) Result
 }
 
-func def[P proto.Message](tag CommandType, name, kind string, validate func(P) error, rule func(*State, uint64, P) Result) command {
+func def[P proto.Message](tag CommandType, name string, kind pb.HistoryKind, validate func(P) error, rule func(*State, uint64, P) Result) command {
 	var zero P
 	return command{
 		tag:      tag,

@@ -23,7 +23,7 @@ import (
 // check, no lease. It stores only the generation; the records are looked
 // up in the plan whenever they are read, so they vanish with the plan.
 func (s *State) legacyApply(index uint64, r *pb.LegacyApplyRequest) Result {
-	ev := s.event(index, "legacy_apply", r.GetEnactorId())
+	ev := s.event(index, kindLegacyApply, r.GetEnactorId())
 	ev.Generation, ev.Endpoint = r.GetGeneration(), contract.CanonicalName(r.GetEndpoint())
 	if err := s.requireLegacy(); err != nil {
 		return s.reject(ev, err)
@@ -44,7 +44,7 @@ func (s *State) legacyApply(index uint64, r *pb.LegacyApplyRequest) Result {
 		Revision:      index,
 		LegacyPointer: true,
 	}
-	ev.Outcome = "applied"
+	setOutcome(ev, outcomeApplied)
 	if prev != nil && prev.Generation > plan.Generation {
 		ev.Reason = fmt.Sprintf("overwrote newer generation %d", prev.Generation)
 	}
@@ -55,7 +55,7 @@ func (s *State) legacyApply(index uint64, r *pb.LegacyApplyRequest) Result {
 // legacyCleanup deletes every plan more than keep generations older than
 // the newest, whether or not an endpoint points at it.
 func (s *State) legacyCleanup(index uint64, r *pb.LegacyCleanupRequest) Result {
-	ev := s.event(index, "legacy_cleanup", "")
+	ev := s.event(index, kindLegacyCleanup, "")
 	if err := s.requireLegacy(); err != nil {
 		return s.reject(ev, err)
 	}
@@ -72,7 +72,7 @@ func (s *State) legacyCleanup(index uint64, r *pb.LegacyCleanupRequest) Result {
 		}
 	}
 	if len(deleted) > 0 {
-		ev.Outcome = "deleted"
+		setOutcome(ev, outcomeDeleted)
 		ev.Reason = fmt.Sprintf("deleted generations %v, more than %d older than %d", deleted, r.GetKeepGenerations(), newest)
 		s.record(ev)
 	}

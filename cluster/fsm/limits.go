@@ -81,8 +81,8 @@ func (s *State) boundPlans(index, keep uint64) {
 		deleted = append(deleted, g)
 	}
 	if len(deleted) > 0 {
-		ev := s.event(index, "cleanup", "state machine")
-		ev.Outcome = "deleted"
+		ev := s.event(index, kindCleanup, "state machine")
+		setOutcome(ev, outcomeDeleted)
 		ev.Reason = fmt.Sprintf("over %d stored plans: deleted generations %v, none applied", contract.MaxPlans, deleted)
 		s.record(ev)
 	}

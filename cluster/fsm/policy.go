@@ -112,9 +112,9 @@ func (s *State) foundCluster(index uint64, c *pb.ClusterConfig) Result {
 	if s.config != nil {
 		return Result{Config: s.config}
 	}
-	ev := s.event(index, "config", "founding")
+	ev := s.event(index, kindConfig, "founding")
 	s.config = proto.Clone(c).(*pb.ClusterConfig)
-	ev.Outcome = "founded"
+	setOutcome(ev, outcomeFounded)
 	ev.Reason = describeConfig(s.config)
 	s.record(ev)
 	return Result{Config: s.config}
@@ -122,7 +122,7 @@ func (s *State) foundCluster(index uint64, c *pb.ClusterConfig) Result {
 
 // setConfig changes the velocity settings of a founded cluster.
 func (s *State) setConfig(index uint64, r *pb.SetConfigRequest) Result {
-	ev := s.event(index, "config", "operator")
+	ev := s.event(index, kindConfig, "operator")
 	if s.config == nil {
 		return s.reject(ev, fmt.Errorf("%w: retry once a leader is ready", ErrNotFounded))
 	}
@@ -134,7 +134,7 @@ func (s *State) setConfig(index uint64, r *pb.SetConfigRequest) Result {
 		c.VelocityWindow = r.GetVelocityWindow()
 	}
 	s.config = c
-	ev.Outcome = "changed"
+	setOutcome(ev, outcomeChanged)
 	ev.Reason = describeConfig(c)
 	s.record(ev)
 	return Result{Config: c}

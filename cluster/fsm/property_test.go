@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -917,6 +918,32 @@ func checkInvariants(t *rapid.T, s *State, m *model, pre before, c Command, res 
 
 	if n := len(s.History(0)); n > HistoryLimit {
 		t.Fatalf("MODEL: history holds %d events, limit %d", n, HistoryLimit)
+	}
+	checkTyped(t, s, c)
+}
+
+// checkTyped: the events the step recorded are typed. Each has a kind
+// and an outcome code whose names are its words, its kind is the
+// command's (or the state machine's own clean-up of plans), and exactly
+// the rejected and refused ones carry a contract reason.
+func checkTyped(t *rapid.T, s *State, c Command) {
+	ev := s.History(0)
+	for i := len(ev) - 1; i >= 0 && ev[i].GetIndex() == s.LastIndex(); i-- {
+		e := ev[i]
+		if e.GetKindCode() == 0 || e.GetOutcomeCode() == 0 {
+			t.Fatalf("HISTORY: untyped event %v", e)
+		}
+		if e.GetKind() != contract.KindName(e.GetKindCode()) || e.GetOutcome() != contract.OutcomeName(e.GetOutcomeCode()) {
+			t.Fatalf("HISTORY: words %q/%q disagree with codes %v/%v", e.GetKind(), e.GetOutcome(), e.GetKindCode(), e.GetOutcomeCode())
+		}
+		if want := lookup(c.Payload).kind; e.GetKindCode() != want && e.GetKindCode() != kindCleanup {
+			t.Fatalf("HISTORY: %s recorded an event of kind %v, want %v", c.Type(), e.GetKindCode(), want)
+		}
+		refusal := e.GetOutcomeCode() == outcomeRejected || e.GetOutcomeCode() == outcomeRefused
+		r := contract.Reason(e.GetReasonCode())
+		if refusal != (r != "") || (r != "" && r.Code() == codes.Internal) {
+			t.Fatalf("HISTORY: %v event with reason code %q", e.GetOutcomeCode(), r)
+		}
 	}
 }
 

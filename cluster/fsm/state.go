@@ -107,7 +107,7 @@ func (s *State) Apply(index uint64, c Command) (res Result) {
 
 func (s *State) submitPlan(index uint64, c *statev1.SubmitPlan) Result {
 	plan := c.GetPlan()
-	ev := s.event(index, "submit", plan.GetPlannerId())
+	ev := s.event(index, kindSubmit, plan.GetPlannerId())
 	if c.GetLeaseName() != "" {
 		// A fenced planner: only the current holder of its lease stores.
 		ev.LeaseName, ev.Token = c.GetLeaseName(), c.GetLeaseToken()
@@ -139,7 +139,7 @@ func (s *State) submitPlan(index uint64, c *statev1.SubmitPlan) Result {
 	s.plans[gen] = plan
 	s.boundPlans(index, gen)
 	ev.Generation = gen
-	ev.Outcome = "accepted"
+	setOutcome(ev, outcomeAccepted)
 	if c.GetForce() {
 		ev.Reason = "forced"
 	}
@@ -149,7 +149,7 @@ func (s *State) submitPlan(index uint64, c *statev1.SubmitPlan) Result {
 
 func (s *State) acquireLease(index uint64, r *pb.AcquireLeaseRequest) Result {
 	ttl := r.GetTtl().AsDuration()
-	ev := s.event(index, "acquire", r.GetHolder())
+	ev := s.event(index, kindAcquire, r.GetHolder())
 	ev.LeaseName = r.GetName()
 	if cur := s.leases[r.GetName()]; cur != nil && s.live(cur) && cur.Lease.Holder != r.GetHolder() {
 		// Standbys ask every few seconds; recording each refusal would push
@@ -171,7 +171,7 @@ func (s *State) acquireLease(index uint64, r *pb.AcquireLeaseRequest) Result {
 	}
 	s.leases[r.GetName()] = l
 	ev.Token = index
-	ev.Outcome = "accepted"
+	setOutcome(ev, outcomeAccepted)
 	s.record(ev)
 	return Result{Lease: l.Lease}
 }
@@ -202,7 +202,7 @@ func (s *State) renewLease(index uint64, r *pb.RenewLeaseRequest) Result {
 	cur, err := s.checkLease(r.GetName(), r.GetHolder(), r.GetToken())
 	if err != nil {
 		// Successful renewals are routine and not recorded; refusals are.
-		ev := s.event(index, "renew", r.GetHolder())
+		ev := s.event(index, kindRenew, r.GetHolder())
 		ev.LeaseName, ev.Token = r.GetName(), r.GetToken()
 		return s.reject(ev, err)
 	}
@@ -222,12 +222,12 @@ func (s *State) renewLease(index uint64, r *pb.RenewLeaseRequest) Result {
 }
 
 func (s *State) releaseLease(index uint64, r *pb.ReleaseLeaseRequest) Result {
-	ev := s.event(index, "release", r.GetHolder())
+	ev := s.event(index, kindRelease, r.GetHolder())
 	ev.LeaseName, ev.Token = r.GetName(), r.GetToken()
 	cur := s.leases[r.GetName()]
 	if cur == nil {
 		// Already released: releasing is idempotent.
-		ev.Outcome = "accepted"
+		setOutcome(ev, outcomeAccepted)
 		s.record(ev)
 		return Result{}
 	}
@@ -235,13 +235,13 @@ func (s *State) releaseLease(index uint64, r *pb.ReleaseLeaseRequest) Result {
 		return s.reject(ev, fmt.Errorf("%w: lease %q is held by %q with token %d", ErrFenced, r.GetName(), cur.Lease.Holder, cur.Lease.Token))
 	}
 	delete(s.leases, r.GetName())
-	ev.Outcome = "accepted"
+	setOutcome(ev, outcomeAccepted)
 	s.record(ev)
 	return Result{}
 }
 
 func (s *State) applyPlan(index uint64, r *pb.ApplyPlanRequest) Result {
-	ev := s.event(index, "apply", r.GetEnactorId())
+	ev := s.event(index, kindApply, r.GetEnactorId())
 	ev.Generation, ev.LeaseName, ev.Token = r.GetGeneration(), r.GetLeaseName(), r.GetLeaseToken()
 	if s.frozen {
 		return s.reject(ev, fmt.Errorf("%w: applies are frozen: %s", ErrFrozen, s.freezeReason))
@@ -288,7 +288,7 @@ func (s *State) applyPlan(index uint64, r *pb.ApplyPlanRequest) Result {
 		case cur != nil && cur.Generation >= plan.Generation:
 			res.Outcome = pb.Outcome_OUTCOME_STALE
 			res.AppliedGeneration = cur.Generation
-			epEv.Outcome = "stale"
+			setOutcome(epEv, outcomeStale)
 			epEv.Reason = fmt.Sprintf("endpoint serves generation %d", cur.Generation)
 		default:
 			var err error
@@ -302,15 +302,15 @@ func (s *State) applyPlan(index uint64, r *pb.ApplyPlanRequest) Result {
 				if cur != nil {
 					res.AppliedGeneration = cur.Generation
 				}
-				epEv.Outcome = "refused"
-				epEv.Reason = err.Error()
+				setOutcome(epEv, outcomeRefused)
+				epEv.Reason, epEv.ReasonCode = err.Error(), res.Reason
 				break
 			}
 			s.applied[ep.Name] = materialize(ep, plan.Generation, r, index, s.now)
 			s.recordServed(ep.Name, ep.Targets)
 			res.Outcome = pb.Outcome_OUTCOME_APPLIED
 			res.AppliedGeneration = plan.Generation
-			epEv.Outcome = "applied"
+			setOutcome(epEv, outcomeApplied)
 			if plan.GetForced() {
 				epEv.Reason = "forced"
 			}
@@ -350,7 +350,7 @@ func findEndpoint(p *pb.Plan, name string) *pb.EndpointPlan {
 }
 
 func (s *State) cleanupPlans(index uint64, r *pb.CleanupPlansRequest) Result {
-	ev := s.event(index, "cleanup", "")
+	ev := s.event(index, kindCleanup, "")
 	if s.frozen {
 		return s.reject(ev, fmt.Errorf("%w: clean-up is frozen: %s", ErrFrozen, s.freezeReason))
 	}
@@ -370,7 +370,7 @@ func (s *State) cleanupPlans(index uint64, r *pb.CleanupPlansRequest) Result {
 	}
 	if len(deleted) > 0 {
 		// A clean-up that deletes nothing (the usual case) is not news.
-		ev.Outcome = "deleted"
+		setOutcome(ev, outcomeDeleted)
 		ev.Reason = fmt.Sprintf("deleted generations %v, kept the newest %d and every applied one", deleted, r.GetKeepLast())
 		s.record(ev)
 	}
@@ -378,13 +378,13 @@ func (s *State) cleanupPlans(index uint64, r *pb.CleanupPlansRequest) Result {
 }
 
 func (s *State) setFreeze(index uint64, r *pb.SetFreezeRequest) Result {
-	ev := s.event(index, "freeze", "operator")
+	ev := s.event(index, kindFreeze, "operator")
 	s.frozen = r.GetFrozen()
 	s.freezeReason = r.GetReason()
 	if s.frozen {
-		ev.Outcome = "frozen"
+		setOutcome(ev, outcomeFrozen)
 	} else {
-		ev.Outcome = "unfrozen"
+		setOutcome(ev, outcomeUnfrozen)
 		s.freezeReason = ""
 	}
 	ev.Reason = r.GetReason()
@@ -404,13 +404,9 @@ func (s *State) removeMember(index uint64, m *statev1.RemoveMember) Result {
 	return Result{}
 }
 
-func (s *State) event(index uint64, kind, actor string) *pb.HistoryEvent {
-	return &pb.HistoryEvent{Index: index, Time: timestamppb.New(s.now), Kind: kind, Actor: actor}
-}
-
 func (s *State) reject(ev *pb.HistoryEvent, err error) Result {
-	ev.Outcome = "rejected"
-	ev.Reason = err.Error()
+	setOutcome(ev, outcomeRejected)
+	ev.Reason, ev.ReasonCode = err.Error(), string(Reason(err))
 	s.record(ev)
 	return Result{Err: err}
 }

@@ -205,6 +205,7 @@ func Restore(b []byte) (*State, error) {
 	// Whatever a snapshot holds, the restored history is within the
 	// bounds record keeps (the events are freshly decoded, not shared).
 	for _, ev := range snap.History {
+		typeEvent(ev)
 		boundEvent(ev)
 		s.historyBytes += proto.Size(ev)
 	}

@@ -864,11 +864,24 @@ func setupHistory(fs *flag.FlagSet) func(context.Context, *ctl, []string) error 
 	}
 }
 
+// renderHistory prints the audit history from its codes: the kind, the
+// outcome and, for a rejection or refusal, its reason code (an event of a
+// node that predates the codes shows its words).
 func renderHistory(w io.Writer, events []*pb.HistoryEvent) {
 	tableRow(w, "INDEX", "TIME", "KIND", "ACTOR", "GEN", "ENDPOINT", "LEASE", "TOKEN", "OUTCOME", "REASON")
 	for _, e := range events {
-		tableRow(w, e.GetIndex(), timeCell(e.GetTime()), e.GetKind(), dashIfZero(e.GetActor()), dashIfZero(e.GetGeneration()),
-			dashIfZero(e.GetEndpoint()), dashIfZero(e.GetLeaseName()), dashIfZero(e.GetToken()), dashIfZero(e.GetOutcome()), e.GetReason())
+		kind, outcome := e.GetKind(), e.GetOutcome()
+		if e.GetKindCode() != pb.HistoryKind_HISTORY_KIND_UNSPECIFIED {
+			kind = contract.KindName(e.GetKindCode())
+		}
+		if e.GetOutcomeCode() != pb.HistoryOutcome_HISTORY_OUTCOME_UNSPECIFIED {
+			outcome = contract.OutcomeName(e.GetOutcomeCode())
+		}
+		if code := e.GetReasonCode(); code != "" {
+			outcome += " " + code
+		}
+		tableRow(w, e.GetIndex(), timeCell(e.GetTime()), kind, dashIfZero(e.GetActor()), dashIfZero(e.GetGeneration()),
+			dashIfZero(e.GetEndpoint()), dashIfZero(e.GetLeaseName()), dashIfZero(e.GetToken()), dashIfZero(outcome), e.GetReason())
 	}
 }
 

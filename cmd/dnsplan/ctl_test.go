@@ -208,6 +208,20 @@ leader: node2 (127.0.0.1:9002), term 2
 frozen: yes (incident 42)
 plans: 3, next generation 4; endpoints applied: 2
 `},
+		{"history", renderTable(func(w io.Writer) {
+			renderHistory(w, []*pb.HistoryEvent{
+				{Index: 7, Time: at, KindCode: pb.HistoryKind_HISTORY_KIND_APPLY, Kind: "apply", Actor: "az-a", Generation: 3, Endpoint: "api.dnsplan.test.",
+					LeaseName: "enactor/0", Token: 9, OutcomeCode: pb.HistoryOutcome_HISTORY_OUTCOME_APPLIED, Outcome: "applied"},
+				{Index: 8, Time: at, KindCode: pb.HistoryKind_HISTORY_KIND_RENEW, Kind: "renew", Actor: "az-b", LeaseName: "enactor/0", Token: 4,
+					OutcomeCode: pb.HistoryOutcome_HISTORY_OUTCOME_REJECTED, Outcome: "rejected", ReasonCode: "FENCED", Reason: "fenced: token 4 is not current"},
+				{Index: 9, Kind: "freeze", Outcome: "frozen", Reason: "from a node before the codes"},
+			})
+		}), `
+INDEX  TIME                  KIND    ACTOR  GEN  ENDPOINT           LEASE      TOKEN  OUTCOME          REASON
+7      2025-10-20T07:00:00Z  apply   az-a   3    api.dnsplan.test.  enactor/0  9      applied
+8      2025-10-20T07:00:00Z  renew   az-b   -    -                  enactor/0  4      rejected FENCED  fenced: token 4 is not current
+9      -                     freeze  -      -    -                  -          -      frozen           from a node before the codes
+`},
 		{"cleanup", renderTable(func(w io.Writer) { renderCleanup(w, []uint64{1, 2}) }), `
 deleted 2 plans: generations 1, 2
 `},

@@ -84,6 +84,167 @@ func (Outcome) EnumDescriptor() ([]byte, []int) {
 	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{0}
 }
 
+// HistoryKind is what an audit event records: which command, or the state
+// machine's own clean-up. HistoryEvent.kind is its name in lower case
+// without the prefix ("apply", "legacy_apply").
+type HistoryKind int32
+
+const (
+	HistoryKind_HISTORY_KIND_UNSPECIFIED    HistoryKind = 0
+	HistoryKind_HISTORY_KIND_SUBMIT         HistoryKind = 1
+	HistoryKind_HISTORY_KIND_ACQUIRE        HistoryKind = 2
+	HistoryKind_HISTORY_KIND_RENEW          HistoryKind = 3
+	HistoryKind_HISTORY_KIND_RELEASE        HistoryKind = 4
+	HistoryKind_HISTORY_KIND_APPLY          HistoryKind = 5
+	HistoryKind_HISTORY_KIND_CLEANUP        HistoryKind = 6
+	HistoryKind_HISTORY_KIND_FREEZE         HistoryKind = 7
+	HistoryKind_HISTORY_KIND_MEMBER         HistoryKind = 8
+	HistoryKind_HISTORY_KIND_LEGACY_APPLY   HistoryKind = 9
+	HistoryKind_HISTORY_KIND_LEGACY_CLEANUP HistoryKind = 10
+	HistoryKind_HISTORY_KIND_CONFIG         HistoryKind = 11
+)
+
+// Enum value maps for HistoryKind.
+var (
+	HistoryKind_name = map[int32]string{
+		0:  "HISTORY_KIND_UNSPECIFIED",
+		1:  "HISTORY_KIND_SUBMIT",
+		2:  "HISTORY_KIND_ACQUIRE",
+		3:  "HISTORY_KIND_RENEW",
+		4:  "HISTORY_KIND_RELEASE",
+		5:  "HISTORY_KIND_APPLY",
+		6:  "HISTORY_KIND_CLEANUP",
+		7:  "HISTORY_KIND_FREEZE",
+		8:  "HISTORY_KIND_MEMBER",
+		9:  "HISTORY_KIND_LEGACY_APPLY",
+		10: "HISTORY_KIND_LEGACY_CLEANUP",
+		11: "HISTORY_KIND_CONFIG",
+	}
+	HistoryKind_value = map[string]int32{
+		"HISTORY_KIND_UNSPECIFIED":    0,
+		"HISTORY_KIND_SUBMIT":         1,
+		"HISTORY_KIND_ACQUIRE":        2,
+		"HISTORY_KIND_RENEW":          3,
+		"HISTORY_KIND_RELEASE":        4,
+		"HISTORY_KIND_APPLY":          5,
+		"HISTORY_KIND_CLEANUP":        6,
+		"HISTORY_KIND_FREEZE":         7,
+		"HISTORY_KIND_MEMBER":         8,
+		"HISTORY_KIND_LEGACY_APPLY":   9,
+		"HISTORY_KIND_LEGACY_CLEANUP": 10,
+		"HISTORY_KIND_CONFIG":         11,
+	}
+)
+
+func (x HistoryKind) Enum() *HistoryKind {
+	p := new(HistoryKind)
+	*p = x
+	return p
+}
+
+func (x HistoryKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (HistoryKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_dnsplan_v1_dnsplan_proto_enumTypes[1].Descriptor()
+}
+
+func (HistoryKind) Type() protoreflect.EnumType {
+	return &file_dnsplan_v1_dnsplan_proto_enumTypes[1]
+}
+
+func (x HistoryKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use HistoryKind.Descriptor instead.
+func (HistoryKind) EnumDescriptor() ([]byte, []int) {
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{1}
+}
+
+// HistoryOutcome is how an audited command ended. HistoryEvent.outcome is
+// its name in lower case without the prefix ("applied").
+type HistoryOutcome int32
+
+const (
+	HistoryOutcome_HISTORY_OUTCOME_UNSPECIFIED HistoryOutcome = 0
+	// ACCEPTED: a plan stored, a lease acquired, renewed or released.
+	HistoryOutcome_HISTORY_OUTCOME_ACCEPTED HistoryOutcome = 1
+	// APPLIED: the endpoint now serves the generation (one event per endpoint).
+	HistoryOutcome_HISTORY_OUTCOME_APPLIED HistoryOutcome = 2
+	// STALE: the endpoint already served this or a newer generation.
+	HistoryOutcome_HISTORY_OUTCOME_STALE HistoryOutcome = 3
+	// REFUSED: a rule of the endpoint refused the change (reason_code says which).
+	HistoryOutcome_HISTORY_OUTCOME_REFUSED HistoryOutcome = 4
+	// REJECTED: the whole command was refused (reason_code says why).
+	HistoryOutcome_HISTORY_OUTCOME_REJECTED HistoryOutcome = 5
+	// DELETED: plans were deleted (a clean-up, or the state machine's bound).
+	HistoryOutcome_HISTORY_OUTCOME_DELETED  HistoryOutcome = 6
+	HistoryOutcome_HISTORY_OUTCOME_FROZEN   HistoryOutcome = 7
+	HistoryOutcome_HISTORY_OUTCOME_UNFROZEN HistoryOutcome = 8
+	// FOUNDED: the cluster's policy was founded; CHANGED: it was changed.
+	HistoryOutcome_HISTORY_OUTCOME_FOUNDED HistoryOutcome = 9
+	HistoryOutcome_HISTORY_OUTCOME_CHANGED HistoryOutcome = 10
+)
+
+// Enum value maps for HistoryOutcome.
+var (
+	HistoryOutcome_name = map[int32]string{
+		0:  "HISTORY_OUTCOME_UNSPECIFIED",
+		1:  "HISTORY_OUTCOME_ACCEPTED",
+		2:  "HISTORY_OUTCOME_APPLIED",
+		3:  "HISTORY_OUTCOME_STALE",
+		4:  "HISTORY_OUTCOME_REFUSED",
+		5:  "HISTORY_OUTCOME_REJECTED",
+		6:  "HISTORY_OUTCOME_DELETED",
+		7:  "HISTORY_OUTCOME_FROZEN",
+		8:  "HISTORY_OUTCOME_UNFROZEN",
+		9:  "HISTORY_OUTCOME_FOUNDED",
+		10: "HISTORY_OUTCOME_CHANGED",
+	}
+	HistoryOutcome_value = map[string]int32{
+		"HISTORY_OUTCOME_UNSPECIFIED": 0,
+		"HISTORY_OUTCOME_ACCEPTED":    1,
+		"HISTORY_OUTCOME_APPLIED":     2,
+		"HISTORY_OUTCOME_STALE":       3,
+		"HISTORY_OUTCOME_REFUSED":     4,
+		"HISTORY_OUTCOME_REJECTED":    5,
+		"HISTORY_OUTCOME_DELETED":     6,
+		"HISTORY_OUTCOME_FROZEN":      7,
+		"HISTORY_OUTCOME_UNFROZEN":    8,
+		"HISTORY_OUTCOME_FOUNDED":     9,
+		"HISTORY_OUTCOME_CHANGED":     10,
+	}
+)
+
+func (x HistoryOutcome) Enum() *HistoryOutcome {
+	p := new(HistoryOutcome)
+	*p = x
+	return p
+}
+
+func (x HistoryOutcome) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (HistoryOutcome) Descriptor() protoreflect.EnumDescriptor {
+	return file_dnsplan_v1_dnsplan_proto_enumTypes[2].Descriptor()
+}
+
+func (HistoryOutcome) Type() protoreflect.EnumType {
+	return &file_dnsplan_v1_dnsplan_proto_enumTypes[2]
+}
+
+func (x HistoryOutcome) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use HistoryOutcome.Descriptor instead.
+func (HistoryOutcome) EnumDescriptor() ([]byte, []int) {
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{2}
+}
+
 // Design is fixed when a cluster is founded and never changes.
 type Design int32
 
@@ -119,11 +280,11 @@ func (x Design) String() string {
 }
 
 func (Design) Descriptor() protoreflect.EnumDescriptor {
-	return file_dnsplan_v1_dnsplan_proto_enumTypes[1].Descriptor()
+	return file_dnsplan_v1_dnsplan_proto_enumTypes[3].Descriptor()
 }
 
 func (Design) Type() protoreflect.EnumType {
-	return &file_dnsplan_v1_dnsplan_proto_enumTypes[1]
+	return &file_dnsplan_v1_dnsplan_proto_enumTypes[3]
 }
 
 func (x Design) Number() protoreflect.EnumNumber {
@@ -132,7 +293,7 @@ func (x Design) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Design.Descriptor instead.
 func (Design) EnumDescriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{1}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{3}
 }
 
 // Target is one load-balancer address behind an endpoint. An IPv4 address
@@ -1841,24 +2002,32 @@ func (x *ListHistoryRequest) GetStale() bool {
 	return false
 }
 
-// HistoryEvent is one entry of the bounded audit history.
+// HistoryEvent is one entry of the bounded audit history. kind_code,
+// outcome_code and reason_code are for programs; kind, outcome and reason
+// say the same for people (kind and outcome are the codes' names).
 type HistoryEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// index is the cluster log index of the command.
 	Index uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
 	Time  *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
-	// kind: submit, apply, acquire, release, renew, cleanup, freeze.
+	// kind: the name of kind_code (submit, apply, acquire, ...).
 	Kind string `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
 	// actor: planner, enactor or lease holder id, or "operator".
 	Actor      string `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
 	Generation uint64 `protobuf:"varint,5,opt,name=generation,proto3" json:"generation,omitempty"`
 	Endpoint   string `protobuf:"bytes,6,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
 	Token      uint64 `protobuf:"varint,7,opt,name=token,proto3" json:"token,omitempty"`
-	// outcome: applied, stale, accepted, deleted, or rejected.
+	// outcome: the name of outcome_code (accepted, applied, rejected, ...).
 	Outcome string `protobuf:"bytes,8,opt,name=outcome,proto3" json:"outcome,omitempty"`
-	// reason for a rejection, empty otherwise.
-	Reason        string `protobuf:"bytes,9,opt,name=reason,proto3" json:"reason,omitempty"`
-	LeaseName     string `protobuf:"bytes,10,opt,name=lease_name,json=leaseName,proto3" json:"lease_name,omitempty"`
+	// reason: what happened, in words: why a command was rejected, what a
+	// clean-up deleted, what a configuration became.
+	Reason      string         `protobuf:"bytes,9,opt,name=reason,proto3" json:"reason,omitempty"`
+	LeaseName   string         `protobuf:"bytes,10,opt,name=lease_name,json=leaseName,proto3" json:"lease_name,omitempty"`
+	KindCode    HistoryKind    `protobuf:"varint,11,opt,name=kind_code,json=kindCode,proto3,enum=dnsplan.v1.HistoryKind" json:"kind_code,omitempty"`
+	OutcomeCode HistoryOutcome `protobuf:"varint,12,opt,name=outcome_code,json=outcomeCode,proto3,enum=dnsplan.v1.HistoryOutcome" json:"outcome_code,omitempty"`
+	// reason_code is the contract reason (docs/CONTRACT.md) of a rejected or
+	// refused command or endpoint, upper case; empty otherwise.
+	ReasonCode    string `protobuf:"bytes,13,opt,name=reason_code,json=reasonCode,proto3" json:"reason_code,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1959,6 +2128,27 @@ func (x *HistoryEvent) GetReason() string {
 func (x *HistoryEvent) GetLeaseName() string {
 	if x != nil {
 		return x.LeaseName
+	}
+	return ""
+}
+
+func (x *HistoryEvent) GetKindCode() HistoryKind {
+	if x != nil {
+		return x.KindCode
+	}
+	return HistoryKind_HISTORY_KIND_UNSPECIFIED
+}
+
+func (x *HistoryEvent) GetOutcomeCode() HistoryOutcome {
+	if x != nil {
+		return x.OutcomeCode
+	}
+	return HistoryOutcome_HISTORY_OUTCOME_UNSPECIFIED
+}
+
+func (x *HistoryEvent) GetReasonCode() string {
+	if x != nil {
+		return x.ReasonCode
 	}
 	return ""
 }
@@ -3249,7 +3439,7 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\bendpoint\x18\x01 \x01(\v2\x1b.dnsplan.v1.AppliedEndpointR\bendpoint\"@\n" +
 	"\x12ListHistoryRequest\x12\x14\n" +
 	"\x05limit\x18\x01 \x01(\rR\x05limit\x12\x14\n" +
-	"\x05stale\x18\x02 \x01(\bR\x05stale\"\xa1\x02\n" +
+	"\x05stale\x18\x02 \x01(\bR\x05stale\"\xb7\x03\n" +
 	"\fHistoryEvent\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
@@ -3264,7 +3454,11 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\x06reason\x18\t \x01(\tR\x06reason\x12\x1d\n" +
 	"\n" +
 	"lease_name\x18\n" +
-	" \x01(\tR\tleaseName\"G\n" +
+	" \x01(\tR\tleaseName\x124\n" +
+	"\tkind_code\x18\v \x01(\x0e2\x17.dnsplan.v1.HistoryKindR\bkindCode\x12=\n" +
+	"\foutcome_code\x18\f \x01(\x0e2\x1a.dnsplan.v1.HistoryOutcomeR\voutcomeCode\x12\x1f\n" +
+	"\vreason_code\x18\r \x01(\tR\n" +
+	"reasonCode\"G\n" +
 	"\x13ListHistoryResponse\x120\n" +
 	"\x06events\x18\x01 \x03(\v2\x18.dnsplan.v1.HistoryEventR\x06events\"\x0f\n" +
 	"\rStatusRequest\"\x80\x01\n" +
@@ -3342,7 +3536,34 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fOUTCOME_APPLIED\x10\x01\x12\x11\n" +
 	"\rOUTCOME_STALE\x10\x02\x12\x13\n" +
-	"\x0fOUTCOME_REFUSED\x10\x03*E\n" +
+	"\x0fOUTCOME_REFUSED\x10\x03*\xcd\x02\n" +
+	"\vHistoryKind\x12\x1c\n" +
+	"\x18HISTORY_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13HISTORY_KIND_SUBMIT\x10\x01\x12\x18\n" +
+	"\x14HISTORY_KIND_ACQUIRE\x10\x02\x12\x16\n" +
+	"\x12HISTORY_KIND_RENEW\x10\x03\x12\x18\n" +
+	"\x14HISTORY_KIND_RELEASE\x10\x04\x12\x16\n" +
+	"\x12HISTORY_KIND_APPLY\x10\x05\x12\x18\n" +
+	"\x14HISTORY_KIND_CLEANUP\x10\x06\x12\x17\n" +
+	"\x13HISTORY_KIND_FREEZE\x10\a\x12\x17\n" +
+	"\x13HISTORY_KIND_MEMBER\x10\b\x12\x1d\n" +
+	"\x19HISTORY_KIND_LEGACY_APPLY\x10\t\x12\x1f\n" +
+	"\x1bHISTORY_KIND_LEGACY_CLEANUP\x10\n" +
+	"\x12\x17\n" +
+	"\x13HISTORY_KIND_CONFIG\x10\v*\xd3\x02\n" +
+	"\x0eHistoryOutcome\x12\x1f\n" +
+	"\x1bHISTORY_OUTCOME_UNSPECIFIED\x10\x00\x12\x1c\n" +
+	"\x18HISTORY_OUTCOME_ACCEPTED\x10\x01\x12\x1b\n" +
+	"\x17HISTORY_OUTCOME_APPLIED\x10\x02\x12\x19\n" +
+	"\x15HISTORY_OUTCOME_STALE\x10\x03\x12\x1b\n" +
+	"\x17HISTORY_OUTCOME_REFUSED\x10\x04\x12\x1c\n" +
+	"\x18HISTORY_OUTCOME_REJECTED\x10\x05\x12\x1b\n" +
+	"\x17HISTORY_OUTCOME_DELETED\x10\x06\x12\x1a\n" +
+	"\x16HISTORY_OUTCOME_FROZEN\x10\a\x12\x1c\n" +
+	"\x18HISTORY_OUTCOME_UNFROZEN\x10\b\x12\x1b\n" +
+	"\x17HISTORY_OUTCOME_FOUNDED\x10\t\x12\x1b\n" +
+	"\x17HISTORY_OUTCOME_CHANGED\x10\n" +
+	"*E\n" +
 	"\x06Design\x12\x16\n" +
 	"\x12DESIGN_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fDESIGN_FIXED\x10\x01\x12\x11\n" +
@@ -3394,142 +3615,146 @@ func file_dnsplan_v1_dnsplan_proto_rawDescGZIP() []byte {
 	return file_dnsplan_v1_dnsplan_proto_rawDescData
 }
 
-var file_dnsplan_v1_dnsplan_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_dnsplan_v1_dnsplan_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
 var file_dnsplan_v1_dnsplan_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
 var file_dnsplan_v1_dnsplan_proto_goTypes = []any{
 	(Outcome)(0),                       // 0: dnsplan.v1.Outcome
-	(Design)(0),                        // 1: dnsplan.v1.Design
-	(*Target)(nil),                     // 2: dnsplan.v1.Target
-	(*EndpointPlan)(nil),               // 3: dnsplan.v1.EndpointPlan
-	(*Plan)(nil),                       // 4: dnsplan.v1.Plan
-	(*SubmitPlanRequest)(nil),          // 5: dnsplan.v1.SubmitPlanRequest
-	(*SubmitPlanResponse)(nil),         // 6: dnsplan.v1.SubmitPlanResponse
-	(*GetPlanRequest)(nil),             // 7: dnsplan.v1.GetPlanRequest
-	(*ListPlansRequest)(nil),           // 8: dnsplan.v1.ListPlansRequest
-	(*ListPlansResponse)(nil),          // 9: dnsplan.v1.ListPlansResponse
-	(*WatchPlansRequest)(nil),          // 10: dnsplan.v1.WatchPlansRequest
-	(*WatchPlansResponse)(nil),         // 11: dnsplan.v1.WatchPlansResponse
-	(*Lease)(nil),                      // 12: dnsplan.v1.Lease
-	(*AcquireLeaseRequest)(nil),        // 13: dnsplan.v1.AcquireLeaseRequest
-	(*RenewLeaseRequest)(nil),          // 14: dnsplan.v1.RenewLeaseRequest
-	(*ReleaseLeaseRequest)(nil),        // 15: dnsplan.v1.ReleaseLeaseRequest
-	(*ReleaseLeaseResponse)(nil),       // 16: dnsplan.v1.ReleaseLeaseResponse
-	(*ListLeasesRequest)(nil),          // 17: dnsplan.v1.ListLeasesRequest
-	(*ListLeasesResponse)(nil),         // 18: dnsplan.v1.ListLeasesResponse
-	(*ApplyPlanRequest)(nil),           // 19: dnsplan.v1.ApplyPlanRequest
-	(*EndpointResult)(nil),             // 20: dnsplan.v1.EndpointResult
-	(*ApplyPlanResponse)(nil),          // 21: dnsplan.v1.ApplyPlanResponse
-	(*CleanupPlansRequest)(nil),        // 22: dnsplan.v1.CleanupPlansRequest
-	(*CleanupPlansResponse)(nil),       // 23: dnsplan.v1.CleanupPlansResponse
-	(*GetAppliedRequest)(nil),          // 24: dnsplan.v1.GetAppliedRequest
-	(*AppliedEndpoint)(nil),            // 25: dnsplan.v1.AppliedEndpoint
-	(*ListAppliedRequest)(nil),         // 26: dnsplan.v1.ListAppliedRequest
-	(*ListAppliedResponse)(nil),        // 27: dnsplan.v1.ListAppliedResponse
-	(*WatchAppliedRequest)(nil),        // 28: dnsplan.v1.WatchAppliedRequest
-	(*WatchAppliedResponse)(nil),       // 29: dnsplan.v1.WatchAppliedResponse
-	(*ListHistoryRequest)(nil),         // 30: dnsplan.v1.ListHistoryRequest
-	(*HistoryEvent)(nil),               // 31: dnsplan.v1.HistoryEvent
-	(*ListHistoryResponse)(nil),        // 32: dnsplan.v1.ListHistoryResponse
-	(*StatusRequest)(nil),              // 33: dnsplan.v1.StatusRequest
-	(*Member)(nil),                     // 34: dnsplan.v1.Member
-	(*StatusResponse)(nil),             // 35: dnsplan.v1.StatusResponse
-	(*ClusterConfig)(nil),              // 36: dnsplan.v1.ClusterConfig
-	(*GetConfigRequest)(nil),           // 37: dnsplan.v1.GetConfigRequest
-	(*SetConfigRequest)(nil),           // 38: dnsplan.v1.SetConfigRequest
-	(*ReadIndexRequest)(nil),           // 39: dnsplan.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),          // 40: dnsplan.v1.ReadIndexResponse
-	(*AddVoterRequest)(nil),            // 41: dnsplan.v1.AddVoterRequest
-	(*AddVoterResponse)(nil),           // 42: dnsplan.v1.AddVoterResponse
-	(*RemoveServerRequest)(nil),        // 43: dnsplan.v1.RemoveServerRequest
-	(*RemoveServerResponse)(nil),       // 44: dnsplan.v1.RemoveServerResponse
-	(*TransferLeadershipRequest)(nil),  // 45: dnsplan.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 46: dnsplan.v1.TransferLeadershipResponse
-	(*SetFreezeRequest)(nil),           // 47: dnsplan.v1.SetFreezeRequest
-	(*SetFreezeResponse)(nil),          // 48: dnsplan.v1.SetFreezeResponse
-	(*LegacyApplyRequest)(nil),         // 49: dnsplan.v1.LegacyApplyRequest
-	(*LegacyApplyResponse)(nil),        // 50: dnsplan.v1.LegacyApplyResponse
-	(*LegacyCleanupRequest)(nil),       // 51: dnsplan.v1.LegacyCleanupRequest
-	(*LegacyCleanupResponse)(nil),      // 52: dnsplan.v1.LegacyCleanupResponse
-	(*timestamppb.Timestamp)(nil),      // 53: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 54: google.protobuf.Duration
+	(HistoryKind)(0),                   // 1: dnsplan.v1.HistoryKind
+	(HistoryOutcome)(0),                // 2: dnsplan.v1.HistoryOutcome
+	(Design)(0),                        // 3: dnsplan.v1.Design
+	(*Target)(nil),                     // 4: dnsplan.v1.Target
+	(*EndpointPlan)(nil),               // 5: dnsplan.v1.EndpointPlan
+	(*Plan)(nil),                       // 6: dnsplan.v1.Plan
+	(*SubmitPlanRequest)(nil),          // 7: dnsplan.v1.SubmitPlanRequest
+	(*SubmitPlanResponse)(nil),         // 8: dnsplan.v1.SubmitPlanResponse
+	(*GetPlanRequest)(nil),             // 9: dnsplan.v1.GetPlanRequest
+	(*ListPlansRequest)(nil),           // 10: dnsplan.v1.ListPlansRequest
+	(*ListPlansResponse)(nil),          // 11: dnsplan.v1.ListPlansResponse
+	(*WatchPlansRequest)(nil),          // 12: dnsplan.v1.WatchPlansRequest
+	(*WatchPlansResponse)(nil),         // 13: dnsplan.v1.WatchPlansResponse
+	(*Lease)(nil),                      // 14: dnsplan.v1.Lease
+	(*AcquireLeaseRequest)(nil),        // 15: dnsplan.v1.AcquireLeaseRequest
+	(*RenewLeaseRequest)(nil),          // 16: dnsplan.v1.RenewLeaseRequest
+	(*ReleaseLeaseRequest)(nil),        // 17: dnsplan.v1.ReleaseLeaseRequest
+	(*ReleaseLeaseResponse)(nil),       // 18: dnsplan.v1.ReleaseLeaseResponse
+	(*ListLeasesRequest)(nil),          // 19: dnsplan.v1.ListLeasesRequest
+	(*ListLeasesResponse)(nil),         // 20: dnsplan.v1.ListLeasesResponse
+	(*ApplyPlanRequest)(nil),           // 21: dnsplan.v1.ApplyPlanRequest
+	(*EndpointResult)(nil),             // 22: dnsplan.v1.EndpointResult
+	(*ApplyPlanResponse)(nil),          // 23: dnsplan.v1.ApplyPlanResponse
+	(*CleanupPlansRequest)(nil),        // 24: dnsplan.v1.CleanupPlansRequest
+	(*CleanupPlansResponse)(nil),       // 25: dnsplan.v1.CleanupPlansResponse
+	(*GetAppliedRequest)(nil),          // 26: dnsplan.v1.GetAppliedRequest
+	(*AppliedEndpoint)(nil),            // 27: dnsplan.v1.AppliedEndpoint
+	(*ListAppliedRequest)(nil),         // 28: dnsplan.v1.ListAppliedRequest
+	(*ListAppliedResponse)(nil),        // 29: dnsplan.v1.ListAppliedResponse
+	(*WatchAppliedRequest)(nil),        // 30: dnsplan.v1.WatchAppliedRequest
+	(*WatchAppliedResponse)(nil),       // 31: dnsplan.v1.WatchAppliedResponse
+	(*ListHistoryRequest)(nil),         // 32: dnsplan.v1.ListHistoryRequest
+	(*HistoryEvent)(nil),               // 33: dnsplan.v1.HistoryEvent
+	(*ListHistoryResponse)(nil),        // 34: dnsplan.v1.ListHistoryResponse
+	(*StatusRequest)(nil),              // 35: dnsplan.v1.StatusRequest
+	(*Member)(nil),                     // 36: dnsplan.v1.Member
+	(*StatusResponse)(nil),             // 37: dnsplan.v1.StatusResponse
+	(*ClusterConfig)(nil),              // 38: dnsplan.v1.ClusterConfig
+	(*GetConfigRequest)(nil),           // 39: dnsplan.v1.GetConfigRequest
+	(*SetConfigRequest)(nil),           // 40: dnsplan.v1.SetConfigRequest
+	(*ReadIndexRequest)(nil),           // 41: dnsplan.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),          // 42: dnsplan.v1.ReadIndexResponse
+	(*AddVoterRequest)(nil),            // 43: dnsplan.v1.AddVoterRequest
+	(*AddVoterResponse)(nil),           // 44: dnsplan.v1.AddVoterResponse
+	(*RemoveServerRequest)(nil),        // 45: dnsplan.v1.RemoveServerRequest
+	(*RemoveServerResponse)(nil),       // 46: dnsplan.v1.RemoveServerResponse
+	(*TransferLeadershipRequest)(nil),  // 47: dnsplan.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 48: dnsplan.v1.TransferLeadershipResponse
+	(*SetFreezeRequest)(nil),           // 49: dnsplan.v1.SetFreezeRequest
+	(*SetFreezeResponse)(nil),          // 50: dnsplan.v1.SetFreezeResponse
+	(*LegacyApplyRequest)(nil),         // 51: dnsplan.v1.LegacyApplyRequest
+	(*LegacyApplyResponse)(nil),        // 52: dnsplan.v1.LegacyApplyResponse
+	(*LegacyCleanupRequest)(nil),       // 53: dnsplan.v1.LegacyCleanupRequest
+	(*LegacyCleanupResponse)(nil),      // 54: dnsplan.v1.LegacyCleanupResponse
+	(*timestamppb.Timestamp)(nil),      // 55: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 56: google.protobuf.Duration
 }
 var file_dnsplan_v1_dnsplan_proto_depIdxs = []int32{
-	2,  // 0: dnsplan.v1.EndpointPlan.targets:type_name -> dnsplan.v1.Target
-	3,  // 1: dnsplan.v1.Plan.endpoints:type_name -> dnsplan.v1.EndpointPlan
-	53, // 2: dnsplan.v1.Plan.created_at:type_name -> google.protobuf.Timestamp
-	4,  // 3: dnsplan.v1.SubmitPlanRequest.plan:type_name -> dnsplan.v1.Plan
-	4,  // 4: dnsplan.v1.ListPlansResponse.plans:type_name -> dnsplan.v1.Plan
-	4,  // 5: dnsplan.v1.WatchPlansResponse.plan:type_name -> dnsplan.v1.Plan
-	53, // 6: dnsplan.v1.Lease.expires_at:type_name -> google.protobuf.Timestamp
-	54, // 7: dnsplan.v1.Lease.ttl:type_name -> google.protobuf.Duration
-	54, // 8: dnsplan.v1.AcquireLeaseRequest.ttl:type_name -> google.protobuf.Duration
-	12, // 9: dnsplan.v1.ListLeasesResponse.leases:type_name -> dnsplan.v1.Lease
+	4,  // 0: dnsplan.v1.EndpointPlan.targets:type_name -> dnsplan.v1.Target
+	5,  // 1: dnsplan.v1.Plan.endpoints:type_name -> dnsplan.v1.EndpointPlan
+	55, // 2: dnsplan.v1.Plan.created_at:type_name -> google.protobuf.Timestamp
+	6,  // 3: dnsplan.v1.SubmitPlanRequest.plan:type_name -> dnsplan.v1.Plan
+	6,  // 4: dnsplan.v1.ListPlansResponse.plans:type_name -> dnsplan.v1.Plan
+	6,  // 5: dnsplan.v1.WatchPlansResponse.plan:type_name -> dnsplan.v1.Plan
+	55, // 6: dnsplan.v1.Lease.expires_at:type_name -> google.protobuf.Timestamp
+	56, // 7: dnsplan.v1.Lease.ttl:type_name -> google.protobuf.Duration
+	56, // 8: dnsplan.v1.AcquireLeaseRequest.ttl:type_name -> google.protobuf.Duration
+	14, // 9: dnsplan.v1.ListLeasesResponse.leases:type_name -> dnsplan.v1.Lease
 	0,  // 10: dnsplan.v1.EndpointResult.outcome:type_name -> dnsplan.v1.Outcome
-	20, // 11: dnsplan.v1.ApplyPlanResponse.results:type_name -> dnsplan.v1.EndpointResult
-	2,  // 12: dnsplan.v1.AppliedEndpoint.targets:type_name -> dnsplan.v1.Target
-	53, // 13: dnsplan.v1.AppliedEndpoint.applied_at:type_name -> google.protobuf.Timestamp
-	25, // 14: dnsplan.v1.ListAppliedResponse.endpoints:type_name -> dnsplan.v1.AppliedEndpoint
-	25, // 15: dnsplan.v1.WatchAppliedResponse.endpoint:type_name -> dnsplan.v1.AppliedEndpoint
-	53, // 16: dnsplan.v1.HistoryEvent.time:type_name -> google.protobuf.Timestamp
-	31, // 17: dnsplan.v1.ListHistoryResponse.events:type_name -> dnsplan.v1.HistoryEvent
-	34, // 18: dnsplan.v1.StatusResponse.members:type_name -> dnsplan.v1.Member
-	36, // 19: dnsplan.v1.StatusResponse.config:type_name -> dnsplan.v1.ClusterConfig
-	1,  // 20: dnsplan.v1.ClusterConfig.design:type_name -> dnsplan.v1.Design
-	54, // 21: dnsplan.v1.ClusterConfig.velocity_window:type_name -> google.protobuf.Duration
-	54, // 22: dnsplan.v1.SetConfigRequest.velocity_window:type_name -> google.protobuf.Duration
-	5,  // 23: dnsplan.v1.PlanService.SubmitPlan:input_type -> dnsplan.v1.SubmitPlanRequest
-	7,  // 24: dnsplan.v1.PlanService.GetPlan:input_type -> dnsplan.v1.GetPlanRequest
-	8,  // 25: dnsplan.v1.PlanService.ListPlans:input_type -> dnsplan.v1.ListPlansRequest
-	10, // 26: dnsplan.v1.PlanService.WatchPlans:input_type -> dnsplan.v1.WatchPlansRequest
-	13, // 27: dnsplan.v1.LeaseService.AcquireLease:input_type -> dnsplan.v1.AcquireLeaseRequest
-	14, // 28: dnsplan.v1.LeaseService.RenewLease:input_type -> dnsplan.v1.RenewLeaseRequest
-	15, // 29: dnsplan.v1.LeaseService.ReleaseLease:input_type -> dnsplan.v1.ReleaseLeaseRequest
-	17, // 30: dnsplan.v1.LeaseService.ListLeases:input_type -> dnsplan.v1.ListLeasesRequest
-	19, // 31: dnsplan.v1.EnactService.ApplyPlan:input_type -> dnsplan.v1.ApplyPlanRequest
-	22, // 32: dnsplan.v1.EnactService.CleanupPlans:input_type -> dnsplan.v1.CleanupPlansRequest
-	24, // 33: dnsplan.v1.EnactService.GetApplied:input_type -> dnsplan.v1.GetAppliedRequest
-	26, // 34: dnsplan.v1.EnactService.ListApplied:input_type -> dnsplan.v1.ListAppliedRequest
-	28, // 35: dnsplan.v1.EnactService.WatchApplied:input_type -> dnsplan.v1.WatchAppliedRequest
-	30, // 36: dnsplan.v1.EnactService.ListHistory:input_type -> dnsplan.v1.ListHistoryRequest
-	33, // 37: dnsplan.v1.ClusterService.Status:input_type -> dnsplan.v1.StatusRequest
-	41, // 38: dnsplan.v1.ClusterService.AddVoter:input_type -> dnsplan.v1.AddVoterRequest
-	43, // 39: dnsplan.v1.ClusterService.RemoveServer:input_type -> dnsplan.v1.RemoveServerRequest
-	45, // 40: dnsplan.v1.ClusterService.TransferLeadership:input_type -> dnsplan.v1.TransferLeadershipRequest
-	47, // 41: dnsplan.v1.ClusterService.SetFreeze:input_type -> dnsplan.v1.SetFreezeRequest
-	37, // 42: dnsplan.v1.ClusterService.GetConfig:input_type -> dnsplan.v1.GetConfigRequest
-	38, // 43: dnsplan.v1.ClusterService.SetConfig:input_type -> dnsplan.v1.SetConfigRequest
-	39, // 44: dnsplan.v1.ClusterService.ReadIndex:input_type -> dnsplan.v1.ReadIndexRequest
-	49, // 45: dnsplan.v1.LegacyService.LegacyApply:input_type -> dnsplan.v1.LegacyApplyRequest
-	51, // 46: dnsplan.v1.LegacyService.LegacyCleanup:input_type -> dnsplan.v1.LegacyCleanupRequest
-	6,  // 47: dnsplan.v1.PlanService.SubmitPlan:output_type -> dnsplan.v1.SubmitPlanResponse
-	4,  // 48: dnsplan.v1.PlanService.GetPlan:output_type -> dnsplan.v1.Plan
-	9,  // 49: dnsplan.v1.PlanService.ListPlans:output_type -> dnsplan.v1.ListPlansResponse
-	11, // 50: dnsplan.v1.PlanService.WatchPlans:output_type -> dnsplan.v1.WatchPlansResponse
-	12, // 51: dnsplan.v1.LeaseService.AcquireLease:output_type -> dnsplan.v1.Lease
-	12, // 52: dnsplan.v1.LeaseService.RenewLease:output_type -> dnsplan.v1.Lease
-	16, // 53: dnsplan.v1.LeaseService.ReleaseLease:output_type -> dnsplan.v1.ReleaseLeaseResponse
-	18, // 54: dnsplan.v1.LeaseService.ListLeases:output_type -> dnsplan.v1.ListLeasesResponse
-	21, // 55: dnsplan.v1.EnactService.ApplyPlan:output_type -> dnsplan.v1.ApplyPlanResponse
-	23, // 56: dnsplan.v1.EnactService.CleanupPlans:output_type -> dnsplan.v1.CleanupPlansResponse
-	25, // 57: dnsplan.v1.EnactService.GetApplied:output_type -> dnsplan.v1.AppliedEndpoint
-	27, // 58: dnsplan.v1.EnactService.ListApplied:output_type -> dnsplan.v1.ListAppliedResponse
-	29, // 59: dnsplan.v1.EnactService.WatchApplied:output_type -> dnsplan.v1.WatchAppliedResponse
-	32, // 60: dnsplan.v1.EnactService.ListHistory:output_type -> dnsplan.v1.ListHistoryResponse
-	35, // 61: dnsplan.v1.ClusterService.Status:output_type -> dnsplan.v1.StatusResponse
-	42, // 62: dnsplan.v1.ClusterService.AddVoter:output_type -> dnsplan.v1.AddVoterResponse
-	44, // 63: dnsplan.v1.ClusterService.RemoveServer:output_type -> dnsplan.v1.RemoveServerResponse
-	46, // 64: dnsplan.v1.ClusterService.TransferLeadership:output_type -> dnsplan.v1.TransferLeadershipResponse
-	48, // 65: dnsplan.v1.ClusterService.SetFreeze:output_type -> dnsplan.v1.SetFreezeResponse
-	36, // 66: dnsplan.v1.ClusterService.GetConfig:output_type -> dnsplan.v1.ClusterConfig
-	36, // 67: dnsplan.v1.ClusterService.SetConfig:output_type -> dnsplan.v1.ClusterConfig
-	40, // 68: dnsplan.v1.ClusterService.ReadIndex:output_type -> dnsplan.v1.ReadIndexResponse
-	50, // 69: dnsplan.v1.LegacyService.LegacyApply:output_type -> dnsplan.v1.LegacyApplyResponse
-	52, // 70: dnsplan.v1.LegacyService.LegacyCleanup:output_type -> dnsplan.v1.LegacyCleanupResponse
-	47, // [47:71] is the sub-list for method output_type
-	23, // [23:47] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	22, // 11: dnsplan.v1.ApplyPlanResponse.results:type_name -> dnsplan.v1.EndpointResult
+	4,  // 12: dnsplan.v1.AppliedEndpoint.targets:type_name -> dnsplan.v1.Target
+	55, // 13: dnsplan.v1.AppliedEndpoint.applied_at:type_name -> google.protobuf.Timestamp
+	27, // 14: dnsplan.v1.ListAppliedResponse.endpoints:type_name -> dnsplan.v1.AppliedEndpoint
+	27, // 15: dnsplan.v1.WatchAppliedResponse.endpoint:type_name -> dnsplan.v1.AppliedEndpoint
+	55, // 16: dnsplan.v1.HistoryEvent.time:type_name -> google.protobuf.Timestamp
+	1,  // 17: dnsplan.v1.HistoryEvent.kind_code:type_name -> dnsplan.v1.HistoryKind
+	2,  // 18: dnsplan.v1.HistoryEvent.outcome_code:type_name -> dnsplan.v1.HistoryOutcome
+	33, // 19: dnsplan.v1.ListHistoryResponse.events:type_name -> dnsplan.v1.HistoryEvent
+	36, // 20: dnsplan.v1.StatusResponse.members:type_name -> dnsplan.v1.Member
+	38, // 21: dnsplan.v1.StatusResponse.config:type_name -> dnsplan.v1.ClusterConfig
+	3,  // 22: dnsplan.v1.ClusterConfig.design:type_name -> dnsplan.v1.Design
+	56, // 23: dnsplan.v1.ClusterConfig.velocity_window:type_name -> google.protobuf.Duration
+	56, // 24: dnsplan.v1.SetConfigRequest.velocity_window:type_name -> google.protobuf.Duration
+	7,  // 25: dnsplan.v1.PlanService.SubmitPlan:input_type -> dnsplan.v1.SubmitPlanRequest
+	9,  // 26: dnsplan.v1.PlanService.GetPlan:input_type -> dnsplan.v1.GetPlanRequest
+	10, // 27: dnsplan.v1.PlanService.ListPlans:input_type -> dnsplan.v1.ListPlansRequest
+	12, // 28: dnsplan.v1.PlanService.WatchPlans:input_type -> dnsplan.v1.WatchPlansRequest
+	15, // 29: dnsplan.v1.LeaseService.AcquireLease:input_type -> dnsplan.v1.AcquireLeaseRequest
+	16, // 30: dnsplan.v1.LeaseService.RenewLease:input_type -> dnsplan.v1.RenewLeaseRequest
+	17, // 31: dnsplan.v1.LeaseService.ReleaseLease:input_type -> dnsplan.v1.ReleaseLeaseRequest
+	19, // 32: dnsplan.v1.LeaseService.ListLeases:input_type -> dnsplan.v1.ListLeasesRequest
+	21, // 33: dnsplan.v1.EnactService.ApplyPlan:input_type -> dnsplan.v1.ApplyPlanRequest
+	24, // 34: dnsplan.v1.EnactService.CleanupPlans:input_type -> dnsplan.v1.CleanupPlansRequest
+	26, // 35: dnsplan.v1.EnactService.GetApplied:input_type -> dnsplan.v1.GetAppliedRequest
+	28, // 36: dnsplan.v1.EnactService.ListApplied:input_type -> dnsplan.v1.ListAppliedRequest
+	30, // 37: dnsplan.v1.EnactService.WatchApplied:input_type -> dnsplan.v1.WatchAppliedRequest
+	32, // 38: dnsplan.v1.EnactService.ListHistory:input_type -> dnsplan.v1.ListHistoryRequest
+	35, // 39: dnsplan.v1.ClusterService.Status:input_type -> dnsplan.v1.StatusRequest
+	43, // 40: dnsplan.v1.ClusterService.AddVoter:input_type -> dnsplan.v1.AddVoterRequest
+	45, // 41: dnsplan.v1.ClusterService.RemoveServer:input_type -> dnsplan.v1.RemoveServerRequest
+	47, // 42: dnsplan.v1.ClusterService.TransferLeadership:input_type -> dnsplan.v1.TransferLeadershipRequest
+	49, // 43: dnsplan.v1.ClusterService.SetFreeze:input_type -> dnsplan.v1.SetFreezeRequest
+	39, // 44: dnsplan.v1.ClusterService.GetConfig:input_type -> dnsplan.v1.GetConfigRequest
+	40, // 45: dnsplan.v1.ClusterService.SetConfig:input_type -> dnsplan.v1.SetConfigRequest
+	41, // 46: dnsplan.v1.ClusterService.ReadIndex:input_type -> dnsplan.v1.ReadIndexRequest
+	51, // 47: dnsplan.v1.LegacyService.LegacyApply:input_type -> dnsplan.v1.LegacyApplyRequest
+	53, // 48: dnsplan.v1.LegacyService.LegacyCleanup:input_type -> dnsplan.v1.LegacyCleanupRequest
+	8,  // 49: dnsplan.v1.PlanService.SubmitPlan:output_type -> dnsplan.v1.SubmitPlanResponse
+	6,  // 50: dnsplan.v1.PlanService.GetPlan:output_type -> dnsplan.v1.Plan
+	11, // 51: dnsplan.v1.PlanService.ListPlans:output_type -> dnsplan.v1.ListPlansResponse
+	13, // 52: dnsplan.v1.PlanService.WatchPlans:output_type -> dnsplan.v1.WatchPlansResponse
+	14, // 53: dnsplan.v1.LeaseService.AcquireLease:output_type -> dnsplan.v1.Lease
+	14, // 54: dnsplan.v1.LeaseService.RenewLease:output_type -> dnsplan.v1.Lease
+	18, // 55: dnsplan.v1.LeaseService.ReleaseLease:output_type -> dnsplan.v1.ReleaseLeaseResponse
+	20, // 56: dnsplan.v1.LeaseService.ListLeases:output_type -> dnsplan.v1.ListLeasesResponse
+	23, // 57: dnsplan.v1.EnactService.ApplyPlan:output_type -> dnsplan.v1.ApplyPlanResponse
+	25, // 58: dnsplan.v1.EnactService.CleanupPlans:output_type -> dnsplan.v1.CleanupPlansResponse
+	27, // 59: dnsplan.v1.EnactService.GetApplied:output_type -> dnsplan.v1.AppliedEndpoint
+	29, // 60: dnsplan.v1.EnactService.ListApplied:output_type -> dnsplan.v1.ListAppliedResponse
+	31, // 61: dnsplan.v1.EnactService.WatchApplied:output_type -> dnsplan.v1.WatchAppliedResponse
+	34, // 62: dnsplan.v1.EnactService.ListHistory:output_type -> dnsplan.v1.ListHistoryResponse
+	37, // 63: dnsplan.v1.ClusterService.Status:output_type -> dnsplan.v1.StatusResponse
+	44, // 64: dnsplan.v1.ClusterService.AddVoter:output_type -> dnsplan.v1.AddVoterResponse
+	46, // 65: dnsplan.v1.ClusterService.RemoveServer:output_type -> dnsplan.v1.RemoveServerResponse
+	48, // 66: dnsplan.v1.ClusterService.TransferLeadership:output_type -> dnsplan.v1.TransferLeadershipResponse
+	50, // 67: dnsplan.v1.ClusterService.SetFreeze:output_type -> dnsplan.v1.SetFreezeResponse
+	38, // 68: dnsplan.v1.ClusterService.GetConfig:output_type -> dnsplan.v1.ClusterConfig
+	38, // 69: dnsplan.v1.ClusterService.SetConfig:output_type -> dnsplan.v1.ClusterConfig
+	42, // 70: dnsplan.v1.ClusterService.ReadIndex:output_type -> dnsplan.v1.ReadIndexResponse
+	52, // 71: dnsplan.v1.LegacyService.LegacyApply:output_type -> dnsplan.v1.LegacyApplyResponse
+	54, // 72: dnsplan.v1.LegacyService.LegacyCleanup:output_type -> dnsplan.v1.LegacyCleanupResponse
+	49, // [49:73] is the sub-list for method output_type
+	25, // [25:49] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_dnsplan_v1_dnsplan_proto_init() }
@@ -3543,7 +3768,7 @@ func file_dnsplan_v1_dnsplan_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dnsplan_v1_dnsplan_proto_rawDesc), len(file_dnsplan_v1_dnsplan_proto_rawDesc)),
-			NumEnums:      2,
+			NumEnums:      4,
 			NumMessages:   51,
 			NumExtensions: 0,
 			NumServices:   5,
