@@ -75,9 +75,22 @@ func ValidatePlan(p *pb.Plan) error {
 			return fmt.Errorf("%w: endpoint %q appears twice", ErrInvalid, name)
 		}
 		seen[name] = true
-		if err := validateEndpoint(ep); err != nil {
-			return fmt.Errorf("%w: endpoint %q: %v", ErrInvalid, name, err)
+		if err := ValidateEndpoint(ep); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// ValidateEndpoint checks one endpoint of a plan by the rules of
+// ValidatePlan (all but the plan's size and the uniqueness of names across
+// endpoints). The error wraps ErrInvalid and names the endpoint.
+func ValidateEndpoint(ep *pb.EndpointPlan) error {
+	if err := ValidateName(ep.GetName()); err != nil {
+		return fmt.Errorf("%w: endpoint: %v", ErrInvalid, err)
+	}
+	if err := validateEndpoint(ep); err != nil {
+		return fmt.Errorf("%w: endpoint %q: %v", ErrInvalid, CanonicalName(ep.GetName()), err)
 	}
 	return nil
 }

@@ -144,9 +144,12 @@ func (inv *Inventory) Validate() (*Inventory, error) {
 	return f.validate()
 }
 
-// validate is the one set of inventory rules. The names, TTL, target ids
-// and addresses follow the cluster's own plan validation (fsm), so an
-// inventory that loads always yields plans the cluster accepts.
+// validate is the one set of inventory rules. What a plan must be is the
+// cluster's rule (contract.ValidateEndpoint, then contract.ValidatePlan
+// for the whole), not repeated here, so an inventory that loads always
+// yields plans the cluster accepts; what is checked here is the
+// inventory's own: the zone, capacities, health checks, and that a YAML
+// number fits the field it fills.
 func (f *inventoryFile) validate() (*Inventory, error) {
 	if f.Zone == "" {
 		return nil, errors.New("zone is required")
@@ -158,7 +161,6 @@ func (f *inventoryFile) validate() (*Inventory, error) {
 	if len(f.Endpoints) == 0 {
 		return nil, errors.New("no endpoints")
 	}
-	seen := map[string]bool{}
 	// checks remembers, per target id, the check and endpoint of its
 	// first use, to refuse one id probed two ways.
 	type use struct{ check, endpoint string }
@@ -174,32 +176,11 @@ func (f *inventoryFile) validate() (*Inventory, error) {
 		if name != inv.Zone && !strings.HasSuffix(name, "."+inv.Zone) {
 			return nil, fmt.Errorf("endpoint %q is not inside zone %q", name, inv.Zone)
 		}
-		if seen[name] {
-			return nil, fmt.Errorf("endpoint %q appears twice", name)
-		}
-		seen[name] = true
-		if fe.TTL < 1 || fe.TTL > contract.MaxTTL {
+		if fe.TTL < 0 || fe.TTL > math.MaxUint32 {
 			return nil, fmt.Errorf("endpoint %q: ttl %d outside 1..%d", name, fe.TTL, contract.MaxTTL)
 		}
-		if len(fe.Targets) == 0 {
-			return nil, fmt.Errorf("endpoint %q: no targets", name)
-		}
-		if len(fe.Targets) > contract.MaxTargetsPerEndpoint {
-			return nil, fmt.Errorf("endpoint %q: %d targets, limit is %d", name, len(fe.Targets), contract.MaxTargetsPerEndpoint)
-		}
 		ep := Endpoint{Name: name, TTL: uint32(fe.TTL)}
-		ids := map[string]bool{}
-		for j, ft := range fe.Targets {
-			if ft.ID == "" {
-				return nil, fmt.Errorf("endpoint %q: target %d: id is required", name, j+1)
-			}
-			if len(ft.ID) > contract.MaxIDLength {
-				return nil, fmt.Errorf("endpoint %q: target %d: id longer than %d bytes", name, j+1, contract.MaxIDLength)
-			}
-			if ids[ft.ID] {
-				return nil, fmt.Errorf("endpoint %q: target %q appears twice", name, ft.ID)
-			}
-			ids[ft.ID] = true
+		for _, ft := range fe.Targets {
 			addr, err := contract.ParseAddress(ft.Address)
 			if err != nil {
 				return nil, fmt.Errorf("endpoint %q: target %q: %v", name, ft.ID, err)
@@ -217,17 +198,27 @@ func (f *inventoryFile) validate() (*Inventory, error) {
 			checks[ft.ID] = use{ft.Check, name}
 			ep.Targets = append(ep.Targets, Target{ID: ft.ID, Address: addr.String(), Capacity: uint32(ft.Capacity), Check: ft.Check})
 		}
+		one := buildPlan("planner", &Inventory{Endpoints: []Endpoint{ep}}, allHealthy).plan
+		if err := contract.ValidateEndpoint(one.Endpoints[0]); err != nil {
+			return nil, unwrapInvalid(err)
+		}
 		slices.SortFunc(ep.Targets, func(a, b Target) int { return strings.Compare(a.ID, b.ID) })
 		inv.Endpoints = append(inv.Endpoints, ep)
 	}
 	slices.SortFunc(inv.Endpoints, func(a, b Endpoint) int { return strings.Compare(a.Name, b.Name) })
 	// The last word is the cluster's: the plan with every target healthy
 	// (the largest this inventory yields) must pass its validation, which
-	// also bounds the encoded size.
+	// also refuses an endpoint listed twice and bounds the encoded size.
 	if err := contract.ValidatePlan(buildPlan("planner", inv, allHealthy).plan); err != nil {
-		return nil, fmt.Errorf("the plan it yields would be refused: %v", err)
+		return nil, unwrapInvalid(err)
 	}
 	return inv, nil
+}
+
+// unwrapInvalid drops the "invalid: " the contract's errors start with:
+// an inventory error is already a refusal to load.
+func unwrapInvalid(err error) error {
+	return errors.New(strings.TrimPrefix(err.Error(), contract.ErrInvalid.Error()+": "))
 }
 
 func allHealthy(string) (healthy, known bool) { return true, true }
