@@ -113,6 +113,7 @@ func (s *State) foundCluster(index uint64, c *pb.ClusterConfig) Result {
 		return Result{Config: s.config}
 	}
 	ev := s.event(index, kindConfig, "founding")
+	s.trimServed(s.now.Add(-s.window()).UnixNano()) // as setConfig does
 	s.config = proto.Clone(c).(*pb.ClusterConfig)
 	setOutcome(ev, outcomeFounded)
 	ev.Reason = describeConfig(s.config)
@@ -131,6 +132,13 @@ func (s *State) setConfig(index uint64, r *pb.SetConfigRequest) Result {
 		c.MaxCapacityDrop = r.GetMaxCapacityDrop()
 	}
 	if r.VelocityWindow != nil {
+		// A window that grows must not bring back records the old one no
+		// longer covered: whether a record was trimmed depends on when
+		// its endpoint last changed (recordServed trims lazily), and
+		// velocity must not. So every window is cut to the old window
+		// first, and the new one covers only what the old one still did,
+		// and what comes after.
+		s.trimServed(s.now.Add(-s.window()).UnixNano())
 		c.VelocityWindow = r.GetVelocityWindow()
 	}
 	s.config = c
@@ -214,6 +222,16 @@ func sameWeights(a, b []*statev1.ServedWeight) bool {
 	return slices.EqualFunc(a, b, func(x, y *statev1.ServedWeight) bool {
 		return x.Address == y.Address && x.Weight == y.Weight
 	})
+}
+
+// trimServed drops from every endpoint's window the records no longer
+// served after cut (the current one stays).
+func (s *State) trimServed(cut int64) {
+	for name, w := range s.served {
+		if recs := recordsAfter(w.Records, cut); len(recs) != len(w.Records) {
+			s.served[name] = &statev1.ServedWindow{Endpoint: name, Records: recs}
+		}
+	}
 }
 
 // servedWithin returns the records of an endpoint served at some time

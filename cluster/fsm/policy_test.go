@@ -126,6 +126,32 @@ func TestVelocityJudgedAgainstHighest(t *testing.T) {
 	wantErr(t, "a third of the highest kept", h.submit(plan(endpoint(api, c)), false), ErrVelocity)
 }
 
+// A window that grows covers only what the old window still covered.
+// Whether a record older than the window was trimmed depends on when its
+// endpoint last changed; without the cut at the change of window, a record
+// left untrimmed came back with the larger window and loosened the
+// judgement: {b:100} served until t, {c:40} (forced) after it, the window
+// set from 1m to 10m more than a minute after t, and {b:100} was then
+// judged against the old {b:100} (allowed) instead of {c:40} (refused).
+// (The submission is judged by the same rule as the apply.)
+func TestGrownWindowDoesNotBringBackRecords(t *testing.T) {
+	h := newHarness(t)
+	h.setPolicy(0.5, time.Minute)
+	l := h.mustAcquire("enactor", "enactor-a", time.Hour)
+	b, c := target("b", "192.0.2.11", 100), target("c", "192.0.2.12", 40)
+	h.applyOne(h.mustSubmit(plan(endpoint(api, b))), l.Token, api)
+	h.advance(time.Second)
+	forced := h.submit(plan(endpoint(api, c)), true)
+	if forced.Err != nil {
+		t.Fatal(forced.Err)
+	}
+	h.applyOne(forced.Generation, l.Token, api)
+	h.advance(2 * time.Minute)
+	h.setPolicy(0.5, 10*time.Minute)
+	h.advance(time.Second)
+	wantErr(t, "{b:100} after {c:40} with the window grown", h.submit(plan(endpoint(api, b)), false), ErrVelocity)
+}
+
 // A forced plan passes both rules, at submit and at apply; only the
 // cluster marks a plan forced.
 func TestForcedPlanOverridesRules(t *testing.T) {

@@ -149,9 +149,11 @@ type model struct {
 	maxDrop float64
 	window  time.Duration
 	founded bool
-	// windowGrewAt is when the window last grew: records served before it
-	// may have been trimmed under the smaller window, legitimately.
-	windowGrewAt time.Time
+	// keptSince: a record whose successor was applied at or before it
+	// was outside the window when the window was last set, and is gone
+	// for good (a window that grows covers only what the old one still
+	// did).
+	keptSince time.Time
 	// served is the velocity window per endpoint as the rules keep it
 	// (trimmed at each apply); servedLog is every record ever applied,
 	// never trimmed, for the independent I7 check.
@@ -479,8 +481,19 @@ func (m *model) advance(c Command) (expect, func()) {
 }
 
 func (m *model) setPolicy(drop float64, window time.Duration) {
-	if window > m.window {
-		m.windowGrewAt = m.now
+	cut := m.now.Add(-m.window)
+	if cut.After(m.keptSince) {
+		m.keptSince = cut
+	}
+	for name, old := range m.served {
+		var recs []modelRecord
+		for i, r := range old {
+			if i+1 < len(old) && !old[i+1].at.After(cut) {
+				continue
+			}
+			recs = append(recs, r)
+		}
+		m.served[name] = recs
 	}
 	m.maxDrop, m.window = drop, window
 }
@@ -799,8 +812,8 @@ func checkInvariants(t *rapid.T, s *State, m *model, pre before, c Command, res 
 	// I2 per family, and I7: an endpoint whose record changed by a plan
 	// that was not forced still serves every family it served, and keeps
 	// at least 1 - max_capacity_drop of the capacity of the highest record
-	// it served within the window (judged on the model's full log, as far
-	// back as no smaller window could have trimmed it).
+	// it served within the window (judged on the model's full log, back to
+	// keptSince).
 	for _, a := range s.AppliedAll() {
 		g, was := pre.applied[a.Endpoint]
 		if !was || g == a.Generation || s.Plan(a.Generation).GetForced() {
@@ -816,7 +829,7 @@ func checkInvariants(t *rapid.T, s *State, m *model, pre before, c Command, res 
 		cut := m.now.Add(-m.window)
 		var inWindow []modelRecord
 		for i, r := range log {
-			if i+1 < len(log) && (!log[i+1].at.After(cut) || log[i+1].at.Before(m.windowGrewAt)) {
+			if i+1 < len(log) && (!log[i+1].at.After(cut) || !log[i+1].at.After(m.keptSince)) {
 				continue
 			}
 			inWindow = append(inWindow, r)
