@@ -1,6 +1,6 @@
 // Package chaos runs a real dnsplan system under randomized, seeded
 // faults and checks, from what it recorded, that the invariants I1–I5 and
-// I7, and the liveness bounds L2 and L3 (no node hangs), of DESIGN.md
+// I7, and the liveness bounds L2 and L3 (no node hangs), of docs/DESIGN.md
 // section 3 held. The same harness and checker run the fixed
 // design, which must pass, and the legacy design of docs/DESIGN.md section 7,
 // which must be caught: a checker that cannot fail proves nothing.

@@ -20,7 +20,7 @@ import (
 	"github.com/dnsplan/dnsplan/probe"
 )
 
-// Invariants are the invariants the checker holds a run to (DESIGN.md,
+// Invariants are the invariants the checker holds a run to (docs/DESIGN.md,
 // section 3).
 var Invariants = []string{"I1", "I2", "I3", "I4", "I5", "I7", "L2", "L3"}
 

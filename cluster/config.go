@@ -124,21 +124,3 @@ func (n *Node) fail(err error) {
 // process running a node waits on it besides its own signals and exits
 // non-zero with the error.
 func (n *Node) Fatal() <-chan error { return n.fatal }
-
-func (c *clusterService) GetConfig(context.Context, *pb.GetConfigRequest) (*pb.ClusterConfig, error) {
-	var cfg *pb.ClusterConfig
-	c.n.machine.read(func(s *fsm.State) { cfg = s.Policy() })
-	return cfg, nil
-}
-
-// SetConfig changes the cluster's velocity settings. The design has no
-// field to set: it is fixed at founding.
-func (c *clusterService) SetConfig(ctx context.Context, req *pb.SetConfigRequest) (*pb.ClusterConfig, error) {
-	res, err := c.n.propose(ctx, req)
-	if err != nil {
-		return nil, err
-	}
-	c.n.log.Info("cluster policy changed", "max_capacity_drop", res.Config.GetMaxCapacityDrop(),
-		"velocity_window", res.Config.GetVelocityWindow().AsDuration())
-	return res.Config, nil
-}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/dnsplan/dnsplan/cluster/fsm"
 	"github.com/dnsplan/dnsplan/contract"
+	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
 // verifyLeader makes a read on the leader linearizable; see
@@ -103,4 +104,23 @@ func (n *Node) inConfig(id string) (raft.Server, bool, error) {
 		}
 	}
 	return raft.Server{}, false, nil
+}
+
+// addVoter adds (or confirms) a voter on the leader and records its
+// addresses in the state. It is idempotent, so nodes call it for
+// themselves to register their gRPC address.
+func (n *Node) addVoter(ctx context.Context, id, raftAddr, grpcAddr string) error {
+	req := &pb.AddVoterRequest{Id: id, RaftAddr: raftAddr, GrpcAddr: grpcAddr}
+	_, err := call(ctx, n, pb.ClusterService_AddVoter_FullMethodName, req, func(ctx context.Context) (*pb.AddVoterResponse, error) {
+		return (&clusterService{c: n}).AddVoter(ctx, req)
+	})
+	return err
+}
+
+// readIndex is ReadIndex for a caller inside the node.
+func (n *Node) readIndex(ctx context.Context) (*pb.ReadIndexResponse, error) {
+	req := &pb.ReadIndexRequest{}
+	return call(ctx, n, pb.ClusterService_ReadIndex_FullMethodName, req, func(ctx context.Context) (*pb.ReadIndexResponse, error) {
+		return (&clusterService{c: n}).ReadIndex(ctx, req)
+	})
 }

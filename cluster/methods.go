@@ -145,14 +145,9 @@ func routeStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h g
 // then here (local) or on the leader. Calls from inside the node (a node
 // registering itself, the DNS floor) come through here too.
 func (n *Node) serve(ctx context.Context, name string, req proto.Message, local func(context.Context) (any, error)) (any, error) {
-	m, ok := methods[name]
-	if !ok || m.access == accessStream {
-		return nil, errNoMethod
-	}
-	if m.validate != nil {
-		if err := m.validate(req); err != nil {
-			return nil, err
-		}
+	m, err := admit(name, req)
+	if err != nil {
+		return nil, err
 	}
 	switch m.access {
 	case accessLocal:
@@ -173,6 +168,20 @@ func (n *Node) serve(ctx context.Context, name string, req proto.Message, local 
 		}
 	}
 	return n.forward(ctx, name, m, req)
+}
+
+// admit finds a unary method's table entry and validates req by it.
+func admit(name string, req proto.Message) (method, error) {
+	m, ok := methods[name]
+	if !ok || m.access == accessStream {
+		return method{}, errNoMethod
+	}
+	if m.validate != nil {
+		if err := m.validate(req); err != nil {
+			return method{}, err
+		}
+	}
+	return m, nil
 }
 
 // forwardedKey marks a request a follower forwarded, so that the receiver

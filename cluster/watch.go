@@ -6,11 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"slices"
 	"sync"
 	"time"
 
-	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -20,7 +18,6 @@ import (
 
 	"github.com/dnsplan/dnsplan/cluster/fsm"
 	"github.com/dnsplan/dnsplan/contract"
-	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
 // Defaults for Config's watch fields.
@@ -86,7 +83,7 @@ func (e *watchEnd) GRPCStatus() *status.Status {
 //     unblocks the send; the client reconnects and resumes from the last
 //     value it received.
 type watchHub struct {
-	n            *Node
+	c            core
 	conns        *connTracker
 	sendTimeout  time.Duration
 	max          int
@@ -105,17 +102,34 @@ type watchHub struct {
 	ended   *prometheus.CounterVec // streams the node ended, by watch and reason
 }
 
-func newWatchHub(n *Node, conns *connTracker) *watchHub {
-	h := &watchHub{
-		n:            n,
-		conns:        conns,
-		sendTimeout:  cmp.Or(n.cfg.WatchSendTimeout, DefaultWatchSendTimeout),
-		max:          cmp.Or(n.cfg.MaxWatchers, DefaultMaxWatchers),
-		maxPerClient: cmp.Or(n.cfg.MaxWatchersPerClient, DefaultMaxWatchersPerClient),
-		perClient:    map[string]int{},
+// watchLimits are a hub's limits (Config's, defaults for zero values).
+type watchLimits struct {
+	sendTimeout     time.Duration
+	max, perClient  int
+	outOfTouchAfter time.Duration
+}
+
+// watchLimitsOf reads a node's configuration.
+func watchLimitsOf(cfg Config) watchLimits {
+	return watchLimits{
+		sendTimeout: cmp.Or(cfg.WatchSendTimeout, DefaultWatchSendTimeout),
+		max:         cmp.Or(cfg.MaxWatchers, DefaultMaxWatchers),
+		perClient:   cmp.Or(cfg.MaxWatchersPerClient, DefaultMaxWatchersPerClient),
 		// A few election timeouts: longer than an election takes, so a
 		// healthy cluster's leader change does not end watches.
-		outOfTouchAfter: 3 * max(cmp.Or(n.cfg.HeartbeatTimeout, time.Second), cmp.Or(n.cfg.ElectionTimeout, time.Second)),
+		outOfTouchAfter: 3 * max(cmp.Or(cfg.HeartbeatTimeout, time.Second), cmp.Or(cfg.ElectionTimeout, time.Second)),
+	}
+}
+
+func newWatchHub(c core, conns *connTracker, lim watchLimits, reg prometheus.Registerer) *watchHub {
+	h := &watchHub{
+		c:               c,
+		conns:           conns,
+		sendTimeout:     lim.sendTimeout,
+		max:             lim.max,
+		maxPerClient:    lim.perClient,
+		perClient:       map[string]int{},
+		outOfTouchAfter: lim.outOfTouchAfter,
 		streams: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "dnsplan_watch_streams",
 			Help: "Watch streams open on this node, by watch (plans, applied).",
@@ -125,7 +139,7 @@ func newWatchHub(n *Node, conns *connTracker) *watchHub {
 			Help: "Watch streams this node ended or refused, by watch and reason (stalled, out_of_touch, limit).",
 		}, []string{"watch", "reason"}),
 	}
-	n.metrics.registry.MustRegister(h.streams, h.ended)
+	reg.MustRegister(h.streams, h.ended)
 	return h
 }
 
@@ -138,13 +152,13 @@ func (h *watchHub) admit(ctx context.Context, what string) (release func(), err 
 	defer h.mu.Unlock()
 	switch {
 	case h.open >= h.max:
-		err = fmt.Errorf("%w: node %s serves %d, its limit; resume on another node", ErrTooManyWatchers, h.n.cfg.ID, h.open)
+		err = fmt.Errorf("%w: node %s serves %d, its limit; resume on another node", ErrTooManyWatchers, h.c.ID(), h.open)
 	case h.perClient[who] >= h.maxPerClient:
-		err = fmt.Errorf("%w: client %s has %d open on node %s, the limit per client", ErrTooManyWatchers, who, h.perClient[who], h.n.cfg.ID)
+		err = fmt.Errorf("%w: client %s has %d open on node %s, the limit per client", ErrTooManyWatchers, who, h.perClient[who], h.c.ID())
 	}
 	if err != nil {
 		h.ended.WithLabelValues(what, "limit").Inc()
-		h.n.log.Warn("watch refused", "watch", what, "client", who, "err", err)
+		h.c.logger().Warn("watch refused", "watch", what, "client", who, "err", err)
 		return nil, &watchEnd{err: err, code: codes.ResourceExhausted, reason: contract.ReasonWatchLimit}
 	}
 	h.open++
@@ -258,19 +272,19 @@ func (h *watchHub) serve(stream grpc.ServerStream, what string, collect func(*fs
 	for {
 		if err := h.outOfTouch(); err != nil {
 			h.ended.WithLabelValues(what, "out_of_touch").Inc()
-			h.n.log.Warn("ending watch stream: out of touch with the leader", "watch", what, "client", clientAddr(ctx), "err", err)
+			h.c.logger().Warn("ending watch stream: out of touch with the leader", "watch", what, "client", clientAddr(ctx), "err", err)
 			return err
 		}
 		// The channel is taken before the state is read, so no change
 		// between two collections is missed.
-		ch, _ := h.n.machine.changed()
+		ch, _ := h.c.changed()
 		var msgs []any
-		h.n.machine.read(func(s *fsm.State) { msgs = collect(s) })
+		h.c.read(func(s *fsm.State) { msgs = collect(s) })
 		for _, m := range msgs {
-			if err := out.send(ctx, h.n.closing, m, h.sendTimeout); err != nil {
+			if err := out.send(ctx, h.c.done(), m, h.sendTimeout); err != nil {
 				if errors.Is(err, ErrWatchStalled) {
 					h.ended.WithLabelValues(what, "stalled").Inc()
-					h.n.log.Warn("watch stream stalled; closing the client's connection", "watch", what, "client", peerAddr(ctx), "timeout", h.sendTimeout)
+					h.c.logger().Warn("watch stream stalled; closing the client's connection", "watch", what, "client", peerAddr(ctx), "timeout", h.sendTimeout)
 					// The stream's status goes down with the connection;
 					// the log line and the metric say why.
 					h.conns.close(peerAddr(ctx))
@@ -283,7 +297,7 @@ func (h *watchHub) serve(stream grpc.ServerStream, what string, collect func(*fs
 		case <-check.C:
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-h.n.closing:
+		case <-h.c.done():
 			return status.Error(codes.Unavailable, "node is shutting down; resume on another node")
 		}
 	}
@@ -297,11 +311,10 @@ func (h *watchHub) serve(stream grpc.ServerStream, what string, collect func(*fs
 // client to another node. The leader is in touch by definition: one that
 // loses its quorum steps down within the leader lease timeout.
 func (h *watchHub) outOfTouch() error {
-	r := h.n.raft
-	if r.State() == raft.Leader {
+	leads, last, leader := h.c.leaderContact()
+	if leads {
 		return nil
 	}
-	last := r.LastContact()
 	since := time.Since(last)
 	if since <= h.outOfTouchAfter {
 		return nil
@@ -310,13 +323,12 @@ func (h *watchHub) outOfTouch() error {
 	if !last.IsZero() {
 		heard = since.Round(time.Millisecond).String() + " ago"
 	}
-	leader, _ := h.n.leader()
 	if leader == "" {
 		leader = "none known"
 	}
 	return &watchEnd{
 		err: fmt.Errorf("%w: node %s last heard from a leader %s (limit %s; leader: %s); resume on another node",
-			ErrOutOfTouch, h.n.cfg.ID, heard, h.outOfTouchAfter, leader),
+			ErrOutOfTouch, h.c.ID(), heard, h.outOfTouchAfter, leader),
 		code: codes.Unavailable,
 	}
 }
@@ -371,37 +383,3 @@ func (s *streamSender) send(ctx context.Context, closing <-chan struct{}, m any,
 
 // close lets the goroutine exit once its current send, if any, returns.
 func (s *streamSender) close() { close(s.msgs) }
-
-// WatchPlans streams from the local replica: every node can serve it, and
-// a client that loses its node resumes on another from the next generation.
-func (p *planService) WatchPlans(req *pb.WatchPlansRequest, stream pb.PlanService_WatchPlansServer) error {
-	next := max(req.GetFromGeneration(), 1)
-	return p.watches.serve(stream, "plans", func(s *fsm.State) []any {
-		var msgs []any
-		for _, plan := range s.PlansFrom(next) {
-			msgs = append(msgs, &pb.WatchPlansResponse{Plan: plan})
-			next = plan.Generation + 1
-		}
-		return msgs
-	})
-}
-
-// WatchApplied streams from the local replica, ordered by revision.
-func (e *enactService) WatchApplied(req *pb.WatchAppliedRequest, stream pb.EnactService_WatchAppliedServer) error {
-	next := req.GetFromRevision()
-	return e.watches.serve(stream, "applied", func(s *fsm.State) []any {
-		var changed []*pb.AppliedEndpoint
-		for _, a := range s.AppliedAll() {
-			if a.Revision >= next {
-				changed = append(changed, a)
-			}
-		}
-		slices.SortFunc(changed, func(a, b *pb.AppliedEndpoint) int { return cmp.Compare(a.Revision, b.Revision) })
-		msgs := make([]any, 0, len(changed))
-		for _, a := range changed {
-			msgs = append(msgs, &pb.WatchAppliedResponse{Endpoint: a})
-			next = a.Revision + 1
-		}
-		return msgs
-	})
-}

@@ -3,7 +3,7 @@
 // holds one it watches plans, applies the newest with its lease token, reads
 // every node back until each serves the plan, and cleans old plans up.
 //
-// Enactors are untrusted for safety (DESIGN.md, section 2). The one thing
+// Enactors are untrusted for safety (docs/DESIGN.md, section 2). The one thing
 // that keeps an old plan off an endpoint is the cluster's conditional
 // apply: inside the state machine, in the same step as the write, the
 // token must be the lease's current one and the generation newer than the

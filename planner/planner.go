@@ -1,5 +1,5 @@
 // Package planner turns load-balancer health and capacity into DNS plans
-// (DESIGN.md, sections 4 and 6). A planner reads an inventory (endpoints
+// (docs/DESIGN.md, sections 4 and 6). A planner reads an inventory (endpoints
 // and their targets), probes every target's health check, and builds a
 // plan: each target weighted by its capacity while healthy and 0 while not,
 // an endpoint whose every target is down failing open. It stores the plan

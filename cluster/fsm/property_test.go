@@ -22,7 +22,7 @@ import (
 )
 
 // The property tests drive one State with random interleavings of every
-// command and hold it, after every step, to the invariants of DESIGN.md
+// command and hold it, after every step, to the invariants of docs/DESIGN.md
 // section 3. The reference is the model below: the test's own bookkeeping
 // of what the rules say should happen, written without calling the code
 // under test (only ValidatePlan is called, because I6 is literally "every
@@ -773,7 +773,7 @@ func anyApplied(r Result) bool {
 	return false
 }
 
-// checkInvariants holds the state after one command to DESIGN.md's
+// checkInvariants holds the state after one command to docs/DESIGN.md's
 // invariants. m is the model as it was when the command arrived.
 func checkInvariants(t *rapid.T, s *State, m *model, pre before, c Command, res Result) {
 	// Time: never backwards, as the rule says.

@@ -14,24 +14,24 @@ import (
 // unless the cluster was founded with the legacy design.
 type legacyService struct {
 	pb.UnimplementedLegacyServiceServer
-	n *Node
+	c core
 }
 
 func (l *legacyService) LegacyApply(ctx context.Context, req *pb.LegacyApplyRequest) (*pb.LegacyApplyResponse, error) {
-	if err := l.n.requireFounded(); err != nil {
+	if err := requireFounded(l.c); err != nil {
 		return nil, err
 	}
-	if _, err := l.n.propose(ctx, req); err != nil {
+	if _, err := l.c.propose(ctx, req); err != nil {
 		return nil, err
 	}
 	return &pb.LegacyApplyResponse{}, nil
 }
 
 func (l *legacyService) LegacyCleanup(ctx context.Context, req *pb.LegacyCleanupRequest) (*pb.LegacyCleanupResponse, error) {
-	if err := l.n.requireFounded(); err != nil {
+	if err := requireFounded(l.c); err != nil {
 		return nil, err
 	}
-	res, err := l.n.propose(ctx, req)
+	res, err := l.c.propose(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -41,9 +41,9 @@ func (l *legacyService) LegacyCleanup(ctx context.Context, req *pb.LegacyCleanup
 // requireFounded answers UNAVAILABLE (retry) while the leader has not
 // founded the cluster's policy yet: until then the state behaves as fixed
 // and would refuse a legacy command that a moment later is accepted.
-func (n *Node) requireFounded() error {
+func requireFounded(c core) error {
 	var founded bool
-	n.machine.read(func(s *fsm.State) { founded = s.Config() != nil })
+	c.read(func(s *fsm.State) { founded = s.Config() != nil })
 	if !founded {
 		return fmt.Errorf("%w: the leader has not founded the cluster's policy yet", fsm.ErrNotFounded)
 	}

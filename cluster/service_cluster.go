@@ -1,0 +1,99 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/dnsplan/dnsplan/cluster/fsm"
+	statev1 "github.com/dnsplan/dnsplan/proto/dnsplan/state/v1"
+	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
+)
+
+// clusterService is the ClusterService API: status, membership,
+// leadership, freeze and the cluster's policy.
+type clusterService struct {
+	pb.UnimplementedClusterServiceServer
+	c core
+}
+
+// Status always answers from this node: it says what this node sees.
+func (c *clusterService) Status(context.Context, *pb.StatusRequest) (*pb.StatusResponse, error) {
+	return c.c.Status()
+}
+
+func (c *clusterService) AddVoter(ctx context.Context, req *pb.AddVoterRequest) (*pb.AddVoterResponse, error) {
+	if err := c.c.ensureVoter(ctx, req.Id, req.RaftAddr); err != nil {
+		return nil, err
+	}
+	var rec fsm.Member
+	var known bool
+	c.c.read(func(s *fsm.State) { rec, known = s.Member(req.Id) })
+	if !known || rec.RaftAddr != req.RaftAddr || rec.GRPCAddr != req.GrpcAddr {
+		if _, err := c.c.propose(ctx, &statev1.SetMember{Id: req.Id, RaftAddr: req.RaftAddr, GrpcAddr: req.GrpcAddr}); err != nil {
+			return nil, err
+		}
+	}
+	return &pb.AddVoterResponse{}, nil
+}
+
+func (c *clusterService) RemoveServer(ctx context.Context, req *pb.RemoveServerRequest) (*pb.RemoveServerResponse, error) {
+	if ok, err := c.c.hasMember(req.Id); err != nil {
+		return nil, err
+	} else if !ok {
+		return nil, fmt.Errorf("%w: no member %q", fsm.ErrNotFound, req.Id)
+	}
+	// Forget the addresses first: a leader removing itself cannot propose
+	// anything afterwards.
+	if _, err := c.c.propose(ctx, &statev1.RemoveMember{Id: req.Id}); err != nil {
+		return nil, err
+	}
+	if err := c.c.removeMember(ctx, req.Id); err != nil {
+		return nil, err
+	}
+	return &pb.RemoveServerResponse{}, nil
+}
+
+func (c *clusterService) TransferLeadership(ctx context.Context, req *pb.TransferLeadershipRequest) (*pb.TransferLeadershipResponse, error) {
+	id, err := c.c.transferLeadership(ctx, req.Id)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.TransferLeadershipResponse{LeaderId: id}, nil
+}
+
+func (c *clusterService) SetFreeze(ctx context.Context, req *pb.SetFreezeRequest) (*pb.SetFreezeResponse, error) {
+	res, err := c.c.propose(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.SetFreezeResponse{Frozen: res.Frozen}, nil
+}
+
+func (c *clusterService) GetConfig(context.Context, *pb.GetConfigRequest) (*pb.ClusterConfig, error) {
+	var cfg *pb.ClusterConfig
+	c.c.read(func(s *fsm.State) { cfg = s.Policy() })
+	return cfg, nil
+}
+
+// SetConfig changes the cluster's velocity settings. The design has no
+// field to set: it is fixed at founding.
+func (c *clusterService) SetConfig(ctx context.Context, req *pb.SetConfigRequest) (*pb.ClusterConfig, error) {
+	res, err := c.c.propose(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	c.c.logger().Info("cluster policy changed", "max_capacity_drop", res.Config.GetMaxCapacityDrop(),
+		"velocity_window", res.Config.GetVelocityWindow().AsDuration())
+	return res.Config, nil
+}
+
+// ReadIndex answers with the leader's commit index, under the same checks
+// as a linearizable read (accessRead in the method table, and verifyLeader): the leader has
+// finished its barrier in the current term and a quorum confirms it still
+// leads. Every write acknowledged before the call was committed, so it is
+// at or below the answer; a replica that has applied up to the answer
+// holds every one of them. A node without a record of what it served
+// learns its DNS floor this way (dns.go).
+func (c *clusterService) ReadIndex(context.Context, *pb.ReadIndexRequest) (*pb.ReadIndexResponse, error) {
+	return &pb.ReadIndexResponse{Index: c.c.commitIndex(), LeaderId: c.c.ID()}, nil
+}

@@ -1,0 +1,89 @@
+package cluster
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+
+	"github.com/dnsplan/dnsplan/cluster/fsm"
+	"github.com/dnsplan/dnsplan/contract"
+	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
+)
+
+// enactService is the EnactService API: applies and clean-ups through
+// the log, what is applied and the audit history from the local replica.
+type enactService struct {
+	pb.UnimplementedEnactServiceServer
+	c       core
+	watches *watchHub
+}
+
+func (e *enactService) ApplyPlan(ctx context.Context, req *pb.ApplyPlanRequest) (*pb.ApplyPlanResponse, error) {
+	res, err := e.c.propose(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.ApplyPlanResponse{Results: res.Endpoints}, nil
+}
+
+func (e *enactService) CleanupPlans(ctx context.Context, req *pb.CleanupPlansRequest) (*pb.CleanupPlansResponse, error) {
+	res, err := e.c.propose(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.CleanupPlansResponse{Deleted: res.Deleted}, nil
+}
+
+func (e *enactService) GetApplied(_ context.Context, req *pb.GetAppliedRequest) (*pb.AppliedEndpoint, error) {
+	var a *pb.AppliedEndpoint
+	e.c.read(func(s *fsm.State) { a = s.Applied(req.GetEndpoint()) })
+	if a == nil {
+		return nil, fmt.Errorf("%w: endpoint %q has nothing applied", fsm.ErrNotFound, req.GetEndpoint())
+	}
+	return a, nil
+}
+
+func (e *enactService) ListApplied(_ context.Context, req *pb.ListAppliedRequest) (*pb.ListAppliedResponse, error) {
+	var from string
+	if req.GetFromEndpoint() != "" {
+		from = contract.CanonicalName(req.GetFromEndpoint())
+	}
+	var applied []*pb.AppliedEndpoint
+	e.c.read(func(s *fsm.State) { applied = s.AppliedAll() })
+	applied = applied[sort.Search(len(applied), func(i int) bool { return applied[i].GetEndpoint() >= from }):]
+	resp := &pb.ListAppliedResponse{}
+	n := page(applied, req.GetLimit())
+	resp.Endpoints = applied[:n]
+	if n < len(applied) {
+		resp.NextEndpoint = applied[n].GetEndpoint()
+	}
+	return resp, nil
+}
+
+func (e *enactService) ListHistory(_ context.Context, req *pb.ListHistoryRequest) (*pb.ListHistoryResponse, error) {
+	resp := &pb.ListHistoryResponse{}
+	e.c.read(func(s *fsm.State) { resp.Events = s.History(int(req.GetLimit())) })
+	return resp, nil
+}
+
+// WatchApplied streams from the local replica, ordered by revision.
+func (e *enactService) WatchApplied(req *pb.WatchAppliedRequest, stream pb.EnactService_WatchAppliedServer) error {
+	next := req.GetFromRevision()
+	return e.watches.serve(stream, "applied", func(s *fsm.State) []any {
+		var changed []*pb.AppliedEndpoint
+		for _, a := range s.AppliedAll() {
+			if a.Revision >= next {
+				changed = append(changed, a)
+			}
+		}
+		slices.SortFunc(changed, func(a, b *pb.AppliedEndpoint) int { return cmp.Compare(a.Revision, b.Revision) })
+		msgs := make([]any, 0, len(changed))
+		for _, a := range changed {
+			msgs = append(msgs, &pb.WatchAppliedResponse{Endpoint: a})
+			next = a.Revision + 1
+		}
+		return msgs
+	})
+}
