@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 
+	"github.com/dnsplan/dnsplan/auth"
 	"github.com/dnsplan/dnsplan/cluster/fsm"
 	"github.com/dnsplan/dnsplan/contract"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
@@ -41,22 +42,13 @@ const (
 	accessStream
 )
 
-// Role is what a caller is. The roles a method admits are declared here;
-// they are enforced once callers carry them in their certificates.
-type Role uint8
-
-const (
-	RoleReader Role = 1 << iota
-	RolePlanner
-	RoleEnactor
-	RoleOperator
-	RoleNode
-)
-
 // method is one entry of the table.
 type method struct {
 	access access
-	roles  Role
+	// roles are the roles that may call the method (auth.Role, from the
+	// caller's certificate); declared here, enforced once the API runs
+	// with mutual TLS.
+	roles auth.Role
 	// validate checks the request before anything else (nil: nothing to
 	// check). For a command, it is the command table's own validation.
 	validate func(proto.Message) error
@@ -66,38 +58,38 @@ type method struct {
 }
 
 // Everyone who may read may call a read; operators may do everything.
-const readers = RoleReader | RolePlanner | RoleEnactor | RoleOperator | RoleNode
+const readers = auth.RoleReader | auth.RolePlanner | auth.RoleEnactor | auth.RoleOperator | auth.RoleNode
 
 var methods = resolve(map[string]method{
-	pb.PlanService_SubmitPlan_FullMethodName: {access: accessWrite, roles: RolePlanner | RoleOperator, validate: validateSubmit},
+	pb.PlanService_SubmitPlan_FullMethodName: {access: accessWrite, roles: auth.RolePlanner | auth.RoleOperator, validate: validateSubmit},
 	pb.PlanService_GetPlan_FullMethodName:    {access: accessRead, roles: readers},
 	pb.PlanService_ListPlans_FullMethodName:  {access: accessRead, roles: readers},
 	pb.PlanService_WatchPlans_FullMethodName: {access: accessStream, roles: readers},
 
-	pb.LeaseService_AcquireLease_FullMethodName: {access: accessWrite, roles: RolePlanner | RoleEnactor | RoleOperator, validate: fsm.Validate},
-	pb.LeaseService_RenewLease_FullMethodName:   {access: accessWrite, roles: RolePlanner | RoleEnactor | RoleOperator, validate: fsm.Validate},
-	pb.LeaseService_ReleaseLease_FullMethodName: {access: accessWrite, roles: RolePlanner | RoleEnactor | RoleOperator, validate: fsm.Validate},
+	pb.LeaseService_AcquireLease_FullMethodName: {access: accessWrite, roles: auth.RolePlanner | auth.RoleEnactor | auth.RoleOperator, validate: fsm.Validate},
+	pb.LeaseService_RenewLease_FullMethodName:   {access: accessWrite, roles: auth.RolePlanner | auth.RoleEnactor | auth.RoleOperator, validate: fsm.Validate},
+	pb.LeaseService_ReleaseLease_FullMethodName: {access: accessWrite, roles: auth.RolePlanner | auth.RoleEnactor | auth.RoleOperator, validate: fsm.Validate},
 	pb.LeaseService_ListLeases_FullMethodName:   {access: accessRead, roles: readers},
 
-	pb.EnactService_ApplyPlan_FullMethodName:    {access: accessWrite, roles: RoleEnactor | RoleOperator, validate: fsm.Validate},
-	pb.EnactService_CleanupPlans_FullMethodName: {access: accessWrite, roles: RoleEnactor | RoleOperator, validate: fsm.Validate},
+	pb.EnactService_ApplyPlan_FullMethodName:    {access: accessWrite, roles: auth.RoleEnactor | auth.RoleOperator, validate: fsm.Validate},
+	pb.EnactService_CleanupPlans_FullMethodName: {access: accessWrite, roles: auth.RoleEnactor | auth.RoleOperator, validate: fsm.Validate},
 	pb.EnactService_GetApplied_FullMethodName:   {access: accessRead, roles: readers, validate: validateGetApplied},
 	pb.EnactService_ListApplied_FullMethodName:  {access: accessRead, roles: readers},
 	pb.EnactService_WatchApplied_FullMethodName: {access: accessStream, roles: readers},
 	pb.EnactService_ListHistory_FullMethodName:  {access: accessRead, roles: readers},
 
 	pb.ClusterService_Status_FullMethodName:             {access: accessLocal, roles: readers},
-	pb.ClusterService_AddVoter_FullMethodName:           {access: accessWrite, roles: RoleOperator | RoleNode, validate: validateAddVoter},
-	pb.ClusterService_RemoveServer_FullMethodName:       {access: accessWrite, roles: RoleOperator, validate: validateRemoveServer},
-	pb.ClusterService_TransferLeadership_FullMethodName: {access: accessWrite, roles: RoleOperator, validate: validateTransfer},
-	pb.ClusterService_SetFreeze_FullMethodName:          {access: accessWrite, roles: RoleOperator, validate: fsm.Validate},
+	pb.ClusterService_AddVoter_FullMethodName:           {access: accessWrite, roles: auth.RoleOperator | auth.RoleNode, validate: validateAddVoter},
+	pb.ClusterService_RemoveServer_FullMethodName:       {access: accessWrite, roles: auth.RoleOperator, validate: validateRemoveServer},
+	pb.ClusterService_TransferLeadership_FullMethodName: {access: accessWrite, roles: auth.RoleOperator, validate: validateTransfer},
+	pb.ClusterService_SetFreeze_FullMethodName:          {access: accessWrite, roles: auth.RoleOperator, validate: fsm.Validate},
 	pb.ClusterService_GetConfig_FullMethodName:          {access: accessRead, roles: readers},
-	pb.ClusterService_SetConfig_FullMethodName:          {access: accessWrite, roles: RoleOperator, validate: fsm.Validate},
+	pb.ClusterService_SetConfig_FullMethodName:          {access: accessWrite, roles: auth.RoleOperator, validate: fsm.Validate},
 	pb.ClusterService_ReadIndex_FullMethodName:          {access: accessRead, roles: readers},
 
 	// LEGACY (legacy.go): served only by nodes started with --legacy.
-	pb.LegacyService_LegacyApply_FullMethodName:   {access: accessWrite, roles: RoleEnactor | RoleOperator, validate: fsm.Validate},
-	pb.LegacyService_LegacyCleanup_FullMethodName: {access: accessWrite, roles: RoleEnactor | RoleOperator, validate: fsm.Validate},
+	pb.LegacyService_LegacyApply_FullMethodName:   {access: accessWrite, roles: auth.RoleEnactor | auth.RoleOperator, validate: fsm.Validate},
+	pb.LegacyService_LegacyCleanup_FullMethodName: {access: accessWrite, roles: auth.RoleEnactor | auth.RoleOperator, validate: fsm.Validate},
 })
 
 // resolve fills in each method's response type from its descriptor; a

@@ -30,6 +30,7 @@ func commands() []command {
 		{"planner", "probe load balancers and store DNS plans while holding the planner lease", runPlanner},
 		{"backend", "serve a sample load-balancer target with a switchable /healthz", runBackend},
 		{"scenario", "replay the AWS October 2025 race (aws-2025) against the legacy and the fixed design", runScenario},
+		{"certs", "make a cluster CA and certificates that bind a role and a name (init, issue, show)", runCerts},
 		{"chaos", "seeded fault runs on a real 3-node cluster, checking I1–I5 (linearizability with porcupine), I7, L2 and L3", runChaos},
 	}
 }

@@ -1,0 +1,270 @@
+package auth
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+var now = time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+
+func newCA(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "certs")
+	if err := InitCA(dir, 0, now); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func issue(t *testing.T, dir string, role Role, name string, hosts ...string) {
+	t.Helper()
+	if err := Issue(dir, IssueRequest{Identity: Identity{Role: role, Name: name}, Hosts: hosts}, now); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Every role issues a certificate whose identity reads back; a node's
+// certificate serves its hosts, the others only connect.
+func TestIssueAndReadIdentity(t *testing.T) {
+	dir := newCA(t)
+	for _, name := range Roles() {
+		role, err := ParseRole(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var hosts []string
+		if role == RoleNode {
+			hosts = []string{"node1", "127.0.0.1"}
+		}
+		issue(t, dir, role, name+"-1", hosts...)
+		c, err := LoadCert(CertFile(dir, name+"-1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := IdentityOf(c)
+		if err != nil || id != (Identity{Role: role, Name: name + "-1"}) {
+			t.Fatalf("%s: identity %v, %v", name, id, err)
+		}
+		server := false
+		for _, u := range c.ExtKeyUsage {
+			server = server || u == x509.ExtKeyUsageServerAuth
+		}
+		if server != (role == RoleNode) {
+			t.Errorf("%s: server use %v", name, server)
+		}
+		if got := c.NotAfter.Sub(now); got != DefaultCertValidity {
+			t.Errorf("%s: valid for %s, want %s", name, got, DefaultCertValidity)
+		}
+		if fi, err := os.Stat(KeyFile(dir, name+"-1")); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: key file mode %v, %v", name, fi.Mode(), err)
+		}
+	}
+	n, _ := LoadCert(CertFile(dir, "node-1"))
+	if len(n.DNSNames) != 1 || n.DNSNames[0] != "node1" || len(n.IPAddresses) != 1 || !n.IPAddresses[0].Equal(net.ParseIP("127.0.0.1")) {
+		t.Fatalf("node hosts %v %v", n.DNSNames, n.IPAddresses)
+	}
+	out := Describe(n, now)
+	for _, want := range []string{"role:        node", "name:        node-1", "hosts:       node1, 127.0.0.1", "in 90 days"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("Describe does not say %q:\n%s", want, out)
+		}
+	}
+}
+
+// Nothing is overwritten by accident: a second CA, a second certificate of
+// one name (unless replacing, as a rotation does).
+func TestNoOverwrite(t *testing.T) {
+	dir := newCA(t)
+	if err := InitCA(dir, 0, now); !errors.Is(err, ErrExists) {
+		t.Fatalf("second InitCA: %v, want ErrExists", err)
+	}
+	issue(t, dir, RoleEnactor, "az-a")
+	before, _ := os.ReadFile(CertFile(dir, "az-a"))
+	r := IssueRequest{Identity: Identity{Role: RoleEnactor, Name: "az-a"}}
+	if err := Issue(dir, r, now); !errors.Is(err, ErrExists) {
+		t.Fatalf("second Issue: %v, want ErrExists", err)
+	}
+	r.Replace = true
+	if err := Issue(dir, r, now); err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := os.ReadFile(CertFile(dir, "az-a")); string(after) == string(before) {
+		t.Fatal("--replace did not replace the certificate")
+	}
+}
+
+func TestIssueRefuses(t *testing.T) {
+	dir := newCA(t)
+	for _, tc := range []struct {
+		name string
+		r    IssueRequest
+		want string
+	}{
+		{"no role", IssueRequest{Identity: Identity{Name: "x"}}, "one role"},
+		{"two roles", IssueRequest{Identity: Identity{Role: RoleNode | RoleOperator, Name: "x"}}, "one role"},
+		{"empty name", IssueRequest{Identity: Identity{Role: RoleReader}}, "1..128"},
+		{"name with a slash", IssueRequest{Identity: Identity{Role: RoleReader, Name: "a/b"}}, "character '/'"},
+		{"long name", IssueRequest{Identity: Identity{Role: RoleReader, Name: strings.Repeat("n", 129)}}, "1..128"},
+		{"hosts for a client", IssueRequest{Identity: Identity{Role: RoleOperator, Name: "ops"}, Hosts: []string{"h"}}, "for node certificates"},
+		{"outlives the CA", IssueRequest{Identity: Identity{Role: RoleReader, Name: "r"}, ValidFor: 10 * DefaultCAValidity}, "outlive the CA"},
+	} {
+		if err := Issue(dir, tc.r, now); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error about %q", tc.name, err, tc.want)
+		}
+	}
+	if err := Issue(t.TempDir(), IssueRequest{Identity: Identity{Role: RoleReader, Name: "r"}}, now); err == nil || !strings.Contains(err.Error(), "certs init") {
+		t.Errorf("no CA: %v, want a hint to run certs init", err)
+	}
+}
+
+// The identity URI is read strictly: one URI, a known role, a valid name,
+// nothing else.
+func TestIdentityOf(t *testing.T) {
+	u := func(s string) *url.URL {
+		x, err := url.Parse(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return x
+	}
+	for _, tc := range []struct {
+		uris []*url.URL
+		ok   bool
+	}{
+		{[]*url.URL{u("dnsplan://enactor/az-a")}, true},
+		{[]*url.URL{u("https://example.com/"), u("dnsplan://reader/dash")}, true},
+		{nil, false},
+		{[]*url.URL{u("dnsplan://enactor/az-a"), u("dnsplan://operator/ops")}, false},
+		{[]*url.URL{u("dnsplan://admin/x")}, false},
+		{[]*url.URL{u("dnsplan://enactor/")}, false},
+		{[]*url.URL{u("dnsplan://enactor/a/b")}, false},
+		{[]*url.URL{u("dnsplan://enactor/a?x=1")}, false},
+		{[]*url.URL{u("dnsplan://enactor:1/a")}, false},
+		{[]*url.URL{u("dnsplan://u@enactor/a")}, false},
+		{[]*url.URL{u("dnsplan:enactor/a")}, false},
+		{[]*url.URL{u("dnsplan://enactor/%2e%2e")}, false},
+	} {
+		id, err := IdentityOf(&x509.Certificate{URIs: tc.uris})
+		if (err == nil) != tc.ok {
+			t.Errorf("%v: %v, %v; want ok=%v", tc.uris, id, err, tc.ok)
+		}
+		if err != nil && !errors.Is(err, ErrNoIdentity) {
+			t.Errorf("%v: %v does not wrap ErrNoIdentity", tc.uris, err)
+		}
+	}
+}
+
+// The certificates work in a real mutual TLS handshake under the CA, and
+// a certificate from another CA does not.
+func TestMutualTLS(t *testing.T) {
+	dir := newCA(t)
+	other := newCA(t)
+	issue(t, dir, RoleNode, "n1", "127.0.0.1")
+	issue(t, dir, RoleOperator, "ops")
+	issue(t, other, RoleOperator, "intruder")
+	pool := x509.NewCertPool()
+	caPEM, _ := os.ReadFile(filepath.Join(dir, CACertFile))
+	pool.AppendCertsFromPEM(caPEM)
+	pair := func(d, name string) tls.Certificate {
+		c, err := tls.LoadX509KeyPair(CertFile(d, name), KeyFile(d, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	tnow := func() time.Time { return now }
+	lis, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
+		Certificates: []tls.Certificate{pair(dir, "n1")}, ClientCAs: pool,
+		ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS13, Time: tnow,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	ids := make(chan string, 4)
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			tc := c.(*tls.Conn)
+			if err := tc.Handshake(); err != nil {
+				ids <- "refused"
+			} else if id, err := IdentityOf(tc.ConnectionState().PeerCertificates[0]); err == nil {
+				ids <- id.String()
+			}
+			c.Close()
+		}
+	}()
+	dial := func(cert tls.Certificate) error {
+		c, err := tls.Dial("tcp", lis.Addr().String(), &tls.Config{
+			Certificates: []tls.Certificate{cert}, RootCAs: pool, ServerName: "127.0.0.1",
+			MinVersion: tls.VersionTLS13, Time: tnow,
+		})
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		one := make([]byte, 1)
+		_, err = c.Read(one) // the server's verdict on our certificate
+		return err
+	}
+	_ = dial(pair(dir, "ops"))
+	if got := <-ids; got != "operator/ops" {
+		t.Fatalf("server saw %q, want operator/ops", got)
+	}
+	_ = dial(pair(other, "intruder"))
+	if got := <-ids; got != "refused" {
+		t.Fatalf("a certificate of another CA: server saw %q, want refused", got)
+	}
+}
+
+// FuzzIdentityOf feeds arbitrary bytes, read as a certificate, to the
+// identity parser: it never panics, and an identity it accepts is a known
+// role with a valid name, round-tripping through its URI.
+func FuzzIdentityOf(f *testing.F) {
+	dir := filepath.Join(f.TempDir(), "certs")
+	if err := InitCA(dir, 0, now); err != nil {
+		f.Fatal(err)
+	}
+	if err := Issue(dir, IssueRequest{Identity: Identity{Role: RoleEnactor, Name: "az-a"}}, now); err != nil {
+		f.Fatal(err)
+	}
+	c, err := LoadCert(CertFile(dir, "az-a"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(c.Raw)
+	f.Add([]byte("dnsplan://enactor/az-a"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var certs []*x509.Certificate
+		if c, err := x509.ParseCertificate(b); err == nil {
+			certs = append(certs, c)
+		}
+		if u, err := url.Parse(string(b)); err == nil {
+			certs = append(certs, &x509.Certificate{URIs: []*url.URL{u}})
+		}
+		for _, c := range certs {
+			id, err := IdentityOf(c)
+			if err != nil {
+				continue
+			}
+			if _, perr := ParseRole(id.Role.String()); perr != nil || ValidateName(id.Name) != nil {
+				t.Fatalf("accepted identity %v", id)
+			}
+			back, err := IdentityOf(&x509.Certificate{URIs: []*url.URL{id.URI()}})
+			if err != nil || back != id {
+				t.Fatalf("identity %v does not round-trip: %v, %v", id, back, err)
+			}
+		}
+	})
+}

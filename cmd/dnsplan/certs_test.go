@@ -1,0 +1,55 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// dnsplan certs makes a CA and certificates, shows them, and refuses what
+// it must.
+func TestRunCerts(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "certs")
+	ctx := context.Background()
+	for _, args := range [][]string{
+		{"certs", "init", "--dir", dir},
+		{"certs", "issue", "--dir", dir, "--role", "node", "--name", "node1", "--host", "node1", "--host", "127.0.0.1"},
+		{"certs", "issue", "--dir", dir, "--role", "operator", "--name", "ops", "--valid-for", "24h"},
+	} {
+		if err := run(ctx, args, io.Discard, io.Discard); err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+	}
+	var out bytes.Buffer
+	if err := run(ctx, []string{"certs", "show", filepath.Join(dir, "ops.crt")}, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"role:        operator", "name:        ops", "issuer:      dnsplan cluster CA", "(in 24h0m0s)"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("certs show does not say %q:\n%s", want, out.String())
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"certs"}, "init, issue or show"},
+		{[]string{"certs", "sign"}, "unknown step"},
+		{[]string{"certs", "init", "--dir", dir}, "already exists"},
+		{[]string{"certs", "init"}, "--dir is required"},
+		{[]string{"certs", "issue", "--dir", dir, "--role", "root", "--name", "x"}, "not one of reader, planner, enactor, operator, node"},
+		{[]string{"certs", "issue", "--dir", dir, "--role", "operator"}, "--name are required"},
+		{[]string{"certs", "issue", "--dir", dir, "--role", "operator", "--name", "ops"}, "--replace"},
+		{[]string{"certs", "issue", "--dir", dir, "--role", "planner", "--name", "p1", "--host", "h"}, "for node certificates"},
+		{[]string{"certs", "show"}, "one certificate file"},
+		{[]string{"certs", "show", filepath.Join(dir, "ca.key")}, "no PEM certificate"},
+	} {
+		err := run(ctx, tc.args, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v, want an error about %q", tc.args, err, tc.want)
+		}
+	}
+}
