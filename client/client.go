@@ -8,6 +8,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
@@ -58,6 +60,7 @@ type options struct {
 	minBackoff  time.Duration
 	maxBackoff  time.Duration
 	logger      *slog.Logger
+	tls         *tls.Config
 	dialOptions []grpc.DialOption
 }
 
@@ -82,6 +85,11 @@ func WithBackoff(first, limit time.Duration) Option {
 // WithLogger sets the logger; retries are logged at debug level, broken
 // streams at info. The default discards everything.
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+
+// WithTLS makes every connection mutual TLS with cfg (auth.Loader's
+// ClientConfig: the caller's certificate, the cluster CA). Without it the
+// client speaks plaintext, which only a node run with --insecure accepts.
+func WithTLS(cfg *tls.Config) Option { return func(o *options) { o.tls = cfg } }
 
 // WithDialOptions adds gRPC dial options to every connection, after the
 // client's own (insecure credentials, fast reconnects), so they can
@@ -187,9 +195,12 @@ func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
 	if cc, ok := c.conns[addr]; ok {
 		return cc, nil
 	}
+	creds := insecure.NewCredentials()
+	if c.opts.tls != nil {
+		creds = credentials.NewTLS(c.opts.tls)
+	}
 	dial := []grpc.DialOption{
-		// The cluster has no TLS yet.
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		MessageLimits(),
 		// Ping a connection quiet for keepaliveTime (a watch waiting for
 		// the next plan) and drop it if its node does not answer within

@@ -72,6 +72,10 @@ func newMetrics(n *Node) *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.propose, m.commands, m.rejected, m.forwarded, m.timeClipped, m.timeJumps,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "dnsplan_insecure",
+			Help: "1 if this node runs without TLS (--insecure): its API and Raft port accept anyone.",
+		}, func() float64 { return boolFloat(n.cfg.TLS == nil) }),
 		raftGauge("dnsplan_raft_leader", "1 if this node is the Raft leader.", func(r *raft.Raft) float64 {
 			return boolFloat(r.State() == raft.Leader)
 		}),

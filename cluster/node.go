@@ -18,10 +18,12 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/dnsplan/dnsplan/auth"
 	"github.com/dnsplan/dnsplan/cluster/dnsserver"
 	"github.com/dnsplan/dnsplan/cluster/fsm"
 	"github.com/dnsplan/dnsplan/contract"
@@ -49,6 +51,13 @@ type Config struct {
 	// RaftDial, if set, opens this node's Raft connections to its peers
 	// (fault-injection tests cut links with it); default plain TCP.
 	RaftDial func(addr string, timeout time.Duration) (net.Conn, error)
+
+	// TLS, if set, is the node's certificate and CA: the gRPC API admits
+	// only clients with a certificate of the CA, the Raft port only nodes,
+	// and the node's own connections to its peers (Raft, forwarding,
+	// joining, the DNS floor) present its certificate and accept only
+	// nodes of the CA. Nil runs every link in plaintext.
+	TLS *auth.Loader
 
 	// GRPCAddr, AdvertiseGRPC and GRPCListener: the same for the gRPC API.
 	GRPCAddr      string
@@ -329,7 +338,7 @@ func (n *Node) startRaft() (joining bool, err error) {
 	}
 	n.cfg.AdvertiseRaft = advertise
 	n.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  &streamLayer{Listener: lis, advertise: hostPort(advertise), dial: cfg.RaftDial},
+		Stream:  &streamLayer{Listener: lis, advertise: hostPort(advertise), dial: cfg.RaftDial, tls: cfg.TLS},
 		MaxPool: 3,
 		Timeout: 10 * time.Second,
 		Logger:  hlog,
@@ -676,7 +685,11 @@ func (n *Node) conn(addr string) (*grpc.ClientConn, error) {
 	if c, ok := n.conns[addr]; ok {
 		return c, nil
 	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+	creds := insecure.NewCredentials()
+	if n.cfg.TLS != nil {
+		creds = credentials.NewTLS(n.cfg.TLS.ClientConfig(""))
+	}
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(contract.MaxMessageBytes), grpc.MaxCallSendMsgSize(contract.MaxMessageBytes)))
 	if err != nil {
 		return nil, err

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -45,7 +46,7 @@ func (n *Node) startGRPC() error {
 	}
 	conns := newConnTracker(lis)
 	n.grpcLis = conns
-	s := grpc.NewServer(
+	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(maxRequestBytes),
 		grpc.MaxSendMsgSize(maxRequestBytes),
 		// Close connections whose peer is gone or frozen: the server pings
@@ -58,7 +59,11 @@ func (n *Node) startGRPC() error {
 		// is mapped to its code.
 		grpc.ChainUnaryInterceptor(n.unaryErrors, n.route),
 		grpc.ChainStreamInterceptor(streamErrors, routeStream),
-	)
+	}
+	if n.cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(n.cfg.TLS.ServerConfig())))
+	}
+	s := grpc.NewServer(opts...)
 	registerServices(s, n, newWatchHub(n, conns, watchLimitsOf(n.cfg), n.metrics.registry), n.cfg.Legacy)
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)

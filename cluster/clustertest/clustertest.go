@@ -8,12 +8,16 @@ package clustertest
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/dnsplan/dnsplan/auth"
 	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/cluster"
 	"github.com/dnsplan/dnsplan/cluster/local"
@@ -30,6 +34,9 @@ type Options struct {
 	Nodes  int             // default 3
 	Design contract.Design // default fixed
 	DNS    bool            // serve DNS on every node, on a free UDP+TCP port
+	// TLS runs every link with mutual TLS: a fresh CA, a node
+	// certificate per node, and Client presents an operator's.
+	TLS bool
 	// Tune adjusts each node's configuration before it starts.
 	Tune func(*cluster.Config)
 }
@@ -43,6 +50,24 @@ type Cluster struct {
 	Log *slog.Logger
 	// IDs, GRPCAddrs, DNSAddrs and RaftAddrs are indexed by node.
 	IDs, GRPCAddrs, DNSAddrs, RaftAddrs []string
+	// CertDir holds the CA and certificates of a TLS cluster ("" without).
+	CertDir   string
+	clientTLS *tls.Config
+}
+
+// Certificate issues a certificate of the cluster's CA (TLS clusters
+// only) and returns its loader.
+func (c *Cluster) Certificate(role auth.Role, name string, hosts ...string) *auth.Loader {
+	c.t.Helper()
+	r := auth.IssueRequest{Identity: auth.Identity{Role: role, Name: name}, Hosts: hosts, Replace: true}
+	if err := auth.Issue(c.CertDir, r, time.Now()); err != nil {
+		c.t.Fatal(err)
+	}
+	l, err := auth.NewLoader(auth.Material{CA: filepath.Join(c.CertDir, auth.CACertFile), Cert: auth.CertFile(c.CertDir, name), Key: auth.KeyFile(c.CertDir, name)})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return l
 }
 
 // Start starts every node at once (as founding members started as
@@ -54,6 +79,17 @@ func Start(t testing.TB, opts Options) *Cluster {
 		opts.Nodes = 3
 	}
 	c := &Cluster{t: t, Log: Logger(t)}
+	var loaders []*auth.Loader
+	if opts.TLS {
+		c.CertDir = filepath.Join(t.TempDir(), "certs")
+		if err := auth.InitCA(c.CertDir, 0, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		for i := range opts.Nodes {
+			loaders = append(loaders, c.Certificate(auth.RoleNode, fmt.Sprintf("n%d", i+1), "127.0.0.1"))
+		}
+		c.clientTLS = c.Certificate(auth.RoleOperator, "test-operator").ClientConfig("")
+	}
 	lc, err := local.New(local.Options{
 		Dir:      t.TempDir(),
 		Founders: opts.Nodes,
@@ -61,8 +97,11 @@ func Start(t testing.TB, opts Options) *Cluster {
 		Design:   opts.Design,
 		DNS:      opts.DNS,
 		Logger:   c.Log,
-		Configure: func(_ int, cfg *cluster.Config) {
+		Configure: func(i int, cfg *cluster.Config) {
 			local.Fast(cfg)
+			if loaders != nil {
+				cfg.TLS = loaders[i]
+			}
 			if opts.Tune != nil {
 				opts.Tune(cfg)
 			}
@@ -123,11 +162,16 @@ func (c *Cluster) WaitReady() {
 	}
 }
 
-// Client returns a client that knows every node; it closes at the test's
-// end.
+// Client returns a client that knows every node (with an operator's
+// certificate on a TLS cluster; later options override); it closes at the
+// test's end.
 func (c *Cluster) Client(opts ...client.Option) *client.Client {
 	c.t.Helper()
-	cl, err := client.New(c.GRPCAddrs, append([]client.Option{client.WithLogger(c.Log)}, opts...)...)
+	base := []client.Option{client.WithLogger(c.Log)}
+	if c.clientTLS != nil {
+		base = append(base, client.WithTLS(c.clientTLS))
+	}
+	cl, err := client.New(c.GRPCAddrs, append(base, opts...)...)
 	if err != nil {
 		c.t.Fatal(err)
 	}

@@ -53,3 +53,45 @@ func TestRunCerts(t *testing.T) {
 		}
 	}
 }
+
+// A node runs with TLS material or --insecure, never by default, and only
+// with a node's certificate.
+func TestNodeTLSFlags(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "certs")
+	for _, args := range [][]string{
+		{"certs", "init", "--dir", dir},
+		{"certs", "issue", "--dir", dir, "--role", "node", "--name", "n1"},
+		{"certs", "issue", "--dir", dir, "--role", "operator", "--name", "ops"},
+	} {
+		if err := run(context.Background(), args, io.Discard, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ca := filepath.Join(dir, "ca.crt")
+	tlsOf := func(name string) []string {
+		return []string{"--tls-ca", ca, "--tls-cert", filepath.Join(dir, name+".crt"), "--tls-key", filepath.Join(dir, name+".key")}
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string // "" = starts, with TLS unless --insecure
+	}{
+		{"nothing", nil, "dnsplan certs init"},
+		{"insecure", []string{"--insecure"}, ""},
+		{"node certificate", tlsOf("n1"), ""},
+		{"both", append(tlsOf("n1"), "--insecure"), "exclude each other"},
+		{"half", []string{"--tls-ca", ca}, "go together"},
+		{"an operator's certificate", tlsOf("ops"), "a node needs a node's"},
+		{"missing file", []string{"--tls-ca", ca, "--tls-cert", filepath.Join(dir, "x.crt"), "--tls-key", filepath.Join(dir, "x.key")}, "no such file"},
+	} {
+		cfg, err := nodeConfig(append([]string{"--id", "n1"}, tc.args...), io.Discard)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case tc.want == "" && (cfg.TLS == nil) != (tc.name == "insecure"):
+			t.Errorf("%s: TLS %v", tc.name, cfg.TLS)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: %v, want an error about %q", tc.name, err, tc.want)
+		}
+	}
+}

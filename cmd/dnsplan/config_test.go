@@ -17,14 +17,14 @@ import (
 // (no drop without force), not "unset".
 func TestNodeConfigVelocityFlags(t *testing.T) {
 	var stderr bytes.Buffer
-	cfg, err := nodeConfig([]string{"--id", "n1", "--max-capacity-drop", "0", "--velocity-window", "90s"}, &stderr)
+	cfg, err := nodeConfig([]string{"--id", "n1", "--insecure", "--max-capacity-drop", "0", "--velocity-window", "90s"}, &stderr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.MaxCapacityDrop == nil || *cfg.MaxCapacityDrop != 0 || cfg.VelocityWindow != 90*time.Second {
 		t.Fatalf("max capacity drop %v, window %s; want 0 and 90s", cfg.MaxCapacityDrop, cfg.VelocityWindow)
 	}
-	cfg, err = nodeConfig([]string{"--id", "n1"}, &stderr)
+	cfg, err = nodeConfig([]string{"--id", "n1", "--insecure"}, &stderr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +62,7 @@ func TestCtlConfigUsageErrors(t *testing.T) {
 func TestNodeProcessConfigAndDesignMismatch(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "n1")
 	grpcAddr := loopback.FreeAddr(t)
-	args := []string{"node", "--id", "n1", "--data-dir", dir, "--raft-addr", loopback.FreeAddr(t), "--grpc-addr", grpcAddr,
+	args := []string{"node", "--id", "n1", "--insecure", "--data-dir", dir, "--raft-addr", loopback.FreeAddr(t), "--grpc-addr", grpcAddr,
 		"--dns-addr", "", "--http-addr", "", "--heartbeat-timeout", "300ms", "--election-timeout", "300ms", "--max-capacity-drop", "0"}
 	n1 := startProcess(t, "n1", nil, args...)
 

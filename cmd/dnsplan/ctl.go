@@ -48,6 +48,7 @@ type ctl struct {
 	cluster []string
 	format  string // "text" or "json"
 	timeout time.Duration
+	tls     tlsFlags
 	stdout  io.Writer
 	stderr  io.Writer
 	now     func() time.Time
@@ -90,6 +91,7 @@ type ctlGlobals struct {
 	cluster   *listFlag
 	o, output string
 	timeout   time.Duration
+	tls       *tlsFlags
 }
 
 func bindCtlGlobals(fs *flag.FlagSet) *ctlGlobals {
@@ -98,6 +100,7 @@ func bindCtlGlobals(fs *flag.FlagSet) *ctlGlobals {
 	fs.StringVar(&g.o, "o", "", "output format: text or json")
 	fs.StringVar(&g.output, "output", "text", "output format: text or json (same as -o)")
 	fs.DurationVar(&g.timeout, "timeout", 10*time.Second, "give up on the command after this long")
+	g.tls = addTLSFlags(fs)
 	return g
 }
 
@@ -110,6 +113,16 @@ func (x *ctl) apply(g *ctlGlobals, given map[string]bool, onlyGiven bool) error 
 	}
 	if !onlyGiven || given["timeout"] {
 		x.timeout = g.timeout
+	}
+	for name, set := range map[string]func(){
+		"tls-ca":   func() { x.tls.m.CA = g.tls.m.CA },
+		"tls-cert": func() { x.tls.m.Cert = g.tls.m.Cert },
+		"tls-key":  func() { x.tls.m.Key = g.tls.m.Key },
+		"insecure": func() { x.tls.insecure = g.tls.insecure },
+	} {
+		if !onlyGiven || given[name] {
+			set()
+		}
 	}
 	switch {
 	case given["o"]:
@@ -243,10 +256,14 @@ func (x *ctl) client() (*client.Client, error) {
 		return x.c, nil
 	}
 	log := slog.New(slog.NewTextHandler(x.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	c, err := client.New(x.cluster,
+	tlsOpts, _, err := x.tls.clientOptions()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errCtlUsage, err)
+	}
+	c, err := client.New(x.cluster, append(tlsOpts,
 		client.WithCallTimeout(min(client.DefaultCallTimeout, x.timeout)),
 		client.WithRetryBudget(x.timeout),
-		client.WithLogger(log))
+		client.WithLogger(log))...)
 	if err != nil {
 		return nil, err
 	}

@@ -192,7 +192,7 @@ func printDev(w io.Writer, dataDir string) {
 		fmt.Fprintf(tw, "  backend%d\t\t\t127.0.0.1:%d (POST /fail, /recover)\n", i, 8080+i)
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "\n  state: %s\n\ntry:\n", dataDir)
+	fmt.Fprintf(w, "\n  state: %s\n  links: plaintext, unauthenticated (dev listens on 127.0.0.1 only)\n\ntry:\n", dataDir)
 	for _, c := range []string{
 		"dig @127.0.0.1 -p 5301 api.dnsplan.test A",
 		"dig @127.0.0.1 -p 5302 _dnsplan.api.dnsplan.test TXT",

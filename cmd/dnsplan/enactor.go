@@ -32,6 +32,7 @@ func runEnactor(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs.DurationVar(&cfg.LegacyDelay, "legacy-delay", 0, "with --legacy: pause between two endpoint writes of a pass")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&logFormat, "log-format", "text", "text or json")
+	tlsf := addTLSFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -54,7 +55,11 @@ func runEnactor(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cl, err := client.New(clusterAddrs.values, client.WithLogger(logger))
+	tlsOpts, _, err := tlsf.clientOptions()
+	if err != nil {
+		return fmt.Errorf("enactor: %w", err)
+	}
+	cl, err := client.New(clusterAddrs.values, append(tlsOpts, client.WithLogger(logger))...)
 	if err != nil {
 		return err
 	}

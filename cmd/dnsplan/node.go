@@ -27,6 +27,12 @@ func runNode(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if cfg.TLS == nil {
+		logger.Warn("INSECURE: --insecure runs the API and the Raft port in plaintext, unauthenticated; anyone who reaches them can change what DNS serves")
+	} else {
+		logger.Info("mutual TLS on the API and the Raft port", "identity", cfg.TLS.Identity())
+		reloadTLS(ctx, cfg.TLS, logger)
+	}
 	if cfg.Legacy {
 		logger.Warn("LEGACY MODE: this node accepts the unsafe apply and clean-up that emptied DNS in the AWS outage; for demonstration only")
 	}
@@ -61,6 +67,7 @@ func nodeConfig(args []string, stderr io.Writer) (cluster.Config, error) {
 		logLevel       string
 		logFormat      string
 		maxDrop        float64
+		err            error
 	)
 	fs.StringVar(&cfg.ID, "id", "", "node id, unique in the cluster (required)")
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "Raft log, stable store and snapshots (default ./data/<id>)")
@@ -87,7 +94,11 @@ func nodeConfig(args []string, stderr io.Writer) (cluster.Config, error) {
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&logFormat, "log-format", "text", "text or json")
 	fs.StringVar(&cfg.RaftLogLevel, "raft-log-level", "warn", "level of hashicorp/raft's own log")
+	tlsf := addTLSFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
+		return cfg, err
+	}
+	if cfg.TLS, err = tlsf.nodeLoader(); err != nil {
 		return cfg, err
 	}
 	if cfg.ID == "" {

@@ -34,6 +34,7 @@ func runPlanner(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs.DurationVar(&cfg.LeaseTTL, "lease-ttl", planner.DefaultLeaseTTL, "TTL of the planner lease; renewed every third of it")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&logFormat, "log-format", "text", "text or json")
+	tlsf := addTLSFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -59,7 +60,11 @@ func runPlanner(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cl, err := client.New(clusterAddrs.values, client.WithLogger(logger))
+	tlsOpts, _, err := tlsf.clientOptions()
+	if err != nil {
+		return fmt.Errorf("planner: %w", err)
+	}
+	cl, err := client.New(clusterAddrs.values, append(tlsOpts, client.WithLogger(logger))...)
 	if err != nil {
 		return err
 	}

@@ -32,6 +32,7 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	httpAddr := fs.String("http-addr", "127.0.0.1:8301", "serves /summary (JSON) and /healthz; empty disables")
 	output := fs.String("o", "text", "summary format on exit: text or json")
 	logLevel := fs.String("log-level", "warn", "debug, info, warn or error")
+	tlsf := addTLSFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -50,7 +51,11 @@ func runProbe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		cfg.Nodes = append(cfg.Nodes, probe.Node{Name: addr, DNS: addr})
 	}
 	if len(cluster.values) > 0 {
-		c, err := client.New(cluster.values, client.WithLogger(logger), client.WithCallTimeout(*timeout*4))
+		tlsOpts, _, err := tlsf.clientOptions()
+		if err != nil {
+			return fmt.Errorf("probe: %w", err)
+		}
+		c, err := client.New(cluster.values, append(tlsOpts, client.WithLogger(logger), client.WithCallTimeout(*timeout*4))...)
 		if err != nil {
 			return err
 		}

@@ -139,10 +139,16 @@ func wantReleased(t *testing.T, cl *client.Client, holder string) {
 // ctlRun runs `dnsplan ctl` against the cluster and returns its stdout.
 func ctlRun(t *testing.T, cluster string, args ...string) (string, error) {
 	t.Helper()
+	return ctlRunEnv(t, cluster, nil, args...)
+}
+
+// ctlRunEnv is ctlRun with more environment variables.
+func ctlRunEnv(t *testing.T, cluster string, env []string, args ...string) (string, error) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, binary, append([]string{"ctl"}, args...)...)
-	cmd.Env = append(os.Environ(), "DNSPLAN_CLUSTER="+cluster)
+	cmd.Env = append(append(os.Environ(), "DNSPLAN_CLUSTER="+cluster), env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -153,10 +159,28 @@ func ctlRun(t *testing.T, cluster string, args ...string) (string, error) {
 }
 
 // Three `dnsplan node` processes configured through flags and DNSPLAN_*
-// variables form a cluster that `dnsplan ctl` operates; SIGTERM stops a
-// node cleanly.
+// variables, on mutual TLS with certificates from `dnsplan certs`, form a
+// cluster that `dnsplan ctl` operates with an operator's certificate (and
+// without one, cannot); SIGTERM stops a node cleanly.
 func TestNodeAndCtlProcesses(t *testing.T) {
 	dir := t.TempDir()
+	certs := filepath.Join(dir, "certs")
+	for _, args := range [][]string{
+		{"certs", "init", "--dir", certs},
+		{"certs", "issue", "--dir", certs, "--role", "operator", "--name", "ops"},
+		{"certs", "issue", "--dir", certs, "--role", "node", "--name", "node1", "--host", "127.0.0.1"},
+		{"certs", "issue", "--dir", certs, "--role", "node", "--name", "node2", "--host", "127.0.0.1"},
+		{"certs", "issue", "--dir", certs, "--role", "node", "--name", "node3", "--host", "127.0.0.1"},
+	} {
+		if err := run(context.Background(), args, io.Discard, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+	}
+	operator := []string{"DNSPLAN_TLS_CA=" + filepath.Join(certs, "ca.crt"), "DNSPLAN_TLS_CERT=" + filepath.Join(certs, "ops.crt"), "DNSPLAN_TLS_KEY=" + filepath.Join(certs, "ops.key")}
+	ctlRun := func(t *testing.T, cluster string, args ...string) (string, error) {
+		t.Helper()
+		return ctlRunEnv(t, cluster, operator, args...)
+	}
 	type node struct {
 		id, raft, grpc, dns string
 		proc                *process
@@ -176,7 +200,9 @@ func TestNodeAndCtlProcesses(t *testing.T) {
 			"DNSPLAN_GRPC_ADDR=" + n.grpc,
 			"DNSPLAN_DATA_DIR=" + filepath.Join(dir, n.id),
 			"DNSPLAN_INITIAL_CLUSTER=" + strings.Join(initial, ","),
+			"DNSPLAN_TLS_KEY=" + filepath.Join(certs, n.id+".key"),
 		}, "node", "--id", n.id, "--raft-addr", n.raft, "--dns-addr", n.dns,
+			"--tls-ca", filepath.Join(certs, "ca.crt"), "--tls-cert", filepath.Join(certs, n.id+".crt"),
 			"--http-addr", "", "--heartbeat-timeout", "300ms", "--election-timeout", "300ms")
 	}
 
@@ -190,6 +216,11 @@ func TestNodeAndCtlProcesses(t *testing.T) {
 			t.Fatalf("cluster never became healthy: %v", err)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+
+	// Without a certificate, ctl reaches nothing.
+	if _, err := ctlRunEnv(t, cluster, []string{"DNSPLAN_TIMEOUT=2s"}, "health"); err == nil {
+		t.Fatal("ctl without a certificate was answered by a TLS cluster")
 	}
 
 	planFile := filepath.Join(dir, "plan.json")
