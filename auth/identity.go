@@ -147,6 +147,15 @@ func IdentityOf(cert *x509.Certificate) (Identity, error) {
 	return parseURI(found[0])
 }
 
+// IdentityOfURI reads an identity written as its URI (Identity.URI): how
+// a node that forwards a call names the original caller.
+func IdentityOfURI(u *url.URL) (Identity, error) {
+	if u.Scheme != uriScheme {
+		return Identity{}, fmt.Errorf("%w: not a %s:// URI", ErrNoIdentity, uriScheme)
+	}
+	return parseURI(u)
+}
+
 // parseURI reads dnsplan://ROLE/NAME, and nothing else: no user, port,
 // query, fragment or further path.
 func parseURI(u *url.URL) (Identity, error) {

@@ -52,6 +52,10 @@ func toStatus(err error) error {
 		code = reason.Code()
 	case errors.Is(err, ErrNotLeader):
 		code = codes.Unavailable
+	case errors.Is(err, ErrPermission):
+		code = codes.PermissionDenied
+	case errors.Is(err, ErrUnauthenticated):
+		code = codes.Unauthenticated
 	case errors.Is(err, context.DeadlineExceeded):
 		code = codes.DeadlineExceeded
 	case errors.Is(err, context.Canceled):

@@ -52,6 +52,9 @@ type method struct {
 	// validate checks the request before anything else (nil: nothing to
 	// check). For a command, it is the command table's own validation.
 	validate func(proto.Message) error
+	// bind ties what the request acts as to the caller (authz.go; nil:
+	// the role is enough). Operators are not bound.
+	bind func(auth.Identity, proto.Message) error
 	// response is the message the method answers with, resolved from the
 	// method's descriptor: what a call passed on to the leader decodes.
 	response protoreflect.MessageType
@@ -61,17 +64,17 @@ type method struct {
 const readers = auth.RoleReader | auth.RolePlanner | auth.RoleEnactor | auth.RoleOperator | auth.RoleNode
 
 var methods = resolve(map[string]method{
-	pb.PlanService_SubmitPlan_FullMethodName: {access: accessWrite, roles: auth.RolePlanner | auth.RoleOperator, validate: validateSubmit},
+	pb.PlanService_SubmitPlan_FullMethodName: {access: accessWrite, roles: auth.RolePlanner | auth.RoleOperator, validate: validateSubmit, bind: bindSubmit},
 	pb.PlanService_GetPlan_FullMethodName:    {access: accessRead, roles: readers},
 	pb.PlanService_ListPlans_FullMethodName:  {access: accessRead, roles: readers},
 	pb.PlanService_WatchPlans_FullMethodName: {access: accessStream, roles: readers},
 
-	pb.LeaseService_AcquireLease_FullMethodName: {access: accessWrite, roles: auth.RolePlanner | auth.RoleEnactor | auth.RoleOperator, validate: fsm.Validate},
-	pb.LeaseService_RenewLease_FullMethodName:   {access: accessWrite, roles: auth.RolePlanner | auth.RoleEnactor | auth.RoleOperator, validate: fsm.Validate},
-	pb.LeaseService_ReleaseLease_FullMethodName: {access: accessWrite, roles: auth.RolePlanner | auth.RoleEnactor | auth.RoleOperator, validate: fsm.Validate},
+	pb.LeaseService_AcquireLease_FullMethodName: {access: accessWrite, roles: auth.RolePlanner | auth.RoleEnactor | auth.RoleOperator, validate: fsm.Validate, bind: bindLease},
+	pb.LeaseService_RenewLease_FullMethodName:   {access: accessWrite, roles: auth.RolePlanner | auth.RoleEnactor | auth.RoleOperator, validate: fsm.Validate, bind: bindLease},
+	pb.LeaseService_ReleaseLease_FullMethodName: {access: accessWrite, roles: auth.RolePlanner | auth.RoleEnactor | auth.RoleOperator, validate: fsm.Validate, bind: bindLease},
 	pb.LeaseService_ListLeases_FullMethodName:   {access: accessRead, roles: readers},
 
-	pb.EnactService_ApplyPlan_FullMethodName:    {access: accessWrite, roles: auth.RoleEnactor | auth.RoleOperator, validate: fsm.Validate},
+	pb.EnactService_ApplyPlan_FullMethodName:    {access: accessWrite, roles: auth.RoleEnactor | auth.RoleOperator, validate: fsm.Validate, bind: bindApply},
 	pb.EnactService_CleanupPlans_FullMethodName: {access: accessWrite, roles: auth.RoleEnactor | auth.RoleOperator, validate: fsm.Validate},
 	pb.EnactService_GetApplied_FullMethodName:   {access: accessRead, roles: readers, validate: validateGetApplied},
 	pb.EnactService_ListApplied_FullMethodName:  {access: accessRead, roles: readers},
@@ -79,7 +82,7 @@ var methods = resolve(map[string]method{
 	pb.EnactService_ListHistory_FullMethodName:  {access: accessRead, roles: readers},
 
 	pb.ClusterService_Status_FullMethodName:             {access: accessLocal, roles: readers},
-	pb.ClusterService_AddVoter_FullMethodName:           {access: accessWrite, roles: auth.RoleOperator | auth.RoleNode, validate: validateAddVoter},
+	pb.ClusterService_AddVoter_FullMethodName:           {access: accessWrite, roles: auth.RoleOperator | auth.RoleNode, validate: validateAddVoter, bind: bindAddVoter},
 	pb.ClusterService_RemoveServer_FullMethodName:       {access: accessWrite, roles: auth.RoleOperator, validate: validateRemoveServer},
 	pb.ClusterService_TransferLeadership_FullMethodName: {access: accessWrite, roles: auth.RoleOperator, validate: validateTransfer},
 	pb.ClusterService_SetFreeze_FullMethodName:          {access: accessWrite, roles: auth.RoleOperator, validate: fsm.Validate},
@@ -88,9 +91,19 @@ var methods = resolve(map[string]method{
 	pb.ClusterService_ReadIndex_FullMethodName:          {access: accessRead, roles: readers},
 
 	// LEGACY (legacy.go): served only by nodes started with --legacy.
-	pb.LegacyService_LegacyApply_FullMethodName:   {access: accessWrite, roles: auth.RoleEnactor | auth.RoleOperator, validate: fsm.Validate},
+	pb.LegacyService_LegacyApply_FullMethodName:   {access: accessWrite, roles: auth.RoleEnactor | auth.RoleOperator, validate: fsm.Validate, bind: bindApply},
 	pb.LegacyService_LegacyCleanup_FullMethodName: {access: accessWrite, roles: auth.RoleEnactor | auth.RoleOperator, validate: fsm.Validate},
 })
+
+// MethodRoles lists every RPC of the API with the roles that may call it:
+// for the tests that hold the API to its table.
+func MethodRoles() map[string]auth.Role {
+	out := make(map[string]auth.Role, len(methods))
+	for name, m := range methods {
+		out[name] = m.roles
+	}
+	return out
+}
 
 // resolve fills in each method's response type from its descriptor; a
 // name that is no method of the API is a programming error.
@@ -125,10 +138,22 @@ func (n *Node) route(ctx context.Context, req any, info *grpc.UnaryServerInfo, h
 	return n.serve(ctx, info.FullMethod, msg, func(ctx context.Context) (any, error) { return h(ctx, msg) })
 }
 
-// routeStream is the stream interceptor: a stream must be in the table.
-func routeStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-	if m, ok := methods[info.FullMethod]; !ok || m.access != accessStream {
+// routeStream is the stream interceptor: a stream must be in the table,
+// and its caller of a role the table admits.
+func (n *Node) routeStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	m, ok := methods[info.FullMethod]
+	if !ok || m.access != accessStream {
 		return errNoMethod
+	}
+	id, secured, err := n.caller(ss.Context())
+	if err != nil {
+		return err
+	}
+	if secured {
+		if err := authorize(info.FullMethod, m, id, nil); err != nil {
+			n.metrics.refused.WithLabelValues(id.Role.String(), shortName(info.FullMethod)).Inc()
+			return err
+		}
 	}
 	return h(srv, ss)
 }
@@ -140,6 +165,17 @@ func (n *Node) serve(ctx context.Context, name string, req proto.Message, local 
 	m, err := admit(name, req)
 	if err != nil {
 		return nil, err
+	}
+	id, secured, err := n.caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if secured {
+		if err := authorize(name, m, id, req); err != nil {
+			n.metrics.refused.WithLabelValues(id.Role.String(), shortName(name)).Inc()
+			return nil, err
+		}
+		ctx = context.WithValue(ctx, callerCtx{}, id)
 	}
 	switch m.access {
 	case accessLocal:
@@ -194,6 +230,9 @@ func (n *Node) forward(ctx context.Context, name string, m method, req proto.Mes
 		return nil, n.notLeader()
 	}
 	out := metadata.AppendToOutgoingContext(ctx, forwardedKey, n.cfg.ID)
+	if id, ok := ctx.Value(callerCtx{}).(auth.Identity); ok {
+		out = metadata.AppendToOutgoingContext(out, callerKey, id.URI().String())
+	}
 	resp := m.response.New().Interface()
 	if err := conn.Invoke(out, name, req, resp); err != nil {
 		n.metrics.forwarded.WithLabelValues("error").Inc()

@@ -19,6 +19,7 @@ type metrics struct {
 	commands  *prometheus.CounterVec
 	rejected  *prometheus.CounterVec
 	forwarded *prometheus.CounterVec
+	refused   *prometheus.CounterVec // calls refused for the caller's role or name
 	// timeClipped and timeJumps count commands whose stamp the state
 	// machine clipped, or that moved its time by more than
 	// fsm.TimeJumpThreshold.
@@ -52,6 +53,10 @@ func newMetrics(n *Node) *metrics {
 			Name: "dnsplan_fsm_time_clipped_total",
 			Help: "Commands whose stamp was more than the largest step ahead of the state machine's time, so time moved by that step only.",
 		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dnsplan_refused_calls_total",
+			Help: "Calls refused for their caller's role or name (PERMISSION_DENIED), by role and method.",
+		}, []string{"role", "method"}),
 		timeJumps: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dnsplan_fsm_time_jumps_total",
 			Help: "Commands that moved the state machine's time forward by more than the jump threshold.",
@@ -71,7 +76,7 @@ func newMetrics(n *Node) *metrics {
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.propose, m.commands, m.rejected, m.forwarded, m.timeClipped, m.timeJumps,
+		m.propose, m.commands, m.rejected, m.forwarded, m.timeClipped, m.timeJumps, m.refused,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "dnsplan_insecure",
 			Help: "1 if this node runs without TLS (--insecure): its API and Raft port accept anyone.",

@@ -58,7 +58,7 @@ func (n *Node) startGRPC() error {
 		// Errors outermost, so that every refusal, the table's included,
 		// is mapped to its code.
 		grpc.ChainUnaryInterceptor(n.unaryErrors, n.route),
-		grpc.ChainStreamInterceptor(streamErrors, routeStream),
+		grpc.ChainStreamInterceptor(streamErrors, n.routeStream),
 	}
 	if n.cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(n.cfg.TLS.ServerConfig())))

@@ -104,7 +104,7 @@ func serveServices(t *testing.T, c core) *client.Client {
 			resp, err := h(ctx, req)
 			return resp, toStatus(err)
 		}),
-		grpc.ChainStreamInterceptor(streamErrors, routeStream),
+		grpc.ChainStreamInterceptor(streamErrors),
 	)
 	registerServices(s, c, newWatchHub(c, conns, watchLimitsOf(Config{}), prometheus.NewRegistry()), false)
 	go func() { _ = s.Serve(conns) }()

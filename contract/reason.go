@@ -48,6 +48,13 @@ const (
 	LeaderTrailer = "dnsplan-leader-grpc"
 )
 
+// The lease names the roles are bound to: a planner holds PlannerLease,
+// an enactor the leases named EnactorLeasePrefix + shard.
+const (
+	PlannerLease       = "planner"
+	EnactorLeasePrefix = "enactor/"
+)
+
 // MaxMessageBytes is the largest gRPC message any dnsplan program sends or
 // receives: a node's server, the nodes' connections to each other
 // (forwarding to the leader) and every client. It is far above the

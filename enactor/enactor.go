@@ -40,6 +40,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dnsplan/dnsplan/client"
+	"github.com/dnsplan/dnsplan/contract"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -297,7 +298,7 @@ func (e *Enactor) setHeld(lease string, token uint64) {
 }
 
 // LeaseName is the name of a shard's lease.
-func LeaseName(shard int) string { return fmt.Sprintf("enactor/%d", shard) }
+func LeaseName(shard int) string { return fmt.Sprintf("%s%d", contract.EnactorLeasePrefix, shard) }
 
 // ShardOf is the shard an endpoint belongs to: FNV-1a of its name, modulo
 // shards. Plans hold canonical (lower-case) names, so every enactor

@@ -44,7 +44,7 @@ import (
 )
 
 // LeaseName is the lease whose holder is the one planner that submits.
-const LeaseName = "planner"
+const LeaseName = contract.PlannerLease
 
 // Cluster is what the planner needs from the cluster: the newest plan, a
 // way to store a new one, and the planner lease.
