@@ -58,11 +58,7 @@ func InitCA(dir string, validFor time.Duration, now time.Time) error {
 			return fmt.Errorf("%s: %w; a cluster has one CA (remove it only to start over, with every certificate)", filepath.Join(dir, f), ErrExists)
 		}
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
-	serial, err := newSerial()
+	key, serial, err := newKey()
 	if err != nil {
 		return err
 	}
@@ -121,11 +117,7 @@ func Issue(dir string, r IssueRequest, now time.Time) error {
 	if notAfter.After(caCert.NotAfter) {
 		return fmt.Errorf("a certificate valid for %s would outlive the CA, which expires %s", r.ValidFor, caCert.NotAfter.UTC().Format(time.RFC3339))
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
-	serial, err := newSerial()
+	key, serial, err := newKey()
 	if err != nil {
 		return err
 	}
@@ -283,6 +275,13 @@ func writeFile(path string, data []byte, mode os.FileMode) error {
 	return os.Rename(tmp.Name(), path)
 }
 
-func newSerial() (*big.Int, error) {
-	return rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+// newKey is a fresh P-256 key and a random 127-bit serial number for its
+// certificate.
+func newKey() (*ecdsa.PrivateKey, *big.Int, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	return key, serial, err
 }

@@ -1,7 +1,6 @@
 package auth
 
 import (
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"net"
@@ -159,72 +158,6 @@ func TestIdentityOf(t *testing.T) {
 		if err != nil && !errors.Is(err, ErrNoIdentity) {
 			t.Errorf("%v: %v does not wrap ErrNoIdentity", tc.uris, err)
 		}
-	}
-}
-
-// The certificates work in a real mutual TLS handshake under the CA, and
-// a certificate from another CA does not.
-func TestMutualTLS(t *testing.T) {
-	dir := newCA(t)
-	other := newCA(t)
-	issue(t, dir, RoleNode, "n1", "127.0.0.1")
-	issue(t, dir, RoleOperator, "ops")
-	issue(t, other, RoleOperator, "intruder")
-	pool := x509.NewCertPool()
-	caPEM, _ := os.ReadFile(filepath.Join(dir, CACertFile))
-	pool.AppendCertsFromPEM(caPEM)
-	pair := func(d, name string) tls.Certificate {
-		c, err := tls.LoadX509KeyPair(CertFile(d, name), KeyFile(d, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	tnow := func() time.Time { return now }
-	lis, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
-		Certificates: []tls.Certificate{pair(dir, "n1")}, ClientCAs: pool,
-		ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS13, Time: tnow,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lis.Close()
-	ids := make(chan string, 4)
-	go func() {
-		for {
-			c, err := lis.Accept()
-			if err != nil {
-				return
-			}
-			tc := c.(*tls.Conn)
-			if err := tc.Handshake(); err != nil {
-				ids <- "refused"
-			} else if id, err := IdentityOf(tc.ConnectionState().PeerCertificates[0]); err == nil {
-				ids <- id.String()
-			}
-			c.Close()
-		}
-	}()
-	dial := func(cert tls.Certificate) error {
-		c, err := tls.Dial("tcp", lis.Addr().String(), &tls.Config{
-			Certificates: []tls.Certificate{cert}, RootCAs: pool, ServerName: "127.0.0.1",
-			MinVersion: tls.VersionTLS13, Time: tnow,
-		})
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		one := make([]byte, 1)
-		_, err = c.Read(one) // the server's verdict on our certificate
-		return err
-	}
-	_ = dial(pair(dir, "ops"))
-	if got := <-ids; got != "operator/ops" {
-		t.Fatalf("server saw %q, want operator/ops", got)
-	}
-	_ = dial(pair(other, "intruder"))
-	if got := <-ids; got != "refused" {
-		t.Fatalf("a certificate of another CA: server saw %q, want refused", got)
 	}
 }
 
