@@ -129,8 +129,17 @@ func resolve(ms map[string]method) map[string]method {
 // Refused, so a handler cannot be reached without the table's rules.
 var errNoMethod = status.Error(codes.Unimplemented, "method is not in the method table")
 
+// apiPrefix starts the full name of every method of the API; the method
+// table covers exactly those. The server's other services, gRPC health
+// and reflection, answer anyone the transport admitted, and change
+// nothing.
+const apiPrefix = "/dnsplan.v1."
+
 // route is the unary interceptor that applies the method table.
 func (n *Node) route(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if !strings.HasPrefix(info.FullMethod, apiPrefix) {
+		return h(ctx, req)
+	}
 	msg, ok := req.(proto.Message)
 	if !ok {
 		return nil, errNoMethod
@@ -141,6 +150,9 @@ func (n *Node) route(ctx context.Context, req any, info *grpc.UnaryServerInfo, h
 // routeStream is the stream interceptor: a stream must be in the table,
 // and its caller of a role the table admits.
 func (n *Node) routeStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	if !strings.HasPrefix(info.FullMethod, apiPrefix) {
+		return h(srv, ss)
+	}
 	m, ok := methods[info.FullMethod]
 	if !ok || m.access != accessStream {
 		return errNoMethod

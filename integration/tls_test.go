@@ -5,11 +5,16 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/dnsplan/dnsplan/auth"
@@ -37,6 +42,30 @@ func TestTLSCluster(t *testing.T) {
 	}
 	if _, err := follower.GetPlan(ctx, &pb.GetPlanRequest{Generation: res.GetGeneration()}); err != nil {
 		t.Fatalf("linearizable read through a follower over TLS: %v", err)
+	}
+
+	// gRPC health and reflection answer an authenticated client.
+	conn, err := grpc.NewClient(c.GRPCAddrs[f], grpc.WithTransportCredentials(credentials.NewTLS(c.Certificate(auth.RoleReader, "r").ClientConfig(""))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if h, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil || h.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health: %v %v", h, err)
+	}
+	rs, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	lr, err := rs.Recv()
+	if err != nil {
+		t.Fatalf("reflection: %v", err)
+	}
+	if !slices.ContainsFunc(lr.GetListServicesResponse().GetService(), func(s *reflectionpb.ServiceResponse) bool { return s.GetName() == "dnsplan.v1.PlanService" }) {
+		t.Fatalf("reflection lists %v", lr.GetListServicesResponse().GetService())
 	}
 
 	other := filepath.Join(t.TempDir(), "other")

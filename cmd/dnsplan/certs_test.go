@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/dnsplan/dnsplan/auth"
 )
 
 // dnsplan certs makes a CA and certificates, shows them, and refuses what
@@ -93,5 +95,36 @@ func TestNodeTLSFlags(t *testing.T) {
 		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
 			t.Errorf("%s: %v, want an error about %q", tc.name, err, tc.want)
 		}
+	}
+}
+
+// ctl finds the CA and an operator's certificate in .dnsplan/certs when
+// given no TLS flag and not --insecure.
+func TestCtlFindsDefaultCertificates(t *testing.T) {
+	t.Chdir(t.TempDir())
+	var none tlsFlags
+	none.discover(defaultCertDir)
+	if none.m != (auth.Material{}) {
+		t.Fatalf("found %v where there is nothing", none.m)
+	}
+	for _, args := range [][]string{
+		{"certs", "init", "--dir", defaultCertDir},
+		{"certs", "issue", "--dir", defaultCertDir, "--role", "operator", "--name", "operator"},
+	} {
+		if err := run(context.Background(), args, io.Discard, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var found tlsFlags
+	found.discover(defaultCertDir)
+	if found.m.CA != filepath.Join(defaultCertDir, "ca.crt") || found.m.Cert != filepath.Join(defaultCertDir, "operator.crt") || found.m.Key != filepath.Join(defaultCertDir, "operator.key") {
+		t.Fatalf("found %+v", found.m)
+	}
+	insecure := tlsFlags{insecure: true}
+	insecure.discover(defaultCertDir)
+	given := tlsFlags{m: auth.Material{CA: "mine.crt"}}
+	given.discover(defaultCertDir)
+	if insecure.m != (auth.Material{}) || given.m != (auth.Material{CA: "mine.crt"}) {
+		t.Fatalf("discovery overrode --insecure (%v) or a flag (%v)", insecure.m, given.m)
 	}
 }

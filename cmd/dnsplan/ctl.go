@@ -256,6 +256,7 @@ func (x *ctl) client() (*client.Client, error) {
 		return x.c, nil
 	}
 	log := slog.New(slog.NewTextHandler(x.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	x.tls.discover(defaultCertDir)
 	tlsOpts, _, err := x.tls.clientOptions()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errCtlUsage, err)

@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/dnsplan/dnsplan/auth"
 	"github.com/dnsplan/dnsplan/backend"
 	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/cluster"
@@ -92,6 +95,14 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		stops = append(stops, stop)
 	}
 
+	// A CA of dev's own and a certificate for each process, the
+	// operator's for the user's ctl.
+	certDir := filepath.Join(*dataDir, "certs")
+	certs, err := devCertificates(certDir)
+	if err != nil {
+		return fmt.Errorf("dev: certificates: %w", err)
+	}
+
 	// The nodes on the contract's local ports, founded together.
 	nodes, err := local.Start(ctx, local.Options{
 		Dir: *dataDir,
@@ -105,8 +116,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			}
 		},
 		Logger: logger,
-		Configure: func(_ int, cfg *cluster.Config) {
+		Configure: func(i int, cfg *cluster.Config) {
 			cfg.RaftLogOutput, cfg.RaftLogLevel = stderr, "error"
+			cfg.TLS = certs[fmt.Sprintf("node%d", i+1)]
 		},
 	}, devReadyTimeout)
 	if err != nil {
@@ -135,15 +147,15 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}()
 		return nil
 	}
-	newClient := func() (*client.Client, error) {
-		c, err := client.New(grpcAddrs, client.WithLogger(logger))
+	newClient := func(name string) (*client.Client, error) {
+		c, err := client.New(grpcAddrs, client.WithLogger(logger), client.WithTLS(certs[name].ClientConfig("")))
 		if err == nil {
 			stops = append(stops, func() { c.Close() })
 		}
 		return c, err
 	}
 
-	pc, err := newClient()
+	pc, err := newClient("planner1")
 	if err != nil {
 		return err
 	}
@@ -156,7 +168,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	for i, id := range []string{"az-a", "az-b", "az-c"} {
-		ec, err := newClient()
+		ec, err := newClient(id)
 		if err != nil {
 			return err
 		}
@@ -170,13 +182,47 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	}
 
-	printDev(stdout, *dataDir)
+	printDev(stdout, *dataDir, certDir)
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "\nstopping dnsplan dev")
 	return nil
 }
 
-func printDev(w io.Writer, dataDir string) {
+// devIdentities are the certificates dev issues: its nodes, planner,
+// enactors, and the user's operator.
+var devIdentities = []auth.Identity{
+	{Role: auth.RoleNode, Name: "node1"}, {Role: auth.RoleNode, Name: "node2"}, {Role: auth.RoleNode, Name: "node3"},
+	{Role: auth.RolePlanner, Name: "planner1"},
+	{Role: auth.RoleEnactor, Name: "az-a"}, {Role: auth.RoleEnactor, Name: "az-b"}, {Role: auth.RoleEnactor, Name: "az-c"},
+	{Role: auth.RoleOperator, Name: "operator"},
+}
+
+// devCertificates makes dev's CA in dir (or keeps the one a kept
+// --data-dir holds) and issues every process its certificate anew.
+func devCertificates(dir string) (map[string]*auth.Loader, error) {
+	now := time.Now()
+	if err := auth.InitCA(dir, 0, now); err != nil && !errors.Is(err, auth.ErrExists) {
+		return nil, err
+	}
+	out := map[string]*auth.Loader{}
+	for _, id := range devIdentities {
+		r := auth.IssueRequest{Identity: id, Replace: true}
+		if id.Role == auth.RoleNode {
+			r.Hosts = []string{"127.0.0.1", "localhost"}
+		}
+		if err := auth.Issue(dir, r, now); err != nil {
+			return nil, err
+		}
+		l, err := auth.NewLoader(auth.Material{CA: filepath.Join(dir, auth.CACertFile), Cert: auth.CertFile(dir, id.Name), Key: auth.KeyFile(dir, id.Name)})
+		if err != nil {
+			return nil, err
+		}
+		out[id.Name] = l
+	}
+	return out, nil
+}
+
+func printDev(w io.Writer, dataDir, certDir string) {
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "dnsplan dev is running (Ctrl-C stops it):")
 	fmt.Fprintln(tw, "")
@@ -192,12 +238,15 @@ func printDev(w io.Writer, dataDir string) {
 		fmt.Fprintf(tw, "  backend%d\t\t\t127.0.0.1:%d (POST /fail, /recover)\n", i, 8080+i)
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "\n  state: %s\n  links: plaintext, unauthenticated (dev listens on 127.0.0.1 only)\n\ntry:\n", dataDir)
+	ca, cert, key := filepath.Join(certDir, auth.CACertFile), auth.CertFile(certDir, "operator"), auth.KeyFile(certDir, "operator")
+	fmt.Fprintf(w, "\n  state: %s\n  links: mutual TLS; the CA and every certificate are in %s\n\ntry:\n", dataDir, certDir)
 	for _, c := range []string{
+		fmt.Sprintf("export DNSPLAN_TLS_CA=%s DNSPLAN_TLS_CERT=%s DNSPLAN_TLS_KEY=%s", ca, cert, key),
 		"dig @127.0.0.1 -p 5301 api.dnsplan.test A",
 		"dig @127.0.0.1 -p 5302 _dnsplan.api.dnsplan.test TXT",
 		"go run ./cmd/dnsplan ctl status",
 		"go run ./cmd/dnsplan ctl applied",
+		fmt.Sprintf("grpcurl -cacert %s -cert %s -key %s 127.0.0.1:9001 dnsplan.v1.ClusterService/Status", ca, cert, key),
 		"curl -X POST 127.0.0.1:8081/fail      # lb-1 leaves DNS after two failed checks",
 		"go run ./cmd/dnsplan ctl history --limit 10",
 		"curl -X POST 127.0.0.1:8081/recover",

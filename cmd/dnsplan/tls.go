@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -80,6 +81,26 @@ func (t *tlsFlags) clientOptions() ([]client.Option, *auth.Loader, error) {
 		return nil, nil, err
 	}
 	return []client.Option{client.WithTLS(l.ClientConfig(""))}, l, nil
+}
+
+// defaultCertDir is where ctl looks for the cluster CA and an operator's
+// certificate (operator.crt, operator.key) when given no TLS flags and not
+// --insecure: the directory `make up` writes them to.
+const defaultCertDir = ".dnsplan/certs"
+
+// discover fills in the default material from dir if no TLS flag was
+// given, --insecure was not, and the three files are there.
+func (t *tlsFlags) discover(dir string) {
+	if t.insecure || t.m.CA != "" || t.m.Cert != "" || t.m.Key != "" {
+		return
+	}
+	m := auth.Material{CA: filepath.Join(dir, auth.CACertFile), Cert: auth.CertFile(dir, "operator"), Key: auth.KeyFile(dir, "operator")}
+	for _, f := range []string{m.CA, m.Cert, m.Key} {
+		if _, err := os.Stat(f); err != nil {
+			return
+		}
+	}
+	t.m = m
 }
 
 // reloadInterval is how often TLS files are checked for a change.
