@@ -63,6 +63,7 @@ func TestNodeTLSFlags(t *testing.T) {
 	for _, args := range [][]string{
 		{"certs", "init", "--dir", dir},
 		{"certs", "issue", "--dir", dir, "--role", "node", "--name", "n1"},
+		{"certs", "issue", "--dir", dir, "--role", "node", "--name", "n2"},
 		{"certs", "issue", "--dir", dir, "--role", "operator", "--name", "ops"},
 	} {
 		if err := run(context.Background(), args, io.Discard, io.Discard); err != nil {
@@ -84,6 +85,7 @@ func TestNodeTLSFlags(t *testing.T) {
 		{"both", append(tlsOf("n1"), "--insecure"), "exclude each other"},
 		{"half", []string{"--tls-ca", ca}, "go together"},
 		{"an operator's certificate", tlsOf("ops"), "a node needs a node's"},
+		{"another node's certificate", []string{"--tls-ca", ca, "--tls-cert", filepath.Join(dir, "n2.crt"), "--tls-key", filepath.Join(dir, "n2.key")}, `names node "n2", but --id is "n1"`},
 		{"missing file", []string{"--tls-ca", ca, "--tls-cert", filepath.Join(dir, "x.crt"), "--tls-key", filepath.Join(dir, "x.key")}, "no such file"},
 	} {
 		cfg, err := nodeConfig(append([]string{"--id", "n1"}, tc.args...), io.Discard)

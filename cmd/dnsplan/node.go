@@ -101,6 +101,11 @@ func nodeConfig(args []string, stderr io.Writer) (cluster.Config, error) {
 	if cfg.TLS, err = tlsf.nodeLoader(); err != nil {
 		return cfg, err
 	}
+	if cfg.TLS != nil && cfg.TLS.Identity().Name != cfg.ID {
+		// Peers authorize what a node does as itself (joining) by the
+		// name in its certificate.
+		return cfg, fmt.Errorf("node: --tls-cert names node %q, but --id is %q", cfg.TLS.Identity().Name, cfg.ID)
+	}
 	if cfg.ID == "" {
 		return cfg, fmt.Errorf("node: --id is required")
 	}
