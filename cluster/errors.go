@@ -47,6 +47,9 @@ func toStatus(err error) error {
 	}
 	var code codes.Code
 	reason := fsm.Reason(err)
+	if reason == "" && errors.Is(err, ErrRateLimited) {
+		reason = contract.ReasonRateLimit
+	}
 	switch {
 	case reason != "":
 		code = reason.Code()

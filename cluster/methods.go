@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -166,6 +167,7 @@ func (n *Node) routeStream(srv any, ss grpc.ServerStream, info *grpc.StreamServe
 			n.metrics.refused.WithLabelValues(id.Role.String(), shortName(info.FullMethod)).Inc()
 			return err
 		}
+		ss = callerStream{ServerStream: ss, ctx: context.WithValue(ss.Context(), callerCtx{}, id)}
 	}
 	return h(srv, ss)
 }
@@ -188,6 +190,10 @@ func (n *Node) serve(ctx context.Context, name string, req proto.Message, local 
 			return nil, err
 		}
 		ctx = context.WithValue(ctx, callerCtx{}, id)
+	}
+	if m.access == accessWrite && n.limitsWrites(ctx, secured) && !n.writes.allow(clientKey(ctx)) {
+		n.metrics.refused.WithLabelValues(roleOf(ctx), shortName(name)).Inc()
+		return nil, fmt.Errorf("%w: client %s is over %g writes a second (burst %d) on node %s", ErrRateLimited, clientKey(ctx), n.writes.rate, n.writes.burst, n.cfg.ID)
 	}
 	switch m.access {
 	case accessLocal:
@@ -222,6 +228,39 @@ func admit(name string, req proto.Message) (method, error) {
 		}
 	}
 	return m, nil
+}
+
+// limitsWrites says whether a write on ctx counts against its client's
+// rate here: a client's call, not the node's own; and, without TLS, not a
+// call another node forwarded (its client was counted there, and here it
+// would share the forwarding node's address with every other client).
+// With TLS the leader counts forwarded writes too, by their original
+// caller, so a client spreading its writes over every node still meets
+// its rate once.
+func (n *Node) limitsWrites(ctx context.Context, secured bool) bool {
+	if _, ok := peer.FromContext(ctx); !ok {
+		return false
+	}
+	if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(forwardedKey)) > 0 {
+		return secured
+	}
+	return true
+}
+
+// callerStream is a stream whose context carries its caller.
+type callerStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s callerStream) Context() context.Context { return s.ctx }
+
+// roleOf names the caller's role on ctx for metrics ("none" without TLS).
+func roleOf(ctx context.Context) string {
+	if id, ok := ctx.Value(callerCtx{}).(auth.Identity); ok {
+		return id.Role.String()
+	}
+	return "none"
 }
 
 // forwardedKey marks a request a follower forwarded, so that the receiver

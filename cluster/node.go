@@ -128,10 +128,19 @@ type Config struct {
 	// Watch streams (see watch.go): WatchSendTimeout is how long one
 	// message may wait for a client to read before its stream is ended
 	// (default 10s); MaxWatchers and MaxWatchersPerClient cap open watch
-	// streams per node and per client address (defaults 1024 and 64).
+	// streams per node and per client: its identity with TLS, its address
+	// without (defaults 1024 and 64).
 	WatchSendTimeout     time.Duration
 	MaxWatchers          int
 	MaxWatchersPerClient int
+
+	// WriteRate and WriteBurst bound the writes one client may make
+	// through this node (its identity with TLS, its address without):
+	// WriteRate per second on average, WriteBurst at once (defaults 200
+	// and 400). Beyond them a write is refused RESOURCE_EXHAUSTED
+	// (reason RATE_LIMIT) without reaching the log.
+	WriteRate  float64
+	WriteBurst int
 
 	Logger *slog.Logger
 	// RaftLogOutput receives hashicorp/raft's own log (default stderr) at
@@ -211,6 +220,7 @@ type Node struct {
 	raft    *raft.Raft
 	machine *machine
 	metrics *metrics
+	writes  *writeLimiter // per-client write rate (ratelimit.go)
 
 	store     *raftboltdb.BoltStore
 	transport *raft.NetworkTransport
@@ -265,6 +275,7 @@ func Start(cfg Config) (n *Node, err error) {
 		fatal:   make(chan error, 1),
 	}
 	n.metrics = newMetrics(n)
+	n.writes = newWriteLimiter(cfg.WriteRate, cfg.WriteBurst)
 	n.machine = newMachine(n.metrics.observe)
 	// The returns below set n to nil; close what was opened through a
 	// copy.

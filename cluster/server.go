@@ -29,6 +29,11 @@ const maxRequestBytes = contract.MaxMessageBytes
 // fails to compile if contract.MaxPlanBytes grows past half the limit.
 const _ uint = maxRequestBytes - 2*contract.MaxPlanBytes
 
+// maxConcurrentStreams bounds the calls one connection may have open at
+// once (watches included): a client cannot hold unbounded server
+// goroutines on one connection.
+const maxConcurrentStreams = 256
+
 // gRPC keepalive of the server (see startGRPC).
 const (
 	keepaliveTime    = 30 * time.Second
@@ -47,6 +52,7 @@ func (n *Node) startGRPC() error {
 	conns := newConnTracker(lis)
 	n.grpcLis = conns
 	opts := []grpc.ServerOption{
+		grpc.MaxConcurrentStreams(maxConcurrentStreams),
 		grpc.MaxRecvMsgSize(maxRequestBytes),
 		grpc.MaxSendMsgSize(maxRequestBytes),
 		// Close connections whose peer is gone or frozen: the server pings

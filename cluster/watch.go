@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/dnsplan/dnsplan/auth"
 	"github.com/dnsplan/dnsplan/cluster/fsm"
 	"github.com/dnsplan/dnsplan/contract"
 )
@@ -147,7 +148,7 @@ func newWatchHub(c core, conns *connTracker, lim watchLimits, reg prometheus.Reg
 // RESOURCE_EXHAUSTED (reason WATCH_LIMIT: the client may try another
 // node, or later). release must be called when the stream ends.
 func (h *watchHub) admit(ctx context.Context, what string) (release func(), err error) {
-	who := clientAddr(ctx)
+	who := clientKey(ctx)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	switch {
@@ -175,9 +176,17 @@ func (h *watchHub) admit(ctx context.Context, what string) (release func(), err 
 	}, nil
 }
 
-// clientAddr names a stream's client for the per-client cap: its IP
-// address (every connection of one host counts together), until clients
-// have identities of their own.
+// clientKey names a call's client for the per-client limits: its
+// identity when the node runs TLS, else its IP address (every connection
+// of one host counts together).
+func clientKey(ctx context.Context) string {
+	if id, ok := ctx.Value(callerCtx{}).(auth.Identity); ok {
+		return id.String()
+	}
+	return clientAddr(ctx)
+}
+
+// clientAddr is a call's client IP address.
 func clientAddr(ctx context.Context) string {
 	p, ok := peer.FromContext(ctx)
 	if !ok || p.Addr == nil {

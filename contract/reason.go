@@ -26,6 +26,7 @@ const (
 	ReasonDesign     Reason = "DESIGN"      // FAILED_PRECONDITION: a command of the other design
 	ReasonNotFounded Reason = "NOT_FOUNDED" // UNAVAILABLE: the cluster's policy is not founded yet; retry
 	ReasonWatchLimit Reason = "WATCH_LIMIT" // RESOURCE_EXHAUSTED: too many open watches
+	ReasonRateLimit  Reason = "RATE_LIMIT"  // RESOURCE_EXHAUSTED: a client over its write rate
 )
 
 // ParseReason reads a reason as sent, in either case ("" if s is empty).
@@ -80,7 +81,7 @@ func (r Reason) Code() codes.Code {
 		// The first ready leader founds the policy at once: retry like any
 		// UNAVAILABLE.
 		return codes.Unavailable
-	case ReasonWatchLimit:
+	case ReasonWatchLimit, ReasonRateLimit:
 		return codes.ResourceExhausted
 	}
 	return codes.Internal

@@ -207,3 +207,69 @@ func TestIdentityIsBound(t *testing.T) {
 }
 
 func shortMethod(full string) string { return full[strings.LastIndex(full, "/")+1:] }
+
+// A client over its write rate is refused RESOURCE_EXHAUSTED (reason
+// RATE_LIMIT) before the log; another identity is not held up by it.
+func TestWriteRatePerIdentity(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{Nodes: 1, TLS: true, Tune: func(cfg *cluster.Config) { cfg.WriteRate, cfg.WriteBurst = 0.01, 2 }})
+	a, b := c.Certificate(auth.RoleOperator, "ops-a"), c.Certificate(auth.RoleOperator, "ops-b")
+	thaw := &pb.SetFreezeRequest{Frozen: false}
+	for i := range 2 {
+		if code := callAs(t, c.GRPCAddrs[0], a, pb.ClusterService_SetFreeze_FullMethodName, thaw); code != codes.OK {
+			t.Fatalf("write %d of the burst: %v", i+1, code)
+		}
+	}
+	if code := callAs(t, c.GRPCAddrs[0], a, pb.ClusterService_SetFreeze_FullMethodName, thaw); code != codes.ResourceExhausted {
+		t.Fatalf("a write past the burst: %v, want RESOURCE_EXHAUSTED", code)
+	}
+	if code := callAs(t, c.GRPCAddrs[0], b, pb.ClusterService_SetFreeze_FullMethodName, thaw); code != codes.OK {
+		t.Fatalf("another identity: %v, want OK", code)
+	}
+	if code := callAs(t, c.GRPCAddrs[0], a, pb.ClusterService_GetConfig_FullMethodName, &pb.GetConfigRequest{}); code != codes.OK {
+		t.Fatalf("a read by the limited client: %v, want OK (reads are not rate-limited)", code)
+	}
+}
+
+// With TLS, the cap on open watches is per identity: a second watch of
+// one identity is refused, another identity's is not.
+func TestWatchCapPerIdentity(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{Nodes: 1, TLS: true, Tune: func(cfg *cluster.Config) { cfg.MaxWatchersPerClient = 1 }})
+	watch := func(l *auth.Loader) (context.CancelFunc, error) {
+		conn, err := grpc.NewClient(c.GRPCAddrs[0], grpc.WithTransportCredentials(credentials.NewTLS(l.ClientConfig(""))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		s, err := pb.NewEnactServiceClient(conn).WatchApplied(ctx, &pb.WatchAppliedRequest{})
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		// A refused watch ends at once; an admitted one stays open, with
+		// nothing applied to send.
+		errc := make(chan error, 1)
+		go func() { _, err := s.Recv(); errc <- err }()
+		select {
+		case err := <-errc:
+			cancel()
+			return nil, err
+		case <-time.After(time.Second):
+			return cancel, nil
+		}
+	}
+	a, b := c.Certificate(auth.RoleReader, "reader-a"), c.Certificate(auth.RoleReader, "reader-b")
+	stop, err := watch(a)
+	if err != nil {
+		t.Fatalf("first watch of reader-a: %v", err)
+	}
+	defer stop()
+	if _, err := watch(a); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("second watch of reader-a: %v, want RESOURCE_EXHAUSTED", err)
+	}
+	stopB, err := watch(b)
+	if err != nil {
+		t.Fatalf("reader-b, from the same address: %v", err)
+	}
+	stopB()
+}

@@ -94,6 +94,8 @@ func nodeConfig(args []string, stderr io.Writer) (cluster.Config, error) {
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&logFormat, "log-format", "text", "text or json")
 	fs.StringVar(&cfg.RaftLogLevel, "raft-log-level", "warn", "level of hashicorp/raft's own log")
+	fs.Float64Var(&cfg.WriteRate, "write-rate", cluster.DefaultWriteRate, "writes a second one client (its certificate's identity; its address with --insecure) may make through this node on average")
+	fs.IntVar(&cfg.WriteBurst, "write-burst", cluster.DefaultWriteBurst, "writes one client may make through this node at once")
 	tlsf := addTLSFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return cfg, err
@@ -108,6 +110,9 @@ func nodeConfig(args []string, stderr io.Writer) (cluster.Config, error) {
 	}
 	if cfg.ID == "" {
 		return cfg, fmt.Errorf("node: --id is required")
+	}
+	if !(cfg.WriteRate > 0) || cfg.WriteBurst < 1 {
+		return cfg, fmt.Errorf("node: --write-rate must be above 0 and --write-burst at least 1")
 	}
 	if cfg.DataDir == "" {
 		cfg.DataDir = filepath.Join(".", "data", cfg.ID)
