@@ -58,10 +58,12 @@ func (n *Node) startDNS() error {
 		}
 	}
 	srv, err := dnsserver.New(dnsserver.Config{
-		Zones:      n.cfg.Zones,
-		NSNames:    n.cfg.NSNames,
-		Logger:     n.cfg.Logger.With("component", "dns", "node", n.cfg.ID),
-		Registerer: n.metrics.registry,
+		Zones:       n.cfg.Zones,
+		NSNames:     n.cfg.NSNames,
+		Logger:      n.cfg.Logger.With("component", "dns", "node", n.cfg.ID),
+		Registerer:  n.metrics.registry,
+		RateLimit:   n.cfg.DNSRateLimit,
+		MaxTCPConns: n.cfg.DNSMaxTCPConns,
 	})
 	if err != nil {
 		return err

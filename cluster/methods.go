@@ -191,9 +191,9 @@ func (n *Node) serve(ctx context.Context, name string, req proto.Message, local 
 		}
 		ctx = context.WithValue(ctx, callerCtx{}, id)
 	}
-	if m.access == accessWrite && n.limitsWrites(ctx, secured) && !n.writes.allow(clientKey(ctx)) {
+	if m.access == accessWrite && n.limitsWrites(ctx, secured) && !n.writes.Allow(clientKey(ctx)) {
 		n.metrics.refused.WithLabelValues(roleOf(ctx), shortName(name)).Inc()
-		return nil, fmt.Errorf("%w: client %s is over %g writes a second (burst %d) on node %s", ErrRateLimited, clientKey(ctx), n.writes.rate, n.writes.burst, n.cfg.ID)
+		return nil, fmt.Errorf("%w: client %s is over %g writes a second (burst %d) on node %s", ErrRateLimited, clientKey(ctx), n.writes.Rate(), n.writes.Burst(), n.cfg.ID)
 	}
 	switch m.access {
 	case accessLocal:

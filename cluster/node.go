@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -27,6 +28,7 @@ import (
 	"github.com/dnsplan/dnsplan/cluster/dnsserver"
 	"github.com/dnsplan/dnsplan/cluster/fsm"
 	"github.com/dnsplan/dnsplan/contract"
+	"github.com/dnsplan/dnsplan/internal/rate"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -78,6 +80,11 @@ type Config struct {
 	// NSNames the NS records at each apex (default ns1.<zone>).
 	Zones   []string
 	NSNames []string
+	// DNSRateLimit and DNSMaxTCPConns bound DNS clients: UDP answers a
+	// second per client prefix before they are truncated, and concurrent
+	// TCP connections (dnsserver's defaults when zero).
+	DNSRateLimit   float64
+	DNSMaxTCPConns int
 
 	// InitialCluster lists the founding members (including this node);
 	// Join is the gRPC address of a member to ask to add this node. Both
@@ -220,7 +227,7 @@ type Node struct {
 	raft    *raft.Raft
 	machine *machine
 	metrics *metrics
-	writes  *writeLimiter // per-client write rate (ratelimit.go)
+	writes  *rate.Limiter // per-client write rate (ratelimit.go)
 
 	store     *raftboltdb.BoltStore
 	transport *raft.NetworkTransport
@@ -275,7 +282,7 @@ func Start(cfg Config) (n *Node, err error) {
 		fatal:   make(chan error, 1),
 	}
 	n.metrics = newMetrics(n)
-	n.writes = newWriteLimiter(cfg.WriteRate, cfg.WriteBurst)
+	n.writes = rate.New(cmp.Or(cfg.WriteRate, DefaultWriteRate), cmp.Or(cfg.WriteBurst, DefaultWriteBurst))
 	n.machine = newMachine(n.metrics.observe)
 	// The returns below set n to nil; close what was opened through a
 	// copy.

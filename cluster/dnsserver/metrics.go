@@ -24,6 +24,9 @@ var (
 type metrics struct {
 	queries *prometheus.CounterVec
 	seconds prometheus.Histogram
+	// truncated counts UDP answers replaced by TC for a client over its
+	// rate.
+	truncated prometheus.Counter
 	// counters caches the children of queries, created on first use:
 	// looking one up by label values hashes both strings and takes the
 	// vector's lock, about 90ns, a fifth of a whole query; a cached Inc is
@@ -43,7 +46,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(0.000005, 4, 9), // 5µs .. 330ms
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.queries, m.seconds} {
+	m.truncated = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "dnsplan_dns_rate_limited_total",
+		Help: "UDP answers truncated (TC, no records) because the client's prefix was over its response rate.",
+	})
+	for _, c := range []prometheus.Collector{m.queries, m.seconds, m.truncated} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -132,4 +139,11 @@ func rcodeIndex(rcode int) int {
 		return 7
 	}
 	return 0
+}
+
+// limited counts one answer truncated by the rate limit.
+func (m *metrics) limited() {
+	if m != nil {
+		m.truncated.Inc()
+	}
 }

@@ -3,6 +3,8 @@ package dnsserver
 import (
 	"cmp"
 	"math"
+	"net"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -23,13 +25,55 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	if s.metrics != nil {
 		start = time.Now()
 	}
-	m := s.answer(r, overTCP(w))
+	tcp := overTCP(w)
+	var m *dns.Msg
+	if !tcp && !s.rrl.Allow(clientPrefix(w.RemoteAddr())) {
+		m = truncated(r)
+		s.metrics.limited()
+	} else {
+		m = s.answer(r, tcp)
+	}
 	if err := w.WriteMsg(m); err != nil {
 		// Per-query logging would flood the log under load or attack; the
 		// failure is the client's or the network's, and it retries.
 		s.log.Debug("dns reply not written", "error", err)
 	}
 	s.metrics.observe(r, m.Rcode, start)
+}
+
+// truncated is the answer to a UDP query over its client's rate: TC set,
+// no records, the question echoed. No bigger than the query, it gives a
+// spoofed flood nothing to amplify, and a real client retries over TCP,
+// which is not rate-limited.
+func truncated(r *dns.Msg) *dns.Msg {
+	m := &dns.Msg{}
+	m.Id, m.Response, m.Opcode, m.Truncated = r.Id, true, r.Opcode, true
+	m.RecursionDesired = r.RecursionDesired
+	if len(r.Question) == 1 {
+		m.Question = r.Question[:1:1]
+	}
+	return m
+}
+
+// clientPrefix is the network a UDP client is rate-limited with: its /24
+// (IPv4) or /56 (IPv6), so that one host cannot escape the limit by
+// rotating addresses within its own network.
+func clientPrefix(a net.Addr) string {
+	u, ok := a.(*net.UDPAddr)
+	if !ok {
+		return ""
+	}
+	ip, ok := netip.AddrFromSlice(u.IP)
+	if !ok {
+		return ""
+	}
+	ip = ip.Unmap()
+	bits := 24
+	if ip.Is6() {
+		bits = 56
+	}
+	p, _ := ip.Prefix(bits)
+	return p.String()
 }
 
 // overTCP reports whether the query came over a stream transport, where the

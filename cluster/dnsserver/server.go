@@ -1,6 +1,7 @@
 package dnsserver
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dnsplan/dnsplan/contract"
+	"github.com/dnsplan/dnsplan/internal/rate"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -45,12 +47,32 @@ type Config struct {
 	Logger *slog.Logger
 	// Registerer receives the server's metrics; nil means no metrics.
 	Registerer prometheus.Registerer
+	// RateLimit and RateBurst bound the UDP answers per client prefix
+	// (IPv4 /24, IPv6 /56): RateLimit a second on average, RateBurst at
+	// once (defaults DefaultRateLimit and twice it). Beyond them the
+	// answer is truncated (TC, no records), so a real client retries
+	// over TCP while a spoofed flood gains nothing: response rate
+	// limiting as BIND and Knot do it.
+	RateLimit float64
+	RateBurst int
+	// MaxTCPConns caps concurrent TCP connections (default 256; more wait
+	// in the kernel's backlog); TCPIdleTimeout closes a connection that
+	// sends no query for that long (default 10s).
+	MaxTCPConns    int
+	TCPIdleTimeout time.Duration
 	// Rand is the randomness behind the weighted order of A/AAAA answers:
 	// a uniformly distributed uint64 per call. It is called from concurrent
 	// queries, so it must be safe for concurrent use. nil means
 	// math/rand/v2's Uint64.
 	Rand func() uint64
 }
+
+// Defaults of the client bounds (Config).
+const (
+	DefaultRateLimit      = 500
+	DefaultMaxTCPConns    = 256
+	DefaultTCPIdleTimeout = 10 * time.Second
+)
 
 // Server is an authoritative DNS server answering from the last view given
 // to Update. It is a dns.Handler, so it can also be mounted elsewhere.
@@ -59,6 +81,10 @@ type Server struct {
 	log     *slog.Logger
 	rand    func() uint64
 	metrics *metrics
+	rrl     *rate.Limiter // UDP answers per client prefix
+	// maxTCP and tcpIdle bound TCP clients (Config).
+	maxTCP  int
+	tcpIdle time.Duration
 
 	// view is what queries answer from. Queries Load it once and never lock;
 	// Update Stores a fully built replacement.
@@ -123,10 +149,17 @@ func New(cfg Config) (*Server, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
+	limit := cmp.Or(cfg.RateLimit, DefaultRateLimit)
+	if !(limit > 0) || cfg.RateBurst < 0 || cfg.MaxTCPConns < 0 || cfg.TCPIdleTimeout < 0 {
+		return nil, errors.New("dnsserver: rate limit, burst, TCP connections and idle timeout must be positive")
+	}
 	s := &Server{
-		specs: specs,
-		log:   logger.With("component", "dns"),
-		rand:  cfg.Rand,
+		specs:   specs,
+		log:     logger.With("component", "dns"),
+		rand:    cfg.Rand,
+		rrl:     rate.New(limit, cmp.Or(cfg.RateBurst, int(2*limit))),
+		maxTCP:  cmp.Or(cfg.MaxTCPConns, DefaultMaxTCPConns),
+		tcpIdle: cmp.Or(cfg.TCPIdleTimeout, DefaultTCPIdleTimeout),
 	}
 	if s.rand == nil {
 		s.rand = rand.Uint64
@@ -246,12 +279,16 @@ func (s *Server) newDNSServer(pc net.PacketConn, l net.Listener) *dns.Server {
 	if pc == nil && l == nil {
 		return nil
 	}
+	if l != nil {
+		l = limitListener(l, s.maxTCP)
+	}
 	return &dns.Server{
 		PacketConn:    pc,
 		Listener:      l,
 		Handler:       s,
 		UDPSize:       dns.DefaultMsgSize, // read buffer for queries, EDNS padding included
 		MsgAcceptFunc: acceptQuery,
+		IdleTimeout:   func() time.Duration { return s.tcpIdle },
 	}
 }
 
@@ -328,4 +365,38 @@ func listenAddrs(udp net.PacketConn, tcp net.Listener) []any {
 		kv = append(kv, "tcp", tcp.Addr().String())
 	}
 	return kv
+}
+
+// limitListener accepts at most n connections at once: Accept waits for a
+// slot, and the connections beyond wait in the kernel's backlog.
+func limitListener(l net.Listener, n int) net.Listener {
+	return &limitedListener{Listener: l, slots: make(chan struct{}, n)}
+}
+
+type limitedListener struct {
+	net.Listener
+	slots chan struct{}
+}
+
+func (l *limitedListener) Accept() (net.Conn, error) {
+	l.slots <- struct{}{}
+	c, err := l.Listener.Accept()
+	if err != nil {
+		<-l.slots
+		return nil, err
+	}
+	return &slotConn{Conn: c, free: func() { <-l.slots }}, nil
+}
+
+// slotConn gives its slot back, once, when closed.
+type slotConn struct {
+	net.Conn
+	once sync.Once
+	free func()
+}
+
+func (c *slotConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.free)
+	return err
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dnsplan/dnsplan/cluster"
+	"github.com/dnsplan/dnsplan/cluster/dnsserver"
 	"github.com/dnsplan/dnsplan/cluster/fsm"
 )
 
@@ -94,6 +95,8 @@ func nodeConfig(args []string, stderr io.Writer) (cluster.Config, error) {
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&logFormat, "log-format", "text", "text or json")
 	fs.StringVar(&cfg.RaftLogLevel, "raft-log-level", "warn", "level of hashicorp/raft's own log")
+	fs.Float64Var(&cfg.DNSRateLimit, "dns-rate-limit", dnsserver.DefaultRateLimit, "UDP answers a second per client prefix (/24, /56) before answers are truncated (TC) so clients retry over TCP")
+	fs.IntVar(&cfg.DNSMaxTCPConns, "dns-max-tcp-conns", dnsserver.DefaultMaxTCPConns, "concurrent DNS TCP connections; more wait")
 	fs.Float64Var(&cfg.WriteRate, "write-rate", cluster.DefaultWriteRate, "writes a second one client (its certificate's identity; its address with --insecure) may make through this node on average")
 	fs.IntVar(&cfg.WriteBurst, "write-burst", cluster.DefaultWriteBurst, "writes one client may make through this node at once")
 	tlsf := addTLSFlags(fs)
@@ -110,6 +113,9 @@ func nodeConfig(args []string, stderr io.Writer) (cluster.Config, error) {
 	}
 	if cfg.ID == "" {
 		return cfg, fmt.Errorf("node: --id is required")
+	}
+	if !(cfg.DNSRateLimit > 0) || cfg.DNSMaxTCPConns < 1 {
+		return cfg, fmt.Errorf("node: --dns-rate-limit must be above 0 and --dns-max-tcp-conns at least 1")
 	}
 	if !(cfg.WriteRate > 0) || cfg.WriteBurst < 1 {
 		return cfg, fmt.Errorf("node: --write-rate must be above 0 and --write-burst at least 1")
