@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/dnsplan/dnsplan/internal/dnsq"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -141,7 +142,6 @@ const maxViolations = 1000
 type Prober struct {
 	cfg Config
 	log *slog.Logger
-	dns *dns.Client
 
 	// mu guards everything below: rounds write it, Summary reads it.
 	mu        sync.Mutex
@@ -185,7 +185,6 @@ func New(cfg Config) (*Prober, error) {
 	return &Prober{
 		cfg:       cfg,
 		log:       cfg.Logger.With("component", "probe"),
-		dns:       &dns.Client{Net: "udp", Timeout: cfg.Timeout},
 		summary:   Summary{Generations: map[string]uint64{}},
 		endpoints: endpoints,
 		seen:      map[string]uint64{},
@@ -276,10 +275,7 @@ func (p *Prober) query(ctx context.Context, addr, name string, qtype uint16) (*d
 	m := new(dns.Msg)
 	m.SetQuestion(name, qtype)
 	m.RecursionDesired = false
-	r, _, err := p.dns.ExchangeContext(ctx, m, addr)
-	if err == nil && r.Truncated {
-		r, _, err = (&dns.Client{Net: "tcp", Timeout: p.cfg.Timeout}).ExchangeContext(ctx, m, addr)
-	}
+	r, err := dnsq.Exchange(ctx, m, addr, p.cfg.Timeout)
 	if err != nil {
 		return nil, err
 	}

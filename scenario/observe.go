@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/dnsplan/dnsplan/internal/dnsq"
 	"github.com/dnsplan/dnsplan/internal/poll"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
@@ -105,16 +106,15 @@ func expectedAnswer(rec *pb.AppliedEndpoint) Answer {
 	return a
 }
 
-// askDNS asks one node's DNS, over UDP, for name's A records and its
+// askDNS asks one node's DNS (over UDP, TCP if truncated) for name's A records and its
 // _dnsplan TXT record (which names the generation served). A failed query
 // gives an answer whose Rcode says why.
 func askDNS(ctx context.Context, node, addr, name string) Answer {
 	ans := Answer{Node: node, Addresses: []string{}}
-	c := &dns.Client{Net: "udp", Timeout: dnsTimeout}
 	m := new(dns.Msg)
 	m.SetQuestion(name, dns.TypeA)
 	m.RecursionDesired = false
-	resp, _, err := c.ExchangeContext(ctx, m, addr)
+	resp, err := dnsq.Exchange(ctx, m, addr, dnsTimeout)
 	if err != nil {
 		ans.Rcode = "error: " + err.Error()
 		return ans
@@ -130,7 +130,7 @@ func askDNS(ctx context.Context, node, addr, name string) Answer {
 	m = new(dns.Msg)
 	m.SetQuestion("_dnsplan."+name, dns.TypeTXT)
 	m.RecursionDesired = false
-	if resp, _, err = c.ExchangeContext(ctx, m, addr); err != nil {
+	if resp, err = dnsq.Exchange(ctx, m, addr, dnsTimeout); err != nil {
 		ans.Rcode = "error: " + err.Error()
 		return ans
 	}

@@ -6,12 +6,15 @@
 package dnswatch
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/dnsplan/dnsplan/internal/dnsq"
 )
 
 // Watch is one running watch.
@@ -33,7 +36,6 @@ func Start(addr, name string, want []string, every time.Duration) *Watch {
 	w := &Watch{stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(w.done)
-		c := &dns.Client{Net: "udp", Timeout: 300 * time.Millisecond}
 		m := new(dns.Msg)
 		m.SetQuestion(dns.Fqdn(name), dns.TypeA)
 		for {
@@ -42,7 +44,7 @@ func Start(addr, name string, want []string, every time.Duration) *Watch {
 				return
 			case <-time.After(every):
 			}
-			r, _, err := c.Exchange(m, addr)
+			r, err := dnsq.Exchange(context.Background(), m, addr, 300*time.Millisecond)
 			if err != nil {
 				continue
 			}
