@@ -8,6 +8,9 @@ COPY bin/dnsplan /dnsplan
 # /data belongs to the unprivileged user, so named volumes mounted there
 # start writable.
 COPY --chown=65532:65532 deploy/image/data /data
+# /certs likewise: the compose cluster's one-shot certs service writes the
+# CA and every certificate into a named volume mounted there.
+COPY --chown=65532:65532 deploy/image/data /certs
 USER 65532:65532
 WORKDIR /data
 ENTRYPOINT ["/dnsplan"]

@@ -63,12 +63,17 @@ proto-check: proto
 image: build
 	docker build -q -t $(IMAGE) .
 
-# up starts the compose cluster and waits until every node is healthy.
+# up starts the compose cluster (mutual TLS, with the certificates its
+# certs service made), copies the CA and the operator's certificate to
+# .dnsplan/certs/ (where ctl looks by default) and waits until every node
+# is healthy.
 up: image
 	$(COMPOSE) up -d
+	@mkdir -p .dnsplan/certs && chmod 700 .dnsplan/certs && id=$$($(COMPOSE) ps -a -q certs) && \
+	  for f in ca.crt operator.crt operator.key; do docker cp "$$id:/certs/$$f" .dnsplan/certs/$$f; done
 	@scripts/wait-healthy.sh bin/dnsplan
 	@echo
-	@echo "dnsplan is up:"
+	@echo "dnsplan is up (mutual TLS; ctl uses .dnsplan/certs/operator.crt):"
 	@echo "  gRPC   127.0.0.1:9001 9002 9003   bin/dnsplan ctl status"
 	@echo "  DNS    127.0.0.1:5301 5302 5303   dig @127.0.0.1 -p 5301 api.dnsplan.test"
 	@echo "  HTTP   127.0.0.1:8001 8002 8003   curl 127.0.0.1:8001/metrics"

@@ -21,6 +21,7 @@ import (
 	"github.com/miekg/dns"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/dnsplan/dnsplan/auth"
 	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/internal/dnswatch"
 	"github.com/dnsplan/dnsplan/probe"
@@ -369,18 +370,34 @@ func TestComposeCluster(t *testing.T) {
 			fmt.Fprintf(os.Stderr, "cleaning up the compose project: %v\n%s", err, out)
 		}
 	})
-	cl, err := client.New(grpcAddrs, client.WithCallTimeout(3*time.Second), client.WithRetryBudget(10*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	e := &e2e{t: t, c: c, cl: cl}
+	// The client is the operator's, with the certificate the certs
+	// service makes at the first up.
+	var cl *client.Client
+	t.Cleanup(func() {
+		if cl != nil {
+			cl.Close()
+		}
+	})
+	e := &e2e{t: t, c: c}
 	tm := &timings{t: t, start: time.Now()}
 	all := []int{0, 1, 2}
 	network := project + "_dnsplan" // the same name under compose v1 and v2
 
 	tm.step("start the cluster from a clean state", func() string {
 		c.run("up", "-d")
+		certs := t.TempDir()
+		id := strings.TrimSpace(c.run("ps", "-a", "-q", "certs"))
+		for _, f := range []string{"ca.crt", "operator.crt", "operator.key"} {
+			docker(t, "cp", id+":/certs/"+f, filepath.Join(certs, f))
+		}
+		l, err := auth.NewLoader(auth.Material{CA: filepath.Join(certs, "ca.crt"), Cert: filepath.Join(certs, "operator.crt"), Key: filepath.Join(certs, "operator.key")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cl, err = client.New(grpcAddrs, client.WithTLS(l.ClientConfig("")), client.WithCallTimeout(3*time.Second), client.WithRetryBudget(10*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		e.cl = cl
 		d := waitUntil(t, "every node's DNS answering the first plan", func() bool {
 			for _, addr := range dnsAddrs {
 				if servedGeneration(addr) == 0 || aRecords(addr) < 1 {
@@ -456,6 +473,34 @@ func TestComposeCluster(t *testing.T) {
 		e.waitServed(all, gen)
 		return fmt.Sprintf("paused %s; %s applied generation %d %s after the pause; woken %s's %s refused as fenced",
 			holder, by, gen, takeover.Round(time.Millisecond), holder, refused)
+	})
+
+	tm.step("an outsider on the compose network gets nothing in", func() string {
+		l, _ := e.leader()
+		before, err := cl.StatusOf(e.ctx(), grpcAddrs[l])
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A container with no certificate, on the cluster's own network,
+		// tries the API and the Raft port of every node.
+		var tried []string
+		for _, n := range nodes {
+			for _, port := range []string{"9001", "7001"} {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				out, err := exec.CommandContext(ctx, "docker", "run", "--rm", "--network", network, "dnsplan:dev",
+					"ctl", "--insecure", "--cluster", n+":"+port, "--timeout", "3s", "status").CombinedOutput()
+				cancel()
+				if err == nil {
+					t.Fatalf("a client with no certificate got an answer from %s:%s:\n%s", n, port, out)
+				}
+				tried = append(tried, n+":"+port)
+			}
+		}
+		after, err := cl.StatusOf(e.ctx(), grpcAddrs[l])
+		if err != nil || after.GetTerm() != before.GetTerm() {
+			t.Fatalf("the cluster's term moved from %d to %d (%v) while an outsider knocked", before.GetTerm(), after.GetTerm(), err)
+		}
+		return fmt.Sprintf("refused on %s; term %d unchanged", strings.Join(tried, ", "), after.GetTerm())
 	})
 
 	tm.step("recreate a node on an empty volume; it never answers empty", func() string {

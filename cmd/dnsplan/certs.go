@@ -12,7 +12,7 @@ import (
 )
 
 const certsUsage = `usage:
-  dnsplan certs init  --dir DIR [--valid-for DURATION]
+  dnsplan certs init  --dir DIR [--valid-for DURATION] [--if-missing] [--issue ROLE/NAME[@HOST,...]]...
   dnsplan certs issue --dir DIR --role ROLE --name NAME [--host HOST]... [--valid-for DURATION] [--replace]
   dnsplan certs show  FILE`
 
@@ -28,16 +28,35 @@ func runCerts(_ context.Context, args []string, stdout, stderr io.Writer) error 
 		fs := newFlagSet("certs init", stderr)
 		dir := fs.String("dir", "", "the directory for ca.crt and ca.key (created if missing)")
 		validFor := fs.Duration("valid-for", auth.DefaultCAValidity, "how long the CA is valid")
+		ifMissing := fs.Bool("if-missing", false, "keep a CA and certificates that already exist; make only what is missing")
+		var issues issueFlag
+		fs.Var(&issues, "issue", "also issue ROLE/NAME, with @HOST,... for a node's hosts (repeatable); what a one-shot container makes for a whole cluster")
 		if err := parseFlags(fs, args[1:]); err != nil {
 			return err
 		}
 		if *dir == "" {
 			return errors.New("certs init: --dir is required")
 		}
-		if err := auth.InitCA(*dir, *validFor, time.Now()); err != nil {
+		now := time.Now()
+		switch err := auth.InitCA(*dir, *validFor, now); {
+		case err == nil:
+			fmt.Fprintf(stdout, "wrote %s/%s and %s/%s (keep the key secret: it issues every identity)\n", *dir, auth.CACertFile, *dir, auth.CAKeyFile)
+		case *ifMissing && errors.Is(err, auth.ErrExists):
+			fmt.Fprintf(stdout, "kept the CA in %s\n", *dir)
+		default:
 			return fmt.Errorf("certs init: %w", err)
 		}
-		fmt.Fprintf(stdout, "wrote %s/%s and %s/%s (keep the key secret: it issues every identity)\n", *dir, auth.CACertFile, *dir, auth.CAKeyFile)
+		for _, r := range issues {
+			err := auth.Issue(*dir, r, now)
+			switch {
+			case err == nil:
+				fmt.Fprintf(stdout, "wrote %s (%s)\n", auth.CertFile(*dir, r.Identity.Name), r.Identity)
+			case *ifMissing && errors.Is(err, auth.ErrExists):
+				fmt.Fprintf(stdout, "kept %s\n", auth.CertFile(*dir, r.Identity.Name))
+			default:
+				return fmt.Errorf("certs init: %s: %w", r.Identity, err)
+			}
+		}
 		return nil
 	case "issue":
 		fs := newFlagSet("certs issue", stderr)
@@ -78,4 +97,27 @@ func runCerts(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	fmt.Fprintln(stderr, certsUsage)
 	return fmt.Errorf("certs: unknown step %q (init, issue or show)", args[0])
+}
+
+// issueFlag is the repeatable --issue ROLE/NAME[@HOST,...] of certs init.
+type issueFlag []auth.IssueRequest
+
+func (f *issueFlag) String() string { return fmt.Sprint(len(*f)) }
+
+func (f *issueFlag) Set(v string) error {
+	who, hosts, _ := strings.Cut(v, "@")
+	role, name, ok := strings.Cut(who, "/")
+	if !ok {
+		return fmt.Errorf("%q is not ROLE/NAME[@HOST,...]", v)
+	}
+	r, err := auth.ParseRole(role)
+	if err != nil {
+		return err
+	}
+	req := auth.IssueRequest{Identity: auth.Identity{Role: r, Name: name}}
+	if hosts != "" {
+		req.Hosts = strings.Split(hosts, ",")
+	}
+	*f = append(*f, req)
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -128,5 +129,40 @@ func TestCtlFindsDefaultCertificates(t *testing.T) {
 	given.discover(defaultCertDir)
 	if insecure.m != (auth.Material{}) || given.m != (auth.Material{CA: "mine.crt"}) {
 		t.Fatalf("discovery overrode --insecure (%v) or a flag (%v)", insecure.m, given.m)
+	}
+}
+
+// certs init makes a whole cluster's certificates in one run, and with
+// --if-missing a second run keeps what exists and adds what is missing.
+func TestCertsInitIssues(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "certs")
+	args := []string{"certs", "init", "--dir", dir, "--if-missing", "--issue", "node/node1@node1,127.0.0.1", "--issue", "operator/operator"}
+	if err := run(context.Background(), args, io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := run(context.Background(), append(args, "--issue", "reader/probe"), io.Discard, io.Discard); err != nil {
+		t.Fatalf("second run with --if-missing: %v", err)
+	}
+	after, _ := os.ReadFile(filepath.Join(dir, "ca.crt"))
+	if !bytes.Equal(before, after) {
+		t.Fatal("--if-missing replaced the CA")
+	}
+	for name, want := range map[string]string{"node1": "hosts:       node1, 127.0.0.1", "operator": "role:        operator", "probe": "role:        reader"} {
+		var out bytes.Buffer
+		if err := run(context.Background(), []string{"certs", "show", filepath.Join(dir, name+".crt")}, &out, io.Discard); err != nil || !strings.Contains(out.String(), want) {
+			t.Errorf("%s: %v\n%s", name, err, out.String())
+		}
+	}
+	for _, bad := range []string{"node", "admin/x", "node/"} {
+		if err := run(context.Background(), []string{"certs", "init", "--dir", dir, "--if-missing", "--issue", bad}, io.Discard, io.Discard); err == nil {
+			t.Errorf("--issue %q accepted", bad)
+		}
+	}
+	if err := run(context.Background(), []string{"certs", "init", "--dir", dir}, io.Discard, io.Discard); err == nil {
+		t.Error("init without --if-missing kept an existing CA silently")
 	}
 }
