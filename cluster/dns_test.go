@@ -3,6 +3,7 @@ package cluster
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -433,10 +434,16 @@ func TestDNSServesOnlyWhatIsRecorded(t *testing.T) {
 	before := recorded()
 	// A directory where the temporary file goes makes every write fail,
 	// even for root.
+	// The node's own temporary file may exist for a moment (a record
+	// being written as the test starts): wait for it to be renamed away.
 	block := filepath.Join(dir, servedIndexFile+".tmp")
-	if err := os.Mkdir(block, 0o750); err != nil {
-		t.Fatal(err)
-	}
+	waitFor(t, 5*time.Second, "room for the blocking directory", func() bool {
+		err := os.Mkdir(block, 0o750)
+		if err != nil && !errors.Is(err, fs.ErrExist) {
+			t.Fatal(err)
+		}
+		return err == nil
+	})
 	g2 := f.apply(samplePlan("api.dnsplan.test.", 5, 6))
 	waitFor(t, 10*time.Second, id+"'s replica applying generation 2", func() bool {
 		var g uint64

@@ -2,6 +2,13 @@ package integration
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
 	"strings"
 	"testing"
 	"time"
@@ -272,4 +279,38 @@ func TestWatchCapPerIdentity(t *testing.T) {
 		t.Fatalf("reader-b, from the same address: %v", err)
 	}
 	stopB()
+}
+
+// A certificate of the CA that names no dnsplan identity gets through the
+// handshake and no further: UNAUTHENTICATED.
+func TestCertificateWithoutIdentity(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{Nodes: 1, TLS: true})
+	caCert, caKey, err := auth.LoadCA(c.CertDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(99), Subject: pkix.Name{CommonName: "nobody"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, key.Public(), caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(caCert)
+	cfg := &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS13,
+		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+	conn, err := grpc.NewClient(c.GRPCAddrs[0], grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, err = pb.NewClusterServiceClient(conn).GetConfig(clustertest.Ctx(t), &pb.GetConfigRequest{})
+	if status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("GetConfig with a certificate that names no identity: %v, want UNAUTHENTICATED", err)
+	}
 }
