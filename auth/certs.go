@@ -43,6 +43,12 @@ const (
 func CertFile(dir, name string) string { return filepath.Join(dir, name+".crt") }
 func KeyFile(dir, name string) string  { return filepath.Join(dir, name+".key") }
 
+// FilesIn is the material of the certificate issued to name in dir: the
+// directory's CA bundle, NAME.crt and NAME.key.
+func FilesIn(dir, name string) Material {
+	return Material{CA: filepath.Join(dir, CACertFile), Cert: CertFile(dir, name), Key: KeyFile(dir, name)}
+}
+
 // ErrExists: a file would be overwritten.
 var ErrExists = errors.New("already exists")
 

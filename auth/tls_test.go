@@ -22,7 +22,7 @@ func material(t *testing.T, dir string, role Role, name string, at time.Time, va
 	if err := Issue(dir, r, at); err != nil {
 		t.Fatal(err)
 	}
-	return Material{CA: filepath.Join(dir, CACertFile), Cert: CertFile(dir, name), Key: KeyFile(dir, name)}
+	return FilesIn(dir, name)
 }
 
 func loader(t *testing.T, m Material) *Loader {

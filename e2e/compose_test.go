@@ -390,7 +390,7 @@ func TestComposeCluster(t *testing.T) {
 		for _, f := range []string{"ca.crt", "operator.crt", "operator.key"} {
 			docker(t, "cp", id+":/certs/"+f, filepath.Join(certs, f))
 		}
-		l, err := auth.NewLoader(auth.Material{CA: filepath.Join(certs, "ca.crt"), Cert: filepath.Join(certs, "operator.crt"), Key: filepath.Join(certs, "operator.key")})
+		l, err := auth.NewLoader(auth.FilesIn(certs, "operator"))
 		if err != nil {
 			t.Fatal(err)
 		}

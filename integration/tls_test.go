@@ -75,7 +75,7 @@ func TestTLSCluster(t *testing.T) {
 	if err := auth.Issue(other, auth.IssueRequest{Identity: auth.Identity{Role: auth.RoleOperator, Name: "intruder"}}, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	intruder, err := auth.NewLoader(auth.Material{CA: filepath.Join(other, auth.CACertFile), Cert: auth.CertFile(other, "intruder"), Key: auth.KeyFile(other, "intruder")})
+	intruder, err := auth.NewLoader(auth.FilesIn(other, "intruder"))
 	if err != nil {
 		t.Fatal(err)
 	}

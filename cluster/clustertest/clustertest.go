@@ -63,7 +63,7 @@ func (c *Cluster) Certificate(role auth.Role, name string, hosts ...string) *aut
 	if err := auth.Issue(c.CertDir, r, time.Now()); err != nil {
 		c.t.Fatal(err)
 	}
-	l, err := auth.NewLoader(auth.Material{CA: filepath.Join(c.CertDir, auth.CACertFile), Cert: auth.CertFile(c.CertDir, name), Key: auth.KeyFile(c.CertDir, name)})
+	l, err := auth.NewLoader(auth.FilesIn(c.CertDir, name))
 	if err != nil {
 		c.t.Fatal(err)
 	}

@@ -213,7 +213,7 @@ func devCertificates(dir string) (map[string]*auth.Loader, error) {
 		if err := auth.Issue(dir, r, now); err != nil {
 			return nil, err
 		}
-		l, err := auth.NewLoader(auth.Material{CA: filepath.Join(dir, auth.CACertFile), Cert: auth.CertFile(dir, id.Name), Key: auth.KeyFile(dir, id.Name)})
+		l, err := auth.NewLoader(auth.FilesIn(dir, id.Name))
 		if err != nil {
 			return nil, err
 		}

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 	"time"
 
@@ -94,7 +93,7 @@ func (t *tlsFlags) discover(dir string) {
 	if t.insecure || t.m.CA != "" || t.m.Cert != "" || t.m.Key != "" {
 		return
 	}
-	m := auth.Material{CA: filepath.Join(dir, auth.CACertFile), Cert: auth.CertFile(dir, "operator"), Key: auth.KeyFile(dir, "operator")}
+	m := auth.FilesIn(dir, "operator")
 	for _, f := range []string{m.CA, m.Cert, m.Key} {
 		if _, err := os.Stat(f); err != nil {
 			return
