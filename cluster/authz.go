@@ -152,3 +152,10 @@ func bindAddVoter(id auth.Identity, m proto.Message) error {
 	}
 	return nil
 }
+
+func bindNode(id auth.Identity, m proto.Message) error {
+	if m.(interface{ GetNodeId() string }).GetNodeId() != id.Name {
+		return errors.New("a node records its own refusals only")
+	}
+	return nil
+}

@@ -46,17 +46,12 @@ func toStatus(err error) error {
 		return err
 	}
 	var code codes.Code
-	reason := fsm.Reason(err)
-	if reason == "" && errors.Is(err, ErrRateLimited) {
-		reason = contract.ReasonRateLimit
-	}
+	reason := nodeReason(err)
 	switch {
 	case reason != "":
 		code = reason.Code()
 	case errors.Is(err, ErrNotLeader):
 		code = codes.Unavailable
-	case errors.Is(err, ErrPermission):
-		code = codes.PermissionDenied
 	case errors.Is(err, ErrUnauthenticated):
 		code = codes.Unauthenticated
 	case errors.Is(err, context.DeadlineExceeded):
@@ -79,6 +74,18 @@ func toStatus(err error) error {
 		}
 	}
 	return st.Err()
+}
+
+// nodeReason is the contract reason of a refusal: the state machine's
+// (fsm.Reason), or the node's own at its edge.
+func nodeReason(err error) contract.Reason {
+	switch {
+	case errors.Is(err, ErrRateLimited):
+		return contract.ReasonRateLimit
+	case errors.Is(err, ErrPermission):
+		return contract.ReasonPermission
+	}
+	return fsm.Reason(err)
 }
 
 // unaryErrors applies toStatus to every handler's error and adds the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/dnsplan/dnsplan/cluster/fsm"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -17,7 +18,7 @@ func (n *Node) joinLoop() {
 		return
 	}
 	api := pb.NewClusterServiceClient(conn)
-	req := &pb.AddVoterRequest{Id: n.cfg.ID, RaftAddr: n.cfg.AdvertiseRaft, GrpcAddr: n.AdvertiseGRPC()}
+	req := &pb.AddVoterRequest{Id: n.cfg.ID, RaftAddr: n.cfg.AdvertiseRaft, GrpcAddr: n.AdvertiseGRPC(), KnownCommands: uint32(fsm.LatestCommand)}
 	delay := 200 * time.Millisecond
 	for {
 		ctx, cancel := n.callContext(3 * n.cfg.ApplyTimeout)

@@ -90,6 +90,7 @@ var methods = resolve(map[string]method{
 	pb.ClusterService_GetConfig_FullMethodName:          {access: accessRead, roles: readers},
 	pb.ClusterService_SetConfig_FullMethodName:          {access: accessWrite, roles: auth.RoleOperator, validate: fsm.Validate},
 	pb.ClusterService_ReadIndex_FullMethodName:          {access: accessRead, roles: readers},
+	pb.ClusterService_RecordRefusals_FullMethodName:     {access: accessWrite, roles: auth.RoleNode | auth.RoleOperator, validate: fsm.Validate, bind: bindNode},
 
 	// LEGACY (legacy.go): served only by nodes started with --legacy.
 	pb.LegacyService_LegacyApply_FullMethodName:   {access: accessWrite, roles: auth.RoleEnactor | auth.RoleOperator, validate: fsm.Validate, bind: bindApply},
@@ -164,7 +165,7 @@ func (n *Node) routeStream(srv any, ss grpc.ServerStream, info *grpc.StreamServe
 	}
 	if secured {
 		if err := authorize(info.FullMethod, m, id, nil); err != nil {
-			n.metrics.refused.WithLabelValues(id.Role.String(), shortName(info.FullMethod)).Inc()
+			n.refuse(id, true, info.FullMethod, err)
 			return err
 		}
 		ss = callerStream{ServerStream: ss, ctx: context.WithValue(ss.Context(), callerCtx{}, id)}
@@ -186,14 +187,15 @@ func (n *Node) serve(ctx context.Context, name string, req proto.Message, local 
 	}
 	if secured {
 		if err := authorize(name, m, id, req); err != nil {
-			n.metrics.refused.WithLabelValues(id.Role.String(), shortName(name)).Inc()
+			n.refuse(id, true, name, err)
 			return nil, err
 		}
 		ctx = context.WithValue(ctx, callerCtx{}, id)
 	}
 	if m.access == accessWrite && n.limitsWrites(ctx, secured) && !n.writes.Allow(clientKey(ctx)) {
-		n.metrics.refused.WithLabelValues(roleOf(ctx), shortName(name)).Inc()
-		return nil, fmt.Errorf("%w: client %s is over %g writes a second (burst %d) on node %s", ErrRateLimited, clientKey(ctx), n.writes.Rate(), n.writes.Burst(), n.cfg.ID)
+		err := fmt.Errorf("%w: client %s is over %g writes a second (burst %d) on node %s", ErrRateLimited, clientKey(ctx), n.writes.Rate(), n.writes.Burst(), n.cfg.ID)
+		n.refuse(id, secured, name, err)
+		return nil, err
 	}
 	switch m.access {
 	case accessLocal:
@@ -254,14 +256,6 @@ type callerStream struct {
 }
 
 func (s callerStream) Context() context.Context { return s.ctx }
-
-// roleOf names the caller's role on ctx for metrics ("none" without TLS).
-func roleOf(ctx context.Context) string {
-	if id, ok := ctx.Value(callerCtx{}).(auth.Identity); ok {
-		return id.Role.String()
-	}
-	return "none"
-}
 
 // forwardedKey marks a request a follower forwarded, so that the receiver
 // never forwards it again (no loops while leadership moves).

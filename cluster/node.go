@@ -149,6 +149,10 @@ type Config struct {
 	WriteRate  float64
 	WriteBurst int
 
+	// RecordRefusalsEvery is how often the node records the calls it
+	// refused in the audit history (default 5s; refusals.go).
+	RecordRefusalsEvery time.Duration
+
 	Logger *slog.Logger
 	// RaftLogOutput receives hashicorp/raft's own log (default stderr) at
 	// RaftLogLevel (default "warn").
@@ -184,6 +188,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.ApplyTimeout == 0 {
 		c.ApplyTimeout = 10 * time.Second
+	}
+	if c.RecordRefusalsEvery == 0 {
+		c.RecordRefusalsEvery = defaultRecordRefusalsEvery
 	}
 	if c.Clock == nil {
 		c.Clock = time.Now
@@ -228,6 +235,9 @@ type Node struct {
 	machine *machine
 	metrics *metrics
 	writes  *rate.Limiter // per-client write rate (ratelimit.go)
+	// refusals are the calls refused since they were last recorded
+	// (refusals.go).
+	refusals refusalLog
 
 	store     *raftboltdb.BoltStore
 	transport *raft.NetworkTransport
@@ -315,6 +325,7 @@ func Start(cfg Config) (n *Node, err error) {
 	}
 	n.goLoop(n.leadershipLoop)
 	n.goLoop(n.registrationLoop)
+	n.goLoop(n.refusalLoop)
 	n.goLoop(func() { n.policyLoop(warned) })
 	if joining {
 		n.goLoop(n.joinLoop)
@@ -517,8 +528,9 @@ func (n *Node) leadershipLoop() {
 }
 
 // registrationLoop makes sure the replicated state knows this node's gRPC
-// address (followers forward writes to the leader's). A node asks the
-// leader, through the same path as AddVoter, until its record is right.
+// address (followers forward writes to the leader's) and the commands its
+// version knows. A node asks the leader, through the same path as
+// AddVoter, until its record is right.
 func (n *Node) registrationLoop() {
 	delay := 100 * time.Millisecond
 	for {
@@ -530,7 +542,7 @@ func (n *Node) registrationLoop() {
 		var m fsm.Member
 		var ok bool
 		n.machine.read(func(s *fsm.State) { m, ok = s.Member(n.cfg.ID) })
-		if ok && m.GRPCAddr == n.AdvertiseGRPC() && m.RaftAddr == n.cfg.AdvertiseRaft {
+		if ok && m.GRPCAddr == n.AdvertiseGRPC() && m.RaftAddr == n.cfg.AdvertiseRaft && m.KnownCommands == fsm.LatestCommand {
 			delay = 2 * time.Second
 			continue
 		}
@@ -605,6 +617,13 @@ func (n *Node) observeSkew(skew time.Duration) {
 func (n *Node) propose(ctx context.Context, payload proto.Message) (fsm.Result, error) {
 	start := time.Now()
 	c := fsm.Command{Stamp: n.stamp(), Payload: payload}
+	if id, ok := ctx.Value(callerCtx{}).(auth.Identity); ok {
+		c.Caller = id.String()
+	} else if n.cfg.TLS != nil {
+		// No call behind it: the node's own command (founding the
+		// policy).
+		c.Caller = n.cfg.TLS.Identity().String()
+	}
 	data, err := c.Encode()
 	if err != nil {
 		return fsm.Result{}, err

@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/dnsplan/dnsplan/cluster/fsm"
 	statev1 "github.com/dnsplan/dnsplan/proto/dnsplan/state/v1"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
@@ -28,12 +31,33 @@ func (c *clusterService) AddVoter(ctx context.Context, req *pb.AddVoterRequest) 
 	var rec fsm.Member
 	var known bool
 	c.c.read(func(s *fsm.State) { rec, known = s.Member(req.Id) })
-	if !known || rec.RaftAddr != req.RaftAddr || rec.GRPCAddr != req.GrpcAddr {
-		if _, err := c.c.propose(ctx, &statev1.SetMember{Id: req.Id, RaftAddr: req.RaftAddr, GrpcAddr: req.GrpcAddr}); err != nil {
+	// A node reports the commands it knows itself; an operator adding a
+	// node for it (known_commands 0) leaves what the node reported.
+	knows := fsm.CommandType(req.KnownCommands)
+	if knows == 0 {
+		knows = rec.KnownCommands
+	}
+	if !known || rec.RaftAddr != req.RaftAddr || rec.GRPCAddr != req.GrpcAddr || rec.KnownCommands != knows {
+		if _, err := c.c.propose(ctx, &statev1.SetMember{Id: req.Id, RaftAddr: req.RaftAddr, GrpcAddr: req.GrpcAddr, KnownCommands: uint32(knows)}); err != nil {
 			return nil, err
 		}
 	}
 	return &pb.AddVoterResponse{}, nil
+}
+
+// RecordRefusals records the calls a node refused, once every member's
+// version knows the command (cluster/DESIGN.md, "Rolling upgrades"):
+// until then the refusing node keeps them.
+func (c *clusterService) RecordRefusals(ctx context.Context, req *pb.RecordRefusalsRequest) (*pb.RecordRefusalsResponse, error) {
+	var ready bool
+	c.c.read(func(s *fsm.State) { ready = s.MembersKnow(fsm.CommandRecordRefusals) })
+	if !ready {
+		return nil, status.Error(codes.FailedPrecondition, "not every member's version records refused calls yet")
+	}
+	if _, err := c.c.propose(ctx, req); err != nil {
+		return nil, err
+	}
+	return &pb.RecordRefusalsResponse{}, nil
 }
 
 func (c *clusterService) RemoveServer(ctx context.Context, req *pb.RemoveServerRequest) (*pb.RemoveServerResponse, error) {

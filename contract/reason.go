@@ -27,6 +27,7 @@ const (
 	ReasonNotFounded Reason = "NOT_FOUNDED" // UNAVAILABLE: the cluster's policy is not founded yet; retry
 	ReasonWatchLimit Reason = "WATCH_LIMIT" // RESOURCE_EXHAUSTED: too many open watches
 	ReasonRateLimit  Reason = "RATE_LIMIT"  // RESOURCE_EXHAUSTED: a client over its write rate
+	ReasonPermission Reason = "PERMISSION"  // PERMISSION_DENIED: the caller's role or name may not make the call
 )
 
 // ParseReason reads a reason as sent, in either case ("" if s is empty).
@@ -83,6 +84,8 @@ func (r Reason) Code() codes.Code {
 		return codes.Unavailable
 	case ReasonWatchLimit, ReasonRateLimit:
 		return codes.ResourceExhausted
+	case ReasonPermission:
+		return codes.PermissionDenied
 	}
 	return codes.Internal
 }

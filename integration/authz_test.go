@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"math/big"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -138,6 +139,9 @@ func TestRolesPerRPC(t *testing.T) {
 			return &pb.SetConfigRequest{VelocityWindow: w}
 		},
 		pb.ClusterService_ReadIndex_FullMethodName: func(auth.Role, string) proto.Message { return &pb.ReadIndexRequest{} },
+		pb.ClusterService_RecordRefusals_FullMethodName: func(_ auth.Role, name string) proto.Message {
+			return &pb.RecordRefusalsRequest{NodeId: name, Refusals: []*pb.Refusal{{Caller: "reader/r9", Method: "SetFreeze", ReasonCode: "PERMISSION", Count: 1}}}
+		},
 	}
 	admits := cluster.MethodRoles()
 	for name, roles := range admits {
@@ -210,6 +214,71 @@ func TestIdentityIsBound(t *testing.T) {
 				t.Errorf("%s, through %s: %v, want %v", tc.what, where, got, tc.want)
 			}
 		}
+	}
+}
+
+// The audit history names the caller of every accepted write, a
+// forwarded one by its original caller, and every refused call with its
+// caller, method and count.
+func TestAuditNamesCallers(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{TLS: true, Tune: func(cfg *cluster.Config) { cfg.RecordRefusalsEvery = 200 * time.Millisecond }})
+	lead := c.Leader()
+	f := (lead + 1) % 3
+	planner := c.Certificate(auth.RolePlanner, "planner1")
+	reader := c.Certificate(auth.RoleReader, "dash")
+	ops := c.Certificate(auth.RoleOperator, "ops")
+	submit := &pb.SubmitPlanRequest{Plan: &pb.Plan{PlannerId: "planner1", Endpoints: []*pb.EndpointPlan{{Name: endpoint, Ttl: 30,
+		Targets: []*pb.Target{{Id: "lb-1", Address: "192.0.2.1", Weight: 1}}}}}}
+	if code := callAs(t, c.GRPCAddrs[f], planner, pb.PlanService_SubmitPlan_FullMethodName, submit); code != codes.OK {
+		t.Fatalf("submit through a follower: %v", code)
+	}
+	for range 3 {
+		if code := callAs(t, c.GRPCAddrs[f], reader, pb.ClusterService_SetFreeze_FullMethodName, &pb.SetFreezeRequest{Frozen: true}); code != codes.PermissionDenied {
+			t.Fatalf("a reader freezes: %v", code)
+		}
+	}
+	if code := callAs(t, c.GRPCAddrs[lead], reader, pb.PlanService_SubmitPlan_FullMethodName, submit); code != codes.PermissionDenied {
+		t.Fatalf("a reader submits: %v", code)
+	}
+	conn, err := grpc.NewClient(c.GRPCAddrs[lead], grpc.WithTransportCredentials(credentials.NewTLS(ops.ClientConfig(""))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	api := pb.NewEnactServiceClient(conn)
+	type refusal struct {
+		caller, method, code string
+		count                uint64
+	}
+	want := map[refusal]bool{{"reader/dash", "SetFreeze", "PERMISSION", 3}: true, {"reader/dash", "SubmitPlan", "PERMISSION", 1}: true}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		h, err := api.ListHistory(ctx, &pb.ListHistoryRequest{})
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var submitCaller string
+		got := map[refusal]bool{}
+		for _, ev := range h.Events {
+			switch ev.KindCode {
+			case pb.HistoryKind_HISTORY_KIND_SUBMIT:
+				submitCaller = ev.Caller
+			case pb.HistoryKind_HISTORY_KIND_REFUSED_CALL:
+				got[refusal{ev.Caller, ev.Method, ev.ReasonCode, ev.Count}] = true
+			}
+		}
+		if submitCaller != "planner/planner1" {
+			t.Fatalf("submit recorded with caller %q, want planner/planner1 (the original caller, not the forwarding node)", submitCaller)
+		}
+		if reflect.DeepEqual(got, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("refused calls recorded: %v, want %v", got, want)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 

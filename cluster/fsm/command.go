@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
@@ -34,7 +35,15 @@ const (
 	// The cluster's policy (policy.go).
 	CommandFoundCluster CommandType = 12
 	CommandSetConfig    CommandType = 13
+	// The calls nodes refused at their edge, for the audit history.
+	CommandRecordRefusals CommandType = 14
 )
+
+// LatestCommand is the highest command type this version applies. A node
+// reports it when it registers (SetMember.known_commands), and proposes a
+// command newer than what every member reports only once they all know it
+// (cluster/DESIGN.md, "Rolling upgrades").
+const LatestCommand = CommandRecordRefusals
 
 // commands is the command table: one entry per command type, with
 // everything the state machine knows about it. Encode, Decode, Apply,
@@ -54,6 +63,7 @@ var commands = []command{
 	def(CommandLegacyCleanup, "legacy_cleanup", kindLegacyCleanup, validateLegacyCleanup, (*State).legacyCleanup),
 	def(CommandFoundCluster, "found_cluster", kindConfig, ValidateConfig, (*State).foundCluster),
 	def(CommandSetConfig, "set_config", kindConfig, ValidateSetConfig, (*State).setConfig),
+	def(CommandRecordRefusals, "record_refusals", kindRefusedCall, validateRefusals, (*State).recordRefusals),
 }
 
 // command is one entry of the table. The payload's message type is
@@ -116,11 +126,15 @@ func (t CommandType) String() string {
 }
 
 // Command is one log entry: the payload (whose message type says which
-// command it is) and the time the leader stamped on it (LeaderStamp).
-// Apply never reads a clock of its own.
+// command it is), the time the leader stamped on it (LeaderStamp), and
+// who asked for it. Apply never reads a clock of its own.
 type Command struct {
 	Stamp   time.Time
 	Payload proto.Message
+	// Caller is the identity of the client whose call proposed the
+	// command ("enactor/az-a"), as the node that authorized the call
+	// verified it; empty without TLS. The audit history records it.
+	Caller string
 }
 
 // Type is the command's tag, derived from its payload; 0 if the payload is
@@ -149,20 +163,91 @@ const headerLen = 1 + 8
 // ErrUndecodable: the bytes are not a command of a known type.
 var ErrUndecodable = errors.New("undecodable command")
 
-// Encode lays a command out as [type][stamp, big-endian int64][payload].
+// callerField is the field number under which the caller travels inside
+// the payload's encoding. No payload message defines it, so a node whose
+// version predates it keeps it as an unknown field and ignores it, as it
+// does any new field (cluster/DESIGN.md, "Rolling upgrades"): the entry
+// format stays [type][stamp][payload]. It is far above any field a
+// payload message will ever number.
+const callerField protowire.Number = 1 << 24
+
+// Encode lays a command out as [type][stamp, big-endian int64][payload],
+// the caller appended to the payload as field callerField.
 func (c Command) Encode() ([]byte, error) {
 	e := lookup(c.Payload)
 	if e == nil {
 		return nil, fmt.Errorf("%w: %T is not a command", ErrUndecodable, c.Payload)
 	}
-	body, err := proto.MarshalOptions{Deterministic: true}.Marshal(c.Payload)
+	// A payload that came from a client keeps the unknown fields the
+	// client sent; one of them must not pass for the caller.
+	payload := c.Payload
+	if unknown := payload.ProtoReflect().GetUnknown(); len(unknown) > 0 {
+		payload = proto.Clone(payload)
+		payload.ProtoReflect().SetUnknown(withoutField(unknown, callerField))
+	}
+	body, err := proto.MarshalOptions{Deterministic: true}.Marshal(payload)
 	if err != nil {
 		return nil, err
 	}
-	buf := make([]byte, headerLen, headerLen+len(body))
+	buf := make([]byte, headerLen, headerLen+len(body)+len(c.Caller)+8)
 	buf[0] = byte(e.tag)
 	binary.BigEndian.PutUint64(buf[1:], uint64(c.Stamp.UnixNano()))
-	return append(buf, body...), nil
+	buf = append(buf, body...)
+	if c.Caller != "" {
+		buf = protowire.AppendTag(buf, callerField, protowire.BytesType)
+		buf = protowire.AppendString(buf, c.Caller)
+	}
+	return buf, nil
+}
+
+// withoutField is b, a run of encoded fields, without those numbered num.
+// Malformed input is returned as it is (it cannot hold a well-formed
+// field num to drop).
+func withoutField(b []byte, num protowire.Number) []byte {
+	out := make([]byte, 0, len(b))
+	for rest := b; len(rest) > 0; {
+		n, typ, tagLen := protowire.ConsumeTag(rest)
+		if tagLen < 0 {
+			return b
+		}
+		valLen := protowire.ConsumeFieldValue(n, typ, rest[tagLen:])
+		if valLen < 0 {
+			return b
+		}
+		if n != num {
+			out = append(out, rest[:tagLen+valLen]...)
+		}
+		rest = rest[tagLen+valLen:]
+	}
+	return out
+}
+
+// takeCaller removes field callerField from msg's unknown fields and
+// returns its value (the last one, as protobuf reads a repeated scalar).
+func takeCaller(msg proto.Message) string {
+	r := msg.ProtoReflect()
+	unknown := r.GetUnknown()
+	var caller string
+	found := false
+	for rest := unknown; len(rest) > 0; {
+		n, typ, tagLen := protowire.ConsumeTag(rest)
+		if tagLen < 0 {
+			return ""
+		}
+		valLen := protowire.ConsumeFieldValue(n, typ, rest[tagLen:])
+		if valLen < 0 {
+			return ""
+		}
+		if n == callerField && typ == protowire.BytesType {
+			v, _ := protowire.ConsumeString(rest[tagLen:])
+			caller, found = v, true
+		}
+		rest = rest[tagLen+valLen:]
+	}
+	if found {
+		r.SetUnknown(withoutField(unknown, callerField))
+	}
+	return caller
 }
 
 // Decode is the inverse of Encode. The payload is checked to be of the
@@ -183,7 +268,7 @@ func Decode(b []byte) (Command, error) {
 		return Command{}, fmt.Errorf("%w: %s: %v", ErrUndecodable, e.name, err)
 	}
 	stamp := time.Unix(0, int64(binary.BigEndian.Uint64(b[1:headerLen]))).UTC()
-	return Command{Stamp: stamp, Payload: msg}, nil
+	return Command{Stamp: stamp, Payload: msg, Caller: takeCaller(msg)}, nil
 }
 
 // The validations of commands whose rules live in their own files or that

@@ -20,19 +20,20 @@ import (
 // largest representable.
 func sampleCommands() []Command {
 	return []Command{
-		{t0, &statev1.SubmitPlan{Plan: validPlan(), Force: true}},
-		{t0.Add(time.Nanosecond), &pb.AcquireLeaseRequest{Name: "enactor", Holder: "enactor-a", Ttl: durationpb.New(3 * time.Second)}},
-		{time.Unix(0, -1), &pb.RenewLeaseRequest{Name: "enactor", Holder: "enactor-a", Token: 2}},
-		{time.Unix(0, math.MaxInt64), &pb.ReleaseLeaseRequest{Name: "enactor", Holder: "enactor-a", Token: 2}},
-		{t0, &pb.ApplyPlanRequest{Generation: 1, Endpoints: []string{api}, LeaseName: "enactor", LeaseToken: 2, EnactorId: "enactor-a"}},
-		{t0, &pb.CleanupPlansRequest{KeepLast: 3}},
-		{t0, &pb.SetFreezeRequest{Frozen: true, Reason: "incident"}},
-		{t0, &statev1.SetMember{Id: "n1", RaftAddr: "127.0.0.1:7001", GrpcAddr: "127.0.0.1:9001"}},
-		{t0, &statev1.RemoveMember{Id: "n1"}},
-		{t0, &pb.LegacyApplyRequest{Generation: 1, Endpoint: api, EnactorId: "enactor-a"}},
-		{t0, &pb.LegacyCleanupRequest{KeepGenerations: 3}},
-		{t0, &pb.ClusterConfig{Design: pb.Design_DESIGN_FIXED, MaxCapacityDrop: 0.25, VelocityWindow: durationpb.New(time.Minute)}},
-		{t0, &pb.SetConfigRequest{MaxCapacityDrop: proto.Float64(0), VelocityWindow: durationpb.New(2 * time.Minute)}},
+		{Stamp: t0, Caller: "operator/alice", Payload: &statev1.SubmitPlan{Plan: validPlan(), Force: true}},
+		{Stamp: t0.Add(time.Nanosecond), Payload: &pb.AcquireLeaseRequest{Name: "enactor", Holder: "enactor-a", Ttl: durationpb.New(3 * time.Second)}},
+		{Stamp: time.Unix(0, -1), Payload: &pb.RenewLeaseRequest{Name: "enactor", Holder: "enactor-a", Token: 2}},
+		{Stamp: time.Unix(0, math.MaxInt64), Payload: &pb.ReleaseLeaseRequest{Name: "enactor", Holder: "enactor-a", Token: 2}},
+		{Stamp: t0, Caller: "enactor/enactor-a", Payload: &pb.ApplyPlanRequest{Generation: 1, Endpoints: []string{api}, LeaseName: "enactor", LeaseToken: 2, EnactorId: "enactor-a"}},
+		{Stamp: t0, Payload: &pb.CleanupPlansRequest{KeepLast: 3}},
+		{Stamp: t0, Payload: &pb.SetFreezeRequest{Frozen: true, Reason: "incident"}},
+		{Stamp: t0, Payload: &statev1.SetMember{Id: "n1", RaftAddr: "127.0.0.1:7001", GrpcAddr: "127.0.0.1:9001"}},
+		{Stamp: t0, Payload: &statev1.RemoveMember{Id: "n1"}},
+		{Stamp: t0, Payload: &pb.LegacyApplyRequest{Generation: 1, Endpoint: api, EnactorId: "enactor-a"}},
+		{Stamp: t0, Payload: &pb.LegacyCleanupRequest{KeepGenerations: 3}},
+		{Stamp: t0, Payload: &pb.ClusterConfig{Design: pb.Design_DESIGN_FIXED, MaxCapacityDrop: 0.25, VelocityWindow: durationpb.New(time.Minute)}},
+		{Stamp: t0, Payload: &pb.SetConfigRequest{MaxCapacityDrop: proto.Float64(0), VelocityWindow: durationpb.New(2 * time.Minute)}},
+		{Stamp: t0, Caller: "node/n2", Payload: &pb.RecordRefusalsRequest{NodeId: "n2", Refusals: []*pb.Refusal{{Caller: "reader/dash", Method: "SubmitPlan", ReasonCode: "PERMISSION", Reason: "no", Count: 3}}}},
 	}
 }
 
@@ -50,7 +51,7 @@ func TestEncodeDecode(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if d.Type() != c.Type() || !d.Stamp.Equal(c.Stamp) || d.Stamp.Location() != time.UTC || !proto.Equal(d.Payload, c.Payload) {
+			if d.Type() != c.Type() || !d.Stamp.Equal(c.Stamp) || d.Stamp.Location() != time.UTC || !proto.Equal(d.Payload, c.Payload) || d.Caller != c.Caller {
 				t.Fatalf("Decode(Encode(c)) = %+v, want %+v", d, c)
 			}
 			b2, err := d.Encode()
@@ -61,10 +62,59 @@ func TestEncodeDecode(t *testing.T) {
 	}
 }
 
+// TestCallerCannotBeForged: a client that puts the caller's field number
+// into its request (kept as an unknown field by the server's decoding)
+// does not become the command's caller, with or without a real one.
+func TestCallerCannotBeForged(t *testing.T) {
+	var forged []byte
+	forged = protowire.AppendTag(forged, callerField, protowire.BytesType)
+	forged = protowire.AppendString(forged, "operator/mallory")
+	for _, caller := range []string{"", "reader/dash"} {
+		req := &pb.SetFreezeRequest{Frozen: true}
+		req.ProtoReflect().SetUnknown(forged)
+		b, err := Command{Stamp: t0, Payload: req, Caller: caller}.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := Decode(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Caller != caller {
+			t.Errorf("caller %q decoded as %q", caller, d.Caller)
+		}
+		if len(req.ProtoReflect().GetUnknown()) == 0 {
+			t.Error("Encode changed the caller's payload")
+		}
+	}
+}
+
+// TestCallerPassesAnOlderVersion: a node whose version predates the caller
+// decodes it as an unknown field of the payload and re-encodes it (as a
+// snapshot or a forwarded entry would), and a newer node reads it back.
+func TestCallerPassesAnOlderVersion(t *testing.T) {
+	b, err := Command{Stamp: t0, Payload: &pb.CleanupPlansRequest{KeepLast: 2}, Caller: "enactor/az-a"}.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var old pb.CleanupPlansRequest // what a version without the caller decodes
+	if err := proto.Unmarshal(b[headerLen:], &old); err != nil || old.KeepLast != 2 {
+		t.Fatalf("older decoding: %v %v", &old, err)
+	}
+	body, err := proto.MarshalOptions{Deterministic: true}.Marshal(&old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := Decode(append(b[:headerLen:headerLen], body...))
+	if err != nil || d.Caller != "enactor/az-a" {
+		t.Fatalf("caller %q, %v", d.Caller, err)
+	}
+}
+
 // TestDecodeKeepsUnknownFields: a payload field this version does not know
 // passes through Decode and Encode unchanged.
 func TestDecodeKeepsUnknownFields(t *testing.T) {
-	b, err := Command{t0, &pb.CleanupPlansRequest{KeepLast: 2}}.Encode()
+	b, err := Command{Stamp: t0, Payload: &pb.CleanupPlansRequest{KeepLast: 2}}.Encode()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +133,7 @@ func TestDecodeKeepsUnknownFields(t *testing.T) {
 }
 
 func TestDecodeErrors(t *testing.T) {
-	valid, err := Command{t0, &pb.SetFreezeRequest{}}.Encode()
+	valid, err := Command{Stamp: t0, Payload: &pb.SetFreezeRequest{}}.Encode()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +146,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"type only", []byte{byte(CommandSetFreeze)}},
 		{"short header", valid[:headerLen-1]},
 		{"type 0", withType(0)},
-		{"type after the last", withType(byte(CommandSetConfig) + 1)},
+		{"type after the last", withType(byte(LatestCommand) + 1)},
 		{"type 255", withType(255)},
 		{"truncated varint", append(append([]byte(nil), valid[:headerLen]...), 0x08)},
 		{"bad wire type", append(append([]byte(nil), valid[:headerLen]...), 0x0f)},
@@ -141,7 +191,7 @@ func TestCommandTypeString(t *testing.T) {
 		CommandReleaseLease: "release_lease", CommandApplyPlan: "apply_plan", CommandCleanupPlans: "cleanup_plans",
 		CommandSetFreeze: "set_freeze", CommandSetMember: "set_member", CommandRemoveMember: "remove_member",
 		CommandLegacyApply: "legacy_apply", CommandLegacyCleanup: "legacy_cleanup",
-		CommandFoundCluster: "found_cluster", CommandSetConfig: "set_config",
+		CommandFoundCluster: "found_cluster", CommandSetConfig: "set_config", CommandRecordRefusals: "record_refusals",
 		42: "command_42",
 	}
 	for typ, s := range want {

@@ -131,17 +131,17 @@ func FuzzDecodeCommand(f *testing.F) {
 	stamp := t0.Add(time.Minute)
 	seeds := sampleCommands()
 	seeds = append(seeds,
-		Command{stamp, &pb.ApplyPlanRequest{Generation: 3, LeaseName: "enactor", LeaseToken: 4, EnactorId: "enactor-a"}},
-		Command{stamp, &pb.ApplyPlanRequest{Generation: 1, Endpoints: []string{api}, LeaseName: "enactor", LeaseToken: 4, EnactorId: "enactor-a"}},
-		Command{stamp, &pb.RenewLeaseRequest{Name: "enactor-fips", Holder: "enactor-b", Token: 5}},
-		Command{stamp, &pb.ReleaseLeaseRequest{Name: "enactor", Holder: "enactor-a", Token: 4}},
-		Command{t0.Add(2 * time.Hour), &pb.AcquireLeaseRequest{Name: "enactor", Holder: "enactor-c", Ttl: durationpb.New(time.Second)}},
-		Command{stamp, &pb.CleanupPlansRequest{KeepLast: 1}},
-		Command{stamp, &statev1.SubmitPlan{Plan: plan(weighted(api, 1))}},
-		// Strings just over their limits.
-		Command{stamp, &pb.RenewLeaseRequest{Name: "enactor", Holder: strings.Repeat("h", contract.MaxIDLength+1), Token: 4}},
-		Command{stamp, &pb.SetFreezeRequest{Frozen: true, Reason: strings.Repeat("r", contract.MaxReasonLength+1)}},
-		Command{stamp, &statev1.SetMember{Id: "n2", RaftAddr: strings.Repeat("a", contract.MaxAddressLength+1), GrpcAddr: "g"}},
+		Command{Stamp: stamp, Payload: &pb.ApplyPlanRequest{Generation: 3, LeaseName: "enactor", LeaseToken: 4, EnactorId: "enactor-a"}},
+		Command{Stamp: stamp, Payload: &pb.ApplyPlanRequest{Generation: 1, Endpoints: []string{api}, LeaseName: "enactor", LeaseToken: 4, EnactorId: "enactor-a"}},
+		Command{Stamp: stamp, Payload: &pb.RenewLeaseRequest{Name: "enactor-fips", Holder: "enactor-b", Token: 5}},
+		Command{Stamp: stamp, Payload: &pb.ReleaseLeaseRequest{Name: "enactor", Holder: "enactor-a", Token: 4}},
+		Command{Stamp: t0.Add(2 * time.Hour), Payload: &pb.AcquireLeaseRequest{Name: "enactor", Holder: "enactor-c", Ttl: durationpb.New(time.Second)}},
+		Command{Stamp: stamp, Payload: &pb.CleanupPlansRequest{KeepLast: 1}},
+		Command{Stamp: stamp, Payload: &statev1.SubmitPlan{Plan: plan(weighted(api, 1))}},
+
+		Command{Stamp: stamp, Payload: &pb.RenewLeaseRequest{Name: "enactor", Holder: strings.Repeat("h", contract.MaxIDLength+1), Token: 4}},
+		Command{Stamp: stamp, Payload: &pb.SetFreezeRequest{Frozen: true, Reason: strings.Repeat("r", contract.MaxReasonLength+1)}},
+		Command{Stamp: stamp, Payload: &statev1.SetMember{Id: "n2", RaftAddr: strings.Repeat("a", contract.MaxAddressLength+1), GrpcAddr: "g"}},
 	)
 	for _, c := range seeds {
 		b, err := c.Encode()

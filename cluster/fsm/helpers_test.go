@@ -23,6 +23,8 @@ type harness struct {
 	s     *State
 	index uint64
 	stamp time.Time
+	// caller is the caller the commands carry.
+	caller string
 }
 
 // newHarness starts from a fixed cluster founded with no velocity limit,
@@ -56,7 +58,7 @@ func (h *harness) setPolicy(maxDrop float64, window time.Duration) {
 
 func (h *harness) do(p proto.Message) Result {
 	h.index++
-	return h.s.Apply(h.index, Command{Stamp: h.stamp, Payload: p})
+	return h.s.Apply(h.index, Command{Stamp: h.stamp, Payload: p, Caller: h.caller})
 }
 
 // advance moves the leader's stamp; a negative d models a leader whose

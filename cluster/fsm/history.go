@@ -25,6 +25,7 @@ const (
 	kindLegacyApply   = pb.HistoryKind_HISTORY_KIND_LEGACY_APPLY
 	kindLegacyCleanup = pb.HistoryKind_HISTORY_KIND_LEGACY_CLEANUP
 	kindConfig        = pb.HistoryKind_HISTORY_KIND_CONFIG
+	kindRefusedCall   = pb.HistoryKind_HISTORY_KIND_REFUSED_CALL
 
 	outcomeAccepted = pb.HistoryOutcome_HISTORY_OUTCOME_ACCEPTED
 	outcomeApplied  = pb.HistoryOutcome_HISTORY_OUTCOME_APPLIED
@@ -39,9 +40,9 @@ const (
 )
 
 // event starts an audit event of kind at index, stamped with the state's
-// time.
+// time and the caller of the command being applied.
 func (s *State) event(index uint64, kind pb.HistoryKind, actor string) *pb.HistoryEvent {
-	return &pb.HistoryEvent{Index: index, Time: timestamppb.New(s.now), KindCode: kind, Kind: contract.KindName(kind), Actor: actor}
+	return &pb.HistoryEvent{Index: index, Time: timestamppb.New(s.now), KindCode: kind, Kind: contract.KindName(kind), Actor: actor, Caller: s.caller}
 }
 
 // setOutcome records how the event's command ended.

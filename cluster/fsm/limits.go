@@ -24,6 +24,8 @@ func boundEvent(ev *pb.HistoryEvent) {
 	ev.Actor = boundString(ev.Actor, contract.MaxIDLength)
 	ev.LeaseName = boundString(ev.LeaseName, contract.MaxIDLength)
 	ev.Endpoint = boundString(ev.Endpoint, contract.MaxNameLength)
+	ev.Caller = boundString(ev.Caller, callerLimit)
+	ev.Method = boundString(ev.Method, contract.MaxIDLength)
 	if len(ev.Reason) > maxEventReason {
 		cut := maxEventReason
 		for cut > 0 && !utf8.RuneStart(ev.Reason[cut]) {

@@ -36,13 +36,20 @@ type State struct {
 	served map[string]*statev1.ServedWindow
 	// history holds the newest events last, at most HistoryLimit of them
 	// and HistoryMaxBytes encoded (historyBytes).
-	history        []*pb.HistoryEvent
-	historyBytes   int
+	history      []*pb.HistoryEvent
+	historyBytes int
+	// refusals holds the refused_call events, newest last, at most
+	// RefusalLimit: kept apart so that a caller refused over and over
+	// cannot push the other events out of the history.
+	refusals       []*pb.HistoryEvent
 	nextGeneration uint64
 	now            time.Time
 	frozen         bool
 	freezeReason   string
 	lastIndex      uint64
+	// caller is the caller of the command Apply is applying (its events
+	// record it); not part of the state between commands.
+	caller string
 }
 
 // New returns an empty state whose first plan gets generation 1.
@@ -96,7 +103,8 @@ func (s *State) Apply(index uint64, c Command) (res Result) {
 		panic(fmt.Sprintf("fsm: no rule for payload %T", c.Payload))
 	}
 	clipped, jump := s.advanceTime(c.Stamp)
-	defer func() { res.TimeClipped, res.TimeJump = clipped, jump }()
+	s.caller = c.Caller
+	defer func() { res.TimeClipped, res.TimeJump, s.caller = clipped, jump, "" }()
 	if err := e.validate(c.Payload); err != nil {
 		// The event names nothing from the command: invalid input is not
 		// kept.

@@ -791,7 +791,7 @@ func TestMembers(t *testing.T) {
 	h.do(&statev1.SetMember{Id: "n2", RaftAddr: "r2", GrpcAddr: "g2"})
 	h.do(&statev1.SetMember{Id: "n1", RaftAddr: "r1", GrpcAddr: "g1"})
 	h.do(&statev1.SetMember{Id: "n1", RaftAddr: "r1b", GrpcAddr: "g1b"})
-	want := []Member{{"n1", "r1b", "g1b"}, {"n2", "r2", "g2"}}
+	want := []Member{{"n1", "r1b", "g1b", 0}, {"n2", "r2", "g2", 0}}
 	if got := h.s.Members(); !slices.Equal(got, want) {
 		t.Fatalf("Members() = %v, want %v", got, want)
 	}

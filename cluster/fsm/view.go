@@ -89,26 +89,31 @@ func (s *State) Leases() []*pb.Lease {
 }
 
 // History returns up to limit newest events (all kept when limit is 0),
-// oldest first.
+// oldest first: the refused calls among the rest, in log order.
 func (s *State) History(limit int) []*pb.HistoryEvent {
-	h := s.history
+	h := mergeHistory(s.history, s.refusals)
 	if limit > 0 && len(h) > limit {
 		h = h[len(h)-limit:]
 	}
-	return slices.Clone(h)
+	return h
 }
 
-// Member is a cluster member's addresses as recorded in the state.
+// Member is a cluster member's addresses as recorded in the state, and
+// the newest command type its version applies.
 type Member struct {
 	ID, RaftAddr, GRPCAddr string
+	KnownCommands          CommandType
+}
+
+func member(m *statev1.SetMember) Member {
+	return Member{ID: m.Id, RaftAddr: m.RaftAddr, GRPCAddr: m.GrpcAddr, KnownCommands: CommandType(m.KnownCommands)}
 }
 
 // Members returns the recorded members, sorted by id.
 func (s *State) Members() []Member {
 	out := make([]Member, 0, len(s.members))
 	for _, id := range slices.Sorted(maps.Keys(s.members)) {
-		m := s.members[id]
-		out = append(out, Member{ID: m.Id, RaftAddr: m.RaftAddr, GRPCAddr: m.GrpcAddr})
+		out = append(out, member(s.members[id]))
 	}
 	return out
 }
@@ -119,7 +124,7 @@ func (s *State) Member(id string) (Member, bool) {
 	if !ok {
 		return Member{}, false
 	}
-	return Member{ID: m.Id, RaftAddr: m.RaftAddr, GRPCAddr: m.GrpcAddr}, true
+	return member(m), true
 }
 
 // Frozen reports the freeze switch and its reason.
@@ -207,10 +212,15 @@ func Restore(b []byte) (*State, error) {
 	for _, ev := range snap.History {
 		typeEvent(ev)
 		boundEvent(ev)
+		if ev.KindCode == kindRefusedCall {
+			s.refusals = append(s.refusals, ev)
+			continue
+		}
+		s.history = append(s.history, ev)
 		s.historyBytes += proto.Size(ev)
 	}
-	s.history = snap.History
 	s.trimHistory()
+	s.trimRefusals()
 	s.nextGeneration = max(snap.NextGeneration, 1)
 	s.now = time.Unix(0, snap.NowUnixNanos).UTC()
 	s.frozen, s.freezeReason = snap.Frozen, snap.FreezeReason

@@ -886,7 +886,7 @@ func setupHistory(fs *flag.FlagSet) func(context.Context, *ctl, []string) error 
 // outcome and, for a rejection or refusal, its reason code (an event of a
 // node that predates the codes shows its words).
 func renderHistory(w io.Writer, events []*pb.HistoryEvent) {
-	tableRow(w, "INDEX", "TIME", "KIND", "ACTOR", "GEN", "ENDPOINT", "LEASE", "TOKEN", "OUTCOME", "REASON")
+	tableRow(w, "INDEX", "TIME", "KIND", "CALLER", "ACTOR", "GEN", "ENDPOINT", "LEASE", "TOKEN", "OUTCOME", "REASON")
 	for _, e := range events {
 		kind, outcome := e.GetKind(), e.GetOutcome()
 		if e.GetKindCode() != pb.HistoryKind_HISTORY_KIND_UNSPECIFIED {
@@ -898,7 +898,7 @@ func renderHistory(w io.Writer, events []*pb.HistoryEvent) {
 		if code := e.GetReasonCode(); code != "" {
 			outcome += " " + code
 		}
-		tableRow(w, e.GetIndex(), timeCell(e.GetTime()), kind, dashIfZero(e.GetActor()), dashIfZero(e.GetGeneration()),
+		tableRow(w, e.GetIndex(), timeCell(e.GetTime()), kind, dashIfZero(e.GetCaller()), dashIfZero(e.GetActor()), dashIfZero(e.GetGeneration()),
 			dashIfZero(e.GetEndpoint()), dashIfZero(e.GetLeaseName()), dashIfZero(e.GetToken()), dashIfZero(outcome), e.GetReason())
 	}
 }

@@ -210,17 +210,20 @@ plans: 3, next generation 4; endpoints applied: 2
 `},
 		{"history", renderTable(func(w io.Writer) {
 			renderHistory(w, []*pb.HistoryEvent{
-				{Index: 7, Time: at, KindCode: pb.HistoryKind_HISTORY_KIND_APPLY, Kind: "apply", Actor: "az-a", Generation: 3, Endpoint: "api.dnsplan.test.",
+				{Index: 7, Time: at, KindCode: pb.HistoryKind_HISTORY_KIND_APPLY, Kind: "apply", Caller: "enactor/az-a", Actor: "az-a", Generation: 3, Endpoint: "api.dnsplan.test.",
 					LeaseName: "enactor/0", Token: 9, OutcomeCode: pb.HistoryOutcome_HISTORY_OUTCOME_APPLIED, Outcome: "applied"},
 				{Index: 8, Time: at, KindCode: pb.HistoryKind_HISTORY_KIND_RENEW, Kind: "renew", Actor: "az-b", LeaseName: "enactor/0", Token: 4,
 					OutcomeCode: pb.HistoryOutcome_HISTORY_OUTCOME_REJECTED, Outcome: "rejected", ReasonCode: "FENCED", Reason: "fenced: token 4 is not current"},
 				{Index: 9, Kind: "freeze", Outcome: "frozen", Reason: "from a node before the codes"},
+				{Index: 10, Time: at, KindCode: pb.HistoryKind_HISTORY_KIND_REFUSED_CALL, Caller: "reader/dash", Method: "SetFreeze", Count: 3,
+					OutcomeCode: pb.HistoryOutcome_HISTORY_OUTCOME_REJECTED, ReasonCode: "PERMISSION", Reason: "node n2 refused 3 call(s): ..."},
 			})
 		}), `
-INDEX  TIME                  KIND    ACTOR  GEN  ENDPOINT           LEASE      TOKEN  OUTCOME          REASON
-7      2025-10-20T07:00:00Z  apply   az-a   3    api.dnsplan.test.  enactor/0  9      applied
-8      2025-10-20T07:00:00Z  renew   az-b   -    -                  enactor/0  4      rejected FENCED  fenced: token 4 is not current
-9      -                     freeze  -      -    -                  -          -      frozen           from a node before the codes
+INDEX  TIME                  KIND          CALLER        ACTOR  GEN  ENDPOINT           LEASE      TOKEN  OUTCOME              REASON
+7      2025-10-20T07:00:00Z  apply         enactor/az-a  az-a   3    api.dnsplan.test.  enactor/0  9      applied
+8      2025-10-20T07:00:00Z  renew         -             az-b   -    -                  enactor/0  4      rejected FENCED      fenced: token 4 is not current
+9      -                     freeze        -             -      -    -                  -          -      frozen               from a node before the codes
+10     2025-10-20T07:00:00Z  refused_call  reader/dash   -      -    -                  -          -      rejected PERMISSION  node n2 refused 3 call(s): ...
 `},
 		{"cleanup", renderTable(func(w io.Writer) { renderCleanup(w, []uint64{1, 2}) }), `
 deleted 2 plans: generations 1, 2

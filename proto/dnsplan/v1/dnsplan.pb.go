@@ -102,6 +102,10 @@ const (
 	HistoryKind_HISTORY_KIND_LEGACY_APPLY   HistoryKind = 9
 	HistoryKind_HISTORY_KIND_LEGACY_CLEANUP HistoryKind = 10
 	HistoryKind_HISTORY_KIND_CONFIG         HistoryKind = 11
+	// REFUSED_CALL: calls a node refused before they became commands (the
+	// caller's role or name may not make them, or it was over its write
+	// rate), gathered per caller and method (RecordRefusals).
+	HistoryKind_HISTORY_KIND_REFUSED_CALL HistoryKind = 12
 )
 
 // Enum value maps for HistoryKind.
@@ -119,6 +123,7 @@ var (
 		9:  "HISTORY_KIND_LEGACY_APPLY",
 		10: "HISTORY_KIND_LEGACY_CLEANUP",
 		11: "HISTORY_KIND_CONFIG",
+		12: "HISTORY_KIND_REFUSED_CALL",
 	}
 	HistoryKind_value = map[string]int32{
 		"HISTORY_KIND_UNSPECIFIED":    0,
@@ -133,6 +138,7 @@ var (
 		"HISTORY_KIND_LEGACY_APPLY":   9,
 		"HISTORY_KIND_LEGACY_CLEANUP": 10,
 		"HISTORY_KIND_CONFIG":         11,
+		"HISTORY_KIND_REFUSED_CALL":   12,
 	}
 )
 
@@ -2027,7 +2033,15 @@ type HistoryEvent struct {
 	OutcomeCode HistoryOutcome `protobuf:"varint,12,opt,name=outcome_code,json=outcomeCode,proto3,enum=dnsplan.v1.HistoryOutcome" json:"outcome_code,omitempty"`
 	// reason_code is the contract reason (docs/CONTRACT.md) of a rejected or
 	// refused command or endpoint, upper case; empty otherwise.
-	ReasonCode    string `protobuf:"bytes,13,opt,name=reason_code,json=reasonCode,proto3" json:"reason_code,omitempty"`
+	ReasonCode string `protobuf:"bytes,13,opt,name=reason_code,json=reasonCode,proto3" json:"reason_code,omitempty"`
+	// caller is who made the call, as its certificate names it
+	// ("enactor/az-a"; a forwarded call's original caller); empty on a
+	// cluster running --insecure, where callers have no identity.
+	Caller string `protobuf:"bytes,14,opt,name=caller,proto3" json:"caller,omitempty"`
+	// method and count, for a refused_call event: the RPC's name and how
+	// many of its calls by caller were refused (reason: the first's message).
+	Method        string `protobuf:"bytes,15,opt,name=method,proto3" json:"method,omitempty"`
+	Count         uint64 `protobuf:"varint,16,opt,name=count,proto3" json:"count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2151,6 +2165,27 @@ func (x *HistoryEvent) GetReasonCode() string {
 		return x.ReasonCode
 	}
 	return ""
+}
+
+func (x *HistoryEvent) GetCaller() string {
+	if x != nil {
+		return x.Caller
+	}
+	return ""
+}
+
+func (x *HistoryEvent) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *HistoryEvent) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
 }
 
 type ListHistoryResponse struct {
@@ -2761,10 +2796,14 @@ func (x *ReadIndexResponse) GetLeaderId() string {
 }
 
 type AddVoterRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	RaftAddr      string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
-	GrpcAddr      string                 `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	RaftAddr string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	GrpcAddr string                 `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	// known_commands is the highest log command type the joining node's
+	// version can apply: a node proposes a new command of its own only when
+	// every member knows it (cluster/DESIGN.md, "Rolling upgrades").
+	KnownCommands uint32 `protobuf:"varint,4,opt,name=known_commands,json=knownCommands,proto3" json:"known_commands,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2818,6 +2857,13 @@ func (x *AddVoterRequest) GetGrpcAddr() string {
 		return x.GrpcAddr
 	}
 	return ""
+}
+
+func (x *AddVoterRequest) GetKnownCommands() uint32 {
+	if x != nil {
+		return x.KnownCommands
+	}
+	return 0
 }
 
 type AddVoterResponse struct {
@@ -3121,6 +3167,176 @@ func (x *SetFreezeResponse) GetFrozen() bool {
 	return false
 }
 
+// Refusal is the calls of one method by one caller that a node refused.
+type Refusal struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// caller is the refused caller's identity ("reader/dash").
+	Caller string `protobuf:"bytes,1,opt,name=caller,proto3" json:"caller,omitempty"`
+	// method is the RPC's name ("SubmitPlan").
+	Method string `protobuf:"bytes,2,opt,name=method,proto3" json:"method,omitempty"`
+	// reason_code says why (PERMISSION, RATE_LIMIT); reason is the first
+	// refusal's message.
+	ReasonCode    string `protobuf:"bytes,3,opt,name=reason_code,json=reasonCode,proto3" json:"reason_code,omitempty"`
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	Count         uint64 `protobuf:"varint,5,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Refusal) Reset() {
+	*x = Refusal{}
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Refusal) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Refusal) ProtoMessage() {}
+
+func (x *Refusal) ProtoReflect() protoreflect.Message {
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Refusal.ProtoReflect.Descriptor instead.
+func (*Refusal) Descriptor() ([]byte, []int) {
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *Refusal) GetCaller() string {
+	if x != nil {
+		return x.Caller
+	}
+	return ""
+}
+
+func (x *Refusal) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *Refusal) GetReasonCode() string {
+	if x != nil {
+		return x.ReasonCode
+	}
+	return ""
+}
+
+func (x *Refusal) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Refusal) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+type RecordRefusalsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// node_id is the node that refused the calls.
+	NodeId        string     `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Refusals      []*Refusal `protobuf:"bytes,2,rep,name=refusals,proto3" json:"refusals,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordRefusalsRequest) Reset() {
+	*x = RecordRefusalsRequest{}
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordRefusalsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordRefusalsRequest) ProtoMessage() {}
+
+func (x *RecordRefusalsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordRefusalsRequest.ProtoReflect.Descriptor instead.
+func (*RecordRefusalsRequest) Descriptor() ([]byte, []int) {
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *RecordRefusalsRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *RecordRefusalsRequest) GetRefusals() []*Refusal {
+	if x != nil {
+		return x.Refusals
+	}
+	return nil
+}
+
+type RecordRefusalsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordRefusalsResponse) Reset() {
+	*x = RecordRefusalsResponse{}
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordRefusalsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordRefusalsResponse) ProtoMessage() {}
+
+func (x *RecordRefusalsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordRefusalsResponse.ProtoReflect.Descriptor instead.
+func (*RecordRefusalsResponse) Descriptor() ([]byte, []int) {
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{49}
+}
+
 type LegacyApplyRequest struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	Generation uint64                 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
@@ -3134,7 +3350,7 @@ type LegacyApplyRequest struct {
 
 func (x *LegacyApplyRequest) Reset() {
 	*x = LegacyApplyRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[47]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3146,7 +3362,7 @@ func (x *LegacyApplyRequest) String() string {
 func (*LegacyApplyRequest) ProtoMessage() {}
 
 func (x *LegacyApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[47]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3159,7 +3375,7 @@ func (x *LegacyApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LegacyApplyRequest.ProtoReflect.Descriptor instead.
 func (*LegacyApplyRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{47}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *LegacyApplyRequest) GetGeneration() uint64 {
@@ -3191,7 +3407,7 @@ type LegacyApplyResponse struct {
 
 func (x *LegacyApplyResponse) Reset() {
 	*x = LegacyApplyResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[48]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3203,7 +3419,7 @@ func (x *LegacyApplyResponse) String() string {
 func (*LegacyApplyResponse) ProtoMessage() {}
 
 func (x *LegacyApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[48]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3216,7 +3432,7 @@ func (x *LegacyApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LegacyApplyResponse.ProtoReflect.Descriptor instead.
 func (*LegacyApplyResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{48}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{51}
 }
 
 type LegacyCleanupRequest struct {
@@ -3230,7 +3446,7 @@ type LegacyCleanupRequest struct {
 
 func (x *LegacyCleanupRequest) Reset() {
 	*x = LegacyCleanupRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[49]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3242,7 +3458,7 @@ func (x *LegacyCleanupRequest) String() string {
 func (*LegacyCleanupRequest) ProtoMessage() {}
 
 func (x *LegacyCleanupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[49]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3255,7 +3471,7 @@ func (x *LegacyCleanupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LegacyCleanupRequest.ProtoReflect.Descriptor instead.
 func (*LegacyCleanupRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{49}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *LegacyCleanupRequest) GetKeepGenerations() uint32 {
@@ -3274,7 +3490,7 @@ type LegacyCleanupResponse struct {
 
 func (x *LegacyCleanupResponse) Reset() {
 	*x = LegacyCleanupResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[50]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3286,7 +3502,7 @@ func (x *LegacyCleanupResponse) String() string {
 func (*LegacyCleanupResponse) ProtoMessage() {}
 
 func (x *LegacyCleanupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[50]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3299,7 +3515,7 @@ func (x *LegacyCleanupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LegacyCleanupResponse.ProtoReflect.Descriptor instead.
 func (*LegacyCleanupResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{50}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *LegacyCleanupResponse) GetDeleted() []uint64 {
@@ -3439,7 +3655,7 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\bendpoint\x18\x01 \x01(\v2\x1b.dnsplan.v1.AppliedEndpointR\bendpoint\"@\n" +
 	"\x12ListHistoryRequest\x12\x14\n" +
 	"\x05limit\x18\x01 \x01(\rR\x05limit\x12\x14\n" +
-	"\x05stale\x18\x02 \x01(\bR\x05stale\"\xb7\x03\n" +
+	"\x05stale\x18\x02 \x01(\bR\x05stale\"\xfd\x03\n" +
 	"\fHistoryEvent\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
@@ -3458,7 +3674,10 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\tkind_code\x18\v \x01(\x0e2\x17.dnsplan.v1.HistoryKindR\bkindCode\x12=\n" +
 	"\foutcome_code\x18\f \x01(\x0e2\x1a.dnsplan.v1.HistoryOutcomeR\voutcomeCode\x12\x1f\n" +
 	"\vreason_code\x18\r \x01(\tR\n" +
-	"reasonCode\"G\n" +
+	"reasonCode\x12\x16\n" +
+	"\x06caller\x18\x0e \x01(\tR\x06caller\x12\x16\n" +
+	"\x06method\x18\x0f \x01(\tR\x06method\x12\x14\n" +
+	"\x05count\x18\x10 \x01(\x04R\x05count\"G\n" +
 	"\x13ListHistoryResponse\x120\n" +
 	"\x06events\x18\x01 \x03(\v2\x18.dnsplan.v1.HistoryEventR\x06events\"\x0f\n" +
 	"\rStatusRequest\"\x80\x01\n" +
@@ -3502,11 +3721,12 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\x10ReadIndexRequest\"F\n" +
 	"\x11ReadIndexResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x1b\n" +
-	"\tleader_id\x18\x02 \x01(\tR\bleaderId\"[\n" +
+	"\tleader_id\x18\x02 \x01(\tR\bleaderId\"\x82\x01\n" +
 	"\x0fAddVoterRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
-	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\"\x12\n" +
+	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12%\n" +
+	"\x0eknown_commands\x18\x04 \x01(\rR\rknownCommands\"\x12\n" +
 	"\x10AddVoterResponse\"%\n" +
 	"\x13RemoveServerRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x16\n" +
@@ -3519,7 +3739,18 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\x06frozen\x18\x01 \x01(\bR\x06frozen\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"+\n" +
 	"\x11SetFreezeResponse\x12\x16\n" +
-	"\x06frozen\x18\x01 \x01(\bR\x06frozen\"o\n" +
+	"\x06frozen\x18\x01 \x01(\bR\x06frozen\"\x88\x01\n" +
+	"\aRefusal\x12\x16\n" +
+	"\x06caller\x18\x01 \x01(\tR\x06caller\x12\x16\n" +
+	"\x06method\x18\x02 \x01(\tR\x06method\x12\x1f\n" +
+	"\vreason_code\x18\x03 \x01(\tR\n" +
+	"reasonCode\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x14\n" +
+	"\x05count\x18\x05 \x01(\x04R\x05count\"a\n" +
+	"\x15RecordRefusalsRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12/\n" +
+	"\brefusals\x18\x02 \x03(\v2\x13.dnsplan.v1.RefusalR\brefusals\"\x18\n" +
+	"\x16RecordRefusalsResponse\"o\n" +
 	"\x12LegacyApplyRequest\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
@@ -3536,7 +3767,7 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fOUTCOME_APPLIED\x10\x01\x12\x11\n" +
 	"\rOUTCOME_STALE\x10\x02\x12\x13\n" +
-	"\x0fOUTCOME_REFUSED\x10\x03*\xcd\x02\n" +
+	"\x0fOUTCOME_REFUSED\x10\x03*\xec\x02\n" +
 	"\vHistoryKind\x12\x1c\n" +
 	"\x18HISTORY_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13HISTORY_KIND_SUBMIT\x10\x01\x12\x18\n" +
@@ -3550,7 +3781,8 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\x19HISTORY_KIND_LEGACY_APPLY\x10\t\x12\x1f\n" +
 	"\x1bHISTORY_KIND_LEGACY_CLEANUP\x10\n" +
 	"\x12\x17\n" +
-	"\x13HISTORY_KIND_CONFIG\x10\v*\xd3\x02\n" +
+	"\x13HISTORY_KIND_CONFIG\x10\v\x12\x1d\n" +
+	"\x19HISTORY_KIND_REFUSED_CALL\x10\f*\xd3\x02\n" +
 	"\x0eHistoryOutcome\x12\x1f\n" +
 	"\x1bHISTORY_OUTCOME_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18HISTORY_OUTCOME_ACCEPTED\x10\x01\x12\x1b\n" +
@@ -3589,7 +3821,7 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"GetApplied\x12\x1d.dnsplan.v1.GetAppliedRequest\x1a\x1b.dnsplan.v1.AppliedEndpoint\x12N\n" +
 	"\vListApplied\x12\x1e.dnsplan.v1.ListAppliedRequest\x1a\x1f.dnsplan.v1.ListAppliedResponse\x12S\n" +
 	"\fWatchApplied\x12\x1f.dnsplan.v1.WatchAppliedRequest\x1a .dnsplan.v1.WatchAppliedResponse0\x01\x12N\n" +
-	"\vListHistory\x12\x1e.dnsplan.v1.ListHistoryRequest\x1a\x1f.dnsplan.v1.ListHistoryResponse2\xf0\x04\n" +
+	"\vListHistory\x12\x1e.dnsplan.v1.ListHistoryRequest\x1a\x1f.dnsplan.v1.ListHistoryResponse2\xc9\x05\n" +
 	"\x0eClusterService\x12?\n" +
 	"\x06Status\x12\x19.dnsplan.v1.StatusRequest\x1a\x1a.dnsplan.v1.StatusResponse\x12E\n" +
 	"\bAddVoter\x12\x1b.dnsplan.v1.AddVoterRequest\x1a\x1c.dnsplan.v1.AddVoterResponse\x12Q\n" +
@@ -3598,7 +3830,8 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\tSetFreeze\x12\x1c.dnsplan.v1.SetFreezeRequest\x1a\x1d.dnsplan.v1.SetFreezeResponse\x12D\n" +
 	"\tGetConfig\x12\x1c.dnsplan.v1.GetConfigRequest\x1a\x19.dnsplan.v1.ClusterConfig\x12D\n" +
 	"\tSetConfig\x12\x1c.dnsplan.v1.SetConfigRequest\x1a\x19.dnsplan.v1.ClusterConfig\x12H\n" +
-	"\tReadIndex\x12\x1c.dnsplan.v1.ReadIndexRequest\x1a\x1d.dnsplan.v1.ReadIndexResponse2\xb5\x01\n" +
+	"\tReadIndex\x12\x1c.dnsplan.v1.ReadIndexRequest\x1a\x1d.dnsplan.v1.ReadIndexResponse\x12W\n" +
+	"\x0eRecordRefusals\x12!.dnsplan.v1.RecordRefusalsRequest\x1a\".dnsplan.v1.RecordRefusalsResponse2\xb5\x01\n" +
 	"\rLegacyService\x12N\n" +
 	"\vLegacyApply\x12\x1e.dnsplan.v1.LegacyApplyRequest\x1a\x1f.dnsplan.v1.LegacyApplyResponse\x12T\n" +
 	"\rLegacyCleanup\x12 .dnsplan.v1.LegacyCleanupRequest\x1a!.dnsplan.v1.LegacyCleanupResponseB7Z5github.com/dnsplan/dnsplan/proto/dnsplan/v1;dnsplanv1b\x06proto3"
@@ -3616,7 +3849,7 @@ func file_dnsplan_v1_dnsplan_proto_rawDescGZIP() []byte {
 }
 
 var file_dnsplan_v1_dnsplan_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_dnsplan_v1_dnsplan_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
+var file_dnsplan_v1_dnsplan_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
 var file_dnsplan_v1_dnsplan_proto_goTypes = []any{
 	(Outcome)(0),                       // 0: dnsplan.v1.Outcome
 	(HistoryKind)(0),                   // 1: dnsplan.v1.HistoryKind
@@ -3669,92 +3902,98 @@ var file_dnsplan_v1_dnsplan_proto_goTypes = []any{
 	(*TransferLeadershipResponse)(nil), // 48: dnsplan.v1.TransferLeadershipResponse
 	(*SetFreezeRequest)(nil),           // 49: dnsplan.v1.SetFreezeRequest
 	(*SetFreezeResponse)(nil),          // 50: dnsplan.v1.SetFreezeResponse
-	(*LegacyApplyRequest)(nil),         // 51: dnsplan.v1.LegacyApplyRequest
-	(*LegacyApplyResponse)(nil),        // 52: dnsplan.v1.LegacyApplyResponse
-	(*LegacyCleanupRequest)(nil),       // 53: dnsplan.v1.LegacyCleanupRequest
-	(*LegacyCleanupResponse)(nil),      // 54: dnsplan.v1.LegacyCleanupResponse
-	(*timestamppb.Timestamp)(nil),      // 55: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 56: google.protobuf.Duration
+	(*Refusal)(nil),                    // 51: dnsplan.v1.Refusal
+	(*RecordRefusalsRequest)(nil),      // 52: dnsplan.v1.RecordRefusalsRequest
+	(*RecordRefusalsResponse)(nil),     // 53: dnsplan.v1.RecordRefusalsResponse
+	(*LegacyApplyRequest)(nil),         // 54: dnsplan.v1.LegacyApplyRequest
+	(*LegacyApplyResponse)(nil),        // 55: dnsplan.v1.LegacyApplyResponse
+	(*LegacyCleanupRequest)(nil),       // 56: dnsplan.v1.LegacyCleanupRequest
+	(*LegacyCleanupResponse)(nil),      // 57: dnsplan.v1.LegacyCleanupResponse
+	(*timestamppb.Timestamp)(nil),      // 58: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 59: google.protobuf.Duration
 }
 var file_dnsplan_v1_dnsplan_proto_depIdxs = []int32{
 	4,  // 0: dnsplan.v1.EndpointPlan.targets:type_name -> dnsplan.v1.Target
 	5,  // 1: dnsplan.v1.Plan.endpoints:type_name -> dnsplan.v1.EndpointPlan
-	55, // 2: dnsplan.v1.Plan.created_at:type_name -> google.protobuf.Timestamp
+	58, // 2: dnsplan.v1.Plan.created_at:type_name -> google.protobuf.Timestamp
 	6,  // 3: dnsplan.v1.SubmitPlanRequest.plan:type_name -> dnsplan.v1.Plan
 	6,  // 4: dnsplan.v1.ListPlansResponse.plans:type_name -> dnsplan.v1.Plan
 	6,  // 5: dnsplan.v1.WatchPlansResponse.plan:type_name -> dnsplan.v1.Plan
-	55, // 6: dnsplan.v1.Lease.expires_at:type_name -> google.protobuf.Timestamp
-	56, // 7: dnsplan.v1.Lease.ttl:type_name -> google.protobuf.Duration
-	56, // 8: dnsplan.v1.AcquireLeaseRequest.ttl:type_name -> google.protobuf.Duration
+	58, // 6: dnsplan.v1.Lease.expires_at:type_name -> google.protobuf.Timestamp
+	59, // 7: dnsplan.v1.Lease.ttl:type_name -> google.protobuf.Duration
+	59, // 8: dnsplan.v1.AcquireLeaseRequest.ttl:type_name -> google.protobuf.Duration
 	14, // 9: dnsplan.v1.ListLeasesResponse.leases:type_name -> dnsplan.v1.Lease
 	0,  // 10: dnsplan.v1.EndpointResult.outcome:type_name -> dnsplan.v1.Outcome
 	22, // 11: dnsplan.v1.ApplyPlanResponse.results:type_name -> dnsplan.v1.EndpointResult
 	4,  // 12: dnsplan.v1.AppliedEndpoint.targets:type_name -> dnsplan.v1.Target
-	55, // 13: dnsplan.v1.AppliedEndpoint.applied_at:type_name -> google.protobuf.Timestamp
+	58, // 13: dnsplan.v1.AppliedEndpoint.applied_at:type_name -> google.protobuf.Timestamp
 	27, // 14: dnsplan.v1.ListAppliedResponse.endpoints:type_name -> dnsplan.v1.AppliedEndpoint
 	27, // 15: dnsplan.v1.WatchAppliedResponse.endpoint:type_name -> dnsplan.v1.AppliedEndpoint
-	55, // 16: dnsplan.v1.HistoryEvent.time:type_name -> google.protobuf.Timestamp
+	58, // 16: dnsplan.v1.HistoryEvent.time:type_name -> google.protobuf.Timestamp
 	1,  // 17: dnsplan.v1.HistoryEvent.kind_code:type_name -> dnsplan.v1.HistoryKind
 	2,  // 18: dnsplan.v1.HistoryEvent.outcome_code:type_name -> dnsplan.v1.HistoryOutcome
 	33, // 19: dnsplan.v1.ListHistoryResponse.events:type_name -> dnsplan.v1.HistoryEvent
 	36, // 20: dnsplan.v1.StatusResponse.members:type_name -> dnsplan.v1.Member
 	38, // 21: dnsplan.v1.StatusResponse.config:type_name -> dnsplan.v1.ClusterConfig
 	3,  // 22: dnsplan.v1.ClusterConfig.design:type_name -> dnsplan.v1.Design
-	56, // 23: dnsplan.v1.ClusterConfig.velocity_window:type_name -> google.protobuf.Duration
-	56, // 24: dnsplan.v1.SetConfigRequest.velocity_window:type_name -> google.protobuf.Duration
-	7,  // 25: dnsplan.v1.PlanService.SubmitPlan:input_type -> dnsplan.v1.SubmitPlanRequest
-	9,  // 26: dnsplan.v1.PlanService.GetPlan:input_type -> dnsplan.v1.GetPlanRequest
-	10, // 27: dnsplan.v1.PlanService.ListPlans:input_type -> dnsplan.v1.ListPlansRequest
-	12, // 28: dnsplan.v1.PlanService.WatchPlans:input_type -> dnsplan.v1.WatchPlansRequest
-	15, // 29: dnsplan.v1.LeaseService.AcquireLease:input_type -> dnsplan.v1.AcquireLeaseRequest
-	16, // 30: dnsplan.v1.LeaseService.RenewLease:input_type -> dnsplan.v1.RenewLeaseRequest
-	17, // 31: dnsplan.v1.LeaseService.ReleaseLease:input_type -> dnsplan.v1.ReleaseLeaseRequest
-	19, // 32: dnsplan.v1.LeaseService.ListLeases:input_type -> dnsplan.v1.ListLeasesRequest
-	21, // 33: dnsplan.v1.EnactService.ApplyPlan:input_type -> dnsplan.v1.ApplyPlanRequest
-	24, // 34: dnsplan.v1.EnactService.CleanupPlans:input_type -> dnsplan.v1.CleanupPlansRequest
-	26, // 35: dnsplan.v1.EnactService.GetApplied:input_type -> dnsplan.v1.GetAppliedRequest
-	28, // 36: dnsplan.v1.EnactService.ListApplied:input_type -> dnsplan.v1.ListAppliedRequest
-	30, // 37: dnsplan.v1.EnactService.WatchApplied:input_type -> dnsplan.v1.WatchAppliedRequest
-	32, // 38: dnsplan.v1.EnactService.ListHistory:input_type -> dnsplan.v1.ListHistoryRequest
-	35, // 39: dnsplan.v1.ClusterService.Status:input_type -> dnsplan.v1.StatusRequest
-	43, // 40: dnsplan.v1.ClusterService.AddVoter:input_type -> dnsplan.v1.AddVoterRequest
-	45, // 41: dnsplan.v1.ClusterService.RemoveServer:input_type -> dnsplan.v1.RemoveServerRequest
-	47, // 42: dnsplan.v1.ClusterService.TransferLeadership:input_type -> dnsplan.v1.TransferLeadershipRequest
-	49, // 43: dnsplan.v1.ClusterService.SetFreeze:input_type -> dnsplan.v1.SetFreezeRequest
-	39, // 44: dnsplan.v1.ClusterService.GetConfig:input_type -> dnsplan.v1.GetConfigRequest
-	40, // 45: dnsplan.v1.ClusterService.SetConfig:input_type -> dnsplan.v1.SetConfigRequest
-	41, // 46: dnsplan.v1.ClusterService.ReadIndex:input_type -> dnsplan.v1.ReadIndexRequest
-	51, // 47: dnsplan.v1.LegacyService.LegacyApply:input_type -> dnsplan.v1.LegacyApplyRequest
-	53, // 48: dnsplan.v1.LegacyService.LegacyCleanup:input_type -> dnsplan.v1.LegacyCleanupRequest
-	8,  // 49: dnsplan.v1.PlanService.SubmitPlan:output_type -> dnsplan.v1.SubmitPlanResponse
-	6,  // 50: dnsplan.v1.PlanService.GetPlan:output_type -> dnsplan.v1.Plan
-	11, // 51: dnsplan.v1.PlanService.ListPlans:output_type -> dnsplan.v1.ListPlansResponse
-	13, // 52: dnsplan.v1.PlanService.WatchPlans:output_type -> dnsplan.v1.WatchPlansResponse
-	14, // 53: dnsplan.v1.LeaseService.AcquireLease:output_type -> dnsplan.v1.Lease
-	14, // 54: dnsplan.v1.LeaseService.RenewLease:output_type -> dnsplan.v1.Lease
-	18, // 55: dnsplan.v1.LeaseService.ReleaseLease:output_type -> dnsplan.v1.ReleaseLeaseResponse
-	20, // 56: dnsplan.v1.LeaseService.ListLeases:output_type -> dnsplan.v1.ListLeasesResponse
-	23, // 57: dnsplan.v1.EnactService.ApplyPlan:output_type -> dnsplan.v1.ApplyPlanResponse
-	25, // 58: dnsplan.v1.EnactService.CleanupPlans:output_type -> dnsplan.v1.CleanupPlansResponse
-	27, // 59: dnsplan.v1.EnactService.GetApplied:output_type -> dnsplan.v1.AppliedEndpoint
-	29, // 60: dnsplan.v1.EnactService.ListApplied:output_type -> dnsplan.v1.ListAppliedResponse
-	31, // 61: dnsplan.v1.EnactService.WatchApplied:output_type -> dnsplan.v1.WatchAppliedResponse
-	34, // 62: dnsplan.v1.EnactService.ListHistory:output_type -> dnsplan.v1.ListHistoryResponse
-	37, // 63: dnsplan.v1.ClusterService.Status:output_type -> dnsplan.v1.StatusResponse
-	44, // 64: dnsplan.v1.ClusterService.AddVoter:output_type -> dnsplan.v1.AddVoterResponse
-	46, // 65: dnsplan.v1.ClusterService.RemoveServer:output_type -> dnsplan.v1.RemoveServerResponse
-	48, // 66: dnsplan.v1.ClusterService.TransferLeadership:output_type -> dnsplan.v1.TransferLeadershipResponse
-	50, // 67: dnsplan.v1.ClusterService.SetFreeze:output_type -> dnsplan.v1.SetFreezeResponse
-	38, // 68: dnsplan.v1.ClusterService.GetConfig:output_type -> dnsplan.v1.ClusterConfig
-	38, // 69: dnsplan.v1.ClusterService.SetConfig:output_type -> dnsplan.v1.ClusterConfig
-	42, // 70: dnsplan.v1.ClusterService.ReadIndex:output_type -> dnsplan.v1.ReadIndexResponse
-	52, // 71: dnsplan.v1.LegacyService.LegacyApply:output_type -> dnsplan.v1.LegacyApplyResponse
-	54, // 72: dnsplan.v1.LegacyService.LegacyCleanup:output_type -> dnsplan.v1.LegacyCleanupResponse
-	49, // [49:73] is the sub-list for method output_type
-	25, // [25:49] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	59, // 23: dnsplan.v1.ClusterConfig.velocity_window:type_name -> google.protobuf.Duration
+	59, // 24: dnsplan.v1.SetConfigRequest.velocity_window:type_name -> google.protobuf.Duration
+	51, // 25: dnsplan.v1.RecordRefusalsRequest.refusals:type_name -> dnsplan.v1.Refusal
+	7,  // 26: dnsplan.v1.PlanService.SubmitPlan:input_type -> dnsplan.v1.SubmitPlanRequest
+	9,  // 27: dnsplan.v1.PlanService.GetPlan:input_type -> dnsplan.v1.GetPlanRequest
+	10, // 28: dnsplan.v1.PlanService.ListPlans:input_type -> dnsplan.v1.ListPlansRequest
+	12, // 29: dnsplan.v1.PlanService.WatchPlans:input_type -> dnsplan.v1.WatchPlansRequest
+	15, // 30: dnsplan.v1.LeaseService.AcquireLease:input_type -> dnsplan.v1.AcquireLeaseRequest
+	16, // 31: dnsplan.v1.LeaseService.RenewLease:input_type -> dnsplan.v1.RenewLeaseRequest
+	17, // 32: dnsplan.v1.LeaseService.ReleaseLease:input_type -> dnsplan.v1.ReleaseLeaseRequest
+	19, // 33: dnsplan.v1.LeaseService.ListLeases:input_type -> dnsplan.v1.ListLeasesRequest
+	21, // 34: dnsplan.v1.EnactService.ApplyPlan:input_type -> dnsplan.v1.ApplyPlanRequest
+	24, // 35: dnsplan.v1.EnactService.CleanupPlans:input_type -> dnsplan.v1.CleanupPlansRequest
+	26, // 36: dnsplan.v1.EnactService.GetApplied:input_type -> dnsplan.v1.GetAppliedRequest
+	28, // 37: dnsplan.v1.EnactService.ListApplied:input_type -> dnsplan.v1.ListAppliedRequest
+	30, // 38: dnsplan.v1.EnactService.WatchApplied:input_type -> dnsplan.v1.WatchAppliedRequest
+	32, // 39: dnsplan.v1.EnactService.ListHistory:input_type -> dnsplan.v1.ListHistoryRequest
+	35, // 40: dnsplan.v1.ClusterService.Status:input_type -> dnsplan.v1.StatusRequest
+	43, // 41: dnsplan.v1.ClusterService.AddVoter:input_type -> dnsplan.v1.AddVoterRequest
+	45, // 42: dnsplan.v1.ClusterService.RemoveServer:input_type -> dnsplan.v1.RemoveServerRequest
+	47, // 43: dnsplan.v1.ClusterService.TransferLeadership:input_type -> dnsplan.v1.TransferLeadershipRequest
+	49, // 44: dnsplan.v1.ClusterService.SetFreeze:input_type -> dnsplan.v1.SetFreezeRequest
+	39, // 45: dnsplan.v1.ClusterService.GetConfig:input_type -> dnsplan.v1.GetConfigRequest
+	40, // 46: dnsplan.v1.ClusterService.SetConfig:input_type -> dnsplan.v1.SetConfigRequest
+	41, // 47: dnsplan.v1.ClusterService.ReadIndex:input_type -> dnsplan.v1.ReadIndexRequest
+	52, // 48: dnsplan.v1.ClusterService.RecordRefusals:input_type -> dnsplan.v1.RecordRefusalsRequest
+	54, // 49: dnsplan.v1.LegacyService.LegacyApply:input_type -> dnsplan.v1.LegacyApplyRequest
+	56, // 50: dnsplan.v1.LegacyService.LegacyCleanup:input_type -> dnsplan.v1.LegacyCleanupRequest
+	8,  // 51: dnsplan.v1.PlanService.SubmitPlan:output_type -> dnsplan.v1.SubmitPlanResponse
+	6,  // 52: dnsplan.v1.PlanService.GetPlan:output_type -> dnsplan.v1.Plan
+	11, // 53: dnsplan.v1.PlanService.ListPlans:output_type -> dnsplan.v1.ListPlansResponse
+	13, // 54: dnsplan.v1.PlanService.WatchPlans:output_type -> dnsplan.v1.WatchPlansResponse
+	14, // 55: dnsplan.v1.LeaseService.AcquireLease:output_type -> dnsplan.v1.Lease
+	14, // 56: dnsplan.v1.LeaseService.RenewLease:output_type -> dnsplan.v1.Lease
+	18, // 57: dnsplan.v1.LeaseService.ReleaseLease:output_type -> dnsplan.v1.ReleaseLeaseResponse
+	20, // 58: dnsplan.v1.LeaseService.ListLeases:output_type -> dnsplan.v1.ListLeasesResponse
+	23, // 59: dnsplan.v1.EnactService.ApplyPlan:output_type -> dnsplan.v1.ApplyPlanResponse
+	25, // 60: dnsplan.v1.EnactService.CleanupPlans:output_type -> dnsplan.v1.CleanupPlansResponse
+	27, // 61: dnsplan.v1.EnactService.GetApplied:output_type -> dnsplan.v1.AppliedEndpoint
+	29, // 62: dnsplan.v1.EnactService.ListApplied:output_type -> dnsplan.v1.ListAppliedResponse
+	31, // 63: dnsplan.v1.EnactService.WatchApplied:output_type -> dnsplan.v1.WatchAppliedResponse
+	34, // 64: dnsplan.v1.EnactService.ListHistory:output_type -> dnsplan.v1.ListHistoryResponse
+	37, // 65: dnsplan.v1.ClusterService.Status:output_type -> dnsplan.v1.StatusResponse
+	44, // 66: dnsplan.v1.ClusterService.AddVoter:output_type -> dnsplan.v1.AddVoterResponse
+	46, // 67: dnsplan.v1.ClusterService.RemoveServer:output_type -> dnsplan.v1.RemoveServerResponse
+	48, // 68: dnsplan.v1.ClusterService.TransferLeadership:output_type -> dnsplan.v1.TransferLeadershipResponse
+	50, // 69: dnsplan.v1.ClusterService.SetFreeze:output_type -> dnsplan.v1.SetFreezeResponse
+	38, // 70: dnsplan.v1.ClusterService.GetConfig:output_type -> dnsplan.v1.ClusterConfig
+	38, // 71: dnsplan.v1.ClusterService.SetConfig:output_type -> dnsplan.v1.ClusterConfig
+	42, // 72: dnsplan.v1.ClusterService.ReadIndex:output_type -> dnsplan.v1.ReadIndexResponse
+	53, // 73: dnsplan.v1.ClusterService.RecordRefusals:output_type -> dnsplan.v1.RecordRefusalsResponse
+	55, // 74: dnsplan.v1.LegacyService.LegacyApply:output_type -> dnsplan.v1.LegacyApplyResponse
+	57, // 75: dnsplan.v1.LegacyService.LegacyCleanup:output_type -> dnsplan.v1.LegacyCleanupResponse
+	51, // [51:76] is the sub-list for method output_type
+	26, // [26:51] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_dnsplan_v1_dnsplan_proto_init() }
@@ -3769,7 +4008,7 @@ func file_dnsplan_v1_dnsplan_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dnsplan_v1_dnsplan_proto_rawDesc), len(file_dnsplan_v1_dnsplan_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   51,
+			NumMessages:   54,
 			NumExtensions: 0,
 			NumServices:   5,
 		},

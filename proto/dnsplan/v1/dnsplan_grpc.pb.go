@@ -780,6 +780,7 @@ const (
 	ClusterService_GetConfig_FullMethodName          = "/dnsplan.v1.ClusterService/GetConfig"
 	ClusterService_SetConfig_FullMethodName          = "/dnsplan.v1.ClusterService/SetConfig"
 	ClusterService_ReadIndex_FullMethodName          = "/dnsplan.v1.ClusterService/ReadIndex"
+	ClusterService_RecordRefusals_FullMethodName     = "/dnsplan.v1.ClusterService/RecordRefusals"
 )
 
 // ClusterServiceClient is the client API for ClusterService service.
@@ -798,6 +799,9 @@ type ClusterServiceClient interface {
 	// ReadIndex answers with the leader's confirmed commit index: a node
 	// whose replica has applied it holds every write acknowledged before.
 	ReadIndex(ctx context.Context, in *ReadIndexRequest, opts ...grpc.CallOption) (*ReadIndexResponse, error)
+	// RecordRefusals records in the audit history the calls a node refused.
+	// Nodes call it (as themselves), a few seconds' refusals at a time.
+	RecordRefusals(ctx context.Context, in *RecordRefusalsRequest, opts ...grpc.CallOption) (*RecordRefusalsResponse, error)
 }
 
 type clusterServiceClient struct {
@@ -888,6 +892,16 @@ func (c *clusterServiceClient) ReadIndex(ctx context.Context, in *ReadIndexReque
 	return out, nil
 }
 
+func (c *clusterServiceClient) RecordRefusals(ctx context.Context, in *RecordRefusalsRequest, opts ...grpc.CallOption) (*RecordRefusalsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RecordRefusalsResponse)
+	err := c.cc.Invoke(ctx, ClusterService_RecordRefusals_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServiceServer is the server API for ClusterService service.
 // All implementations must embed UnimplementedClusterServiceServer
 // for forward compatibility.
@@ -904,6 +918,9 @@ type ClusterServiceServer interface {
 	// ReadIndex answers with the leader's confirmed commit index: a node
 	// whose replica has applied it holds every write acknowledged before.
 	ReadIndex(context.Context, *ReadIndexRequest) (*ReadIndexResponse, error)
+	// RecordRefusals records in the audit history the calls a node refused.
+	// Nodes call it (as themselves), a few seconds' refusals at a time.
+	RecordRefusals(context.Context, *RecordRefusalsRequest) (*RecordRefusalsResponse, error)
 	mustEmbedUnimplementedClusterServiceServer()
 }
 
@@ -937,6 +954,9 @@ func (UnimplementedClusterServiceServer) SetConfig(context.Context, *SetConfigRe
 }
 func (UnimplementedClusterServiceServer) ReadIndex(context.Context, *ReadIndexRequest) (*ReadIndexResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReadIndex not implemented")
+}
+func (UnimplementedClusterServiceServer) RecordRefusals(context.Context, *RecordRefusalsRequest) (*RecordRefusalsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RecordRefusals not implemented")
 }
 func (UnimplementedClusterServiceServer) mustEmbedUnimplementedClusterServiceServer() {}
 func (UnimplementedClusterServiceServer) testEmbeddedByValue()                        {}
@@ -1103,6 +1123,24 @@ func _ClusterService_ReadIndex_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ClusterService_RecordRefusals_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RecordRefusalsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServiceServer).RecordRefusals(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ClusterService_RecordRefusals_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServiceServer).RecordRefusals(ctx, req.(*RecordRefusalsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ClusterService_ServiceDesc is the grpc.ServiceDesc for ClusterService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1141,6 +1179,10 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReadIndex",
 			Handler:    _ClusterService_ReadIndex_Handler,
+		},
+		{
+			MethodName: "RecordRefusals",
+			Handler:    _ClusterService_RecordRefusals_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -100,10 +100,12 @@ func (x *SubmitPlan) GetLeaseToken() uint64 {
 
 // SetMember records the addresses of a cluster member.
 type SetMember struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	RaftAddr      string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
-	GrpcAddr      string                 `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	RaftAddr string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	GrpcAddr string                 `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	// known_commands: see dnsplan.v1.AddVoterRequest.
+	KnownCommands uint32 `protobuf:"varint,4,opt,name=known_commands,json=knownCommands,proto3" json:"known_commands,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -157,6 +159,13 @@ func (x *SetMember) GetGrpcAddr() string {
 		return x.GrpcAddr
 	}
 	return ""
+}
+
+func (x *SetMember) GetKnownCommands() uint32 {
+	if x != nil {
+		return x.KnownCommands
+	}
+	return 0
 }
 
 // RemoveMember forgets a member's addresses.
@@ -566,11 +575,12 @@ const file_dnsplan_state_v1_state_proto_rawDesc = "" +
 	"\n" +
 	"lease_name\x18\x04 \x01(\tR\tleaseName\x12\x1f\n" +
 	"\vlease_token\x18\x05 \x01(\x04R\n" +
-	"leaseTokenJ\x04\b\x03\x10\x04R\x11max_capacity_drop\"U\n" +
+	"leaseTokenJ\x04\b\x03\x10\x04R\x11max_capacity_drop\"|\n" +
 	"\tSetMember\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
-	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\"\x1e\n" +
+	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12%\n" +
+	"\x0eknown_commands\x18\x04 \x01(\rR\rknownCommands\"\x1e\n" +
 	"\fRemoveMember\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"@\n" +
 	"\fServedWeight\x12\x18\n" +
