@@ -110,7 +110,7 @@ func (n *Node) inConfig(id string) (raft.Server, bool, error) {
 // addresses in the state. It is idempotent, so nodes call it for
 // themselves to register their gRPC address.
 func (n *Node) addVoter(ctx context.Context, id, raftAddr, grpcAddr string) error {
-	req := &pb.AddVoterRequest{Id: id, RaftAddr: raftAddr, GrpcAddr: grpcAddr, KnownCommands: uint32(fsm.LatestCommand)}
+	req := &pb.AddVoterRequest{Id: id, RaftAddr: raftAddr, GrpcAddr: grpcAddr, LogVersion: fsm.LogVersion}
 	_, err := call(ctx, n, pb.ClusterService_AddVoter_FullMethodName, req, func(ctx context.Context) (*pb.AddVoterResponse, error) {
 		return (&clusterService{c: n}).AddVoter(ctx, req)
 	})

@@ -18,7 +18,7 @@ func (n *Node) joinLoop() {
 		return
 	}
 	api := pb.NewClusterServiceClient(conn)
-	req := &pb.AddVoterRequest{Id: n.cfg.ID, RaftAddr: n.cfg.AdvertiseRaft, GrpcAddr: n.AdvertiseGRPC(), KnownCommands: uint32(fsm.LatestCommand)}
+	req := &pb.AddVoterRequest{Id: n.cfg.ID, RaftAddr: n.cfg.AdvertiseRaft, GrpcAddr: n.AdvertiseGRPC(), LogVersion: fsm.LogVersion}
 	delay := 200 * time.Millisecond
 	for {
 		ctx, cancel := n.callContext(3 * n.cfg.ApplyTimeout)

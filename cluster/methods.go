@@ -301,6 +301,11 @@ func validateSubmit(m proto.Message) error {
 	if err := contract.ValidatePlan(req.GetPlan()); err != nil {
 		return err
 	}
+	if req.GetExpectedDigest() != "" {
+		if err := contract.ValidateDigest(req.GetExpectedDigest()); err != nil {
+			return err
+		}
+	}
 	if req.GetLeaseName() != "" {
 		return contract.ValidateLeaseKey(req.GetLeaseName(), req.GetPlan().GetPlannerId())
 	}

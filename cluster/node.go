@@ -528,8 +528,7 @@ func (n *Node) leadershipLoop() {
 }
 
 // registrationLoop makes sure the replicated state knows this node's gRPC
-// address (followers forward writes to the leader's) and the commands its
-// version knows. A node asks the leader, through the same path as
+// address (followers forward writes to the leader's) and its log version. A node asks the leader, through the same path as
 // AddVoter, until its record is right.
 func (n *Node) registrationLoop() {
 	delay := 100 * time.Millisecond
@@ -542,7 +541,7 @@ func (n *Node) registrationLoop() {
 		var m fsm.Member
 		var ok bool
 		n.machine.read(func(s *fsm.State) { m, ok = s.Member(n.cfg.ID) })
-		if ok && m.GRPCAddr == n.AdvertiseGRPC() && m.RaftAddr == n.cfg.AdvertiseRaft && m.KnownCommands == fsm.LatestCommand {
+		if ok && m.GRPCAddr == n.AdvertiseGRPC() && m.RaftAddr == n.cfg.AdvertiseRaft && m.LogVersion == fsm.LogVersion {
 			delay = 2 * time.Second
 			continue
 		}

@@ -31,14 +31,14 @@ func (c *clusterService) AddVoter(ctx context.Context, req *pb.AddVoterRequest) 
 	var rec fsm.Member
 	var known bool
 	c.c.read(func(s *fsm.State) { rec, known = s.Member(req.Id) })
-	// A node reports the commands it knows itself; an operator adding a
-	// node for it (known_commands 0) leaves what the node reported.
-	knows := fsm.CommandType(req.KnownCommands)
-	if knows == 0 {
-		knows = rec.KnownCommands
+	// A node reports its log version itself; an operator adding a node for
+	// it (log_version 0) leaves what the node reported.
+	version := req.LogVersion
+	if version == 0 {
+		version = rec.LogVersion
 	}
-	if !known || rec.RaftAddr != req.RaftAddr || rec.GRPCAddr != req.GrpcAddr || rec.KnownCommands != knows {
-		if _, err := c.c.propose(ctx, &statev1.SetMember{Id: req.Id, RaftAddr: req.RaftAddr, GrpcAddr: req.GrpcAddr, KnownCommands: uint32(knows)}); err != nil {
+	if !known || rec.RaftAddr != req.RaftAddr || rec.GRPCAddr != req.GrpcAddr || rec.LogVersion != version {
+		if _, err := c.c.propose(ctx, &statev1.SetMember{Id: req.Id, RaftAddr: req.RaftAddr, GrpcAddr: req.GrpcAddr, LogVersion: version}); err != nil {
 			return nil, err
 		}
 	}
@@ -50,7 +50,7 @@ func (c *clusterService) AddVoter(ctx context.Context, req *pb.AddVoterRequest) 
 // until then the refusing node keeps them.
 func (c *clusterService) RecordRefusals(ctx context.Context, req *pb.RecordRefusalsRequest) (*pb.RecordRefusalsResponse, error) {
 	var ready bool
-	c.c.read(func(s *fsm.State) { ready = s.MembersKnow(fsm.CommandRecordRefusals) })
+	c.c.read(func(s *fsm.State) { ready = s.MembersKnow(fsm.LogRefusals) })
 	if !ready {
 		return nil, status.Error(codes.FailedPrecondition, "not every member's version records refused calls yet")
 	}

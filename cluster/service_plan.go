@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/dnsplan/dnsplan/cluster/fsm"
 	statev1 "github.com/dnsplan/dnsplan/proto/dnsplan/state/v1"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
@@ -18,9 +21,19 @@ type planService struct {
 }
 
 func (p *planService) SubmitPlan(ctx context.Context, req *pb.SubmitPlanRequest) (*pb.SubmitPlanResponse, error) {
+	if req.ExpectedParent != nil || req.GetExpectedDigest() != "" {
+		// A member that predates these fields would store the plan
+		// regardless, and replicas would diverge.
+		var ready bool
+		p.c.read(func(s *fsm.State) { ready = s.MembersKnow(fsm.LogReviewed) })
+		if !ready {
+			return nil, status.Error(codes.FailedPrecondition, "not every member's version checks expected_parent and expected_digest yet: upgrade every member first")
+		}
+	}
 	res, err := p.c.propose(ctx, &statev1.SubmitPlan{
 		Plan: req.GetPlan(), Force: req.GetForce(),
 		LeaseName: req.GetLeaseName(), LeaseToken: req.GetLeaseToken(),
+		ExpectedParent: req.ExpectedParent, ExpectedDigest: req.GetExpectedDigest(),
 	})
 	if err != nil {
 		return nil, err

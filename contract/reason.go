@@ -16,18 +16,20 @@ type Reason string
 
 // The reasons. Append only: a reason, once sent, keeps its meaning.
 const (
-	ReasonInvalid    Reason = "INVALID"     // INVALID_ARGUMENT: the request or plan fails validation
-	ReasonVelocity   Reason = "VELOCITY"    // FAILED_PRECONDITION: over the velocity limit
-	ReasonLeaseHeld  Reason = "LEASE_HELD"  // FAILED_PRECONDITION: another holder has the lease
-	ReasonFenced     Reason = "FENCED"      // FAILED_PRECONDITION: the token is not the lease's current one
-	ReasonFrozen     Reason = "FROZEN"      // FAILED_PRECONDITION: applies and clean-up are switched off
-	ReasonNotFound   Reason = "NOT_FOUND"   // NOT_FOUND: unknown or deleted generation, unknown endpoint
-	ReasonFamily     Reason = "FAMILY"      // FAILED_PRECONDITION: an address family would be emptied
-	ReasonDesign     Reason = "DESIGN"      // FAILED_PRECONDITION: a command of the other design
-	ReasonNotFounded Reason = "NOT_FOUNDED" // UNAVAILABLE: the cluster's policy is not founded yet; retry
-	ReasonWatchLimit Reason = "WATCH_LIMIT" // RESOURCE_EXHAUSTED: too many open watches
-	ReasonRateLimit  Reason = "RATE_LIMIT"  // RESOURCE_EXHAUSTED: a client over its write rate
-	ReasonPermission Reason = "PERMISSION"  // PERMISSION_DENIED: the caller's role or name may not make the call
+	ReasonInvalid     Reason = "INVALID"      // INVALID_ARGUMENT: the request or plan fails validation
+	ReasonVelocity    Reason = "VELOCITY"     // FAILED_PRECONDITION: over the velocity limit
+	ReasonLeaseHeld   Reason = "LEASE_HELD"   // FAILED_PRECONDITION: another holder has the lease
+	ReasonFenced      Reason = "FENCED"       // FAILED_PRECONDITION: the token is not the lease's current one
+	ReasonFrozen      Reason = "FROZEN"       // FAILED_PRECONDITION: applies and clean-up are switched off
+	ReasonNotFound    Reason = "NOT_FOUND"    // NOT_FOUND: unknown or deleted generation, unknown endpoint
+	ReasonFamily      Reason = "FAMILY"       // FAILED_PRECONDITION: an address family would be emptied
+	ReasonDesign      Reason = "DESIGN"       // FAILED_PRECONDITION: a command of the other design
+	ReasonNotFounded  Reason = "NOT_FOUNDED"  // UNAVAILABLE: the cluster's policy is not founded yet; retry
+	ReasonWatchLimit  Reason = "WATCH_LIMIT"  // RESOURCE_EXHAUSTED: too many open watches
+	ReasonRateLimit   Reason = "RATE_LIMIT"   // RESOURCE_EXHAUSTED: a client over its write rate
+	ReasonPermission  Reason = "PERMISSION"   // PERMISSION_DENIED: the caller's role or name may not make the call
+	ReasonParentMoved Reason = "PARENT_MOVED" // FAILED_PRECONDITION: the newest plan is not the expected parent
+	ReasonDigest      Reason = "DIGEST"       // FAILED_PRECONDITION: the plan's digest is not the expected one
 )
 
 // ParseReason reads a reason as sent, in either case ("" if s is empty).
@@ -74,7 +76,7 @@ func (r Reason) Code() codes.Code {
 	switch r {
 	case ReasonInvalid:
 		return codes.InvalidArgument
-	case ReasonVelocity, ReasonLeaseHeld, ReasonFenced, ReasonFrozen, ReasonFamily, ReasonDesign:
+	case ReasonVelocity, ReasonLeaseHeld, ReasonFenced, ReasonFrozen, ReasonFamily, ReasonDesign, ReasonParentMoved, ReasonDigest:
 		return codes.FailedPrecondition
 	case ReasonNotFound:
 		return codes.NotFound

@@ -39,11 +39,8 @@ const (
 	CommandRecordRefusals CommandType = 14
 )
 
-// LatestCommand is the highest command type this version applies. A node
-// reports it when it registers (SetMember.known_commands), and proposes a
-// command newer than what every member reports only once they all know it
-// (cluster/DESIGN.md, "Rolling upgrades").
-const LatestCommand = CommandRecordRefusals
+// lastCommand is the highest command type this version applies.
+const lastCommand = CommandRecordRefusals
 
 // commands is the command table: one entry per command type, with
 // everything the state machine knows about it. Encode, Decode, Apply,
@@ -277,6 +274,11 @@ func Decode(b []byte) (Command, error) {
 func validateSubmit(c *statev1.SubmitPlan) error {
 	if err := contract.ValidatePlan(c.GetPlan()); err != nil {
 		return err
+	}
+	if c.GetExpectedDigest() != "" {
+		if err := contract.ValidateDigest(c.GetExpectedDigest()); err != nil {
+			return err
+		}
 	}
 	if c.GetLeaseName() != "" {
 		return contract.ValidateID("lease name", c.GetLeaseName())

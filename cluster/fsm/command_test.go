@@ -146,7 +146,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"type only", []byte{byte(CommandSetFreeze)}},
 		{"short header", valid[:headerLen-1]},
 		{"type 0", withType(0)},
-		{"type after the last", withType(byte(LatestCommand) + 1)},
+		{"type after the last", withType(byte(lastCommand) + 1)},
 		{"type 255", withType(255)},
 		{"truncated varint", append(append([]byte(nil), valid[:headerLen]...), 0x08)},
 		{"bad wire type", append(append([]byte(nil), valid[:headerLen]...), 0x0f)},

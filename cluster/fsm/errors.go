@@ -32,6 +32,11 @@ var (
 	// ErrNotFounded: the cluster's policy is not founded yet; the first
 	// ready leader founds it, so a retry succeeds.
 	ErrNotFounded = errors.New("cluster policy not founded yet")
+	// ErrParentMoved: the newest plan is not the parent the submission
+	// expected.
+	ErrParentMoved = errors.New("the newest plan is not the expected parent")
+	// ErrDigest: the plan's digest is not the one the submission expected.
+	ErrDigest = errors.New("plan digest differs from the expected one")
 )
 
 // EndpointError is a rejection caused by one endpoint of a plan (the
@@ -62,6 +67,8 @@ var rejections = []struct {
 	{ErrFamily, contract.ReasonFamily},
 	{ErrDesign, contract.ReasonDesign},
 	{ErrNotFounded, contract.ReasonNotFounded},
+	{ErrParentMoved, contract.ReasonParentMoved},
+	{ErrDigest, contract.ReasonDigest},
 }
 
 // Reason names a rejection for the wire, metrics and the audit history:

@@ -631,6 +631,7 @@ func (m *model) predictSubmit(c *statev1.SubmitPlan) (expect, func()) {
 	}
 	stored := proto.Clone(c.Plan).(*pb.Plan)
 	stored.Forced = c.Force
+	stored.Digest = contract.PlanDigest(c.Plan) // as the contract defines it
 	for _, ep := range stored.Endpoints {
 		ep.Name = strings.ToLower(ep.Name)
 		if c.Force {

@@ -69,17 +69,6 @@ func (s *State) trimRefusals() {
 	}
 }
 
-// MembersKnow reports whether every recorded member runs a version that
-// applies commands of type t (its SetMember.known_commands).
-func (s *State) MembersKnow(t CommandType) bool {
-	for _, m := range s.members {
-		if CommandType(m.GetKnownCommands()) < t {
-			return false
-		}
-	}
-	return true
-}
-
 // mergeHistory merges two runs of events, each in log order, into one.
 func mergeHistory(a, b []*pb.HistoryEvent) []*pb.HistoryEvent {
 	out := make([]*pb.HistoryEvent, 0, len(a)+len(b))

@@ -123,9 +123,21 @@ func (s *State) submitPlan(index uint64, c *statev1.SubmitPlan) Result {
 			return s.reject(ev, err)
 		}
 	}
+	// Apply what was reviewed: the plan chain has not moved since, and
+	// the plan is the one reviewed.
+	if c.ExpectedParent != nil && c.GetExpectedParent() != s.NewestGeneration() {
+		return s.reject(ev, fmt.Errorf("%w: the newest plan is generation %d, not %d", ErrParentMoved, s.NewestGeneration(), c.GetExpectedParent()))
+	}
+	if d := c.GetExpectedDigest(); d != "" {
+		if got := contract.PlanDigest(plan); got != d {
+			return s.reject(ev, fmt.Errorf("%w: the plan's digest is %s, not %s", ErrDigest, got, d))
+		}
+	}
 	plan = proto.Clone(plan).(*pb.Plan)
-	// Only the cluster says a plan is forced, from the request's force.
+	// Only the cluster says a plan is forced, from the request's force,
+	// and what its digest is.
 	plan.Forced = c.GetForce()
+	plan.Digest = contract.PlanDigest(plan)
 	for _, ep := range plan.Endpoints {
 		ep.Name = contract.CanonicalName(ep.Name)
 		if c.GetForce() {

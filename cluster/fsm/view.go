@@ -31,6 +31,10 @@ func (s *State) NewestPlan() *pb.Plan {
 	return newest
 }
 
+// NewestGeneration is the generation of the newest plan stored, the head
+// of the plan chain (0 before the first). Clean-up never deletes it.
+func (s *State) NewestGeneration() uint64 { return s.nextGeneration - 1 }
+
 // Plans returns every stored plan in generation order.
 func (s *State) Plans() []*pb.Plan {
 	out := make([]*pb.Plan, 0, len(s.plans))
@@ -99,14 +103,14 @@ func (s *State) History(limit int) []*pb.HistoryEvent {
 }
 
 // Member is a cluster member's addresses as recorded in the state, and
-// the newest command type its version applies.
+// the log version its version applies.
 type Member struct {
 	ID, RaftAddr, GRPCAddr string
-	KnownCommands          CommandType
+	LogVersion             uint32
 }
 
 func member(m *statev1.SetMember) Member {
-	return Member{ID: m.Id, RaftAddr: m.RaftAddr, GRPCAddr: m.GrpcAddr, KnownCommands: CommandType(m.KnownCommands)}
+	return Member{ID: m.Id, RaftAddr: m.RaftAddr, GRPCAddr: m.GrpcAddr, LogVersion: m.LogVersion}
 }
 
 // Members returns the recorded members, sorted by id.
@@ -192,6 +196,9 @@ func Restore(b []byte) (*State, error) {
 	}
 	s := New()
 	for _, p := range snap.Plans {
+		if p.Digest == "" { // stored before plans had digests
+			p.Digest = contract.PlanDigest(p)
+		}
 		s.plans[p.Generation] = p
 	}
 	for _, a := range snap.Applied {

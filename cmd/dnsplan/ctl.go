@@ -71,7 +71,7 @@ func ctlCommands() []ctlCommand {
 		{"members", "members", "the cluster's members", setupMembers},
 		{"plans", "plans [--stale]", "stored plans", setupPlans},
 		{"plan", "plan [--stale] GEN", "one plan, endpoint by endpoint", setupPlan},
-		{"submit", "submit -f FILE|- [--force]", "submit a plan (protojson of dnsplan.v1.Plan); prints its generation", setupSubmit},
+		{"submit", "submit -f FILE|- [--force] [--expect-parent GEN] [--expect-digest DIGEST]", "submit a plan (protojson of dnsplan.v1.Plan); prints its generation and digest", setupSubmit},
 		{"applied", "applied [--stale] [ENDPOINT]", "what endpoints serve", setupApplied},
 		{"leases", "leases [--stale]", "leases, with their holders and tokens", setupLeases},
 		{"cleanup", "cleanup --keep N", "delete old plans no endpoint serves, keeping the newest N", setupCleanup},
@@ -646,11 +646,21 @@ func parseGeneration(args []string) (uint64, error) {
 }
 
 func renderPlan(w io.Writer, p *pb.Plan) {
-	fmt.Fprintf(w, "generation:\t%d\nplanner:\t%s\ncreated:\t%s\n\n", p.GetGeneration(), dashIfZero(p.GetPlannerId()), timeCell(p.GetCreatedAt()))
+	fmt.Fprintf(w, "generation:\t%d\nplanner:\t%s\ncreated:\t%s\ndigest:\t%s\n\n", p.GetGeneration(), dashIfZero(p.GetPlannerId()),
+		timeCell(p.GetCreatedAt()), planDigest(p))
 	tableRow(w, "ENDPOINT", "TTL", "TARGET", "ADDRESS", "WEIGHT")
 	for _, e := range p.GetEndpoints() {
 		renderTargets(w, []any{e.GetName(), e.GetTtl()}, e.GetTargets(), nil)
 	}
+}
+
+// planDigest is the digest the cluster stored with p, or, for a plan of a
+// node that predates digests, the one the contract defines.
+func planDigest(p *pb.Plan) string {
+	if d := p.GetDigest(); d != "" {
+		return d
+	}
+	return contract.PlanDigest(p)
 }
 
 // renderTargets writes one row per target; the endpoint's own cells (head
@@ -690,12 +700,20 @@ func renderTargets(w io.Writer, head []any, targets []*pb.Target, tail []any) {
 func setupSubmit(fs *flag.FlagSet) func(context.Context, *ctl, []string) error {
 	file := fs.String("f", "", "plan file: protojson of dnsplan.v1.Plan; - reads stdin")
 	force := fs.Bool("force", false, "skip the velocity limit (never the other checks)")
+	var parent optionalUint
+	fs.Var(&parent, "expect-parent", "store the plan only if the newest plan is generation `GEN` (0: none yet), else PARENT_MOVED")
+	digest := fs.String("expect-digest", "", "store the plan only if its digest is `DIGEST` (as ctl plan and ctl diff show it), else DIGEST")
 	return func(ctx context.Context, x *ctl, args []string) error {
 		if err := noArgs(args); err != nil {
 			return err
 		}
 		if *file == "" {
 			return fmt.Errorf("%w: submit needs -f FILE (or -f - for stdin)", errCtlUsage)
+		}
+		if *digest != "" {
+			if err := contract.ValidateDigest(*digest); err != nil {
+				return fmt.Errorf("%w: --expect-digest: %v", errCtlUsage, err)
+			}
 		}
 		plan, err := readPlanFile(*file, os.Stdin)
 		if err != nil {
@@ -705,12 +723,44 @@ func setupSubmit(fs *flag.FlagSet) func(context.Context, *ctl, []string) error {
 		if err != nil {
 			return err
 		}
-		resp, err := c.SubmitPlan(ctx, &pb.SubmitPlanRequest{Plan: plan, Force: *force})
+		req := &pb.SubmitPlanRequest{Plan: plan, Force: *force, ExpectedParent: parent.ptr(), ExpectedDigest: *digest}
+		resp, err := c.SubmitPlan(ctx, req)
 		if err != nil {
 			return err
 		}
-		return x.show(resp, func(w io.Writer) { fmt.Fprintf(w, "generation %d\n", resp.GetGeneration()) })
+		return x.show(resp, func(w io.Writer) {
+			fmt.Fprintf(w, "generation %d\ndigest %s\n", resp.GetGeneration(), contract.PlanDigest(plan))
+		})
 	}
+}
+
+// optionalUint is a flag that may be absent, which differs from 0.
+type optionalUint struct {
+	v   uint64
+	set bool
+}
+
+func (o *optionalUint) String() string {
+	if o == nil || !o.set {
+		return ""
+	}
+	return strconv.FormatUint(o.v, 10)
+}
+
+func (o *optionalUint) Set(s string) error {
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return errors.New("want a non-negative integer")
+	}
+	o.v, o.set = v, true
+	return nil
+}
+
+func (o *optionalUint) ptr() *uint64 {
+	if !o.set {
+		return nil
+	}
+	return &o.v
 }
 
 // readPlanFile reads a plan from path, or from stdin when path is "-".

@@ -162,6 +162,7 @@ GEN  PLANNER   CREATED               ENDPOINTS  TARGETS
 generation:  3
 planner:     planner1
 created:     2025-10-20T07:00:00Z
+digest:      sha256:056a037b1274a8ca9fe644349f669e695e353b948b66393bb60d34f92f1d7354
 
 ENDPOINT           TTL  TARGET  ADDRESS      WEIGHT
 api.dnsplan.test.  30   lb-a    192.0.2.10   100
@@ -359,7 +360,7 @@ func TestCtlAgainstFakeNode(t *testing.T) {
 
 	// DNSPLAN_CLUSTER stands in for --cluster.
 	t.Setenv("DNSPLAN_CLUSTER", live)
-	if out, err = ctl("submit", "-f", good); err != nil || out != "generation 5\n" {
+	if out, err = ctl("submit", "-f", good); err != nil || !strings.HasPrefix(out, "generation 5\ndigest sha256:") {
 		t.Errorf("submit: %q, %v", out, err)
 	}
 	// A gRPC error reads "<code>: <message>" (main prefixes "dnsplan: ").

@@ -438,7 +438,11 @@ type Plan struct {
 	CreatedAt  *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	// forced is set by the cluster when the plan was submitted with force:
 	// its applies skip the velocity limit and the per-family rule.
-	Forced        bool `protobuf:"varint,5,opt,name=forced,proto3" json:"forced,omitempty"`
+	Forced bool `protobuf:"varint,5,opt,name=forced,proto3" json:"forced,omitempty"`
+	// digest is set by the cluster when the plan is stored: what the plan
+	// asks DNS to serve, hashed (docs/CONTRACT.md, "Plan digest"), for
+	// SubmitPlanRequest.expected_digest.
+	Digest        string `protobuf:"bytes,6,opt,name=digest,proto3" json:"digest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -508,6 +512,13 @@ func (x *Plan) GetForced() bool {
 	return false
 }
 
+func (x *Plan) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
 type SubmitPlanRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Plan  *Plan                  `protobuf:"bytes,1,opt,name=plan,proto3" json:"plan,omitempty"`
@@ -518,10 +529,20 @@ type SubmitPlanRequest struct {
 	// unexpired lease of that name held by plan.planner_id, so a planner that
 	// lost its lease cannot store a plan. Left empty (an operator submitting
 	// by hand), no lease is checked.
-	LeaseName     string `protobuf:"bytes,3,opt,name=lease_name,json=leaseName,proto3" json:"lease_name,omitempty"`
-	LeaseToken    uint64 `protobuf:"varint,4,opt,name=lease_token,json=leaseToken,proto3" json:"lease_token,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	LeaseName  string `protobuf:"bytes,3,opt,name=lease_name,json=leaseName,proto3" json:"lease_name,omitempty"`
+	LeaseToken uint64 `protobuf:"varint,4,opt,name=lease_token,json=leaseToken,proto3" json:"lease_token,omitempty"`
+	// expected_parent, when set, stores the plan only if the newest stored
+	// plan is that generation (0: no plan stored yet), else
+	// FAILED_PRECONDITION with reason PARENT_MOVED: a compare-and-set on the
+	// plan chain, so that what was reviewed against generation N is not
+	// stored over a plan someone stored since.
+	ExpectedParent *uint64 `protobuf:"varint,5,opt,name=expected_parent,json=expectedParent,proto3,oneof" json:"expected_parent,omitempty"`
+	// expected_digest, when set, stores the plan only if its digest (see
+	// docs/CONTRACT.md, "Plan digest") is this one, else FAILED_PRECONDITION
+	// with reason DIGEST: what is stored is what was reviewed.
+	ExpectedDigest string `protobuf:"bytes,6,opt,name=expected_digest,json=expectedDigest,proto3" json:"expected_digest,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *SubmitPlanRequest) Reset() {
@@ -580,6 +601,20 @@ func (x *SubmitPlanRequest) GetLeaseToken() uint64 {
 		return x.LeaseToken
 	}
 	return 0
+}
+
+func (x *SubmitPlanRequest) GetExpectedParent() uint64 {
+	if x != nil && x.ExpectedParent != nil {
+		return *x.ExpectedParent
+	}
+	return 0
+}
+
+func (x *SubmitPlanRequest) GetExpectedDigest() string {
+	if x != nil {
+		return x.ExpectedDigest
+	}
+	return ""
 }
 
 type SubmitPlanResponse struct {
@@ -2800,10 +2835,11 @@ type AddVoterRequest struct {
 	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	RaftAddr string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
 	GrpcAddr string                 `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
-	// known_commands is the highest log command type the joining node's
-	// version can apply: a node proposes a new command of its own only when
-	// every member knows it (cluster/DESIGN.md, "Rolling upgrades").
-	KnownCommands uint32 `protobuf:"varint,4,opt,name=known_commands,json=knownCommands,proto3" json:"known_commands,omitempty"`
+	// log_version is the newest log format the node's version applies, a
+	// number raised with every command, or field a rule reads, added to the
+	// log: a command or field newer than what every member reports is
+	// refused (cluster/DESIGN.md, "Rolling upgrades"). 0 from a client.
+	LogVersion    uint32 `protobuf:"varint,4,opt,name=log_version,json=logVersion,proto3" json:"log_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2859,9 +2895,9 @@ func (x *AddVoterRequest) GetGrpcAddr() string {
 	return ""
 }
 
-func (x *AddVoterRequest) GetKnownCommands() uint32 {
+func (x *AddVoterRequest) GetLogVersion() uint32 {
 	if x != nil {
-		return x.KnownCommands
+		return x.LogVersion
 	}
 	return 0
 }
@@ -3538,7 +3574,7 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\fEndpointPlan\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
 	"\x03ttl\x18\x02 \x01(\rR\x03ttl\x12,\n" +
-	"\atargets\x18\x03 \x03(\v2\x12.dnsplan.v1.TargetR\atargets\"\xd0\x01\n" +
+	"\atargets\x18\x03 \x03(\v2\x12.dnsplan.v1.TargetR\atargets\"\xe8\x01\n" +
 	"\x04Plan\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
@@ -3548,14 +3584,18 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\tendpoints\x18\x03 \x03(\v2\x18.dnsplan.v1.EndpointPlanR\tendpoints\x129\n" +
 	"\n" +
 	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x16\n" +
-	"\x06forced\x18\x05 \x01(\bR\x06forced\"\x8f\x01\n" +
+	"\x06forced\x18\x05 \x01(\bR\x06forced\x12\x16\n" +
+	"\x06digest\x18\x06 \x01(\tR\x06digest\"\xfa\x01\n" +
 	"\x11SubmitPlanRequest\x12$\n" +
 	"\x04plan\x18\x01 \x01(\v2\x10.dnsplan.v1.PlanR\x04plan\x12\x14\n" +
 	"\x05force\x18\x02 \x01(\bR\x05force\x12\x1d\n" +
 	"\n" +
 	"lease_name\x18\x03 \x01(\tR\tleaseName\x12\x1f\n" +
 	"\vlease_token\x18\x04 \x01(\x04R\n" +
-	"leaseToken\"4\n" +
+	"leaseToken\x12,\n" +
+	"\x0fexpected_parent\x18\x05 \x01(\x04H\x00R\x0eexpectedParent\x88\x01\x01\x12'\n" +
+	"\x0fexpected_digest\x18\x06 \x01(\tR\x0eexpectedDigestB\x12\n" +
+	"\x10_expected_parent\"4\n" +
 	"\x12SubmitPlanResponse\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
@@ -3721,12 +3761,13 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\x10ReadIndexRequest\"F\n" +
 	"\x11ReadIndexResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x1b\n" +
-	"\tleader_id\x18\x02 \x01(\tR\bleaderId\"\x82\x01\n" +
+	"\tleader_id\x18\x02 \x01(\tR\bleaderId\"|\n" +
 	"\x0fAddVoterRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
-	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12%\n" +
-	"\x0eknown_commands\x18\x04 \x01(\rR\rknownCommands\"\x12\n" +
+	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12\x1f\n" +
+	"\vlog_version\x18\x04 \x01(\rR\n" +
+	"logVersion\"\x12\n" +
 	"\x10AddVoterResponse\"%\n" +
 	"\x13RemoveServerRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x16\n" +
@@ -4001,6 +4042,7 @@ func file_dnsplan_v1_dnsplan_proto_init() {
 	if File_dnsplan_v1_dnsplan_proto != nil {
 		return
 	}
+	file_dnsplan_v1_dnsplan_proto_msgTypes[3].OneofWrappers = []any{}
 	file_dnsplan_v1_dnsplan_proto_msgTypes[36].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

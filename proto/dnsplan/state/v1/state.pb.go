@@ -34,10 +34,13 @@ type SubmitPlan struct {
 	Plan  *v1.Plan               `protobuf:"bytes,1,opt,name=plan,proto3" json:"plan,omitempty"`
 	Force bool                   `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
 	// lease_name and lease_token: see dnsplan.v1.SubmitPlanRequest.
-	LeaseName     string `protobuf:"bytes,4,opt,name=lease_name,json=leaseName,proto3" json:"lease_name,omitempty"`
-	LeaseToken    uint64 `protobuf:"varint,5,opt,name=lease_token,json=leaseToken,proto3" json:"lease_token,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	LeaseName  string `protobuf:"bytes,4,opt,name=lease_name,json=leaseName,proto3" json:"lease_name,omitempty"`
+	LeaseToken uint64 `protobuf:"varint,5,opt,name=lease_token,json=leaseToken,proto3" json:"lease_token,omitempty"`
+	// expected_parent and expected_digest: see dnsplan.v1.SubmitPlanRequest.
+	ExpectedParent *uint64 `protobuf:"varint,6,opt,name=expected_parent,json=expectedParent,proto3,oneof" json:"expected_parent,omitempty"`
+	ExpectedDigest string  `protobuf:"bytes,7,opt,name=expected_digest,json=expectedDigest,proto3" json:"expected_digest,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *SubmitPlan) Reset() {
@@ -98,14 +101,28 @@ func (x *SubmitPlan) GetLeaseToken() uint64 {
 	return 0
 }
 
+func (x *SubmitPlan) GetExpectedParent() uint64 {
+	if x != nil && x.ExpectedParent != nil {
+		return *x.ExpectedParent
+	}
+	return 0
+}
+
+func (x *SubmitPlan) GetExpectedDigest() string {
+	if x != nil {
+		return x.ExpectedDigest
+	}
+	return ""
+}
+
 // SetMember records the addresses of a cluster member.
 type SetMember struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	RaftAddr string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
 	GrpcAddr string                 `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
-	// known_commands: see dnsplan.v1.AddVoterRequest.
-	KnownCommands uint32 `protobuf:"varint,4,opt,name=known_commands,json=knownCommands,proto3" json:"known_commands,omitempty"`
+	// log_version: see dnsplan.v1.AddVoterRequest.
+	LogVersion    uint32 `protobuf:"varint,4,opt,name=log_version,json=logVersion,proto3" json:"log_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -161,9 +178,9 @@ func (x *SetMember) GetGrpcAddr() string {
 	return ""
 }
 
-func (x *SetMember) GetKnownCommands() uint32 {
+func (x *SetMember) GetLogVersion() uint32 {
 	if x != nil {
-		return x.KnownCommands
+		return x.LogVersion
 	}
 	return 0
 }
@@ -567,7 +584,7 @@ var File_dnsplan_state_v1_state_proto protoreflect.FileDescriptor
 
 const file_dnsplan_state_v1_state_proto_rawDesc = "" +
 	"\n" +
-	"\x1cdnsplan/state/v1/state.proto\x12\x10dnsplan.state.v1\x1a\x18dnsplan/v1/dnsplan.proto\"\xa1\x01\n" +
+	"\x1cdnsplan/state/v1/state.proto\x12\x10dnsplan.state.v1\x1a\x18dnsplan/v1/dnsplan.proto\"\x8c\x02\n" +
 	"\n" +
 	"SubmitPlan\x12$\n" +
 	"\x04plan\x18\x01 \x01(\v2\x10.dnsplan.v1.PlanR\x04plan\x12\x14\n" +
@@ -575,12 +592,16 @@ const file_dnsplan_state_v1_state_proto_rawDesc = "" +
 	"\n" +
 	"lease_name\x18\x04 \x01(\tR\tleaseName\x12\x1f\n" +
 	"\vlease_token\x18\x05 \x01(\x04R\n" +
-	"leaseTokenJ\x04\b\x03\x10\x04R\x11max_capacity_drop\"|\n" +
+	"leaseToken\x12,\n" +
+	"\x0fexpected_parent\x18\x06 \x01(\x04H\x00R\x0eexpectedParent\x88\x01\x01\x12'\n" +
+	"\x0fexpected_digest\x18\a \x01(\tR\x0eexpectedDigestB\x12\n" +
+	"\x10_expected_parentJ\x04\b\x03\x10\x04R\x11max_capacity_drop\"v\n" +
 	"\tSetMember\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
-	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12%\n" +
-	"\x0eknown_commands\x18\x04 \x01(\rR\rknownCommands\"\x1e\n" +
+	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12\x1f\n" +
+	"\vlog_version\x18\x04 \x01(\rR\n" +
+	"logVersion\"\x1e\n" +
 	"\fRemoveMember\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"@\n" +
 	"\fServedWeight\x12\x18\n" +
@@ -663,6 +684,7 @@ func file_dnsplan_state_v1_state_proto_init() {
 	if File_dnsplan_state_v1_state_proto != nil {
 		return
 	}
+	file_dnsplan_state_v1_state_proto_msgTypes[0].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
