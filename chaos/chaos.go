@@ -61,10 +61,8 @@ type Config struct {
 	// Logger receives the components' logs (default: discarded).
 	Logger *slog.Logger
 	// Insecure runs the cluster and every client in plaintext,
-	// unauthenticated, for comparison. By default every link is mutual
-	// TLS, as deployed: each actor dials with a certificate of its own
-	// role and name (identities below), so the nodes authorize every call
-	// as they would in production.
+	// unauthenticated, for comparison; by default every link is mutual
+	// TLS (see the package documentation).
 	Insecure bool
 }
 
