@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/dnsplan/dnsplan/auth"
 	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/contract"
 	"github.com/dnsplan/dnsplan/enactor"
@@ -27,12 +28,12 @@ func (r *run) startActors(ctx context.Context, wg *sync.WaitGroup, backends []sa
 	for i, b := range backends {
 		checks[i] = b.check
 	}
-	pc, err := r.newClient(r.rec.interceptor("planner"))
+	pc, err := r.newClient(asPlanner, r.rec.interceptor(asPlanner.Name))
 	if err != nil {
 		return err
 	}
 	p, err := planner.New(planner.Config{
-		ID:        "planner",
+		ID:        asPlanner.Name,
 		Client:    pc,
 		Inventory: inventory(checks),
 		// Probed every 100ms and believed at once, so a backend failed or
@@ -66,7 +67,7 @@ func (r *run) startActors(ctx context.Context, wg *sync.WaitGroup, backends []sa
 		// a stalled enactor holds only so much unread (a paused process,
 		// its socket buffers); gRPC's window, grown by its bandwidth
 		// estimate, would otherwise soak up megabytes in this process.
-		ec, err := r.newClient(gate.ClientOption(), r.rec.interceptor(id), client.WithDialOptions(a.watch.option(),
+		ec, err := r.newClient(auth.Identity{Role: auth.RoleEnactor, Name: id}, gate.ClientOption(), r.rec.interceptor(id), client.WithDialOptions(a.watch.option(),
 			grpc.WithInitialWindowSize(stallWindow), grpc.WithInitialConnWindowSize(stallWindow)))
 		if err != nil {
 			return err
@@ -93,7 +94,7 @@ func (r *run) startActors(ctx context.Context, wg *sync.WaitGroup, backends []sa
 			}
 		})
 	}
-	r.adminClient, err = r.newClient(client.WithCallTimeout(2*time.Second), client.WithRetryBudget(5*time.Second))
+	r.adminClient, err = r.newClient(asOperator, client.WithCallTimeout(2*time.Second), client.WithRetryBudget(5*time.Second))
 	return err
 }
 

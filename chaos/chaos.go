@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/dnsplan/dnsplan/auth"
 	"github.com/dnsplan/dnsplan/backend"
 	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/contract"
@@ -59,6 +60,10 @@ type Config struct {
 	Out string
 	// Logger receives the components' logs (default: discarded).
 	Logger *slog.Logger
+	// Insecure runs the cluster and every client in plaintext,
+	// unauthenticated, for comparison; by default every link is mutual
+	// TLS (see the package documentation).
+	Insecure bool
 }
 
 // ErrConfig is wrapped by Run's error for a configuration it refuses.
@@ -131,6 +136,19 @@ func inventory(checks []string) *planner.Inventory {
 	}
 	return inv
 }
+
+// The identities the run's clients act as. The planner and the enactors
+// act as themselves (their ids are their certificates' names, as the
+// cluster requires of a planner's plans and an enactor's leases and
+// applies); the observers read as one reader; the bare watchers, a
+// process of their own, as another; the admin client that removes added
+// nodes is an operator.
+var (
+	asPlanner  = auth.Identity{Role: auth.RolePlanner, Name: "planner"}
+	asObserver = auth.Identity{Role: auth.RoleReader, Name: "observer"}
+	asWatcher  = auth.Identity{Role: auth.RoleReader, Name: "stalled-watcher"}
+	asOperator = auth.Identity{Role: auth.RoleOperator, Name: "operator"}
+)
 
 // actor is one enactor of the run, with the knobs faults turn.
 type actor struct {
@@ -208,7 +226,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	r.log.Info("run starting", "duration", cfg.Duration, "faults", len(faults))
 
 	var err error
-	r.cluster, err = startCluster(ctx, cfg.Dir, cfg.Design, clockOffsets(cfg.Seed), cfg.Logger)
+	r.cluster, err = startCluster(ctx, cfg.Dir, cfg.Design, !cfg.Insecure, clockOffsets(cfg.Seed), cfg.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("chaos: %w", err)
 	}
@@ -362,13 +380,19 @@ func (r *run) closeStalls() {
 	}
 }
 
-func (r *run) newClient(opts ...client.Option) (*client.Client, error) {
+// newClient is a client acting as id, with its certificate on a TLS
+// cluster.
+func (r *run) newClient(id auth.Identity, opts ...client.Option) (*client.Client, error) {
+	tlsCfg, err := r.cluster.ClientTLS(id)
+	if err != nil {
+		return nil, err
+	}
 	// Each client starts at a different node; the rest of the list is
 	// the failover order.
 	addrs := r.cluster.GRPCAddrs()[:clusterSize]
 	k := len(r.clients) % len(addrs)
 	addrs = append(addrs[k:], addrs[:k]...)
-	c, err := client.New(addrs, append([]client.Option{client.WithLogger(r.cfg.Logger)}, opts...)...)
+	c, err := client.New(addrs, append([]client.Option{client.WithLogger(r.cfg.Logger), client.WithTLS(tlsCfg)}, opts...)...)
 	if err != nil {
 		return nil, err
 	}

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/anishathalye/porcupine"
 
+	"github.com/dnsplan/dnsplan/auth"
 	"github.com/dnsplan/dnsplan/cluster/clustertest"
 	"github.com/dnsplan/dnsplan/contract"
 )
@@ -22,9 +24,17 @@ func TestChaosFixedDesignPasses(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a 15-second fault run")
 	}
-	rep := runChaos(t, Config{Design: contract.Fixed, Seed: 1, Duration: 15 * time.Second})
+	dir := t.TempDir()
+	rep := runChaos(t, Config{Design: contract.Fixed, Seed: 1, Duration: 15 * time.Second, Dir: dir})
 	if rep.Caught() || rep.Linearizability != porcupine.Ok {
 		t.Fatalf("the fixed design failed the checks (linearizability %s):\n%s", rep.Linearizability, printed(rep))
+	}
+	// It ran on mutual TLS: every actor was issued a certificate of its
+	// own by the run's CA.
+	for _, name := range []string{"n1", "n2", "n3", "planner", "az-a", "az-b", "az-c", "observer", "operator"} {
+		if _, err := os.Stat(auth.CertFile(filepath.Join(dir, "certs"), name)); err != nil {
+			t.Errorf("no certificate for %s: %v", name, err)
+		}
 	}
 	if rep.Injected < 3 || rep.Reads < 100 || rep.Applies < 10 || rep.PlansStored < 10 || rep.FenceChecked < 10 {
 		t.Fatalf("the run did too little to mean anything:\n%s", printed(rep))
@@ -58,7 +68,10 @@ func TestChaosLegacyDesignIsCaught(t *testing.T) {
 
 func runChaos(t *testing.T, cfg Config) *Report {
 	t.Helper()
-	cfg.Dir, cfg.Out, cfg.Logger = t.TempDir(), t.TempDir(), clustertest.Logger(t)
+	if cfg.Dir == "" {
+		cfg.Dir = t.TempDir()
+	}
+	cfg.Out, cfg.Logger = t.TempDir(), clustertest.Logger(t)
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Duration+clustertest.LongWait)
 	defer cancel()
 	rep, err := Run(ctx, cfg)

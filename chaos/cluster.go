@@ -34,11 +34,12 @@ type localCluster struct {
 }
 
 // startCluster reserves every port, then starts the three founding nodes
-// of design d at once and waits until a leader is known and every member
-// has registered its gRPC address. offsets are the nodes' clock offsets.
-func startCluster(ctx context.Context, dir string, d contract.Design, offsets []time.Duration, log *slog.Logger) (*localCluster, error) {
+// of design d at once (on mutual TLS if secure) and waits until a leader
+// is known and every member has registered its gRPC address. offsets are
+// the nodes' clock offsets.
+func startCluster(ctx context.Context, dir string, d contract.Design, secure bool, offsets []time.Duration, log *slog.Logger) (*localCluster, error) {
 	c := &localCluster{net: NewNetwork(nil)}
-	lc, err := local.New(local.Options{Dir: dir, Founders: clusterSize, MaxNodes: maxNodes, Design: d, DNS: true, Logger: log, Configure: c.configure})
+	lc, err := local.New(local.Options{Dir: dir, Founders: clusterSize, MaxNodes: maxNodes, Design: d, DNS: true, TLS: secure, Logger: log, Configure: c.configure})
 	if err != nil {
 		return nil, err
 	}

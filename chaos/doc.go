@@ -22,6 +22,15 @@
 // than two at once (so the velocity limit lets each plan through): the
 // planner stores about three generations a second.
 //
+// Every link runs mutual TLS, as a deployed cluster does, with a CA of the
+// run's own (cluster/local): Raft, forwarding and joining between nodes,
+// and every client. The planner and each enactor dial with a certificate
+// naming the id they act as, the observers and the bare watchers with
+// readers', and the client that removes added nodes with an operator's,
+// so the nodes authorize every call by its role and name as they would
+// in production. Config.Insecure runs the whole run in plaintext instead,
+// for comparison.
+//
 // The inventory has four observed endpoints: api (four IPv4 targets),
 // api-fips (lb-1, lb-2), api-v6 (lb-3, lb-4 over IPv6) and api-dual (lb-1
 // and lb-2 over IPv4, lb-3 and lb-4 over IPv6), and twelve padding
@@ -64,11 +73,11 @@
 //   - slow-enactor: for 2–4s, the enactor pauses 0.3–1.2s before each
 //     write (enactor.Config's BeforeApply hook).
 //   - restart-cluster: every node closed, and started again 0.2–1s later.
-//   - stall-watcher: a bare client of the API opens WatchPlans (from the
-//     first plan) and WatchApplied on a node (the leader or a follower)
-//     with gRPC's smallest receive window, 64 KB, and does not read them
-//     for 3–5 lease TTLs while plans keep coming; then it reads again, or
-//     dies (its connection closed).
+//   - stall-watcher: a bare client of the API (a reader) opens
+//     WatchPlans (from the first plan) and WatchApplied on a node (the
+//     leader or a follower) with gRPC's smallest receive window, 64 KB,
+//     and does not read them for 3–5 lease TTLs while plans keep coming;
+//     then it reads again, or dies (its connection closed).
 //   - stall-enactor: an enactor (half the time the lease holder) stops
 //     reading its plan watch for 3–5 lease TTLs: a stream interceptor on
 //     its client holds RecvMsg, so nothing drains the stream, while its

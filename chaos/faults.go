@@ -460,7 +460,11 @@ func (in injector) stallWatcher(f Fault) (func() error, error) {
 		r.rec.event(Event{Kind: "fault-skipped", Detail: string(f.Kind) + ": no running node"})
 		return func() error { return nil }, nil
 	}
-	w, err := openBareWatcher(c.Addrs(i).GRPC)
+	tlsCfg, err := c.ClientTLS(asWatcher)
+	if err != nil {
+		return nil, err
+	}
+	w, err := openBareWatcher(c.Addrs(i).GRPC, tlsCfg)
 	if err != nil {
 		r.rec.event(Event{Kind: "fault-skipped", Actor: c.ID(i), Detail: fmt.Sprintf("%s: %v", f.Kind, err)})
 		return func() error { return nil }, nil

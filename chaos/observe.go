@@ -39,7 +39,7 @@ const (
 func (r *run) startObservers(ctx context.Context, wg *sync.WaitGroup) error {
 	r.observe, r.observers = ctx, wg
 	for _, ep := range endpoints {
-		c, err := r.newClient(client.WithCallTimeout(time.Second), client.WithRetryBudget(3*time.Second))
+		c, err := r.newClient(asObserver, client.WithCallTimeout(time.Second), client.WithRetryBudget(3*time.Second))
 		if err != nil {
 			return err
 		}
@@ -62,7 +62,7 @@ func (r *run) startObservers(ctx context.Context, wg *sync.WaitGroup) error {
 	if err := r.startProbe(ctx, nodes); err != nil {
 		return err
 	}
-	sc, err := r.newClient(client.WithCallTimeout(statusBound))
+	sc, err := r.newClient(asObserver, client.WithCallTimeout(statusBound))
 	if err != nil {
 		return err
 	}
@@ -80,7 +80,7 @@ func (r *run) startObservers(ctx context.Context, wg *sync.WaitGroup) error {
 		}
 	})
 
-	ac, err := r.newClient(client.WithCallTimeout(time.Second), client.WithRetryBudget(2*time.Second))
+	ac, err := r.newClient(asObserver, client.WithCallTimeout(time.Second), client.WithRetryBudget(2*time.Second))
 	if err != nil {
 		return err
 	}

@@ -29,6 +29,7 @@ type Report struct {
 	Design   contract.Design `json:"design"`
 	Seed     uint64          `json:"seed"`
 	Duration time.Duration   `json:"duration"`
+	Insecure bool            `json:"insecure,omitempty"` // Config.Insecure
 	// Observed is how long faults were injected and the system observed;
 	// StoppedEarly says the run stopped shortly after a violation.
 	Observed     time.Duration `json:"observed"`
@@ -81,7 +82,7 @@ func (r *run) check(faults []Fault, ps probe.Summary, final finalState, afterHea
 	ops, events, violations, acked := r.rec.snapshot()
 	audit := r.audit.sorted()
 	rep := &Report{
-		Design: r.cfg.Design, Seed: r.cfg.Seed, Duration: r.cfg.Duration, Schedule: faults,
+		Design: r.cfg.Design, Seed: r.cfg.Seed, Duration: r.cfg.Duration, Insecure: r.cfg.Insecure, Schedule: faults,
 		PlansStored: len(acked), AuditEvents: len(audit), DNSQueries: ps.Queries,
 		ops: ops, events: events, audit: audit, final: final,
 	}
@@ -190,8 +191,12 @@ func (r *Report) Print(w io.Writer) {
 	if !r.Caught() {
 		return
 	}
-	fmt.Fprintf(w, "  seed %d, design %s: reproduce with: dnsplan chaos --design %s --seed %d --duration %s\n",
-		r.Seed, r.Design, r.Design, r.Seed, r.Duration)
+	insecure := ""
+	if r.Insecure {
+		insecure = " --insecure"
+	}
+	fmt.Fprintf(w, "  seed %d, design %s: reproduce with: dnsplan chaos --design %s --seed %d --duration %s%s\n",
+		r.Seed, r.Design, r.Design, r.Seed, r.Duration, insecure)
 	fmt.Fprintln(w, "  first violation of each invariant:")
 	for _, inv := range Invariants {
 		for _, v := range r.Violations {

@@ -2,11 +2,13 @@ package chaos
 
 import (
 	"context"
+	"crypto/tls"
 	"strings"
 	"sync"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
@@ -32,10 +34,15 @@ type bareWatcher struct {
 	wg     sync.WaitGroup
 }
 
-// openBareWatcher opens both streams on the node at addr.
-func openBareWatcher(addr string) (*bareWatcher, error) {
+// openBareWatcher opens both streams on the node at addr, over TLS with
+// tlsCfg if set (a reader's certificate), else in plaintext.
+func openBareWatcher(addr string, tlsCfg *tls.Config) (*bareWatcher, error) {
+	creds := insecure.NewCredentials()
+	if tlsCfg != nil {
+		creds = credentials.NewTLS(tlsCfg)
+	}
 	cc, err := grpc.NewClient(addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithInitialWindowSize(stallWindow),
 		grpc.WithInitialConnWindowSize(stallWindow))
 	if err != nil {

@@ -83,11 +83,7 @@ func TestRolesPerRPC(t *testing.T) {
 	ids := map[auth.Role]string{auth.RoleReader: "r1", auth.RolePlanner: "planner1", auth.RoleEnactor: "az-a", auth.RoleOperator: "ops", auth.RoleNode: c.IDs[lead]}
 	loaders := map[auth.Role]*auth.Loader{}
 	for role, name := range ids {
-		var hosts []string
-		if role == auth.RoleNode {
-			hosts = []string{"127.0.0.1"}
-		}
-		loaders[role] = c.Certificate(role, name, hosts...)
+		loaders[role] = c.Certificate(role, name)
 	}
 	plan := func(planner string) *pb.Plan {
 		return &pb.Plan{PlannerId: planner, Endpoints: []*pb.EndpointPlan{{Name: endpoint, Ttl: 30,

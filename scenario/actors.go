@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/dnsplan/dnsplan/auth"
 	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/enactor"
 	"github.com/dnsplan/dnsplan/internal/poll"
@@ -73,9 +74,9 @@ func (r *run) submitMany(ctx context.Context, upTo uint64) (first, newest *pb.Pl
 	return nil, nil, fmt.Errorf("planner: generation %d not reached", upTo)
 }
 
-// actorClient is a client of its own for one actor, closed with the run.
-func (r *run) actorClient() (*client.Client, func(), error) {
-	c, err := client.New(r.c.grpc, client.WithLogger(r.opts.Logger))
+// actorClient is a client of its own for enactor id, closed with the run.
+func (r *run) actorClient(id string) (*client.Client, func(), error) {
+	c, err := r.c.client(auth.Identity{Role: auth.RoleEnactor, Name: id}, r.opts.Logger)
 	if err != nil {
 		return nil, nil, err
 	}

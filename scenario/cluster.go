@@ -5,14 +5,17 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/dnsplan/dnsplan/auth"
+	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/cluster"
 	"github.com/dnsplan/dnsplan/cluster/local"
 	"github.com/dnsplan/dnsplan/contract"
 )
 
 // localCluster is a three-node cluster inside this process, as dnsplan dev
-// runs one, but on free loopback ports so that runs (and tests) never
-// collide, with short Raft timeouts so that it is ready in about a second.
+// runs one (on mutual TLS, unless the run is insecure), but on free
+// loopback ports so that runs (and tests) never collide, with short Raft
+// timeouts so that it is ready in about a second.
 type localCluster struct {
 	*local.Cluster
 	ids, grpc, dns []string
@@ -21,11 +24,12 @@ type localCluster struct {
 // startCluster starts three founding nodes of design d at once and waits,
 // up to timeout, until each knows the leader and every member has
 // registered its gRPC address (the enactors' read-back needs them).
-func startCluster(ctx context.Context, dir string, d contract.Design, logger *slog.Logger, timeout time.Duration) (*localCluster, error) {
+func startCluster(ctx context.Context, dir string, d contract.Design, secure bool, logger *slog.Logger, timeout time.Duration) (*localCluster, error) {
 	lc, err := local.Start(ctx, local.Options{
 		Dir:       dir,
 		Design:    d,
 		DNS:       true,
+		TLS:       secure,
 		Logger:    logger,
 		Configure: func(_ int, cfg *cluster.Config) { local.Fast(cfg) },
 	}, timeout)
@@ -38,4 +42,14 @@ func startCluster(ctx context.Context, dir string, d contract.Design, logger *sl
 		c.ids, c.grpc, c.dns = append(c.ids, a.ID), append(c.grpc, a.GRPC), append(c.dns, a.DNS)
 	}
 	return c, nil
+}
+
+// client is a client of every node acting as id, with its certificate on
+// a TLS cluster.
+func (c *localCluster) client(id auth.Identity, logger *slog.Logger) (*client.Client, error) {
+	tlsCfg, err := c.ClientTLS(id)
+	if err != nil {
+		return nil, err
+	}
+	return client.New(c.grpc, client.WithLogger(logger), client.WithTLS(tlsCfg))
 }

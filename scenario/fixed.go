@@ -24,12 +24,12 @@ import (
 // enactor loops run on a new plan.
 func (r *run) fixed(ctx context.Context) error {
 	lease := enactor.LeaseName(0)
-	aCl, closeA, err := r.actorClient()
+	aCl, closeA, err := r.actorClient(delayedID)
 	if err != nil {
 		return err
 	}
 	defer closeA()
-	bCl, closeB, err := r.actorClient()
+	bCl, closeB, err := r.actorClient(otherID)
 	if err != nil {
 		return err
 	}

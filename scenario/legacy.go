@@ -18,7 +18,7 @@ import (
 func (r *run) legacy(ctx context.Context) error {
 	var enactors []*loop
 	for _, id := range []string{delayedID, otherID} {
-		cl, closeClient, err := r.actorClient()
+		cl, closeClient, err := r.actorClient(id)
 		if err != nil {
 			return err
 		}

@@ -4,11 +4,12 @@
 // node's DNS answered at each step.
 //
 // A run starts a fresh three-node cluster in this process (loopback,
-// ephemeral ports, a temporary data directory, DNS on every node), then
-// drives the actors (a planner, a delayed enactor az-a and a second
-// enactor az-b) one explicit step at a time through the same client API
-// the real programs use: the order of the race is fixed by the script, not
-// by timing. After each step it waits, with a bound, until every node has
+// ephemeral ports, mutual TLS with a CA of its own, a temporary data
+// directory, DNS on every node), then drives the actors (a planner, a
+// delayed enactor az-a and a second enactor az-b, each with a certificate
+// naming it) one explicit step at a time through the same client API the
+// real programs use: the order of the race is fixed by the script, not by
+// timing. After each step it waits, with a bound, until every node has
 // applied the step and its DNS answers from that state, asks every node's
 // DNS for the regional endpoint, and lets the invariant checker (package
 // probe, running beside the script all along) take a round. At the end it
@@ -34,6 +35,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dnsplan/dnsplan/auth"
 	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/contract"
 	"github.com/dnsplan/dnsplan/probe"
@@ -86,6 +88,11 @@ type Options struct {
 	// plan made after the race. The legacy loops end it sooner, once each
 	// has been refused twice by its own check.
 	RecoveryTimeout time.Duration
+	// Insecure runs the cluster and the actors in plaintext,
+	// unauthenticated, for comparison. By default every link is mutual
+	// TLS and each actor dials with a certificate naming the id it acts
+	// as, so the nodes authorize its calls as they would in production.
+	Insecure bool
 
 	// unfenced is for the checker's own test: the fixed script's late
 	// write and clean-up go through the legacy RPCs, as if the cluster had
@@ -202,13 +209,15 @@ func Run(ctx context.Context, d contract.Design, opts Options) (*Report, error) 
 		nodes = contract.Legacy
 	}
 	log.Info("starting a three-node cluster", "cluster_design", nodes, "dir", dir)
-	c, err := startCluster(ctx, dir, nodes, opts.Logger, opts.StepTimeout)
+	c, err := startCluster(ctx, dir, nodes, !opts.Insecure, opts.Logger, opts.StepTimeout)
 	if err != nil {
 		return nil, err
 	}
 	defer c.Close()
 
-	cl, err := client.New(c.grpc, client.WithLogger(opts.Logger))
+	// The planner's client, which the observers share: a planner may
+	// read everything they read.
+	cl, err := c.client(auth.Identity{Role: auth.RolePlanner, Name: plannerID}, opts.Logger)
 	if err != nil {
 		return nil, err
 	}

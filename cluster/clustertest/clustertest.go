@@ -9,10 +9,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -34,8 +32,9 @@ type Options struct {
 	Nodes  int             // default 3
 	Design contract.Design // default fixed
 	DNS    bool            // serve DNS on every node, on a free UDP+TCP port
-	// TLS runs every link with mutual TLS: a fresh CA, a node
-	// certificate per node, and Client presents an operator's.
+	// TLS runs every link with mutual TLS (local.Options.TLS: a fresh
+	// CA, a node certificate per node), and Client presents an
+	// operator's.
 	TLS bool
 	// Tune adjusts each node's configuration before it starts.
 	Tune func(*cluster.Config)
@@ -55,15 +54,12 @@ type Cluster struct {
 	clientTLS *tls.Config
 }
 
-// Certificate issues a certificate of the cluster's CA (TLS clusters
-// only) and returns its loader.
-func (c *Cluster) Certificate(role auth.Role, name string, hosts ...string) *auth.Loader {
+// Certificate is the certificate of the cluster's CA for role and name
+// (TLS clusters only), issued the first time it is asked for
+// (local.Cluster.Certificate); a node's is its node's.
+func (c *Cluster) Certificate(role auth.Role, name string) *auth.Loader {
 	c.t.Helper()
-	r := auth.IssueRequest{Identity: auth.Identity{Role: role, Name: name}, Hosts: hosts, Replace: true}
-	if err := auth.Issue(c.CertDir, r, time.Now()); err != nil {
-		c.t.Fatal(err)
-	}
-	l, err := auth.NewLoader(auth.FilesIn(c.CertDir, name))
+	l, err := c.lc.Certificate(auth.Identity{Role: role, Name: name})
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -79,17 +75,6 @@ func Start(t testing.TB, opts Options) *Cluster {
 		opts.Nodes = 3
 	}
 	c := &Cluster{t: t, Log: Logger(t)}
-	var loaders []*auth.Loader
-	if opts.TLS {
-		c.CertDir = filepath.Join(t.TempDir(), "certs")
-		if err := auth.InitCA(c.CertDir, 0, time.Now()); err != nil {
-			t.Fatal(err)
-		}
-		for i := range opts.Nodes {
-			loaders = append(loaders, c.Certificate(auth.RoleNode, fmt.Sprintf("n%d", i+1), "127.0.0.1"))
-		}
-		c.clientTLS = c.Certificate(auth.RoleOperator, "test-operator").ClientConfig("")
-	}
 	lc, err := local.New(local.Options{
 		Dir:      t.TempDir(),
 		Founders: opts.Nodes,
@@ -97,11 +82,9 @@ func Start(t testing.TB, opts Options) *Cluster {
 		Design:   opts.Design,
 		DNS:      opts.DNS,
 		Logger:   c.Log,
-		Configure: func(i int, cfg *cluster.Config) {
+		TLS:      opts.TLS,
+		Configure: func(_ int, cfg *cluster.Config) {
 			local.Fast(cfg)
-			if loaders != nil {
-				cfg.TLS = loaders[i]
-			}
 			if opts.Tune != nil {
 				opts.Tune(cfg)
 			}
@@ -112,6 +95,10 @@ func Start(t testing.TB, opts Options) *Cluster {
 	}
 	c.lc = lc
 	t.Cleanup(lc.Close)
+	if opts.TLS {
+		c.CertDir = lc.CertDir()
+		c.clientTLS = c.Certificate(auth.RoleOperator, "test-operator").ClientConfig("")
+	}
 	for i := range lc.Slots() {
 		a := lc.Addrs(i)
 		c.IDs = append(c.IDs, a.ID)

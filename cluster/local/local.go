@@ -8,10 +8,16 @@
 // again as a restarted process would be, or wiped and started again (a
 // replaced machine on the same address). A slot, once reserved, is never
 // reused.
+//
+// With Options.TLS the cluster runs mutual TLS, as deployed clusters do,
+// with a CA of its own: each slot's node certificate is issued as the slot
+// is reserved, and Certificate issues any client identity the caller
+// acts as (a planner, an enactor, an operator, a reader).
 package local
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -19,10 +25,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/dnsplan/dnsplan/auth"
 	"github.com/dnsplan/dnsplan/cluster"
 	"github.com/dnsplan/dnsplan/contract"
 	"github.com/dnsplan/dnsplan/internal/loopback"
@@ -61,6 +69,15 @@ type Options struct {
 	// Logger is the nodes' log (each node's lines carry node=<id>);
 	// default none.
 	Logger *slog.Logger
+	// TLS runs every node on mutual TLS with a CA of the cluster's own
+	// (cluster.Config.TLS, set before Configure runs): clients then need
+	// a certificate (Certificate, ClientTLS) to reach the API at all.
+	TLS bool
+	// CertDir holds a TLS cluster's CA and every certificate it issued
+	// (default Dir/certs). A CA already there is kept, so a kept
+	// directory keeps trusting what it issued before; certificates are
+	// issued anew.
+	CertDir string
 	// Configure adjusts slot i's configuration before each start: Raft
 	// timeouts (see Fast), a dialer, a clock.
 	Configure func(i int, cfg *cluster.Config)
@@ -99,6 +116,13 @@ type Cluster struct {
 	// join, when set, is the gRPC address a node with no data asks to be
 	// added through (cluster.Config.Join) instead of the founding list.
 	join []string
+
+	// certMu guards certs, the certificates issued so far by name (a
+	// certificate's files are named by its holder's name, so a name has
+	// one). It is not mu: issuing writes files, and callers issue client
+	// certificates while faults reserve slots.
+	certMu sync.Mutex
+	certs  map[string]*auth.Loader
 }
 
 // sockets are one node's listeners for its first start.
@@ -138,9 +162,17 @@ func New(opts Options) (*Cluster, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if opts.TLS {
+		if opts.CertDir == "" {
+			opts.CertDir = filepath.Join(opts.Dir, "certs")
+		}
+		if err := auth.InitCA(opts.CertDir, 0, time.Now()); err != nil && !errors.Is(err, auth.ErrExists) {
+			return nil, fmt.Errorf("local: %w", err)
+		}
+	}
 	n := opts.MaxNodes
 	c := &Cluster{opts: opts, log: log, addrs: make([]Addrs, n), nodes: make([]*cluster.Node, n),
-		held: make([]*sockets, n), member: make([]bool, n), join: make([]string, n)}
+		held: make([]*sockets, n), member: make([]bool, n), join: make([]string, n), certs: map[string]*auth.Loader{}}
 	for i := range opts.Founders {
 		if _, err := c.Reserve(); err != nil {
 			c.Close()
@@ -189,6 +221,22 @@ func (c *Cluster) Reserve() (int, error) {
 			return -1, fmt.Errorf("local: reserving ports for node %d: %w", i+1, err)
 		}
 	}
+	if c.opts.TLS {
+		// The node's hosts as well as loopback's names: a client that
+		// checks the server's name finds it on the address it dialled.
+		var hosts []string
+		for _, addr := range []string{a.GRPC, a.Raft} {
+			if h, _, err := net.SplitHostPort(addr); err == nil {
+				hosts = append(hosts, h)
+			}
+		}
+		if _, err := c.issue(auth.Identity{Role: auth.RoleNode, Name: a.ID}, hosts...); err != nil {
+			if s != nil {
+				s.close()
+			}
+			return -1, fmt.Errorf("local: node %s's certificate: %w", a.ID, err)
+		}
+	}
 	c.addrs[i] = a
 	c.mu.Lock()
 	c.held[i] = s
@@ -235,6 +283,71 @@ func (c *Cluster) GRPCAddrs() []string {
 		out = append(out, c.addrs[i].GRPC)
 	}
 	return out
+}
+
+// CertDir is where a TLS cluster's CA and certificates are ("" without
+// TLS).
+func (c *Cluster) CertDir() string { return c.opts.CertDir }
+
+// ErrNoTLS: a certificate was asked of a cluster that runs without TLS.
+var ErrNoTLS = errors.New("local: the cluster runs without TLS")
+
+// Certificate is the certificate of id, issued by the cluster's CA the
+// first time it is asked for and the same one after. A name has one
+// certificate: asking for a name already issued to another role is an
+// error. Each slot's node certificate (named by its id) is issued as the
+// slot is reserved.
+func (c *Cluster) Certificate(id auth.Identity) (*auth.Loader, error) {
+	if !c.opts.TLS {
+		return nil, ErrNoTLS
+	}
+	return c.issue(id)
+}
+
+// ClientTLS is the TLS configuration of a client acting as id, its
+// certificate issued as Certificate does; nil on a cluster without TLS,
+// which client.WithTLS takes as plaintext. So a caller dials either kind
+// of cluster the same way.
+func (c *Cluster) ClientTLS(id auth.Identity) (*tls.Config, error) {
+	if !c.opts.TLS {
+		return nil, nil
+	}
+	l, err := c.issue(id)
+	if err != nil {
+		return nil, err
+	}
+	return l.ClientConfig(""), nil
+}
+
+// issue returns id's certificate, issuing it (a node's for loopback and
+// hosts) if it was not yet.
+func (c *Cluster) issue(id auth.Identity, hosts ...string) (*auth.Loader, error) {
+	c.certMu.Lock()
+	defer c.certMu.Unlock()
+	if l, ok := c.certs[id.Name]; ok {
+		if have := l.Identity(); have != id {
+			return nil, fmt.Errorf("local: %s is issued as %s already", id, have)
+		}
+		return l, nil
+	}
+	r := auth.IssueRequest{Identity: id, Replace: true}
+	if id.Role == auth.RoleNode {
+		r.Hosts = []string{"127.0.0.1", "localhost"}
+		for _, h := range hosts {
+			if !slices.Contains(r.Hosts, h) {
+				r.Hosts = append(r.Hosts, h)
+			}
+		}
+	}
+	if err := auth.Issue(c.opts.CertDir, r, time.Now()); err != nil {
+		return nil, fmt.Errorf("local: issuing %s: %w", id, err)
+	}
+	l, err := auth.NewLoader(auth.FilesIn(c.opts.CertDir, id.Name))
+	if err != nil {
+		return nil, fmt.Errorf("local: %w", err)
+	}
+	c.certs[id.Name] = l
+	return l, nil
 }
 
 // Design is the design the cluster was founded with.
@@ -314,6 +427,11 @@ func (c *Cluster) Config(i int) cluster.Config {
 		Legacy:         c.opts.Design == contract.Legacy,
 		Logger:         c.log.With("node", a.ID),
 		RaftLogOutput:  io.Discard,
+	}
+	if c.opts.TLS {
+		c.certMu.Lock()
+		cfg.TLS = c.certs[a.ID] // issued when the slot was reserved
+		c.certMu.Unlock()
 	}
 	if c.opts.Configure != nil {
 		c.opts.Configure(i, &cfg)

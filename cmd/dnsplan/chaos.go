@@ -45,6 +45,7 @@ func runChaos(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	keepGoing := fs.Bool("keep-going", false, "run the whole duration after a violation (default: stop a second after the first)")
 	verbose := fs.Bool("v", false, "with several runs, print each violation's history too (always printed for a single run)")
 	logLevel := fs.String("log-level", "", "log the nodes, planner, enactors and checker to stderr at this level (debug, info, warn, error); default none")
+	insecure := fs.Bool("insecure", false, "run the cluster and every client in plaintext, unauthenticated, for comparison (default: mutual TLS, each actor with a certificate of its role and name)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -76,7 +77,7 @@ func runChaos(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			start := time.Now()
 			rep, err := chaos.Run(ctx, chaos.Config{
 				Design: d, Seed: *seed + uint64(i), Duration: *duration, Faults: mix,
-				KeepGoing: *keepGoing, Out: *out, Logger: logger,
+				KeepGoing: *keepGoing, Out: *out, Logger: logger, Insecure: *insecure,
 			})
 			if ctx.Err() != nil {
 				return ctx.Err()

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -95,17 +94,13 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		stops = append(stops, stop)
 	}
 
-	// A CA of dev's own and a certificate for each process, the
-	// operator's for the user's ctl.
+	// The nodes on the contract's local ports, founded together, on
+	// mutual TLS with a CA of dev's own (kept with a kept --data-dir).
 	certDir := filepath.Join(*dataDir, "certs")
-	certs, err := devCertificates(certDir)
-	if err != nil {
-		return fmt.Errorf("dev: certificates: %w", err)
-	}
-
-	// The nodes on the contract's local ports, founded together.
 	nodes, err := local.Start(ctx, local.Options{
-		Dir: *dataDir,
+		Dir:     *dataDir,
+		TLS:     true,
+		CertDir: certDir,
 		Addrs: func(i int) local.Addrs {
 			return local.Addrs{
 				ID:   fmt.Sprintf("node%d", i+1),
@@ -116,9 +111,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			}
 		},
 		Logger: logger,
-		Configure: func(i int, cfg *cluster.Config) {
+		Configure: func(_ int, cfg *cluster.Config) {
 			cfg.RaftLogOutput, cfg.RaftLogLevel = stderr, "error"
-			cfg.TLS = certs[fmt.Sprintf("node%d", i+1)]
 		},
 	}, devReadyTimeout)
 	if err != nil {
@@ -147,15 +141,21 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}()
 		return nil
 	}
-	newClient := func(name string) (*client.Client, error) {
-		c, err := client.New(grpcAddrs, client.WithLogger(logger), client.WithTLS(certs[name].ClientConfig("")))
+	// Each process dials with a certificate of its own, named by the id
+	// it acts as.
+	newClient := func(id auth.Identity) (*client.Client, error) {
+		cfg, err := nodes.ClientTLS(id)
+		if err != nil {
+			return nil, fmt.Errorf("dev: %w", err)
+		}
+		c, err := client.New(grpcAddrs, client.WithLogger(logger), client.WithTLS(cfg))
 		if err == nil {
 			stops = append(stops, func() { c.Close() })
 		}
 		return c, err
 	}
 
-	pc, err := newClient("planner1")
+	pc, err := newClient(auth.Identity{Role: auth.RolePlanner, Name: "planner1"})
 	if err != nil {
 		return err
 	}
@@ -168,7 +168,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	for i, id := range []string{"az-a", "az-b", "az-c"} {
-		ec, err := newClient(id)
+		ec, err := newClient(auth.Identity{Role: auth.RoleEnactor, Name: id})
 		if err != nil {
 			return err
 		}
@@ -182,44 +182,14 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	}
 
+	// The user's certificate, for ctl and grpcurl.
+	if _, err := nodes.Certificate(auth.Identity{Role: auth.RoleOperator, Name: "operator"}); err != nil {
+		return fmt.Errorf("dev: %w", err)
+	}
 	printDev(stdout, *dataDir, certDir)
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "\nstopping dnsplan dev")
 	return nil
-}
-
-// devIdentities are the certificates dev issues: its nodes, planner,
-// enactors, and the user's operator.
-var devIdentities = []auth.Identity{
-	{Role: auth.RoleNode, Name: "node1"}, {Role: auth.RoleNode, Name: "node2"}, {Role: auth.RoleNode, Name: "node3"},
-	{Role: auth.RolePlanner, Name: "planner1"},
-	{Role: auth.RoleEnactor, Name: "az-a"}, {Role: auth.RoleEnactor, Name: "az-b"}, {Role: auth.RoleEnactor, Name: "az-c"},
-	{Role: auth.RoleOperator, Name: "operator"},
-}
-
-// devCertificates makes dev's CA in dir (or keeps the one a kept
-// --data-dir holds) and issues every process its certificate anew.
-func devCertificates(dir string) (map[string]*auth.Loader, error) {
-	now := time.Now()
-	if err := auth.InitCA(dir, 0, now); err != nil && !errors.Is(err, auth.ErrExists) {
-		return nil, err
-	}
-	out := map[string]*auth.Loader{}
-	for _, id := range devIdentities {
-		r := auth.IssueRequest{Identity: id, Replace: true}
-		if id.Role == auth.RoleNode {
-			r.Hosts = []string{"127.0.0.1", "localhost"}
-		}
-		if err := auth.Issue(dir, r, now); err != nil {
-			return nil, err
-		}
-		l, err := auth.NewLoader(auth.FilesIn(dir, id.Name))
-		if err != nil {
-			return nil, err
-		}
-		out[id.Name] = l
-	}
-	return out, nil
 }
 
 func printDev(w io.Writer, dataDir, certDir string) {

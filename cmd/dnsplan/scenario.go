@@ -19,7 +19,7 @@ var errNotAsExpected = errors.New("a design did not behave as expected")
 // runScenario runs a named scenario; aws-2025 is the only one.
 func runScenario(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "aws-2025" {
-		fmt.Fprintln(stderr, "usage: dnsplan scenario aws-2025 [--design legacy|fixed|both] [-o text|json]")
+		fmt.Fprintln(stderr, "usage: dnsplan scenario aws-2025 [--design legacy|fixed|both] [-o text|json] [--insecure]")
 		if len(args) == 0 {
 			return errors.New("scenario: name a scenario (aws-2025)")
 		}
@@ -29,6 +29,7 @@ func runScenario(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	design := fs.String("design", "both", "legacy, fixed or both (legacy, then fixed)")
 	output := fs.String("o", "text", "text, or json: one JSON object per design, one per line")
 	logLevel := fs.String("log-level", "", "log the nodes, enactors and checker to stderr at this level (debug, info, warn, error); default none")
+	insecure := fs.Bool("insecure", false, "run the cluster and the actors in plaintext, unauthenticated, for comparison (default: mutual TLS, each actor with a certificate naming it)")
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
@@ -52,7 +53,7 @@ func runScenario(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	var failed []string
 	for i, d := range designs {
-		rep, err := scenario.Run(ctx, d, scenario.Options{Logger: logger})
+		rep, err := scenario.Run(ctx, d, scenario.Options{Logger: logger, Insecure: *insecure})
 		if err != nil {
 			return err
 		}
