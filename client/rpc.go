@@ -33,6 +33,14 @@ func (c *Client) ListPlans(ctx context.Context, req *pb.ListPlansRequest) (*pb.L
 	})
 }
 
+// DiffPlans compares two plans and judges the second by the rules an
+// apply would meet now; it changes nothing.
+func (c *Client) DiffPlans(ctx context.Context, req *pb.DiffPlansRequest) (*pb.PlanDiff, error) {
+	return Do(ctx, c, func(ctx context.Context, cc grpc.ClientConnInterface) (*pb.PlanDiff, error) {
+		return pb.NewPlanServiceClient(cc).DiffPlans(ctx, req)
+	})
+}
+
 // AcquireLease takes a lease, or fails with FailedPrecondition while
 // another holder has it.
 func (c *Client) AcquireLease(ctx context.Context, req *pb.AcquireLeaseRequest) (*pb.Lease, error) {

@@ -69,6 +69,7 @@ var methods = resolve(map[string]method{
 	pb.PlanService_GetPlan_FullMethodName:    {access: accessRead, roles: readers},
 	pb.PlanService_ListPlans_FullMethodName:  {access: accessRead, roles: readers},
 	pb.PlanService_WatchPlans_FullMethodName: {access: accessStream, roles: readers},
+	pb.PlanService_DiffPlans_FullMethodName:  {access: accessRead, roles: readers, validate: validateDiff},
 
 	pb.LeaseService_AcquireLease_FullMethodName: {access: accessWrite, roles: auth.RolePlanner | auth.RoleEnactor | auth.RoleOperator, validate: fsm.Validate, bind: bindLease},
 	pb.LeaseService_RenewLease_FullMethodName:   {access: accessWrite, roles: auth.RolePlanner | auth.RoleEnactor | auth.RoleOperator, validate: fsm.Validate, bind: bindLease},
@@ -308,6 +309,17 @@ func validateSubmit(m proto.Message) error {
 	}
 	if req.GetLeaseName() != "" {
 		return contract.ValidateLeaseKey(req.GetLeaseName(), req.GetPlan().GetPlannerId())
+	}
+	return nil
+}
+
+func validateDiff(m proto.Message) error {
+	req := m.(*pb.DiffPlansRequest)
+	if (req.GetToGeneration() == 0) == (req.GetPlan() == nil) {
+		return fmt.Errorf("%w: give to_generation or plan, one of them", fsm.ErrInvalid)
+	}
+	if req.GetPlan() != nil {
+		return contract.ValidatePlan(req.GetPlan())
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/dnsplan/dnsplan/cluster/fsm"
+	"github.com/dnsplan/dnsplan/contract"
 	statev1 "github.com/dnsplan/dnsplan/proto/dnsplan/state/v1"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
@@ -57,6 +58,60 @@ func (p *planService) GetPlan(_ context.Context, req *pb.GetPlanRequest) (*pb.Pl
 		return nil, fmt.Errorf("%w: generation %d is unknown or deleted", fsm.ErrNotFound, req.GetGeneration())
 	}
 	return plan, nil
+}
+
+// DiffPlans compares two plans and judges the second by the rules, on
+// one reading of the replica: the plans, the served records and the time
+// they are judged against belong to one state.
+func (p *planService) DiffPlans(_ context.Context, req *pb.DiffPlansRequest) (*pb.PlanDiff, error) {
+	var (
+		from, to *pb.Plan
+		resp     = &pb.PlanDiff{}
+		err      error
+	)
+	p.c.read(func(s *fsm.State) {
+		resp.NewestGeneration = s.NewestGeneration()
+		if g := req.GetFromGeneration(); g != 0 {
+			if from = s.Plan(g); from == nil {
+				err = fmt.Errorf("%w: generation %d is unknown or deleted", fsm.ErrNotFound, g)
+				return
+			}
+		} else {
+			from = s.NewestPlan()
+		}
+		to = req.GetPlan()
+		if g := req.GetToGeneration(); g != 0 {
+			if to = s.Plan(g); to == nil {
+				err = fmt.Errorf("%w: generation %d is unknown or deleted", fsm.ErrNotFound, g)
+				return
+			}
+		}
+		resp.Endpoints = contract.DiffPlans(from, to)
+		if req.GetForce() || to.GetForced() {
+			return
+		}
+		byName := map[string]*pb.EndpointPlan{}
+		for _, ep := range to.GetEndpoints() {
+			byName[contract.CanonicalName(ep.GetName())] = ep
+		}
+		for _, d := range resp.Endpoints {
+			if ep := byName[d.Endpoint]; ep != nil {
+				d.Rules = s.Judge(d.Endpoint, ep.GetTargets())
+			}
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	resp.FromGeneration, resp.ToGeneration = from.GetGeneration(), to.GetGeneration()
+	if from != nil {
+		resp.FromDigest = from.GetDigest()
+	}
+	resp.ToDigest = to.GetDigest()
+	if req.GetPlan() != nil { // not stored: no generation, the digest it would get
+		resp.ToGeneration, resp.ToDigest = 0, contract.PlanDigest(to)
+	}
+	return resp, nil
 }
 
 func (p *planService) ListPlans(_ context.Context, req *pb.ListPlansRequest) (*pb.ListPlansResponse, error) {

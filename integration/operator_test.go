@@ -2,12 +2,14 @@ package integration
 
 import (
 	"context"
+	"reflect"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/cluster/clustertest"
@@ -60,5 +62,90 @@ func TestReviewedSubmission(t *testing.T) {
 	got, err := cl.GetPlan(ctx, &pb.GetPlanRequest{Generation: second.Generation})
 	if err != nil || got.GetDigest() != digest {
 		t.Fatalf("stored digest %q (%v), want %s", got.GetDigest(), err, digest)
+	}
+}
+
+// A preview through a real cluster: a dry run stores nothing, shows what
+// the plan changes against the newest plan, and judges it by the rules
+// an apply would meet now, against what the endpoint serves.
+func TestDiffPlansPreview(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{})
+	cl := c.Client()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	plan := func(a1, a2, v6 uint32) *pb.Plan {
+		return &pb.Plan{PlannerId: "ops", Endpoints: []*pb.EndpointPlan{{Name: endpoint, Ttl: 30, Targets: []*pb.Target{
+			{Id: "lb-1", Address: "192.0.2.1", Weight: a1}, {Id: "lb-2", Address: "192.0.2.2", Weight: a2},
+			{Id: "lb-3", Address: "2001:db8::1", Weight: v6}}}}}
+	}
+	first, err := cl.SubmitPlan(ctx, &pb.SubmitPlanRequest{Plan: plan(100, 100, 10)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lease, err := cl.AcquireLease(ctx, &pb.AcquireLeaseRequest{Name: "enactor/0", Holder: "az-a", Ttl: durationpb.New(time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.ApplyPlan(ctx, &pb.ApplyPlanRequest{Generation: first.Generation, LeaseName: lease.Name, LeaseToken: lease.Token, EnactorId: "az-a"}); err != nil {
+		t.Fatal(err)
+	}
+	broken := func(d *pb.PlanDiff) map[string]string {
+		out := map[string]string{}
+		for _, r := range d.GetEndpoints()[0].GetRules() {
+			if !r.GetOk() {
+				out[r.GetRule()] = r.GetReasonCode()
+			}
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		what   string
+		plan   *pb.Plan
+		broken map[string]string
+		a      float64
+	}{
+		{"a drain of one of two", plan(100, 0, 10), map[string]string{}, -50},
+		{"three quarters of A gone", plan(50, 0, 10), map[string]string{"velocity": "VELOCITY"}, -75},
+		{"AAAA emptied", plan(100, 100, 0), map[string]string{"family": "FAMILY"}, 0},
+	} {
+		d, err := cl.DiffPlans(ctx, &pb.DiffPlansRequest{Plan: tc.plan})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.what, err)
+		}
+		if d.FromGeneration != first.Generation || d.ToGeneration != 0 || d.NewestGeneration != first.Generation || d.ToDigest != contract.PlanDigest(tc.plan) {
+			t.Errorf("%s: from %d to %d newest %d digest %s", tc.what, d.FromGeneration, d.ToGeneration, d.NewestGeneration, d.ToDigest)
+		}
+		if got := broken(d); !reflect.DeepEqual(got, tc.broken) {
+			t.Errorf("%s: broken rules %v, want %v", tc.what, got, tc.broken)
+		}
+		if got := d.GetEndpoints()[0].GetAChangePercent(); got != tc.a {
+			t.Errorf("%s: A capacity change %v%%, want %v%%", tc.what, got, tc.a)
+		}
+		// A forced plan meets no rule to judge.
+		if f, err := cl.DiffPlans(ctx, &pb.DiffPlansRequest{Plan: tc.plan, Force: true}); err != nil || len(f.GetEndpoints()[0].GetRules()) != 0 {
+			t.Errorf("%s, forced: rules %v (%v), want none", tc.what, f.GetEndpoints()[0].GetRules(), err)
+		}
+	}
+	st, err := cl.Status(ctx)
+	if err != nil || st.GetNextGeneration() != first.Generation+1 {
+		t.Fatalf("dry runs stored something: next generation %d (%v)", st.GetNextGeneration(), err)
+	}
+	second, err := cl.SubmitPlan(ctx, &pb.SubmitPlanRequest{Plan: plan(100, 0, 10)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := cl.DiffPlans(ctx, &pb.DiffPlansRequest{FromGeneration: first.Generation, ToGeneration: second.Generation})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := d.GetEndpoints()[0]
+	if e.Change != contract.ChangeChanged || !reflect.DeepEqual(e.Removed, []string{"192.0.2.2"}) || d.ToDigest != contract.PlanDigest(plan(100, 0, 10)) {
+		t.Errorf("diff of two stored plans: %v", d)
+	}
+	if _, err := cl.DiffPlans(ctx, &pb.DiffPlansRequest{FromGeneration: 99, ToGeneration: second.Generation}); status.Code(err) != codes.NotFound {
+		t.Errorf("diff from an unknown generation: %v, want NOT_FOUND", err)
+	}
+	if _, err := cl.DiffPlans(ctx, &pb.DiffPlansRequest{}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("diff of nothing: %v, want INVALID_ARGUMENT", err)
 	}
 }

@@ -398,3 +398,24 @@ func (s *State) recordServed(name string, targets []*pb.Target) {
 	}
 	s.served[name] = &statev1.ServedWindow{Endpoint: name, Records: recs}
 }
+
+// Judge runs the per-endpoint rules of a non-forced change one by one, as
+// an apply of targets to endpoint name would meet them now, and changes
+// nothing: a preview (DiffPlans).
+func (s *State) Judge(name string, targets []*pb.Target) []*pb.RuleCheck {
+	name = contract.CanonicalName(name)
+	var cur *pb.AppliedEndpoint
+	if a := s.applied[name]; a != nil {
+		cur = s.resolve(a)
+	}
+	verdict := func(rule string, err error) *pb.RuleCheck {
+		if err == nil {
+			return &pb.RuleCheck{Rule: rule, Ok: true}
+		}
+		return &pb.RuleCheck{Rule: rule, ReasonCode: string(Reason(err)), Reason: err.Error()}
+	}
+	return []*pb.RuleCheck{
+		verdict("family", checkFamilies(name, cur, targets)),
+		verdict("velocity", s.checkVelocity(name, cur, targets)),
+	}
+}

@@ -71,7 +71,8 @@ func ctlCommands() []ctlCommand {
 		{"members", "members", "the cluster's members", setupMembers},
 		{"plans", "plans [--stale]", "stored plans", setupPlans},
 		{"plan", "plan [--stale] GEN", "one plan, endpoint by endpoint", setupPlan},
-		{"submit", "submit -f FILE|- [--force] [--expect-parent GEN] [--expect-digest DIGEST]", "submit a plan (protojson of dnsplan.v1.Plan); prints its generation and digest", setupSubmit},
+		{"submit", "submit -f FILE|- [--force] [--dry-run] [--expect-parent GEN] [--expect-digest DIGEST]", "submit a plan (protojson of dnsplan.v1.Plan); prints its generation and digest; --dry-run shows what it would change and stores nothing", setupSubmit},
+		{"diff", "diff [--stale] GEN_A GEN_B", "what plan GEN_B changes against GEN_A, and the rules it would meet if applied now", setupDiff},
 		{"applied", "applied [--stale] [ENDPOINT]", "what endpoints serve", setupApplied},
 		{"leases", "leases [--stale]", "leases, with their holders and tokens", setupLeases},
 		{"cleanup", "cleanup --keep N", "delete old plans no endpoint serves, keeping the newest N", setupCleanup},
@@ -703,6 +704,7 @@ func setupSubmit(fs *flag.FlagSet) func(context.Context, *ctl, []string) error {
 	var parent optionalUint
 	fs.Var(&parent, "expect-parent", "store the plan only if the newest plan is generation `GEN` (0: none yet), else PARENT_MOVED")
 	digest := fs.String("expect-digest", "", "store the plan only if its digest is `DIGEST` (as ctl plan and ctl diff show it), else DIGEST")
+	dryRun := fs.Bool("dry-run", false, "store nothing: show what the plan changes against the newest plan, and the rules it would meet if applied now")
 	return func(ctx context.Context, x *ctl, args []string) error {
 		if err := noArgs(args); err != nil {
 			return err
@@ -722,6 +724,13 @@ func setupSubmit(fs *flag.FlagSet) func(context.Context, *ctl, []string) error {
 		c, err := x.client()
 		if err != nil {
 			return err
+		}
+		if *dryRun {
+			d, err := c.DiffPlans(ctx, &pb.DiffPlansRequest{Plan: plan, Force: *force})
+			if err != nil {
+				return err
+			}
+			return x.show(d, func(w io.Writer) { renderDiff(w, d, *file) })
 		}
 		req := &pb.SubmitPlanRequest{Plan: plan, Force: *force, ExpectedParent: parent.ptr(), ExpectedDigest: *digest}
 		resp, err := c.SubmitPlan(ctx, req)
@@ -761,6 +770,96 @@ func (o *optionalUint) ptr() *uint64 {
 		return nil
 	}
 	return &o.v
+}
+
+// --- diff ---
+
+func setupDiff(fs *flag.FlagSet) func(context.Context, *ctl, []string) error {
+	stale := fs.Bool("stale", false, "read the answering node's replica, which may lag")
+	return func(ctx context.Context, x *ctl, args []string) error {
+		if len(args) != 2 {
+			return fmt.Errorf("%w: diff wants two generations, GEN_A GEN_B", errCtlUsage)
+		}
+		a, err := parseGeneration(args[:1])
+		if err != nil {
+			return err
+		}
+		b, err := parseGeneration(args[1:])
+		if err != nil {
+			return err
+		}
+		c, err := x.client()
+		if err != nil {
+			return err
+		}
+		d, err := c.DiffPlans(ctx, &pb.DiffPlansRequest{FromGeneration: a, ToGeneration: b, Stale: *stale})
+		if err != nil {
+			return err
+		}
+		return x.show(d, func(w io.Writer) { renderDiff(w, d, "") })
+	}
+}
+
+// renderDiff prints a diff endpoint by endpoint: what changes, the change
+// of capacity per family, and the rules; then each broken rule's reason.
+// file, for a dry run, is the plan file the next command would submit.
+func renderDiff(w io.Writer, d *pb.PlanDiff, file string) {
+	side := func(gen uint64, digest string) string {
+		switch {
+		case gen == 0 && digest == "":
+			return "no plan"
+		case gen == 0:
+			return "this plan, not stored   " + digest
+		}
+		return fmt.Sprintf("generation %d   %s", gen, digest)
+	}
+	fmt.Fprintf(w, "from:\t%s\nto:\t%s\n\n", side(d.GetFromGeneration(), d.GetFromDigest()), side(d.GetToGeneration(), d.GetToDigest()))
+	tableRow(w, "ENDPOINT", "CHANGE", "ADDED", "REMOVED", "WEIGHTS", "A", "AAAA", "RULES")
+	var broken []string
+	for _, e := range d.GetEndpoints() {
+		weights := make([]string, 0, len(e.GetWeights()))
+		for _, c := range e.GetWeights() {
+			weights = append(weights, fmt.Sprintf("%s %d→%d", c.GetAddress(), c.GetFrom(), c.GetTo()))
+		}
+		if e.GetTtlFrom() != e.GetTtlTo() {
+			weights = append(weights, fmt.Sprintf("ttl %d→%d", e.GetTtlFrom(), e.GetTtlTo()))
+		}
+		rules := "-"
+		if len(e.GetRules()) > 0 {
+			var bad []string
+			for _, r := range e.GetRules() {
+				if !r.GetOk() {
+					bad = append(bad, r.GetReasonCode())
+					broken = append(broken, fmt.Sprintf("%s: %s: %s", e.GetEndpoint(), r.GetRule(), r.GetReason()))
+				}
+			}
+			rules = "ok"
+			if len(bad) > 0 {
+				rules = "breaks " + strings.Join(bad, ",")
+			}
+		}
+		tableRow(w, e.GetEndpoint(), e.GetChange(), dashIfZero(strings.Join(e.GetAdded(), " ")), dashIfZero(strings.Join(e.GetRemoved(), " ")),
+			dashIfZero(strings.Join(weights, " ")), percentCell(e.AChangePercent), percentCell(e.AaaaChangePercent), rules)
+	}
+	for _, b := range broken {
+		fmt.Fprintf(w, "\n%s", b)
+	}
+	if len(broken) > 0 {
+		fmt.Fprintln(w)
+	}
+	if file != "" {
+		fmt.Fprintf(w, "\nnothing stored. To store exactly this plan on generation %d:\n  dnsplan ctl submit -f %s --expect-parent %d --expect-digest %s\n",
+			d.GetNewestGeneration(), file, d.GetNewestGeneration(), d.GetToDigest())
+	}
+}
+
+// percentCell prints a capacity change ("-" when the first plan serves
+// none of the family).
+func percentCell(p *float64) string {
+	if p == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%+.0f%%", *p)
 }
 
 // readPlanFile reads a plan from path, or from stdin when path is "-".

@@ -226,6 +226,28 @@ INDEX  TIME                  KIND          CALLER        ACTOR  GEN  ENDPOINT   
 9      -                     freeze        -             -      -    -                  -          -      frozen               from a node before the codes
 10     2025-10-20T07:00:00Z  refused_call  reader/dash   -      -    -                  -          -      rejected PERMISSION  node n2 refused 3 call(s): ...
 `},
+		{"diff", renderTable(func(w io.Writer) {
+			minus75, plus0 := -75.0, 0.0
+			renderDiff(w, &pb.PlanDiff{FromGeneration: 3, FromDigest: "sha256:aa", ToDigest: "sha256:bb", NewestGeneration: 4,
+				Endpoints: []*pb.EndpointDiff{
+					{Endpoint: "api.dnsplan.test.", Change: "changed", Removed: []string{"192.0.2.2"}, Weights: []*pb.WeightChange{{Address: "192.0.2.1", From: 100, To: 50}},
+						AChangePercent: &minus75, AaaaChangePercent: &plus0, TtlFrom: 30, TtlTo: 60, Rules: []*pb.RuleCheck{
+							{Rule: "family", Ok: true}, {Rule: "velocity", ReasonCode: "VELOCITY", Reason: "velocity limit exceeded: ..."}}},
+					{Endpoint: "new.dnsplan.test.", Change: "added", Added: []string{"2001:db8::9"}, Rules: []*pb.RuleCheck{{Rule: "family", Ok: true}, {Rule: "velocity", Ok: true}}},
+				}}, "plan.json")
+		}), `
+from:  generation 3   sha256:aa
+to:    this plan, not stored   sha256:bb
+
+ENDPOINT           CHANGE   ADDED        REMOVED    WEIGHTS                     A     AAAA  RULES
+api.dnsplan.test.  changed  -            192.0.2.2  192.0.2.1 100→50 ttl 30→60  -75%  +0%   breaks VELOCITY
+new.dnsplan.test.  added    2001:db8::9  -          -                           -     -     ok
+
+api.dnsplan.test.: velocity: velocity limit exceeded: ...
+
+nothing stored. To store exactly this plan on generation 4:
+  dnsplan ctl submit -f plan.json --expect-parent 4 --expect-digest sha256:bb
+`},
 		{"cleanup", renderTable(func(w io.Writer) { renderCleanup(w, []uint64{1, 2}) }), `
 deleted 2 plans: generations 1, 2
 `},

@@ -938,6 +938,432 @@ func (x *WatchPlansResponse) GetPlan() *Plan {
 	return nil
 }
 
+type DiffPlansRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// from_generation is the plan compared against (0: the newest stored
+	// plan, none if no plan is stored).
+	FromGeneration uint64 `protobuf:"varint,1,opt,name=from_generation,json=fromGeneration,proto3" json:"from_generation,omitempty"`
+	// to_generation is a stored plan to compare; or plan, a plan not stored
+	// (a dry run of its submission). One of them.
+	ToGeneration uint64 `protobuf:"varint,2,opt,name=to_generation,json=toGeneration,proto3" json:"to_generation,omitempty"`
+	Plan         *Plan  `protobuf:"bytes,3,opt,name=plan,proto3" json:"plan,omitempty"`
+	// force judges the plan as a forced one (its rules are skipped).
+	Force         bool `protobuf:"varint,4,opt,name=force,proto3" json:"force,omitempty"`
+	Stale         bool `protobuf:"varint,5,opt,name=stale,proto3" json:"stale,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DiffPlansRequest) Reset() {
+	*x = DiffPlansRequest{}
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DiffPlansRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DiffPlansRequest) ProtoMessage() {}
+
+func (x *DiffPlansRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DiffPlansRequest.ProtoReflect.Descriptor instead.
+func (*DiffPlansRequest) Descriptor() ([]byte, []int) {
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *DiffPlansRequest) GetFromGeneration() uint64 {
+	if x != nil {
+		return x.FromGeneration
+	}
+	return 0
+}
+
+func (x *DiffPlansRequest) GetToGeneration() uint64 {
+	if x != nil {
+		return x.ToGeneration
+	}
+	return 0
+}
+
+func (x *DiffPlansRequest) GetPlan() *Plan {
+	if x != nil {
+		return x.Plan
+	}
+	return nil
+}
+
+func (x *DiffPlansRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+func (x *DiffPlansRequest) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
+type PlanDiff struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	FromGeneration uint64                 `protobuf:"varint,1,opt,name=from_generation,json=fromGeneration,proto3" json:"from_generation,omitempty"`
+	FromDigest     string                 `protobuf:"bytes,2,opt,name=from_digest,json=fromDigest,proto3" json:"from_digest,omitempty"`
+	// to_generation is 0 for a plan not stored.
+	ToGeneration uint64 `protobuf:"varint,3,opt,name=to_generation,json=toGeneration,proto3" json:"to_generation,omitempty"`
+	ToDigest     string `protobuf:"bytes,4,opt,name=to_digest,json=toDigest,proto3" json:"to_digest,omitempty"`
+	// newest_generation is the head of the plan chain now: what a
+	// submission of the plan would expect as its parent.
+	NewestGeneration uint64 `protobuf:"varint,5,opt,name=newest_generation,json=newestGeneration,proto3" json:"newest_generation,omitempty"`
+	// endpoints are every endpoint of either plan, by name.
+	Endpoints     []*EndpointDiff `protobuf:"bytes,6,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanDiff) Reset() {
+	*x = PlanDiff{}
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanDiff) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanDiff) ProtoMessage() {}
+
+func (x *PlanDiff) ProtoReflect() protoreflect.Message {
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanDiff.ProtoReflect.Descriptor instead.
+func (*PlanDiff) Descriptor() ([]byte, []int) {
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *PlanDiff) GetFromGeneration() uint64 {
+	if x != nil {
+		return x.FromGeneration
+	}
+	return 0
+}
+
+func (x *PlanDiff) GetFromDigest() string {
+	if x != nil {
+		return x.FromDigest
+	}
+	return ""
+}
+
+func (x *PlanDiff) GetToGeneration() uint64 {
+	if x != nil {
+		return x.ToGeneration
+	}
+	return 0
+}
+
+func (x *PlanDiff) GetToDigest() string {
+	if x != nil {
+		return x.ToDigest
+	}
+	return ""
+}
+
+func (x *PlanDiff) GetNewestGeneration() uint64 {
+	if x != nil {
+		return x.NewestGeneration
+	}
+	return 0
+}
+
+func (x *PlanDiff) GetEndpoints() []*EndpointDiff {
+	if x != nil {
+		return x.Endpoints
+	}
+	return nil
+}
+
+// EndpointDiff is one endpoint's change. An address is served when its
+// targets' weights add up to more than 0.
+type EndpointDiff struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Endpoint string                 `protobuf:"bytes,1,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	// change: added, removed, changed or unchanged.
+	Change string `protobuf:"bytes,2,opt,name=change,proto3" json:"change,omitempty"`
+	// added and removed are the addresses served by one plan only.
+	Added   []string `protobuf:"bytes,3,rep,name=added,proto3" json:"added,omitempty"`
+	Removed []string `protobuf:"bytes,4,rep,name=removed,proto3" json:"removed,omitempty"`
+	// weights are the addresses both serve, with a changed weight.
+	Weights []*WeightChange `protobuf:"bytes,5,rep,name=weights,proto3" json:"weights,omitempty"`
+	// a_change_percent and aaaa_change_percent are the change of the
+	// family's total weight, in percent of the first plan's (absent when the
+	// first plan has none of that family).
+	AChangePercent    *float64 `protobuf:"fixed64,6,opt,name=a_change_percent,json=aChangePercent,proto3,oneof" json:"a_change_percent,omitempty"`
+	AaaaChangePercent *float64 `protobuf:"fixed64,7,opt,name=aaaa_change_percent,json=aaaaChangePercent,proto3,oneof" json:"aaaa_change_percent,omitempty"`
+	// ttl_from and ttl_to, when the TTL changes.
+	TtlFrom uint32 `protobuf:"varint,8,opt,name=ttl_from,json=ttlFrom,proto3" json:"ttl_from,omitempty"`
+	TtlTo   uint32 `protobuf:"varint,9,opt,name=ttl_to,json=ttlTo,proto3" json:"ttl_to,omitempty"`
+	// rules are the second plan's endpoint judged as if applied now (none
+	// for an endpoint it does not hold, or a forced plan).
+	Rules         []*RuleCheck `protobuf:"bytes,10,rep,name=rules,proto3" json:"rules,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EndpointDiff) Reset() {
+	*x = EndpointDiff{}
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndpointDiff) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndpointDiff) ProtoMessage() {}
+
+func (x *EndpointDiff) ProtoReflect() protoreflect.Message {
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndpointDiff.ProtoReflect.Descriptor instead.
+func (*EndpointDiff) Descriptor() ([]byte, []int) {
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *EndpointDiff) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *EndpointDiff) GetChange() string {
+	if x != nil {
+		return x.Change
+	}
+	return ""
+}
+
+func (x *EndpointDiff) GetAdded() []string {
+	if x != nil {
+		return x.Added
+	}
+	return nil
+}
+
+func (x *EndpointDiff) GetRemoved() []string {
+	if x != nil {
+		return x.Removed
+	}
+	return nil
+}
+
+func (x *EndpointDiff) GetWeights() []*WeightChange {
+	if x != nil {
+		return x.Weights
+	}
+	return nil
+}
+
+func (x *EndpointDiff) GetAChangePercent() float64 {
+	if x != nil && x.AChangePercent != nil {
+		return *x.AChangePercent
+	}
+	return 0
+}
+
+func (x *EndpointDiff) GetAaaaChangePercent() float64 {
+	if x != nil && x.AaaaChangePercent != nil {
+		return *x.AaaaChangePercent
+	}
+	return 0
+}
+
+func (x *EndpointDiff) GetTtlFrom() uint32 {
+	if x != nil {
+		return x.TtlFrom
+	}
+	return 0
+}
+
+func (x *EndpointDiff) GetTtlTo() uint32 {
+	if x != nil {
+		return x.TtlTo
+	}
+	return 0
+}
+
+func (x *EndpointDiff) GetRules() []*RuleCheck {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+type WeightChange struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Address       string                 `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	From          uint64                 `protobuf:"varint,2,opt,name=from,proto3" json:"from,omitempty"`
+	To            uint64                 `protobuf:"varint,3,opt,name=to,proto3" json:"to,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WeightChange) Reset() {
+	*x = WeightChange{}
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WeightChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WeightChange) ProtoMessage() {}
+
+func (x *WeightChange) ProtoReflect() protoreflect.Message {
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WeightChange.ProtoReflect.Descriptor instead.
+func (*WeightChange) Descriptor() ([]byte, []int) {
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *WeightChange) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *WeightChange) GetFrom() uint64 {
+	if x != nil {
+		return x.From
+	}
+	return 0
+}
+
+func (x *WeightChange) GetTo() uint64 {
+	if x != nil {
+		return x.To
+	}
+	return 0
+}
+
+// RuleCheck is one rule's verdict: rule is its name (family, velocity),
+// reason_code and reason say why it would refuse.
+type RuleCheck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rule          string                 `protobuf:"bytes,1,opt,name=rule,proto3" json:"rule,omitempty"`
+	Ok            bool                   `protobuf:"varint,2,opt,name=ok,proto3" json:"ok,omitempty"`
+	ReasonCode    string                 `protobuf:"bytes,3,opt,name=reason_code,json=reasonCode,proto3" json:"reason_code,omitempty"`
+	Reason        string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RuleCheck) Reset() {
+	*x = RuleCheck{}
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RuleCheck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RuleCheck) ProtoMessage() {}
+
+func (x *RuleCheck) ProtoReflect() protoreflect.Message {
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RuleCheck.ProtoReflect.Descriptor instead.
+func (*RuleCheck) Descriptor() ([]byte, []int) {
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *RuleCheck) GetRule() string {
+	if x != nil {
+		return x.Rule
+	}
+	return ""
+}
+
+func (x *RuleCheck) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *RuleCheck) GetReasonCode() string {
+	if x != nil {
+		return x.ReasonCode
+	}
+	return ""
+}
+
+func (x *RuleCheck) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // Lease is a named, expiring lock with a fencing token. Tokens strictly
 // increase across all leases; a superseded token is refused forever.
 type Lease struct {
@@ -953,7 +1379,7 @@ type Lease struct {
 
 func (x *Lease) Reset() {
 	*x = Lease{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[10]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -965,7 +1391,7 @@ func (x *Lease) String() string {
 func (*Lease) ProtoMessage() {}
 
 func (x *Lease) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[10]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -978,7 +1404,7 @@ func (x *Lease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Lease.ProtoReflect.Descriptor instead.
 func (*Lease) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{10}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Lease) GetName() string {
@@ -1027,7 +1453,7 @@ type AcquireLeaseRequest struct {
 
 func (x *AcquireLeaseRequest) Reset() {
 	*x = AcquireLeaseRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[11]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1039,7 +1465,7 @@ func (x *AcquireLeaseRequest) String() string {
 func (*AcquireLeaseRequest) ProtoMessage() {}
 
 func (x *AcquireLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[11]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1052,7 +1478,7 @@ func (x *AcquireLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcquireLeaseRequest.ProtoReflect.Descriptor instead.
 func (*AcquireLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{11}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AcquireLeaseRequest) GetName() string {
@@ -1087,7 +1513,7 @@ type RenewLeaseRequest struct {
 
 func (x *RenewLeaseRequest) Reset() {
 	*x = RenewLeaseRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[12]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1099,7 +1525,7 @@ func (x *RenewLeaseRequest) String() string {
 func (*RenewLeaseRequest) ProtoMessage() {}
 
 func (x *RenewLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[12]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1112,7 +1538,7 @@ func (x *RenewLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewLeaseRequest.ProtoReflect.Descriptor instead.
 func (*RenewLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{12}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RenewLeaseRequest) GetName() string {
@@ -1147,7 +1573,7 @@ type ReleaseLeaseRequest struct {
 
 func (x *ReleaseLeaseRequest) Reset() {
 	*x = ReleaseLeaseRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[13]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1159,7 +1585,7 @@ func (x *ReleaseLeaseRequest) String() string {
 func (*ReleaseLeaseRequest) ProtoMessage() {}
 
 func (x *ReleaseLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[13]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1172,7 +1598,7 @@ func (x *ReleaseLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseLeaseRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{13}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ReleaseLeaseRequest) GetName() string {
@@ -1204,7 +1630,7 @@ type ReleaseLeaseResponse struct {
 
 func (x *ReleaseLeaseResponse) Reset() {
 	*x = ReleaseLeaseResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[14]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1216,7 +1642,7 @@ func (x *ReleaseLeaseResponse) String() string {
 func (*ReleaseLeaseResponse) ProtoMessage() {}
 
 func (x *ReleaseLeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[14]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1229,7 +1655,7 @@ func (x *ReleaseLeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseLeaseResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseLeaseResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{14}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{19}
 }
 
 type ListLeasesRequest struct {
@@ -1241,7 +1667,7 @@ type ListLeasesRequest struct {
 
 func (x *ListLeasesRequest) Reset() {
 	*x = ListLeasesRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[15]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1253,7 +1679,7 @@ func (x *ListLeasesRequest) String() string {
 func (*ListLeasesRequest) ProtoMessage() {}
 
 func (x *ListLeasesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[15]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1266,7 +1692,7 @@ func (x *ListLeasesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLeasesRequest.ProtoReflect.Descriptor instead.
 func (*ListLeasesRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{15}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListLeasesRequest) GetStale() bool {
@@ -1285,7 +1711,7 @@ type ListLeasesResponse struct {
 
 func (x *ListLeasesResponse) Reset() {
 	*x = ListLeasesResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[16]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1297,7 +1723,7 @@ func (x *ListLeasesResponse) String() string {
 func (*ListLeasesResponse) ProtoMessage() {}
 
 func (x *ListLeasesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[16]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1310,7 +1736,7 @@ func (x *ListLeasesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLeasesResponse.ProtoReflect.Descriptor instead.
 func (*ListLeasesResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{16}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListLeasesResponse) GetLeases() []*Lease {
@@ -1334,7 +1760,7 @@ type ApplyPlanRequest struct {
 
 func (x *ApplyPlanRequest) Reset() {
 	*x = ApplyPlanRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[17]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1346,7 +1772,7 @@ func (x *ApplyPlanRequest) String() string {
 func (*ApplyPlanRequest) ProtoMessage() {}
 
 func (x *ApplyPlanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[17]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1359,7 +1785,7 @@ func (x *ApplyPlanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyPlanRequest.ProtoReflect.Descriptor instead.
 func (*ApplyPlanRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{17}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ApplyPlanRequest) GetGeneration() uint64 {
@@ -1413,7 +1839,7 @@ type EndpointResult struct {
 
 func (x *EndpointResult) Reset() {
 	*x = EndpointResult{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[18]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1425,7 +1851,7 @@ func (x *EndpointResult) String() string {
 func (*EndpointResult) ProtoMessage() {}
 
 func (x *EndpointResult) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[18]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1438,7 +1864,7 @@ func (x *EndpointResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointResult.ProtoReflect.Descriptor instead.
 func (*EndpointResult) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{18}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *EndpointResult) GetEndpoint() string {
@@ -1485,7 +1911,7 @@ type ApplyPlanResponse struct {
 
 func (x *ApplyPlanResponse) Reset() {
 	*x = ApplyPlanResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[19]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1497,7 +1923,7 @@ func (x *ApplyPlanResponse) String() string {
 func (*ApplyPlanResponse) ProtoMessage() {}
 
 func (x *ApplyPlanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[19]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1510,7 +1936,7 @@ func (x *ApplyPlanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyPlanResponse.ProtoReflect.Descriptor instead.
 func (*ApplyPlanResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{19}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ApplyPlanResponse) GetResults() []*EndpointResult {
@@ -1531,7 +1957,7 @@ type CleanupPlansRequest struct {
 
 func (x *CleanupPlansRequest) Reset() {
 	*x = CleanupPlansRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[20]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1543,7 +1969,7 @@ func (x *CleanupPlansRequest) String() string {
 func (*CleanupPlansRequest) ProtoMessage() {}
 
 func (x *CleanupPlansRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[20]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1556,7 +1982,7 @@ func (x *CleanupPlansRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CleanupPlansRequest.ProtoReflect.Descriptor instead.
 func (*CleanupPlansRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{20}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CleanupPlansRequest) GetKeepLast() uint32 {
@@ -1575,7 +2001,7 @@ type CleanupPlansResponse struct {
 
 func (x *CleanupPlansResponse) Reset() {
 	*x = CleanupPlansResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[21]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1587,7 +2013,7 @@ func (x *CleanupPlansResponse) String() string {
 func (*CleanupPlansResponse) ProtoMessage() {}
 
 func (x *CleanupPlansResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[21]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1600,7 +2026,7 @@ func (x *CleanupPlansResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CleanupPlansResponse.ProtoReflect.Descriptor instead.
 func (*CleanupPlansResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{21}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CleanupPlansResponse) GetDeleted() []uint64 {
@@ -1620,7 +2046,7 @@ type GetAppliedRequest struct {
 
 func (x *GetAppliedRequest) Reset() {
 	*x = GetAppliedRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[22]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1632,7 +2058,7 @@ func (x *GetAppliedRequest) String() string {
 func (*GetAppliedRequest) ProtoMessage() {}
 
 func (x *GetAppliedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[22]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1645,7 +2071,7 @@ func (x *GetAppliedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAppliedRequest.ProtoReflect.Descriptor instead.
 func (*GetAppliedRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{22}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetAppliedRequest) GetEndpoint() string {
@@ -1685,7 +2111,7 @@ type AppliedEndpoint struct {
 
 func (x *AppliedEndpoint) Reset() {
 	*x = AppliedEndpoint{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[23]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1697,7 +2123,7 @@ func (x *AppliedEndpoint) String() string {
 func (*AppliedEndpoint) ProtoMessage() {}
 
 func (x *AppliedEndpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[23]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1710,7 +2136,7 @@ func (x *AppliedEndpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppliedEndpoint.ProtoReflect.Descriptor instead.
 func (*AppliedEndpoint) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{23}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *AppliedEndpoint) GetEndpoint() string {
@@ -1795,7 +2221,7 @@ type ListAppliedRequest struct {
 
 func (x *ListAppliedRequest) Reset() {
 	*x = ListAppliedRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[24]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1807,7 +2233,7 @@ func (x *ListAppliedRequest) String() string {
 func (*ListAppliedRequest) ProtoMessage() {}
 
 func (x *ListAppliedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[24]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1820,7 +2246,7 @@ func (x *ListAppliedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAppliedRequest.ProtoReflect.Descriptor instead.
 func (*ListAppliedRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{24}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListAppliedRequest) GetStale() bool {
@@ -1856,7 +2282,7 @@ type ListAppliedResponse struct {
 
 func (x *ListAppliedResponse) Reset() {
 	*x = ListAppliedResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[25]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1868,7 +2294,7 @@ func (x *ListAppliedResponse) String() string {
 func (*ListAppliedResponse) ProtoMessage() {}
 
 func (x *ListAppliedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[25]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1881,7 +2307,7 @@ func (x *ListAppliedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAppliedResponse.ProtoReflect.Descriptor instead.
 func (*ListAppliedResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{25}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListAppliedResponse) GetEndpoints() []*AppliedEndpoint {
@@ -1911,7 +2337,7 @@ type WatchAppliedRequest struct {
 
 func (x *WatchAppliedRequest) Reset() {
 	*x = WatchAppliedRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[26]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1923,7 +2349,7 @@ func (x *WatchAppliedRequest) String() string {
 func (*WatchAppliedRequest) ProtoMessage() {}
 
 func (x *WatchAppliedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[26]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1936,7 +2362,7 @@ func (x *WatchAppliedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAppliedRequest.ProtoReflect.Descriptor instead.
 func (*WatchAppliedRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{26}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *WatchAppliedRequest) GetFromRevision() uint64 {
@@ -1955,7 +2381,7 @@ type WatchAppliedResponse struct {
 
 func (x *WatchAppliedResponse) Reset() {
 	*x = WatchAppliedResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[27]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1967,7 +2393,7 @@ func (x *WatchAppliedResponse) String() string {
 func (*WatchAppliedResponse) ProtoMessage() {}
 
 func (x *WatchAppliedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[27]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1980,7 +2406,7 @@ func (x *WatchAppliedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAppliedResponse.ProtoReflect.Descriptor instead.
 func (*WatchAppliedResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{27}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *WatchAppliedResponse) GetEndpoint() *AppliedEndpoint {
@@ -2001,7 +2427,7 @@ type ListHistoryRequest struct {
 
 func (x *ListHistoryRequest) Reset() {
 	*x = ListHistoryRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[28]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2013,7 +2439,7 @@ func (x *ListHistoryRequest) String() string {
 func (*ListHistoryRequest) ProtoMessage() {}
 
 func (x *ListHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[28]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2026,7 +2452,7 @@ func (x *ListHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListHistoryRequest.ProtoReflect.Descriptor instead.
 func (*ListHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{28}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListHistoryRequest) GetLimit() uint32 {
@@ -2083,7 +2509,7 @@ type HistoryEvent struct {
 
 func (x *HistoryEvent) Reset() {
 	*x = HistoryEvent{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[29]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2095,7 +2521,7 @@ func (x *HistoryEvent) String() string {
 func (*HistoryEvent) ProtoMessage() {}
 
 func (x *HistoryEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[29]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2108,7 +2534,7 @@ func (x *HistoryEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryEvent.ProtoReflect.Descriptor instead.
 func (*HistoryEvent) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{29}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *HistoryEvent) GetIndex() uint64 {
@@ -2232,7 +2658,7 @@ type ListHistoryResponse struct {
 
 func (x *ListHistoryResponse) Reset() {
 	*x = ListHistoryResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[30]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2244,7 +2670,7 @@ func (x *ListHistoryResponse) String() string {
 func (*ListHistoryResponse) ProtoMessage() {}
 
 func (x *ListHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[30]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2257,7 +2683,7 @@ func (x *ListHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListHistoryResponse.ProtoReflect.Descriptor instead.
 func (*ListHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{30}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListHistoryResponse) GetEvents() []*HistoryEvent {
@@ -2275,7 +2701,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[31]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2287,7 +2713,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[31]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2300,7 +2726,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{31}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{36}
 }
 
 type Member struct {
@@ -2316,7 +2742,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[32]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2328,7 +2754,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[32]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2341,7 +2767,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{32}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Member) GetId() string {
@@ -2416,7 +2842,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[33]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2428,7 +2854,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[33]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2441,7 +2867,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{33}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *StatusResponse) GetNodeId() string {
@@ -2593,7 +3019,7 @@ type ClusterConfig struct {
 
 func (x *ClusterConfig) Reset() {
 	*x = ClusterConfig{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[34]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2605,7 +3031,7 @@ func (x *ClusterConfig) String() string {
 func (*ClusterConfig) ProtoMessage() {}
 
 func (x *ClusterConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[34]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2618,7 +3044,7 @@ func (x *ClusterConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterConfig.ProtoReflect.Descriptor instead.
 func (*ClusterConfig) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{34}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ClusterConfig) GetDesign() Design {
@@ -2651,7 +3077,7 @@ type GetConfigRequest struct {
 
 func (x *GetConfigRequest) Reset() {
 	*x = GetConfigRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[35]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2663,7 +3089,7 @@ func (x *GetConfigRequest) String() string {
 func (*GetConfigRequest) ProtoMessage() {}
 
 func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[35]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2676,7 +3102,7 @@ func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConfigRequest.ProtoReflect.Descriptor instead.
 func (*GetConfigRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{35}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *GetConfigRequest) GetStale() bool {
@@ -2698,7 +3124,7 @@ type SetConfigRequest struct {
 
 func (x *SetConfigRequest) Reset() {
 	*x = SetConfigRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[36]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2710,7 +3136,7 @@ func (x *SetConfigRequest) String() string {
 func (*SetConfigRequest) ProtoMessage() {}
 
 func (x *SetConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[36]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2723,7 +3149,7 @@ func (x *SetConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetConfigRequest.ProtoReflect.Descriptor instead.
 func (*SetConfigRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{36}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *SetConfigRequest) GetMaxCapacityDrop() float64 {
@@ -2748,7 +3174,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[37]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2760,7 +3186,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[37]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2773,7 +3199,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{37}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{42}
 }
 
 // ReadIndexResponse: index is the leader's commit index, confirmed by a
@@ -2788,7 +3214,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[38]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2800,7 +3226,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[38]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2813,7 +3239,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{38}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -2846,7 +3272,7 @@ type AddVoterRequest struct {
 
 func (x *AddVoterRequest) Reset() {
 	*x = AddVoterRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[39]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2858,7 +3284,7 @@ func (x *AddVoterRequest) String() string {
 func (*AddVoterRequest) ProtoMessage() {}
 
 func (x *AddVoterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[39]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2871,7 +3297,7 @@ func (x *AddVoterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddVoterRequest.ProtoReflect.Descriptor instead.
 func (*AddVoterRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{39}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *AddVoterRequest) GetId() string {
@@ -2910,7 +3336,7 @@ type AddVoterResponse struct {
 
 func (x *AddVoterResponse) Reset() {
 	*x = AddVoterResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[40]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2922,7 +3348,7 @@ func (x *AddVoterResponse) String() string {
 func (*AddVoterResponse) ProtoMessage() {}
 
 func (x *AddVoterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[40]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2935,7 +3361,7 @@ func (x *AddVoterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddVoterResponse.ProtoReflect.Descriptor instead.
 func (*AddVoterResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{40}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{45}
 }
 
 type RemoveServerRequest struct {
@@ -2947,7 +3373,7 @@ type RemoveServerRequest struct {
 
 func (x *RemoveServerRequest) Reset() {
 	*x = RemoveServerRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[41]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2959,7 +3385,7 @@ func (x *RemoveServerRequest) String() string {
 func (*RemoveServerRequest) ProtoMessage() {}
 
 func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[41]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2972,7 +3398,7 @@ func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerRequest.ProtoReflect.Descriptor instead.
 func (*RemoveServerRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{41}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *RemoveServerRequest) GetId() string {
@@ -2990,7 +3416,7 @@ type RemoveServerResponse struct {
 
 func (x *RemoveServerResponse) Reset() {
 	*x = RemoveServerResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[42]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3002,7 +3428,7 @@ func (x *RemoveServerResponse) String() string {
 func (*RemoveServerResponse) ProtoMessage() {}
 
 func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[42]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3015,7 +3441,7 @@ func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerResponse.ProtoReflect.Descriptor instead.
 func (*RemoveServerResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{42}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{47}
 }
 
 type TransferLeadershipRequest struct {
@@ -3028,7 +3454,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[43]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3040,7 +3466,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[43]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3053,7 +3479,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{43}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *TransferLeadershipRequest) GetId() string {
@@ -3072,7 +3498,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[44]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3084,7 +3510,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[44]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3097,7 +3523,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{44}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *TransferLeadershipResponse) GetLeaderId() string {
@@ -3117,7 +3543,7 @@ type SetFreezeRequest struct {
 
 func (x *SetFreezeRequest) Reset() {
 	*x = SetFreezeRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[45]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3129,7 +3555,7 @@ func (x *SetFreezeRequest) String() string {
 func (*SetFreezeRequest) ProtoMessage() {}
 
 func (x *SetFreezeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[45]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3142,7 +3568,7 @@ func (x *SetFreezeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetFreezeRequest.ProtoReflect.Descriptor instead.
 func (*SetFreezeRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{45}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *SetFreezeRequest) GetFrozen() bool {
@@ -3168,7 +3594,7 @@ type SetFreezeResponse struct {
 
 func (x *SetFreezeResponse) Reset() {
 	*x = SetFreezeResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[46]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3180,7 +3606,7 @@ func (x *SetFreezeResponse) String() string {
 func (*SetFreezeResponse) ProtoMessage() {}
 
 func (x *SetFreezeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[46]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3193,7 +3619,7 @@ func (x *SetFreezeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetFreezeResponse.ProtoReflect.Descriptor instead.
 func (*SetFreezeResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{46}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *SetFreezeResponse) GetFrozen() bool {
@@ -3221,7 +3647,7 @@ type Refusal struct {
 
 func (x *Refusal) Reset() {
 	*x = Refusal{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[47]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3233,7 +3659,7 @@ func (x *Refusal) String() string {
 func (*Refusal) ProtoMessage() {}
 
 func (x *Refusal) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[47]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3246,7 +3672,7 @@ func (x *Refusal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Refusal.ProtoReflect.Descriptor instead.
 func (*Refusal) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{47}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *Refusal) GetCaller() string {
@@ -3295,7 +3721,7 @@ type RecordRefusalsRequest struct {
 
 func (x *RecordRefusalsRequest) Reset() {
 	*x = RecordRefusalsRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[48]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3307,7 +3733,7 @@ func (x *RecordRefusalsRequest) String() string {
 func (*RecordRefusalsRequest) ProtoMessage() {}
 
 func (x *RecordRefusalsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[48]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3320,7 +3746,7 @@ func (x *RecordRefusalsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordRefusalsRequest.ProtoReflect.Descriptor instead.
 func (*RecordRefusalsRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{48}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *RecordRefusalsRequest) GetNodeId() string {
@@ -3345,7 +3771,7 @@ type RecordRefusalsResponse struct {
 
 func (x *RecordRefusalsResponse) Reset() {
 	*x = RecordRefusalsResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[49]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3357,7 +3783,7 @@ func (x *RecordRefusalsResponse) String() string {
 func (*RecordRefusalsResponse) ProtoMessage() {}
 
 func (x *RecordRefusalsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[49]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3370,7 +3796,7 @@ func (x *RecordRefusalsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordRefusalsResponse.ProtoReflect.Descriptor instead.
 func (*RecordRefusalsResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{49}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{54}
 }
 
 type LegacyApplyRequest struct {
@@ -3386,7 +3812,7 @@ type LegacyApplyRequest struct {
 
 func (x *LegacyApplyRequest) Reset() {
 	*x = LegacyApplyRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[50]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3398,7 +3824,7 @@ func (x *LegacyApplyRequest) String() string {
 func (*LegacyApplyRequest) ProtoMessage() {}
 
 func (x *LegacyApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[50]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3411,7 +3837,7 @@ func (x *LegacyApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LegacyApplyRequest.ProtoReflect.Descriptor instead.
 func (*LegacyApplyRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{50}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *LegacyApplyRequest) GetGeneration() uint64 {
@@ -3443,7 +3869,7 @@ type LegacyApplyResponse struct {
 
 func (x *LegacyApplyResponse) Reset() {
 	*x = LegacyApplyResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[51]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3455,7 +3881,7 @@ func (x *LegacyApplyResponse) String() string {
 func (*LegacyApplyResponse) ProtoMessage() {}
 
 func (x *LegacyApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[51]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3468,7 +3894,7 @@ func (x *LegacyApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LegacyApplyResponse.ProtoReflect.Descriptor instead.
 func (*LegacyApplyResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{51}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{56}
 }
 
 type LegacyCleanupRequest struct {
@@ -3482,7 +3908,7 @@ type LegacyCleanupRequest struct {
 
 func (x *LegacyCleanupRequest) Reset() {
 	*x = LegacyCleanupRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[52]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3494,7 +3920,7 @@ func (x *LegacyCleanupRequest) String() string {
 func (*LegacyCleanupRequest) ProtoMessage() {}
 
 func (x *LegacyCleanupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[52]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3507,7 +3933,7 @@ func (x *LegacyCleanupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LegacyCleanupRequest.ProtoReflect.Descriptor instead.
 func (*LegacyCleanupRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{52}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *LegacyCleanupRequest) GetKeepGenerations() uint32 {
@@ -3526,7 +3952,7 @@ type LegacyCleanupResponse struct {
 
 func (x *LegacyCleanupResponse) Reset() {
 	*x = LegacyCleanupResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[53]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3538,7 +3964,7 @@ func (x *LegacyCleanupResponse) String() string {
 func (*LegacyCleanupResponse) ProtoMessage() {}
 
 func (x *LegacyCleanupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[53]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3551,7 +3977,7 @@ func (x *LegacyCleanupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LegacyCleanupResponse.ProtoReflect.Descriptor instead.
 func (*LegacyCleanupResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{53}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *LegacyCleanupResponse) GetDeleted() []uint64 {
@@ -3616,7 +4042,45 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\x11WatchPlansRequest\x12'\n" +
 	"\x0ffrom_generation\x18\x01 \x01(\x04R\x0efromGeneration\":\n" +
 	"\x12WatchPlansResponse\x12$\n" +
-	"\x04plan\x18\x01 \x01(\v2\x10.dnsplan.v1.PlanR\x04plan\"\xb1\x01\n" +
+	"\x04plan\x18\x01 \x01(\v2\x10.dnsplan.v1.PlanR\x04plan\"\xb2\x01\n" +
+	"\x10DiffPlansRequest\x12'\n" +
+	"\x0ffrom_generation\x18\x01 \x01(\x04R\x0efromGeneration\x12#\n" +
+	"\rto_generation\x18\x02 \x01(\x04R\ftoGeneration\x12$\n" +
+	"\x04plan\x18\x03 \x01(\v2\x10.dnsplan.v1.PlanR\x04plan\x12\x14\n" +
+	"\x05force\x18\x04 \x01(\bR\x05force\x12\x14\n" +
+	"\x05stale\x18\x05 \x01(\bR\x05stale\"\xfb\x01\n" +
+	"\bPlanDiff\x12'\n" +
+	"\x0ffrom_generation\x18\x01 \x01(\x04R\x0efromGeneration\x12\x1f\n" +
+	"\vfrom_digest\x18\x02 \x01(\tR\n" +
+	"fromDigest\x12#\n" +
+	"\rto_generation\x18\x03 \x01(\x04R\ftoGeneration\x12\x1b\n" +
+	"\tto_digest\x18\x04 \x01(\tR\btoDigest\x12+\n" +
+	"\x11newest_generation\x18\x05 \x01(\x04R\x10newestGeneration\x126\n" +
+	"\tendpoints\x18\x06 \x03(\v2\x18.dnsplan.v1.EndpointDiffR\tendpoints\"\x96\x03\n" +
+	"\fEndpointDiff\x12\x1a\n" +
+	"\bendpoint\x18\x01 \x01(\tR\bendpoint\x12\x16\n" +
+	"\x06change\x18\x02 \x01(\tR\x06change\x12\x14\n" +
+	"\x05added\x18\x03 \x03(\tR\x05added\x12\x18\n" +
+	"\aremoved\x18\x04 \x03(\tR\aremoved\x122\n" +
+	"\aweights\x18\x05 \x03(\v2\x18.dnsplan.v1.WeightChangeR\aweights\x12-\n" +
+	"\x10a_change_percent\x18\x06 \x01(\x01H\x00R\x0eaChangePercent\x88\x01\x01\x123\n" +
+	"\x13aaaa_change_percent\x18\a \x01(\x01H\x01R\x11aaaaChangePercent\x88\x01\x01\x12\x19\n" +
+	"\bttl_from\x18\b \x01(\rR\attlFrom\x12\x15\n" +
+	"\x06ttl_to\x18\t \x01(\rR\x05ttlTo\x12+\n" +
+	"\x05rules\x18\n" +
+	" \x03(\v2\x15.dnsplan.v1.RuleCheckR\x05rulesB\x13\n" +
+	"\x11_a_change_percentB\x16\n" +
+	"\x14_aaaa_change_percent\"L\n" +
+	"\fWeightChange\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x12\n" +
+	"\x04from\x18\x02 \x01(\x04R\x04from\x12\x0e\n" +
+	"\x02to\x18\x03 \x01(\x04R\x02to\"h\n" +
+	"\tRuleCheck\x12\x12\n" +
+	"\x04rule\x18\x01 \x01(\tR\x04rule\x12\x0e\n" +
+	"\x02ok\x18\x02 \x01(\bR\x02ok\x12\x1f\n" +
+	"\vreason_code\x18\x03 \x01(\tR\n" +
+	"reasonCode\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xb1\x01\n" +
 	"\x05Lease\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06holder\x18\x02 \x01(\tR\x06holder\x12\x14\n" +
@@ -3840,14 +4304,15 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\x06Design\x12\x16\n" +
 	"\x12DESIGN_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fDESIGN_FIXED\x10\x01\x12\x11\n" +
-	"\rDESIGN_LEGACY\x10\x022\xac\x02\n" +
+	"\rDESIGN_LEGACY\x10\x022\xed\x02\n" +
 	"\vPlanService\x12K\n" +
 	"\n" +
 	"SubmitPlan\x12\x1d.dnsplan.v1.SubmitPlanRequest\x1a\x1e.dnsplan.v1.SubmitPlanResponse\x127\n" +
 	"\aGetPlan\x12\x1a.dnsplan.v1.GetPlanRequest\x1a\x10.dnsplan.v1.Plan\x12H\n" +
 	"\tListPlans\x12\x1c.dnsplan.v1.ListPlansRequest\x1a\x1d.dnsplan.v1.ListPlansResponse\x12M\n" +
 	"\n" +
-	"WatchPlans\x12\x1d.dnsplan.v1.WatchPlansRequest\x1a\x1e.dnsplan.v1.WatchPlansResponse0\x012\xb2\x02\n" +
+	"WatchPlans\x12\x1d.dnsplan.v1.WatchPlansRequest\x1a\x1e.dnsplan.v1.WatchPlansResponse0\x01\x12?\n" +
+	"\tDiffPlans\x12\x1c.dnsplan.v1.DiffPlansRequest\x1a\x14.dnsplan.v1.PlanDiff2\xb2\x02\n" +
 	"\fLeaseService\x12B\n" +
 	"\fAcquireLease\x12\x1f.dnsplan.v1.AcquireLeaseRequest\x1a\x11.dnsplan.v1.Lease\x12>\n" +
 	"\n" +
@@ -3890,7 +4355,7 @@ func file_dnsplan_v1_dnsplan_proto_rawDescGZIP() []byte {
 }
 
 var file_dnsplan_v1_dnsplan_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_dnsplan_v1_dnsplan_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
+var file_dnsplan_v1_dnsplan_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
 var file_dnsplan_v1_dnsplan_proto_goTypes = []any{
 	(Outcome)(0),                       // 0: dnsplan.v1.Outcome
 	(HistoryKind)(0),                   // 1: dnsplan.v1.HistoryKind
@@ -3906,135 +4371,146 @@ var file_dnsplan_v1_dnsplan_proto_goTypes = []any{
 	(*ListPlansResponse)(nil),          // 11: dnsplan.v1.ListPlansResponse
 	(*WatchPlansRequest)(nil),          // 12: dnsplan.v1.WatchPlansRequest
 	(*WatchPlansResponse)(nil),         // 13: dnsplan.v1.WatchPlansResponse
-	(*Lease)(nil),                      // 14: dnsplan.v1.Lease
-	(*AcquireLeaseRequest)(nil),        // 15: dnsplan.v1.AcquireLeaseRequest
-	(*RenewLeaseRequest)(nil),          // 16: dnsplan.v1.RenewLeaseRequest
-	(*ReleaseLeaseRequest)(nil),        // 17: dnsplan.v1.ReleaseLeaseRequest
-	(*ReleaseLeaseResponse)(nil),       // 18: dnsplan.v1.ReleaseLeaseResponse
-	(*ListLeasesRequest)(nil),          // 19: dnsplan.v1.ListLeasesRequest
-	(*ListLeasesResponse)(nil),         // 20: dnsplan.v1.ListLeasesResponse
-	(*ApplyPlanRequest)(nil),           // 21: dnsplan.v1.ApplyPlanRequest
-	(*EndpointResult)(nil),             // 22: dnsplan.v1.EndpointResult
-	(*ApplyPlanResponse)(nil),          // 23: dnsplan.v1.ApplyPlanResponse
-	(*CleanupPlansRequest)(nil),        // 24: dnsplan.v1.CleanupPlansRequest
-	(*CleanupPlansResponse)(nil),       // 25: dnsplan.v1.CleanupPlansResponse
-	(*GetAppliedRequest)(nil),          // 26: dnsplan.v1.GetAppliedRequest
-	(*AppliedEndpoint)(nil),            // 27: dnsplan.v1.AppliedEndpoint
-	(*ListAppliedRequest)(nil),         // 28: dnsplan.v1.ListAppliedRequest
-	(*ListAppliedResponse)(nil),        // 29: dnsplan.v1.ListAppliedResponse
-	(*WatchAppliedRequest)(nil),        // 30: dnsplan.v1.WatchAppliedRequest
-	(*WatchAppliedResponse)(nil),       // 31: dnsplan.v1.WatchAppliedResponse
-	(*ListHistoryRequest)(nil),         // 32: dnsplan.v1.ListHistoryRequest
-	(*HistoryEvent)(nil),               // 33: dnsplan.v1.HistoryEvent
-	(*ListHistoryResponse)(nil),        // 34: dnsplan.v1.ListHistoryResponse
-	(*StatusRequest)(nil),              // 35: dnsplan.v1.StatusRequest
-	(*Member)(nil),                     // 36: dnsplan.v1.Member
-	(*StatusResponse)(nil),             // 37: dnsplan.v1.StatusResponse
-	(*ClusterConfig)(nil),              // 38: dnsplan.v1.ClusterConfig
-	(*GetConfigRequest)(nil),           // 39: dnsplan.v1.GetConfigRequest
-	(*SetConfigRequest)(nil),           // 40: dnsplan.v1.SetConfigRequest
-	(*ReadIndexRequest)(nil),           // 41: dnsplan.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),          // 42: dnsplan.v1.ReadIndexResponse
-	(*AddVoterRequest)(nil),            // 43: dnsplan.v1.AddVoterRequest
-	(*AddVoterResponse)(nil),           // 44: dnsplan.v1.AddVoterResponse
-	(*RemoveServerRequest)(nil),        // 45: dnsplan.v1.RemoveServerRequest
-	(*RemoveServerResponse)(nil),       // 46: dnsplan.v1.RemoveServerResponse
-	(*TransferLeadershipRequest)(nil),  // 47: dnsplan.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 48: dnsplan.v1.TransferLeadershipResponse
-	(*SetFreezeRequest)(nil),           // 49: dnsplan.v1.SetFreezeRequest
-	(*SetFreezeResponse)(nil),          // 50: dnsplan.v1.SetFreezeResponse
-	(*Refusal)(nil),                    // 51: dnsplan.v1.Refusal
-	(*RecordRefusalsRequest)(nil),      // 52: dnsplan.v1.RecordRefusalsRequest
-	(*RecordRefusalsResponse)(nil),     // 53: dnsplan.v1.RecordRefusalsResponse
-	(*LegacyApplyRequest)(nil),         // 54: dnsplan.v1.LegacyApplyRequest
-	(*LegacyApplyResponse)(nil),        // 55: dnsplan.v1.LegacyApplyResponse
-	(*LegacyCleanupRequest)(nil),       // 56: dnsplan.v1.LegacyCleanupRequest
-	(*LegacyCleanupResponse)(nil),      // 57: dnsplan.v1.LegacyCleanupResponse
-	(*timestamppb.Timestamp)(nil),      // 58: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 59: google.protobuf.Duration
+	(*DiffPlansRequest)(nil),           // 14: dnsplan.v1.DiffPlansRequest
+	(*PlanDiff)(nil),                   // 15: dnsplan.v1.PlanDiff
+	(*EndpointDiff)(nil),               // 16: dnsplan.v1.EndpointDiff
+	(*WeightChange)(nil),               // 17: dnsplan.v1.WeightChange
+	(*RuleCheck)(nil),                  // 18: dnsplan.v1.RuleCheck
+	(*Lease)(nil),                      // 19: dnsplan.v1.Lease
+	(*AcquireLeaseRequest)(nil),        // 20: dnsplan.v1.AcquireLeaseRequest
+	(*RenewLeaseRequest)(nil),          // 21: dnsplan.v1.RenewLeaseRequest
+	(*ReleaseLeaseRequest)(nil),        // 22: dnsplan.v1.ReleaseLeaseRequest
+	(*ReleaseLeaseResponse)(nil),       // 23: dnsplan.v1.ReleaseLeaseResponse
+	(*ListLeasesRequest)(nil),          // 24: dnsplan.v1.ListLeasesRequest
+	(*ListLeasesResponse)(nil),         // 25: dnsplan.v1.ListLeasesResponse
+	(*ApplyPlanRequest)(nil),           // 26: dnsplan.v1.ApplyPlanRequest
+	(*EndpointResult)(nil),             // 27: dnsplan.v1.EndpointResult
+	(*ApplyPlanResponse)(nil),          // 28: dnsplan.v1.ApplyPlanResponse
+	(*CleanupPlansRequest)(nil),        // 29: dnsplan.v1.CleanupPlansRequest
+	(*CleanupPlansResponse)(nil),       // 30: dnsplan.v1.CleanupPlansResponse
+	(*GetAppliedRequest)(nil),          // 31: dnsplan.v1.GetAppliedRequest
+	(*AppliedEndpoint)(nil),            // 32: dnsplan.v1.AppliedEndpoint
+	(*ListAppliedRequest)(nil),         // 33: dnsplan.v1.ListAppliedRequest
+	(*ListAppliedResponse)(nil),        // 34: dnsplan.v1.ListAppliedResponse
+	(*WatchAppliedRequest)(nil),        // 35: dnsplan.v1.WatchAppliedRequest
+	(*WatchAppliedResponse)(nil),       // 36: dnsplan.v1.WatchAppliedResponse
+	(*ListHistoryRequest)(nil),         // 37: dnsplan.v1.ListHistoryRequest
+	(*HistoryEvent)(nil),               // 38: dnsplan.v1.HistoryEvent
+	(*ListHistoryResponse)(nil),        // 39: dnsplan.v1.ListHistoryResponse
+	(*StatusRequest)(nil),              // 40: dnsplan.v1.StatusRequest
+	(*Member)(nil),                     // 41: dnsplan.v1.Member
+	(*StatusResponse)(nil),             // 42: dnsplan.v1.StatusResponse
+	(*ClusterConfig)(nil),              // 43: dnsplan.v1.ClusterConfig
+	(*GetConfigRequest)(nil),           // 44: dnsplan.v1.GetConfigRequest
+	(*SetConfigRequest)(nil),           // 45: dnsplan.v1.SetConfigRequest
+	(*ReadIndexRequest)(nil),           // 46: dnsplan.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),          // 47: dnsplan.v1.ReadIndexResponse
+	(*AddVoterRequest)(nil),            // 48: dnsplan.v1.AddVoterRequest
+	(*AddVoterResponse)(nil),           // 49: dnsplan.v1.AddVoterResponse
+	(*RemoveServerRequest)(nil),        // 50: dnsplan.v1.RemoveServerRequest
+	(*RemoveServerResponse)(nil),       // 51: dnsplan.v1.RemoveServerResponse
+	(*TransferLeadershipRequest)(nil),  // 52: dnsplan.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 53: dnsplan.v1.TransferLeadershipResponse
+	(*SetFreezeRequest)(nil),           // 54: dnsplan.v1.SetFreezeRequest
+	(*SetFreezeResponse)(nil),          // 55: dnsplan.v1.SetFreezeResponse
+	(*Refusal)(nil),                    // 56: dnsplan.v1.Refusal
+	(*RecordRefusalsRequest)(nil),      // 57: dnsplan.v1.RecordRefusalsRequest
+	(*RecordRefusalsResponse)(nil),     // 58: dnsplan.v1.RecordRefusalsResponse
+	(*LegacyApplyRequest)(nil),         // 59: dnsplan.v1.LegacyApplyRequest
+	(*LegacyApplyResponse)(nil),        // 60: dnsplan.v1.LegacyApplyResponse
+	(*LegacyCleanupRequest)(nil),       // 61: dnsplan.v1.LegacyCleanupRequest
+	(*LegacyCleanupResponse)(nil),      // 62: dnsplan.v1.LegacyCleanupResponse
+	(*timestamppb.Timestamp)(nil),      // 63: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 64: google.protobuf.Duration
 }
 var file_dnsplan_v1_dnsplan_proto_depIdxs = []int32{
 	4,  // 0: dnsplan.v1.EndpointPlan.targets:type_name -> dnsplan.v1.Target
 	5,  // 1: dnsplan.v1.Plan.endpoints:type_name -> dnsplan.v1.EndpointPlan
-	58, // 2: dnsplan.v1.Plan.created_at:type_name -> google.protobuf.Timestamp
+	63, // 2: dnsplan.v1.Plan.created_at:type_name -> google.protobuf.Timestamp
 	6,  // 3: dnsplan.v1.SubmitPlanRequest.plan:type_name -> dnsplan.v1.Plan
 	6,  // 4: dnsplan.v1.ListPlansResponse.plans:type_name -> dnsplan.v1.Plan
 	6,  // 5: dnsplan.v1.WatchPlansResponse.plan:type_name -> dnsplan.v1.Plan
-	58, // 6: dnsplan.v1.Lease.expires_at:type_name -> google.protobuf.Timestamp
-	59, // 7: dnsplan.v1.Lease.ttl:type_name -> google.protobuf.Duration
-	59, // 8: dnsplan.v1.AcquireLeaseRequest.ttl:type_name -> google.protobuf.Duration
-	14, // 9: dnsplan.v1.ListLeasesResponse.leases:type_name -> dnsplan.v1.Lease
-	0,  // 10: dnsplan.v1.EndpointResult.outcome:type_name -> dnsplan.v1.Outcome
-	22, // 11: dnsplan.v1.ApplyPlanResponse.results:type_name -> dnsplan.v1.EndpointResult
-	4,  // 12: dnsplan.v1.AppliedEndpoint.targets:type_name -> dnsplan.v1.Target
-	58, // 13: dnsplan.v1.AppliedEndpoint.applied_at:type_name -> google.protobuf.Timestamp
-	27, // 14: dnsplan.v1.ListAppliedResponse.endpoints:type_name -> dnsplan.v1.AppliedEndpoint
-	27, // 15: dnsplan.v1.WatchAppliedResponse.endpoint:type_name -> dnsplan.v1.AppliedEndpoint
-	58, // 16: dnsplan.v1.HistoryEvent.time:type_name -> google.protobuf.Timestamp
-	1,  // 17: dnsplan.v1.HistoryEvent.kind_code:type_name -> dnsplan.v1.HistoryKind
-	2,  // 18: dnsplan.v1.HistoryEvent.outcome_code:type_name -> dnsplan.v1.HistoryOutcome
-	33, // 19: dnsplan.v1.ListHistoryResponse.events:type_name -> dnsplan.v1.HistoryEvent
-	36, // 20: dnsplan.v1.StatusResponse.members:type_name -> dnsplan.v1.Member
-	38, // 21: dnsplan.v1.StatusResponse.config:type_name -> dnsplan.v1.ClusterConfig
-	3,  // 22: dnsplan.v1.ClusterConfig.design:type_name -> dnsplan.v1.Design
-	59, // 23: dnsplan.v1.ClusterConfig.velocity_window:type_name -> google.protobuf.Duration
-	59, // 24: dnsplan.v1.SetConfigRequest.velocity_window:type_name -> google.protobuf.Duration
-	51, // 25: dnsplan.v1.RecordRefusalsRequest.refusals:type_name -> dnsplan.v1.Refusal
-	7,  // 26: dnsplan.v1.PlanService.SubmitPlan:input_type -> dnsplan.v1.SubmitPlanRequest
-	9,  // 27: dnsplan.v1.PlanService.GetPlan:input_type -> dnsplan.v1.GetPlanRequest
-	10, // 28: dnsplan.v1.PlanService.ListPlans:input_type -> dnsplan.v1.ListPlansRequest
-	12, // 29: dnsplan.v1.PlanService.WatchPlans:input_type -> dnsplan.v1.WatchPlansRequest
-	15, // 30: dnsplan.v1.LeaseService.AcquireLease:input_type -> dnsplan.v1.AcquireLeaseRequest
-	16, // 31: dnsplan.v1.LeaseService.RenewLease:input_type -> dnsplan.v1.RenewLeaseRequest
-	17, // 32: dnsplan.v1.LeaseService.ReleaseLease:input_type -> dnsplan.v1.ReleaseLeaseRequest
-	19, // 33: dnsplan.v1.LeaseService.ListLeases:input_type -> dnsplan.v1.ListLeasesRequest
-	21, // 34: dnsplan.v1.EnactService.ApplyPlan:input_type -> dnsplan.v1.ApplyPlanRequest
-	24, // 35: dnsplan.v1.EnactService.CleanupPlans:input_type -> dnsplan.v1.CleanupPlansRequest
-	26, // 36: dnsplan.v1.EnactService.GetApplied:input_type -> dnsplan.v1.GetAppliedRequest
-	28, // 37: dnsplan.v1.EnactService.ListApplied:input_type -> dnsplan.v1.ListAppliedRequest
-	30, // 38: dnsplan.v1.EnactService.WatchApplied:input_type -> dnsplan.v1.WatchAppliedRequest
-	32, // 39: dnsplan.v1.EnactService.ListHistory:input_type -> dnsplan.v1.ListHistoryRequest
-	35, // 40: dnsplan.v1.ClusterService.Status:input_type -> dnsplan.v1.StatusRequest
-	43, // 41: dnsplan.v1.ClusterService.AddVoter:input_type -> dnsplan.v1.AddVoterRequest
-	45, // 42: dnsplan.v1.ClusterService.RemoveServer:input_type -> dnsplan.v1.RemoveServerRequest
-	47, // 43: dnsplan.v1.ClusterService.TransferLeadership:input_type -> dnsplan.v1.TransferLeadershipRequest
-	49, // 44: dnsplan.v1.ClusterService.SetFreeze:input_type -> dnsplan.v1.SetFreezeRequest
-	39, // 45: dnsplan.v1.ClusterService.GetConfig:input_type -> dnsplan.v1.GetConfigRequest
-	40, // 46: dnsplan.v1.ClusterService.SetConfig:input_type -> dnsplan.v1.SetConfigRequest
-	41, // 47: dnsplan.v1.ClusterService.ReadIndex:input_type -> dnsplan.v1.ReadIndexRequest
-	52, // 48: dnsplan.v1.ClusterService.RecordRefusals:input_type -> dnsplan.v1.RecordRefusalsRequest
-	54, // 49: dnsplan.v1.LegacyService.LegacyApply:input_type -> dnsplan.v1.LegacyApplyRequest
-	56, // 50: dnsplan.v1.LegacyService.LegacyCleanup:input_type -> dnsplan.v1.LegacyCleanupRequest
-	8,  // 51: dnsplan.v1.PlanService.SubmitPlan:output_type -> dnsplan.v1.SubmitPlanResponse
-	6,  // 52: dnsplan.v1.PlanService.GetPlan:output_type -> dnsplan.v1.Plan
-	11, // 53: dnsplan.v1.PlanService.ListPlans:output_type -> dnsplan.v1.ListPlansResponse
-	13, // 54: dnsplan.v1.PlanService.WatchPlans:output_type -> dnsplan.v1.WatchPlansResponse
-	14, // 55: dnsplan.v1.LeaseService.AcquireLease:output_type -> dnsplan.v1.Lease
-	14, // 56: dnsplan.v1.LeaseService.RenewLease:output_type -> dnsplan.v1.Lease
-	18, // 57: dnsplan.v1.LeaseService.ReleaseLease:output_type -> dnsplan.v1.ReleaseLeaseResponse
-	20, // 58: dnsplan.v1.LeaseService.ListLeases:output_type -> dnsplan.v1.ListLeasesResponse
-	23, // 59: dnsplan.v1.EnactService.ApplyPlan:output_type -> dnsplan.v1.ApplyPlanResponse
-	25, // 60: dnsplan.v1.EnactService.CleanupPlans:output_type -> dnsplan.v1.CleanupPlansResponse
-	27, // 61: dnsplan.v1.EnactService.GetApplied:output_type -> dnsplan.v1.AppliedEndpoint
-	29, // 62: dnsplan.v1.EnactService.ListApplied:output_type -> dnsplan.v1.ListAppliedResponse
-	31, // 63: dnsplan.v1.EnactService.WatchApplied:output_type -> dnsplan.v1.WatchAppliedResponse
-	34, // 64: dnsplan.v1.EnactService.ListHistory:output_type -> dnsplan.v1.ListHistoryResponse
-	37, // 65: dnsplan.v1.ClusterService.Status:output_type -> dnsplan.v1.StatusResponse
-	44, // 66: dnsplan.v1.ClusterService.AddVoter:output_type -> dnsplan.v1.AddVoterResponse
-	46, // 67: dnsplan.v1.ClusterService.RemoveServer:output_type -> dnsplan.v1.RemoveServerResponse
-	48, // 68: dnsplan.v1.ClusterService.TransferLeadership:output_type -> dnsplan.v1.TransferLeadershipResponse
-	50, // 69: dnsplan.v1.ClusterService.SetFreeze:output_type -> dnsplan.v1.SetFreezeResponse
-	38, // 70: dnsplan.v1.ClusterService.GetConfig:output_type -> dnsplan.v1.ClusterConfig
-	38, // 71: dnsplan.v1.ClusterService.SetConfig:output_type -> dnsplan.v1.ClusterConfig
-	42, // 72: dnsplan.v1.ClusterService.ReadIndex:output_type -> dnsplan.v1.ReadIndexResponse
-	53, // 73: dnsplan.v1.ClusterService.RecordRefusals:output_type -> dnsplan.v1.RecordRefusalsResponse
-	55, // 74: dnsplan.v1.LegacyService.LegacyApply:output_type -> dnsplan.v1.LegacyApplyResponse
-	57, // 75: dnsplan.v1.LegacyService.LegacyCleanup:output_type -> dnsplan.v1.LegacyCleanupResponse
-	51, // [51:76] is the sub-list for method output_type
-	26, // [26:51] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	6,  // 6: dnsplan.v1.DiffPlansRequest.plan:type_name -> dnsplan.v1.Plan
+	16, // 7: dnsplan.v1.PlanDiff.endpoints:type_name -> dnsplan.v1.EndpointDiff
+	17, // 8: dnsplan.v1.EndpointDiff.weights:type_name -> dnsplan.v1.WeightChange
+	18, // 9: dnsplan.v1.EndpointDiff.rules:type_name -> dnsplan.v1.RuleCheck
+	63, // 10: dnsplan.v1.Lease.expires_at:type_name -> google.protobuf.Timestamp
+	64, // 11: dnsplan.v1.Lease.ttl:type_name -> google.protobuf.Duration
+	64, // 12: dnsplan.v1.AcquireLeaseRequest.ttl:type_name -> google.protobuf.Duration
+	19, // 13: dnsplan.v1.ListLeasesResponse.leases:type_name -> dnsplan.v1.Lease
+	0,  // 14: dnsplan.v1.EndpointResult.outcome:type_name -> dnsplan.v1.Outcome
+	27, // 15: dnsplan.v1.ApplyPlanResponse.results:type_name -> dnsplan.v1.EndpointResult
+	4,  // 16: dnsplan.v1.AppliedEndpoint.targets:type_name -> dnsplan.v1.Target
+	63, // 17: dnsplan.v1.AppliedEndpoint.applied_at:type_name -> google.protobuf.Timestamp
+	32, // 18: dnsplan.v1.ListAppliedResponse.endpoints:type_name -> dnsplan.v1.AppliedEndpoint
+	32, // 19: dnsplan.v1.WatchAppliedResponse.endpoint:type_name -> dnsplan.v1.AppliedEndpoint
+	63, // 20: dnsplan.v1.HistoryEvent.time:type_name -> google.protobuf.Timestamp
+	1,  // 21: dnsplan.v1.HistoryEvent.kind_code:type_name -> dnsplan.v1.HistoryKind
+	2,  // 22: dnsplan.v1.HistoryEvent.outcome_code:type_name -> dnsplan.v1.HistoryOutcome
+	38, // 23: dnsplan.v1.ListHistoryResponse.events:type_name -> dnsplan.v1.HistoryEvent
+	41, // 24: dnsplan.v1.StatusResponse.members:type_name -> dnsplan.v1.Member
+	43, // 25: dnsplan.v1.StatusResponse.config:type_name -> dnsplan.v1.ClusterConfig
+	3,  // 26: dnsplan.v1.ClusterConfig.design:type_name -> dnsplan.v1.Design
+	64, // 27: dnsplan.v1.ClusterConfig.velocity_window:type_name -> google.protobuf.Duration
+	64, // 28: dnsplan.v1.SetConfigRequest.velocity_window:type_name -> google.protobuf.Duration
+	56, // 29: dnsplan.v1.RecordRefusalsRequest.refusals:type_name -> dnsplan.v1.Refusal
+	7,  // 30: dnsplan.v1.PlanService.SubmitPlan:input_type -> dnsplan.v1.SubmitPlanRequest
+	9,  // 31: dnsplan.v1.PlanService.GetPlan:input_type -> dnsplan.v1.GetPlanRequest
+	10, // 32: dnsplan.v1.PlanService.ListPlans:input_type -> dnsplan.v1.ListPlansRequest
+	12, // 33: dnsplan.v1.PlanService.WatchPlans:input_type -> dnsplan.v1.WatchPlansRequest
+	14, // 34: dnsplan.v1.PlanService.DiffPlans:input_type -> dnsplan.v1.DiffPlansRequest
+	20, // 35: dnsplan.v1.LeaseService.AcquireLease:input_type -> dnsplan.v1.AcquireLeaseRequest
+	21, // 36: dnsplan.v1.LeaseService.RenewLease:input_type -> dnsplan.v1.RenewLeaseRequest
+	22, // 37: dnsplan.v1.LeaseService.ReleaseLease:input_type -> dnsplan.v1.ReleaseLeaseRequest
+	24, // 38: dnsplan.v1.LeaseService.ListLeases:input_type -> dnsplan.v1.ListLeasesRequest
+	26, // 39: dnsplan.v1.EnactService.ApplyPlan:input_type -> dnsplan.v1.ApplyPlanRequest
+	29, // 40: dnsplan.v1.EnactService.CleanupPlans:input_type -> dnsplan.v1.CleanupPlansRequest
+	31, // 41: dnsplan.v1.EnactService.GetApplied:input_type -> dnsplan.v1.GetAppliedRequest
+	33, // 42: dnsplan.v1.EnactService.ListApplied:input_type -> dnsplan.v1.ListAppliedRequest
+	35, // 43: dnsplan.v1.EnactService.WatchApplied:input_type -> dnsplan.v1.WatchAppliedRequest
+	37, // 44: dnsplan.v1.EnactService.ListHistory:input_type -> dnsplan.v1.ListHistoryRequest
+	40, // 45: dnsplan.v1.ClusterService.Status:input_type -> dnsplan.v1.StatusRequest
+	48, // 46: dnsplan.v1.ClusterService.AddVoter:input_type -> dnsplan.v1.AddVoterRequest
+	50, // 47: dnsplan.v1.ClusterService.RemoveServer:input_type -> dnsplan.v1.RemoveServerRequest
+	52, // 48: dnsplan.v1.ClusterService.TransferLeadership:input_type -> dnsplan.v1.TransferLeadershipRequest
+	54, // 49: dnsplan.v1.ClusterService.SetFreeze:input_type -> dnsplan.v1.SetFreezeRequest
+	44, // 50: dnsplan.v1.ClusterService.GetConfig:input_type -> dnsplan.v1.GetConfigRequest
+	45, // 51: dnsplan.v1.ClusterService.SetConfig:input_type -> dnsplan.v1.SetConfigRequest
+	46, // 52: dnsplan.v1.ClusterService.ReadIndex:input_type -> dnsplan.v1.ReadIndexRequest
+	57, // 53: dnsplan.v1.ClusterService.RecordRefusals:input_type -> dnsplan.v1.RecordRefusalsRequest
+	59, // 54: dnsplan.v1.LegacyService.LegacyApply:input_type -> dnsplan.v1.LegacyApplyRequest
+	61, // 55: dnsplan.v1.LegacyService.LegacyCleanup:input_type -> dnsplan.v1.LegacyCleanupRequest
+	8,  // 56: dnsplan.v1.PlanService.SubmitPlan:output_type -> dnsplan.v1.SubmitPlanResponse
+	6,  // 57: dnsplan.v1.PlanService.GetPlan:output_type -> dnsplan.v1.Plan
+	11, // 58: dnsplan.v1.PlanService.ListPlans:output_type -> dnsplan.v1.ListPlansResponse
+	13, // 59: dnsplan.v1.PlanService.WatchPlans:output_type -> dnsplan.v1.WatchPlansResponse
+	15, // 60: dnsplan.v1.PlanService.DiffPlans:output_type -> dnsplan.v1.PlanDiff
+	19, // 61: dnsplan.v1.LeaseService.AcquireLease:output_type -> dnsplan.v1.Lease
+	19, // 62: dnsplan.v1.LeaseService.RenewLease:output_type -> dnsplan.v1.Lease
+	23, // 63: dnsplan.v1.LeaseService.ReleaseLease:output_type -> dnsplan.v1.ReleaseLeaseResponse
+	25, // 64: dnsplan.v1.LeaseService.ListLeases:output_type -> dnsplan.v1.ListLeasesResponse
+	28, // 65: dnsplan.v1.EnactService.ApplyPlan:output_type -> dnsplan.v1.ApplyPlanResponse
+	30, // 66: dnsplan.v1.EnactService.CleanupPlans:output_type -> dnsplan.v1.CleanupPlansResponse
+	32, // 67: dnsplan.v1.EnactService.GetApplied:output_type -> dnsplan.v1.AppliedEndpoint
+	34, // 68: dnsplan.v1.EnactService.ListApplied:output_type -> dnsplan.v1.ListAppliedResponse
+	36, // 69: dnsplan.v1.EnactService.WatchApplied:output_type -> dnsplan.v1.WatchAppliedResponse
+	39, // 70: dnsplan.v1.EnactService.ListHistory:output_type -> dnsplan.v1.ListHistoryResponse
+	42, // 71: dnsplan.v1.ClusterService.Status:output_type -> dnsplan.v1.StatusResponse
+	49, // 72: dnsplan.v1.ClusterService.AddVoter:output_type -> dnsplan.v1.AddVoterResponse
+	51, // 73: dnsplan.v1.ClusterService.RemoveServer:output_type -> dnsplan.v1.RemoveServerResponse
+	53, // 74: dnsplan.v1.ClusterService.TransferLeadership:output_type -> dnsplan.v1.TransferLeadershipResponse
+	55, // 75: dnsplan.v1.ClusterService.SetFreeze:output_type -> dnsplan.v1.SetFreezeResponse
+	43, // 76: dnsplan.v1.ClusterService.GetConfig:output_type -> dnsplan.v1.ClusterConfig
+	43, // 77: dnsplan.v1.ClusterService.SetConfig:output_type -> dnsplan.v1.ClusterConfig
+	47, // 78: dnsplan.v1.ClusterService.ReadIndex:output_type -> dnsplan.v1.ReadIndexResponse
+	58, // 79: dnsplan.v1.ClusterService.RecordRefusals:output_type -> dnsplan.v1.RecordRefusalsResponse
+	60, // 80: dnsplan.v1.LegacyService.LegacyApply:output_type -> dnsplan.v1.LegacyApplyResponse
+	62, // 81: dnsplan.v1.LegacyService.LegacyCleanup:output_type -> dnsplan.v1.LegacyCleanupResponse
+	56, // [56:82] is the sub-list for method output_type
+	30, // [30:56] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_dnsplan_v1_dnsplan_proto_init() }
@@ -4043,14 +4519,15 @@ func file_dnsplan_v1_dnsplan_proto_init() {
 		return
 	}
 	file_dnsplan_v1_dnsplan_proto_msgTypes[3].OneofWrappers = []any{}
-	file_dnsplan_v1_dnsplan_proto_msgTypes[36].OneofWrappers = []any{}
+	file_dnsplan_v1_dnsplan_proto_msgTypes[12].OneofWrappers = []any{}
+	file_dnsplan_v1_dnsplan_proto_msgTypes[41].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dnsplan_v1_dnsplan_proto_rawDesc), len(file_dnsplan_v1_dnsplan_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   54,
+			NumMessages:   59,
 			NumExtensions: 0,
 			NumServices:   5,
 		},

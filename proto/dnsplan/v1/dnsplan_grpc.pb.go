@@ -26,6 +26,7 @@ const (
 	PlanService_GetPlan_FullMethodName    = "/dnsplan.v1.PlanService/GetPlan"
 	PlanService_ListPlans_FullMethodName  = "/dnsplan.v1.PlanService/ListPlans"
 	PlanService_WatchPlans_FullMethodName = "/dnsplan.v1.PlanService/WatchPlans"
+	PlanService_DiffPlans_FullMethodName  = "/dnsplan.v1.PlanService/DiffPlans"
 )
 
 // PlanServiceClient is the client API for PlanService service.
@@ -41,6 +42,10 @@ type PlanServiceClient interface {
 	// order, then each new one as it is committed. Plans deleted by clean-up
 	// are skipped.
 	WatchPlans(ctx context.Context, in *WatchPlansRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchPlansResponse], error)
+	// DiffPlans compares two plans endpoint by endpoint and judges the
+	// second by the rules an apply would meet now, against what is served:
+	// a preview that changes nothing.
+	DiffPlans(ctx context.Context, in *DiffPlansRequest, opts ...grpc.CallOption) (*PlanDiff, error)
 }
 
 type planServiceClient struct {
@@ -100,6 +105,16 @@ func (c *planServiceClient) WatchPlans(ctx context.Context, in *WatchPlansReques
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type PlanService_WatchPlansClient = grpc.ServerStreamingClient[WatchPlansResponse]
 
+func (c *planServiceClient) DiffPlans(ctx context.Context, in *DiffPlansRequest, opts ...grpc.CallOption) (*PlanDiff, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PlanDiff)
+	err := c.cc.Invoke(ctx, PlanService_DiffPlans_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PlanServiceServer is the server API for PlanService service.
 // All implementations must embed UnimplementedPlanServiceServer
 // for forward compatibility.
@@ -113,6 +128,10 @@ type PlanServiceServer interface {
 	// order, then each new one as it is committed. Plans deleted by clean-up
 	// are skipped.
 	WatchPlans(*WatchPlansRequest, grpc.ServerStreamingServer[WatchPlansResponse]) error
+	// DiffPlans compares two plans endpoint by endpoint and judges the
+	// second by the rules an apply would meet now, against what is served:
+	// a preview that changes nothing.
+	DiffPlans(context.Context, *DiffPlansRequest) (*PlanDiff, error)
 	mustEmbedUnimplementedPlanServiceServer()
 }
 
@@ -134,6 +153,9 @@ func (UnimplementedPlanServiceServer) ListPlans(context.Context, *ListPlansReque
 }
 func (UnimplementedPlanServiceServer) WatchPlans(*WatchPlansRequest, grpc.ServerStreamingServer[WatchPlansResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchPlans not implemented")
+}
+func (UnimplementedPlanServiceServer) DiffPlans(context.Context, *DiffPlansRequest) (*PlanDiff, error) {
+	return nil, status.Error(codes.Unimplemented, "method DiffPlans not implemented")
 }
 func (UnimplementedPlanServiceServer) mustEmbedUnimplementedPlanServiceServer() {}
 func (UnimplementedPlanServiceServer) testEmbeddedByValue()                     {}
@@ -221,6 +243,24 @@ func _PlanService_WatchPlans_Handler(srv interface{}, stream grpc.ServerStream) 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type PlanService_WatchPlansServer = grpc.ServerStreamingServer[WatchPlansResponse]
 
+func _PlanService_DiffPlans_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DiffPlansRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PlanServiceServer).DiffPlans(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PlanService_DiffPlans_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PlanServiceServer).DiffPlans(ctx, req.(*DiffPlansRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PlanService_ServiceDesc is the grpc.ServiceDesc for PlanService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -239,6 +279,10 @@ var PlanService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListPlans",
 			Handler:    _PlanService_ListPlans_Handler,
+		},
+		{
+			MethodName: "DiffPlans",
+			Handler:    _PlanService_DiffPlans_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
