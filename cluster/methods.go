@@ -81,7 +81,7 @@ var methods = resolve(map[string]method{
 	pb.EnactService_GetApplied_FullMethodName:   {access: accessRead, roles: readers, validate: validateGetApplied},
 	pb.EnactService_ListApplied_FullMethodName:  {access: accessRead, roles: readers},
 	pb.EnactService_WatchApplied_FullMethodName: {access: accessStream, roles: readers},
-	pb.EnactService_ListHistory_FullMethodName:  {access: accessRead, roles: readers},
+	pb.EnactService_ListHistory_FullMethodName:  {access: accessRead, roles: readers, validate: validateListHistory},
 
 	pb.ClusterService_Status_FullMethodName:             {access: accessLocal, roles: readers},
 	pb.ClusterService_AddVoter_FullMethodName:           {access: accessWrite, roles: auth.RoleOperator | auth.RoleNode, validate: validateAddVoter, bind: bindAddVoter},
@@ -320,6 +320,21 @@ func validateDiff(m proto.Message) error {
 	}
 	if req.GetPlan() != nil {
 		return contract.ValidatePlan(req.GetPlan())
+	}
+	return nil
+}
+
+func validateListHistory(m proto.Message) error {
+	req := m.(*pb.ListHistoryRequest)
+	if req.GetEndpoint() != "" {
+		if err := contract.ValidateName(req.GetEndpoint()); err != nil {
+			return fmt.Errorf("%w: %v", fsm.ErrInvalid, err)
+		}
+	}
+	if req.GetSince() != nil {
+		if err := req.GetSince().CheckValid(); err != nil {
+			return fmt.Errorf("%w: since: %v", fsm.ErrInvalid, err)
+		}
 	}
 	return nil
 }

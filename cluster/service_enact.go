@@ -64,7 +64,11 @@ func (e *enactService) ListApplied(_ context.Context, req *pb.ListAppliedRequest
 
 func (e *enactService) ListHistory(_ context.Context, req *pb.ListHistoryRequest) (*pb.ListHistoryResponse, error) {
 	resp := &pb.ListHistoryResponse{}
-	e.c.read(func(s *fsm.State) { resp.Events = s.History(int(req.GetLimit())) })
+	q := fsm.HistoryQuery{Endpoint: req.GetEndpoint(), Limit: int(req.GetLimit())}
+	if req.GetSince() != nil {
+		q.Since = req.GetSince().AsTime()
+	}
+	e.c.read(func(s *fsm.State) { resp.Events = s.Events(q) })
 	return resp, nil
 }
 

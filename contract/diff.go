@@ -31,7 +31,7 @@ func DiffPlans(from, to *pb.Plan) []*pb.EndpointDiff {
 	slices.Sort(names)
 	out := make([]*pb.EndpointDiff, 0, len(names))
 	for _, n := range names {
-		out = append(out, diffEndpoint(n, a[n], b[n]))
+		out = append(out, DiffEndpoint(n, a[n], b[n]))
 	}
 	return out
 }
@@ -44,7 +44,8 @@ func endpointsByName(p *pb.Plan) map[string]*pb.EndpointPlan {
 	return out
 }
 
-func diffEndpoint(name string, from, to *pb.EndpointPlan) *pb.EndpointDiff {
+// DiffEndpoint compares one endpoint's records (nil: it has none).
+func DiffEndpoint(name string, from, to *pb.EndpointPlan) *pb.EndpointDiff {
 	d := &pb.EndpointDiff{Endpoint: name}
 	wa, wb := addressWeights(from.GetTargets()), addressWeights(to.GetTargets())
 	for _, addr := range slices.SortedFunc(maps.Keys(wb), compareAddrs) {
@@ -76,6 +77,24 @@ func diffEndpoint(name string, from, to *pb.EndpointPlan) *pb.EndpointDiff {
 		d.Change = ChangeUnchanged
 	}
 	return d
+}
+
+// BoundDiff keeps at most n entries of each of d's lists (added,
+// removed, weights), counting the rest in omitted, so that a change of
+// many addresses costs a bounded record.
+func BoundDiff(d *pb.EndpointDiff, n int) {
+	if len(d.Added) > n {
+		d.Omitted += uint32(len(d.Added) - n)
+		d.Added = d.Added[:n]
+	}
+	if len(d.Removed) > n {
+		d.Omitted += uint32(len(d.Removed) - n)
+		d.Removed = d.Removed[:n]
+	}
+	if len(d.Weights) > n {
+		d.Omitted += uint32(len(d.Weights) - n)
+		d.Weights = d.Weights[:n]
+	}
 }
 
 // addressWeights sums the weights per served address (weight > 0).

@@ -149,3 +149,66 @@ func TestDiffPlansPreview(t *testing.T) {
 		t.Errorf("diff of nothing: %v, want INVALID_ARGUMENT", err)
 	}
 }
+
+// One endpoint's timeline and an export since a time, through the API:
+// only that endpoint's events, each apply with what it served before and
+// how its records changed.
+func TestHistoryTimeline(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{})
+	cl := c.Client()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	other := "other.dnsplan.test."
+	plan := func(w uint32) *pb.Plan {
+		return &pb.Plan{PlannerId: "ops", Endpoints: []*pb.EndpointPlan{
+			{Name: endpoint, Ttl: 30, Targets: []*pb.Target{{Id: "lb-1", Address: "192.0.2.1", Weight: w}, {Id: "lb-2", Address: "192.0.2.2", Weight: 1}}},
+			{Name: other, Ttl: 30, Targets: []*pb.Target{{Id: "lb-9", Address: "192.0.2.9", Weight: 1}}}}}
+	}
+	lease, err := cl.AcquireLease(ctx, &pb.AcquireLeaseRequest{Name: "enactor/0", Holder: "az-a", Ttl: durationpb.New(time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gens []uint64
+	for _, w := range []uint32{1, 2} {
+		sub, err := cl.SubmitPlan(ctx, &pb.SubmitPlanRequest{Plan: plan(w)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cl.ApplyPlan(ctx, &pb.ApplyPlanRequest{Generation: sub.Generation, LeaseName: lease.Name, LeaseToken: lease.Token, EnactorId: "az-a"}); err != nil {
+			t.Fatal(err)
+		}
+		gens = append(gens, sub.Generation)
+	}
+	h, err := cl.ListHistory(ctx, &pb.ListHistoryRequest{Endpoint: "API.dnsplan.test."})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var applies []*pb.HistoryEvent
+	for _, ev := range h.Events {
+		if ev.Endpoint != endpoint {
+			t.Fatalf("the timeline of %s holds an event of %q: %v", endpoint, ev.Endpoint, ev)
+		}
+		if ev.KindCode == pb.HistoryKind_HISTORY_KIND_APPLY {
+			applies = append(applies, ev)
+		}
+	}
+	if len(applies) != 2 || applies[1].PreviousGeneration != gens[0] || applies[1].Generation != gens[1] ||
+		len(applies[1].GetDiff().GetWeights()) != 1 || applies[1].GetDiff().GetWeights()[0].GetTo() != 2 {
+		t.Fatalf("apply events %v", applies)
+	}
+	all, err := cl.ListHistory(ctx, &pb.ListHistoryRequest{Since: applies[1].Time})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range all.Events {
+		if ev.Time.AsTime().Before(applies[1].Time.AsTime()) {
+			t.Errorf("an event of %v in the history since %v", ev.Time.AsTime(), applies[1].Time.AsTime())
+		}
+	}
+	if len(all.Events) < 2 { // both endpoints' applies of the second plan
+		t.Errorf("%d events since the second apply, want at least 2", len(all.Events))
+	}
+	if _, err := cl.ListHistory(ctx, &pb.ListHistoryRequest{Endpoint: "not a name"}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("a timeline of an invalid name: %v, want INVALID_ARGUMENT", err)
+	}
+}

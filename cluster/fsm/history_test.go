@@ -169,3 +169,45 @@ func TestMembersKnow(t *testing.T) {
 		t.Fatal("every member knows the command")
 	}
 }
+
+// An apply event says what the endpoint served before and how its records
+// changed, bounded however many addresses change.
+func TestApplyRecordsBeforeAndAfter(t *testing.T) {
+	h := newHarness(t)
+	l := h.mustAcquire("enactor/0", "az-a", time.Minute)
+	g1 := h.mustSubmit(plan(endpoint(api, target("a", "192.0.2.1", 1), target("b", "192.0.2.2", 1))))
+	h.mustApply(g1, l.Name, l.Token, "az-a")
+	g2 := h.mustSubmit(plan(endpoint(api, target("a", "192.0.2.1", 2), target("b", "192.0.2.2", 1), target("c", "192.0.2.3", 1))))
+	h.mustApply(g2, l.Name, l.Token, "az-a")
+	var many []*pb.Target
+	for i := range 40 {
+		many = append(many, target(fmt.Sprintf("t%d", i), fmt.Sprintf("198.51.100.%d", i+1), 1))
+	}
+	h.s.config.MaxCapacityDrop = 1
+	g3 := h.submit(plan(endpoint(api, many...)), true).Generation
+	h.mustApply(g3, l.Name, l.Token, "az-a")
+	var applies []*pb.HistoryEvent
+	for _, ev := range h.s.Events(HistoryQuery{Endpoint: "API.dnsplan.test."}) {
+		if ev.KindCode == kindApply {
+			applies = append(applies, ev)
+		}
+	}
+	if len(applies) != 3 {
+		t.Fatalf("%d apply events of the endpoint, want 3", len(applies))
+	}
+	first, second, third := applies[0], applies[1], applies[2]
+	if first.PreviousGeneration != 0 || !slices.Equal(first.Diff.GetAdded(), []string{"192.0.2.1", "192.0.2.2"}) || first.Diff.GetChange() != "added" {
+		t.Errorf("first apply: from %d, diff %v", first.PreviousGeneration, first.Diff)
+	}
+	if second.PreviousGeneration != g1 || !slices.Equal(second.Diff.GetAdded(), []string{"192.0.2.3"}) ||
+		len(second.Diff.GetWeights()) != 1 || second.Diff.GetWeights()[0].GetTo() != 2 {
+		t.Errorf("second apply: from %d, diff %v", second.PreviousGeneration, second.Diff)
+	}
+	if third.PreviousGeneration != g2 || len(third.Diff.GetAdded()) != MaxEventDiff || len(third.Diff.GetRemoved()) != 3 ||
+		third.Diff.GetOmitted() != 40-MaxEventDiff {
+		t.Errorf("a change of 40 addresses: added %d, removed %d, omitted %d", len(third.Diff.GetAdded()), len(third.Diff.GetRemoved()), third.Diff.GetOmitted())
+	}
+	if got := h.s.Events(HistoryQuery{Since: time.Unix(0, 0).Add(1 << 62)}); len(got) != 0 {
+		t.Errorf("events since the far future: %d", len(got))
+	}
+}

@@ -354,10 +354,7 @@ func checkFamilies(name string, cur *pb.AppliedEndpoint, targets []*pb.Target) e
 // checkEndpointRules runs the per-endpoint rules of a non-forced change:
 // per-family I2, then velocity.
 func (s *State) checkEndpointRules(name string, targets []*pb.Target) error {
-	var cur *pb.AppliedEndpoint
-	if a := s.applied[name]; a != nil {
-		cur = s.resolve(a)
-	}
+	cur := s.servedRecords(name)
 	if err := checkFamilies(name, cur, targets); err != nil {
 		return err
 	}
@@ -404,10 +401,7 @@ func (s *State) recordServed(name string, targets []*pb.Target) {
 // nothing: a preview (DiffPlans).
 func (s *State) Judge(name string, targets []*pb.Target) []*pb.RuleCheck {
 	name = contract.CanonicalName(name)
-	var cur *pb.AppliedEndpoint
-	if a := s.applied[name]; a != nil {
-		cur = s.resolve(a)
-	}
+	cur := s.servedRecords(name)
 	verdict := func(rule string, err error) *pb.RuleCheck {
 		if err == nil {
 			return &pb.RuleCheck{Rule: rule, Ok: true}

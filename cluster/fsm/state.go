@@ -326,6 +326,7 @@ func (s *State) applyPlan(index uint64, r *pb.ApplyPlanRequest) Result {
 				epEv.Reason, epEv.ReasonCode = err.Error(), res.Reason
 				break
 			}
+			recordChange(epEv, s.servedRecords(ep.Name), ep)
 			s.applied[ep.Name] = materialize(ep, plan.Generation, r, index, s.now)
 			s.recordServed(ep.Name, ep.Targets)
 			res.Outcome = pb.Outcome_OUTCOME_APPLIED
@@ -339,6 +340,31 @@ func (s *State) applyPlan(index uint64, r *pb.ApplyPlanRequest) Result {
 		results = append(results, res)
 	}
 	return Result{Endpoints: results}
+}
+
+// MaxEventDiff bounds each list of an apply event's diff (added, removed,
+// weights); the rest is counted in EndpointDiff.omitted.
+const MaxEventDiff = 16
+
+// recordChange records in an apply event what the endpoint served before
+// (generation and records) and how its records change: the audit trail
+// shows before and after without keeping every plan.
+func recordChange(ev *pb.HistoryEvent, before *pb.AppliedEndpoint, after *pb.EndpointPlan) {
+	var from *pb.EndpointPlan
+	if before != nil {
+		ev.PreviousGeneration = before.GetGeneration()
+		from = &pb.EndpointPlan{Name: before.GetEndpoint(), Ttl: before.GetTtl(), Targets: before.GetTargets()}
+	}
+	ev.Diff = contract.DiffEndpoint(after.GetName(), from, after)
+	contract.BoundDiff(ev.Diff, MaxEventDiff)
+}
+
+// servedRecords is what endpoint name serves now (nil: nothing).
+func (s *State) servedRecords(name string) *pb.AppliedEndpoint {
+	if a := s.applied[name]; a != nil {
+		return s.resolve(a)
+	}
+	return nil
 }
 
 // materialize copies an endpoint's records out of its plan, so that what is

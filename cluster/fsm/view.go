@@ -95,9 +95,29 @@ func (s *State) Leases() []*pb.Lease {
 // History returns up to limit newest events (all kept when limit is 0),
 // oldest first: the refused calls among the rest, in log order.
 func (s *State) History(limit int) []*pb.HistoryEvent {
+	return s.Events(HistoryQuery{Limit: limit})
+}
+
+// HistoryQuery selects events: of one endpoint (its canonical name; ""
+// for all), recorded at or after Since (the state's time; zero for all),
+// the newest Limit of those (0 for all).
+type HistoryQuery struct {
+	Endpoint string
+	Since    time.Time
+	Limit    int
+}
+
+// Events returns the events q selects, oldest first.
+func (s *State) Events(q HistoryQuery) []*pb.HistoryEvent {
 	h := mergeHistory(s.history, s.refusals)
-	if limit > 0 && len(h) > limit {
-		h = h[len(h)-limit:]
+	if q.Endpoint != "" || !q.Since.IsZero() {
+		name := contract.CanonicalName(q.Endpoint)
+		h = slices.DeleteFunc(h, func(ev *pb.HistoryEvent) bool {
+			return (name != "" && ev.GetEndpoint() != name) || ev.GetTime().AsTime().Before(q.Since)
+		})
+	}
+	if q.Limit > 0 && len(h) > q.Limit {
+		h = h[len(h)-q.Limit:]
 	}
 	return h
 }

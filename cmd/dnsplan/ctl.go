@@ -76,7 +76,7 @@ func ctlCommands() []ctlCommand {
 		{"applied", "applied [--stale] [ENDPOINT]", "what endpoints serve", setupApplied},
 		{"leases", "leases [--stale]", "leases, with their holders and tokens", setupLeases},
 		{"cleanup", "cleanup --keep N", "delete old plans no endpoint serves, keeping the newest N", setupCleanup},
-		{"history", "history [--limit N] [--stale]", "the audit history, oldest first", setupHistory},
+		{"history", "history [--endpoint NAME] [--since TIME] [--limit N] [--stale]", "the audit history, oldest first; --endpoint: one endpoint's timeline; -o jsonl exports one event a line", setupHistory},
 		{"config", "config get [--stale] | config set KEY VALUE", "the cluster's policy; keys max-capacity-drop (0..1) and velocity-window (a duration)", setupConfig},
 		{"freeze", "freeze [--reason R]", "refuse every apply until unfreeze", setupFreeze(true)},
 		{"unfreeze", "unfreeze", "allow applies again", setupFreeze(false)},
@@ -98,8 +98,8 @@ type ctlGlobals struct {
 func bindCtlGlobals(fs *flag.FlagSet) *ctlGlobals {
 	g := &ctlGlobals{cluster: newListFlag(defaultCluster...)}
 	fs.Var(g.cluster, "cluster", "comma-separated gRPC addresses of the cluster's nodes")
-	fs.StringVar(&g.o, "o", "", "output format: text or json")
-	fs.StringVar(&g.output, "output", "text", "output format: text or json (same as -o)")
+	fs.StringVar(&g.o, "o", "", "output format: text, json, or jsonl (one JSON object a line; history: one a event)")
+	fs.StringVar(&g.output, "output", "text", "output format: text, json or jsonl (same as -o)")
 	fs.DurationVar(&g.timeout, "timeout", 10*time.Second, "give up on the command after this long")
 	g.tls = addTLSFlags(fs)
 	return g
@@ -136,8 +136,8 @@ func (x *ctl) apply(g *ctlGlobals, given map[string]bool, onlyGiven bool) error 
 	default:
 		x.format = g.output
 	}
-	if x.format != "text" && x.format != "json" {
-		return fmt.Errorf("%w: output format %q: want text or json", errCtlUsage, x.format)
+	if x.format != "text" && x.format != "json" && x.format != "jsonl" {
+		return fmt.Errorf("%w: output format %q: want text, json or jsonl", errCtlUsage, x.format)
 	}
 	if len(x.cluster) == 0 {
 		return fmt.Errorf("%w: --cluster is empty", errCtlUsage)
@@ -281,10 +281,28 @@ func (x *ctl) close() {
 
 // show prints m as protojson with -o json, else as the table text writes.
 func (x *ctl) show(m proto.Message, text func(w io.Writer)) error {
-	if x.format == "json" {
+	switch x.format {
+	case "json":
 		return writeJSON(x.stdout, m)
+	case "jsonl":
+		return writeJSONLine(x.stdout, m)
 	}
 	return writeTable(x.stdout, text)
+}
+
+// writeJSONLine prints m as protojson on one line.
+func writeJSONLine(w io.Writer, m proto.Message) error {
+	b, err := protojson.Marshal(m)
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, b); err != nil {
+		return err
+	}
+	buf.WriteByte('\n')
+	_, err = w.Write(buf.Bytes())
+	return err
 }
 
 // writeJSON prints m as one indented protojson document. protojson's own
@@ -1012,6 +1030,8 @@ func renderCleanup(w io.Writer, deleted []uint64) {
 func setupHistory(fs *flag.FlagSet) func(context.Context, *ctl, []string) error {
 	limit := fs.Uint("limit", 0, "show only the newest N events; 0 shows all the cluster keeps")
 	stale := fs.Bool("stale", false, "read the answering node's replica, which may lag")
+	endpoint := fs.String("endpoint", "", "show only the events of endpoint `NAME`: its timeline")
+	since := fs.String("since", "", "show only the events from `TIME` on: RFC 3339, or a duration back from now (1h)")
 	return func(ctx context.Context, x *ctl, args []string) error {
 		if err := noArgs(args); err != nil {
 			return err
@@ -1019,23 +1039,80 @@ func setupHistory(fs *flag.FlagSet) func(context.Context, *ctl, []string) error 
 		if uint64(*limit) > uint64(^uint32(0)) {
 			return fmt.Errorf("%w: --limit %d is too large", errCtlUsage, *limit)
 		}
+		req := &pb.ListHistoryRequest{Limit: uint32(*limit), Stale: *stale, Endpoint: *endpoint}
+		if *since != "" {
+			t, err := parseSince(*since, time.Now())
+			if err != nil {
+				return fmt.Errorf("%w: --since: %v", errCtlUsage, err)
+			}
+			req.Since = timestamppb.New(t)
+		}
 		c, err := x.client()
 		if err != nil {
 			return err
 		}
-		resp, err := c.ListHistory(ctx, &pb.ListHistoryRequest{Limit: uint32(*limit), Stale: *stale})
+		resp, err := c.ListHistory(ctx, req)
 		if err != nil {
 			return err
 		}
+		if x.format == "jsonl" {
+			for _, ev := range resp.GetEvents() {
+				if err := writeJSONLine(x.stdout, ev); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
 		return x.show(resp, func(w io.Writer) { renderHistory(w, resp.GetEvents()) })
 	}
+}
+
+// parseSince reads a time: RFC 3339, or a duration back from now.
+func parseSince(s string, now time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
+		return now.Add(-d), nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q is neither RFC 3339 nor a duration", s)
+	}
+	return t, nil
+}
+
+// changeCell is an apply event's change of records: the generation served
+// before, then what was added (+), removed (-) and reweighted.
+func changeCell(e *pb.HistoryEvent) string {
+	d := e.GetDiff()
+	if d == nil {
+		return "-"
+	}
+	parts := []string{fmt.Sprintf("from %v:", dashIfZero(e.GetPreviousGeneration()))}
+	for _, a := range d.GetAdded() {
+		parts = append(parts, "+"+a)
+	}
+	for _, a := range d.GetRemoved() {
+		parts = append(parts, "-"+a)
+	}
+	for _, c := range d.GetWeights() {
+		parts = append(parts, fmt.Sprintf("%s %d→%d", c.GetAddress(), c.GetFrom(), c.GetTo()))
+	}
+	if d.GetTtlFrom() != d.GetTtlTo() {
+		parts = append(parts, fmt.Sprintf("ttl %d→%d", d.GetTtlFrom(), d.GetTtlTo()))
+	}
+	if n := d.GetOmitted(); n > 0 {
+		parts = append(parts, fmt.Sprintf("(%d more)", n))
+	}
+	if len(parts) == 1 {
+		parts = append(parts, "same records")
+	}
+	return strings.Join(parts, " ")
 }
 
 // renderHistory prints the audit history from its codes: the kind, the
 // outcome and, for a rejection or refusal, its reason code (an event of a
 // node that predates the codes shows its words).
 func renderHistory(w io.Writer, events []*pb.HistoryEvent) {
-	tableRow(w, "INDEX", "TIME", "KIND", "CALLER", "ACTOR", "GEN", "ENDPOINT", "LEASE", "TOKEN", "OUTCOME", "REASON")
+	tableRow(w, "INDEX", "TIME", "KIND", "CALLER", "ACTOR", "GEN", "ENDPOINT", "LEASE", "TOKEN", "OUTCOME", "CHANGE", "REASON")
 	for _, e := range events {
 		kind, outcome := e.GetKind(), e.GetOutcome()
 		if e.GetKindCode() != pb.HistoryKind_HISTORY_KIND_UNSPECIFIED {
@@ -1048,7 +1125,7 @@ func renderHistory(w io.Writer, events []*pb.HistoryEvent) {
 			outcome += " " + code
 		}
 		tableRow(w, e.GetIndex(), timeCell(e.GetTime()), kind, dashIfZero(e.GetCaller()), dashIfZero(e.GetActor()), dashIfZero(e.GetGeneration()),
-			dashIfZero(e.GetEndpoint()), dashIfZero(e.GetLeaseName()), dashIfZero(e.GetToken()), dashIfZero(outcome), e.GetReason())
+			dashIfZero(e.GetEndpoint()), dashIfZero(e.GetLeaseName()), dashIfZero(e.GetToken()), dashIfZero(outcome), changeCell(e), e.GetReason())
 	}
 }
 

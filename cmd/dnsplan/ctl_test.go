@@ -212,7 +212,8 @@ plans: 3, next generation 4; endpoints applied: 2
 		{"history", renderTable(func(w io.Writer) {
 			renderHistory(w, []*pb.HistoryEvent{
 				{Index: 7, Time: at, KindCode: pb.HistoryKind_HISTORY_KIND_APPLY, Kind: "apply", Caller: "enactor/az-a", Actor: "az-a", Generation: 3, Endpoint: "api.dnsplan.test.",
-					LeaseName: "enactor/0", Token: 9, OutcomeCode: pb.HistoryOutcome_HISTORY_OUTCOME_APPLIED, Outcome: "applied"},
+					LeaseName: "enactor/0", Token: 9, OutcomeCode: pb.HistoryOutcome_HISTORY_OUTCOME_APPLIED, Outcome: "applied", PreviousGeneration: 2,
+					Diff: &pb.EndpointDiff{Added: []string{"192.0.2.3"}, Removed: []string{"192.0.2.2"}, Weights: []*pb.WeightChange{{Address: "192.0.2.1", From: 1, To: 2}}, Omitted: 3}},
 				{Index: 8, Time: at, KindCode: pb.HistoryKind_HISTORY_KIND_RENEW, Kind: "renew", Actor: "az-b", LeaseName: "enactor/0", Token: 4,
 					OutcomeCode: pb.HistoryOutcome_HISTORY_OUTCOME_REJECTED, Outcome: "rejected", ReasonCode: "FENCED", Reason: "fenced: token 4 is not current"},
 				{Index: 9, Kind: "freeze", Outcome: "frozen", Reason: "from a node before the codes"},
@@ -220,11 +221,11 @@ plans: 3, next generation 4; endpoints applied: 2
 					OutcomeCode: pb.HistoryOutcome_HISTORY_OUTCOME_REJECTED, ReasonCode: "PERMISSION", Reason: "node n2 refused 3 call(s): ..."},
 			})
 		}), `
-INDEX  TIME                  KIND          CALLER        ACTOR  GEN  ENDPOINT           LEASE      TOKEN  OUTCOME              REASON
-7      2025-10-20T07:00:00Z  apply         enactor/az-a  az-a   3    api.dnsplan.test.  enactor/0  9      applied
-8      2025-10-20T07:00:00Z  renew         -             az-b   -    -                  enactor/0  4      rejected FENCED      fenced: token 4 is not current
-9      -                     freeze        -             -      -    -                  -          -      frozen               from a node before the codes
-10     2025-10-20T07:00:00Z  refused_call  reader/dash   -      -    -                  -          -      rejected PERMISSION  node n2 refused 3 call(s): ...
+INDEX  TIME                  KIND          CALLER        ACTOR  GEN  ENDPOINT           LEASE      TOKEN  OUTCOME              CHANGE                                                REASON
+7      2025-10-20T07:00:00Z  apply         enactor/az-a  az-a   3    api.dnsplan.test.  enactor/0  9      applied              from 2: +192.0.2.3 -192.0.2.2 192.0.2.1 1→2 (3 more)
+8      2025-10-20T07:00:00Z  renew         -             az-b   -    -                  enactor/0  4      rejected FENCED      -                                                     fenced: token 4 is not current
+9      -                     freeze        -             -      -    -                  -          -      frozen               -                                                     from a node before the codes
+10     2025-10-20T07:00:00Z  refused_call  reader/dash   -      -    -                  -          -      rejected PERMISSION  -                                                     node n2 refused 3 call(s): ...
 `},
 		{"diff", renderTable(func(w io.Writer) {
 			minus75, plus0 := -75.0, 0.0
@@ -419,5 +420,25 @@ func TestCtlAgainstFakeNode(t *testing.T) {
 	}
 	if out, _ := ctl("--cluster", live, "status", "-o", "text"); !strings.HasPrefix(out, "ADDRESS") {
 		t.Errorf("-o text lost to DNSPLAN_OUTPUT:\n%s", out)
+	}
+}
+
+func TestParseSince(t *testing.T) {
+	now := time.Date(2026, 12, 2, 6, 0, 0, 0, time.UTC)
+	for in, want := range map[string]time.Time{
+		"1h":                        now.Add(-time.Hour),
+		"0s":                        now,
+		"2026-12-01T10:00:00Z":      time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC),
+		"2026-12-01T10:00:00+01:00": time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC),
+	} {
+		got, err := parseSince(in, now)
+		if err != nil || !got.Equal(want) {
+			t.Errorf("parseSince(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "-1h", "yesterday", "2026-12-01"} {
+		if _, err := parseSince(bad, now); err == nil {
+			t.Errorf("parseSince(%q) accepted", bad)
+		}
 	}
 }

@@ -1129,7 +1129,10 @@ type EndpointDiff struct {
 	TtlTo   uint32 `protobuf:"varint,9,opt,name=ttl_to,json=ttlTo,proto3" json:"ttl_to,omitempty"`
 	// rules are the second plan's endpoint judged as if applied now (none
 	// for an endpoint it does not hold, or a forced plan).
-	Rules         []*RuleCheck `protobuf:"bytes,10,rep,name=rules,proto3" json:"rules,omitempty"`
+	Rules []*RuleCheck `protobuf:"bytes,10,rep,name=rules,proto3" json:"rules,omitempty"`
+	// omitted counts the entries of added, removed and weights left out
+	// where the diff is bounded (in the audit history).
+	Omitted       uint32 `protobuf:"varint,11,opt,name=omitted,proto3" json:"omitted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1232,6 +1235,13 @@ func (x *EndpointDiff) GetRules() []*RuleCheck {
 		return x.Rules
 	}
 	return nil
+}
+
+func (x *EndpointDiff) GetOmitted() uint32 {
+	if x != nil {
+		return x.Omitted
+	}
+	return 0
 }
 
 type WeightChange struct {
@@ -2418,9 +2428,15 @@ func (x *WatchAppliedResponse) GetEndpoint() *AppliedEndpoint {
 
 type ListHistoryRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// limit caps the number of newest events returned; 0 means all kept.
-	Limit         uint32 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
-	Stale         bool   `protobuf:"varint,2,opt,name=stale,proto3" json:"stale,omitempty"`
+	// limit caps the number of newest events returned (after the filters);
+	// 0 means all kept.
+	Limit uint32 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	Stale bool   `protobuf:"varint,2,opt,name=stale,proto3" json:"stale,omitempty"`
+	// endpoint keeps only the events of one endpoint: its timeline.
+	Endpoint string `protobuf:"bytes,3,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	// since keeps only the events recorded at or after this time (the
+	// cluster's time, HistoryEvent.time).
+	Since         *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=since,proto3" json:"since,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2469,6 +2485,20 @@ func (x *ListHistoryRequest) GetStale() bool {
 	return false
 }
 
+func (x *ListHistoryRequest) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *ListHistoryRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
 // HistoryEvent is one entry of the bounded audit history. kind_code,
 // outcome_code and reason_code are for programs; kind, outcome and reason
 // say the same for people (kind and outcome are the codes' names).
@@ -2501,10 +2531,16 @@ type HistoryEvent struct {
 	Caller string `protobuf:"bytes,14,opt,name=caller,proto3" json:"caller,omitempty"`
 	// method and count, for a refused_call event: the RPC's name and how
 	// many of its calls by caller were refused (reason: the first's message).
-	Method        string `protobuf:"bytes,15,opt,name=method,proto3" json:"method,omitempty"`
-	Count         uint64 `protobuf:"varint,16,opt,name=count,proto3" json:"count,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Method string `protobuf:"bytes,15,opt,name=method,proto3" json:"method,omitempty"`
+	Count  uint64 `protobuf:"varint,16,opt,name=count,proto3" json:"count,omitempty"`
+	// previous_generation and diff, for an apply that changed what an
+	// endpoint serves: the generation it served before (0: none) and the
+	// change of its records, before to after (no rules; bounded, see
+	// EndpointDiff.omitted).
+	PreviousGeneration uint64        `protobuf:"varint,17,opt,name=previous_generation,json=previousGeneration,proto3" json:"previous_generation,omitempty"`
+	Diff               *EndpointDiff `protobuf:"bytes,18,opt,name=diff,proto3" json:"diff,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *HistoryEvent) Reset() {
@@ -2647,6 +2683,20 @@ func (x *HistoryEvent) GetCount() uint64 {
 		return x.Count
 	}
 	return 0
+}
+
+func (x *HistoryEvent) GetPreviousGeneration() uint64 {
+	if x != nil {
+		return x.PreviousGeneration
+	}
+	return 0
+}
+
+func (x *HistoryEvent) GetDiff() *EndpointDiff {
+	if x != nil {
+		return x.Diff
+	}
+	return nil
 }
 
 type ListHistoryResponse struct {
@@ -4056,7 +4106,7 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\rto_generation\x18\x03 \x01(\x04R\ftoGeneration\x12\x1b\n" +
 	"\tto_digest\x18\x04 \x01(\tR\btoDigest\x12+\n" +
 	"\x11newest_generation\x18\x05 \x01(\x04R\x10newestGeneration\x126\n" +
-	"\tendpoints\x18\x06 \x03(\v2\x18.dnsplan.v1.EndpointDiffR\tendpoints\"\x96\x03\n" +
+	"\tendpoints\x18\x06 \x03(\v2\x18.dnsplan.v1.EndpointDiffR\tendpoints\"\xb0\x03\n" +
 	"\fEndpointDiff\x12\x1a\n" +
 	"\bendpoint\x18\x01 \x01(\tR\bendpoint\x12\x16\n" +
 	"\x06change\x18\x02 \x01(\tR\x06change\x12\x14\n" +
@@ -4068,7 +4118,8 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\bttl_from\x18\b \x01(\rR\attlFrom\x12\x15\n" +
 	"\x06ttl_to\x18\t \x01(\rR\x05ttlTo\x12+\n" +
 	"\x05rules\x18\n" +
-	" \x03(\v2\x15.dnsplan.v1.RuleCheckR\x05rulesB\x13\n" +
+	" \x03(\v2\x15.dnsplan.v1.RuleCheckR\x05rules\x12\x18\n" +
+	"\aomitted\x18\v \x01(\rR\aomittedB\x13\n" +
 	"\x11_a_change_percentB\x16\n" +
 	"\x14_aaaa_change_percent\"L\n" +
 	"\fWeightChange\x12\x18\n" +
@@ -4156,10 +4207,12 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\x13WatchAppliedRequest\x12#\n" +
 	"\rfrom_revision\x18\x01 \x01(\x04R\ffromRevision\"O\n" +
 	"\x14WatchAppliedResponse\x127\n" +
-	"\bendpoint\x18\x01 \x01(\v2\x1b.dnsplan.v1.AppliedEndpointR\bendpoint\"@\n" +
+	"\bendpoint\x18\x01 \x01(\v2\x1b.dnsplan.v1.AppliedEndpointR\bendpoint\"\x8e\x01\n" +
 	"\x12ListHistoryRequest\x12\x14\n" +
 	"\x05limit\x18\x01 \x01(\rR\x05limit\x12\x14\n" +
-	"\x05stale\x18\x02 \x01(\bR\x05stale\"\xfd\x03\n" +
+	"\x05stale\x18\x02 \x01(\bR\x05stale\x12\x1a\n" +
+	"\bendpoint\x18\x03 \x01(\tR\bendpoint\x120\n" +
+	"\x05since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"\xdc\x04\n" +
 	"\fHistoryEvent\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
@@ -4181,7 +4234,9 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"reasonCode\x12\x16\n" +
 	"\x06caller\x18\x0e \x01(\tR\x06caller\x12\x16\n" +
 	"\x06method\x18\x0f \x01(\tR\x06method\x12\x14\n" +
-	"\x05count\x18\x10 \x01(\x04R\x05count\"G\n" +
+	"\x05count\x18\x10 \x01(\x04R\x05count\x12/\n" +
+	"\x13previous_generation\x18\x11 \x01(\x04R\x12previousGeneration\x12,\n" +
+	"\x04diff\x18\x12 \x01(\v2\x18.dnsplan.v1.EndpointDiffR\x04diff\"G\n" +
 	"\x13ListHistoryResponse\x120\n" +
 	"\x06events\x18\x01 \x03(\v2\x18.dnsplan.v1.HistoryEventR\x06events\"\x0f\n" +
 	"\rStatusRequest\"\x80\x01\n" +
@@ -4444,73 +4499,75 @@ var file_dnsplan_v1_dnsplan_proto_depIdxs = []int32{
 	63, // 17: dnsplan.v1.AppliedEndpoint.applied_at:type_name -> google.protobuf.Timestamp
 	32, // 18: dnsplan.v1.ListAppliedResponse.endpoints:type_name -> dnsplan.v1.AppliedEndpoint
 	32, // 19: dnsplan.v1.WatchAppliedResponse.endpoint:type_name -> dnsplan.v1.AppliedEndpoint
-	63, // 20: dnsplan.v1.HistoryEvent.time:type_name -> google.protobuf.Timestamp
-	1,  // 21: dnsplan.v1.HistoryEvent.kind_code:type_name -> dnsplan.v1.HistoryKind
-	2,  // 22: dnsplan.v1.HistoryEvent.outcome_code:type_name -> dnsplan.v1.HistoryOutcome
-	38, // 23: dnsplan.v1.ListHistoryResponse.events:type_name -> dnsplan.v1.HistoryEvent
-	41, // 24: dnsplan.v1.StatusResponse.members:type_name -> dnsplan.v1.Member
-	43, // 25: dnsplan.v1.StatusResponse.config:type_name -> dnsplan.v1.ClusterConfig
-	3,  // 26: dnsplan.v1.ClusterConfig.design:type_name -> dnsplan.v1.Design
-	64, // 27: dnsplan.v1.ClusterConfig.velocity_window:type_name -> google.protobuf.Duration
-	64, // 28: dnsplan.v1.SetConfigRequest.velocity_window:type_name -> google.protobuf.Duration
-	56, // 29: dnsplan.v1.RecordRefusalsRequest.refusals:type_name -> dnsplan.v1.Refusal
-	7,  // 30: dnsplan.v1.PlanService.SubmitPlan:input_type -> dnsplan.v1.SubmitPlanRequest
-	9,  // 31: dnsplan.v1.PlanService.GetPlan:input_type -> dnsplan.v1.GetPlanRequest
-	10, // 32: dnsplan.v1.PlanService.ListPlans:input_type -> dnsplan.v1.ListPlansRequest
-	12, // 33: dnsplan.v1.PlanService.WatchPlans:input_type -> dnsplan.v1.WatchPlansRequest
-	14, // 34: dnsplan.v1.PlanService.DiffPlans:input_type -> dnsplan.v1.DiffPlansRequest
-	20, // 35: dnsplan.v1.LeaseService.AcquireLease:input_type -> dnsplan.v1.AcquireLeaseRequest
-	21, // 36: dnsplan.v1.LeaseService.RenewLease:input_type -> dnsplan.v1.RenewLeaseRequest
-	22, // 37: dnsplan.v1.LeaseService.ReleaseLease:input_type -> dnsplan.v1.ReleaseLeaseRequest
-	24, // 38: dnsplan.v1.LeaseService.ListLeases:input_type -> dnsplan.v1.ListLeasesRequest
-	26, // 39: dnsplan.v1.EnactService.ApplyPlan:input_type -> dnsplan.v1.ApplyPlanRequest
-	29, // 40: dnsplan.v1.EnactService.CleanupPlans:input_type -> dnsplan.v1.CleanupPlansRequest
-	31, // 41: dnsplan.v1.EnactService.GetApplied:input_type -> dnsplan.v1.GetAppliedRequest
-	33, // 42: dnsplan.v1.EnactService.ListApplied:input_type -> dnsplan.v1.ListAppliedRequest
-	35, // 43: dnsplan.v1.EnactService.WatchApplied:input_type -> dnsplan.v1.WatchAppliedRequest
-	37, // 44: dnsplan.v1.EnactService.ListHistory:input_type -> dnsplan.v1.ListHistoryRequest
-	40, // 45: dnsplan.v1.ClusterService.Status:input_type -> dnsplan.v1.StatusRequest
-	48, // 46: dnsplan.v1.ClusterService.AddVoter:input_type -> dnsplan.v1.AddVoterRequest
-	50, // 47: dnsplan.v1.ClusterService.RemoveServer:input_type -> dnsplan.v1.RemoveServerRequest
-	52, // 48: dnsplan.v1.ClusterService.TransferLeadership:input_type -> dnsplan.v1.TransferLeadershipRequest
-	54, // 49: dnsplan.v1.ClusterService.SetFreeze:input_type -> dnsplan.v1.SetFreezeRequest
-	44, // 50: dnsplan.v1.ClusterService.GetConfig:input_type -> dnsplan.v1.GetConfigRequest
-	45, // 51: dnsplan.v1.ClusterService.SetConfig:input_type -> dnsplan.v1.SetConfigRequest
-	46, // 52: dnsplan.v1.ClusterService.ReadIndex:input_type -> dnsplan.v1.ReadIndexRequest
-	57, // 53: dnsplan.v1.ClusterService.RecordRefusals:input_type -> dnsplan.v1.RecordRefusalsRequest
-	59, // 54: dnsplan.v1.LegacyService.LegacyApply:input_type -> dnsplan.v1.LegacyApplyRequest
-	61, // 55: dnsplan.v1.LegacyService.LegacyCleanup:input_type -> dnsplan.v1.LegacyCleanupRequest
-	8,  // 56: dnsplan.v1.PlanService.SubmitPlan:output_type -> dnsplan.v1.SubmitPlanResponse
-	6,  // 57: dnsplan.v1.PlanService.GetPlan:output_type -> dnsplan.v1.Plan
-	11, // 58: dnsplan.v1.PlanService.ListPlans:output_type -> dnsplan.v1.ListPlansResponse
-	13, // 59: dnsplan.v1.PlanService.WatchPlans:output_type -> dnsplan.v1.WatchPlansResponse
-	15, // 60: dnsplan.v1.PlanService.DiffPlans:output_type -> dnsplan.v1.PlanDiff
-	19, // 61: dnsplan.v1.LeaseService.AcquireLease:output_type -> dnsplan.v1.Lease
-	19, // 62: dnsplan.v1.LeaseService.RenewLease:output_type -> dnsplan.v1.Lease
-	23, // 63: dnsplan.v1.LeaseService.ReleaseLease:output_type -> dnsplan.v1.ReleaseLeaseResponse
-	25, // 64: dnsplan.v1.LeaseService.ListLeases:output_type -> dnsplan.v1.ListLeasesResponse
-	28, // 65: dnsplan.v1.EnactService.ApplyPlan:output_type -> dnsplan.v1.ApplyPlanResponse
-	30, // 66: dnsplan.v1.EnactService.CleanupPlans:output_type -> dnsplan.v1.CleanupPlansResponse
-	32, // 67: dnsplan.v1.EnactService.GetApplied:output_type -> dnsplan.v1.AppliedEndpoint
-	34, // 68: dnsplan.v1.EnactService.ListApplied:output_type -> dnsplan.v1.ListAppliedResponse
-	36, // 69: dnsplan.v1.EnactService.WatchApplied:output_type -> dnsplan.v1.WatchAppliedResponse
-	39, // 70: dnsplan.v1.EnactService.ListHistory:output_type -> dnsplan.v1.ListHistoryResponse
-	42, // 71: dnsplan.v1.ClusterService.Status:output_type -> dnsplan.v1.StatusResponse
-	49, // 72: dnsplan.v1.ClusterService.AddVoter:output_type -> dnsplan.v1.AddVoterResponse
-	51, // 73: dnsplan.v1.ClusterService.RemoveServer:output_type -> dnsplan.v1.RemoveServerResponse
-	53, // 74: dnsplan.v1.ClusterService.TransferLeadership:output_type -> dnsplan.v1.TransferLeadershipResponse
-	55, // 75: dnsplan.v1.ClusterService.SetFreeze:output_type -> dnsplan.v1.SetFreezeResponse
-	43, // 76: dnsplan.v1.ClusterService.GetConfig:output_type -> dnsplan.v1.ClusterConfig
-	43, // 77: dnsplan.v1.ClusterService.SetConfig:output_type -> dnsplan.v1.ClusterConfig
-	47, // 78: dnsplan.v1.ClusterService.ReadIndex:output_type -> dnsplan.v1.ReadIndexResponse
-	58, // 79: dnsplan.v1.ClusterService.RecordRefusals:output_type -> dnsplan.v1.RecordRefusalsResponse
-	60, // 80: dnsplan.v1.LegacyService.LegacyApply:output_type -> dnsplan.v1.LegacyApplyResponse
-	62, // 81: dnsplan.v1.LegacyService.LegacyCleanup:output_type -> dnsplan.v1.LegacyCleanupResponse
-	56, // [56:82] is the sub-list for method output_type
-	30, // [30:56] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	63, // 20: dnsplan.v1.ListHistoryRequest.since:type_name -> google.protobuf.Timestamp
+	63, // 21: dnsplan.v1.HistoryEvent.time:type_name -> google.protobuf.Timestamp
+	1,  // 22: dnsplan.v1.HistoryEvent.kind_code:type_name -> dnsplan.v1.HistoryKind
+	2,  // 23: dnsplan.v1.HistoryEvent.outcome_code:type_name -> dnsplan.v1.HistoryOutcome
+	16, // 24: dnsplan.v1.HistoryEvent.diff:type_name -> dnsplan.v1.EndpointDiff
+	38, // 25: dnsplan.v1.ListHistoryResponse.events:type_name -> dnsplan.v1.HistoryEvent
+	41, // 26: dnsplan.v1.StatusResponse.members:type_name -> dnsplan.v1.Member
+	43, // 27: dnsplan.v1.StatusResponse.config:type_name -> dnsplan.v1.ClusterConfig
+	3,  // 28: dnsplan.v1.ClusterConfig.design:type_name -> dnsplan.v1.Design
+	64, // 29: dnsplan.v1.ClusterConfig.velocity_window:type_name -> google.protobuf.Duration
+	64, // 30: dnsplan.v1.SetConfigRequest.velocity_window:type_name -> google.protobuf.Duration
+	56, // 31: dnsplan.v1.RecordRefusalsRequest.refusals:type_name -> dnsplan.v1.Refusal
+	7,  // 32: dnsplan.v1.PlanService.SubmitPlan:input_type -> dnsplan.v1.SubmitPlanRequest
+	9,  // 33: dnsplan.v1.PlanService.GetPlan:input_type -> dnsplan.v1.GetPlanRequest
+	10, // 34: dnsplan.v1.PlanService.ListPlans:input_type -> dnsplan.v1.ListPlansRequest
+	12, // 35: dnsplan.v1.PlanService.WatchPlans:input_type -> dnsplan.v1.WatchPlansRequest
+	14, // 36: dnsplan.v1.PlanService.DiffPlans:input_type -> dnsplan.v1.DiffPlansRequest
+	20, // 37: dnsplan.v1.LeaseService.AcquireLease:input_type -> dnsplan.v1.AcquireLeaseRequest
+	21, // 38: dnsplan.v1.LeaseService.RenewLease:input_type -> dnsplan.v1.RenewLeaseRequest
+	22, // 39: dnsplan.v1.LeaseService.ReleaseLease:input_type -> dnsplan.v1.ReleaseLeaseRequest
+	24, // 40: dnsplan.v1.LeaseService.ListLeases:input_type -> dnsplan.v1.ListLeasesRequest
+	26, // 41: dnsplan.v1.EnactService.ApplyPlan:input_type -> dnsplan.v1.ApplyPlanRequest
+	29, // 42: dnsplan.v1.EnactService.CleanupPlans:input_type -> dnsplan.v1.CleanupPlansRequest
+	31, // 43: dnsplan.v1.EnactService.GetApplied:input_type -> dnsplan.v1.GetAppliedRequest
+	33, // 44: dnsplan.v1.EnactService.ListApplied:input_type -> dnsplan.v1.ListAppliedRequest
+	35, // 45: dnsplan.v1.EnactService.WatchApplied:input_type -> dnsplan.v1.WatchAppliedRequest
+	37, // 46: dnsplan.v1.EnactService.ListHistory:input_type -> dnsplan.v1.ListHistoryRequest
+	40, // 47: dnsplan.v1.ClusterService.Status:input_type -> dnsplan.v1.StatusRequest
+	48, // 48: dnsplan.v1.ClusterService.AddVoter:input_type -> dnsplan.v1.AddVoterRequest
+	50, // 49: dnsplan.v1.ClusterService.RemoveServer:input_type -> dnsplan.v1.RemoveServerRequest
+	52, // 50: dnsplan.v1.ClusterService.TransferLeadership:input_type -> dnsplan.v1.TransferLeadershipRequest
+	54, // 51: dnsplan.v1.ClusterService.SetFreeze:input_type -> dnsplan.v1.SetFreezeRequest
+	44, // 52: dnsplan.v1.ClusterService.GetConfig:input_type -> dnsplan.v1.GetConfigRequest
+	45, // 53: dnsplan.v1.ClusterService.SetConfig:input_type -> dnsplan.v1.SetConfigRequest
+	46, // 54: dnsplan.v1.ClusterService.ReadIndex:input_type -> dnsplan.v1.ReadIndexRequest
+	57, // 55: dnsplan.v1.ClusterService.RecordRefusals:input_type -> dnsplan.v1.RecordRefusalsRequest
+	59, // 56: dnsplan.v1.LegacyService.LegacyApply:input_type -> dnsplan.v1.LegacyApplyRequest
+	61, // 57: dnsplan.v1.LegacyService.LegacyCleanup:input_type -> dnsplan.v1.LegacyCleanupRequest
+	8,  // 58: dnsplan.v1.PlanService.SubmitPlan:output_type -> dnsplan.v1.SubmitPlanResponse
+	6,  // 59: dnsplan.v1.PlanService.GetPlan:output_type -> dnsplan.v1.Plan
+	11, // 60: dnsplan.v1.PlanService.ListPlans:output_type -> dnsplan.v1.ListPlansResponse
+	13, // 61: dnsplan.v1.PlanService.WatchPlans:output_type -> dnsplan.v1.WatchPlansResponse
+	15, // 62: dnsplan.v1.PlanService.DiffPlans:output_type -> dnsplan.v1.PlanDiff
+	19, // 63: dnsplan.v1.LeaseService.AcquireLease:output_type -> dnsplan.v1.Lease
+	19, // 64: dnsplan.v1.LeaseService.RenewLease:output_type -> dnsplan.v1.Lease
+	23, // 65: dnsplan.v1.LeaseService.ReleaseLease:output_type -> dnsplan.v1.ReleaseLeaseResponse
+	25, // 66: dnsplan.v1.LeaseService.ListLeases:output_type -> dnsplan.v1.ListLeasesResponse
+	28, // 67: dnsplan.v1.EnactService.ApplyPlan:output_type -> dnsplan.v1.ApplyPlanResponse
+	30, // 68: dnsplan.v1.EnactService.CleanupPlans:output_type -> dnsplan.v1.CleanupPlansResponse
+	32, // 69: dnsplan.v1.EnactService.GetApplied:output_type -> dnsplan.v1.AppliedEndpoint
+	34, // 70: dnsplan.v1.EnactService.ListApplied:output_type -> dnsplan.v1.ListAppliedResponse
+	36, // 71: dnsplan.v1.EnactService.WatchApplied:output_type -> dnsplan.v1.WatchAppliedResponse
+	39, // 72: dnsplan.v1.EnactService.ListHistory:output_type -> dnsplan.v1.ListHistoryResponse
+	42, // 73: dnsplan.v1.ClusterService.Status:output_type -> dnsplan.v1.StatusResponse
+	49, // 74: dnsplan.v1.ClusterService.AddVoter:output_type -> dnsplan.v1.AddVoterResponse
+	51, // 75: dnsplan.v1.ClusterService.RemoveServer:output_type -> dnsplan.v1.RemoveServerResponse
+	53, // 76: dnsplan.v1.ClusterService.TransferLeadership:output_type -> dnsplan.v1.TransferLeadershipResponse
+	55, // 77: dnsplan.v1.ClusterService.SetFreeze:output_type -> dnsplan.v1.SetFreezeResponse
+	43, // 78: dnsplan.v1.ClusterService.GetConfig:output_type -> dnsplan.v1.ClusterConfig
+	43, // 79: dnsplan.v1.ClusterService.SetConfig:output_type -> dnsplan.v1.ClusterConfig
+	47, // 80: dnsplan.v1.ClusterService.ReadIndex:output_type -> dnsplan.v1.ReadIndexResponse
+	58, // 81: dnsplan.v1.ClusterService.RecordRefusals:output_type -> dnsplan.v1.RecordRefusalsResponse
+	60, // 82: dnsplan.v1.LegacyService.LegacyApply:output_type -> dnsplan.v1.LegacyApplyResponse
+	62, // 83: dnsplan.v1.LegacyService.LegacyCleanup:output_type -> dnsplan.v1.LegacyCleanupResponse
+	58, // [58:84] is the sub-list for method output_type
+	32, // [32:58] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_dnsplan_v1_dnsplan_proto_init() }
