@@ -41,6 +41,13 @@ func (c *Client) DiffPlans(ctx context.Context, req *pb.DiffPlansRequest) (*pb.P
 	})
 }
 
+// RollbackPlan stores a plan of the records endpoints served earlier.
+func (c *Client) RollbackPlan(ctx context.Context, req *pb.RollbackPlanRequest) (*pb.RollbackPlanResponse, error) {
+	return Do(ctx, c, func(ctx context.Context, cc grpc.ClientConnInterface) (*pb.RollbackPlanResponse, error) {
+		return pb.NewPlanServiceClient(cc).RollbackPlan(ctx, req)
+	})
+}
+
 // AcquireLease takes a lease, or fails with FailedPrecondition while
 // another holder has it.
 func (c *Client) AcquireLease(ctx context.Context, req *pb.AcquireLeaseRequest) (*pb.Lease, error) {

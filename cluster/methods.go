@@ -65,11 +65,12 @@ type method struct {
 const readers = auth.RoleReader | auth.RolePlanner | auth.RoleEnactor | auth.RoleOperator | auth.RoleNode
 
 var methods = resolve(map[string]method{
-	pb.PlanService_SubmitPlan_FullMethodName: {access: accessWrite, roles: auth.RolePlanner | auth.RoleOperator, validate: validateSubmit, bind: bindSubmit},
-	pb.PlanService_GetPlan_FullMethodName:    {access: accessRead, roles: readers},
-	pb.PlanService_ListPlans_FullMethodName:  {access: accessRead, roles: readers},
-	pb.PlanService_WatchPlans_FullMethodName: {access: accessStream, roles: readers},
-	pb.PlanService_DiffPlans_FullMethodName:  {access: accessRead, roles: readers, validate: validateDiff},
+	pb.PlanService_SubmitPlan_FullMethodName:   {access: accessWrite, roles: auth.RolePlanner | auth.RoleOperator, validate: validateSubmit, bind: bindSubmit},
+	pb.PlanService_GetPlan_FullMethodName:      {access: accessRead, roles: readers},
+	pb.PlanService_ListPlans_FullMethodName:    {access: accessRead, roles: readers},
+	pb.PlanService_WatchPlans_FullMethodName:   {access: accessStream, roles: readers},
+	pb.PlanService_DiffPlans_FullMethodName:    {access: accessRead, roles: readers, validate: validateDiff},
+	pb.PlanService_RollbackPlan_FullMethodName: {access: accessWrite, roles: auth.RoleOperator, validate: fsm.Validate},
 
 	pb.LeaseService_AcquireLease_FullMethodName: {access: accessWrite, roles: auth.RolePlanner | auth.RoleEnactor | auth.RoleOperator, validate: fsm.Validate, bind: bindLease},
 	pb.LeaseService_RenewLease_FullMethodName:   {access: accessWrite, roles: auth.RolePlanner | auth.RoleEnactor | auth.RoleOperator, validate: fsm.Validate, bind: bindLease},

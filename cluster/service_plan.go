@@ -60,6 +60,21 @@ func (p *planService) GetPlan(_ context.Context, req *pb.GetPlanRequest) (*pb.Pl
 	return plan, nil
 }
 
+// RollbackPlan stores a plan of earlier records, once every member's
+// version knows the command.
+func (p *planService) RollbackPlan(ctx context.Context, req *pb.RollbackPlanRequest) (*pb.RollbackPlanResponse, error) {
+	var ready bool
+	p.c.read(func(s *fsm.State) { ready = s.MembersKnow(fsm.LogRollback) })
+	if !ready {
+		return nil, status.Error(codes.FailedPrecondition, "not every member's version knows rollback yet: upgrade every member first")
+	}
+	res, err := p.c.propose(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.RollbackPlanResponse{Generation: res.Generation, Kept: res.Kept}, nil
+}
+
 // DiffPlans compares two plans and judges the second by the rules, on
 // one reading of the replica: the plans, the served records and the time
 // they are judged against belong to one state.

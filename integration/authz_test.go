@@ -105,6 +105,9 @@ func TestRolesPerRPC(t *testing.T) {
 		pb.PlanService_DiffPlans_FullMethodName: func(_ auth.Role, name string) proto.Message {
 			return &pb.DiffPlansRequest{Plan: plan(name)}
 		},
+		pb.PlanService_RollbackPlan_FullMethodName: func(auth.Role, string) proto.Message {
+			return &pb.RollbackPlanRequest{Reason: "drill"}
+		},
 		pb.PlanService_WatchPlans_FullMethodName: func(auth.Role, string) proto.Message { return &pb.WatchPlansRequest{FromGeneration: 1} },
 		pb.LeaseService_AcquireLease_FullMethodName: func(role auth.Role, name string) proto.Message {
 			return &pb.AcquireLeaseRequest{Name: lease(role), Holder: name, Ttl: durationpb.New(time.Second)}

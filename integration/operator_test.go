@@ -212,3 +212,52 @@ func TestHistoryTimeline(t *testing.T) {
 		t.Errorf("a timeline of an invalid name: %v, want INVALID_ARGUMENT", err)
 	}
 }
+
+// A rollback through a real cluster: the plan of earlier records is
+// stored as a new generation, an enactor applies it like any plan, and
+// the endpoint serves the earlier records again on every node.
+func TestRollbackPlan(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{})
+	cl := c.Client()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	lease, err := cl.AcquireLease(ctx, &pb.AcquireLeaseRequest{Name: "enactor/0", Holder: "az-a", Ttl: durationpb.New(time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	apply := func(gen uint64) {
+		t.Helper()
+		if _, err := cl.ApplyPlan(ctx, &pb.ApplyPlanRequest{Generation: gen, LeaseName: lease.Name, LeaseToken: lease.Token, EnactorId: "az-a"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var gens []uint64
+	for _, addr := range []string{"192.0.2.1", "192.0.2.2"} {
+		sub, err := cl.SubmitPlan(ctx, &pb.SubmitPlanRequest{Plan: &pb.Plan{PlannerId: "ops", Endpoints: []*pb.EndpointPlan{{Name: endpoint, Ttl: 30,
+			Targets: []*pb.Target{{Id: "lb", Address: addr, Weight: 1}}}}}, Force: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		apply(sub.Generation)
+		gens = append(gens, sub.Generation)
+	}
+	if _, err := cl.CleanupPlans(ctx, &pb.CleanupPlansRequest{KeepLast: 1}); err != nil {
+		t.Fatal(err)
+	}
+	// The rollback to 192.0.2.1 empties no family but drops all of
+	// 192.0.2.2's capacity: the velocity rule refuses it unless forced.
+	if _, err := cl.RollbackPlan(ctx, &pb.RollbackPlanRequest{Reason: "drill"}); status.Code(err) != codes.FailedPrecondition || client.Reason(err) != contract.ReasonVelocity {
+		t.Fatalf("rollback past the velocity limit: %v, want VELOCITY", err)
+	}
+	rb, err := cl.RollbackPlan(ctx, &pb.RollbackPlanRequest{Reason: "drill", Force: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	apply(rb.Generation)
+	for i := range c.GRPCAddrs {
+		clustertest.WaitFor(t, 10*time.Second, "the rolled-back records on node "+c.IDs[i], func() bool {
+			a, err := cl.GetAppliedOf(ctx, c.GRPCAddrs[i], endpoint)
+			return err == nil && a.Generation == rb.Generation && len(a.Targets) == 1 && a.Targets[0].Address == "192.0.2.1"
+		})
+	}
+}

@@ -37,10 +37,12 @@ const (
 	CommandSetConfig    CommandType = 13
 	// The calls nodes refused at their edge, for the audit history.
 	CommandRecordRefusals CommandType = 14
+	// Rollback (rollback.go).
+	CommandRollbackPlan CommandType = 15
 )
 
 // lastCommand is the highest command type this version applies.
-const lastCommand = CommandRecordRefusals
+const lastCommand = CommandRollbackPlan
 
 // commands is the command table: one entry per command type, with
 // everything the state machine knows about it. Encode, Decode, Apply,
@@ -61,6 +63,7 @@ var commands = []command{
 	def(CommandFoundCluster, "found_cluster", kindConfig, ValidateConfig, (*State).foundCluster),
 	def(CommandSetConfig, "set_config", kindConfig, ValidateSetConfig, (*State).setConfig),
 	def(CommandRecordRefusals, "record_refusals", kindRefusedCall, validateRefusals, (*State).recordRefusals),
+	def(CommandRollbackPlan, "rollback_plan", kindRollback, validateRollback, (*State).rollbackPlan),
 }
 
 // command is one entry of the table. The payload's message type is

@@ -26,6 +26,7 @@ const (
 	kindLegacyCleanup = pb.HistoryKind_HISTORY_KIND_LEGACY_CLEANUP
 	kindConfig        = pb.HistoryKind_HISTORY_KIND_CONFIG
 	kindRefusedCall   = pb.HistoryKind_HISTORY_KIND_REFUSED_CALL
+	kindRollback      = pb.HistoryKind_HISTORY_KIND_ROLLBACK
 
 	outcomeAccepted = pb.HistoryOutcome_HISTORY_OUTCOME_ACCEPTED
 	outcomeApplied  = pb.HistoryOutcome_HISTORY_OUTCOME_APPLIED

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -38,6 +39,9 @@ type State struct {
 	// and HistoryMaxBytes encoded (historyBytes).
 	history      []*pb.HistoryEvent
 	historyBytes int
+	// previous holds, per endpoint, the records it served before its
+	// current ones, oldest first, at most RollbackDepth (rollback.go).
+	previous map[string][]*pb.AppliedEndpoint
 	// refusals holds the refused_call events, newest last, at most
 	// RefusalLimit: kept apart so that a caller refused over and over
 	// cannot push the other events out of the history.
@@ -60,6 +64,7 @@ func New() *State {
 		leases:         map[string]*statev1.StoredLease{},
 		members:        map[string]*statev1.SetMember{},
 		served:         map[string]*statev1.ServedWindow{},
+		previous:       map[string][]*pb.AppliedEndpoint{},
 		nextGeneration: 1,
 		// Time starts at the epoch, not at Go's zero time, so that every
 		// value it can take survives a snapshot as Unix nanoseconds.
@@ -78,6 +83,7 @@ type Result struct {
 	Deleted    []uint64             // CleanupPlans: generations deleted
 	Frozen     bool                 // SetFreeze: the switch afterwards
 	Config     *pb.ClusterConfig    // FoundCluster, SetConfig: the policy afterwards
+	Kept       []string             // RollbackPlan: endpoints that keep their current records
 
 	// TimeClipped is how far the command's stamp was beyond what the state
 	// machine's time may advance in one command (MaxTimeStep); TimeJump is
@@ -133,14 +139,19 @@ func (s *State) submitPlan(index uint64, c *statev1.SubmitPlan) Result {
 			return s.reject(ev, fmt.Errorf("%w: the plan's digest is %s, not %s", ErrDigest, got, d))
 		}
 	}
-	plan = proto.Clone(plan).(*pb.Plan)
+	return s.storePlan(index, ev, proto.Clone(plan).(*pb.Plan), c.GetForce())
+}
+
+// storePlan stores plan (the state's own copy) as the next generation,
+// after the per-endpoint rules unless forced, and records ev.
+func (s *State) storePlan(index uint64, ev *pb.HistoryEvent, plan *pb.Plan, force bool) Result {
 	// Only the cluster says a plan is forced, from the request's force,
 	// and what its digest is.
-	plan.Forced = c.GetForce()
+	plan.Forced = force
 	plan.Digest = contract.PlanDigest(plan)
 	for _, ep := range plan.Endpoints {
 		ep.Name = contract.CanonicalName(ep.Name)
-		if c.GetForce() {
+		if force {
 			continue
 		}
 		// An early answer: the same rules run again, authoritatively, when
@@ -160,8 +171,8 @@ func (s *State) submitPlan(index uint64, c *statev1.SubmitPlan) Result {
 	s.boundPlans(index, gen)
 	ev.Generation = gen
 	setOutcome(ev, outcomeAccepted)
-	if c.GetForce() {
-		ev.Reason = "forced"
+	if force {
+		ev.Reason = strings.TrimPrefix(ev.Reason+"; forced", "; ")
 	}
 	s.record(ev)
 	return Result{Generation: gen}
@@ -326,7 +337,9 @@ func (s *State) applyPlan(index uint64, r *pb.ApplyPlanRequest) Result {
 				epEv.Reason, epEv.ReasonCode = err.Error(), res.Reason
 				break
 			}
-			recordChange(epEv, s.servedRecords(ep.Name), ep)
+			before := s.servedRecords(ep.Name)
+			recordChange(epEv, before, ep)
+			s.keepPrevious(before)
 			s.applied[ep.Name] = materialize(ep, plan.Generation, r, index, s.now)
 			s.recordServed(ep.Name, ep.Targets)
 			res.Outcome = pb.Outcome_OUTCOME_APPLIED

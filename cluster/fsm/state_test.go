@@ -872,6 +872,7 @@ func TestMarshalRestore(t *testing.T) {
 
 func TestClone(t *testing.T) {
 	h := richState(t)
+	h.do(refusals("n1", 2)) // kept apart from the other events
 	c := h.s.Clone()
 	before := marshal(t, c)
 	if !bytes.Equal(before, marshal(t, h.s)) {

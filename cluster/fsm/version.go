@@ -14,8 +14,10 @@ const (
 	LogRefusals uint32 = 1
 	// LogReviewed: SubmitPlan's expected_parent and expected_digest.
 	LogReviewed uint32 = 2
+	// LogRollback: RollbackPlan (its refusal at the edge: service_plan.go).
+	LogRollback uint32 = 3
 
-	LogVersion = LogReviewed
+	LogVersion = LogRollback
 )
 
 // MembersKnow reports whether every recorded member runs a version that

@@ -178,7 +178,11 @@ func (s *State) Clone() *State {
 	c.leases = maps.Clone(s.leases)
 	c.served = maps.Clone(s.served)
 	c.members = maps.Clone(s.members)
-	c.history = s.History(0)
+	// Per-endpoint slices are replaced, never changed in place
+	// (keepPrevious), so the clone may share them.
+	c.previous = maps.Clone(s.previous)
+	c.history = slices.Clone(s.history)
+	c.refusals = slices.Clone(s.refusals)
 	return &c
 }
 
@@ -201,6 +205,9 @@ func (s *State) Marshal() ([]byte, error) {
 	}
 	for _, n := range slices.Sorted(maps.Keys(s.served)) {
 		snap.Served = append(snap.Served, s.served[n])
+	}
+	for _, n := range slices.Sorted(maps.Keys(s.previous)) {
+		snap.Previous = append(snap.Previous, s.previous[n]...)
 	}
 	for _, n := range slices.Sorted(maps.Keys(s.members)) {
 		snap.Members = append(snap.Members, s.members[n])
@@ -229,6 +236,9 @@ func Restore(b []byte) (*State, error) {
 	}
 	for _, w := range snap.Served {
 		s.served[w.Endpoint] = w
+	}
+	for _, a := range snap.Previous {
+		s.previous[a.Endpoint] = append(s.previous[a.Endpoint], a)
 	}
 	s.config = snap.Config
 	for _, m := range snap.Members {

@@ -72,6 +72,7 @@ func ctlCommands() []ctlCommand {
 		{"plans", "plans [--stale]", "stored plans", setupPlans},
 		{"plan", "plan [--stale] GEN", "one plan, endpoint by endpoint", setupPlan},
 		{"submit", "submit -f FILE|- [--force] [--dry-run] [--expect-parent GEN] [--expect-digest DIGEST]", "submit a plan (protojson of dnsplan.v1.Plan); prints its generation and digest; --dry-run shows what it would change and stores nothing", setupSubmit},
+		{"rollback", "rollback [--to GEN] [--reason TEXT] [--force]", "store a plan of the records the endpoints served before (or at GEN); the enactors apply it like any plan", setupRollback},
 		{"diff", "diff [--stale] GEN_A GEN_B", "what plan GEN_B changes against GEN_A, and the rules it would meet if applied now", setupDiff},
 		{"applied", "applied [--stale] [ENDPOINT]", "what endpoints serve", setupApplied},
 		{"leases", "leases [--stale]", "leases, with their holders and tokens", setupLeases},
@@ -788,6 +789,33 @@ func (o *optionalUint) ptr() *uint64 {
 		return nil
 	}
 	return &o.v
+}
+
+// --- rollback ---
+
+func setupRollback(fs *flag.FlagSet) func(context.Context, *ctl, []string) error {
+	to := fs.Uint64("to", 0, "roll each endpoint back to the records it served at generation `GEN` (or the newest before it); 0: to what it served before its current records")
+	reason := fs.String("reason", "", "why, for the history")
+	force := fs.Bool("force", false, "skip the velocity limit and the per-family rule (operators only)")
+	return func(ctx context.Context, x *ctl, args []string) error {
+		if err := noArgs(args); err != nil {
+			return err
+		}
+		c, err := x.client()
+		if err != nil {
+			return err
+		}
+		resp, err := c.RollbackPlan(ctx, &pb.RollbackPlanRequest{ToGeneration: *to, Reason: *reason, Force: *force})
+		if err != nil {
+			return err
+		}
+		return x.show(resp, func(w io.Writer) {
+			fmt.Fprintf(w, "generation %d: the earlier records, stored as a new plan; the enactors apply it like any plan\n", resp.GetGeneration())
+			if len(resp.GetKept()) > 0 {
+				fmt.Fprintf(w, "kept the current records of (none of that generation left): %s\n", strings.Join(resp.GetKept(), ", "))
+			}
+		})
+	}
 }
 
 // --- diff ---

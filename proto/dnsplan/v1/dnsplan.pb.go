@@ -106,6 +106,8 @@ const (
 	// caller's role or name may not make them, or it was over its write
 	// rate), gathered per caller and method (RecordRefusals).
 	HistoryKind_HISTORY_KIND_REFUSED_CALL HistoryKind = 12
+	// ROLLBACK: a plan stored from earlier records (RollbackPlan).
+	HistoryKind_HISTORY_KIND_ROLLBACK HistoryKind = 13
 )
 
 // Enum value maps for HistoryKind.
@@ -124,6 +126,7 @@ var (
 		10: "HISTORY_KIND_LEGACY_CLEANUP",
 		11: "HISTORY_KIND_CONFIG",
 		12: "HISTORY_KIND_REFUSED_CALL",
+		13: "HISTORY_KIND_ROLLBACK",
 	}
 	HistoryKind_value = map[string]int32{
 		"HISTORY_KIND_UNSPECIFIED":    0,
@@ -139,6 +142,7 @@ var (
 		"HISTORY_KIND_LEGACY_CLEANUP": 10,
 		"HISTORY_KIND_CONFIG":         11,
 		"HISTORY_KIND_REFUSED_CALL":   12,
+		"HISTORY_KIND_ROLLBACK":       13,
 	}
 )
 
@@ -938,6 +942,127 @@ func (x *WatchPlansResponse) GetPlan() *Plan {
 	return nil
 }
 
+type RollbackPlanRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// to_generation: each endpoint gets the records it served at the newest
+	// generation not after this one. 0: the records each endpoint served
+	// before its current ones.
+	ToGeneration uint64 `protobuf:"varint,1,opt,name=to_generation,json=toGeneration,proto3" json:"to_generation,omitempty"`
+	// reason is recorded in the audit history.
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// force skips the velocity limit and the per-family rule, as for a
+	// plan.
+	Force         bool `protobuf:"varint,3,opt,name=force,proto3" json:"force,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackPlanRequest) Reset() {
+	*x = RollbackPlanRequest{}
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackPlanRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackPlanRequest) ProtoMessage() {}
+
+func (x *RollbackPlanRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackPlanRequest.ProtoReflect.Descriptor instead.
+func (*RollbackPlanRequest) Descriptor() ([]byte, []int) {
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *RollbackPlanRequest) GetToGeneration() uint64 {
+	if x != nil {
+		return x.ToGeneration
+	}
+	return 0
+}
+
+func (x *RollbackPlanRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RollbackPlanRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+type RollbackPlanResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// generation is the plan stored.
+	Generation uint64 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
+	// kept are the endpoints with no records of that generation left,
+	// whose current records the plan keeps.
+	Kept          []string `protobuf:"bytes,2,rep,name=kept,proto3" json:"kept,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackPlanResponse) Reset() {
+	*x = RollbackPlanResponse{}
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackPlanResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackPlanResponse) ProtoMessage() {}
+
+func (x *RollbackPlanResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackPlanResponse.ProtoReflect.Descriptor instead.
+func (*RollbackPlanResponse) Descriptor() ([]byte, []int) {
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *RollbackPlanResponse) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *RollbackPlanResponse) GetKept() []string {
+	if x != nil {
+		return x.Kept
+	}
+	return nil
+}
+
 type DiffPlansRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// from_generation is the plan compared against (0: the newest stored
@@ -956,7 +1081,7 @@ type DiffPlansRequest struct {
 
 func (x *DiffPlansRequest) Reset() {
 	*x = DiffPlansRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[10]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -968,7 +1093,7 @@ func (x *DiffPlansRequest) String() string {
 func (*DiffPlansRequest) ProtoMessage() {}
 
 func (x *DiffPlansRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[10]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -981,7 +1106,7 @@ func (x *DiffPlansRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiffPlansRequest.ProtoReflect.Descriptor instead.
 func (*DiffPlansRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{10}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DiffPlansRequest) GetFromGeneration() uint64 {
@@ -1037,7 +1162,7 @@ type PlanDiff struct {
 
 func (x *PlanDiff) Reset() {
 	*x = PlanDiff{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[11]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1049,7 +1174,7 @@ func (x *PlanDiff) String() string {
 func (*PlanDiff) ProtoMessage() {}
 
 func (x *PlanDiff) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[11]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1062,7 +1187,7 @@ func (x *PlanDiff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanDiff.ProtoReflect.Descriptor instead.
 func (*PlanDiff) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{11}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PlanDiff) GetFromGeneration() uint64 {
@@ -1139,7 +1264,7 @@ type EndpointDiff struct {
 
 func (x *EndpointDiff) Reset() {
 	*x = EndpointDiff{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[12]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1151,7 +1276,7 @@ func (x *EndpointDiff) String() string {
 func (*EndpointDiff) ProtoMessage() {}
 
 func (x *EndpointDiff) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[12]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1164,7 +1289,7 @@ func (x *EndpointDiff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointDiff.ProtoReflect.Descriptor instead.
 func (*EndpointDiff) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{12}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *EndpointDiff) GetEndpoint() string {
@@ -1255,7 +1380,7 @@ type WeightChange struct {
 
 func (x *WeightChange) Reset() {
 	*x = WeightChange{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[13]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1267,7 +1392,7 @@ func (x *WeightChange) String() string {
 func (*WeightChange) ProtoMessage() {}
 
 func (x *WeightChange) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[13]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1280,7 +1405,7 @@ func (x *WeightChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WeightChange.ProtoReflect.Descriptor instead.
 func (*WeightChange) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{13}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *WeightChange) GetAddress() string {
@@ -1318,7 +1443,7 @@ type RuleCheck struct {
 
 func (x *RuleCheck) Reset() {
 	*x = RuleCheck{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[14]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1330,7 +1455,7 @@ func (x *RuleCheck) String() string {
 func (*RuleCheck) ProtoMessage() {}
 
 func (x *RuleCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[14]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1343,7 +1468,7 @@ func (x *RuleCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RuleCheck.ProtoReflect.Descriptor instead.
 func (*RuleCheck) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{14}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RuleCheck) GetRule() string {
@@ -1389,7 +1514,7 @@ type Lease struct {
 
 func (x *Lease) Reset() {
 	*x = Lease{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[15]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1401,7 +1526,7 @@ func (x *Lease) String() string {
 func (*Lease) ProtoMessage() {}
 
 func (x *Lease) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[15]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1414,7 +1539,7 @@ func (x *Lease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Lease.ProtoReflect.Descriptor instead.
 func (*Lease) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{15}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Lease) GetName() string {
@@ -1463,7 +1588,7 @@ type AcquireLeaseRequest struct {
 
 func (x *AcquireLeaseRequest) Reset() {
 	*x = AcquireLeaseRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[16]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1475,7 +1600,7 @@ func (x *AcquireLeaseRequest) String() string {
 func (*AcquireLeaseRequest) ProtoMessage() {}
 
 func (x *AcquireLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[16]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1488,7 +1613,7 @@ func (x *AcquireLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcquireLeaseRequest.ProtoReflect.Descriptor instead.
 func (*AcquireLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{16}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AcquireLeaseRequest) GetName() string {
@@ -1523,7 +1648,7 @@ type RenewLeaseRequest struct {
 
 func (x *RenewLeaseRequest) Reset() {
 	*x = RenewLeaseRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[17]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1535,7 +1660,7 @@ func (x *RenewLeaseRequest) String() string {
 func (*RenewLeaseRequest) ProtoMessage() {}
 
 func (x *RenewLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[17]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1548,7 +1673,7 @@ func (x *RenewLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewLeaseRequest.ProtoReflect.Descriptor instead.
 func (*RenewLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{17}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RenewLeaseRequest) GetName() string {
@@ -1583,7 +1708,7 @@ type ReleaseLeaseRequest struct {
 
 func (x *ReleaseLeaseRequest) Reset() {
 	*x = ReleaseLeaseRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[18]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1595,7 +1720,7 @@ func (x *ReleaseLeaseRequest) String() string {
 func (*ReleaseLeaseRequest) ProtoMessage() {}
 
 func (x *ReleaseLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[18]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1608,7 +1733,7 @@ func (x *ReleaseLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseLeaseRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{18}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ReleaseLeaseRequest) GetName() string {
@@ -1640,7 +1765,7 @@ type ReleaseLeaseResponse struct {
 
 func (x *ReleaseLeaseResponse) Reset() {
 	*x = ReleaseLeaseResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[19]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1652,7 +1777,7 @@ func (x *ReleaseLeaseResponse) String() string {
 func (*ReleaseLeaseResponse) ProtoMessage() {}
 
 func (x *ReleaseLeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[19]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1665,7 +1790,7 @@ func (x *ReleaseLeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseLeaseResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseLeaseResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{19}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{21}
 }
 
 type ListLeasesRequest struct {
@@ -1677,7 +1802,7 @@ type ListLeasesRequest struct {
 
 func (x *ListLeasesRequest) Reset() {
 	*x = ListLeasesRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[20]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1689,7 +1814,7 @@ func (x *ListLeasesRequest) String() string {
 func (*ListLeasesRequest) ProtoMessage() {}
 
 func (x *ListLeasesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[20]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1702,7 +1827,7 @@ func (x *ListLeasesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLeasesRequest.ProtoReflect.Descriptor instead.
 func (*ListLeasesRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{20}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListLeasesRequest) GetStale() bool {
@@ -1721,7 +1846,7 @@ type ListLeasesResponse struct {
 
 func (x *ListLeasesResponse) Reset() {
 	*x = ListLeasesResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[21]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1733,7 +1858,7 @@ func (x *ListLeasesResponse) String() string {
 func (*ListLeasesResponse) ProtoMessage() {}
 
 func (x *ListLeasesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[21]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1746,7 +1871,7 @@ func (x *ListLeasesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLeasesResponse.ProtoReflect.Descriptor instead.
 func (*ListLeasesResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{21}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListLeasesResponse) GetLeases() []*Lease {
@@ -1770,7 +1895,7 @@ type ApplyPlanRequest struct {
 
 func (x *ApplyPlanRequest) Reset() {
 	*x = ApplyPlanRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[22]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1782,7 +1907,7 @@ func (x *ApplyPlanRequest) String() string {
 func (*ApplyPlanRequest) ProtoMessage() {}
 
 func (x *ApplyPlanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[22]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1795,7 +1920,7 @@ func (x *ApplyPlanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyPlanRequest.ProtoReflect.Descriptor instead.
 func (*ApplyPlanRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{22}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ApplyPlanRequest) GetGeneration() uint64 {
@@ -1849,7 +1974,7 @@ type EndpointResult struct {
 
 func (x *EndpointResult) Reset() {
 	*x = EndpointResult{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[23]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1861,7 +1986,7 @@ func (x *EndpointResult) String() string {
 func (*EndpointResult) ProtoMessage() {}
 
 func (x *EndpointResult) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[23]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1874,7 +1999,7 @@ func (x *EndpointResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointResult.ProtoReflect.Descriptor instead.
 func (*EndpointResult) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{23}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *EndpointResult) GetEndpoint() string {
@@ -1921,7 +2046,7 @@ type ApplyPlanResponse struct {
 
 func (x *ApplyPlanResponse) Reset() {
 	*x = ApplyPlanResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[24]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1933,7 +2058,7 @@ func (x *ApplyPlanResponse) String() string {
 func (*ApplyPlanResponse) ProtoMessage() {}
 
 func (x *ApplyPlanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[24]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1946,7 +2071,7 @@ func (x *ApplyPlanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyPlanResponse.ProtoReflect.Descriptor instead.
 func (*ApplyPlanResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{24}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ApplyPlanResponse) GetResults() []*EndpointResult {
@@ -1967,7 +2092,7 @@ type CleanupPlansRequest struct {
 
 func (x *CleanupPlansRequest) Reset() {
 	*x = CleanupPlansRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[25]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1979,7 +2104,7 @@ func (x *CleanupPlansRequest) String() string {
 func (*CleanupPlansRequest) ProtoMessage() {}
 
 func (x *CleanupPlansRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[25]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1992,7 +2117,7 @@ func (x *CleanupPlansRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CleanupPlansRequest.ProtoReflect.Descriptor instead.
 func (*CleanupPlansRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{25}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CleanupPlansRequest) GetKeepLast() uint32 {
@@ -2011,7 +2136,7 @@ type CleanupPlansResponse struct {
 
 func (x *CleanupPlansResponse) Reset() {
 	*x = CleanupPlansResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[26]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2023,7 +2148,7 @@ func (x *CleanupPlansResponse) String() string {
 func (*CleanupPlansResponse) ProtoMessage() {}
 
 func (x *CleanupPlansResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[26]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2036,7 +2161,7 @@ func (x *CleanupPlansResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CleanupPlansResponse.ProtoReflect.Descriptor instead.
 func (*CleanupPlansResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{26}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CleanupPlansResponse) GetDeleted() []uint64 {
@@ -2056,7 +2181,7 @@ type GetAppliedRequest struct {
 
 func (x *GetAppliedRequest) Reset() {
 	*x = GetAppliedRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[27]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2068,7 +2193,7 @@ func (x *GetAppliedRequest) String() string {
 func (*GetAppliedRequest) ProtoMessage() {}
 
 func (x *GetAppliedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[27]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2081,7 +2206,7 @@ func (x *GetAppliedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAppliedRequest.ProtoReflect.Descriptor instead.
 func (*GetAppliedRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{27}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetAppliedRequest) GetEndpoint() string {
@@ -2121,7 +2246,7 @@ type AppliedEndpoint struct {
 
 func (x *AppliedEndpoint) Reset() {
 	*x = AppliedEndpoint{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[28]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2133,7 +2258,7 @@ func (x *AppliedEndpoint) String() string {
 func (*AppliedEndpoint) ProtoMessage() {}
 
 func (x *AppliedEndpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[28]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2146,7 +2271,7 @@ func (x *AppliedEndpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppliedEndpoint.ProtoReflect.Descriptor instead.
 func (*AppliedEndpoint) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{28}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *AppliedEndpoint) GetEndpoint() string {
@@ -2231,7 +2356,7 @@ type ListAppliedRequest struct {
 
 func (x *ListAppliedRequest) Reset() {
 	*x = ListAppliedRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[29]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2243,7 +2368,7 @@ func (x *ListAppliedRequest) String() string {
 func (*ListAppliedRequest) ProtoMessage() {}
 
 func (x *ListAppliedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[29]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2256,7 +2381,7 @@ func (x *ListAppliedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAppliedRequest.ProtoReflect.Descriptor instead.
 func (*ListAppliedRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{29}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListAppliedRequest) GetStale() bool {
@@ -2292,7 +2417,7 @@ type ListAppliedResponse struct {
 
 func (x *ListAppliedResponse) Reset() {
 	*x = ListAppliedResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[30]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2304,7 +2429,7 @@ func (x *ListAppliedResponse) String() string {
 func (*ListAppliedResponse) ProtoMessage() {}
 
 func (x *ListAppliedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[30]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2317,7 +2442,7 @@ func (x *ListAppliedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAppliedResponse.ProtoReflect.Descriptor instead.
 func (*ListAppliedResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{30}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListAppliedResponse) GetEndpoints() []*AppliedEndpoint {
@@ -2347,7 +2472,7 @@ type WatchAppliedRequest struct {
 
 func (x *WatchAppliedRequest) Reset() {
 	*x = WatchAppliedRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[31]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2359,7 +2484,7 @@ func (x *WatchAppliedRequest) String() string {
 func (*WatchAppliedRequest) ProtoMessage() {}
 
 func (x *WatchAppliedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[31]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2372,7 +2497,7 @@ func (x *WatchAppliedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAppliedRequest.ProtoReflect.Descriptor instead.
 func (*WatchAppliedRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{31}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *WatchAppliedRequest) GetFromRevision() uint64 {
@@ -2391,7 +2516,7 @@ type WatchAppliedResponse struct {
 
 func (x *WatchAppliedResponse) Reset() {
 	*x = WatchAppliedResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[32]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2403,7 +2528,7 @@ func (x *WatchAppliedResponse) String() string {
 func (*WatchAppliedResponse) ProtoMessage() {}
 
 func (x *WatchAppliedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[32]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2416,7 +2541,7 @@ func (x *WatchAppliedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAppliedResponse.ProtoReflect.Descriptor instead.
 func (*WatchAppliedResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{32}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *WatchAppliedResponse) GetEndpoint() *AppliedEndpoint {
@@ -2443,7 +2568,7 @@ type ListHistoryRequest struct {
 
 func (x *ListHistoryRequest) Reset() {
 	*x = ListHistoryRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[33]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2455,7 +2580,7 @@ func (x *ListHistoryRequest) String() string {
 func (*ListHistoryRequest) ProtoMessage() {}
 
 func (x *ListHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[33]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2468,7 +2593,7 @@ func (x *ListHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListHistoryRequest.ProtoReflect.Descriptor instead.
 func (*ListHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{33}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListHistoryRequest) GetLimit() uint32 {
@@ -2545,7 +2670,7 @@ type HistoryEvent struct {
 
 func (x *HistoryEvent) Reset() {
 	*x = HistoryEvent{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[34]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2557,7 +2682,7 @@ func (x *HistoryEvent) String() string {
 func (*HistoryEvent) ProtoMessage() {}
 
 func (x *HistoryEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[34]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2570,7 +2695,7 @@ func (x *HistoryEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryEvent.ProtoReflect.Descriptor instead.
 func (*HistoryEvent) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{34}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *HistoryEvent) GetIndex() uint64 {
@@ -2708,7 +2833,7 @@ type ListHistoryResponse struct {
 
 func (x *ListHistoryResponse) Reset() {
 	*x = ListHistoryResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[35]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2720,7 +2845,7 @@ func (x *ListHistoryResponse) String() string {
 func (*ListHistoryResponse) ProtoMessage() {}
 
 func (x *ListHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[35]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2733,7 +2858,7 @@ func (x *ListHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListHistoryResponse.ProtoReflect.Descriptor instead.
 func (*ListHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{35}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListHistoryResponse) GetEvents() []*HistoryEvent {
@@ -2751,7 +2876,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[36]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2763,7 +2888,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[36]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2776,7 +2901,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{36}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{38}
 }
 
 type Member struct {
@@ -2792,7 +2917,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[37]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2804,7 +2929,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[37]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2817,7 +2942,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{37}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Member) GetId() string {
@@ -2892,7 +3017,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[38]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2904,7 +3029,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[38]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2917,7 +3042,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{38}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *StatusResponse) GetNodeId() string {
@@ -3069,7 +3194,7 @@ type ClusterConfig struct {
 
 func (x *ClusterConfig) Reset() {
 	*x = ClusterConfig{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[39]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3081,7 +3206,7 @@ func (x *ClusterConfig) String() string {
 func (*ClusterConfig) ProtoMessage() {}
 
 func (x *ClusterConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[39]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3094,7 +3219,7 @@ func (x *ClusterConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterConfig.ProtoReflect.Descriptor instead.
 func (*ClusterConfig) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{39}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ClusterConfig) GetDesign() Design {
@@ -3127,7 +3252,7 @@ type GetConfigRequest struct {
 
 func (x *GetConfigRequest) Reset() {
 	*x = GetConfigRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[40]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3139,7 +3264,7 @@ func (x *GetConfigRequest) String() string {
 func (*GetConfigRequest) ProtoMessage() {}
 
 func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[40]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3152,7 +3277,7 @@ func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConfigRequest.ProtoReflect.Descriptor instead.
 func (*GetConfigRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{40}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *GetConfigRequest) GetStale() bool {
@@ -3174,7 +3299,7 @@ type SetConfigRequest struct {
 
 func (x *SetConfigRequest) Reset() {
 	*x = SetConfigRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[41]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3186,7 +3311,7 @@ func (x *SetConfigRequest) String() string {
 func (*SetConfigRequest) ProtoMessage() {}
 
 func (x *SetConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[41]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3199,7 +3324,7 @@ func (x *SetConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetConfigRequest.ProtoReflect.Descriptor instead.
 func (*SetConfigRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{41}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *SetConfigRequest) GetMaxCapacityDrop() float64 {
@@ -3224,7 +3349,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[42]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3236,7 +3361,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[42]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3249,7 +3374,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{42}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{44}
 }
 
 // ReadIndexResponse: index is the leader's commit index, confirmed by a
@@ -3264,7 +3389,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[43]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3276,7 +3401,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[43]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3289,7 +3414,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{43}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -3322,7 +3447,7 @@ type AddVoterRequest struct {
 
 func (x *AddVoterRequest) Reset() {
 	*x = AddVoterRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[44]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3334,7 +3459,7 @@ func (x *AddVoterRequest) String() string {
 func (*AddVoterRequest) ProtoMessage() {}
 
 func (x *AddVoterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[44]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3347,7 +3472,7 @@ func (x *AddVoterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddVoterRequest.ProtoReflect.Descriptor instead.
 func (*AddVoterRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{44}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *AddVoterRequest) GetId() string {
@@ -3386,7 +3511,7 @@ type AddVoterResponse struct {
 
 func (x *AddVoterResponse) Reset() {
 	*x = AddVoterResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[45]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3398,7 +3523,7 @@ func (x *AddVoterResponse) String() string {
 func (*AddVoterResponse) ProtoMessage() {}
 
 func (x *AddVoterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[45]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3411,7 +3536,7 @@ func (x *AddVoterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddVoterResponse.ProtoReflect.Descriptor instead.
 func (*AddVoterResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{45}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{47}
 }
 
 type RemoveServerRequest struct {
@@ -3423,7 +3548,7 @@ type RemoveServerRequest struct {
 
 func (x *RemoveServerRequest) Reset() {
 	*x = RemoveServerRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[46]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3435,7 +3560,7 @@ func (x *RemoveServerRequest) String() string {
 func (*RemoveServerRequest) ProtoMessage() {}
 
 func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[46]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3448,7 +3573,7 @@ func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerRequest.ProtoReflect.Descriptor instead.
 func (*RemoveServerRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{46}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *RemoveServerRequest) GetId() string {
@@ -3466,7 +3591,7 @@ type RemoveServerResponse struct {
 
 func (x *RemoveServerResponse) Reset() {
 	*x = RemoveServerResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[47]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3478,7 +3603,7 @@ func (x *RemoveServerResponse) String() string {
 func (*RemoveServerResponse) ProtoMessage() {}
 
 func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[47]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3491,7 +3616,7 @@ func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerResponse.ProtoReflect.Descriptor instead.
 func (*RemoveServerResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{47}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{49}
 }
 
 type TransferLeadershipRequest struct {
@@ -3504,7 +3629,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[48]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3516,7 +3641,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[48]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3529,7 +3654,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{48}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *TransferLeadershipRequest) GetId() string {
@@ -3548,7 +3673,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[49]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3560,7 +3685,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[49]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3573,7 +3698,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{49}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *TransferLeadershipResponse) GetLeaderId() string {
@@ -3593,7 +3718,7 @@ type SetFreezeRequest struct {
 
 func (x *SetFreezeRequest) Reset() {
 	*x = SetFreezeRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[50]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3605,7 +3730,7 @@ func (x *SetFreezeRequest) String() string {
 func (*SetFreezeRequest) ProtoMessage() {}
 
 func (x *SetFreezeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[50]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3618,7 +3743,7 @@ func (x *SetFreezeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetFreezeRequest.ProtoReflect.Descriptor instead.
 func (*SetFreezeRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{50}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *SetFreezeRequest) GetFrozen() bool {
@@ -3644,7 +3769,7 @@ type SetFreezeResponse struct {
 
 func (x *SetFreezeResponse) Reset() {
 	*x = SetFreezeResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[51]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3656,7 +3781,7 @@ func (x *SetFreezeResponse) String() string {
 func (*SetFreezeResponse) ProtoMessage() {}
 
 func (x *SetFreezeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[51]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3669,7 +3794,7 @@ func (x *SetFreezeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetFreezeResponse.ProtoReflect.Descriptor instead.
 func (*SetFreezeResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{51}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *SetFreezeResponse) GetFrozen() bool {
@@ -3697,7 +3822,7 @@ type Refusal struct {
 
 func (x *Refusal) Reset() {
 	*x = Refusal{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[52]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3709,7 +3834,7 @@ func (x *Refusal) String() string {
 func (*Refusal) ProtoMessage() {}
 
 func (x *Refusal) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[52]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3722,7 +3847,7 @@ func (x *Refusal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Refusal.ProtoReflect.Descriptor instead.
 func (*Refusal) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{52}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *Refusal) GetCaller() string {
@@ -3771,7 +3896,7 @@ type RecordRefusalsRequest struct {
 
 func (x *RecordRefusalsRequest) Reset() {
 	*x = RecordRefusalsRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[53]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3783,7 +3908,7 @@ func (x *RecordRefusalsRequest) String() string {
 func (*RecordRefusalsRequest) ProtoMessage() {}
 
 func (x *RecordRefusalsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[53]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3796,7 +3921,7 @@ func (x *RecordRefusalsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordRefusalsRequest.ProtoReflect.Descriptor instead.
 func (*RecordRefusalsRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{53}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *RecordRefusalsRequest) GetNodeId() string {
@@ -3821,7 +3946,7 @@ type RecordRefusalsResponse struct {
 
 func (x *RecordRefusalsResponse) Reset() {
 	*x = RecordRefusalsResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[54]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3833,7 +3958,7 @@ func (x *RecordRefusalsResponse) String() string {
 func (*RecordRefusalsResponse) ProtoMessage() {}
 
 func (x *RecordRefusalsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[54]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3846,7 +3971,7 @@ func (x *RecordRefusalsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordRefusalsResponse.ProtoReflect.Descriptor instead.
 func (*RecordRefusalsResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{54}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{56}
 }
 
 type LegacyApplyRequest struct {
@@ -3862,7 +3987,7 @@ type LegacyApplyRequest struct {
 
 func (x *LegacyApplyRequest) Reset() {
 	*x = LegacyApplyRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[55]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3874,7 +3999,7 @@ func (x *LegacyApplyRequest) String() string {
 func (*LegacyApplyRequest) ProtoMessage() {}
 
 func (x *LegacyApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[55]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3887,7 +4012,7 @@ func (x *LegacyApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LegacyApplyRequest.ProtoReflect.Descriptor instead.
 func (*LegacyApplyRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{55}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *LegacyApplyRequest) GetGeneration() uint64 {
@@ -3919,7 +4044,7 @@ type LegacyApplyResponse struct {
 
 func (x *LegacyApplyResponse) Reset() {
 	*x = LegacyApplyResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[56]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3931,7 +4056,7 @@ func (x *LegacyApplyResponse) String() string {
 func (*LegacyApplyResponse) ProtoMessage() {}
 
 func (x *LegacyApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[56]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3944,7 +4069,7 @@ func (x *LegacyApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LegacyApplyResponse.ProtoReflect.Descriptor instead.
 func (*LegacyApplyResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{56}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{58}
 }
 
 type LegacyCleanupRequest struct {
@@ -3958,7 +4083,7 @@ type LegacyCleanupRequest struct {
 
 func (x *LegacyCleanupRequest) Reset() {
 	*x = LegacyCleanupRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[57]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3970,7 +4095,7 @@ func (x *LegacyCleanupRequest) String() string {
 func (*LegacyCleanupRequest) ProtoMessage() {}
 
 func (x *LegacyCleanupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[57]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3983,7 +4108,7 @@ func (x *LegacyCleanupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LegacyCleanupRequest.ProtoReflect.Descriptor instead.
 func (*LegacyCleanupRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{57}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *LegacyCleanupRequest) GetKeepGenerations() uint32 {
@@ -4002,7 +4127,7 @@ type LegacyCleanupResponse struct {
 
 func (x *LegacyCleanupResponse) Reset() {
 	*x = LegacyCleanupResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[58]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4014,7 +4139,7 @@ func (x *LegacyCleanupResponse) String() string {
 func (*LegacyCleanupResponse) ProtoMessage() {}
 
 func (x *LegacyCleanupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[58]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4027,7 +4152,7 @@ func (x *LegacyCleanupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LegacyCleanupResponse.ProtoReflect.Descriptor instead.
 func (*LegacyCleanupResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{58}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *LegacyCleanupResponse) GetDeleted() []uint64 {
@@ -4092,7 +4217,16 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\x11WatchPlansRequest\x12'\n" +
 	"\x0ffrom_generation\x18\x01 \x01(\x04R\x0efromGeneration\":\n" +
 	"\x12WatchPlansResponse\x12$\n" +
-	"\x04plan\x18\x01 \x01(\v2\x10.dnsplan.v1.PlanR\x04plan\"\xb2\x01\n" +
+	"\x04plan\x18\x01 \x01(\v2\x10.dnsplan.v1.PlanR\x04plan\"h\n" +
+	"\x13RollbackPlanRequest\x12#\n" +
+	"\rto_generation\x18\x01 \x01(\x04R\ftoGeneration\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x14\n" +
+	"\x05force\x18\x03 \x01(\bR\x05force\"J\n" +
+	"\x14RollbackPlanResponse\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x01 \x01(\x04R\n" +
+	"generation\x12\x12\n" +
+	"\x04kept\x18\x02 \x03(\tR\x04kept\"\xb2\x01\n" +
 	"\x10DiffPlansRequest\x12'\n" +
 	"\x0ffrom_generation\x18\x01 \x01(\x04R\x0efromGeneration\x12#\n" +
 	"\rto_generation\x18\x02 \x01(\x04R\ftoGeneration\x12$\n" +
@@ -4327,7 +4461,7 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fOUTCOME_APPLIED\x10\x01\x12\x11\n" +
 	"\rOUTCOME_STALE\x10\x02\x12\x13\n" +
-	"\x0fOUTCOME_REFUSED\x10\x03*\xec\x02\n" +
+	"\x0fOUTCOME_REFUSED\x10\x03*\x87\x03\n" +
 	"\vHistoryKind\x12\x1c\n" +
 	"\x18HISTORY_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13HISTORY_KIND_SUBMIT\x10\x01\x12\x18\n" +
@@ -4342,7 +4476,8 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\x1bHISTORY_KIND_LEGACY_CLEANUP\x10\n" +
 	"\x12\x17\n" +
 	"\x13HISTORY_KIND_CONFIG\x10\v\x12\x1d\n" +
-	"\x19HISTORY_KIND_REFUSED_CALL\x10\f*\xd3\x02\n" +
+	"\x19HISTORY_KIND_REFUSED_CALL\x10\f\x12\x19\n" +
+	"\x15HISTORY_KIND_ROLLBACK\x10\r*\xd3\x02\n" +
 	"\x0eHistoryOutcome\x12\x1f\n" +
 	"\x1bHISTORY_OUTCOME_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18HISTORY_OUTCOME_ACCEPTED\x10\x01\x12\x1b\n" +
@@ -4359,7 +4494,7 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\x06Design\x12\x16\n" +
 	"\x12DESIGN_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fDESIGN_FIXED\x10\x01\x12\x11\n" +
-	"\rDESIGN_LEGACY\x10\x022\xed\x02\n" +
+	"\rDESIGN_LEGACY\x10\x022\xc0\x03\n" +
 	"\vPlanService\x12K\n" +
 	"\n" +
 	"SubmitPlan\x12\x1d.dnsplan.v1.SubmitPlanRequest\x1a\x1e.dnsplan.v1.SubmitPlanResponse\x127\n" +
@@ -4367,7 +4502,8 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\tListPlans\x12\x1c.dnsplan.v1.ListPlansRequest\x1a\x1d.dnsplan.v1.ListPlansResponse\x12M\n" +
 	"\n" +
 	"WatchPlans\x12\x1d.dnsplan.v1.WatchPlansRequest\x1a\x1e.dnsplan.v1.WatchPlansResponse0\x01\x12?\n" +
-	"\tDiffPlans\x12\x1c.dnsplan.v1.DiffPlansRequest\x1a\x14.dnsplan.v1.PlanDiff2\xb2\x02\n" +
+	"\tDiffPlans\x12\x1c.dnsplan.v1.DiffPlansRequest\x1a\x14.dnsplan.v1.PlanDiff\x12Q\n" +
+	"\fRollbackPlan\x12\x1f.dnsplan.v1.RollbackPlanRequest\x1a .dnsplan.v1.RollbackPlanResponse2\xb2\x02\n" +
 	"\fLeaseService\x12B\n" +
 	"\fAcquireLease\x12\x1f.dnsplan.v1.AcquireLeaseRequest\x1a\x11.dnsplan.v1.Lease\x12>\n" +
 	"\n" +
@@ -4410,7 +4546,7 @@ func file_dnsplan_v1_dnsplan_proto_rawDescGZIP() []byte {
 }
 
 var file_dnsplan_v1_dnsplan_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_dnsplan_v1_dnsplan_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
+var file_dnsplan_v1_dnsplan_proto_msgTypes = make([]protoimpl.MessageInfo, 61)
 var file_dnsplan_v1_dnsplan_proto_goTypes = []any{
 	(Outcome)(0),                       // 0: dnsplan.v1.Outcome
 	(HistoryKind)(0),                   // 1: dnsplan.v1.HistoryKind
@@ -4426,145 +4562,149 @@ var file_dnsplan_v1_dnsplan_proto_goTypes = []any{
 	(*ListPlansResponse)(nil),          // 11: dnsplan.v1.ListPlansResponse
 	(*WatchPlansRequest)(nil),          // 12: dnsplan.v1.WatchPlansRequest
 	(*WatchPlansResponse)(nil),         // 13: dnsplan.v1.WatchPlansResponse
-	(*DiffPlansRequest)(nil),           // 14: dnsplan.v1.DiffPlansRequest
-	(*PlanDiff)(nil),                   // 15: dnsplan.v1.PlanDiff
-	(*EndpointDiff)(nil),               // 16: dnsplan.v1.EndpointDiff
-	(*WeightChange)(nil),               // 17: dnsplan.v1.WeightChange
-	(*RuleCheck)(nil),                  // 18: dnsplan.v1.RuleCheck
-	(*Lease)(nil),                      // 19: dnsplan.v1.Lease
-	(*AcquireLeaseRequest)(nil),        // 20: dnsplan.v1.AcquireLeaseRequest
-	(*RenewLeaseRequest)(nil),          // 21: dnsplan.v1.RenewLeaseRequest
-	(*ReleaseLeaseRequest)(nil),        // 22: dnsplan.v1.ReleaseLeaseRequest
-	(*ReleaseLeaseResponse)(nil),       // 23: dnsplan.v1.ReleaseLeaseResponse
-	(*ListLeasesRequest)(nil),          // 24: dnsplan.v1.ListLeasesRequest
-	(*ListLeasesResponse)(nil),         // 25: dnsplan.v1.ListLeasesResponse
-	(*ApplyPlanRequest)(nil),           // 26: dnsplan.v1.ApplyPlanRequest
-	(*EndpointResult)(nil),             // 27: dnsplan.v1.EndpointResult
-	(*ApplyPlanResponse)(nil),          // 28: dnsplan.v1.ApplyPlanResponse
-	(*CleanupPlansRequest)(nil),        // 29: dnsplan.v1.CleanupPlansRequest
-	(*CleanupPlansResponse)(nil),       // 30: dnsplan.v1.CleanupPlansResponse
-	(*GetAppliedRequest)(nil),          // 31: dnsplan.v1.GetAppliedRequest
-	(*AppliedEndpoint)(nil),            // 32: dnsplan.v1.AppliedEndpoint
-	(*ListAppliedRequest)(nil),         // 33: dnsplan.v1.ListAppliedRequest
-	(*ListAppliedResponse)(nil),        // 34: dnsplan.v1.ListAppliedResponse
-	(*WatchAppliedRequest)(nil),        // 35: dnsplan.v1.WatchAppliedRequest
-	(*WatchAppliedResponse)(nil),       // 36: dnsplan.v1.WatchAppliedResponse
-	(*ListHistoryRequest)(nil),         // 37: dnsplan.v1.ListHistoryRequest
-	(*HistoryEvent)(nil),               // 38: dnsplan.v1.HistoryEvent
-	(*ListHistoryResponse)(nil),        // 39: dnsplan.v1.ListHistoryResponse
-	(*StatusRequest)(nil),              // 40: dnsplan.v1.StatusRequest
-	(*Member)(nil),                     // 41: dnsplan.v1.Member
-	(*StatusResponse)(nil),             // 42: dnsplan.v1.StatusResponse
-	(*ClusterConfig)(nil),              // 43: dnsplan.v1.ClusterConfig
-	(*GetConfigRequest)(nil),           // 44: dnsplan.v1.GetConfigRequest
-	(*SetConfigRequest)(nil),           // 45: dnsplan.v1.SetConfigRequest
-	(*ReadIndexRequest)(nil),           // 46: dnsplan.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),          // 47: dnsplan.v1.ReadIndexResponse
-	(*AddVoterRequest)(nil),            // 48: dnsplan.v1.AddVoterRequest
-	(*AddVoterResponse)(nil),           // 49: dnsplan.v1.AddVoterResponse
-	(*RemoveServerRequest)(nil),        // 50: dnsplan.v1.RemoveServerRequest
-	(*RemoveServerResponse)(nil),       // 51: dnsplan.v1.RemoveServerResponse
-	(*TransferLeadershipRequest)(nil),  // 52: dnsplan.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 53: dnsplan.v1.TransferLeadershipResponse
-	(*SetFreezeRequest)(nil),           // 54: dnsplan.v1.SetFreezeRequest
-	(*SetFreezeResponse)(nil),          // 55: dnsplan.v1.SetFreezeResponse
-	(*Refusal)(nil),                    // 56: dnsplan.v1.Refusal
-	(*RecordRefusalsRequest)(nil),      // 57: dnsplan.v1.RecordRefusalsRequest
-	(*RecordRefusalsResponse)(nil),     // 58: dnsplan.v1.RecordRefusalsResponse
-	(*LegacyApplyRequest)(nil),         // 59: dnsplan.v1.LegacyApplyRequest
-	(*LegacyApplyResponse)(nil),        // 60: dnsplan.v1.LegacyApplyResponse
-	(*LegacyCleanupRequest)(nil),       // 61: dnsplan.v1.LegacyCleanupRequest
-	(*LegacyCleanupResponse)(nil),      // 62: dnsplan.v1.LegacyCleanupResponse
-	(*timestamppb.Timestamp)(nil),      // 63: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 64: google.protobuf.Duration
+	(*RollbackPlanRequest)(nil),        // 14: dnsplan.v1.RollbackPlanRequest
+	(*RollbackPlanResponse)(nil),       // 15: dnsplan.v1.RollbackPlanResponse
+	(*DiffPlansRequest)(nil),           // 16: dnsplan.v1.DiffPlansRequest
+	(*PlanDiff)(nil),                   // 17: dnsplan.v1.PlanDiff
+	(*EndpointDiff)(nil),               // 18: dnsplan.v1.EndpointDiff
+	(*WeightChange)(nil),               // 19: dnsplan.v1.WeightChange
+	(*RuleCheck)(nil),                  // 20: dnsplan.v1.RuleCheck
+	(*Lease)(nil),                      // 21: dnsplan.v1.Lease
+	(*AcquireLeaseRequest)(nil),        // 22: dnsplan.v1.AcquireLeaseRequest
+	(*RenewLeaseRequest)(nil),          // 23: dnsplan.v1.RenewLeaseRequest
+	(*ReleaseLeaseRequest)(nil),        // 24: dnsplan.v1.ReleaseLeaseRequest
+	(*ReleaseLeaseResponse)(nil),       // 25: dnsplan.v1.ReleaseLeaseResponse
+	(*ListLeasesRequest)(nil),          // 26: dnsplan.v1.ListLeasesRequest
+	(*ListLeasesResponse)(nil),         // 27: dnsplan.v1.ListLeasesResponse
+	(*ApplyPlanRequest)(nil),           // 28: dnsplan.v1.ApplyPlanRequest
+	(*EndpointResult)(nil),             // 29: dnsplan.v1.EndpointResult
+	(*ApplyPlanResponse)(nil),          // 30: dnsplan.v1.ApplyPlanResponse
+	(*CleanupPlansRequest)(nil),        // 31: dnsplan.v1.CleanupPlansRequest
+	(*CleanupPlansResponse)(nil),       // 32: dnsplan.v1.CleanupPlansResponse
+	(*GetAppliedRequest)(nil),          // 33: dnsplan.v1.GetAppliedRequest
+	(*AppliedEndpoint)(nil),            // 34: dnsplan.v1.AppliedEndpoint
+	(*ListAppliedRequest)(nil),         // 35: dnsplan.v1.ListAppliedRequest
+	(*ListAppliedResponse)(nil),        // 36: dnsplan.v1.ListAppliedResponse
+	(*WatchAppliedRequest)(nil),        // 37: dnsplan.v1.WatchAppliedRequest
+	(*WatchAppliedResponse)(nil),       // 38: dnsplan.v1.WatchAppliedResponse
+	(*ListHistoryRequest)(nil),         // 39: dnsplan.v1.ListHistoryRequest
+	(*HistoryEvent)(nil),               // 40: dnsplan.v1.HistoryEvent
+	(*ListHistoryResponse)(nil),        // 41: dnsplan.v1.ListHistoryResponse
+	(*StatusRequest)(nil),              // 42: dnsplan.v1.StatusRequest
+	(*Member)(nil),                     // 43: dnsplan.v1.Member
+	(*StatusResponse)(nil),             // 44: dnsplan.v1.StatusResponse
+	(*ClusterConfig)(nil),              // 45: dnsplan.v1.ClusterConfig
+	(*GetConfigRequest)(nil),           // 46: dnsplan.v1.GetConfigRequest
+	(*SetConfigRequest)(nil),           // 47: dnsplan.v1.SetConfigRequest
+	(*ReadIndexRequest)(nil),           // 48: dnsplan.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),          // 49: dnsplan.v1.ReadIndexResponse
+	(*AddVoterRequest)(nil),            // 50: dnsplan.v1.AddVoterRequest
+	(*AddVoterResponse)(nil),           // 51: dnsplan.v1.AddVoterResponse
+	(*RemoveServerRequest)(nil),        // 52: dnsplan.v1.RemoveServerRequest
+	(*RemoveServerResponse)(nil),       // 53: dnsplan.v1.RemoveServerResponse
+	(*TransferLeadershipRequest)(nil),  // 54: dnsplan.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 55: dnsplan.v1.TransferLeadershipResponse
+	(*SetFreezeRequest)(nil),           // 56: dnsplan.v1.SetFreezeRequest
+	(*SetFreezeResponse)(nil),          // 57: dnsplan.v1.SetFreezeResponse
+	(*Refusal)(nil),                    // 58: dnsplan.v1.Refusal
+	(*RecordRefusalsRequest)(nil),      // 59: dnsplan.v1.RecordRefusalsRequest
+	(*RecordRefusalsResponse)(nil),     // 60: dnsplan.v1.RecordRefusalsResponse
+	(*LegacyApplyRequest)(nil),         // 61: dnsplan.v1.LegacyApplyRequest
+	(*LegacyApplyResponse)(nil),        // 62: dnsplan.v1.LegacyApplyResponse
+	(*LegacyCleanupRequest)(nil),       // 63: dnsplan.v1.LegacyCleanupRequest
+	(*LegacyCleanupResponse)(nil),      // 64: dnsplan.v1.LegacyCleanupResponse
+	(*timestamppb.Timestamp)(nil),      // 65: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 66: google.protobuf.Duration
 }
 var file_dnsplan_v1_dnsplan_proto_depIdxs = []int32{
 	4,  // 0: dnsplan.v1.EndpointPlan.targets:type_name -> dnsplan.v1.Target
 	5,  // 1: dnsplan.v1.Plan.endpoints:type_name -> dnsplan.v1.EndpointPlan
-	63, // 2: dnsplan.v1.Plan.created_at:type_name -> google.protobuf.Timestamp
+	65, // 2: dnsplan.v1.Plan.created_at:type_name -> google.protobuf.Timestamp
 	6,  // 3: dnsplan.v1.SubmitPlanRequest.plan:type_name -> dnsplan.v1.Plan
 	6,  // 4: dnsplan.v1.ListPlansResponse.plans:type_name -> dnsplan.v1.Plan
 	6,  // 5: dnsplan.v1.WatchPlansResponse.plan:type_name -> dnsplan.v1.Plan
 	6,  // 6: dnsplan.v1.DiffPlansRequest.plan:type_name -> dnsplan.v1.Plan
-	16, // 7: dnsplan.v1.PlanDiff.endpoints:type_name -> dnsplan.v1.EndpointDiff
-	17, // 8: dnsplan.v1.EndpointDiff.weights:type_name -> dnsplan.v1.WeightChange
-	18, // 9: dnsplan.v1.EndpointDiff.rules:type_name -> dnsplan.v1.RuleCheck
-	63, // 10: dnsplan.v1.Lease.expires_at:type_name -> google.protobuf.Timestamp
-	64, // 11: dnsplan.v1.Lease.ttl:type_name -> google.protobuf.Duration
-	64, // 12: dnsplan.v1.AcquireLeaseRequest.ttl:type_name -> google.protobuf.Duration
-	19, // 13: dnsplan.v1.ListLeasesResponse.leases:type_name -> dnsplan.v1.Lease
+	18, // 7: dnsplan.v1.PlanDiff.endpoints:type_name -> dnsplan.v1.EndpointDiff
+	19, // 8: dnsplan.v1.EndpointDiff.weights:type_name -> dnsplan.v1.WeightChange
+	20, // 9: dnsplan.v1.EndpointDiff.rules:type_name -> dnsplan.v1.RuleCheck
+	65, // 10: dnsplan.v1.Lease.expires_at:type_name -> google.protobuf.Timestamp
+	66, // 11: dnsplan.v1.Lease.ttl:type_name -> google.protobuf.Duration
+	66, // 12: dnsplan.v1.AcquireLeaseRequest.ttl:type_name -> google.protobuf.Duration
+	21, // 13: dnsplan.v1.ListLeasesResponse.leases:type_name -> dnsplan.v1.Lease
 	0,  // 14: dnsplan.v1.EndpointResult.outcome:type_name -> dnsplan.v1.Outcome
-	27, // 15: dnsplan.v1.ApplyPlanResponse.results:type_name -> dnsplan.v1.EndpointResult
+	29, // 15: dnsplan.v1.ApplyPlanResponse.results:type_name -> dnsplan.v1.EndpointResult
 	4,  // 16: dnsplan.v1.AppliedEndpoint.targets:type_name -> dnsplan.v1.Target
-	63, // 17: dnsplan.v1.AppliedEndpoint.applied_at:type_name -> google.protobuf.Timestamp
-	32, // 18: dnsplan.v1.ListAppliedResponse.endpoints:type_name -> dnsplan.v1.AppliedEndpoint
-	32, // 19: dnsplan.v1.WatchAppliedResponse.endpoint:type_name -> dnsplan.v1.AppliedEndpoint
-	63, // 20: dnsplan.v1.ListHistoryRequest.since:type_name -> google.protobuf.Timestamp
-	63, // 21: dnsplan.v1.HistoryEvent.time:type_name -> google.protobuf.Timestamp
+	65, // 17: dnsplan.v1.AppliedEndpoint.applied_at:type_name -> google.protobuf.Timestamp
+	34, // 18: dnsplan.v1.ListAppliedResponse.endpoints:type_name -> dnsplan.v1.AppliedEndpoint
+	34, // 19: dnsplan.v1.WatchAppliedResponse.endpoint:type_name -> dnsplan.v1.AppliedEndpoint
+	65, // 20: dnsplan.v1.ListHistoryRequest.since:type_name -> google.protobuf.Timestamp
+	65, // 21: dnsplan.v1.HistoryEvent.time:type_name -> google.protobuf.Timestamp
 	1,  // 22: dnsplan.v1.HistoryEvent.kind_code:type_name -> dnsplan.v1.HistoryKind
 	2,  // 23: dnsplan.v1.HistoryEvent.outcome_code:type_name -> dnsplan.v1.HistoryOutcome
-	16, // 24: dnsplan.v1.HistoryEvent.diff:type_name -> dnsplan.v1.EndpointDiff
-	38, // 25: dnsplan.v1.ListHistoryResponse.events:type_name -> dnsplan.v1.HistoryEvent
-	41, // 26: dnsplan.v1.StatusResponse.members:type_name -> dnsplan.v1.Member
-	43, // 27: dnsplan.v1.StatusResponse.config:type_name -> dnsplan.v1.ClusterConfig
+	18, // 24: dnsplan.v1.HistoryEvent.diff:type_name -> dnsplan.v1.EndpointDiff
+	40, // 25: dnsplan.v1.ListHistoryResponse.events:type_name -> dnsplan.v1.HistoryEvent
+	43, // 26: dnsplan.v1.StatusResponse.members:type_name -> dnsplan.v1.Member
+	45, // 27: dnsplan.v1.StatusResponse.config:type_name -> dnsplan.v1.ClusterConfig
 	3,  // 28: dnsplan.v1.ClusterConfig.design:type_name -> dnsplan.v1.Design
-	64, // 29: dnsplan.v1.ClusterConfig.velocity_window:type_name -> google.protobuf.Duration
-	64, // 30: dnsplan.v1.SetConfigRequest.velocity_window:type_name -> google.protobuf.Duration
-	56, // 31: dnsplan.v1.RecordRefusalsRequest.refusals:type_name -> dnsplan.v1.Refusal
+	66, // 29: dnsplan.v1.ClusterConfig.velocity_window:type_name -> google.protobuf.Duration
+	66, // 30: dnsplan.v1.SetConfigRequest.velocity_window:type_name -> google.protobuf.Duration
+	58, // 31: dnsplan.v1.RecordRefusalsRequest.refusals:type_name -> dnsplan.v1.Refusal
 	7,  // 32: dnsplan.v1.PlanService.SubmitPlan:input_type -> dnsplan.v1.SubmitPlanRequest
 	9,  // 33: dnsplan.v1.PlanService.GetPlan:input_type -> dnsplan.v1.GetPlanRequest
 	10, // 34: dnsplan.v1.PlanService.ListPlans:input_type -> dnsplan.v1.ListPlansRequest
 	12, // 35: dnsplan.v1.PlanService.WatchPlans:input_type -> dnsplan.v1.WatchPlansRequest
-	14, // 36: dnsplan.v1.PlanService.DiffPlans:input_type -> dnsplan.v1.DiffPlansRequest
-	20, // 37: dnsplan.v1.LeaseService.AcquireLease:input_type -> dnsplan.v1.AcquireLeaseRequest
-	21, // 38: dnsplan.v1.LeaseService.RenewLease:input_type -> dnsplan.v1.RenewLeaseRequest
-	22, // 39: dnsplan.v1.LeaseService.ReleaseLease:input_type -> dnsplan.v1.ReleaseLeaseRequest
-	24, // 40: dnsplan.v1.LeaseService.ListLeases:input_type -> dnsplan.v1.ListLeasesRequest
-	26, // 41: dnsplan.v1.EnactService.ApplyPlan:input_type -> dnsplan.v1.ApplyPlanRequest
-	29, // 42: dnsplan.v1.EnactService.CleanupPlans:input_type -> dnsplan.v1.CleanupPlansRequest
-	31, // 43: dnsplan.v1.EnactService.GetApplied:input_type -> dnsplan.v1.GetAppliedRequest
-	33, // 44: dnsplan.v1.EnactService.ListApplied:input_type -> dnsplan.v1.ListAppliedRequest
-	35, // 45: dnsplan.v1.EnactService.WatchApplied:input_type -> dnsplan.v1.WatchAppliedRequest
-	37, // 46: dnsplan.v1.EnactService.ListHistory:input_type -> dnsplan.v1.ListHistoryRequest
-	40, // 47: dnsplan.v1.ClusterService.Status:input_type -> dnsplan.v1.StatusRequest
-	48, // 48: dnsplan.v1.ClusterService.AddVoter:input_type -> dnsplan.v1.AddVoterRequest
-	50, // 49: dnsplan.v1.ClusterService.RemoveServer:input_type -> dnsplan.v1.RemoveServerRequest
-	52, // 50: dnsplan.v1.ClusterService.TransferLeadership:input_type -> dnsplan.v1.TransferLeadershipRequest
-	54, // 51: dnsplan.v1.ClusterService.SetFreeze:input_type -> dnsplan.v1.SetFreezeRequest
-	44, // 52: dnsplan.v1.ClusterService.GetConfig:input_type -> dnsplan.v1.GetConfigRequest
-	45, // 53: dnsplan.v1.ClusterService.SetConfig:input_type -> dnsplan.v1.SetConfigRequest
-	46, // 54: dnsplan.v1.ClusterService.ReadIndex:input_type -> dnsplan.v1.ReadIndexRequest
-	57, // 55: dnsplan.v1.ClusterService.RecordRefusals:input_type -> dnsplan.v1.RecordRefusalsRequest
-	59, // 56: dnsplan.v1.LegacyService.LegacyApply:input_type -> dnsplan.v1.LegacyApplyRequest
-	61, // 57: dnsplan.v1.LegacyService.LegacyCleanup:input_type -> dnsplan.v1.LegacyCleanupRequest
-	8,  // 58: dnsplan.v1.PlanService.SubmitPlan:output_type -> dnsplan.v1.SubmitPlanResponse
-	6,  // 59: dnsplan.v1.PlanService.GetPlan:output_type -> dnsplan.v1.Plan
-	11, // 60: dnsplan.v1.PlanService.ListPlans:output_type -> dnsplan.v1.ListPlansResponse
-	13, // 61: dnsplan.v1.PlanService.WatchPlans:output_type -> dnsplan.v1.WatchPlansResponse
-	15, // 62: dnsplan.v1.PlanService.DiffPlans:output_type -> dnsplan.v1.PlanDiff
-	19, // 63: dnsplan.v1.LeaseService.AcquireLease:output_type -> dnsplan.v1.Lease
-	19, // 64: dnsplan.v1.LeaseService.RenewLease:output_type -> dnsplan.v1.Lease
-	23, // 65: dnsplan.v1.LeaseService.ReleaseLease:output_type -> dnsplan.v1.ReleaseLeaseResponse
-	25, // 66: dnsplan.v1.LeaseService.ListLeases:output_type -> dnsplan.v1.ListLeasesResponse
-	28, // 67: dnsplan.v1.EnactService.ApplyPlan:output_type -> dnsplan.v1.ApplyPlanResponse
-	30, // 68: dnsplan.v1.EnactService.CleanupPlans:output_type -> dnsplan.v1.CleanupPlansResponse
-	32, // 69: dnsplan.v1.EnactService.GetApplied:output_type -> dnsplan.v1.AppliedEndpoint
-	34, // 70: dnsplan.v1.EnactService.ListApplied:output_type -> dnsplan.v1.ListAppliedResponse
-	36, // 71: dnsplan.v1.EnactService.WatchApplied:output_type -> dnsplan.v1.WatchAppliedResponse
-	39, // 72: dnsplan.v1.EnactService.ListHistory:output_type -> dnsplan.v1.ListHistoryResponse
-	42, // 73: dnsplan.v1.ClusterService.Status:output_type -> dnsplan.v1.StatusResponse
-	49, // 74: dnsplan.v1.ClusterService.AddVoter:output_type -> dnsplan.v1.AddVoterResponse
-	51, // 75: dnsplan.v1.ClusterService.RemoveServer:output_type -> dnsplan.v1.RemoveServerResponse
-	53, // 76: dnsplan.v1.ClusterService.TransferLeadership:output_type -> dnsplan.v1.TransferLeadershipResponse
-	55, // 77: dnsplan.v1.ClusterService.SetFreeze:output_type -> dnsplan.v1.SetFreezeResponse
-	43, // 78: dnsplan.v1.ClusterService.GetConfig:output_type -> dnsplan.v1.ClusterConfig
-	43, // 79: dnsplan.v1.ClusterService.SetConfig:output_type -> dnsplan.v1.ClusterConfig
-	47, // 80: dnsplan.v1.ClusterService.ReadIndex:output_type -> dnsplan.v1.ReadIndexResponse
-	58, // 81: dnsplan.v1.ClusterService.RecordRefusals:output_type -> dnsplan.v1.RecordRefusalsResponse
-	60, // 82: dnsplan.v1.LegacyService.LegacyApply:output_type -> dnsplan.v1.LegacyApplyResponse
-	62, // 83: dnsplan.v1.LegacyService.LegacyCleanup:output_type -> dnsplan.v1.LegacyCleanupResponse
-	58, // [58:84] is the sub-list for method output_type
-	32, // [32:58] is the sub-list for method input_type
+	16, // 36: dnsplan.v1.PlanService.DiffPlans:input_type -> dnsplan.v1.DiffPlansRequest
+	14, // 37: dnsplan.v1.PlanService.RollbackPlan:input_type -> dnsplan.v1.RollbackPlanRequest
+	22, // 38: dnsplan.v1.LeaseService.AcquireLease:input_type -> dnsplan.v1.AcquireLeaseRequest
+	23, // 39: dnsplan.v1.LeaseService.RenewLease:input_type -> dnsplan.v1.RenewLeaseRequest
+	24, // 40: dnsplan.v1.LeaseService.ReleaseLease:input_type -> dnsplan.v1.ReleaseLeaseRequest
+	26, // 41: dnsplan.v1.LeaseService.ListLeases:input_type -> dnsplan.v1.ListLeasesRequest
+	28, // 42: dnsplan.v1.EnactService.ApplyPlan:input_type -> dnsplan.v1.ApplyPlanRequest
+	31, // 43: dnsplan.v1.EnactService.CleanupPlans:input_type -> dnsplan.v1.CleanupPlansRequest
+	33, // 44: dnsplan.v1.EnactService.GetApplied:input_type -> dnsplan.v1.GetAppliedRequest
+	35, // 45: dnsplan.v1.EnactService.ListApplied:input_type -> dnsplan.v1.ListAppliedRequest
+	37, // 46: dnsplan.v1.EnactService.WatchApplied:input_type -> dnsplan.v1.WatchAppliedRequest
+	39, // 47: dnsplan.v1.EnactService.ListHistory:input_type -> dnsplan.v1.ListHistoryRequest
+	42, // 48: dnsplan.v1.ClusterService.Status:input_type -> dnsplan.v1.StatusRequest
+	50, // 49: dnsplan.v1.ClusterService.AddVoter:input_type -> dnsplan.v1.AddVoterRequest
+	52, // 50: dnsplan.v1.ClusterService.RemoveServer:input_type -> dnsplan.v1.RemoveServerRequest
+	54, // 51: dnsplan.v1.ClusterService.TransferLeadership:input_type -> dnsplan.v1.TransferLeadershipRequest
+	56, // 52: dnsplan.v1.ClusterService.SetFreeze:input_type -> dnsplan.v1.SetFreezeRequest
+	46, // 53: dnsplan.v1.ClusterService.GetConfig:input_type -> dnsplan.v1.GetConfigRequest
+	47, // 54: dnsplan.v1.ClusterService.SetConfig:input_type -> dnsplan.v1.SetConfigRequest
+	48, // 55: dnsplan.v1.ClusterService.ReadIndex:input_type -> dnsplan.v1.ReadIndexRequest
+	59, // 56: dnsplan.v1.ClusterService.RecordRefusals:input_type -> dnsplan.v1.RecordRefusalsRequest
+	61, // 57: dnsplan.v1.LegacyService.LegacyApply:input_type -> dnsplan.v1.LegacyApplyRequest
+	63, // 58: dnsplan.v1.LegacyService.LegacyCleanup:input_type -> dnsplan.v1.LegacyCleanupRequest
+	8,  // 59: dnsplan.v1.PlanService.SubmitPlan:output_type -> dnsplan.v1.SubmitPlanResponse
+	6,  // 60: dnsplan.v1.PlanService.GetPlan:output_type -> dnsplan.v1.Plan
+	11, // 61: dnsplan.v1.PlanService.ListPlans:output_type -> dnsplan.v1.ListPlansResponse
+	13, // 62: dnsplan.v1.PlanService.WatchPlans:output_type -> dnsplan.v1.WatchPlansResponse
+	17, // 63: dnsplan.v1.PlanService.DiffPlans:output_type -> dnsplan.v1.PlanDiff
+	15, // 64: dnsplan.v1.PlanService.RollbackPlan:output_type -> dnsplan.v1.RollbackPlanResponse
+	21, // 65: dnsplan.v1.LeaseService.AcquireLease:output_type -> dnsplan.v1.Lease
+	21, // 66: dnsplan.v1.LeaseService.RenewLease:output_type -> dnsplan.v1.Lease
+	25, // 67: dnsplan.v1.LeaseService.ReleaseLease:output_type -> dnsplan.v1.ReleaseLeaseResponse
+	27, // 68: dnsplan.v1.LeaseService.ListLeases:output_type -> dnsplan.v1.ListLeasesResponse
+	30, // 69: dnsplan.v1.EnactService.ApplyPlan:output_type -> dnsplan.v1.ApplyPlanResponse
+	32, // 70: dnsplan.v1.EnactService.CleanupPlans:output_type -> dnsplan.v1.CleanupPlansResponse
+	34, // 71: dnsplan.v1.EnactService.GetApplied:output_type -> dnsplan.v1.AppliedEndpoint
+	36, // 72: dnsplan.v1.EnactService.ListApplied:output_type -> dnsplan.v1.ListAppliedResponse
+	38, // 73: dnsplan.v1.EnactService.WatchApplied:output_type -> dnsplan.v1.WatchAppliedResponse
+	41, // 74: dnsplan.v1.EnactService.ListHistory:output_type -> dnsplan.v1.ListHistoryResponse
+	44, // 75: dnsplan.v1.ClusterService.Status:output_type -> dnsplan.v1.StatusResponse
+	51, // 76: dnsplan.v1.ClusterService.AddVoter:output_type -> dnsplan.v1.AddVoterResponse
+	53, // 77: dnsplan.v1.ClusterService.RemoveServer:output_type -> dnsplan.v1.RemoveServerResponse
+	55, // 78: dnsplan.v1.ClusterService.TransferLeadership:output_type -> dnsplan.v1.TransferLeadershipResponse
+	57, // 79: dnsplan.v1.ClusterService.SetFreeze:output_type -> dnsplan.v1.SetFreezeResponse
+	45, // 80: dnsplan.v1.ClusterService.GetConfig:output_type -> dnsplan.v1.ClusterConfig
+	45, // 81: dnsplan.v1.ClusterService.SetConfig:output_type -> dnsplan.v1.ClusterConfig
+	49, // 82: dnsplan.v1.ClusterService.ReadIndex:output_type -> dnsplan.v1.ReadIndexResponse
+	60, // 83: dnsplan.v1.ClusterService.RecordRefusals:output_type -> dnsplan.v1.RecordRefusalsResponse
+	62, // 84: dnsplan.v1.LegacyService.LegacyApply:output_type -> dnsplan.v1.LegacyApplyResponse
+	64, // 85: dnsplan.v1.LegacyService.LegacyCleanup:output_type -> dnsplan.v1.LegacyCleanupResponse
+	59, // [59:86] is the sub-list for method output_type
+	32, // [32:59] is the sub-list for method input_type
 	32, // [32:32] is the sub-list for extension type_name
 	32, // [32:32] is the sub-list for extension extendee
 	0,  // [0:32] is the sub-list for field type_name
@@ -4576,15 +4716,15 @@ func file_dnsplan_v1_dnsplan_proto_init() {
 		return
 	}
 	file_dnsplan_v1_dnsplan_proto_msgTypes[3].OneofWrappers = []any{}
-	file_dnsplan_v1_dnsplan_proto_msgTypes[12].OneofWrappers = []any{}
-	file_dnsplan_v1_dnsplan_proto_msgTypes[41].OneofWrappers = []any{}
+	file_dnsplan_v1_dnsplan_proto_msgTypes[14].OneofWrappers = []any{}
+	file_dnsplan_v1_dnsplan_proto_msgTypes[43].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dnsplan_v1_dnsplan_proto_rawDesc), len(file_dnsplan_v1_dnsplan_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   59,
+			NumMessages:   61,
 			NumExtensions: 0,
 			NumServices:   5,
 		},

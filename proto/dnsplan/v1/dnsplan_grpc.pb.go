@@ -22,11 +22,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	PlanService_SubmitPlan_FullMethodName = "/dnsplan.v1.PlanService/SubmitPlan"
-	PlanService_GetPlan_FullMethodName    = "/dnsplan.v1.PlanService/GetPlan"
-	PlanService_ListPlans_FullMethodName  = "/dnsplan.v1.PlanService/ListPlans"
-	PlanService_WatchPlans_FullMethodName = "/dnsplan.v1.PlanService/WatchPlans"
-	PlanService_DiffPlans_FullMethodName  = "/dnsplan.v1.PlanService/DiffPlans"
+	PlanService_SubmitPlan_FullMethodName   = "/dnsplan.v1.PlanService/SubmitPlan"
+	PlanService_GetPlan_FullMethodName      = "/dnsplan.v1.PlanService/GetPlan"
+	PlanService_ListPlans_FullMethodName    = "/dnsplan.v1.PlanService/ListPlans"
+	PlanService_WatchPlans_FullMethodName   = "/dnsplan.v1.PlanService/WatchPlans"
+	PlanService_DiffPlans_FullMethodName    = "/dnsplan.v1.PlanService/DiffPlans"
+	PlanService_RollbackPlan_FullMethodName = "/dnsplan.v1.PlanService/RollbackPlan"
 )
 
 // PlanServiceClient is the client API for PlanService service.
@@ -46,6 +47,10 @@ type PlanServiceClient interface {
 	// second by the rules an apply would meet now, against what is served:
 	// a preview that changes nothing.
 	DiffPlans(ctx context.Context, in *DiffPlansRequest, opts ...grpc.CallOption) (*PlanDiff, error)
+	// RollbackPlan stores a new plan whose records are what the endpoints
+	// served at an earlier generation, for the enactors to apply like any
+	// plan: history is never rewritten, and every rule applies to it.
+	RollbackPlan(ctx context.Context, in *RollbackPlanRequest, opts ...grpc.CallOption) (*RollbackPlanResponse, error)
 }
 
 type planServiceClient struct {
@@ -115,6 +120,16 @@ func (c *planServiceClient) DiffPlans(ctx context.Context, in *DiffPlansRequest,
 	return out, nil
 }
 
+func (c *planServiceClient) RollbackPlan(ctx context.Context, in *RollbackPlanRequest, opts ...grpc.CallOption) (*RollbackPlanResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RollbackPlanResponse)
+	err := c.cc.Invoke(ctx, PlanService_RollbackPlan_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PlanServiceServer is the server API for PlanService service.
 // All implementations must embed UnimplementedPlanServiceServer
 // for forward compatibility.
@@ -132,6 +147,10 @@ type PlanServiceServer interface {
 	// second by the rules an apply would meet now, against what is served:
 	// a preview that changes nothing.
 	DiffPlans(context.Context, *DiffPlansRequest) (*PlanDiff, error)
+	// RollbackPlan stores a new plan whose records are what the endpoints
+	// served at an earlier generation, for the enactors to apply like any
+	// plan: history is never rewritten, and every rule applies to it.
+	RollbackPlan(context.Context, *RollbackPlanRequest) (*RollbackPlanResponse, error)
 	mustEmbedUnimplementedPlanServiceServer()
 }
 
@@ -156,6 +175,9 @@ func (UnimplementedPlanServiceServer) WatchPlans(*WatchPlansRequest, grpc.Server
 }
 func (UnimplementedPlanServiceServer) DiffPlans(context.Context, *DiffPlansRequest) (*PlanDiff, error) {
 	return nil, status.Error(codes.Unimplemented, "method DiffPlans not implemented")
+}
+func (UnimplementedPlanServiceServer) RollbackPlan(context.Context, *RollbackPlanRequest) (*RollbackPlanResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RollbackPlan not implemented")
 }
 func (UnimplementedPlanServiceServer) mustEmbedUnimplementedPlanServiceServer() {}
 func (UnimplementedPlanServiceServer) testEmbeddedByValue()                     {}
@@ -261,6 +283,24 @@ func _PlanService_DiffPlans_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PlanService_RollbackPlan_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RollbackPlanRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PlanServiceServer).RollbackPlan(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PlanService_RollbackPlan_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PlanServiceServer).RollbackPlan(ctx, req.(*RollbackPlanRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PlanService_ServiceDesc is the grpc.ServiceDesc for PlanService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -283,6 +323,10 @@ var PlanService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DiffPlans",
 			Handler:    _PlanService_DiffPlans_Handler,
+		},
+		{
+			MethodName: "RollbackPlan",
+			Handler:    _PlanService_RollbackPlan_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

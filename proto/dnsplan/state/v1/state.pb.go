@@ -460,8 +460,11 @@ type Snapshot struct {
 	Members        []*SetMember           `protobuf:"bytes,9,rep,name=members,proto3" json:"members,omitempty"`
 	LastIndex      uint64                 `protobuf:"varint,11,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
 	// config is the cluster's policy, absent until the founding command.
-	Config        *v1.ClusterConfig `protobuf:"bytes,12,opt,name=config,proto3" json:"config,omitempty"`
-	Served        []*ServedWindow   `protobuf:"bytes,13,rep,name=served,proto3" json:"served,omitempty"`
+	Config *v1.ClusterConfig `protobuf:"bytes,12,opt,name=config,proto3" json:"config,omitempty"`
+	Served []*ServedWindow   `protobuf:"bytes,13,rep,name=served,proto3" json:"served,omitempty"`
+	// previous are the records each endpoint served before its current ones,
+	// the newest fsm.RollbackDepth per endpoint, by endpoint, oldest first.
+	Previous      []*v1.AppliedEndpoint `protobuf:"bytes,14,rep,name=previous,proto3" json:"previous,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -580,6 +583,13 @@ func (x *Snapshot) GetServed() []*ServedWindow {
 	return nil
 }
 
+func (x *Snapshot) GetPrevious() []*v1.AppliedEndpoint {
+	if x != nil {
+		return x.Previous
+	}
+	return nil
+}
+
 var File_dnsplan_state_v1_state_proto protoreflect.FileDescriptor
 
 const file_dnsplan_state_v1_state_proto_rawDesc = "" +
@@ -615,7 +625,7 @@ const file_dnsplan_state_v1_state_proto_rawDesc = "" +
 	"\arecords\x18\x02 \x03(\v2\x1e.dnsplan.state.v1.ServedRecordR\arecords\"S\n" +
 	"\vStoredLease\x12'\n" +
 	"\x05lease\x18\x01 \x01(\v2\x11.dnsplan.v1.LeaseR\x05lease\x12\x1b\n" +
-	"\tttl_nanos\x18\x02 \x01(\x03R\bttlNanos\"\xb0\x04\n" +
+	"\tttl_nanos\x18\x02 \x01(\x03R\bttlNanos\"\xe9\x04\n" +
 	"\bSnapshot\x12&\n" +
 	"\x05plans\x18\x01 \x03(\v2\x10.dnsplan.v1.PlanR\x05plans\x125\n" +
 	"\aapplied\x18\x02 \x03(\v2\x1b.dnsplan.v1.AppliedEndpointR\aapplied\x125\n" +
@@ -629,7 +639,8 @@ const file_dnsplan_state_v1_state_proto_rawDesc = "" +
 	"\n" +
 	"last_index\x18\v \x01(\x04R\tlastIndex\x121\n" +
 	"\x06config\x18\f \x01(\v2\x19.dnsplan.v1.ClusterConfigR\x06config\x126\n" +
-	"\x06served\x18\r \x03(\v2\x1e.dnsplan.state.v1.ServedWindowR\x06servedJ\x04\b\n" +
+	"\x06served\x18\r \x03(\v2\x1e.dnsplan.state.v1.ServedWindowR\x06served\x127\n" +
+	"\bprevious\x18\x0e \x03(\v2\x1b.dnsplan.v1.AppliedEndpointR\bpreviousJ\x04\b\n" +
 	"\x10\vR\aplannedB;Z9github.com/dnsplan/dnsplan/proto/dnsplan/state/v1;statev1b\x06proto3"
 
 var (
@@ -672,11 +683,12 @@ var file_dnsplan_state_v1_state_proto_depIdxs = []int32{
 	1,  // 8: dnsplan.state.v1.Snapshot.members:type_name -> dnsplan.state.v1.SetMember
 	12, // 9: dnsplan.state.v1.Snapshot.config:type_name -> dnsplan.v1.ClusterConfig
 	5,  // 10: dnsplan.state.v1.Snapshot.served:type_name -> dnsplan.state.v1.ServedWindow
-	11, // [11:11] is the sub-list for method output_type
-	11, // [11:11] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	10, // 11: dnsplan.state.v1.Snapshot.previous:type_name -> dnsplan.v1.AppliedEndpoint
+	12, // [12:12] is the sub-list for method output_type
+	12, // [12:12] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_dnsplan_state_v1_state_proto_init() }
