@@ -25,6 +25,7 @@ func (n *Node) foundingConfig() *pb.ClusterConfig {
 		Design:          n.design(),
 		MaxCapacityDrop: *n.cfg.MaxCapacityDrop,
 		VelocityWindow:  durationpb.New(n.cfg.VelocityWindow),
+		MaxPlanChange:   proto.Float64(n.cfg.MaxPlanChange),
 	}
 }
 
@@ -82,6 +83,10 @@ func (n *Node) checkPolicy(warned **pb.ClusterConfig) error {
 	if d := *n.cfg.MaxCapacityDrop; d != c.GetMaxCapacityDrop() {
 		n.log.Warn("--max-capacity-drop differs from the cluster's; the cluster's value wins (change it with: dnsplan ctl config set max-capacity-drop VALUE)",
 			"flag", d, "cluster", c.GetMaxCapacityDrop())
+	}
+	if m := n.cfg.MaxPlanChange; c.MaxPlanChange != nil && m != c.GetMaxPlanChange() {
+		n.log.Warn("--max-plan-change differs from the cluster's; the cluster's value wins (change it with: dnsplan ctl config set max-plan-change VALUE)",
+			"flag", m, "cluster", c.GetMaxPlanChange())
 	}
 	if w := n.cfg.VelocityWindow; w != c.GetVelocityWindow().AsDuration() {
 		n.log.Warn("--velocity-window differs from the cluster's; the cluster's value wins (change it with: dnsplan ctl config set velocity-window DURATION)",

@@ -148,13 +148,15 @@ func TestConfigRPCs(t *testing.T) {
 		{MaxCapacityDrop: proto.Float64(2)},
 		{VelocityWindow: ttl(0)},
 		{VelocityWindow: ttl(48 * time.Hour)},
+		{MaxPlanChange: proto.Float64(0)},
+		{MaxPlanChange: proto.Float64(1.5)},
 	} {
 		if _, err := f.cluster.SetConfig(ctx, bad); status.Code(err) != codes.InvalidArgument {
 			t.Errorf("SetConfig(%v) = %v, want INVALID_ARGUMENT", bad, err)
 		}
 	}
-	want := &pb.ClusterConfig{Design: pb.Design_DESIGN_FIXED, MaxCapacityDrop: 0.1, VelocityWindow: ttl(time.Hour)}
-	got, err := f.cluster.SetConfig(ctx, &pb.SetConfigRequest{MaxCapacityDrop: proto.Float64(0.1), VelocityWindow: ttl(time.Hour)})
+	want := &pb.ClusterConfig{Design: pb.Design_DESIGN_FIXED, MaxCapacityDrop: 0.1, VelocityWindow: ttl(time.Hour), MaxPlanChange: proto.Float64(0.5)}
+	got, err := f.cluster.SetConfig(ctx, &pb.SetConfigRequest{MaxCapacityDrop: proto.Float64(0.1), VelocityWindow: ttl(time.Hour), MaxPlanChange: proto.Float64(0.5)})
 	if err != nil || !proto.Equal(got, want) {
 		t.Fatalf("SetConfig = %v, %v; want %v", got, err, want)
 	}

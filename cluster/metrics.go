@@ -25,7 +25,9 @@ type metrics struct {
 	// fsm.TimeJumpThreshold.
 	timeClipped prometheus.Counter
 	timeJumps   prometheus.Counter
-	log         *slog.Logger
+	// doubtFreezes counts the freezes the cluster made by itself.
+	doubtFreezes prometheus.Counter
+	log          *slog.Logger
 }
 
 func newMetrics(n *Node) *metrics {
@@ -57,6 +59,10 @@ func newMetrics(n *Node) *metrics {
 			Name: "dnsplan_refused_calls_total",
 			Help: "Calls refused for their caller's role or name (PERMISSION_DENIED), by role and method.",
 		}, []string{"role", "method"}),
+		doubtFreezes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dnsplan_doubt_freezes_total",
+			Help: "Times the cluster froze itself on doubt (a plan changing more endpoints at once than max_plan_change), as this node applied them.",
+		}),
 		timeJumps: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dnsplan_fsm_time_jumps_total",
 			Help: "Commands that moved the state machine's time forward by more than the jump threshold.",
@@ -76,7 +82,7 @@ func newMetrics(n *Node) *metrics {
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.propose, m.commands, m.rejected, m.forwarded, m.timeClipped, m.timeJumps, m.refused,
+		m.propose, m.commands, m.rejected, m.forwarded, m.timeClipped, m.timeJumps, m.refused, m.doubtFreezes,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "dnsplan_insecure",
 			Help: "1 if this node runs without TLS (--insecure): its API and Raft port accept anyone.",
@@ -123,6 +129,10 @@ func (m *metrics) observe(c fsm.Command, r fsm.Result) {
 		m.timeClipped.Inc()
 		m.log.Warn("command stamped far ahead of the state machine's time; time moved by the largest step only",
 			"command", c.Type().String(), "stamp", c.Stamp, "clipped", r.TimeClipped, "step", fsm.MaxTimeStep)
+	}
+	if r.Doubt != "" {
+		m.doubtFreezes.Inc()
+		m.log.Warn("the cluster froze itself on doubt", "command", c.Type().String(), "reason", r.Doubt)
 	}
 	if r.TimeJump > 0 {
 		m.timeJumps.Inc()

@@ -101,6 +101,9 @@ type Config struct {
 	// MaxCapacityDrop nil means the default; 0 is a limit like any other.
 	MaxCapacityDrop *float64
 	VelocityWindow  time.Duration
+	// MaxPlanChange is the max_plan_change a new cluster is founded with
+	// (fsm/doubt.go; default 0.3, 1 disables it).
+	MaxPlanChange float64
 
 	// SnapshotThreshold is how many log entries since the last snapshot
 	// trigger a new one (default 8192); SnapshotInterval how often that is
@@ -178,6 +181,12 @@ func (c *Config) setDefaults() error {
 		c.MaxCapacityDrop = &d
 	}
 	if err := fsm.ValidateMaxCapacityDrop(*c.MaxCapacityDrop); err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	if c.MaxPlanChange == 0 {
+		c.MaxPlanChange = fsm.DefaultMaxPlanChange
+	}
+	if err := fsm.ValidateMaxPlanChange(c.MaxPlanChange); err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
 	if c.VelocityWindow == 0 {

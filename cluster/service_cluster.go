@@ -45,14 +45,25 @@ func (c *clusterService) AddVoter(ctx context.Context, req *pb.AddVoterRequest) 
 	return &pb.AddVoterResponse{}, nil
 }
 
+// requireLog refuses, FAILED_PRECONDITION, what needs log version v while
+// a member's version predates it: that member would apply it by ignoring
+// what it does not know, and the replicas would diverge (cluster/DESIGN.md,
+// "Rolling upgrades"). what says what the version does.
+func requireLog(c core, v uint32, what string) error {
+	var ready bool
+	c.read(func(s *fsm.State) { ready = s.MembersKnow(v) })
+	if !ready {
+		return status.Errorf(codes.FailedPrecondition, "not every member's version %s yet (log version %d): upgrade every member first", what, v)
+	}
+	return nil
+}
+
 // RecordRefusals records the calls a node refused, once every member's
 // version knows the command (cluster/DESIGN.md, "Rolling upgrades"):
 // until then the refusing node keeps them.
 func (c *clusterService) RecordRefusals(ctx context.Context, req *pb.RecordRefusalsRequest) (*pb.RecordRefusalsResponse, error) {
-	var ready bool
-	c.c.read(func(s *fsm.State) { ready = s.MembersKnow(fsm.LogRefusals) })
-	if !ready {
-		return nil, status.Error(codes.FailedPrecondition, "not every member's version records refused calls yet")
+	if err := requireLog(c.c, fsm.LogRefusals, "records refused calls"); err != nil {
+		return nil, err
 	}
 	if _, err := c.c.propose(ctx, req); err != nil {
 		return nil, err
@@ -102,12 +113,17 @@ func (c *clusterService) GetConfig(context.Context, *pb.GetConfigRequest) (*pb.C
 // SetConfig changes the cluster's velocity settings. The design has no
 // field to set: it is fixed at founding.
 func (c *clusterService) SetConfig(ctx context.Context, req *pb.SetConfigRequest) (*pb.ClusterConfig, error) {
+	if req.MaxPlanChange != nil {
+		if err := requireLog(c.c, fsm.LogDoubt, "freezes on doubt"); err != nil {
+			return nil, err
+		}
+	}
 	res, err := c.c.propose(ctx, req)
 	if err != nil {
 		return nil, err
 	}
 	c.c.logger().Info("cluster policy changed", "max_capacity_drop", res.Config.GetMaxCapacityDrop(),
-		"velocity_window", res.Config.GetVelocityWindow().AsDuration())
+		"velocity_window", res.Config.GetVelocityWindow().AsDuration(), "max_plan_change", res.Config.MaxPlanChange)
 	return res.Config, nil
 }
 

@@ -4,9 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
 	"github.com/dnsplan/dnsplan/cluster/fsm"
 	"github.com/dnsplan/dnsplan/contract"
 	statev1 "github.com/dnsplan/dnsplan/proto/dnsplan/state/v1"
@@ -25,10 +22,8 @@ func (p *planService) SubmitPlan(ctx context.Context, req *pb.SubmitPlanRequest)
 	if req.ExpectedParent != nil || req.GetExpectedDigest() != "" {
 		// A member that predates these fields would store the plan
 		// regardless, and replicas would diverge.
-		var ready bool
-		p.c.read(func(s *fsm.State) { ready = s.MembersKnow(fsm.LogReviewed) })
-		if !ready {
-			return nil, status.Error(codes.FailedPrecondition, "not every member's version checks expected_parent and expected_digest yet: upgrade every member first")
+		if err := requireLog(p.c, fsm.LogReviewed, "checks expected_parent and expected_digest"); err != nil {
+			return nil, err
 		}
 	}
 	res, err := p.c.propose(ctx, &statev1.SubmitPlan{
@@ -39,7 +34,7 @@ func (p *planService) SubmitPlan(ctx context.Context, req *pb.SubmitPlanRequest)
 	if err != nil {
 		return nil, err
 	}
-	return &pb.SubmitPlanResponse{Generation: res.Generation}, nil
+	return &pb.SubmitPlanResponse{Generation: res.Generation, Frozen: res.Doubt != "", FreezeReason: res.Doubt}, nil
 }
 
 func (p *planService) GetPlan(_ context.Context, req *pb.GetPlanRequest) (*pb.Plan, error) {
@@ -63,10 +58,8 @@ func (p *planService) GetPlan(_ context.Context, req *pb.GetPlanRequest) (*pb.Pl
 // RollbackPlan stores a plan of earlier records, once every member's
 // version knows the command.
 func (p *planService) RollbackPlan(ctx context.Context, req *pb.RollbackPlanRequest) (*pb.RollbackPlanResponse, error) {
-	var ready bool
-	p.c.read(func(s *fsm.State) { ready = s.MembersKnow(fsm.LogRollback) })
-	if !ready {
-		return nil, status.Error(codes.FailedPrecondition, "not every member's version knows rollback yet: upgrade every member first")
+	if err := requireLog(p.c, fsm.LogRollback, "rolls back"); err != nil {
+		return nil, err
 	}
 	res, err := p.c.propose(ctx, req)
 	if err != nil {

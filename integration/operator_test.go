@@ -2,7 +2,9 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -259,5 +261,89 @@ func TestRollbackPlan(t *testing.T) {
 			a, err := cl.GetAppliedOf(ctx, c.GRPCAddrs[i], endpoint)
 			return err == nil && a.Generation == rb.Generation && len(a.Targets) == 1 && a.Targets[0].Address == "192.0.2.1"
 		})
+	}
+}
+
+// A planner that rewrites half the endpoints at once (a broken source):
+// the cluster stores its plan for review and freezes itself in the same
+// step, so nothing of it is served; the diff shows why; a rollback to
+// what is served and an unfreeze resume service with the old records.
+func TestFreezeOnDoubt(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{})
+	cl := c.Client()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	plan := func(bad int) *pb.Plan {
+		p := &pb.Plan{PlannerId: "planner1"}
+		for i := range 12 {
+			addr := fmt.Sprintf("192.0.2.%d", i+1)
+			if i < bad {
+				addr = "203.0.113.66"
+			}
+			p.Endpoints = append(p.Endpoints, &pb.EndpointPlan{Name: fmt.Sprintf("e%d.dnsplan.test.", i), Ttl: 30,
+				Targets: []*pb.Target{{Id: "lb", Address: addr, Weight: 1}}})
+		}
+		return p
+	}
+	lease, err := cl.AcquireLease(ctx, &pb.AcquireLeaseRequest{Name: "enactor/0", Holder: "az-a", Ttl: durationpb.New(time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	apply := func(gen uint64) error {
+		_, err := cl.ApplyPlan(ctx, &pb.ApplyPlanRequest{Generation: gen, LeaseName: lease.Name, LeaseToken: lease.Token, EnactorId: "az-a"})
+		return err
+	}
+	good, err := cl.SubmitPlan(ctx, &pb.SubmitPlanRequest{Plan: plan(0)})
+	if err != nil || good.Frozen {
+		t.Fatalf("first plan: %v %v", good, err)
+	}
+	if err := apply(good.Generation); err != nil {
+		t.Fatal(err)
+	}
+	bad, err := cl.SubmitPlan(ctx, &pb.SubmitPlanRequest{Plan: plan(6)})
+	if err != nil || !bad.Frozen || !strings.Contains(bad.FreezeReason, "changes 6 of 12 endpoints") {
+		t.Fatalf("a plan changing half the endpoints: %v, %v; want it stored and the cluster frozen", bad, err)
+	}
+	// Status is each node's own view: every node shows the freeze and why.
+	for i, addr := range c.GRPCAddrs {
+		clustertest.WaitFor(t, 5*time.Second, "node "+c.IDs[i]+" shows the freeze", func() bool {
+			st, err := cl.StatusOf(ctx, addr)
+			return err == nil && st.Frozen && strings.HasPrefix(st.FreezeReason, "doubt:")
+		})
+	}
+	if err := apply(bad.Generation); client.Reason(err) != contract.ReasonFrozen {
+		t.Fatalf("applying the doubtful plan: %v, want FROZEN", err)
+	}
+	if a, err := cl.GetApplied(ctx, &pb.GetAppliedRequest{Endpoint: "e0.dnsplan.test."}); err != nil || a.Generation != good.Generation {
+		t.Fatalf("served after the doubt: %v %v, want generation %d", a, err, good.Generation)
+	}
+	d, err := cl.DiffPlans(ctx, &pb.DiffPlansRequest{FromGeneration: good.Generation, ToGeneration: bad.Generation})
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := 0
+	for _, e := range d.Endpoints {
+		if e.Change == contract.ChangeChanged {
+			changed++
+		}
+	}
+	if changed != 6 {
+		t.Errorf("diff shows %d changed endpoints, want 6", changed)
+	}
+	rb, err := cl.RollbackPlan(ctx, &pb.RollbackPlanRequest{ToGeneration: good.Generation, Reason: "planner read a broken source"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.SetFreeze(ctx, &pb.SetFreezeRequest{Frozen: false}); err != nil {
+		t.Fatal(err)
+	}
+	if err := apply(rb.Generation); err != nil {
+		t.Fatalf("applying the rollback: %v", err)
+	}
+	for i := range 12 {
+		a, err := cl.GetApplied(ctx, &pb.GetAppliedRequest{Endpoint: fmt.Sprintf("e%d.dnsplan.test.", i)})
+		if err != nil || a.Targets[0].Address != fmt.Sprintf("192.0.2.%d", i+1) {
+			t.Fatalf("e%d after the rollback: %v %v", i, a, err)
+		}
 	}
 }

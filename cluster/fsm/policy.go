@@ -31,6 +31,10 @@ const (
 	// one window loses its oldest records below the highest capacity
 	// first (see recordServed).
 	MaxServedRecords = 64
+	// DefaultMaxPlanChange is the fraction of all endpoints a plan may
+	// change at once before the cluster doubts it (doubt.go), octoDNS's
+	// threshold.
+	DefaultMaxPlanChange = 0.3
 )
 
 // DefaultConfig is the policy of a state that was never founded: a state
@@ -40,6 +44,7 @@ func DefaultConfig() *pb.ClusterConfig {
 		Design:          pb.Design_DESIGN_FIXED,
 		MaxCapacityDrop: DefaultMaxCapacityDrop,
 		VelocityWindow:  durationpb.New(DefaultVelocityWindow),
+		MaxPlanChange:   proto.Float64(DefaultMaxPlanChange),
 	}
 }
 
@@ -54,14 +59,24 @@ func ValidateConfig(c *pb.ClusterConfig) error {
 	if err := ValidateMaxCapacityDrop(c.GetMaxCapacityDrop()); err != nil {
 		return err
 	}
+	if c.MaxPlanChange != nil {
+		if err := ValidateMaxPlanChange(c.GetMaxPlanChange()); err != nil {
+			return err
+		}
+	}
 	return ValidateVelocityWindow(c.GetVelocityWindow())
 }
 
 // ValidateSetConfig checks a change of policy: at least one setting, each
 // valid. The design has no field: it never changes.
 func ValidateSetConfig(r *pb.SetConfigRequest) error {
-	if r.MaxCapacityDrop == nil && r.VelocityWindow == nil {
-		return fmt.Errorf("%w: nothing to change (set max_capacity_drop or velocity_window)", ErrInvalid)
+	if r.MaxCapacityDrop == nil && r.VelocityWindow == nil && r.MaxPlanChange == nil {
+		return fmt.Errorf("%w: nothing to change (set max_capacity_drop, velocity_window or max_plan_change)", ErrInvalid)
+	}
+	if r.MaxPlanChange != nil {
+		if err := ValidateMaxPlanChange(r.GetMaxPlanChange()); err != nil {
+			return err
+		}
 	}
 	if r.MaxCapacityDrop != nil {
 		if err := ValidateMaxCapacityDrop(r.GetMaxCapacityDrop()); err != nil {
@@ -79,6 +94,14 @@ func ValidateSetConfig(r *pb.SetConfigRequest) error {
 func ValidateMaxCapacityDrop(f float64) error {
 	if !(f >= 0 && f <= 1) {
 		return fmt.Errorf("%w: max_capacity_drop %v outside 0..1", ErrInvalid, f)
+	}
+	return nil
+}
+
+// ValidateMaxPlanChange: a fraction in (0, 1] (1: no limit).
+func ValidateMaxPlanChange(f float64) error {
+	if !(f > 0 && f <= 1) {
+		return fmt.Errorf("%w: max_plan_change %v outside (0, 1]", ErrInvalid, f)
 	}
 	return nil
 }
@@ -131,6 +154,9 @@ func (s *State) setConfig(index uint64, r *pb.SetConfigRequest) Result {
 	if r.MaxCapacityDrop != nil {
 		c.MaxCapacityDrop = r.GetMaxCapacityDrop()
 	}
+	if r.MaxPlanChange != nil {
+		c.MaxPlanChange = r.MaxPlanChange
+	}
 	if r.VelocityWindow != nil {
 		// A window that grows must not bring back records the old one no
 		// longer covered: whether a record was trimmed depends on when
@@ -149,8 +175,12 @@ func (s *State) setConfig(index uint64, r *pb.SetConfigRequest) Result {
 }
 
 func describeConfig(c *pb.ClusterConfig) string {
-	return fmt.Sprintf("design %s, max capacity drop %g, velocity window %s",
+	d := fmt.Sprintf("design %s, max capacity drop %g, velocity window %s",
 		contract.DesignOf(c.GetDesign()), c.GetMaxCapacityDrop(), c.GetVelocityWindow().AsDuration())
+	if c.MaxPlanChange != nil {
+		d += fmt.Sprintf(", max plan change %g", c.GetMaxPlanChange())
+	}
+	return d
 }
 
 // requireLegacy refuses a legacy command on a cluster not founded legacy,

@@ -85,7 +85,7 @@ func (s *State) rollbackPlan(index uint64, r *pb.RollbackPlanRequest) Result {
 	if len(kept) > 0 {
 		ev.Reason = strings.TrimPrefix(fmt.Sprintf("%s; kept the current records of %s", ev.Reason, strings.Join(kept, ", ")), "; ")
 	}
-	res := s.storePlan(index, ev, plan, r.GetForce())
+	res := s.storePlan(index, ev, plan, r.GetForce(), !r.GetForce())
 	res.Kept = kept
 	return res
 }

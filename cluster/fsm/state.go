@@ -84,6 +84,8 @@ type Result struct {
 	Frozen     bool                 // SetFreeze: the switch afterwards
 	Config     *pb.ClusterConfig    // FoundCluster, SetConfig: the policy afterwards
 	Kept       []string             // RollbackPlan: endpoints that keep their current records
+	// Doubt says why the command froze the cluster by itself (doubt.go).
+	Doubt string
 
 	// TimeClipped is how far the command's stamp was beyond what the state
 	// machine's time may advance in one command (MaxTimeStep); TimeJump is
@@ -139,19 +141,29 @@ func (s *State) submitPlan(index uint64, c *statev1.SubmitPlan) Result {
 			return s.reject(ev, fmt.Errorf("%w: the plan's digest is %s, not %s", ErrDigest, got, d))
 		}
 	}
-	return s.storePlan(index, ev, proto.Clone(plan).(*pb.Plan), c.GetForce())
+	plan = proto.Clone(plan).(*pb.Plan)
+	if doubt := s.doubtPlan(plan); doubt != "" && !c.GetForce() {
+		// Stored for review, its applies frozen: the rules judge it when
+		// it is applied, if an operator unfreezes.
+		res := s.storePlan(index, ev, plan, false, false)
+		res.Doubt, res.Frozen = doubt, true
+		s.freezeOnDoubt(index, doubt)
+		return res
+	}
+	return s.storePlan(index, ev, plan, c.GetForce(), !c.GetForce())
 }
 
 // storePlan stores plan (the state's own copy) as the next generation,
-// after the per-endpoint rules unless forced, and records ev.
-func (s *State) storePlan(index uint64, ev *pb.HistoryEvent, plan *pb.Plan, force bool) Result {
+// after the per-endpoint rules when early (they run again, the authority,
+// when it is applied), and records ev.
+func (s *State) storePlan(index uint64, ev *pb.HistoryEvent, plan *pb.Plan, force, early bool) Result {
 	// Only the cluster says a plan is forced, from the request's force,
 	// and what its digest is.
 	plan.Forced = force
 	plan.Digest = contract.PlanDigest(plan)
 	for _, ep := range plan.Endpoints {
 		ep.Name = contract.CanonicalName(ep.Name)
-		if force {
+		if !early {
 			continue
 		}
 		// An early answer: the same rules run again, authoritatively, when

@@ -14,10 +14,13 @@ const (
 	LogRefusals uint32 = 1
 	// LogReviewed: SubmitPlan's expected_parent and expected_digest.
 	LogReviewed uint32 = 2
-	// LogRollback: RollbackPlan (its refusal at the edge: service_plan.go).
+	// LogRollback: RollbackPlan.
 	LogRollback uint32 = 3
+	// LogDoubt: ClusterConfig.max_plan_change, and the freeze on doubt it
+	// turns on (doubt.go).
+	LogDoubt uint32 = 4
 
-	LogVersion = LogRollback
+	LogVersion = LogDoubt
 )
 
 // MembersKnow reports whether every recorded member runs a version that

@@ -78,7 +78,7 @@ func ctlCommands() []ctlCommand {
 		{"leases", "leases [--stale]", "leases, with their holders and tokens", setupLeases},
 		{"cleanup", "cleanup --keep N", "delete old plans no endpoint serves, keeping the newest N", setupCleanup},
 		{"history", "history [--endpoint NAME] [--since TIME] [--limit N] [--stale]", "the audit history, oldest first; --endpoint: one endpoint's timeline; -o jsonl exports one event a line", setupHistory},
-		{"config", "config get [--stale] | config set KEY VALUE", "the cluster's policy; keys max-capacity-drop (0..1) and velocity-window (a duration)", setupConfig},
+		{"config", "config get [--stale] | config set KEY VALUE", "the cluster's policy; keys max-capacity-drop (0..1), velocity-window (a duration) and max-plan-change (0..1]", setupConfig},
 		{"freeze", "freeze [--reason R]", "refuse every apply until unfreeze", setupFreeze(true)},
 		{"unfreeze", "unfreeze", "allow applies again", setupFreeze(false)},
 		{"transfer-leader", "transfer-leader [--to ID]", "hand leadership to another voter", setupTransfer},
@@ -758,6 +758,9 @@ func setupSubmit(fs *flag.FlagSet) func(context.Context, *ctl, []string) error {
 		}
 		return x.show(resp, func(w io.Writer) {
 			fmt.Fprintf(w, "generation %d\ndigest %s\n", resp.GetGeneration(), contract.PlanDigest(plan))
+			if resp.GetFrozen() {
+				fmt.Fprintf(w, "the cluster froze itself: %s\n", resp.GetFreezeReason())
+			}
 		})
 	}
 }
@@ -1308,14 +1311,28 @@ func parseConfigSetting(key, value string) (*pb.SetConfigRequest, error) {
 			return nil, fmt.Errorf("%w: velocity-window %q: want a duration above 0 and at most %s, like 60s", errCtlUsage, value, fsm.MaxVelocityWindow)
 		}
 		return &pb.SetConfigRequest{VelocityWindow: durationpb.New(d)}, nil
+	case "max-plan-change":
+		f, err := strconv.ParseFloat(value, 64)
+		if err == nil {
+			err = fsm.ValidateMaxPlanChange(f)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: max-plan-change %q: want a fraction above 0, up to 1 (no limit)", errCtlUsage, value)
+		}
+		return &pb.SetConfigRequest{MaxPlanChange: &f}, nil
 	case "design":
 		return nil, fmt.Errorf("%w: the design is fixed when the cluster is founded and never changes", errCtlUsage)
 	}
-	return nil, fmt.Errorf("%w: unknown setting %q: want max-capacity-drop or velocity-window", errCtlUsage, key)
+	return nil, fmt.Errorf("%w: unknown setting %q: want max-capacity-drop, velocity-window or max-plan-change", errCtlUsage, key)
 }
 
 func renderConfig(w io.Writer, c *pb.ClusterConfig) {
 	tableRow(w, "design", string(contract.DesignOf(c.GetDesign())))
 	tableRow(w, "max-capacity-drop", strconv.FormatFloat(c.GetMaxCapacityDrop(), 'g', -1, 64))
 	tableRow(w, "velocity-window", c.GetVelocityWindow().AsDuration())
+	if c.MaxPlanChange != nil {
+		tableRow(w, "max-plan-change", strconv.FormatFloat(c.GetMaxPlanChange(), 'g', -1, 64))
+	} else {
+		tableRow(w, "max-plan-change", "- (no limit: founded before it existed)")
+	}
 }

@@ -85,6 +85,7 @@ func nodeConfig(args []string, stderr io.Writer) (cluster.Config, error) {
 	fs.StringVar(&initialCluster, "initial-cluster", "", "id=raftaddr,... of the founding members; ignored when the data dir holds state")
 	fs.StringVar(&cfg.Join, "join", "", "gRPC address of a member to ask to add this node as a voter")
 	fs.Float64Var(&maxDrop, "max-capacity-drop", fsm.DefaultMaxCapacityDrop, "velocity limit a new cluster is founded with: largest fraction (0..1) of an endpoint's served capacity that may be removed within the velocity window without force (0: none, 1: no limit); afterwards the cluster's value applies (dnsplan ctl config)")
+	fs.Float64Var(&cfg.MaxPlanChange, "max-plan-change", fsm.DefaultMaxPlanChange, "freeze on doubt a new cluster is founded with: the largest fraction (0..1] of all endpoints a plan may change at once before the cluster stores it for review and freezes itself (1: no limit); afterwards the cluster's value applies (dnsplan ctl config)")
 	fs.DurationVar(&cfg.VelocityWindow, "velocity-window", fsm.DefaultVelocityWindow, "velocity window a new cluster is founded with; afterwards the cluster's value applies (dnsplan ctl config)")
 	fs.Uint64Var(&cfg.SnapshotThreshold, "snapshot-threshold", 8192, "log entries since the last snapshot that trigger a new one")
 	fs.DurationVar(&cfg.SnapshotInterval, "snapshot-interval", 30*time.Second, "how often the snapshot threshold is checked")

@@ -622,8 +622,14 @@ func (x *SubmitPlanRequest) GetExpectedDigest() string {
 }
 
 type SubmitPlanResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Generation    uint64                 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Generation uint64                 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
+	// frozen: the plan changes more endpoints at once than the cluster's
+	// max_plan_change, so it was stored for review and the cluster froze
+	// itself (freeze_reason says why); ctl diff shows the change, ctl
+	// unfreeze resumes.
+	Frozen        bool   `protobuf:"varint,2,opt,name=frozen,proto3" json:"frozen,omitempty"`
+	FreezeReason  string `protobuf:"bytes,3,opt,name=freeze_reason,json=freezeReason,proto3" json:"freeze_reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -663,6 +669,20 @@ func (x *SubmitPlanResponse) GetGeneration() uint64 {
 		return x.Generation
 	}
 	return 0
+}
+
+func (x *SubmitPlanResponse) GetFrozen() bool {
+	if x != nil {
+		return x.Frozen
+	}
+	return false
+}
+
+func (x *SubmitPlanResponse) GetFreezeReason() string {
+	if x != nil {
+		return x.FreezeReason
+	}
+	return ""
 }
 
 type GetPlanRequest struct {
@@ -3188,8 +3208,14 @@ type ClusterConfig struct {
 	// capacity that may be removed within velocity_window without force.
 	MaxCapacityDrop float64              `protobuf:"fixed64,2,opt,name=max_capacity_drop,json=maxCapacityDrop,proto3" json:"max_capacity_drop,omitempty"`
 	VelocityWindow  *durationpb.Duration `protobuf:"bytes,3,opt,name=velocity_window,json=velocityWindow,proto3" json:"velocity_window,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// max_plan_change: the largest fraction (0..1] of all endpoints a
+	// submitted plan may change at once; past it (with at least 10
+	// endpoints) the plan is stored for review and the cluster freezes
+	// itself. 1: no limit. Absent in a cluster founded before it existed:
+	// no limit until set.
+	MaxPlanChange *float64 `protobuf:"fixed64,4,opt,name=max_plan_change,json=maxPlanChange,proto3,oneof" json:"max_plan_change,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ClusterConfig) Reset() {
@@ -3243,6 +3269,13 @@ func (x *ClusterConfig) GetVelocityWindow() *durationpb.Duration {
 	return nil
 }
 
+func (x *ClusterConfig) GetMaxPlanChange() float64 {
+	if x != nil && x.MaxPlanChange != nil {
+		return *x.MaxPlanChange
+	}
+	return 0
+}
+
 type GetConfigRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Stale         bool                   `protobuf:"varint,1,opt,name=stale,proto3" json:"stale,omitempty"`
@@ -3293,6 +3326,7 @@ type SetConfigRequest struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	MaxCapacityDrop *float64               `protobuf:"fixed64,1,opt,name=max_capacity_drop,json=maxCapacityDrop,proto3,oneof" json:"max_capacity_drop,omitempty"`
 	VelocityWindow  *durationpb.Duration   `protobuf:"bytes,2,opt,name=velocity_window,json=velocityWindow,proto3" json:"velocity_window,omitempty"`
+	MaxPlanChange   *float64               `protobuf:"fixed64,3,opt,name=max_plan_change,json=maxPlanChange,proto3,oneof" json:"max_plan_change,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -3339,6 +3373,13 @@ func (x *SetConfigRequest) GetVelocityWindow() *durationpb.Duration {
 		return x.VelocityWindow
 	}
 	return nil
+}
+
+func (x *SetConfigRequest) GetMaxPlanChange() float64 {
+	if x != nil && x.MaxPlanChange != nil {
+		return *x.MaxPlanChange
+	}
+	return 0
 }
 
 type ReadIndexRequest struct {
@@ -4196,11 +4237,13 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"leaseToken\x12,\n" +
 	"\x0fexpected_parent\x18\x05 \x01(\x04H\x00R\x0eexpectedParent\x88\x01\x01\x12'\n" +
 	"\x0fexpected_digest\x18\x06 \x01(\tR\x0eexpectedDigestB\x12\n" +
-	"\x10_expected_parent\"4\n" +
+	"\x10_expected_parent\"q\n" +
 	"\x12SubmitPlanResponse\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
-	"generation\"^\n" +
+	"generation\x12\x16\n" +
+	"\x06frozen\x18\x02 \x01(\bR\x06frozen\x12#\n" +
+	"\rfreeze_reason\x18\x03 \x01(\tR\ffreezeReason\"^\n" +
 	"\x0eGetPlanRequest\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
@@ -4400,17 +4443,21 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\tdns_ready\x18\x10 \x01(\bR\bdnsReady\x12\x1b\n" +
 	"\tdns_floor\x18\x11 \x01(\x04R\bdnsFloor\x12(\n" +
 	"\x10dns_served_index\x18\x12 \x01(\x04R\x0ednsServedIndex\x121\n" +
-	"\x06config\x18\x13 \x01(\v2\x19.dnsplan.v1.ClusterConfigR\x06config\"\xab\x01\n" +
+	"\x06config\x18\x13 \x01(\v2\x19.dnsplan.v1.ClusterConfigR\x06config\"\xec\x01\n" +
 	"\rClusterConfig\x12*\n" +
 	"\x06design\x18\x01 \x01(\x0e2\x12.dnsplan.v1.DesignR\x06design\x12*\n" +
 	"\x11max_capacity_drop\x18\x02 \x01(\x01R\x0fmaxCapacityDrop\x12B\n" +
-	"\x0fvelocity_window\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x0evelocityWindow\"(\n" +
+	"\x0fvelocity_window\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x0evelocityWindow\x12+\n" +
+	"\x0fmax_plan_change\x18\x04 \x01(\x01H\x00R\rmaxPlanChange\x88\x01\x01B\x12\n" +
+	"\x10_max_plan_change\"(\n" +
 	"\x10GetConfigRequest\x12\x14\n" +
-	"\x05stale\x18\x01 \x01(\bR\x05stale\"\x9d\x01\n" +
+	"\x05stale\x18\x01 \x01(\bR\x05stale\"\xde\x01\n" +
 	"\x10SetConfigRequest\x12/\n" +
 	"\x11max_capacity_drop\x18\x01 \x01(\x01H\x00R\x0fmaxCapacityDrop\x88\x01\x01\x12B\n" +
-	"\x0fvelocity_window\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x0evelocityWindowB\x14\n" +
-	"\x12_max_capacity_drop\"\x12\n" +
+	"\x0fvelocity_window\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x0evelocityWindow\x12+\n" +
+	"\x0fmax_plan_change\x18\x03 \x01(\x01H\x01R\rmaxPlanChange\x88\x01\x01B\x14\n" +
+	"\x12_max_capacity_dropB\x12\n" +
+	"\x10_max_plan_change\"\x12\n" +
 	"\x10ReadIndexRequest\"F\n" +
 	"\x11ReadIndexResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x1b\n" +
@@ -4717,6 +4764,7 @@ func file_dnsplan_v1_dnsplan_proto_init() {
 	}
 	file_dnsplan_v1_dnsplan_proto_msgTypes[3].OneofWrappers = []any{}
 	file_dnsplan_v1_dnsplan_proto_msgTypes[14].OneofWrappers = []any{}
+	file_dnsplan_v1_dnsplan_proto_msgTypes[41].OneofWrappers = []any{}
 	file_dnsplan_v1_dnsplan_proto_msgTypes[43].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -1,0 +1,104 @@
+package fsm
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"pgregory.net/rapid"
+
+	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
+)
+
+// The cluster freezes itself on a submitted plan exactly when the policy
+// sets max_plan_change below 1, at least MinEndpointsForDoubt endpoints
+// are served, the plan is not forced, and the share of endpoints it
+// changes (new ones included, among all served or planned) is above the
+// limit. The share is computed here from the test's own choices.
+func TestFreezeOnDoubtExactly(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		h := newHarness(t)
+		limit := rapid.SampledFrom([]float64{0, 0.3, 0.5, 1}).Draw(rt, "limit") // 0: unset
+		if limit > 0 {
+			h.s.config.MaxPlanChange = proto.Float64(limit)
+		}
+		served := rapid.IntRange(0, 16).Draw(rt, "served")
+		name := func(i int) string { return fmt.Sprintf("e%d.dnsplan.test.", i) }
+		ep := func(i int, w uint32) *pb.EndpointPlan { return endpoint(name(i), target("a", "192.0.2.1", w)) }
+		if served > 0 {
+			p := &pb.Plan{PlannerId: "p"}
+			for i := range served {
+				p.Endpoints = append(p.Endpoints, ep(i, 1))
+			}
+			l := h.mustAcquire("enactor/0", "az-a", time.Hour)
+			r := h.submit(p, true) // the doubt rule has not met these endpoints yet
+			h.mustApply(r.Generation, l.Name, l.Token, "az-a")
+		}
+		plan := &pb.Plan{PlannerId: "p"}
+		changed, newOnes := 0, 0
+		for i := range served + 3 {
+			switch what := rapid.IntRange(0, 2).Draw(rt, "endpoint"); {
+			case what == 0: // not in the plan
+			case i >= served: // a new endpoint
+				plan.Endpoints = append(plan.Endpoints, ep(i, 1))
+				changed++
+				newOnes++
+			case what == 1:
+				plan.Endpoints = append(plan.Endpoints, ep(i, 1))
+			default:
+				plan.Endpoints = append(plan.Endpoints, ep(i, 2))
+				changed++
+			}
+		}
+		if len(plan.Endpoints) == 0 {
+			return
+		}
+		force := rapid.Bool().Draw(rt, "force")
+		all := served + newOnes
+		want := limit > 0 && limit < 1 && served >= MinEndpointsForDoubt && !force && float64(changed)/float64(all) > limit
+		before := h.s.NextGeneration()
+		r := h.submit(plan, force)
+		if r.Err != nil {
+			rt.Fatalf("submission refused: %v", r.Err)
+		}
+		frozen, why := h.s.Frozen()
+		if frozen != want || (r.Doubt != "") != want {
+			rt.Fatalf("DOUBT: %d of %d endpoints changed (limit %v, served %d, force %v): frozen %v (%q), want %v",
+				changed, all, limit, served, force, frozen, why, want)
+		}
+		if h.s.NextGeneration() != before+1 {
+			rt.Fatal("DOUBT: the plan was not stored")
+		}
+		if want && !strings.HasPrefix(why, "doubt:") {
+			rt.Fatalf("DOUBT: freeze reason %q", why)
+		}
+	})
+}
+
+// At the limit is not past it: with ten endpoints and max_plan_change
+// 0.3, a plan changing three is stored as usual, one changing four
+// freezes the cluster.
+func TestFreezeOnDoubtBoundary(t *testing.T) {
+	for changed, want := range map[int]bool{3: false, 4: true} {
+		h := newHarness(t)
+		h.s.config.MaxPlanChange = proto.Float64(0.3)
+		p := &pb.Plan{PlannerId: "p"}
+		for i := range 10 {
+			p.Endpoints = append(p.Endpoints, endpoint(fmt.Sprintf("e%d.dnsplan.test.", i), target("a", "192.0.2.1", 1)))
+		}
+		l := h.mustAcquire("enactor/0", "az-a", time.Hour)
+		h.mustApply(h.mustSubmit(p), l.Name, l.Token, "az-a")
+		next := proto.Clone(p).(*pb.Plan)
+		for i := range changed {
+			next.Endpoints[i].Targets[0].Weight = 2
+		}
+		if r := h.submit(next, false); r.Err != nil || (r.Doubt != "") != want {
+			t.Errorf("%d of 10 changed: %v, doubt %q, want doubt %v", changed, r.Err, r.Doubt, want)
+		}
+		if frozen, _ := h.s.Frozen(); frozen != want {
+			t.Errorf("%d of 10 changed: frozen %v, want %v", changed, frozen, want)
+		}
+	}
+}
