@@ -26,6 +26,14 @@ func (p *planService) SubmitPlan(ctx context.Context, req *pb.SubmitPlanRequest)
 			return nil, err
 		}
 	}
+	for _, ep := range req.GetPlan().GetEndpoints() {
+		if ep.GetMinHealthyTargets() > 0 || ep.GetMinHealthyFraction() > 0 {
+			if err := requireLog(p.c, fsm.LogMinHealthy, "checks minimum healthy"); err != nil {
+				return nil, err
+			}
+			break
+		}
+	}
 	res, err := p.c.propose(ctx, &statev1.SubmitPlan{
 		Plan: req.GetPlan(), Force: req.GetForce(),
 		LeaseName: req.GetLeaseName(), LeaseToken: req.GetLeaseToken(),
@@ -104,7 +112,7 @@ func (p *planService) DiffPlans(_ context.Context, req *pb.DiffPlansRequest) (*p
 		}
 		for _, d := range resp.Endpoints {
 			if ep := byName[d.Endpoint]; ep != nil {
-				d.Rules = s.Judge(d.Endpoint, ep.GetTargets())
+				d.Rules = s.Judge(ep)
 			}
 		}
 	})

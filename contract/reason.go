@@ -30,6 +30,7 @@ const (
 	ReasonPermission  Reason = "PERMISSION"   // PERMISSION_DENIED: the caller's role or name may not make the call
 	ReasonParentMoved Reason = "PARENT_MOVED" // FAILED_PRECONDITION: the newest plan is not the expected parent
 	ReasonDigest      Reason = "DIGEST"       // FAILED_PRECONDITION: the plan's digest is not the expected one
+	ReasonMinHealthy  Reason = "MIN_HEALTHY"  // FAILED_PRECONDITION: an endpoint would serve fewer targets than its minimum
 )
 
 // ParseReason reads a reason as sent, in either case ("" if s is empty).
@@ -76,7 +77,7 @@ func (r Reason) Code() codes.Code {
 	switch r {
 	case ReasonInvalid:
 		return codes.InvalidArgument
-	case ReasonVelocity, ReasonLeaseHeld, ReasonFenced, ReasonFrozen, ReasonFamily, ReasonDesign, ReasonParentMoved, ReasonDigest:
+	case ReasonVelocity, ReasonLeaseHeld, ReasonFenced, ReasonFrozen, ReasonFamily, ReasonDesign, ReasonParentMoved, ReasonDigest, ReasonMinHealthy:
 		return codes.FailedPrecondition
 	case ReasonNotFound:
 		return codes.NotFound

@@ -3,6 +3,7 @@ package contract
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"strings"
 	"time"
@@ -82,6 +83,14 @@ func ValidatePlan(p *pb.Plan) error {
 	return nil
 }
 
+// MinHealthy is the fewest targets of weight > 0 endpoint ep may serve:
+// the larger of its min_healthy_targets and its min_healthy_fraction of
+// its targets, rounded up (0: no minimum).
+func MinHealthy(ep *pb.EndpointPlan) int {
+	byFraction := int(math.Ceil(ep.GetMinHealthyFraction()*float64(len(ep.GetTargets())) - 1e-9))
+	return max(int(ep.GetMinHealthyTargets()), byFraction)
+}
+
 // ValidateEndpoint checks one endpoint of a plan by the rules of
 // ValidatePlan (all but the plan's size and the uniqueness of names across
 // endpoints). The error wraps ErrInvalid and names the endpoint.
@@ -123,6 +132,12 @@ func validateEndpoint(ep *pb.EndpointPlan) error {
 			return fmt.Errorf("target %q: %v", t.GetId(), err)
 		}
 		total += uint64(t.GetWeight())
+	}
+	if n := ep.GetMinHealthyTargets(); int(n) > len(ts) {
+		return fmt.Errorf("min_healthy_targets %d is more than its %d targets", n, len(ts))
+	}
+	if f := ep.GetMinHealthyFraction(); !(f >= 0 && f <= 1) {
+		return fmt.Errorf("min_healthy_fraction %v outside 0..1", f)
 	}
 	if total == 0 {
 		return fmt.Errorf("every target has weight 0")

@@ -51,6 +51,11 @@ func TestReviewedSubmission(t *testing.T) {
 		{"expecting no plan", &pb.SubmitPlanRequest{Plan: reviewed, ExpectedParent: proto.Uint64(0)}, contract.ReasonParentMoved},
 		{"expecting a plan not stored", &pb.SubmitPlanRequest{Plan: reviewed, ExpectedParent: proto.Uint64(first.Generation + 1)}, contract.ReasonParentMoved},
 		{"another plan than reviewed", &pb.SubmitPlanRequest{Plan: plan(3), ExpectedParent: proto.Uint64(first.Generation), ExpectedDigest: digest}, contract.ReasonDigest},
+		{"below the endpoint's minimum healthy", &pb.SubmitPlanRequest{Plan: func() *pb.Plan {
+			p := plan(0)
+			p.Endpoints[0].MinHealthyTargets = 2
+			return p
+		}()}, contract.ReasonMinHealthy},
 	} {
 		_, err := cl.SubmitPlan(ctx, tc.req)
 		if status.Code(err) != codes.FailedPrecondition || client.Reason(err) != tc.reason {

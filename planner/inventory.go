@@ -40,6 +40,12 @@ type Endpoint struct {
 	// TTL of the records, 1..86400 seconds.
 	TTL     uint32
 	Targets []Target
+	// MinHealthy and MinHealthyFraction: the fewest targets the endpoint
+	// serves, as a number and as a fraction of its targets (the larger
+	// applies; 0: none). The plan carries them, so the cluster refuses a
+	// plan below them; below them, the planner fails open (buildPlan).
+	MinHealthy         uint32
+	MinHealthyFraction float64
 }
 
 // Target is one load balancer behind an endpoint.
@@ -66,9 +72,11 @@ type inventoryFile struct {
 }
 
 type endpointFile struct {
-	Name    string       `yaml:"name"`
-	TTL     int64        `yaml:"ttl"`
-	Targets []targetFile `yaml:"targets"`
+	Name               string       `yaml:"name"`
+	TTL                int64        `yaml:"ttl"`
+	Targets            []targetFile `yaml:"targets"`
+	MinHealthy         int64        `yaml:"min_healthy"`
+	MinHealthyFraction float64      `yaml:"min_healthy_fraction"`
 }
 
 type targetFile struct {
@@ -135,7 +143,7 @@ func (inv *Inventory) Validate() (*Inventory, error) {
 	}
 	f := inventoryFile{Zone: inv.Zone}
 	for _, ep := range inv.Endpoints {
-		fe := endpointFile{Name: ep.Name, TTL: int64(ep.TTL)}
+		fe := endpointFile{Name: ep.Name, TTL: int64(ep.TTL), MinHealthy: int64(ep.MinHealthy), MinHealthyFraction: ep.MinHealthyFraction}
 		for _, t := range ep.Targets {
 			fe.Targets = append(fe.Targets, targetFile{ID: t.ID, Address: t.Address, Capacity: int64(t.Capacity), Check: t.Check})
 		}
@@ -179,7 +187,10 @@ func (f *inventoryFile) validate() (*Inventory, error) {
 		if fe.TTL < 0 || fe.TTL > math.MaxUint32 {
 			return nil, fmt.Errorf("endpoint %q: ttl %d outside 1..%d", name, fe.TTL, contract.MaxTTL)
 		}
-		ep := Endpoint{Name: name, TTL: uint32(fe.TTL)}
+		if fe.MinHealthy < 0 || fe.MinHealthy > int64(contract.MaxTargetsPerEndpoint) {
+			return nil, fmt.Errorf("endpoint %q: min_healthy %d outside 0..%d", name, fe.MinHealthy, contract.MaxTargetsPerEndpoint)
+		}
+		ep := Endpoint{Name: name, TTL: uint32(fe.TTL), MinHealthy: uint32(fe.MinHealthy), MinHealthyFraction: fe.MinHealthyFraction}
 		for _, ft := range fe.Targets {
 			addr, err := contract.ParseAddress(ft.Address)
 			if err != nil {

@@ -14,8 +14,9 @@ type built struct {
 	ready bool
 	plan  *pb.Plan
 	// failOpen lists the endpoints with an address family whose every
-	// target is unhealthy, and which therefore carry that family's targets
-	// at their capacity.
+	// target is unhealthy, or that has fewer healthy ones than its share
+	// of the endpoint's minimum, and which therefore carry that family's
+	// targets at their capacity.
 	failOpen map[string]bool
 }
 
@@ -29,31 +30,40 @@ type built struct {
 // failed would otherwise answer A queries with nothing while AAAA still
 // works (I2 per family; the cluster would refuse that plan unforced).
 //
+// An endpoint with a minimum healthy (Endpoint.MinHealthy, as Envoy's
+// panic threshold) fails open the same way, per family, below it: a
+// family of n_f of the endpoint's n targets needs ceil(min × n_f / n)
+// healthy ones, and fails open with fewer. Each family then serves its
+// share or all of its targets, so the endpoint serves at least its
+// minimum and the cluster, which holds plans to it, accepts the plan.
+//
 // The inventory is canonical (sorted), so equal inputs give equal plans.
 func buildPlan(plannerID string, inv *Inventory, health func(id string) (healthy, known bool)) built {
 	b := built{ready: true, failOpen: map[string]bool{}}
 	plan := &pb.Plan{PlannerId: plannerID}
 	for _, ep := range inv.Endpoints {
-		out := &pb.EndpointPlan{Name: ep.Name, Ttl: ep.TTL}
-		healthyIPv4, healthyIPv6 := false, false
+		out := &pb.EndpointPlan{Name: ep.Name, Ttl: ep.TTL, MinHealthyTargets: ep.MinHealthy, MinHealthyFraction: ep.MinHealthyFraction}
+		// Per family (0: IPv4, 1: IPv6): targets and healthy ones.
+		var targets, healthy [2]int
 		for _, t := range ep.Targets {
-			healthy, known := health(t.ID)
+			ok, known := health(t.ID)
 			if !known {
 				b.ready = false
 			}
 			w := uint32(0)
-			if healthy {
+			f := family(t.Address)
+			targets[f]++
+			if ok {
 				w = t.Capacity
-				if isIPv4(t.Address) {
-					healthyIPv4 = true
-				} else {
-					healthyIPv6 = true
-				}
+				healthy[f]++
 			}
 			out.Targets = append(out.Targets, &pb.Target{Id: t.ID, Address: t.Address, Weight: w})
 		}
+		need := contract.MinHealthy(out)
 		for i, t := range ep.Targets {
-			if v4 := isIPv4(t.Address); (v4 && !healthyIPv4) || (!v4 && !healthyIPv6) {
+			f := family(t.Address)
+			needF := (need*targets[f] + len(ep.Targets) - 1) / len(ep.Targets) // ceil(need × n_f / n)
+			if healthy[f] == 0 || healthy[f] < needF {
 				out.Targets[i].Weight = t.Capacity
 				b.failOpen[ep.Name] = true
 			}
@@ -68,10 +78,12 @@ func buildPlan(plannerID string, inv *Inventory, health func(id string) (healthy
 	return b
 }
 
-// isIPv4 reports whether a target's address gives A records (else AAAA).
-func isIPv4(addr string) bool {
-	a, err := netip.ParseAddr(addr)
-	return err == nil && a.Is4()
+// family is 0 for an address that gives A records, 1 for AAAA.
+func family(addr string) int {
+	if a, err := netip.ParseAddr(addr); err == nil && a.Is4() {
+		return 0
+	}
+	return 1
 }
 
 // sameRecords reports whether two plans hold the same records: the same

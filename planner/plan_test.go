@@ -126,6 +126,68 @@ endpoints:
 	}
 }
 
+// Below its minimum healthy, an endpoint's families fail open by their
+// share of the minimum, and every plan built meets the minimum, which the
+// cluster checks with contract.MinHealthy.
+func TestBuildPlanMinHealthy(t *testing.T) {
+	inv, err := ParseInventory([]byte(`zone: dnsplan.test.
+endpoints:
+  - name: dual.dnsplan.test.
+    ttl: 30
+    min_healthy_fraction: 0.75
+    targets:
+      - {id: v4-a, address: 192.0.2.1, capacity: 10, check: "tcp://192.0.2.1:80"}
+      - {id: v4-b, address: 192.0.2.2, capacity: 20, check: "tcp://192.0.2.2:80"}
+      - {id: v6-a, address: "2001:db8::1", capacity: 30, check: "tcp://[2001:db8::1]:80"}
+      - {id: v6-b, address: "2001:db8::2", capacity: 40, check: "tcp://[2001:db8::2]:80"}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 0.75 of 4 targets: 3; each family's share, ceil(3 × 2 / 4) = 2.
+	for _, tc := range []struct {
+		name     string
+		down     []string
+		want     map[string]uint32
+		failOpen bool
+	}{
+		{"all healthy", nil, map[string]uint32{"v4-a": 10, "v4-b": 20, "v6-a": 30, "v6-b": 40}, false},
+		{"one IPv4 down: IPv4 below its share", []string{"v4-a"}, map[string]uint32{"v4-a": 10, "v4-b": 20, "v6-a": 30, "v6-b": 40}, true},
+		{"one of each down", []string{"v4-a", "v6-b"}, map[string]uint32{"v4-a": 10, "v4-b": 20, "v6-a": 30, "v6-b": 40}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := buildPlan("p1", inv, func(id string) (bool, bool) { return !slices.Contains(tc.down, id), true })
+			if got := weights(b.plan)["dual.dnsplan.test."]; !maps.Equal(got, tc.want) {
+				t.Errorf("weights %v, want %v", got, tc.want)
+			}
+			if b.failOpen["dual.dnsplan.test."] != tc.failOpen {
+				t.Errorf("fail open %v, want %v", b.failOpen, tc.failOpen)
+			}
+			if ep := b.plan.Endpoints[0]; ep.MinHealthyFraction != 0.75 || contract.MinHealthy(ep) != 3 {
+				t.Errorf("the plan carries minimum %v (%d targets)", ep.MinHealthyFraction, contract.MinHealthy(ep))
+			}
+		})
+	}
+	// Every subset of healthy targets, every minimum: the plan built meets
+	// its minimum.
+	ids := []string{"v4-a", "v4-b", "v6-a", "v6-b"}
+	for minimum := range 5 {
+		inv.Endpoints[0].MinHealthy, inv.Endpoints[0].MinHealthyFraction = uint32(minimum), 0
+		for mask := range 16 {
+			b := buildPlan("p1", inv, func(id string) (bool, bool) { return mask&(1<<slices.Index(ids, id)) != 0, true })
+			served := 0
+			for _, tg := range b.plan.Endpoints[0].Targets {
+				if tg.Weight > 0 {
+					served++
+				}
+			}
+			if served < minimum {
+				t.Errorf("minimum %d, healthy mask %04b: the plan serves %d targets", minimum, mask, served)
+			}
+		}
+	}
+}
+
 func TestBuildPlan(t *testing.T) {
 	inv, err := ParseInventory([]byte(`zone: dnsplan.test.
 endpoints:

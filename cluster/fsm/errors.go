@@ -37,6 +37,9 @@ var (
 	ErrParentMoved = errors.New("the newest plan is not the expected parent")
 	// ErrDigest: the plan's digest is not the one the submission expected.
 	ErrDigest = errors.New("plan digest differs from the expected one")
+	// ErrMinHealthy: an endpoint would serve fewer targets than its
+	// minimum healthy.
+	ErrMinHealthy = errors.New("below the endpoint's minimum healthy")
 )
 
 // EndpointError is a rejection caused by one endpoint of a plan (the
@@ -69,6 +72,7 @@ var rejections = []struct {
 	{ErrNotFounded, contract.ReasonNotFounded},
 	{ErrParentMoved, contract.ReasonParentMoved},
 	{ErrDigest, contract.ReasonDigest},
+	{ErrMinHealthy, contract.ReasonMinHealthy},
 }
 
 // Reason names a rejection for the wire, metrics and the audit history:

@@ -381,14 +381,38 @@ func checkFamilies(name string, cur *pb.AppliedEndpoint, targets []*pb.Target) e
 		ErrFamily, name, lost)
 }
 
-// checkEndpointRules runs the per-endpoint rules of a non-forced change:
-// per-family I2, then velocity.
-func (s *State) checkEndpointRules(name string, targets []*pb.Target) error {
-	cur := s.servedRecords(name)
-	if err := checkFamilies(name, cur, targets); err != nil {
+// checkEndpointRules runs the per-endpoint rules of a non-forced change
+// of endpoint ep (its name canonical): its minimum healthy, per-family
+// I2, then velocity.
+func (s *State) checkEndpointRules(ep *pb.EndpointPlan) error {
+	if err := checkMinHealthy(ep); err != nil {
 		return err
 	}
-	return s.checkVelocity(name, cur, targets)
+	cur := s.servedRecords(ep.GetName())
+	if err := checkFamilies(ep.GetName(), cur, ep.GetTargets()); err != nil {
+		return err
+	}
+	return s.checkVelocity(ep.GetName(), cur, ep.GetTargets())
+}
+
+// checkMinHealthy: the endpoint serves at least its minimum healthy
+// number of targets (contract.MinHealthy).
+func checkMinHealthy(ep *pb.EndpointPlan) error {
+	need := contract.MinHealthy(ep)
+	if need == 0 {
+		return nil
+	}
+	served := 0
+	for _, t := range ep.GetTargets() {
+		if t.GetWeight() > 0 {
+			served++
+		}
+	}
+	if served < need {
+		return fmt.Errorf("%w: endpoint %q would serve %d of its %d targets, below its minimum of %d; a forced plan overrides",
+			ErrMinHealthy, ep.GetName(), served, len(ep.GetTargets()), need)
+	}
+	return nil
 }
 
 // recordServed appends what an endpoint serves from now on to its window,
@@ -427,10 +451,10 @@ func (s *State) recordServed(name string, targets []*pb.Target) {
 }
 
 // Judge runs the per-endpoint rules of a non-forced change one by one, as
-// an apply of targets to endpoint name would meet them now, and changes
-// nothing: a preview (DiffPlans).
-func (s *State) Judge(name string, targets []*pb.Target) []*pb.RuleCheck {
-	name = contract.CanonicalName(name)
+// an apply of endpoint ep would meet them now, and changes nothing: a
+// preview (DiffPlans).
+func (s *State) Judge(ep *pb.EndpointPlan) []*pb.RuleCheck {
+	name, targets := contract.CanonicalName(ep.GetName()), ep.GetTargets()
 	cur := s.servedRecords(name)
 	verdict := func(rule string, err error) *pb.RuleCheck {
 		if err == nil {
@@ -439,6 +463,7 @@ func (s *State) Judge(name string, targets []*pb.Target) []*pb.RuleCheck {
 		return &pb.RuleCheck{Rule: rule, ReasonCode: string(Reason(err)), Reason: err.Error()}
 	}
 	return []*pb.RuleCheck{
+		verdict("min_healthy", checkMinHealthy(ep)),
 		verdict("family", checkFamilies(name, cur, targets)),
 		verdict("velocity", s.checkVelocity(name, cur, targets)),
 	}

@@ -2,6 +2,8 @@ package fsm
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -397,5 +399,50 @@ func TestServedWindowBounded(t *testing.T) {
 	var snap statev1.Snapshot
 	if err := proto.Unmarshal(marshal(t, h.s), &snap); err != nil || len(snap.Served) != 1 {
 		t.Fatalf("snapshot served windows %v, %v", snap.Served, err)
+	}
+}
+
+// An endpoint's minimum healthy: a plan below it is refused at submit and
+// at apply unless forced; a preview says so.
+func TestMinHealthy(t *testing.T) {
+	h := newHarness(t)
+	four := func(up int) *pb.EndpointPlan {
+		ep := endpoint(api)
+		for i := range 4 {
+			w := uint32(0)
+			if i < up {
+				w = 1
+			}
+			ep.Targets = append(ep.Targets, target(fmt.Sprintf("t%d", i), fmt.Sprintf("192.0.2.%d", i+1), w))
+		}
+		ep.MinHealthyTargets = 3
+		return ep
+	}
+	if r := h.submit(plan(four(2)), false); !errors.Is(r.Err, ErrMinHealthy) || Reason(r.Err) != contract.ReasonMinHealthy {
+		t.Fatalf("two of four, minimum three: %v, want MIN_HEALTHY", r.Err)
+	}
+	h.mustSubmit(plan(four(3)))
+	forced := h.submit(plan(four(1)), true)
+	if forced.Err != nil {
+		t.Fatalf("forced: %v", forced.Err)
+	}
+	checks := h.s.Judge(four(2))
+	if checks[0].Rule != "min_healthy" || checks[0].Ok || checks[0].ReasonCode != "MIN_HEALTHY" {
+		t.Errorf("preview of two of four: %v", checks)
+	}
+	// The fraction rounds up, and the larger minimum applies.
+	ep := four(4)
+	ep.MinHealthyTargets, ep.MinHealthyFraction = 1, 0.5
+	ep.Targets[3].Weight, ep.Targets[2].Weight = 0, 0
+	if err := checkMinHealthy(ep); err != nil {
+		t.Errorf("two of four, half: %v", err)
+	}
+	ep.MinHealthyFraction = 0.51
+	if err := checkMinHealthy(ep); err == nil {
+		t.Error("two of four, just over half: accepted")
+	}
+	if err := Validate(&statev1.SubmitPlan{Plan: plan(&pb.EndpointPlan{Name: api, Ttl: 30, MinHealthyTargets: 2,
+		Targets: []*pb.Target{target("a", "192.0.2.1", 1)}})}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("a minimum above the endpoint's targets: %v, want INVALID", err)
 	}
 }

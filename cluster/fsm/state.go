@@ -168,7 +168,7 @@ func (s *State) storePlan(index uint64, ev *pb.HistoryEvent, plan *pb.Plan, forc
 		}
 		// An early answer: the same rules run again, authoritatively, when
 		// the plan is applied (against what is served then).
-		if err := s.checkEndpointRules(ep.Name, ep.Targets); err != nil {
+		if err := s.checkEndpointRules(ep); err != nil {
 			ev.Endpoint = ep.Name
 			return s.reject(ev, &EndpointError{Endpoint: ep.Name, Err: err})
 		}
@@ -336,7 +336,7 @@ func (s *State) applyPlan(index uint64, r *pb.ApplyPlanRequest) Result {
 		default:
 			var err error
 			if !plan.GetForced() {
-				err = s.checkEndpointRules(ep.Name, ep.Targets)
+				err = s.checkEndpointRules(ep)
 			}
 			if err != nil {
 				res.Outcome = pb.Outcome_OUTCOME_REFUSED

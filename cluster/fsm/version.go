@@ -19,8 +19,11 @@ const (
 	// LogDoubt: ClusterConfig.max_plan_change, and the freeze on doubt it
 	// turns on (doubt.go).
 	LogDoubt uint32 = 4
+	// LogMinHealthy: EndpointPlan.min_healthy_targets and
+	// min_healthy_fraction, and the rule that reads them.
+	LogMinHealthy uint32 = 5
 
-	LogVersion = LogDoubt
+	LogVersion = LogMinHealthy
 )
 
 // MembersKnow reports whether every recorded member runs a version that

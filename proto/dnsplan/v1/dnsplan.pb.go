@@ -374,11 +374,17 @@ func (x *Target) GetWeight() uint32 {
 type EndpointPlan struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// name is a fully qualified DNS name ending in a dot.
-	Name          string    `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Ttl           uint32    `protobuf:"varint,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
-	Targets       []*Target `protobuf:"bytes,3,rep,name=targets,proto3" json:"targets,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Name    string    `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Ttl     uint32    `protobuf:"varint,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	Targets []*Target `protobuf:"bytes,3,rep,name=targets,proto3" json:"targets,omitempty"`
+	// min_healthy_targets and min_healthy_fraction: the fewest targets of
+	// weight > 0 the endpoint may serve, as a number and as a fraction
+	// (0..1) of its targets, rounded up; the larger applies. A plan below
+	// it is refused (reason MIN_HEALTHY) unless forced. 0: no minimum.
+	MinHealthyTargets  uint32  `protobuf:"varint,4,opt,name=min_healthy_targets,json=minHealthyTargets,proto3" json:"min_healthy_targets,omitempty"`
+	MinHealthyFraction float64 `protobuf:"fixed64,5,opt,name=min_healthy_fraction,json=minHealthyFraction,proto3" json:"min_healthy_fraction,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *EndpointPlan) Reset() {
@@ -430,6 +436,20 @@ func (x *EndpointPlan) GetTargets() []*Target {
 		return x.Targets
 	}
 	return nil
+}
+
+func (x *EndpointPlan) GetMinHealthyTargets() uint32 {
+	if x != nil {
+		return x.MinHealthyTargets
+	}
+	return 0
+}
+
+func (x *EndpointPlan) GetMinHealthyFraction() float64 {
+	if x != nil {
+		return x.MinHealthyFraction
+	}
+	return 0
 }
 
 // Plan is one versioned set of endpoint record sets. Once stored, a plan is
@@ -4212,11 +4232,13 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\x06Target\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x16\n" +
-	"\x06weight\x18\x03 \x01(\rR\x06weight\"b\n" +
+	"\x06weight\x18\x03 \x01(\rR\x06weight\"\xc4\x01\n" +
 	"\fEndpointPlan\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
 	"\x03ttl\x18\x02 \x01(\rR\x03ttl\x12,\n" +
-	"\atargets\x18\x03 \x03(\v2\x12.dnsplan.v1.TargetR\atargets\"\xe8\x01\n" +
+	"\atargets\x18\x03 \x03(\v2\x12.dnsplan.v1.TargetR\atargets\x12.\n" +
+	"\x13min_healthy_targets\x18\x04 \x01(\rR\x11minHealthyTargets\x120\n" +
+	"\x14min_healthy_fraction\x18\x05 \x01(\x01R\x12minHealthyFraction\"\xe8\x01\n" +
 	"\x04Plan\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
