@@ -74,6 +74,13 @@ func (n *Node) caller(ctx context.Context) (id auth.Identity, ok bool, err error
 	return id, true, nil
 }
 
+// callerIsNode says whether the call on ctx comes from a node's
+// certificate (false without TLS, where no caller is known).
+func callerIsNode(ctx context.Context) bool {
+	id, ok := ctx.Value(callerCtx{}).(auth.Identity)
+	return ok && id.Role == auth.RoleNode
+}
+
 // parseCaller reads the original caller a node forwarded.
 func parseCaller(vs []string) (auth.Identity, error) {
 	if len(vs) != 1 {

@@ -131,7 +131,7 @@ func applyGen(t *testing.T, a api, gen uint64) *pb.ApplyPlanResponse {
 func TestConfigRPCs(t *testing.T) {
 	c := newTestCluster(t, 3, nil)
 	c.startAll()
-	c.leader()
+	c.activated()
 	f := c.api(c.follower().ID())
 	ctx := ctxT(t)
 	var got *pb.ClusterConfig

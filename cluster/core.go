@@ -155,6 +155,7 @@ func (n *Node) Status() (*pb.StatusResponse, error) {
 	}
 	n.machine.read(func(s *fsm.State) {
 		resp.Frozen, resp.FreezeReason = s.Frozen()
+		resp.LogVersion, resp.NodeLogVersion = s.LogVersion(), fsm.LogVersion
 		resp.Config = s.Config()
 		resp.NextGeneration = s.NextGeneration()
 		resp.Plans = uint32(s.NumPlans())
@@ -167,7 +168,7 @@ func (n *Node) Status() (*pb.StatusResponse, error) {
 				Leader:   string(srv.ID) == leaderID,
 			}
 			if rec, ok := s.Member(m.Id); ok {
-				m.GrpcAddr = rec.GRPCAddr
+				m.GrpcAddr, m.LogVersion = rec.GRPCAddr, rec.LogVersion
 			}
 			resp.Members = append(resp.Members, m)
 		}

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/dnsplan/dnsplan/cluster/fsm"
 	"github.com/dnsplan/dnsplan/internal/loopback"
 	"github.com/dnsplan/dnsplan/internal/poll"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
@@ -170,6 +171,18 @@ func (c *testCluster) node(id string) *Node {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.nodes[id]
+}
+
+// activated waits until the cluster's active log version is this
+// version's on the leader (every member registered; activation.go).
+func (c *testCluster) activated() {
+	c.t.Helper()
+	l := c.leader()
+	waitFor(c.t, 15*time.Second, "the log version active", func() bool {
+		var v uint32
+		l.machine.read(func(s *fsm.State) { v = s.LogVersion() })
+		return v == fsm.LogVersion
+	})
 }
 
 // leader waits for exactly one running node to lead and be ready.

@@ -92,7 +92,7 @@ var methods = resolve(map[string]method{
 	pb.ClusterService_GetConfig_FullMethodName:          {access: accessRead, roles: readers},
 	pb.ClusterService_SetConfig_FullMethodName:          {access: accessWrite, roles: auth.RoleOperator, validate: fsm.Validate},
 	pb.ClusterService_ReadIndex_FullMethodName:          {access: accessRead, roles: readers},
-	pb.ClusterService_RecordRefusals_FullMethodName:     {access: accessWrite, roles: auth.RoleNode | auth.RoleOperator, validate: fsm.Validate, bind: bindNode},
+	pb.ClusterService_RecordRefusals_FullMethodName:     {access: accessWrite, roles: auth.RoleNode, validate: fsm.Validate, bind: bindNode},
 
 	// LEGACY (legacy.go): served only by nodes started with --legacy.
 	pb.LegacyService_LegacyApply_FullMethodName:   {access: accessWrite, roles: auth.RoleEnactor | auth.RoleOperator, validate: fsm.Validate, bind: bindApply},
@@ -336,6 +336,9 @@ func validateListHistory(m proto.Message) error {
 		if err := req.GetSince().CheckValid(); err != nil {
 			return fmt.Errorf("%w: since: %v", fsm.ErrInvalid, err)
 		}
+	}
+	if w := req.GetWithin(); w != nil && (w.CheckValid() != nil || w.AsDuration() < 0) {
+		return fmt.Errorf("%w: within must be a duration of at least 0", fsm.ErrInvalid)
 	}
 	return nil
 }

@@ -335,6 +335,7 @@ func Start(cfg Config) (n *Node, err error) {
 	n.goLoop(n.leadershipLoop)
 	n.goLoop(n.registrationLoop)
 	n.goLoop(n.refusalLoop)
+	n.goLoop(n.activationLoop)
 	n.goLoop(func() { n.policyLoop(warned) })
 	if joining {
 		n.goLoop(n.joinLoop)

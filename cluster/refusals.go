@@ -32,6 +32,8 @@ const (
 	// node holds between two records; refusals past it are counted
 	// together, under no caller.
 	maxPendingRefusals = 4 * fsm.MaxRefusalsPerCommand
+	// maxRefusalReason bounds the message a refusal is recorded with.
+	maxRefusalReason = 1 << 10
 )
 
 type refusalKey struct{ caller, method, code string }
@@ -71,7 +73,11 @@ func (l *refusalLog) add(caller, method string, code contract.Reason, err error)
 	if l.pending == nil {
 		l.pending = map[refusalKey]*pb.Refusal{}
 	}
-	l.pending[k] = &pb.Refusal{Caller: caller, Method: method, ReasonCode: k.code, Reason: err.Error(), Count: 1}
+	why := err.Error()
+	if len(why) > maxRefusalReason {
+		why = why[:maxRefusalReason] // the record's reason is bounded (fsm.validateRefusals)
+	}
+	l.pending[k] = &pb.Refusal{Caller: caller, Method: method, ReasonCode: k.code, Reason: why, Count: 1}
 }
 
 // take empties the log, returning its refusals sorted (callers, methods).

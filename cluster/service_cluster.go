@@ -25,6 +25,16 @@ func (c *clusterService) Status(context.Context, *pb.StatusRequest) (*pb.StatusR
 }
 
 func (c *clusterService) AddVoter(ctx context.Context, req *pb.AddVoterRequest) (*pb.AddVoterResponse, error) {
+	// A node whose version predates the cluster's active log version
+	// would apply the log differently: it may not join. A node says its
+	// version; 0 from a client (ctl add-voter) says nothing, so only a
+	// node's own request (with TLS, a node certificate) is held to it.
+	var active uint32
+	c.c.read(func(s *fsm.State) { active = s.LogVersion() })
+	if req.LogVersion < active && (req.LogVersion != 0 || callerIsNode(ctx)) {
+		return nil, status.Errorf(codes.FailedPrecondition, "node %s applies log version %d, the cluster runs at %d: upgrade it before it joins",
+			req.Id, req.LogVersion, active)
+	}
 	if err := c.c.ensureVoter(ctx, req.Id, req.RaftAddr); err != nil {
 		return nil, err
 	}
@@ -45,15 +55,15 @@ func (c *clusterService) AddVoter(ctx context.Context, req *pb.AddVoterRequest) 
 	return &pb.AddVoterResponse{}, nil
 }
 
-// requireLog refuses, FAILED_PRECONDITION, what needs log version v while
-// a member's version predates it: that member would apply it by ignoring
-// what it does not know, and the replicas would diverge (cluster/DESIGN.md,
-// "Rolling upgrades"). what says what the version does.
+// requireLog refuses, FAILED_PRECONDITION, what needs log version v
+// before the cluster activated it: until every member's version applies
+// it, an older member would apply it by ignoring what it does not know
+// (cluster/DESIGN.md, "Rolling upgrades"). what says what the version does.
 func requireLog(c core, v uint32, what string) error {
-	var ready bool
-	c.read(func(s *fsm.State) { ready = s.MembersKnow(v) })
-	if !ready {
-		return status.Errorf(codes.FailedPrecondition, "not every member's version %s yet (log version %d): upgrade every member first", what, v)
+	var active uint32
+	c.read(func(s *fsm.State) { active = s.LogVersion() })
+	if active < v {
+		return status.Errorf(codes.FailedPrecondition, "the cluster %s from log version %d on, and runs at %d: upgrade every member, and the leader activates it", what, v, active)
 	}
 	return nil
 }

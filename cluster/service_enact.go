@@ -68,7 +68,14 @@ func (e *enactService) ListHistory(_ context.Context, req *pb.ListHistoryRequest
 	if req.GetSince() != nil {
 		q.Since = req.GetSince().AsTime()
 	}
-	e.c.read(func(s *fsm.State) { resp.Events = s.Events(q) })
+	e.c.read(func(s *fsm.State) {
+		if req.GetWithin() != nil {
+			if t := s.Now().Add(-req.GetWithin().AsDuration()); t.After(q.Since) {
+				q.Since = t
+			}
+		}
+		resp.Events = s.Events(q)
+	})
 	return resp, nil
 }
 

@@ -76,6 +76,12 @@ func (p *planService) RollbackPlan(ctx context.Context, req *pb.RollbackPlanRequ
 	return &pb.RollbackPlanResponse{Generation: res.Generation, Kept: res.Kept}, nil
 }
 
+// maxDiffEntries bounds each list of an endpoint's diff in a DiffPlans
+// answer: with unchanged endpoints left out and ok rules carrying no
+// words, the answer of the largest plan stays far below the message
+// limit.
+const maxDiffEntries = 64
+
 // DiffPlans compares two plans and judges the second by the rules, on
 // one reading of the replica: the plans, the served records and the time
 // they are judged against belong to one state.
@@ -102,7 +108,17 @@ func (p *planService) DiffPlans(_ context.Context, req *pb.DiffPlansRequest) (*p
 				return
 			}
 		}
-		resp.Endpoints = contract.DiffPlans(from, to)
+		if req.GetPlan() != nil && !req.GetForce() {
+			resp.Doubt = s.DoubtPlan(to)
+		}
+		for _, d := range contract.DiffPlans(from, to) {
+			if d.Change == contract.ChangeUnchanged {
+				resp.Unchanged++
+				continue
+			}
+			contract.BoundDiff(d, maxDiffEntries)
+			resp.Endpoints = append(resp.Endpoints, d)
+		}
 		if req.GetForce() || to.GetForced() {
 			return
 		}

@@ -14,9 +14,9 @@ import (
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
-// What is newer than a member's log version waits until every member
-// knows it: an older member would apply it by ignoring what it does not
-// know, and the replicas would diverge.
+// What needs a log version waits until the cluster activated it: until
+// then an older member would apply it by ignoring what it does not know,
+// and the replicas would diverge.
 func TestNewLogWaitsForMembers(t *testing.T) {
 	plan := &pb.Plan{PlannerId: "p", Endpoints: []*pb.EndpointPlan{{Name: "api.dnsplan.test.", Ttl: 30,
 		Targets: []*pb.Target{{Id: "lb-1", Address: "192.0.2.1", Weight: 1}}}}}
@@ -38,22 +38,38 @@ func TestNewLogWaitsForMembers(t *testing.T) {
 			_, err := (&planService{c: c}).SubmitPlan(ctx, &pb.SubmitPlanRequest{Plan: plan, ExpectedDigest: contract.PlanDigest(plan)})
 			return err
 		}},
+		{"RollbackPlan", fsm.LogRollback, func(ctx context.Context, c core) error {
+			_, err := (&planService{c: c}).RollbackPlan(ctx, &pb.RollbackPlanRequest{})
+			return err
+		}},
+		{"SetConfig of max_plan_change", fsm.LogDoubt, func(ctx context.Context, c core) error {
+			_, err := (&clusterService{c: c}).SetConfig(ctx, &pb.SetConfigRequest{MaxPlanChange: proto.Float64(0.5)})
+			return err
+		}},
+		{"SubmitPlan with a minimum healthy", fsm.LogMinHealthy, func(ctx context.Context, c core) error {
+			p := proto.CloneOf(plan)
+			p.Endpoints[0].MinHealthyTargets = 1
+			_, err := (&planService{c: c}).SubmitPlan(ctx, &pb.SubmitPlanRequest{Plan: p})
+			return err
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newMemCore(t)
 			ctx := context.Background()
-			member := func(v uint32) {
-				if _, err := c.propose(ctx, &statev1.SetMember{Id: "n9", RaftAddr: "127.0.0.1:7009", GrpcAddr: "127.0.0.1:9009", LogVersion: v}); err != nil {
+			activate := func(v uint32) {
+				if _, err := c.propose(ctx, &statev1.ActivateLog{Version: v}); err != nil {
 					t.Fatal(err)
 				}
 			}
-			member(tc.version - 1)
-			if err := tc.call(ctx, c); status.Code(err) != codes.FailedPrecondition {
-				t.Fatalf("with a member of version %d: %v, want FAILED_PRECONDITION", tc.version-1, err)
+			if tc.version > 1 {
+				activate(tc.version - 1)
 			}
-			member(tc.version)
+			if err := tc.call(ctx, c); status.Code(err) != codes.FailedPrecondition {
+				t.Fatalf("at log version %d: %v, want FAILED_PRECONDITION", tc.version-1, err)
+			}
+			activate(tc.version)
 			if err := tc.call(ctx, c); status.Code(err) == codes.FailedPrecondition && fsm.Reason(err) == "" {
-				t.Fatalf("every member knows version %d: %v", tc.version, err)
+				t.Fatalf("at log version %d: %v", tc.version, err)
 			}
 		})
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
@@ -14,12 +15,16 @@ import (
 
 // PlanDigest names what a plan asks DNS to serve: "sha256:" and the hex
 // SHA-256 of the plan's canonical text, one line per endpoint in order of
-// canonical name ("name ttl"), each followed by one line per target in
-// order of id ("\tid address weight", the address in its canonical
-// form). The generation, planner, creation time and forced flag are not
-// part of it, so a plan file and the plan stored from it have one digest,
-// and two plans with one digest serve the same records. docs/CONTRACT.md
-// ("Plan digest") defines it for other programs.
+// canonical name ("name ttl", then " min N F" when it has a minimum
+// healthy), each followed by one line per target in order of id
+// ("\tLEN:id address weight": the id, which may hold any byte, prefixed by
+// its length, so no id can pass for another line; the address in its
+// canonical form). Names and addresses hold no spaces, so the text reads
+// back one way only. The generation, planner, creation time and forced
+// flag are not part of it, so a plan file and the plan stored from it
+// have one digest, and two plans with one digest serve the same records
+// under the same rules. docs/CONTRACT.md ("Plan digest") defines it for
+// other programs.
 func PlanDigest(p *pb.Plan) string {
 	eps := slices.Clone(p.GetEndpoints())
 	slices.SortStableFunc(eps, func(a, b *pb.EndpointPlan) int {
@@ -27,11 +32,15 @@ func PlanDigest(p *pb.Plan) string {
 	})
 	var b strings.Builder
 	for _, ep := range eps {
-		fmt.Fprintf(&b, "%s %d\n", CanonicalName(ep.GetName()), ep.GetTtl())
+		fmt.Fprintf(&b, "%s %d", CanonicalName(ep.GetName()), ep.GetTtl())
+		if ep.GetMinHealthyTargets() > 0 || ep.GetMinHealthyFraction() > 0 {
+			fmt.Fprintf(&b, " min %d %s", ep.GetMinHealthyTargets(), strconv.FormatFloat(ep.GetMinHealthyFraction(), 'g', -1, 64))
+		}
+		b.WriteByte('\n')
 		ts := slices.Clone(ep.GetTargets())
 		slices.SortStableFunc(ts, func(x, y *pb.Target) int { return cmp.Compare(x.GetId(), y.GetId()) })
 		for _, t := range ts {
-			fmt.Fprintf(&b, "\t%s %s %d\n", t.GetId(), canonicalAddress(t.GetAddress()), t.GetWeight())
+			fmt.Fprintf(&b, "\t%d:%s %s %d\n", len(t.GetId()), t.GetId(), canonicalAddress(t.GetAddress()), t.GetWeight())
 		}
 	}
 	sum := sha256.Sum256([]byte(b.String()))

@@ -19,9 +19,9 @@ func digestPlan() *pb.Plan {
 // docs/CONTRACT.md, so its value for a given plan never changes. The
 // value below is sha256sum of the documented text:
 //
-//	printf 'api.dnsplan.test. 30\n\tlb-a 192.0.2.10 100\n\tlb-b 192.0.2.11 0\nv6.dnsplan.test. 60\n\tlb-c 2001:db8::1 10\n' | sha256sum
+//	printf 'api.dnsplan.test. 30\n\t4:lb-a 192.0.2.10 100\n\t4:lb-b 192.0.2.11 0\nv6.dnsplan.test. 60\n\t4:lb-c 2001:db8::1 10\n' | sha256sum
 func TestPlanDigestIsStable(t *testing.T) {
-	const want = "sha256:bfc4c16ec431cd0181f61979b76813991b6b56c38d91a717e9b82011f929c104"
+	const want = "sha256:c99c169145a1c49f17165a63f902fec3214b8d2341912b10fefa7a1e79504234"
 	if got := PlanDigest(digestPlan()); got != want {
 		t.Fatalf("PlanDigest = %s, want %s", got, want)
 	}
@@ -46,6 +46,8 @@ func TestPlanDigestCanonical(t *testing.T) {
 		"ttl":     func(p *pb.Plan) { p.Endpoints[0].Ttl = 61 },
 		"target":  func(p *pb.Plan) { p.Endpoints[0].Targets = nil },
 		"name":    func(p *pb.Plan) { p.Endpoints[0].Name = "v7.dnsplan.test." },
+		"minimum": func(p *pb.Plan) { p.Endpoints[0].MinHealthyTargets = 1 },
+		"share":   func(p *pb.Plan) { p.Endpoints[0].MinHealthyFraction = 0.5 },
 	} {
 		p := digestPlan()
 		change(p)
@@ -60,5 +62,17 @@ func TestPlanDigestCanonical(t *testing.T) {
 		if ValidateDigest(bad) == nil {
 			t.Errorf("ValidateDigest(%q) accepted", bad)
 		}
+	}
+}
+
+// Target ids may hold any byte: an id holding what reads as another
+// target's line must not give a plan with other records the same digest.
+func TestPlanDigestIdsCannotForge(t *testing.T) {
+	one := &pb.Plan{Endpoints: []*pb.EndpointPlan{{Name: "api.dnsplan.test.", Ttl: 30, Targets: []*pb.Target{
+		{Id: "a", Address: "192.0.2.1", Weight: 1}, {Id: "b", Address: "192.0.2.2", Weight: 1}}}}}
+	forged := &pb.Plan{Endpoints: []*pb.EndpointPlan{{Name: "api.dnsplan.test.", Ttl: 30, Targets: []*pb.Target{
+		{Id: "a 192.0.2.1 1\n\tb", Address: "192.0.2.2", Weight: 1}}}}}
+	if PlanDigest(one) == PlanDigest(forged) {
+		t.Fatal("a target id reproduced another plan's canonical text")
 	}
 }

@@ -39,10 +39,12 @@ const (
 	CommandRecordRefusals CommandType = 14
 	// Rollback (rollback.go).
 	CommandRollbackPlan CommandType = 15
+	// The active log version (version.go).
+	CommandActivateLog CommandType = 16
 )
 
 // lastCommand is the highest command type this version applies.
-const lastCommand = CommandRollbackPlan
+const lastCommand = CommandActivateLog
 
 // commands is the command table: one entry per command type, with
 // everything the state machine knows about it. Encode, Decode, Apply,
@@ -64,6 +66,7 @@ var commands = []command{
 	def(CommandSetConfig, "set_config", kindConfig, ValidateSetConfig, (*State).setConfig),
 	def(CommandRecordRefusals, "record_refusals", kindRefusedCall, validateRefusals, (*State).recordRefusals),
 	def(CommandRollbackPlan, "rollback_plan", kindRollback, validateRollback, (*State).rollbackPlan),
+	def(CommandActivateLog, "activate_log", kindConfig, validateActivate, (*State).activateLog),
 }
 
 // command is one entry of the table. The payload's message type is
@@ -266,6 +269,10 @@ func Decode(b []byte) (Command, error) {
 	msg := e.message.New().Interface()
 	if err := proto.Unmarshal(b[headerLen:], msg); err != nil {
 		return Command{}, fmt.Errorf("%w: %s: %v", ErrUndecodable, e.name, err)
+	}
+	if a, ok := msg.(*statev1.ActivateLog); ok && a.GetVersion() > LogVersion {
+		// Rules this version lacks: stop, as for an unknown type.
+		return Command{}, fmt.Errorf("%w: log version %d is newer than this version's %d", ErrUndecodable, a.GetVersion(), LogVersion)
 	}
 	stamp := time.Unix(0, int64(binary.BigEndian.Uint64(b[1:headerLen]))).UTC()
 	return Command{Stamp: stamp, Payload: msg, Caller: takeCaller(msg)}, nil

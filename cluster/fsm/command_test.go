@@ -35,6 +35,7 @@ func sampleCommands() []Command {
 		{Stamp: t0, Payload: &pb.SetConfigRequest{MaxCapacityDrop: proto.Float64(0), VelocityWindow: durationpb.New(2 * time.Minute)}},
 		{Stamp: t0, Caller: "node/n2", Payload: &pb.RecordRefusalsRequest{NodeId: "n2", Refusals: []*pb.Refusal{{Caller: "reader/dash", Method: "SubmitPlan", ReasonCode: "PERMISSION", Reason: "no", Count: 3}}}},
 		{Stamp: t0, Caller: "operator/alice", Payload: &pb.RollbackPlanRequest{ToGeneration: 3, Reason: "bad plan", Force: true}},
+		{Stamp: t0, Caller: "node/n1", Payload: &statev1.ActivateLog{Version: LogVersion}},
 	}
 }
 
@@ -193,8 +194,8 @@ func TestCommandTypeString(t *testing.T) {
 		CommandSetFreeze: "set_freeze", CommandSetMember: "set_member", CommandRemoveMember: "remove_member",
 		CommandLegacyApply: "legacy_apply", CommandLegacyCleanup: "legacy_cleanup",
 		CommandFoundCluster: "found_cluster", CommandSetConfig: "set_config", CommandRecordRefusals: "record_refusals",
-		CommandRollbackPlan: "rollback_plan",
-		42:                  "command_42",
+		CommandRollbackPlan: "rollback_plan", CommandActivateLog: "activate_log",
+		42: "command_42",
 	}
 	for typ, s := range want {
 		if typ.String() != s {

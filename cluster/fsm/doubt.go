@@ -21,13 +21,17 @@ import (
 // change is a third of them (octoDNS waits for ten records too).
 const MinEndpointsForDoubt = 10
 
+// DoubtPlan says why submitting plan now would freeze the cluster ("" if
+// it would not): a preview of the rule below.
+func (s *State) DoubtPlan(plan *pb.Plan) string { return s.doubtPlan(plan) }
+
 // doubtPlan says why plan is doubtful ("" if it is not): it changes more
 // than the policy's max_plan_change of the endpoints served or planned.
 // An endpoint changes when what it would serve (addresses, weights, TTL)
 // differs from what it serves.
 func (s *State) doubtPlan(plan *pb.Plan) string {
 	limit := s.Policy().MaxPlanChange
-	if limit == nil || *limit >= 1 || len(s.applied) < MinEndpointsForDoubt {
+	if !s.Active(LogDoubt) || limit == nil || *limit >= 1 || len(s.applied) < MinEndpointsForDoubt {
 		return ""
 	}
 	all := len(s.applied)
@@ -43,7 +47,7 @@ func (s *State) doubtPlan(plan *pb.Plan) string {
 		}
 	}
 	if share := float64(changed) / float64(all); share > *limit {
-		return fmt.Sprintf("doubt: a plan of planner %q changes %d of %d endpoints (%.0f%%), more than max_plan_change %g; review it with ctl diff, then ctl unfreeze (or ctl rollback)",
+		return fmt.Sprintf("doubt: a plan of planner %q changes %d of %d endpoints (%.0f%%), more than max_plan_change %g; review it with ctl diff; to keep what is served, ctl rollback --to the generation served (ctl applied), then ctl unfreeze",
 			plan.GetPlannerId(), changed, all, 100*share, *limit)
 	}
 	return ""

@@ -16,6 +16,14 @@ import (
 // event. Tests never read a clock; they pass stamps.
 var t0 = time.Date(2025, 10, 20, 6, 48, 0, 0, time.UTC)
 
+// newActive is a new state running every rule of this version, as a
+// cluster of this version runs once its leader activated it.
+func newActive() *State {
+	s := New()
+	s.logVersion = LogVersion
+	return s
+}
+
 // harness drives a State the way Raft would: consecutive log indexes, a
 // leader stamp that the test moves by hand.
 type harness struct {
@@ -43,7 +51,7 @@ func newLegacyHarness(tb testing.TB) *harness {
 // index (no event, no index used), so that tests count indexes and events
 // from their own commands. Founding itself is tested through Apply.
 func newFoundedHarness(tb testing.TB, d pb.Design) *harness {
-	h := &harness{tb: tb, s: New(), stamp: t0}
+	h := &harness{tb: tb, s: newActive(), stamp: t0}
 	h.s.config = &pb.ClusterConfig{Design: d, MaxCapacityDrop: 1, VelocityWindow: durationpb.New(time.Minute)}
 	return h
 }

@@ -156,20 +156,6 @@ func TestRefusalsValidated(t *testing.T) {
 	}
 }
 
-// MembersKnow: a new command waits for every member's version.
-func TestMembersKnow(t *testing.T) {
-	h := newHarness(t)
-	h.do(&statev1.SetMember{Id: "n1", RaftAddr: "127.0.0.1:7001", GrpcAddr: "127.0.0.1:9001", LogVersion: LogVersion})
-	h.do(&statev1.SetMember{Id: "n2", RaftAddr: "127.0.0.1:7002", GrpcAddr: "127.0.0.1:9002"}) // an older version
-	if h.s.MembersKnow(LogRefusals) {
-		t.Fatal("n2 reports no command types, yet it is said to know the newest")
-	}
-	h.do(&statev1.SetMember{Id: "n2", RaftAddr: "127.0.0.1:7002", GrpcAddr: "127.0.0.1:9002", LogVersion: LogVersion})
-	if !h.s.MembersKnow(LogRefusals) {
-		t.Fatal("every member knows the command")
-	}
-}
-
 // An apply event says what the endpoint served before and how its records
 // changed, bounded however many addresses change.
 func TestApplyRecordsBeforeAndAfter(t *testing.T) {

@@ -385,7 +385,7 @@ func checkFamilies(name string, cur *pb.AppliedEndpoint, targets []*pb.Target) e
 // of endpoint ep (its name canonical): its minimum healthy, per-family
 // I2, then velocity.
 func (s *State) checkEndpointRules(ep *pb.EndpointPlan) error {
-	if err := checkMinHealthy(ep); err != nil {
+	if err := s.checkMinHealthy(ep); err != nil {
 		return err
 	}
 	cur := s.servedRecords(ep.GetName())
@@ -397,9 +397,9 @@ func (s *State) checkEndpointRules(ep *pb.EndpointPlan) error {
 
 // checkMinHealthy: the endpoint serves at least its minimum healthy
 // number of targets (contract.MinHealthy).
-func checkMinHealthy(ep *pb.EndpointPlan) error {
+func (s *State) checkMinHealthy(ep *pb.EndpointPlan) error {
 	need := contract.MinHealthy(ep)
-	if need == 0 {
+	if need == 0 || !s.Active(LogMinHealthy) {
 		return nil
 	}
 	served := 0
@@ -463,7 +463,7 @@ func (s *State) Judge(ep *pb.EndpointPlan) []*pb.RuleCheck {
 		return &pb.RuleCheck{Rule: rule, ReasonCode: string(Reason(err)), Reason: err.Error()}
 	}
 	return []*pb.RuleCheck{
-		verdict("min_healthy", checkMinHealthy(ep)),
+		verdict("min_healthy", s.checkMinHealthy(ep)),
 		verdict("family", checkFamilies(name, cur, targets)),
 		verdict("velocity", s.checkVelocity(name, cur, targets)),
 	}

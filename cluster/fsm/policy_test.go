@@ -434,11 +434,11 @@ func TestMinHealthy(t *testing.T) {
 	ep := four(4)
 	ep.MinHealthyTargets, ep.MinHealthyFraction = 1, 0.5
 	ep.Targets[3].Weight, ep.Targets[2].Weight = 0, 0
-	if err := checkMinHealthy(ep); err != nil {
+	if err := h.s.checkMinHealthy(ep); err != nil {
 		t.Errorf("two of four, half: %v", err)
 	}
 	ep.MinHealthyFraction = 0.51
-	if err := checkMinHealthy(ep); err == nil {
+	if err := h.s.checkMinHealthy(ep); err == nil {
 		t.Error("two of four, just over half: accepted")
 	}
 	if err := Validate(&statev1.SubmitPlan{Plan: plan(&pb.EndpointPlan{Name: api, Ttl: 30, MinHealthyTargets: 2,

@@ -1105,7 +1105,7 @@ func (d describe) String() string {
 // fresh state, every invariant checked after every step. With exact set,
 // every result and the whole state are also compared with the model.
 func runSteps(t *rapid.T, exact bool) {
-	s := New()
+	s := newActive()
 	m := newModel()
 	n := rapid.IntRange(1, 200).Draw(t, "steps")
 	for i := 0; i < n; i++ {
@@ -1190,7 +1190,7 @@ func TestPropertyDeterminism(t *testing.T) {
 		}
 		mid := rapid.IntRange(0, n).Draw(t, "mid")
 
-		direct, decoded := New(), New()
+		direct, decoded := newActive(), newActive()
 		var cloned, view *State
 		var viewBytes []byte
 		for i, c := range cmds {

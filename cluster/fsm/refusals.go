@@ -39,8 +39,9 @@ func validateRefusals(r *pb.RecordRefusalsRequest) error {
 		switch {
 		case f.GetCount() == 0:
 			return fmt.Errorf("%w: refusal %d: count is 0", ErrInvalid, i)
-		case len(f.GetCaller()) > callerLimit, len(f.GetMethod()) > contract.MaxIDLength, len(f.GetReasonCode()) > contract.MaxIDLength:
-			return fmt.Errorf("%w: refusal %d: caller, method or reason code too long", ErrInvalid, i)
+		case len(f.GetCaller()) > callerLimit, len(f.GetMethod()) > contract.MaxIDLength, len(f.GetReasonCode()) > contract.MaxIDLength,
+			len(f.GetReason()) > maxEventReason:
+			return fmt.Errorf("%w: refusal %d: caller, method, reason code or reason too long", ErrInvalid, i)
 		}
 	}
 	return nil

@@ -24,9 +24,11 @@ const RollbackDepth = 4
 // RollbackPlanner is the planner id of a plan a rollback stored.
 const RollbackPlanner = "rollback"
 
-// keepPrevious keeps a (what an endpoint served until now; nil: nothing).
-func (s *State) keepPrevious(a *pb.AppliedEndpoint) {
-	if a == nil {
+// keepPrevious keeps a, what an endpoint served until next replaces it
+// (nil: nothing). Records equal to next are not kept: rolling back to them
+// would change nothing.
+func (s *State) keepPrevious(a *pb.AppliedEndpoint, next *pb.EndpointPlan) {
+	if a == nil || (a.GetTtl() == next.GetTtl() && sameWeights(servedWeights(a.GetTargets()), servedWeights(next.GetTargets()))) {
 		return
 	}
 	old := s.previous[a.Endpoint]

@@ -52,7 +52,7 @@ type sim struct {
 }
 
 func newSim(seed uint64, legacy bool) *sim {
-	m := &sim{rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), s: New(), now: t0, legacy: legacy,
+	m := &sim{rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), s: newActive(), now: t0, legacy: legacy,
 		seen: map[string]uint64{}, served: map[string]bool{}}
 	for i := range 3 {
 		m.enactors = append(m.enactors, &simEnactor{id: fmt.Sprintf("az-%c", 'a'+i)})

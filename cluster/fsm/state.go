@@ -51,6 +51,8 @@ type State struct {
 	frozen         bool
 	freezeReason   string
 	lastIndex      uint64
+	// logVersion is the active log version (version.go).
+	logVersion uint32
 	// caller is the caller of the command Apply is applying (its events
 	// record it); not part of the state between commands.
 	caller string
@@ -111,7 +113,9 @@ func (s *State) Apply(index uint64, c Command) (res Result) {
 		panic(fmt.Sprintf("fsm: no rule for payload %T", c.Payload))
 	}
 	clipped, jump := s.advanceTime(c.Stamp)
-	s.caller = c.Caller
+	if s.Active(LogRefusals) {
+		s.caller = c.Caller
+	}
 	defer func() { res.TimeClipped, res.TimeJump, s.caller = clipped, jump, "" }()
 	if err := e.validate(c.Payload); err != nil {
 		// The event names nothing from the command: invalid input is not
@@ -133,6 +137,12 @@ func (s *State) submitPlan(index uint64, c *statev1.SubmitPlan) Result {
 	}
 	// Apply what was reviewed: the plan chain has not moved since, and
 	// the plan is the one reviewed.
+	if !s.Active(LogReviewed) {
+		// An older replica ignores these fields; so does every replica
+		// until the version is active (the edge refuses them before).
+		c = proto.CloneOf(c)
+		c.ExpectedParent, c.ExpectedDigest = nil, ""
+	}
 	if c.ExpectedParent != nil && c.GetExpectedParent() != s.NewestGeneration() {
 		return s.reject(ev, fmt.Errorf("%w: the newest plan is generation %d, not %d", ErrParentMoved, s.NewestGeneration(), c.GetExpectedParent()))
 	}
@@ -142,6 +152,11 @@ func (s *State) submitPlan(index uint64, c *statev1.SubmitPlan) Result {
 		}
 	}
 	plan = proto.Clone(plan).(*pb.Plan)
+	if !s.Active(LogMinHealthy) {
+		for _, ep := range plan.Endpoints {
+			ep.MinHealthyTargets, ep.MinHealthyFraction = 0, 0
+		}
+	}
 	if doubt := s.doubtPlan(plan); doubt != "" && !c.GetForce() {
 		// Stored for review, its applies frozen: the rules judge it when
 		// it is applied, if an operator unfreezes.
@@ -160,7 +175,9 @@ func (s *State) storePlan(index uint64, ev *pb.HistoryEvent, plan *pb.Plan, forc
 	// Only the cluster says a plan is forced, from the request's force,
 	// and what its digest is.
 	plan.Forced = force
-	plan.Digest = contract.PlanDigest(plan)
+	if s.Active(LogReviewed) {
+		plan.Digest = contract.PlanDigest(plan)
+	}
 	for _, ep := range plan.Endpoints {
 		ep.Name = contract.CanonicalName(ep.Name)
 		if !early {
@@ -349,9 +366,11 @@ func (s *State) applyPlan(index uint64, r *pb.ApplyPlanRequest) Result {
 				epEv.Reason, epEv.ReasonCode = err.Error(), res.Reason
 				break
 			}
-			before := s.servedRecords(ep.Name)
-			recordChange(epEv, before, ep)
-			s.keepPrevious(before)
+			if s.Active(LogRollback) {
+				before := s.servedRecords(ep.Name)
+				recordChange(epEv, before, ep)
+				s.keepPrevious(before, ep)
+			}
 			s.applied[ep.Name] = materialize(ep, plan.Generation, r, index, s.now)
 			s.recordServed(ep.Name, ep.Targets)
 			res.Outcome = pb.Outcome_OUTCOME_APPLIED

@@ -199,6 +199,7 @@ func (s *State) Marshal() ([]byte, error) {
 		FreezeReason:   s.freezeReason,
 		LastIndex:      s.lastIndex,
 		Config:         s.config,
+		LogVersion:     s.logVersion,
 	}
 	for _, n := range slices.Sorted(maps.Keys(s.leases)) {
 		snap.Leases = append(snap.Leases, s.leases[n])
@@ -223,9 +224,6 @@ func Restore(b []byte) (*State, error) {
 	}
 	s := New()
 	for _, p := range snap.Plans {
-		if p.Digest == "" { // stored before plans had digests
-			p.Digest = contract.PlanDigest(p)
-		}
 		s.plans[p.Generation] = p
 	}
 	for _, a := range snap.Applied {
@@ -249,7 +247,7 @@ func Restore(b []byte) (*State, error) {
 	for _, ev := range snap.History {
 		typeEvent(ev)
 		boundEvent(ev)
-		if ev.KindCode == kindRefusedCall {
+		if ev.KindCode == kindRefusedCall && ev.Count > 0 { // not a rejected RecordRefusals
 			s.refusals = append(s.refusals, ev)
 			continue
 		}
@@ -262,6 +260,7 @@ func Restore(b []byte) (*State, error) {
 	s.now = time.Unix(0, snap.NowUnixNanos).UTC()
 	s.frozen, s.freezeReason = snap.Frozen, snap.FreezeReason
 	s.lastIndex = snap.LastIndex
+	s.logVersion = snap.LogVersion
 	return s, nil
 }
 

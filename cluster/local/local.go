@@ -537,7 +537,7 @@ func (c *Cluster) Close() {
 // from every node, so they need them). A node that does not answer its
 // own Status (a hung node) keeps it waiting until the timeout.
 func (c *Cluster) WaitReady(ctx context.Context, timeout time.Duration) error {
-	return poll.Until(ctx, timeout, "a leader and every member registered", func() bool {
+	return poll.Until(ctx, timeout, "a leader, every member registered, and the log version active", func() bool {
 		ready := make(chan bool, 1)
 		// ready reads the nodes' state, which a hung node never gives: do
 		// not wait on it past a poll.
@@ -561,7 +561,7 @@ func (c *Cluster) ready() bool {
 		}
 		running++
 		st, err := n.Status()
-		if err != nil || st.GetLeaderId() == "" || len(st.GetMembers()) != members {
+		if err != nil || st.GetLeaderId() == "" || len(st.GetMembers()) != members || st.GetLogVersion() != st.GetNodeLogVersion() {
 			return false
 		}
 		for _, m := range st.GetMembers() {

@@ -890,11 +890,17 @@ func renderDiff(w io.Writer, d *pb.PlanDiff, file string) {
 		tableRow(w, e.GetEndpoint(), e.GetChange(), dashIfZero(strings.Join(e.GetAdded(), " ")), dashIfZero(strings.Join(e.GetRemoved(), " ")),
 			dashIfZero(strings.Join(weights, " ")), percentCell(e.AChangePercent), percentCell(e.AaaaChangePercent), rules)
 	}
+	if n := d.GetUnchanged(); n > 0 {
+		fmt.Fprintf(w, "(%d endpoints unchanged)\n", n)
+	}
 	for _, b := range broken {
 		fmt.Fprintf(w, "\n%s", b)
 	}
 	if len(broken) > 0 {
 		fmt.Fprintln(w)
+	}
+	if doubt := d.GetDoubt(); doubt != "" {
+		fmt.Fprintf(w, "\nsubmitting it would freeze the cluster: %s\n", doubt)
 	}
 	if file != "" {
 		fmt.Fprintf(w, "\nnothing stored. To store exactly this plan on generation %d:\n  dnsplan ctl submit -f %s --expect-parent %d --expect-digest %s\n",
@@ -1062,7 +1068,7 @@ func setupHistory(fs *flag.FlagSet) func(context.Context, *ctl, []string) error 
 	limit := fs.Uint("limit", 0, "show only the newest N events; 0 shows all the cluster keeps")
 	stale := fs.Bool("stale", false, "read the answering node's replica, which may lag")
 	endpoint := fs.String("endpoint", "", "show only the events of endpoint `NAME`: its timeline")
-	since := fs.String("since", "", "show only the events from `TIME` on: RFC 3339, or a duration back from now (1h)")
+	since := fs.String("since", "", "show only the events from `TIME` on: RFC 3339, or a duration back from the cluster's time now (1h)")
 	return func(ctx context.Context, x *ctl, args []string) error {
 		if err := noArgs(args); err != nil {
 			return err
@@ -1072,11 +1078,9 @@ func setupHistory(fs *flag.FlagSet) func(context.Context, *ctl, []string) error 
 		}
 		req := &pb.ListHistoryRequest{Limit: uint32(*limit), Stale: *stale, Endpoint: *endpoint}
 		if *since != "" {
-			t, err := parseSince(*since, time.Now())
-			if err != nil {
+			if err := parseSince(*since, req); err != nil {
 				return fmt.Errorf("%w: --since: %v", errCtlUsage, err)
 			}
-			req.Since = timestamppb.New(t)
 		}
 		c, err := x.client()
 		if err != nil {
@@ -1098,16 +1102,20 @@ func setupHistory(fs *flag.FlagSet) func(context.Context, *ctl, []string) error 
 	}
 }
 
-// parseSince reads a time: RFC 3339, or a duration back from now.
-func parseSince(s string, now time.Time) (time.Time, error) {
+// parseSince reads --since into req: RFC 3339, or a duration back from
+// the cluster's time now (the events' clock, which an idle stretch can put
+// behind this machine's), which the cluster resolves.
+func parseSince(s string, req *pb.ListHistoryRequest) error {
 	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
-		return now.Add(-d), nil
+		req.Within = durationpb.New(d)
+		return nil
 	}
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("%q is neither RFC 3339 nor a duration", s)
+		return fmt.Errorf("%q is neither RFC 3339 nor a duration", s)
 	}
-	return t, nil
+	req.Since = timestamppb.New(t)
+	return nil
 }
 
 // changeCell is an apply event's change of records: the generation served

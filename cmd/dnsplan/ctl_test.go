@@ -162,7 +162,7 @@ GEN  PLANNER   CREATED               ENDPOINTS  TARGETS
 generation:  3
 planner:     planner1
 created:     2025-10-20T07:00:00Z
-digest:      sha256:056a037b1274a8ca9fe644349f669e695e353b948b66393bb60d34f92f1d7354
+digest:      sha256:00e03dd0dd018ecf0d5279f5d7d0bf9d48dcf653ffd0ae88e49a7ff3189ec3be
 
 ENDPOINT           TTL  TARGET  ADDRESS      WEIGHT
 api.dnsplan.test.  30   lb-a    192.0.2.10   100
@@ -424,20 +424,19 @@ func TestCtlAgainstFakeNode(t *testing.T) {
 }
 
 func TestParseSince(t *testing.T) {
-	now := time.Date(2026, 12, 2, 6, 0, 0, 0, time.UTC)
-	for in, want := range map[string]time.Time{
-		"1h":                        now.Add(-time.Hour),
-		"0s":                        now,
-		"2026-12-01T10:00:00Z":      time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC),
-		"2026-12-01T10:00:00+01:00": time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC),
+	for in, want := range map[string]*pb.ListHistoryRequest{
+		"1h":                        {Within: durationpb.New(time.Hour)},
+		"0s":                        {Within: durationpb.New(0)},
+		"2026-12-01T10:00:00Z":      {Since: timestamppb.New(time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC))},
+		"2026-12-01T10:00:00+01:00": {Since: timestamppb.New(time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC))},
 	} {
-		got, err := parseSince(in, now)
-		if err != nil || !got.Equal(want) {
+		got := &pb.ListHistoryRequest{}
+		if err := parseSince(in, got); err != nil || !proto.Equal(got, want) {
 			t.Errorf("parseSince(%q) = %v, %v; want %v", in, got, err, want)
 		}
 	}
 	for _, bad := range []string{"", "-1h", "yesterday", "2026-12-01"} {
-		if _, err := parseSince(bad, now); err == nil {
+		if err := parseSince(bad, &pb.ListHistoryRequest{}); err == nil {
 			t.Errorf("parseSince(%q) accepted", bad)
 		}
 	}

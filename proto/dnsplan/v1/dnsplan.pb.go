@@ -1194,8 +1194,13 @@ type PlanDiff struct {
 	// newest_generation is the head of the plan chain now: what a
 	// submission of the plan would expect as its parent.
 	NewestGeneration uint64 `protobuf:"varint,5,opt,name=newest_generation,json=newestGeneration,proto3" json:"newest_generation,omitempty"`
-	// endpoints are every endpoint of either plan, by name.
-	Endpoints     []*EndpointDiff `protobuf:"bytes,6,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	// endpoints are the endpoints either plan changes, by name (each
+	// list bounded, see EndpointDiff.omitted); unchanged counts the others.
+	Endpoints []*EndpointDiff `protobuf:"bytes,6,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	Unchanged uint32          `protobuf:"varint,7,opt,name=unchanged,proto3" json:"unchanged,omitempty"`
+	// doubt, for a plan not stored: why submitting it would freeze the
+	// cluster (freeze on doubt); empty if it would not.
+	Doubt         string `protobuf:"bytes,8,opt,name=doubt,proto3" json:"doubt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1270,6 +1275,20 @@ func (x *PlanDiff) GetEndpoints() []*EndpointDiff {
 		return x.Endpoints
 	}
 	return nil
+}
+
+func (x *PlanDiff) GetUnchanged() uint32 {
+	if x != nil {
+		return x.Unchanged
+	}
+	return 0
+}
+
+func (x *PlanDiff) GetDoubt() string {
+	if x != nil {
+		return x.Doubt
+	}
+	return ""
 }
 
 // EndpointDiff is one endpoint's change. An address is served when its
@@ -2600,8 +2619,11 @@ type ListHistoryRequest struct {
 	// endpoint keeps only the events of one endpoint: its timeline.
 	Endpoint string `protobuf:"bytes,3,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
 	// since keeps only the events recorded at or after this time (the
-	// cluster's time, HistoryEvent.time).
+	// cluster's time, HistoryEvent.time); within only those recorded at
+	// most this long before the cluster's time now (which, after an idle
+	// stretch, may be behind the wall clock).
 	Since         *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=since,proto3" json:"since,omitempty"`
+	Within        *durationpb.Duration   `protobuf:"bytes,5,opt,name=within,proto3" json:"within,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2660,6 +2682,13 @@ func (x *ListHistoryRequest) GetEndpoint() string {
 func (x *ListHistoryRequest) GetSince() *timestamppb.Timestamp {
 	if x != nil {
 		return x.Since
+	}
+	return nil
+}
+
+func (x *ListHistoryRequest) GetWithin() *durationpb.Duration {
+	if x != nil {
+		return x.Within
 	}
 	return nil
 }
@@ -2945,12 +2974,14 @@ func (*StatusRequest) Descriptor() ([]byte, []int) {
 }
 
 type Member struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	RaftAddr      string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
-	GrpcAddr      string                 `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
-	Voter         bool                   `protobuf:"varint,4,opt,name=voter,proto3" json:"voter,omitempty"`
-	Leader        bool                   `protobuf:"varint,5,opt,name=leader,proto3" json:"leader,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	RaftAddr string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	GrpcAddr string                 `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	Voter    bool                   `protobuf:"varint,4,opt,name=voter,proto3" json:"voter,omitempty"`
+	Leader   bool                   `protobuf:"varint,5,opt,name=leader,proto3" json:"leader,omitempty"`
+	// log_version is the newest log version the member registered.
+	LogVersion    uint32 `protobuf:"varint,6,opt,name=log_version,json=logVersion,proto3" json:"log_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3020,6 +3051,13 @@ func (x *Member) GetLeader() bool {
 	return false
 }
 
+func (x *Member) GetLogVersion() uint32 {
+	if x != nil {
+		return x.LogVersion
+	}
+	return 0
+}
+
 type StatusResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
@@ -3050,9 +3088,14 @@ type StatusResponse struct {
 	// dns_served_index is the log index of the state DNS serves now.
 	DnsServedIndex uint64 `protobuf:"varint,18,opt,name=dns_served_index,json=dnsServedIndex,proto3" json:"dns_served_index,omitempty"`
 	// config is the cluster's policy as this node's replica holds it.
-	Config        *ClusterConfig `protobuf:"bytes,19,opt,name=config,proto3" json:"config,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Config *ClusterConfig `protobuf:"bytes,19,opt,name=config,proto3" json:"config,omitempty"`
+	// log_version is the cluster's active log version (the newest every
+	// member applied when it was raised); node_log_version the newest this
+	// node's version applies (cluster/DESIGN.md, "Rolling upgrades").
+	LogVersion     uint32 `protobuf:"varint,20,opt,name=log_version,json=logVersion,proto3" json:"log_version,omitempty"`
+	NodeLogVersion uint32 `protobuf:"varint,21,opt,name=node_log_version,json=nodeLogVersion,proto3" json:"node_log_version,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -3216,6 +3259,20 @@ func (x *StatusResponse) GetConfig() *ClusterConfig {
 		return x.Config
 	}
 	return nil
+}
+
+func (x *StatusResponse) GetLogVersion() uint32 {
+	if x != nil {
+		return x.LogVersion
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetNodeLogVersion() uint32 {
+	if x != nil {
+		return x.NodeLogVersion
+	}
+	return 0
 }
 
 // ClusterConfig is the policy every replica applies the same way: part of
@@ -4297,7 +4354,7 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\rto_generation\x18\x02 \x01(\x04R\ftoGeneration\x12$\n" +
 	"\x04plan\x18\x03 \x01(\v2\x10.dnsplan.v1.PlanR\x04plan\x12\x14\n" +
 	"\x05force\x18\x04 \x01(\bR\x05force\x12\x14\n" +
-	"\x05stale\x18\x05 \x01(\bR\x05stale\"\xfb\x01\n" +
+	"\x05stale\x18\x05 \x01(\bR\x05stale\"\xaf\x02\n" +
 	"\bPlanDiff\x12'\n" +
 	"\x0ffrom_generation\x18\x01 \x01(\x04R\x0efromGeneration\x12\x1f\n" +
 	"\vfrom_digest\x18\x02 \x01(\tR\n" +
@@ -4305,7 +4362,9 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\rto_generation\x18\x03 \x01(\x04R\ftoGeneration\x12\x1b\n" +
 	"\tto_digest\x18\x04 \x01(\tR\btoDigest\x12+\n" +
 	"\x11newest_generation\x18\x05 \x01(\x04R\x10newestGeneration\x126\n" +
-	"\tendpoints\x18\x06 \x03(\v2\x18.dnsplan.v1.EndpointDiffR\tendpoints\"\xb0\x03\n" +
+	"\tendpoints\x18\x06 \x03(\v2\x18.dnsplan.v1.EndpointDiffR\tendpoints\x12\x1c\n" +
+	"\tunchanged\x18\a \x01(\rR\tunchanged\x12\x14\n" +
+	"\x05doubt\x18\b \x01(\tR\x05doubt\"\xb0\x03\n" +
 	"\fEndpointDiff\x12\x1a\n" +
 	"\bendpoint\x18\x01 \x01(\tR\bendpoint\x12\x16\n" +
 	"\x06change\x18\x02 \x01(\tR\x06change\x12\x14\n" +
@@ -4406,12 +4465,13 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\x13WatchAppliedRequest\x12#\n" +
 	"\rfrom_revision\x18\x01 \x01(\x04R\ffromRevision\"O\n" +
 	"\x14WatchAppliedResponse\x127\n" +
-	"\bendpoint\x18\x01 \x01(\v2\x1b.dnsplan.v1.AppliedEndpointR\bendpoint\"\x8e\x01\n" +
+	"\bendpoint\x18\x01 \x01(\v2\x1b.dnsplan.v1.AppliedEndpointR\bendpoint\"\xc1\x01\n" +
 	"\x12ListHistoryRequest\x12\x14\n" +
 	"\x05limit\x18\x01 \x01(\rR\x05limit\x12\x14\n" +
 	"\x05stale\x18\x02 \x01(\bR\x05stale\x12\x1a\n" +
 	"\bendpoint\x18\x03 \x01(\tR\bendpoint\x120\n" +
-	"\x05since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"\xdc\x04\n" +
+	"\x05since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x121\n" +
+	"\x06within\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x06within\"\xdc\x04\n" +
 	"\fHistoryEvent\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
@@ -4438,13 +4498,15 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\x04diff\x18\x12 \x01(\v2\x18.dnsplan.v1.EndpointDiffR\x04diff\"G\n" +
 	"\x13ListHistoryResponse\x120\n" +
 	"\x06events\x18\x01 \x03(\v2\x18.dnsplan.v1.HistoryEventR\x06events\"\x0f\n" +
-	"\rStatusRequest\"\x80\x01\n" +
+	"\rStatusRequest\"\xa1\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
 	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12\x14\n" +
 	"\x05voter\x18\x04 \x01(\bR\x05voter\x12\x16\n" +
-	"\x06leader\x18\x05 \x01(\bR\x06leader\"\x89\x05\n" +
+	"\x06leader\x18\x05 \x01(\bR\x06leader\x12\x1f\n" +
+	"\vlog_version\x18\x06 \x01(\rR\n" +
+	"logVersion\"\xd4\x05\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1b\n" +
@@ -4465,7 +4527,10 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\tdns_ready\x18\x10 \x01(\bR\bdnsReady\x12\x1b\n" +
 	"\tdns_floor\x18\x11 \x01(\x04R\bdnsFloor\x12(\n" +
 	"\x10dns_served_index\x18\x12 \x01(\x04R\x0ednsServedIndex\x121\n" +
-	"\x06config\x18\x13 \x01(\v2\x19.dnsplan.v1.ClusterConfigR\x06config\"\xec\x01\n" +
+	"\x06config\x18\x13 \x01(\v2\x19.dnsplan.v1.ClusterConfigR\x06config\x12\x1f\n" +
+	"\vlog_version\x18\x14 \x01(\rR\n" +
+	"logVersion\x12(\n" +
+	"\x10node_log_version\x18\x15 \x01(\rR\x0enodeLogVersion\"\xec\x01\n" +
 	"\rClusterConfig\x12*\n" +
 	"\x06design\x18\x01 \x01(\x0e2\x12.dnsplan.v1.DesignR\x06design\x12*\n" +
 	"\x11max_capacity_drop\x18\x02 \x01(\x01R\x0fmaxCapacityDrop\x12B\n" +
@@ -4707,76 +4772,77 @@ var file_dnsplan_v1_dnsplan_proto_depIdxs = []int32{
 	34, // 18: dnsplan.v1.ListAppliedResponse.endpoints:type_name -> dnsplan.v1.AppliedEndpoint
 	34, // 19: dnsplan.v1.WatchAppliedResponse.endpoint:type_name -> dnsplan.v1.AppliedEndpoint
 	65, // 20: dnsplan.v1.ListHistoryRequest.since:type_name -> google.protobuf.Timestamp
-	65, // 21: dnsplan.v1.HistoryEvent.time:type_name -> google.protobuf.Timestamp
-	1,  // 22: dnsplan.v1.HistoryEvent.kind_code:type_name -> dnsplan.v1.HistoryKind
-	2,  // 23: dnsplan.v1.HistoryEvent.outcome_code:type_name -> dnsplan.v1.HistoryOutcome
-	18, // 24: dnsplan.v1.HistoryEvent.diff:type_name -> dnsplan.v1.EndpointDiff
-	40, // 25: dnsplan.v1.ListHistoryResponse.events:type_name -> dnsplan.v1.HistoryEvent
-	43, // 26: dnsplan.v1.StatusResponse.members:type_name -> dnsplan.v1.Member
-	45, // 27: dnsplan.v1.StatusResponse.config:type_name -> dnsplan.v1.ClusterConfig
-	3,  // 28: dnsplan.v1.ClusterConfig.design:type_name -> dnsplan.v1.Design
-	66, // 29: dnsplan.v1.ClusterConfig.velocity_window:type_name -> google.protobuf.Duration
-	66, // 30: dnsplan.v1.SetConfigRequest.velocity_window:type_name -> google.protobuf.Duration
-	58, // 31: dnsplan.v1.RecordRefusalsRequest.refusals:type_name -> dnsplan.v1.Refusal
-	7,  // 32: dnsplan.v1.PlanService.SubmitPlan:input_type -> dnsplan.v1.SubmitPlanRequest
-	9,  // 33: dnsplan.v1.PlanService.GetPlan:input_type -> dnsplan.v1.GetPlanRequest
-	10, // 34: dnsplan.v1.PlanService.ListPlans:input_type -> dnsplan.v1.ListPlansRequest
-	12, // 35: dnsplan.v1.PlanService.WatchPlans:input_type -> dnsplan.v1.WatchPlansRequest
-	16, // 36: dnsplan.v1.PlanService.DiffPlans:input_type -> dnsplan.v1.DiffPlansRequest
-	14, // 37: dnsplan.v1.PlanService.RollbackPlan:input_type -> dnsplan.v1.RollbackPlanRequest
-	22, // 38: dnsplan.v1.LeaseService.AcquireLease:input_type -> dnsplan.v1.AcquireLeaseRequest
-	23, // 39: dnsplan.v1.LeaseService.RenewLease:input_type -> dnsplan.v1.RenewLeaseRequest
-	24, // 40: dnsplan.v1.LeaseService.ReleaseLease:input_type -> dnsplan.v1.ReleaseLeaseRequest
-	26, // 41: dnsplan.v1.LeaseService.ListLeases:input_type -> dnsplan.v1.ListLeasesRequest
-	28, // 42: dnsplan.v1.EnactService.ApplyPlan:input_type -> dnsplan.v1.ApplyPlanRequest
-	31, // 43: dnsplan.v1.EnactService.CleanupPlans:input_type -> dnsplan.v1.CleanupPlansRequest
-	33, // 44: dnsplan.v1.EnactService.GetApplied:input_type -> dnsplan.v1.GetAppliedRequest
-	35, // 45: dnsplan.v1.EnactService.ListApplied:input_type -> dnsplan.v1.ListAppliedRequest
-	37, // 46: dnsplan.v1.EnactService.WatchApplied:input_type -> dnsplan.v1.WatchAppliedRequest
-	39, // 47: dnsplan.v1.EnactService.ListHistory:input_type -> dnsplan.v1.ListHistoryRequest
-	42, // 48: dnsplan.v1.ClusterService.Status:input_type -> dnsplan.v1.StatusRequest
-	50, // 49: dnsplan.v1.ClusterService.AddVoter:input_type -> dnsplan.v1.AddVoterRequest
-	52, // 50: dnsplan.v1.ClusterService.RemoveServer:input_type -> dnsplan.v1.RemoveServerRequest
-	54, // 51: dnsplan.v1.ClusterService.TransferLeadership:input_type -> dnsplan.v1.TransferLeadershipRequest
-	56, // 52: dnsplan.v1.ClusterService.SetFreeze:input_type -> dnsplan.v1.SetFreezeRequest
-	46, // 53: dnsplan.v1.ClusterService.GetConfig:input_type -> dnsplan.v1.GetConfigRequest
-	47, // 54: dnsplan.v1.ClusterService.SetConfig:input_type -> dnsplan.v1.SetConfigRequest
-	48, // 55: dnsplan.v1.ClusterService.ReadIndex:input_type -> dnsplan.v1.ReadIndexRequest
-	59, // 56: dnsplan.v1.ClusterService.RecordRefusals:input_type -> dnsplan.v1.RecordRefusalsRequest
-	61, // 57: dnsplan.v1.LegacyService.LegacyApply:input_type -> dnsplan.v1.LegacyApplyRequest
-	63, // 58: dnsplan.v1.LegacyService.LegacyCleanup:input_type -> dnsplan.v1.LegacyCleanupRequest
-	8,  // 59: dnsplan.v1.PlanService.SubmitPlan:output_type -> dnsplan.v1.SubmitPlanResponse
-	6,  // 60: dnsplan.v1.PlanService.GetPlan:output_type -> dnsplan.v1.Plan
-	11, // 61: dnsplan.v1.PlanService.ListPlans:output_type -> dnsplan.v1.ListPlansResponse
-	13, // 62: dnsplan.v1.PlanService.WatchPlans:output_type -> dnsplan.v1.WatchPlansResponse
-	17, // 63: dnsplan.v1.PlanService.DiffPlans:output_type -> dnsplan.v1.PlanDiff
-	15, // 64: dnsplan.v1.PlanService.RollbackPlan:output_type -> dnsplan.v1.RollbackPlanResponse
-	21, // 65: dnsplan.v1.LeaseService.AcquireLease:output_type -> dnsplan.v1.Lease
-	21, // 66: dnsplan.v1.LeaseService.RenewLease:output_type -> dnsplan.v1.Lease
-	25, // 67: dnsplan.v1.LeaseService.ReleaseLease:output_type -> dnsplan.v1.ReleaseLeaseResponse
-	27, // 68: dnsplan.v1.LeaseService.ListLeases:output_type -> dnsplan.v1.ListLeasesResponse
-	30, // 69: dnsplan.v1.EnactService.ApplyPlan:output_type -> dnsplan.v1.ApplyPlanResponse
-	32, // 70: dnsplan.v1.EnactService.CleanupPlans:output_type -> dnsplan.v1.CleanupPlansResponse
-	34, // 71: dnsplan.v1.EnactService.GetApplied:output_type -> dnsplan.v1.AppliedEndpoint
-	36, // 72: dnsplan.v1.EnactService.ListApplied:output_type -> dnsplan.v1.ListAppliedResponse
-	38, // 73: dnsplan.v1.EnactService.WatchApplied:output_type -> dnsplan.v1.WatchAppliedResponse
-	41, // 74: dnsplan.v1.EnactService.ListHistory:output_type -> dnsplan.v1.ListHistoryResponse
-	44, // 75: dnsplan.v1.ClusterService.Status:output_type -> dnsplan.v1.StatusResponse
-	51, // 76: dnsplan.v1.ClusterService.AddVoter:output_type -> dnsplan.v1.AddVoterResponse
-	53, // 77: dnsplan.v1.ClusterService.RemoveServer:output_type -> dnsplan.v1.RemoveServerResponse
-	55, // 78: dnsplan.v1.ClusterService.TransferLeadership:output_type -> dnsplan.v1.TransferLeadershipResponse
-	57, // 79: dnsplan.v1.ClusterService.SetFreeze:output_type -> dnsplan.v1.SetFreezeResponse
-	45, // 80: dnsplan.v1.ClusterService.GetConfig:output_type -> dnsplan.v1.ClusterConfig
-	45, // 81: dnsplan.v1.ClusterService.SetConfig:output_type -> dnsplan.v1.ClusterConfig
-	49, // 82: dnsplan.v1.ClusterService.ReadIndex:output_type -> dnsplan.v1.ReadIndexResponse
-	60, // 83: dnsplan.v1.ClusterService.RecordRefusals:output_type -> dnsplan.v1.RecordRefusalsResponse
-	62, // 84: dnsplan.v1.LegacyService.LegacyApply:output_type -> dnsplan.v1.LegacyApplyResponse
-	64, // 85: dnsplan.v1.LegacyService.LegacyCleanup:output_type -> dnsplan.v1.LegacyCleanupResponse
-	59, // [59:86] is the sub-list for method output_type
-	32, // [32:59] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	66, // 21: dnsplan.v1.ListHistoryRequest.within:type_name -> google.protobuf.Duration
+	65, // 22: dnsplan.v1.HistoryEvent.time:type_name -> google.protobuf.Timestamp
+	1,  // 23: dnsplan.v1.HistoryEvent.kind_code:type_name -> dnsplan.v1.HistoryKind
+	2,  // 24: dnsplan.v1.HistoryEvent.outcome_code:type_name -> dnsplan.v1.HistoryOutcome
+	18, // 25: dnsplan.v1.HistoryEvent.diff:type_name -> dnsplan.v1.EndpointDiff
+	40, // 26: dnsplan.v1.ListHistoryResponse.events:type_name -> dnsplan.v1.HistoryEvent
+	43, // 27: dnsplan.v1.StatusResponse.members:type_name -> dnsplan.v1.Member
+	45, // 28: dnsplan.v1.StatusResponse.config:type_name -> dnsplan.v1.ClusterConfig
+	3,  // 29: dnsplan.v1.ClusterConfig.design:type_name -> dnsplan.v1.Design
+	66, // 30: dnsplan.v1.ClusterConfig.velocity_window:type_name -> google.protobuf.Duration
+	66, // 31: dnsplan.v1.SetConfigRequest.velocity_window:type_name -> google.protobuf.Duration
+	58, // 32: dnsplan.v1.RecordRefusalsRequest.refusals:type_name -> dnsplan.v1.Refusal
+	7,  // 33: dnsplan.v1.PlanService.SubmitPlan:input_type -> dnsplan.v1.SubmitPlanRequest
+	9,  // 34: dnsplan.v1.PlanService.GetPlan:input_type -> dnsplan.v1.GetPlanRequest
+	10, // 35: dnsplan.v1.PlanService.ListPlans:input_type -> dnsplan.v1.ListPlansRequest
+	12, // 36: dnsplan.v1.PlanService.WatchPlans:input_type -> dnsplan.v1.WatchPlansRequest
+	16, // 37: dnsplan.v1.PlanService.DiffPlans:input_type -> dnsplan.v1.DiffPlansRequest
+	14, // 38: dnsplan.v1.PlanService.RollbackPlan:input_type -> dnsplan.v1.RollbackPlanRequest
+	22, // 39: dnsplan.v1.LeaseService.AcquireLease:input_type -> dnsplan.v1.AcquireLeaseRequest
+	23, // 40: dnsplan.v1.LeaseService.RenewLease:input_type -> dnsplan.v1.RenewLeaseRequest
+	24, // 41: dnsplan.v1.LeaseService.ReleaseLease:input_type -> dnsplan.v1.ReleaseLeaseRequest
+	26, // 42: dnsplan.v1.LeaseService.ListLeases:input_type -> dnsplan.v1.ListLeasesRequest
+	28, // 43: dnsplan.v1.EnactService.ApplyPlan:input_type -> dnsplan.v1.ApplyPlanRequest
+	31, // 44: dnsplan.v1.EnactService.CleanupPlans:input_type -> dnsplan.v1.CleanupPlansRequest
+	33, // 45: dnsplan.v1.EnactService.GetApplied:input_type -> dnsplan.v1.GetAppliedRequest
+	35, // 46: dnsplan.v1.EnactService.ListApplied:input_type -> dnsplan.v1.ListAppliedRequest
+	37, // 47: dnsplan.v1.EnactService.WatchApplied:input_type -> dnsplan.v1.WatchAppliedRequest
+	39, // 48: dnsplan.v1.EnactService.ListHistory:input_type -> dnsplan.v1.ListHistoryRequest
+	42, // 49: dnsplan.v1.ClusterService.Status:input_type -> dnsplan.v1.StatusRequest
+	50, // 50: dnsplan.v1.ClusterService.AddVoter:input_type -> dnsplan.v1.AddVoterRequest
+	52, // 51: dnsplan.v1.ClusterService.RemoveServer:input_type -> dnsplan.v1.RemoveServerRequest
+	54, // 52: dnsplan.v1.ClusterService.TransferLeadership:input_type -> dnsplan.v1.TransferLeadershipRequest
+	56, // 53: dnsplan.v1.ClusterService.SetFreeze:input_type -> dnsplan.v1.SetFreezeRequest
+	46, // 54: dnsplan.v1.ClusterService.GetConfig:input_type -> dnsplan.v1.GetConfigRequest
+	47, // 55: dnsplan.v1.ClusterService.SetConfig:input_type -> dnsplan.v1.SetConfigRequest
+	48, // 56: dnsplan.v1.ClusterService.ReadIndex:input_type -> dnsplan.v1.ReadIndexRequest
+	59, // 57: dnsplan.v1.ClusterService.RecordRefusals:input_type -> dnsplan.v1.RecordRefusalsRequest
+	61, // 58: dnsplan.v1.LegacyService.LegacyApply:input_type -> dnsplan.v1.LegacyApplyRequest
+	63, // 59: dnsplan.v1.LegacyService.LegacyCleanup:input_type -> dnsplan.v1.LegacyCleanupRequest
+	8,  // 60: dnsplan.v1.PlanService.SubmitPlan:output_type -> dnsplan.v1.SubmitPlanResponse
+	6,  // 61: dnsplan.v1.PlanService.GetPlan:output_type -> dnsplan.v1.Plan
+	11, // 62: dnsplan.v1.PlanService.ListPlans:output_type -> dnsplan.v1.ListPlansResponse
+	13, // 63: dnsplan.v1.PlanService.WatchPlans:output_type -> dnsplan.v1.WatchPlansResponse
+	17, // 64: dnsplan.v1.PlanService.DiffPlans:output_type -> dnsplan.v1.PlanDiff
+	15, // 65: dnsplan.v1.PlanService.RollbackPlan:output_type -> dnsplan.v1.RollbackPlanResponse
+	21, // 66: dnsplan.v1.LeaseService.AcquireLease:output_type -> dnsplan.v1.Lease
+	21, // 67: dnsplan.v1.LeaseService.RenewLease:output_type -> dnsplan.v1.Lease
+	25, // 68: dnsplan.v1.LeaseService.ReleaseLease:output_type -> dnsplan.v1.ReleaseLeaseResponse
+	27, // 69: dnsplan.v1.LeaseService.ListLeases:output_type -> dnsplan.v1.ListLeasesResponse
+	30, // 70: dnsplan.v1.EnactService.ApplyPlan:output_type -> dnsplan.v1.ApplyPlanResponse
+	32, // 71: dnsplan.v1.EnactService.CleanupPlans:output_type -> dnsplan.v1.CleanupPlansResponse
+	34, // 72: dnsplan.v1.EnactService.GetApplied:output_type -> dnsplan.v1.AppliedEndpoint
+	36, // 73: dnsplan.v1.EnactService.ListApplied:output_type -> dnsplan.v1.ListAppliedResponse
+	38, // 74: dnsplan.v1.EnactService.WatchApplied:output_type -> dnsplan.v1.WatchAppliedResponse
+	41, // 75: dnsplan.v1.EnactService.ListHistory:output_type -> dnsplan.v1.ListHistoryResponse
+	44, // 76: dnsplan.v1.ClusterService.Status:output_type -> dnsplan.v1.StatusResponse
+	51, // 77: dnsplan.v1.ClusterService.AddVoter:output_type -> dnsplan.v1.AddVoterResponse
+	53, // 78: dnsplan.v1.ClusterService.RemoveServer:output_type -> dnsplan.v1.RemoveServerResponse
+	55, // 79: dnsplan.v1.ClusterService.TransferLeadership:output_type -> dnsplan.v1.TransferLeadershipResponse
+	57, // 80: dnsplan.v1.ClusterService.SetFreeze:output_type -> dnsplan.v1.SetFreezeResponse
+	45, // 81: dnsplan.v1.ClusterService.GetConfig:output_type -> dnsplan.v1.ClusterConfig
+	45, // 82: dnsplan.v1.ClusterService.SetConfig:output_type -> dnsplan.v1.ClusterConfig
+	49, // 83: dnsplan.v1.ClusterService.ReadIndex:output_type -> dnsplan.v1.ReadIndexResponse
+	60, // 84: dnsplan.v1.ClusterService.RecordRefusals:output_type -> dnsplan.v1.RecordRefusalsResponse
+	62, // 85: dnsplan.v1.LegacyService.LegacyApply:output_type -> dnsplan.v1.LegacyApplyResponse
+	64, // 86: dnsplan.v1.LegacyService.LegacyCleanup:output_type -> dnsplan.v1.LegacyCleanupResponse
+	60, // [60:87] is the sub-list for method output_type
+	33, // [33:60] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_dnsplan_v1_dnsplan_proto_init() }

@@ -464,7 +464,9 @@ type Snapshot struct {
 	Served []*ServedWindow   `protobuf:"bytes,13,rep,name=served,proto3" json:"served,omitempty"`
 	// previous are the records each endpoint served before its current ones,
 	// the newest fsm.RollbackDepth per endpoint, by endpoint, oldest first.
-	Previous      []*v1.AppliedEndpoint `protobuf:"bytes,14,rep,name=previous,proto3" json:"previous,omitempty"`
+	Previous []*v1.AppliedEndpoint `protobuf:"bytes,14,rep,name=previous,proto3" json:"previous,omitempty"`
+	// log_version is the active log version (ActivateLog).
+	LogVersion    uint32 `protobuf:"varint,15,opt,name=log_version,json=logVersion,proto3" json:"log_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -590,6 +592,60 @@ func (x *Snapshot) GetPrevious() []*v1.AppliedEndpoint {
 	return nil
 }
 
+func (x *Snapshot) GetLogVersion() uint32 {
+	if x != nil {
+		return x.LogVersion
+	}
+	return 0
+}
+
+// ActivateLog raises the cluster's active log version: what the rules do
+// differently from then on, every replica does at this entry. A leader
+// proposes it once every member registered a version that applies it.
+type ActivateLog struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Version       uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ActivateLog) Reset() {
+	*x = ActivateLog{}
+	mi := &file_dnsplan_state_v1_state_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ActivateLog) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ActivateLog) ProtoMessage() {}
+
+func (x *ActivateLog) ProtoReflect() protoreflect.Message {
+	mi := &file_dnsplan_state_v1_state_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ActivateLog.ProtoReflect.Descriptor instead.
+func (*ActivateLog) Descriptor() ([]byte, []int) {
+	return file_dnsplan_state_v1_state_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ActivateLog) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
 var File_dnsplan_state_v1_state_proto protoreflect.FileDescriptor
 
 const file_dnsplan_state_v1_state_proto_rawDesc = "" +
@@ -625,7 +681,7 @@ const file_dnsplan_state_v1_state_proto_rawDesc = "" +
 	"\arecords\x18\x02 \x03(\v2\x1e.dnsplan.state.v1.ServedRecordR\arecords\"S\n" +
 	"\vStoredLease\x12'\n" +
 	"\x05lease\x18\x01 \x01(\v2\x11.dnsplan.v1.LeaseR\x05lease\x12\x1b\n" +
-	"\tttl_nanos\x18\x02 \x01(\x03R\bttlNanos\"\xe9\x04\n" +
+	"\tttl_nanos\x18\x02 \x01(\x03R\bttlNanos\"\x8a\x05\n" +
 	"\bSnapshot\x12&\n" +
 	"\x05plans\x18\x01 \x03(\v2\x10.dnsplan.v1.PlanR\x05plans\x125\n" +
 	"\aapplied\x18\x02 \x03(\v2\x1b.dnsplan.v1.AppliedEndpointR\aapplied\x125\n" +
@@ -640,8 +696,12 @@ const file_dnsplan_state_v1_state_proto_rawDesc = "" +
 	"last_index\x18\v \x01(\x04R\tlastIndex\x121\n" +
 	"\x06config\x18\f \x01(\v2\x19.dnsplan.v1.ClusterConfigR\x06config\x126\n" +
 	"\x06served\x18\r \x03(\v2\x1e.dnsplan.state.v1.ServedWindowR\x06served\x127\n" +
-	"\bprevious\x18\x0e \x03(\v2\x1b.dnsplan.v1.AppliedEndpointR\bpreviousJ\x04\b\n" +
-	"\x10\vR\aplannedB;Z9github.com/dnsplan/dnsplan/proto/dnsplan/state/v1;statev1b\x06proto3"
+	"\bprevious\x18\x0e \x03(\v2\x1b.dnsplan.v1.AppliedEndpointR\bprevious\x12\x1f\n" +
+	"\vlog_version\x18\x0f \x01(\rR\n" +
+	"logVersionJ\x04\b\n" +
+	"\x10\vR\aplanned\"'\n" +
+	"\vActivateLog\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\rR\aversionB;Z9github.com/dnsplan/dnsplan/proto/dnsplan/state/v1;statev1b\x06proto3"
 
 var (
 	file_dnsplan_state_v1_state_proto_rawDescOnce sync.Once
@@ -655,7 +715,7 @@ func file_dnsplan_state_v1_state_proto_rawDescGZIP() []byte {
 	return file_dnsplan_state_v1_state_proto_rawDescData
 }
 
-var file_dnsplan_state_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_dnsplan_state_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_dnsplan_state_v1_state_proto_goTypes = []any{
 	(*SubmitPlan)(nil),         // 0: dnsplan.state.v1.SubmitPlan
 	(*SetMember)(nil),          // 1: dnsplan.state.v1.SetMember
@@ -665,25 +725,26 @@ var file_dnsplan_state_v1_state_proto_goTypes = []any{
 	(*ServedWindow)(nil),       // 5: dnsplan.state.v1.ServedWindow
 	(*StoredLease)(nil),        // 6: dnsplan.state.v1.StoredLease
 	(*Snapshot)(nil),           // 7: dnsplan.state.v1.Snapshot
-	(*v1.Plan)(nil),            // 8: dnsplan.v1.Plan
-	(*v1.Lease)(nil),           // 9: dnsplan.v1.Lease
-	(*v1.AppliedEndpoint)(nil), // 10: dnsplan.v1.AppliedEndpoint
-	(*v1.HistoryEvent)(nil),    // 11: dnsplan.v1.HistoryEvent
-	(*v1.ClusterConfig)(nil),   // 12: dnsplan.v1.ClusterConfig
+	(*ActivateLog)(nil),        // 8: dnsplan.state.v1.ActivateLog
+	(*v1.Plan)(nil),            // 9: dnsplan.v1.Plan
+	(*v1.Lease)(nil),           // 10: dnsplan.v1.Lease
+	(*v1.AppliedEndpoint)(nil), // 11: dnsplan.v1.AppliedEndpoint
+	(*v1.HistoryEvent)(nil),    // 12: dnsplan.v1.HistoryEvent
+	(*v1.ClusterConfig)(nil),   // 13: dnsplan.v1.ClusterConfig
 }
 var file_dnsplan_state_v1_state_proto_depIdxs = []int32{
-	8,  // 0: dnsplan.state.v1.SubmitPlan.plan:type_name -> dnsplan.v1.Plan
+	9,  // 0: dnsplan.state.v1.SubmitPlan.plan:type_name -> dnsplan.v1.Plan
 	3,  // 1: dnsplan.state.v1.ServedRecord.weights:type_name -> dnsplan.state.v1.ServedWeight
 	4,  // 2: dnsplan.state.v1.ServedWindow.records:type_name -> dnsplan.state.v1.ServedRecord
-	9,  // 3: dnsplan.state.v1.StoredLease.lease:type_name -> dnsplan.v1.Lease
-	8,  // 4: dnsplan.state.v1.Snapshot.plans:type_name -> dnsplan.v1.Plan
-	10, // 5: dnsplan.state.v1.Snapshot.applied:type_name -> dnsplan.v1.AppliedEndpoint
+	10, // 3: dnsplan.state.v1.StoredLease.lease:type_name -> dnsplan.v1.Lease
+	9,  // 4: dnsplan.state.v1.Snapshot.plans:type_name -> dnsplan.v1.Plan
+	11, // 5: dnsplan.state.v1.Snapshot.applied:type_name -> dnsplan.v1.AppliedEndpoint
 	6,  // 6: dnsplan.state.v1.Snapshot.leases:type_name -> dnsplan.state.v1.StoredLease
-	11, // 7: dnsplan.state.v1.Snapshot.history:type_name -> dnsplan.v1.HistoryEvent
+	12, // 7: dnsplan.state.v1.Snapshot.history:type_name -> dnsplan.v1.HistoryEvent
 	1,  // 8: dnsplan.state.v1.Snapshot.members:type_name -> dnsplan.state.v1.SetMember
-	12, // 9: dnsplan.state.v1.Snapshot.config:type_name -> dnsplan.v1.ClusterConfig
+	13, // 9: dnsplan.state.v1.Snapshot.config:type_name -> dnsplan.v1.ClusterConfig
 	5,  // 10: dnsplan.state.v1.Snapshot.served:type_name -> dnsplan.state.v1.ServedWindow
-	10, // 11: dnsplan.state.v1.Snapshot.previous:type_name -> dnsplan.v1.AppliedEndpoint
+	11, // 11: dnsplan.state.v1.Snapshot.previous:type_name -> dnsplan.v1.AppliedEndpoint
 	12, // [12:12] is the sub-list for method output_type
 	12, // [12:12] is the sub-list for method input_type
 	12, // [12:12] is the sub-list for extension type_name
@@ -703,7 +764,7 @@ func file_dnsplan_state_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dnsplan_state_v1_state_proto_rawDesc), len(file_dnsplan_state_v1_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
