@@ -2,13 +2,13 @@ package dnsq
 
 import (
 	"context"
-	"net"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
 
 	"github.com/dnsplan/dnsplan/cluster/dnsserver"
+	"github.com/dnsplan/dnsplan/internal/loopback"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -21,11 +21,9 @@ func TestTruncatedIsAskedOverTCP(t *testing.T) {
 	}
 	s.Update([]*pb.AppliedEndpoint{{Endpoint: "api.dnsplan.test.", Generation: 1, Ttl: 30, Revision: 1,
 		Targets: []*pb.Target{{Id: "a", Address: "192.0.2.1", Weight: 1}}}})
-	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tcp, err := net.Listen("tcp", udp.LocalAddr().String())
+	// One port for UDP and TCP, outside the range the system hands out,
+	// so no other test's socket can hold its TCP side.
+	udp, tcp, err := loopback.ListenDNS()
 	if err != nil {
 		t.Fatal(err)
 	}
