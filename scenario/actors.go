@@ -75,8 +75,8 @@ func (r *run) submitMany(ctx context.Context, upTo uint64) (first, newest *pb.Pl
 }
 
 // actorClient is a client of its own for enactor id, closed with the run.
-func (r *run) actorClient(id string) (*client.Client, func(), error) {
-	c, err := r.c.client(auth.Identity{Role: auth.RoleEnactor, Name: id}, r.opts.Logger)
+func (s *stage) actorClient(id string) (*client.Client, func(), error) {
+	c, err := s.c.client(auth.Identity{Role: auth.RoleEnactor, Name: id}, s.opts.Logger)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -94,17 +94,17 @@ type loop struct {
 // --legacy enactor; fixed: the real fixed one), with its own client and
 // metrics. The legacy one is also the object whose steps the script
 // drives one at a time.
-func (r *run) newEnactor(id string, legacy bool, cl *client.Client) (*loop, error) {
+func (s *stage) newEnactor(id string, legacy bool, cl *client.Client) (*loop, error) {
 	reg := prometheus.NewRegistry()
 	e, err := enactor.New(enactor.Config{
 		ID:              id,
 		Client:          cl,
 		LeaseTTL:        leaseTTL,
 		KeepLast:        keepGenerations,
-		ConvergeTimeout: r.opts.StepTimeout,
+		ConvergeTimeout: s.opts.StepTimeout,
 		Legacy:          legacy,
 		LegacyKeep:      keepGenerations,
-		Logger:          r.opts.Logger,
+		Logger:          s.opts.Logger,
 		Registerer:      reg,
 	})
 	if err != nil {
@@ -116,17 +116,22 @@ func (r *run) newEnactor(id string, legacy bool, cl *client.Client) (*loop, erro
 // legacyBlocked is how many of the legacy enactor's passes its own
 // one-time check refused because an applied plan was deleted.
 func (l *loop) legacyBlocked() int {
+	return l.count("dnsplan_enactor_legacy_passes_total", "plan_missing")
+}
+
+// count reads the enactor's counter metric at the given outcome label.
+func (l *loop) count(metric, outcome string) int {
 	mfs, err := l.reg.Gather()
 	if err != nil {
 		return 0
 	}
 	for _, mf := range mfs {
-		if mf.GetName() != "dnsplan_enactor_legacy_passes_total" {
+		if mf.GetName() != metric {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
 			for _, lp := range m.GetLabel() {
-				if lp.GetName() == "outcome" && lp.GetValue() == "plan_missing" {
+				if lp.GetName() == "outcome" && lp.GetValue() == outcome {
 					return int(m.GetCounter().GetValue())
 				}
 			}

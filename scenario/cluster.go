@@ -24,14 +24,23 @@ type localCluster struct {
 // startCluster starts three founding nodes of design d at once and waits,
 // up to timeout, until each knows the leader and every member has
 // registered its gRPC address (the enactors' read-back needs them).
-func startCluster(ctx context.Context, dir string, d contract.Design, secure bool, logger *slog.Logger, timeout time.Duration) (*localCluster, error) {
+// configure, if set, adjusts every node's configuration after the fast
+// Raft timeouts.
+func startCluster(ctx context.Context, dir string, d contract.Design, secure bool, logger *slog.Logger, timeout time.Duration,
+	configure func(cfg *cluster.Config),
+) (*localCluster, error) {
 	lc, err := local.Start(ctx, local.Options{
-		Dir:       dir,
-		Design:    d,
-		DNS:       true,
-		TLS:       secure,
-		Logger:    logger,
-		Configure: func(_ int, cfg *cluster.Config) { local.Fast(cfg) },
+		Dir:    dir,
+		Design: d,
+		DNS:    true,
+		TLS:    secure,
+		Logger: logger,
+		Configure: func(_ int, cfg *cluster.Config) {
+			local.Fast(cfg)
+			if configure != nil {
+				configure(cfg)
+			}
+		},
 	}, timeout)
 	if err != nil {
 		return nil, err

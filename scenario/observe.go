@@ -23,19 +23,22 @@ const dnsTimeout = 500 * time.Millisecond
 
 // settle waits until every node has applied everything the cluster had
 // applied when it was called and its DNS answers from that state, then
-// returns what each node's DNS answers for the regional endpoint, and
-// waits for the checker to finish a round that began after that.
+// returns what each node's DNS answers for each of endpoints (answers[e][n]
+// is endpoint e on node n), and waits for the checker to finish a round
+// that began after that.
 //
 // Nothing here presumes what the answer should be: "from that state"
 // means the DNS answer matches the node's own replica (the generation and
 // the addresses of its record, or no such name), whatever the design made
 // of it. Waiting for that is what keeps the timeline deterministic
 // without sleeps: a write acknowledged by the leader reaches followers and
-// their DNS a few milliseconds later.
-func (r *run) settle(ctx context.Context) ([]Answer, error) {
+// their DNS a few milliseconds later. The replica is read again on every
+// try, so that an enactor loop applying a plan meanwhile only means
+// waiting for its write too.
+func (s *stage) settle(ctx context.Context, endpoints ...string) ([][]Answer, error) {
 	var target uint64
-	for _, addr := range r.c.grpc {
-		st, err := r.cl.StatusOf(ctx, addr)
+	for _, addr := range s.c.grpc {
+		st, err := s.cl.StatusOf(ctx, addr)
 		if err != nil {
 			return nil, fmt.Errorf("status of %s: %w", addr, err)
 		}
@@ -43,47 +46,43 @@ func (r *run) settle(ctx context.Context) ([]Answer, error) {
 		// it, so the largest applied index covers the step just done.
 		target = max(target, st.GetAppliedIndex())
 	}
-	answers := make([]Answer, len(r.c.ids))
-	for i, id := range r.c.ids {
-		addr := r.c.grpc[i]
-		err := poll.Until(ctx, r.opts.StepTimeout, fmt.Sprintf("%s to apply index %d", id, target), func() bool {
-			st, err := r.cl.StatusOf(ctx, addr)
+	answers := make([][]Answer, len(endpoints))
+	for e := range endpoints {
+		answers[e] = make([]Answer, len(s.c.ids))
+	}
+	for i, id := range s.c.ids {
+		addr := s.c.grpc[i]
+		err := poll.Until(ctx, s.opts.StepTimeout, fmt.Sprintf("%s to apply index %d", id, target), func() bool {
+			st, err := s.cl.StatusOf(ctx, addr)
 			return err == nil && st.GetAppliedIndex() >= target
 		})
 		if err != nil {
 			return nil, err
 		}
-		var rec *pb.AppliedEndpoint
-		err = poll.Until(ctx, r.opts.StepTimeout, fmt.Sprintf("%s's replica to answer for %s", id, Regional), func() bool {
-			a, err := r.cl.GetAppliedOf(ctx, addr, Regional)
-			switch {
-			case status.Code(err) == codes.NotFound:
-				rec = nil
-				return true
-			case err != nil:
-				return false
+		for e, name := range endpoints {
+			var got, want Answer
+			err = poll.Until(ctx, s.opts.StepTimeout, fmt.Sprintf("%s's DNS to answer %s from its replica", id, name), func() bool {
+				rec, err := s.cl.GetAppliedOf(ctx, addr, name)
+				switch {
+				case status.Code(err) == codes.NotFound:
+					rec = nil
+				case err != nil:
+					return false
+				}
+				want = expectedAnswer(rec)
+				got = askDNS(ctx, id, s.c.dns[i], name)
+				return got.Rcode == want.Rcode && got.Generation == want.Generation && slices.Equal(got.Addresses, want.Addresses)
+			})
+			if err != nil {
+				return nil, fmt.Errorf("%w; it answers %s, its replica holds %s", err, got, want)
 			}
-			rec = a
-			return true
-		})
-		if err != nil {
-			return nil, err
+			answers[e][i] = got
 		}
-		want := expectedAnswer(rec)
-		var got Answer
-		err = poll.Until(ctx, r.opts.StepTimeout, fmt.Sprintf("%s's DNS to answer from its replica (%s)", id, want), func() bool {
-			got = askDNS(ctx, id, r.c.dns[i], Regional)
-			return got.Rcode == want.Rcode && got.Generation == want.Generation && slices.Equal(got.Addresses, want.Addresses)
-		})
-		if err != nil {
-			return nil, fmt.Errorf("%w; it answers %s", err, got)
-		}
-		answers[i] = got
 	}
-	rounds := r.checker.Summary().Rounds
+	rounds := s.checker.Summary().Rounds
 	// Two rounds: the first may have begun before this step was settled.
-	err := poll.Until(ctx, r.opts.StepTimeout, "the checker to take a round", func() bool {
-		return r.checker.Summary().Rounds >= rounds+2
+	err := poll.Until(ctx, s.opts.StepTimeout, "the checker to take a round", func() bool {
+		return s.checker.Summary().Rounds >= rounds+2
 	})
 	return answers, err
 }

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/miekg/dns"
+
 	"github.com/dnsplan/dnsplan/contract"
 )
 
@@ -99,19 +101,163 @@ func dnsLines(answers []Answer) []string {
 // one line per design when several run).
 func WriteJSON(w io.Writer, rep *Report) error {
 	out := *rep
-	out.Timeline = slices.Clone(rep.Timeline)
-	for i := range out.Timeline {
-		if out.Timeline[i].DNS == nil {
-			out.Timeline[i].DNS = []Answer{}
-		}
-	}
+	out.Timeline = jsonTimeline(rep.Timeline)
 	if out.Findings == nil {
 		out.Findings = []string{}
 	}
-	b, err := json.Marshal(out)
+	return writeJSONLine(w, out)
+}
+
+// WriteBrokenPlannerJSON prints a broken-planner report as one JSON
+// object on one line.
+func WriteBrokenPlannerJSON(w io.Writer, rep *BrokenPlannerReport) error {
+	out := *rep
+	out.Timeline = jsonTimeline(rep.Timeline)
+	if out.Findings == nil {
+		out.Findings = []string{}
+	}
+	return writeJSONLine(w, out)
+}
+
+// jsonTimeline is a timeline whose events all have a dns list, empty if
+// nothing was asked.
+func jsonTimeline(events []Event) []Event {
+	out := slices.Clone(events)
+	for i := range out {
+		if out[i].DNS == nil {
+			out[i].DNS = []Answer{}
+		}
+	}
+	return out
+}
+
+func writeJSONLine(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
 	_, err = w.Write(append(b, '\n'))
 	return err
+}
+
+// WriteBrokenPlannerText prints a broken-planner report for people: the
+// timeline (time since the first step, actor, action, the cluster's
+// answer and its detail, then what the nodes' DNS answered: a summary of
+// every endpoint, and the first broken endpoint's answers), the findings
+// and the verdict.
+func WriteBrokenPlannerText(w io.Writer, rep *BrokenPlannerReport) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "== %s against the %s design ==\n", rep.Scenario, strings.ToUpper(string(rep.Design)))
+	if rep.Variant != "" {
+		fmt.Fprintf(&b, "!! variant: %s\n", rep.Variant)
+	}
+	names := make([]string, len(rep.Broken))
+	for i, n := range rep.Broken {
+		names[i], _, _ = strings.Cut(n, ".")
+	}
+	fmt.Fprintf(&b, "three nodes on loopback; %d endpoints, two load balancers each. The planner's source breaks for %d\n", len(rep.Endpoints), len(rep.Broken))
+	fmt.Fprintf(&b, "of them (%s). A plan cannot empty an endpoint (each\n", strings.Join(names, ", "))
+	fmt.Fprintf(&b, "needs a target of weight > 0), so the planner plans each of those with one target at the address\n")
+	fmt.Fprintf(&b, "the broken source gave, %s (TEST-NET-3), in place of its two load balancers. After each\n", rep.BadAddress)
+	fmt.Fprintf(&b, "step every node's DNS is asked for every endpoint (A, and _dnsplan TXT for the generation); in\n")
+	fmt.Fprintf(&b, "between, a watch asks them all over and over. Every answer is judged against the healthy records.\n\n")
+	for i, ev := range rep.Timeline {
+		fmt.Fprintf(&b, "%3d  %+7.3fs  %-10s  %s\n", i+1, ev.Offset.Seconds(), ev.Actor, ev.Action)
+		fmt.Fprintf(&b, "%24s→ %s\n", "", ev.Result)
+		for _, line := range ev.Detail {
+			fmt.Fprintf(&b, "%26s%s\n", "", line)
+		}
+		for _, line := range rep.dnsSummary(ev.DNS) {
+			fmt.Fprintf(&b, "%24sDNS %s\n", "", line)
+		}
+	}
+	fmt.Fprintf(&b, "\nfindings:\n")
+	for _, f := range rep.Findings {
+		fmt.Fprintf(&b, "  - %s\n", f)
+	}
+	fmt.Fprintf(&b, "checker (package probe, %d rounds beside the script): %d I1 and %d I2 violations\n", rep.Checker.Rounds, rep.Checker.I1, rep.Checker.I2)
+	for _, v := range rep.Checker.First {
+		fmt.Fprintf(&b, "  - %s\n", v)
+	}
+	verdict := func(label string, v BrokenPlannerVerdict) {
+		fmt.Fprintf(&b, "%-10s froze on doubt: %-3s  old records served throughout: %-3s  bad address served: %-3s  restored: %s\n",
+			label, yesNo(v.FrozeOnDoubt), yesNo(v.OldRecordsServed), yesNo(v.BadAddressServed), yesNo(v.Restored))
+	}
+	b.WriteString("\n")
+	verdict("verdict:", rep.BrokenPlannerVerdict)
+	verdict("expected:", rep.Expected)
+	if rep.AsExpected {
+		fmt.Fprintf(&b, "=> AS EXPECTED: the cluster froze on the doubtful plan, every node kept serving the old records, and rollback and unfreeze restored service (took %s)\n",
+			rep.Took.Round(1e6))
+	} else {
+		fmt.Fprintf(&b, "=> NOT AS EXPECTED for the %s design (took %s)\n", rep.Design, rep.Took.Round(1e6))
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// dnsSummary sums one step's answers up: per node, how many endpoints
+// answered what (their healthy records, the bad address, nothing, ...),
+// one line for the nodes that answered alike; then the first broken
+// endpoint's answers themselves.
+func (rep *BrokenPlannerReport) dnsSummary(answers []Answer) []string {
+	if len(answers) == 0 {
+		return nil
+	}
+	var nodes []string
+	perNode := map[string][]Answer{}
+	for _, a := range answers {
+		if _, ok := perNode[a.Node]; !ok {
+			nodes = append(nodes, a.Node)
+		}
+		perNode[a.Node] = append(perNode[a.Node], a)
+	}
+	says := make([]string, len(nodes))
+	for i, n := range nodes {
+		var order []string
+		count := map[string]int{}
+		for _, a := range perNode[n] {
+			k := rep.describe(a)
+			if count[k] == 0 {
+				order = append(order, k)
+			}
+			count[k]++
+		}
+		parts := make([]string, len(order))
+		for j, k := range order {
+			parts[j] = fmt.Sprintf("%d endpoints %s", count[k], k)
+			if count[k] == len(perNode[n]) {
+				parts[j] = fmt.Sprintf("all %d endpoints %s", count[k], k)
+			}
+		}
+		says[i] = strings.Join(parts, "; ")
+	}
+	lines := groupByNode(nodes, says, "")
+	if len(rep.Broken) > 0 {
+		var first []Answer
+		for _, a := range answers {
+			if a.Endpoint == rep.Broken[0] {
+				first = append(first, a)
+			}
+		}
+		for _, l := range dnsLines(first) {
+			lines = append(lines, rep.Broken[0]+" "+l)
+		}
+	}
+	return lines
+}
+
+// describe classifies an answer for the summary.
+func (rep *BrokenPlannerReport) describe(a Answer) string {
+	switch {
+	case a.Rcode != dns.RcodeToString[dns.RcodeSuccess]:
+		return a.Rcode
+	case a.Empty():
+		return fmt.Sprintf("at generation %d, NO ADDRESSES", a.Generation)
+	case slices.Contains(a.Addresses, rep.BadAddress):
+		return fmt.Sprintf("at generation %d, THE BAD ADDRESS %s", a.Generation, strings.Join(a.Addresses, " "))
+	case slices.Equal(a.Addresses, rep.Healthy[a.Endpoint]):
+		return fmt.Sprintf("at generation %d, healthy records", a.Generation)
+	}
+	return fmt.Sprintf("at generation %d, OTHER RECORDS", a.Generation)
 }

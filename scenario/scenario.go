@@ -22,6 +22,15 @@
 // legacy design is expected to show all three failures of the AWS event;
 // the fixed design none of them. A run whose observations differ from its
 // design's expectation is reported as such, so the checker can fail.
+//
+// A second scenario, broken-planner (brokenplanner.go), runs on the fixed
+// design only: real enactor loops apply a healthy plan of twelve
+// endpoints, then the planner, its source broken, submits a plan that
+// points half of them at one wrong address. The cluster is expected to
+// freeze on doubt, every node's DNS to keep answering the old records, and
+// an operator's review (the diff), rollback and unfreeze to restore
+// service without the bad plan ever being served; the verdict judges
+// every DNS answer seen.
 package scenario
 
 import (
@@ -37,8 +46,15 @@ import (
 
 	"github.com/dnsplan/dnsplan/auth"
 	"github.com/dnsplan/dnsplan/client"
+	"github.com/dnsplan/dnsplan/cluster"
 	"github.com/dnsplan/dnsplan/contract"
 	"github.com/dnsplan/dnsplan/probe"
+)
+
+// The scenarios, by the names `dnsplan scenario` takes.
+const (
+	AWS2025       = "aws-2025"
+	BrokenPlanner = "broken-planner"
 )
 
 // The endpoints of the replayed plans, like the many endpoints one AWS
@@ -85,8 +101,9 @@ type Options struct {
 	// pace.
 	StepTimeout time.Duration
 	// RecoveryTimeout bounds how long the enactor loops get to apply the
-	// plan made after the race. The legacy loops end it sooner, once each
-	// has been refused twice by its own check.
+	// plan made after the race (broken-planner: the healthy plan, and the
+	// rollback after the unfreeze). The legacy loops end it sooner, once
+	// each has been refused twice by its own check.
 	RecoveryTimeout time.Duration
 	// Insecure runs the cluster and the actors in plaintext,
 	// unauthenticated, for comparison. By default every link is mutual
@@ -98,6 +115,11 @@ type Options struct {
 	// write and clean-up go through the legacy RPCs, as if the cluster had
 	// no fence and no rule keeping applied plans. The verdict must flip.
 	unfenced bool
+	// noDoubt and noVelocity are for the broken-planner checker's own
+	// test: the cluster is founded with max_plan_change 1 (it doubts
+	// nothing) and, with both, max_capacity_drop 1 (no velocity limit
+	// either, so the bad plan reaches DNS). The verdict must flip.
+	noDoubt, noVelocity bool
 }
 
 func (o *Options) setDefaults() {
@@ -136,7 +158,9 @@ func Expected(d contract.Design) Verdict {
 // query's rcode and addresses, and the generation its _dnsplan TXT record
 // names (0 when it has none).
 type Answer struct {
-	Node       string   `json:"node"`
+	Node string `json:"node"`
+	// Endpoint is the name asked, where a step asks for several.
+	Endpoint   string   `json:"endpoint,omitempty"`
 	Rcode      string   `json:"rcode"`
 	Generation uint64   `json:"generation"`
 	Addresses  []string `json:"addresses"`
@@ -151,11 +175,14 @@ type Event struct {
 	// Offset is the time since the first step, when the action completed.
 	Offset time.Duration `json:"-"`
 	// OffsetMS is Offset in milliseconds, for JSON.
-	OffsetMS int64    `json:"offset_ms"`
-	Actor    string   `json:"actor"`
-	Action   string   `json:"action"`
-	Result   string   `json:"result"`
-	DNS      []Answer `json:"dns"`
+	OffsetMS int64  `json:"offset_ms"`
+	Actor    string `json:"actor"`
+	Action   string `json:"action"`
+	Result   string `json:"result"`
+	// Detail is more of the result, line by line: a diff, the nodes'
+	// status.
+	Detail []string `json:"detail,omitempty"`
+	DNS    []Answer `json:"dns"`
 }
 
 // CheckerSummary is what the invariant checker (package probe), running
@@ -197,38 +224,26 @@ func Run(ctx context.Context, d contract.Design, opts Options) (*Report, error) 
 	}
 	opts.setDefaults()
 	began := time.Now()
-	log := opts.Logger.With("component", "scenario", "design", string(d))
-	dir, err := os.MkdirTemp(opts.Dir, "dnsplan-scenario-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
-
 	nodes := d
 	if opts.unfenced {
 		nodes = contract.Legacy
 	}
-	log.Info("starting a three-node cluster", "cluster_design", nodes, "dir", dir)
-	c, err := startCluster(ctx, dir, nodes, !opts.Insecure, opts.Logger, opts.StepTimeout)
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
-
 	// The planner's client, which the observers share: a planner may
 	// read everything they read.
-	cl, err := c.client(auth.Identity{Role: auth.RolePlanner, Name: plannerID}, opts.Logger)
+	s, err := newStage(ctx, opts, stageConfig{
+		log:       opts.Logger.With("component", "scenario", "design", string(d)),
+		design:    nodes,
+		observer:  auth.Identity{Role: auth.RolePlanner, Name: plannerID},
+		endpoints: []string{Regional, fips, ipv6, account},
+	})
 	if err != nil {
 		return nil, err
 	}
-	defer cl.Close()
+	defer s.close()
 
 	r := &run{
+		stage:     s,
 		design:    d,
-		opts:      opts,
-		log:       log,
-		c:         c,
-		cl:        cl,
 		report:    &Report{Design: d, Endpoint: Regional, Expected: Expected(d)},
 		lastGen:   map[string]uint64{},
 		answered:  map[string]bool{},
@@ -238,17 +253,13 @@ func Run(ctx context.Context, d contract.Design, opts Options) (*Report, error) 
 	if opts.unfenced {
 		r.report.Variant = "fence and clean-up rule bypassed through the legacy RPCs (checker self-test)"
 	}
-	stopChecker, err := r.startChecker(ctx)
-	if err != nil {
-		return nil, err
-	}
 	r.start = time.Now()
 	if d == contract.Legacy {
 		err = r.legacy(ctx)
 	} else {
 		err = r.fixed(ctx)
 	}
-	r.summarize(stopChecker())
+	r.summarize(s.stopChecker())
 	if err != nil {
 		return nil, fmt.Errorf("scenario %s: %w", d, err)
 	}
@@ -257,18 +268,79 @@ func Run(ctx context.Context, d contract.Design, opts Options) (*Report, error) 
 	return r.report, nil
 }
 
+// stage is what every run of a scenario stands on: a fresh three-node
+// cluster in a temporary directory, the observers' client, the invariant
+// checker running beside the script, and the start of the timeline.
+type stage struct {
+	opts Options
+	log  *slog.Logger
+	dir  string
+	c    *localCluster
+	// cl is the observers' client (in aws-2025 also the planner's).
+	cl      *client.Client
+	checker *probe.Prober
+	// stopChecker ends the checker and returns what it saw.
+	stopChecker func() probe.Summary
+	start       time.Time
+}
+
+// stageConfig says what a stage is made of.
+type stageConfig struct {
+	log *slog.Logger
+	// design is the design the nodes are founded with.
+	design contract.Design
+	// configure adjusts every node's configuration (optional).
+	configure func(cfg *cluster.Config)
+	// observer is the identity the observers' client dials with.
+	observer auth.Identity
+	// endpoints are what the checker asks every node's DNS for.
+	endpoints []string
+}
+
+// newStage starts the cluster, the observers' client and the checker. The
+// stage's close undoes it all; the checker must have been stopped first.
+func newStage(ctx context.Context, opts Options, sc stageConfig) (_ *stage, err error) {
+	s := &stage{opts: opts, log: sc.log}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	if s.dir, err = os.MkdirTemp(opts.Dir, "dnsplan-scenario-"); err != nil {
+		return nil, err
+	}
+	s.log.Info("starting a three-node cluster", "cluster_design", sc.design, "dir", s.dir)
+	if s.c, err = startCluster(ctx, s.dir, sc.design, !opts.Insecure, opts.Logger, opts.StepTimeout, sc.configure); err != nil {
+		return nil, err
+	}
+	if s.cl, err = s.c.client(sc.observer, opts.Logger); err != nil {
+		return nil, err
+	}
+	if s.stopChecker, err = s.startChecker(ctx, sc.endpoints); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// close stops the cluster and removes its directory.
+func (s *stage) close() {
+	if s.cl != nil {
+		s.cl.Close()
+	}
+	if s.c != nil {
+		s.c.Close()
+	}
+	if s.dir != "" {
+		os.RemoveAll(s.dir)
+	}
+}
+
 // run is one replay in progress. Only the goroutine running the script
 // touches it (the checker and the enactors have their own state).
 type run struct {
+	*stage
 	design contract.Design
-	opts   Options
-	log    *slog.Logger
-	c      *localCluster
-	// cl is the observers' and the planner's client.
-	cl      *client.Client
-	checker *probe.Prober
-	start   time.Time
-	report  *Report
+	report *Report
 	// planned counts the plans submitted, which shapes the next one.
 	planned int
 
@@ -282,23 +354,23 @@ type run struct {
 }
 
 // startChecker runs the invariant checker against every node's DNS and the
-// cluster, for every endpoint of the plans, until the returned function is
-// called; that function returns what it saw.
-func (r *run) startChecker(ctx context.Context) (stop func() probe.Summary, err error) {
+// cluster, for endpoints, until the returned function is called; that
+// function returns what it saw.
+func (s *stage) startChecker(ctx context.Context, endpoints []string) (stop func() probe.Summary, err error) {
 	cfg := probe.Config{
-		Endpoints: []string{Regional, fips, ipv6, account},
-		Cluster:   r.cl,
+		Endpoints: endpoints,
+		Cluster:   s.cl,
 		Interval:  20 * time.Millisecond,
-		Logger:    r.opts.Logger,
+		Logger:    s.opts.Logger,
 	}
-	for i, addr := range r.c.dns {
-		cfg.Nodes = append(cfg.Nodes, probe.Node{Name: r.c.ids[i], DNS: addr})
+	for i, addr := range s.c.dns {
+		cfg.Nodes = append(cfg.Nodes, probe.Node{Name: s.c.ids[i], DNS: addr})
 	}
 	p, err := probe.New(cfg)
 	if err != nil {
 		return nil, err
 	}
-	r.checker = p
+	s.checker = p
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	// The checker runs beside the whole script; stop ends it.
@@ -313,18 +385,7 @@ func (r *run) startChecker(ctx context.Context) (stop func() probe.Summary, err 
 // summarize turns the observations into the verdict.
 func (r *run) summarize(s probe.Summary) {
 	rep := r.report
-	rep.Checker = CheckerSummary{Rounds: s.Rounds, I1: s.Count("I1"), I2: s.Count("I2")}
-	for _, v := range s.Violations {
-		if len(rep.Checker.First) == 4 {
-			break
-		}
-		// The checker reports a lasting violation in every round; show
-		// distinct ones.
-		line := fmt.Sprintf("%s %s %s (%s): %s", v.Invariant, v.Node, v.Endpoint, v.Source, v.Detail)
-		if !slices.Contains(rep.Checker.First, line) {
-			rep.Checker.First = append(rep.Checker.First, line)
-		}
-	}
+	rep.Checker = checkerSummary(s)
 	if rep.Checker.I1 > 0 {
 		rep.Regressed = true
 		rep.Findings = append(rep.Findings, fmt.Sprintf("the checker saw %d I1 violations (a generation went back)", rep.Checker.I1))
@@ -336,14 +397,33 @@ func (r *run) summarize(s probe.Summary) {
 	rep.AsExpected = rep.Verdict == rep.Expected
 }
 
+// checkerSummary is what the checker saw, with its first distinct
+// violations.
+func checkerSummary(s probe.Summary) CheckerSummary {
+	c := CheckerSummary{Rounds: s.Rounds, I1: s.Count("I1"), I2: s.Count("I2")}
+	for _, v := range s.Violations {
+		if len(c.First) == 4 {
+			break
+		}
+		// The checker reports a lasting violation in every round; show
+		// distinct ones.
+		line := fmt.Sprintf("%s %s %s (%s): %s", v.Invariant, v.Node, v.Endpoint, v.Source, v.Detail)
+		if !slices.Contains(c.First, line) {
+			c.First = append(c.First, line)
+		}
+	}
+	return c
+}
+
 // record appends an event after waiting for every node's DNS to reflect
 // the cluster's state, and checks the answers against earlier ones.
 func (r *run) record(ctx context.Context, actor, action, result string) error {
 	at := time.Since(r.start)
-	answers, err := r.settle(ctx)
+	settled, err := r.settle(ctx, Regional)
 	if err != nil {
 		return fmt.Errorf("after %q: %w", action, err)
 	}
+	answers := settled[0]
 	ev := Event{Offset: at, OffsetMS: at.Milliseconds(), Actor: actor, Action: action, Result: result, DNS: answers}
 	r.report.Timeline = append(r.report.Timeline, ev)
 	step := len(r.report.Timeline)

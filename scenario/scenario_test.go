@@ -37,15 +37,15 @@ func runDesign(t *testing.T, d contract.Design, opts Options) *Report {
 	return rep
 }
 
-// find returns the first event whose action contains s.
-func find(t *testing.T, rep *Report, s string) Event {
+// find returns the first event of timeline whose action contains s.
+func find(t *testing.T, timeline []Event, s string) Event {
 	t.Helper()
-	for _, ev := range rep.Timeline {
+	for _, ev := range timeline {
 		if strings.Contains(ev.Action, s) {
 			return ev
 		}
 	}
-	t.Fatalf("no step %q in the %s timeline", s, rep.Design)
+	t.Fatalf("no step %q in the timeline", s)
 	return Event{}
 }
 
@@ -68,7 +68,7 @@ func TestLegacyDesignFailsAsAtAWS(t *testing.T) {
 	// The mechanism, not only the outcome: the late write lands over 12,
 	// the clean-up then deletes the plan it points at, and every node
 	// answers with no addresses from then on.
-	late := find(t, rep, "delay over")
+	late := find(t, rep.Timeline, "delay over")
 	for _, a := range late.DNS {
 		if a.Generation != 2 || a.Empty() {
 			t.Errorf("after the late write %s answers %s, want generation 2 with addresses", a.Node, a)
@@ -99,10 +99,10 @@ func TestFixedDesignHolds(t *testing.T) {
 	if rep.Verdict != want || !rep.AsExpected {
 		t.Fatalf("fixed verdict %+v (as expected: %v), want %+v", rep.Verdict, rep.AsExpected, want)
 	}
-	if r := find(t, rep, "old token").Result; !strings.Contains(r, "FAILED_PRECONDITION") || !strings.Contains(r, "fenced") {
+	if r := find(t, rep.Timeline, "old token").Result; !strings.Contains(r, "FAILED_PRECONDITION") || !strings.Contains(r, "fenced") {
 		t.Errorf("the late apply with the old token was answered %q, want fenced", r)
 	}
-	if r := find(t, rep, "fresh, valid token").Result; !strings.Contains(r, "OUTCOME_STALE for all 4") {
+	if r := find(t, rep.Timeline, "fresh, valid token").Result; !strings.Contains(r, "OUTCOME_STALE for all 4") {
 		t.Errorf("the old plan with a fresh token was answered %q, want STALE everywhere", r)
 	}
 	for _, ev := range rep.Timeline[2:] { // from the first apply on
@@ -138,6 +138,96 @@ func TestCheckerCatchesFixedStepsWithoutTheFence(t *testing.T) {
 	// of its own.
 	if !rep.Recovered {
 		t.Errorf("fixed loops did not repair the endpoint the bypass broke")
+	}
+}
+
+func runBrokenPlanner(t *testing.T, opts Options) *BrokenPlannerReport {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*maxRun)
+	defer cancel()
+	opts.Logger = clustertest.Logger(t)
+	opts.Dir = t.TempDir()
+	rep, err := RunBrokenPlanner(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Took > maxRun {
+		t.Errorf("the broken-planner run took %s, more than %s", rep.Took, maxRun)
+	}
+	var text bytes.Buffer
+	if err := WriteBrokenPlannerText(&text, rep); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s", text.String())
+	return rep
+}
+
+func TestBrokenPlannerFreezesOnDoubt(t *testing.T) {
+	t.Parallel()
+	rep := runBrokenPlanner(t, Options{})
+	if rep.BrokenPlannerVerdict != ExpectedBrokenPlanner() || !rep.AsExpected {
+		t.Fatalf("verdict %+v (as expected: %v), want %+v", rep.BrokenPlannerVerdict, rep.AsExpected, ExpectedBrokenPlanner())
+	}
+	// The mechanism, not only the outcome: the submission is answered
+	// frozen on doubt, the enactors' applies are refused FROZEN, and the
+	// operator's diff shows the six broken endpoints and why.
+	if r := find(t, rep.Timeline, "source broken").Result; !strings.Contains(r, "frozen=true: doubt:") || !strings.Contains(r, "changes 6 of 12 endpoints") {
+		t.Errorf("the bad plan's submission was answered %q, want frozen on doubt", r)
+	}
+	if r := find(t, rep.Timeline, "meet generation").Result; !strings.Contains(r, "FAILED_PRECONDITION, reason FROZEN") {
+		t.Errorf("the enactors meeting the bad plan: %q, want refused FROZEN", r)
+	}
+	diff := find(t, rep.Timeline, "ctl diff")
+	broken := 0
+	for _, line := range diff.Detail {
+		if strings.Contains(line, BadAddress) && strings.Contains(line, "changed") {
+			broken++
+		}
+	}
+	if broken != len(rep.Broken) || len(diff.Detail) == 0 || !strings.Contains(diff.Detail[0], "doubt:") {
+		t.Errorf("the diff shows %d changed endpoints, want %d, and the doubt reason: %q", broken, len(rep.Broken), diff.Detail)
+	}
+	// Every node serves every endpoint's healthy records at every step
+	// from the healthy plan on.
+	for _, ev := range rep.Timeline[1:] {
+		for _, a := range ev.DNS {
+			if !healthyAnswer(a, rep.Healthy[a.Endpoint]) {
+				t.Errorf("%s: %s answered %s for %s", ev.Action, a.Node, a, a.Endpoint)
+			}
+		}
+	}
+	if rep.Answers < 10*len(rep.Endpoints) || rep.Checker.I1 != 0 || rep.Checker.I2 != 0 || rep.Checker.Rounds == 0 {
+		t.Errorf("%d answers judged; checker %+v", rep.Answers, rep.Checker)
+	}
+}
+
+// The broken-planner checker can fail. Without the freeze on doubt the
+// velocity limit still refuses the bad plan (a replaced address counts as
+// removed), so nothing wrong reaches DNS, but the cluster did not freeze;
+// without the velocity limit too, the bad plan is applied and every node
+// serves the bad address until the rollback.
+func TestCheckerCatchesBrokenPlannerWithoutDoubt(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		opts Options
+		want BrokenPlannerVerdict
+	}{
+		{"no doubt", Options{noDoubt: true},
+			BrokenPlannerVerdict{FrozeOnDoubt: false, OldRecordsServed: true, BadAddressServed: false, Restored: true}},
+		{"no doubt, no velocity limit", Options{noDoubt: true, noVelocity: true},
+			BrokenPlannerVerdict{FrozeOnDoubt: false, OldRecordsServed: false, BadAddressServed: true, Restored: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			rep := runBrokenPlanner(t, tc.opts)
+			if rep.BrokenPlannerVerdict != tc.want {
+				t.Errorf("verdict %+v, want %+v", rep.BrokenPlannerVerdict, tc.want)
+			}
+			if rep.AsExpected {
+				t.Error("a cluster without the freeze on doubt passed as the fixed design")
+			}
+		})
 	}
 }
 

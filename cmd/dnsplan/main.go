@@ -29,7 +29,7 @@ func commands() []command {
 		{"enactor", "hold enactor leases and apply the newest plan to every node", runEnactor},
 		{"planner", "probe load balancers and store DNS plans while holding the planner lease", runPlanner},
 		{"backend", "serve a sample load-balancer target with a switchable /healthz", runBackend},
-		{"scenario", "replay the AWS October 2025 race (aws-2025) against the legacy and the fixed design", runScenario},
+		{"scenario", "replay the AWS October 2025 race (aws-2025) against both designs, or a broken planner against the freeze on doubt (broken-planner)", runScenario},
 		{"certs", "make a cluster CA and certificates that bind a role and a name (init, issue, show)", runCerts},
 		{"chaos", "seeded fault runs on a real 3-node cluster, checking I1–I5 (linearizability with porcupine), I7, L2 and L3", runChaos},
 	}

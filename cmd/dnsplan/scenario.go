@@ -11,49 +11,77 @@ import (
 	"github.com/dnsplan/dnsplan/scenario"
 )
 
-// errNotAsExpected makes scenario exit non-zero when a design did not
-// behave as it should (the legacy one failing as AWS's did, the fixed one
-// not at all).
+// errNotAsExpected makes scenario exit non-zero when a run did not behave
+// as it should (aws-2025: the legacy design failing as AWS's did, the
+// fixed one not at all; broken-planner: the fixed design freezing, DNS
+// keeping the old records, rollback and unfreeze restoring service).
 var errNotAsExpected = errors.New("a design did not behave as expected")
 
-// runScenario runs a named scenario; aws-2025 is the only one.
+const scenarioUsage = `usage: dnsplan scenario aws-2025 [--design legacy|fixed|both] [-o text|json] [--insecure]
+       dnsplan scenario broken-planner [-o text|json] [--insecure]`
+
+// runScenario runs a named scenario: aws-2025 (the default story) or
+// broken-planner, which runs on the fixed design only and has no --design.
 func runScenario(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "aws-2025" {
-		fmt.Fprintln(stderr, "usage: dnsplan scenario aws-2025 [--design legacy|fixed|both] [-o text|json] [--insecure]")
+	if len(args) == 0 || (args[0] != scenario.AWS2025 && args[0] != scenario.BrokenPlanner) {
+		fmt.Fprintln(stderr, scenarioUsage)
 		if len(args) == 0 {
-			return errors.New("scenario: name a scenario (aws-2025)")
+			return fmt.Errorf("scenario: name a scenario (%s or %s)", scenario.AWS2025, scenario.BrokenPlanner)
 		}
-		return fmt.Errorf("scenario: unknown scenario %q (there is aws-2025)", args[0])
+		return fmt.Errorf("scenario: unknown scenario %q (there are %s and %s)", args[0], scenario.AWS2025, scenario.BrokenPlanner)
 	}
-	fs := newFlagSet("scenario aws-2025", stderr)
-	design := fs.String("design", "both", "legacy, fixed or both (legacy, then fixed)")
-	output := fs.String("o", "text", "text, or json: one JSON object per design, one per line")
+	name := args[0]
+	fs := newFlagSet("scenario "+name, stderr)
+	design := new(string)
+	if name == scenario.AWS2025 {
+		design = fs.String("design", "both", "legacy, fixed or both (legacy, then fixed)")
+	}
+	output := fs.String("o", "text", "text, or json: one JSON object per run, one per line")
 	logLevel := fs.String("log-level", "", "log the nodes, enactors and checker to stderr at this level (debug, info, warn, error); default none")
 	insecure := fs.Bool("insecure", false, "run the cluster and the actors in plaintext, unauthenticated, for comparison (default: mutual TLS, each actor with a certificate naming it)")
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
+	if *output != "text" && *output != "json" {
+		return fmt.Errorf("scenario: -o %q is not text or json", *output)
+	}
+	logger := slog.New(slog.DiscardHandler)
+	if *logLevel != "" {
+		var err error
+		if logger, err = newLogger(stderr, *logLevel, "text"); err != nil {
+			return err
+		}
+	}
+	opts := scenario.Options{Logger: logger, Insecure: *insecure}
+	if name == scenario.BrokenPlanner {
+		rep, err := scenario.RunBrokenPlanner(ctx, opts)
+		if err != nil {
+			return err
+		}
+		write := scenario.WriteBrokenPlannerText
+		if *output == "json" {
+			write = scenario.WriteBrokenPlannerJSON
+		}
+		if err := write(stdout, rep); err != nil {
+			return err
+		}
+		if !rep.AsExpected {
+			return fmt.Errorf("%w: [%s]", errNotAsExpected, rep.Design)
+		}
+		return nil
+	}
+
 	designs, err := contract.ParseDesigns(*design, contract.Legacy, contract.Fixed)
 	if err != nil {
 		return fmt.Errorf("scenario: --design: %w", err)
 	}
 	write := scenario.WriteText
-	switch *output {
-	case "text":
-	case "json":
+	if *output == "json" {
 		write = scenario.WriteJSON
-	default:
-		return fmt.Errorf("scenario: -o %q is not text or json", *output)
-	}
-	logger := slog.New(slog.DiscardHandler)
-	if *logLevel != "" {
-		if logger, err = newLogger(stderr, *logLevel, "text"); err != nil {
-			return err
-		}
 	}
 	var failed []string
 	for i, d := range designs {
-		rep, err := scenario.Run(ctx, d, scenario.Options{Logger: logger, Insecure: *insecure})
+		rep, err := scenario.Run(ctx, d, opts)
 		if err != nil {
 			return err
 		}

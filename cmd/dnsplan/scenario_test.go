@@ -54,6 +54,39 @@ func TestScenarioAWS2025BothDesignsJSON(t *testing.T) {
 	}
 }
 
+// `dnsplan scenario broken-planner -o json` prints one JSON object and
+// succeeds because the fixed design froze on the bad plan, kept serving
+// the old records and was restored by rollback and unfreeze.
+func TestScenarioBrokenPlannerJSON(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	if err := run(ctx, []string{"scenario", "broken-planner", "-o", "json"}, &stdout, &stderr); err != nil {
+		t.Fatalf("scenario: %v\nstderr: %s\nstdout: %s", err, stderr.String(), stdout.String())
+	}
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	if len(lines) != 1 {
+		t.Fatalf("%d lines of JSON, want one:\n%s", len(lines), stdout.String())
+	}
+	var rep struct {
+		Scenario         string            `json:"scenario"`
+		Design           string            `json:"design"`
+		FrozeOnDoubt     bool              `json:"froze_on_doubt"`
+		OldRecordsServed bool              `json:"old_records_served"`
+		BadAddressServed bool              `json:"bad_address_served"`
+		Restored         bool              `json:"restored"`
+		AsExpected       bool              `json:"as_expected"`
+		Timeline         []json.RawMessage `json:"timeline"`
+	}
+	if err := json.Unmarshal([]byte(lines[0]), &rep); err != nil {
+		t.Fatalf("%v: %s", err, lines[0])
+	}
+	if rep.Scenario != "broken-planner" || rep.Design != "fixed" || !rep.FrozeOnDoubt || !rep.OldRecordsServed || rep.BadAddressServed ||
+		!rep.Restored || !rep.AsExpected || len(rep.Timeline) < 7 {
+		t.Errorf("report %+v (%d events)", rep, len(rep.Timeline))
+	}
+}
+
 func TestScenarioUsageErrors(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
@@ -61,6 +94,9 @@ func TestScenarioUsageErrors(t *testing.T) {
 	}{
 		{[]string{"scenario"}, "aws-2025"},
 		{[]string{"scenario", "aws-2024"}, "unknown scenario"},
+		{[]string{"scenario"}, "broken-planner"},
+		{[]string{"scenario", "broken-planner", "--design", "fixed"}, "-design"},
+		{[]string{"scenario", "broken-planner", "-o", "yaml"}, "text or json"},
 		{[]string{"scenario", "aws-2025", "--design", "new"}, "fixed, legacy or both"},
 		{[]string{"scenario", "aws-2025", "-o", "yaml"}, "text or json"},
 		{[]string{"scenario", "aws-2025", "--log-level", "loud"}, "--log-level"},
