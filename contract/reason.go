@@ -31,6 +31,7 @@ const (
 	ReasonParentMoved Reason = "PARENT_MOVED" // FAILED_PRECONDITION: the newest plan is not the expected parent
 	ReasonDigest      Reason = "DIGEST"       // FAILED_PRECONDITION: the plan's digest is not the expected one
 	ReasonMinHealthy  Reason = "MIN_HEALTHY"  // FAILED_PRECONDITION: an endpoint would serve fewer targets than its minimum
+	ReasonHeld        Reason = "HELD"         // FAILED_PRECONDITION: the plan is held for review (freeze on doubt), never applied
 )
 
 // ParseReason reads a reason as sent, in either case ("" if s is empty).
@@ -77,7 +78,7 @@ func (r Reason) Code() codes.Code {
 	switch r {
 	case ReasonInvalid:
 		return codes.InvalidArgument
-	case ReasonVelocity, ReasonLeaseHeld, ReasonFenced, ReasonFrozen, ReasonFamily, ReasonDesign, ReasonParentMoved, ReasonDigest, ReasonMinHealthy:
+	case ReasonVelocity, ReasonLeaseHeld, ReasonFenced, ReasonFrozen, ReasonFamily, ReasonDesign, ReasonParentMoved, ReasonDigest, ReasonMinHealthy, ReasonHeld:
 		return codes.FailedPrecondition
 	case ReasonNotFound:
 		return codes.NotFound

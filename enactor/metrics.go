@@ -12,6 +12,7 @@ const (
 	outcomeFenced   = "fenced"    // the token is not the lease's current one
 	outcomeFrozen   = "frozen"    // an operator switched applies off
 	outcomeNotFound = "not_found" // the plan was deleted by clean-up
+	outcomeHeld     = "held"      // the cluster holds the plan for review (freeze on doubt)
 	outcomeError    = "error"     // no answer (unavailable) or another error
 )
 
@@ -89,7 +90,7 @@ func newMetrics(reg prometheus.Registerer, shards int) (*metrics, error) {
 	for i := range shards {
 		m.leasesHeld.WithLabelValues(LeaseName(i))
 	}
-	for _, o := range []string{outcomeApplied, outcomeStale, outcomeRefused, outcomeFenced, outcomeFrozen, outcomeNotFound, outcomeError} {
+	for _, o := range []string{outcomeApplied, outcomeStale, outcomeRefused, outcomeFenced, outcomeFrozen, outcomeNotFound, outcomeHeld, outcomeError} {
 		m.applies.WithLabelValues(o)
 	}
 	for _, o := range []string{outcomeApplied, outcomeStale, outcomeRefused} {

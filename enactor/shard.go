@@ -347,6 +347,11 @@ func (s *shard) enact(runCtx, ctx context.Context, lease *pb.Lease, v *verifier,
 				return
 			}
 			again = retryNow(gen == done)
+		case outcomeHeld:
+			// Never applicable: an operator reviews it, and a rollback or
+			// a resubmission brings a newer plan through the watch.
+			log.Warn("plan held for review by the cluster; skipping it", "generation", gen, "reason", status.Convert(err).Message())
+			done, refused, again = gen, nil, nil
 		case outcomeNotFound:
 			// Deleted by clean-up before we got to it: a newer plan exists
 			// (clean-up keeps the newest), and the watch brings it.
@@ -376,8 +381,8 @@ func retryNow(retrying bool) <-chan time.Time {
 }
 
 // classify names the cluster's answer to an apply. FAILED_PRECONDITION
-// means fenced or frozen, told apart by the refusal's reason (never by
-// its text); anything but FROZEN counts as fenced: giving the lease up
+// means fenced, frozen or held, told apart by the refusal's reason (never
+// by its text); anything but FROZEN and HELD counts as fenced: giving the lease up
 // and acquiring it again is always safe.
 func (s *shard) classify(req *pb.ApplyPlanRequest, resp *pb.ApplyPlanResponse, err error) string {
 	switch status.Code(err) {
@@ -394,8 +399,11 @@ func (s *shard) classify(req *pb.ApplyPlanRequest, resp *pb.ApplyPlanResponse, e
 		}
 		return outcomeStale
 	case codes.FailedPrecondition:
-		if client.Reason(err) == contract.ReasonFrozen {
+		switch client.Reason(err) {
+		case contract.ReasonFrozen:
 			return outcomeFrozen
+		case contract.ReasonHeld:
+			return outcomeHeld
 		}
 		return outcomeFenced
 	case codes.NotFound:

@@ -342,6 +342,9 @@ func TestFreezeOnDoubt(t *testing.T) {
 	if _, err := cl.SetFreeze(ctx, &pb.SetFreezeRequest{Frozen: false}); err != nil {
 		t.Fatal(err)
 	}
+	if err := apply(bad.Generation); client.Reason(err) != contract.ReasonHeld {
+		t.Fatalf("applying the doubtful plan after the unfreeze: %v, want HELD", err)
+	}
 	if err := apply(rb.Generation); err != nil {
 		t.Fatalf("applying the rollback: %v", err)
 	}

@@ -12,9 +12,10 @@ import (
 // freezes itself, in the same command that sees it, with the reason in
 // the history: a submitted plan that changes more than max_plan_change of
 // all endpoints at once (a planner reading an empty or broken source
-// would rewrite everything) is stored for review (ctl diff) and its
-// applies, like every other, wait for an operator (ctl unfreeze, or ctl
-// rollback first).
+// would rewrite everything) is stored for review (ctl diff) and held:
+// never applied, even after the freeze is lifted. The operator stores
+// what is served again (ctl rollback --to), or, having reviewed the plan,
+// submits it again with force; then unfreezes.
 
 // MinEndpointsForDoubt is the fewest endpoints a cluster serves before a
 // plan's share of changed endpoints counts: with three endpoints, one
@@ -47,7 +48,7 @@ func (s *State) doubtPlan(plan *pb.Plan) string {
 		}
 	}
 	if share := float64(changed) / float64(all); share > *limit {
-		return fmt.Sprintf("doubt: a plan of planner %q changes %d of %d endpoints (%.0f%%), more than max_plan_change %g; review it with ctl diff; to keep what is served, ctl rollback --to the generation served (ctl applied), then ctl unfreeze",
+		return fmt.Sprintf("doubt: a plan of planner %q changes %d of %d endpoints (%.0f%%), more than max_plan_change %g; the plan is held, never applied: review it with ctl diff; to keep what is served, ctl rollback --to the generation served (ctl applied); to use it, submit it again with --force; then ctl unfreeze",
 			plan.GetPlannerId(), changed, all, 100*share, *limit)
 	}
 	return ""

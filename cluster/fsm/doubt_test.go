@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -73,6 +74,17 @@ func TestFreezeOnDoubtExactly(t *testing.T) {
 		}
 		if want && !strings.HasPrefix(why, "doubt:") {
 			rt.Fatalf("DOUBT: freeze reason %q", why)
+		}
+		if held := h.s.Plan(r.Generation).GetHeld(); held != want {
+			rt.Fatalf("DOUBT: plan held %v, want %v", held, want)
+		}
+		if want {
+			// Held for good: not even after the freeze is lifted.
+			h.freeze(false, "")
+			l := h.mustAcquire("enactor/9", "az-z", time.Hour)
+			if r := h.apply(r.Generation, l.Name, l.Token, "az-z"); !errors.Is(r.Err, ErrHeld) {
+				rt.Fatalf("DOUBT: apply of the held plan after unfreezing: %v, want HELD", r.Err)
+			}
 		}
 	})
 }

@@ -40,6 +40,9 @@ var (
 	// ErrMinHealthy: an endpoint would serve fewer targets than its
 	// minimum healthy.
 	ErrMinHealthy = errors.New("below the endpoint's minimum healthy")
+	// ErrHeld: the plan was stored for review when the cluster froze on
+	// doubt; it is never applied.
+	ErrHeld = errors.New("plan held for review")
 )
 
 // EndpointError is a rejection caused by one endpoint of a plan (the
@@ -73,6 +76,7 @@ var rejections = []struct {
 	{ErrParentMoved, contract.ReasonParentMoved},
 	{ErrDigest, contract.ReasonDigest},
 	{ErrMinHealthy, contract.ReasonMinHealthy},
+	{ErrHeld, contract.ReasonHeld},
 }
 
 // Reason names a rejection for the wire, metrics and the audit history:

@@ -158,8 +158,9 @@ func (s *State) submitPlan(index uint64, c *statev1.SubmitPlan) Result {
 		}
 	}
 	if doubt := s.doubtPlan(plan); doubt != "" && !c.GetForce() {
-		// Stored for review, its applies frozen: the rules judge it when
-		// it is applied, if an operator unfreezes.
+		// Stored for review and held: never applied, whatever happens to
+		// the freeze (its records, once reviewed, are submitted again).
+		plan.Held = true
 		res := s.storePlan(index, ev, plan, false, false)
 		res.Doubt, res.Frozen = doubt, true
 		s.freezeOnDoubt(index, doubt)
@@ -312,6 +313,9 @@ func (s *State) applyPlan(index uint64, r *pb.ApplyPlanRequest) Result {
 	plan := s.plans[r.GetGeneration()]
 	if plan == nil {
 		return s.reject(ev, fmt.Errorf("%w: generation %d is unknown or deleted", ErrNotFound, r.GetGeneration()))
+	}
+	if plan.GetHeld() {
+		return s.reject(ev, fmt.Errorf("%w: generation %d was stored for review when the cluster froze on doubt; submit its records again to use them", ErrHeld, r.GetGeneration()))
 	}
 	var eps []*pb.EndpointPlan
 	if len(r.GetEndpoints()) == 0 {

@@ -466,7 +466,11 @@ type Plan struct {
 	// digest is set by the cluster when the plan is stored: what the plan
 	// asks DNS to serve, hashed (docs/CONTRACT.md, "Plan digest"), for
 	// SubmitPlanRequest.expected_digest.
-	Digest        string `protobuf:"bytes,6,opt,name=digest,proto3" json:"digest,omitempty"`
+	Digest string `protobuf:"bytes,6,opt,name=digest,proto3" json:"digest,omitempty"`
+	// held is set by the cluster on a plan it stored for review when it
+	// froze itself on doubt: such a plan is never applied (FAILED_PRECONDITION,
+	// reason HELD). To use its records, submit them again once reviewed.
+	Held          bool `protobuf:"varint,7,opt,name=held,proto3" json:"held,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -541,6 +545,13 @@ func (x *Plan) GetDigest() string {
 		return x.Digest
 	}
 	return ""
+}
+
+func (x *Plan) GetHeld() bool {
+	if x != nil {
+		return x.Held
+	}
+	return false
 }
 
 type SubmitPlanRequest struct {
@@ -4295,7 +4306,7 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\x03ttl\x18\x02 \x01(\rR\x03ttl\x12,\n" +
 	"\atargets\x18\x03 \x03(\v2\x12.dnsplan.v1.TargetR\atargets\x12.\n" +
 	"\x13min_healthy_targets\x18\x04 \x01(\rR\x11minHealthyTargets\x120\n" +
-	"\x14min_healthy_fraction\x18\x05 \x01(\x01R\x12minHealthyFraction\"\xe8\x01\n" +
+	"\x14min_healthy_fraction\x18\x05 \x01(\x01R\x12minHealthyFraction\"\xfc\x01\n" +
 	"\x04Plan\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
@@ -4306,7 +4317,8 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x16\n" +
 	"\x06forced\x18\x05 \x01(\bR\x06forced\x12\x16\n" +
-	"\x06digest\x18\x06 \x01(\tR\x06digest\"\xfa\x01\n" +
+	"\x06digest\x18\x06 \x01(\tR\x06digest\x12\x12\n" +
+	"\x04held\x18\a \x01(\bR\x04held\"\xfa\x01\n" +
 	"\x11SubmitPlanRequest\x12$\n" +
 	"\x04plan\x18\x01 \x01(\v2\x10.dnsplan.v1.PlanR\x04plan\x12\x14\n" +
 	"\x05force\x18\x02 \x01(\bR\x05force\x12\x1d\n" +
