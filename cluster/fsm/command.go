@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -243,7 +244,10 @@ func takeCaller(msg proto.Message) string {
 		}
 		if n == callerField && typ == protowire.BytesType {
 			v, _ := protowire.ConsumeString(rest[tagLen:])
-			caller, found = v, true
+			// Events are protobuf strings, which must be UTF-8: a caller
+			// that is not (no node writes one) would make every snapshot
+			// fail to encode.
+			caller, found = strings.ToValidUTF8(v, "\uFFFD"), true
 		}
 		rest = rest[tagLen+valLen:]
 	}
