@@ -44,9 +44,15 @@ func endpointsByName(p *pb.Plan) map[string]*pb.EndpointPlan {
 	return out
 }
 
-// DiffEndpoint compares one endpoint's records (nil: it has none).
+// DiffEndpoint compares one endpoint's records (nil: it has none). An
+// endpoint to does not hold is "removed" with nothing else said: applying
+// a plan that does not hold an endpoint leaves what it serves as it is.
 func DiffEndpoint(name string, from, to *pb.EndpointPlan) *pb.EndpointDiff {
 	d := &pb.EndpointDiff{Endpoint: name}
+	if from != nil && to == nil {
+		d.Change = ChangeRemoved
+		return d
+	}
 	wa, wb := addressWeights(from.GetTargets()), addressWeights(to.GetTargets())
 	for _, addr := range slices.SortedFunc(maps.Keys(wb), compareAddrs) {
 		switch was := wa[addr]; {

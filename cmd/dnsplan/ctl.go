@@ -887,7 +887,11 @@ func renderDiff(w io.Writer, d *pb.PlanDiff, file string) {
 				rules = "breaks " + strings.Join(bad, ",")
 			}
 		}
-		tableRow(w, e.GetEndpoint(), e.GetChange(), dashIfZero(strings.Join(e.GetAdded(), " ")), dashIfZero(strings.Join(e.GetRemoved(), " ")),
+		change := e.GetChange()
+		if change == contract.ChangeRemoved {
+			change = "not in plan (keeps its records)"
+		}
+		tableRow(w, e.GetEndpoint(), change, dashIfZero(strings.Join(e.GetAdded(), " ")), dashIfZero(strings.Join(e.GetRemoved(), " ")),
 			dashIfZero(strings.Join(weights, " ")), percentCell(e.AChangePercent), percentCell(e.AaaaChangePercent), rules)
 	}
 	if n := d.GetUnchanged(); n > 0 {
