@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/dnsplan/dnsplan/cluster"
 	"github.com/dnsplan/dnsplan/cluster/local"
 	"github.com/dnsplan/dnsplan/contract"
@@ -83,4 +85,8 @@ func (c *localCluster) configure(i int, cfg *cluster.Config) {
 	cfg.SnapshotInterval = time.Second
 	cfg.TrailingLogs = 128
 	cfg.ApplyTimeout = 5 * time.Second
+	// The health flips are made to meet the velocity limit, in ever new
+	// combinations (health-burst): the checker judges what the limit does,
+	// not the freeze on doubt that a real planner doing that would earn.
+	cfg.MaxVelocityRefusals = proto.Uint32(0)
 }

@@ -22,10 +22,11 @@ import (
 // its own configuration (the node flags).
 func (n *Node) foundingConfig() *pb.ClusterConfig {
 	return &pb.ClusterConfig{
-		Design:          n.design(),
-		MaxCapacityDrop: *n.cfg.MaxCapacityDrop,
-		VelocityWindow:  durationpb.New(n.cfg.VelocityWindow),
-		MaxPlanChange:   proto.Float64(n.cfg.MaxPlanChange),
+		Design:              n.design(),
+		MaxCapacityDrop:     *n.cfg.MaxCapacityDrop,
+		VelocityWindow:      durationpb.New(n.cfg.VelocityWindow),
+		MaxPlanChange:       proto.Float64(n.cfg.MaxPlanChange),
+		MaxVelocityRefusals: proto.Uint32(*n.cfg.MaxVelocityRefusals),
 	}
 }
 

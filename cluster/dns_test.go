@@ -484,9 +484,10 @@ func TestDNSFloorOnRaftOwnEntry(t *testing.T) {
 	gen := f.apply(samplePlan("api.dnsplan.test.", 5, 5))
 	f.waitServed("api.dnsplan.test.", gen)
 	old := f.c.leader()
-	// Every member has published its gRPC address, so no write follows the
-	// transfer.
+	// Every member has published its gRPC address and the log version is
+	// active, so no write follows the transfer.
 	waitAddrsKnown(t, old)
+	f.c.activated()
 	if _, err := f.c.api(old.ID()).cluster.TransferLeadership(ctxT(t), &pb.TransferLeadershipRequest{}); err != nil {
 		t.Fatal(err)
 	}

@@ -104,6 +104,9 @@ type Config struct {
 	// MaxPlanChange is the max_plan_change a new cluster is founded with
 	// (fsm/doubt.go; default 0.3, 1 disables it).
 	MaxPlanChange float64
+	// MaxVelocityRefusals is the max_velocity_refusals a new cluster is
+	// founded with (fsm/doubt.go; nil: the default 5; 0 turns it off).
+	MaxVelocityRefusals *uint32
 
 	// SnapshotThreshold is how many log entries since the last snapshot
 	// trigger a new one (default 8192); SnapshotInterval how often that is
@@ -181,6 +184,12 @@ func (c *Config) setDefaults() error {
 		c.MaxCapacityDrop = &d
 	}
 	if err := fsm.ValidateMaxCapacityDrop(*c.MaxCapacityDrop); err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	if c.MaxVelocityRefusals == nil {
+		c.MaxVelocityRefusals = proto.Uint32(fsm.DefaultMaxVelocityRefusals)
+	}
+	if err := fsm.ValidateMaxVelocityRefusals(*c.MaxVelocityRefusals); err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
 	if c.MaxPlanChange == 0 {

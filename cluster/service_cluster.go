@@ -128,6 +128,11 @@ func (c *clusterService) SetConfig(ctx context.Context, req *pb.SetConfigRequest
 			return nil, err
 		}
 	}
+	if req.MaxVelocityRefusals != nil {
+		if err := requireLog(c.c, fsm.LogVelocityDoubt, "freezes on repeated velocity refusals"); err != nil {
+			return nil, err
+		}
+	}
 	res, err := c.c.propose(ctx, req)
 	if err != nil {
 		return nil, err

@@ -1,9 +1,13 @@
 package fsm
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"fmt"
 
 	"github.com/dnsplan/dnsplan/contract"
+	statev1 "github.com/dnsplan/dnsplan/proto/dnsplan/state/v1"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -52,6 +56,65 @@ func (s *State) doubtPlan(plan *pb.Plan) string {
 			plan.GetPlannerId(), changed, all, 100*share, *limit)
 	}
 	return ""
+}
+
+// noteVelocityRefusal counts a change of endpoint name the velocity
+// limit refused (err; other refusals are not counted) and, when it has
+// refused max_velocity_refusals different changes of it within the
+// velocity window, freezes the cluster: a source that keeps asking for
+// new ways to take capacity away faster than allowed is in doubt. The
+// same change asked again (a planner retrying every round) counts once.
+// It says why it froze ("" if it did not). After a freeze the count
+// starts over, so an unfreeze is not undone by old refusals.
+func (s *State) noteVelocityRefusal(index uint64, name string, targets []*pb.Target, err error) string {
+	limit := s.Policy().GetMaxVelocityRefusals()
+	if !errors.Is(err, ErrVelocity) || !s.Active(LogVelocityDoubt) || limit == 0 {
+		return ""
+	}
+	asked := askedKey(targets)
+	kept := []*statev1.VelocityRefusal{}
+	cut := s.now.Add(-s.window()).UnixNano()
+	for _, r := range s.velocityRefusals[name] {
+		if r.GetAtUnixNanos() > cut && r.GetAsked() != asked {
+			kept = append(kept, r)
+		}
+	}
+	kept = append(kept, &statev1.VelocityRefusal{AtUnixNanos: s.now.UnixNano(), Asked: asked})
+	if uint32(len(kept)) < limit || s.frozen {
+		s.velocityRefusals[name] = kept[max(0, len(kept)-int(limit)):]
+		return ""
+	}
+	delete(s.velocityRefusals, name)
+	why := fmt.Sprintf("doubt: the velocity limit refused %d different changes of endpoint %q within %s (max_velocity_refusals %d): its source keeps asking to take capacity away faster than allowed; check the planner's health checks, then ctl unfreeze",
+		len(kept), name, s.window(), limit)
+	s.freezeOnDoubt(index, why)
+	return why
+}
+
+// askedKey names what a change asked an endpoint to serve: a hash of its
+// addresses' weights.
+func askedKey(targets []*pb.Target) string {
+	h := sha256.New()
+	for _, w := range servedWeights(targets) {
+		fmt.Fprintf(h, "%s=%d;", w.GetAddress(), w.GetWeight())
+	}
+	return hex.EncodeToString(h.Sum(nil)[:8])
+}
+
+// velocityRefusalsWithin is velocityRefusals without the refusals older
+// than the window, which never count again: what a snapshot keeps, so it
+// holds only the endpoints refused lately.
+func (s *State) velocityRefusalsWithin() map[string][]*statev1.VelocityRefusal {
+	cut := s.now.Add(-s.window()).UnixNano()
+	out := map[string][]*statev1.VelocityRefusal{}
+	for name, rs := range s.velocityRefusals {
+		for _, r := range rs {
+			if r.GetAtUnixNanos() > cut {
+				out[name] = append(out[name], r)
+			}
+		}
+	}
+	return out
 }
 
 // freezeOnDoubt freezes the cluster by itself, recording why.

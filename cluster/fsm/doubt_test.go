@@ -114,3 +114,76 @@ func TestFreezeOnDoubtBoundary(t *testing.T) {
 		}
 	}
 }
+
+// The velocity limit refusing max_velocity_refusals different changes of
+// one endpoint within the window freezes the cluster; the same change
+// asked again (a planner retrying) counts once, refusals older than the
+// window do not count, and after a freeze the count starts over.
+func TestFreezeOnRepeatedVelocityRefusals(t *testing.T) {
+	h := newHarness(t)
+	h.setPolicy(0.5, time.Minute)
+	h.s.config.MaxVelocityRefusals = proto.Uint32(3)
+	l := h.mustAcquire("enactor/0", "az-a", time.Hour)
+	h.mustApply(h.mustSubmit(plan(endpoint(api, target("a", "192.0.2.1", 100), target("b", "192.0.2.2", 100)))), l.Name, l.Token, "az-a")
+	refuse := func(what string, keep uint32, wantFrozen bool) {
+		t.Helper()
+		// Keep only keep of a's 100 and none of b's: far past 50%.
+		r := h.submit(plan(endpoint(api, target("a", "192.0.2.1", keep), target("b", "192.0.2.2", 0))), false)
+		if !errors.Is(r.Err, ErrVelocity) {
+			t.Fatalf("%s: %v, want VELOCITY", what, r.Err)
+		}
+		if frozen, why := h.s.Frozen(); frozen != wantFrozen || (r.Doubt != "") != wantFrozen {
+			t.Fatalf("%s: frozen %v (%q), doubt %q; want frozen %v", what, frozen, why, r.Doubt, wantFrozen)
+		}
+		h.advance(10 * time.Second)
+	}
+	refuse("a first change", 40, false)
+	for range 5 {
+		refuse("the same change, retried", 40, false)
+	}
+	refuse("a second change", 30, false)
+	h.advance(2 * time.Minute) // both older than the window now
+	refuse("a third, the others expired", 20, false)
+	refuse("a fourth", 10, false)
+	refuse("a fifth: three within the window", 5, true)
+	if _, why := h.s.Frozen(); !strings.Contains(why, "refused 3 different changes of endpoint \"api.dnsplan.test.\"") {
+		t.Errorf("freeze reason %q", why)
+	}
+	h.freeze(false, "")
+	refuse("after the unfreeze, the count starts over", 4, false)
+	b, err := h.s.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Restore(b)
+	if err != nil || len(r.velocityRefusals[api]) != 1 {
+		t.Fatalf("restored refusals %v (%v), want the one within the window", r.velocityRefusals, err)
+	}
+	if err := Validate(&pb.SetConfigRequest{MaxVelocityRefusals: proto.Uint32(MaxVelocityRefusalsLimit + 1)}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("a setting above the limit: %v", err)
+	}
+}
+
+// Refusals at apply count as at submit.
+func TestVelocityRefusalsAtApplyCount(t *testing.T) {
+	h := newHarness(t)
+	h.setPolicy(0.5, time.Minute)
+	h.s.config.MaxVelocityRefusals = proto.Uint32(2)
+	l := h.mustAcquire("enactor/0", "az-a", time.Hour)
+	h.mustApply(h.mustSubmit(plan(endpoint(api, target("a", "192.0.2.1", 100), target("b", "192.0.2.2", 100)))), l.Name, l.Token, "az-a")
+	// Two changes allowed now (at most 30% less), then a stricter limit
+	// before they are applied.
+	g1 := h.mustSubmit(plan(endpoint(api, target("a", "192.0.2.1", 100), target("b", "192.0.2.2", 40))))
+	g2 := h.mustSubmit(plan(endpoint(api, target("a", "192.0.2.1", 100), target("b", "192.0.2.2", 50))))
+	h.setPolicy(0.1, time.Minute)
+	for i, g := range []uint64{g1, g2} {
+		wantFrozen := i == 1
+		r := h.apply(g, l.Name, l.Token, "az-a")
+		if r.Err != nil || r.Endpoints[0].Outcome != pb.Outcome_OUTCOME_REFUSED || (r.Doubt != "") != wantFrozen {
+			t.Fatalf("apply of %d: %v, %v, doubt %q; want refused, frozen %v", g, r.Err, r.Endpoints, r.Doubt, wantFrozen)
+		}
+	}
+	if frozen, _ := h.s.Frozen(); !frozen {
+		t.Fatal("two changes refused at apply did not freeze the cluster")
+	}
+}

@@ -35,16 +35,22 @@ const (
 	// change at once before the cluster doubts it (doubt.go), octoDNS's
 	// threshold.
 	DefaultMaxPlanChange = 0.3
+	// DefaultMaxVelocityRefusals is how many velocity refusals of one
+	// endpoint within the window freeze the cluster (doubt.go);
+	// MaxVelocityRefusalsLimit bounds the setting.
+	DefaultMaxVelocityRefusals = 5
+	MaxVelocityRefusalsLimit   = 100
 )
 
 // DefaultConfig is the policy of a state that was never founded: a state
 // with no config behaves as a fixed cluster with the default limit.
 func DefaultConfig() *pb.ClusterConfig {
 	return &pb.ClusterConfig{
-		Design:          pb.Design_DESIGN_FIXED,
-		MaxCapacityDrop: DefaultMaxCapacityDrop,
-		VelocityWindow:  durationpb.New(DefaultVelocityWindow),
-		MaxPlanChange:   proto.Float64(DefaultMaxPlanChange),
+		Design:              pb.Design_DESIGN_FIXED,
+		MaxCapacityDrop:     DefaultMaxCapacityDrop,
+		VelocityWindow:      durationpb.New(DefaultVelocityWindow),
+		MaxPlanChange:       proto.Float64(DefaultMaxPlanChange),
+		MaxVelocityRefusals: proto.Uint32(DefaultMaxVelocityRefusals),
 	}
 }
 
@@ -64,14 +70,20 @@ func ValidateConfig(c *pb.ClusterConfig) error {
 			return err
 		}
 	}
+	if err := ValidateMaxVelocityRefusals(c.GetMaxVelocityRefusals()); err != nil {
+		return err
+	}
 	return ValidateVelocityWindow(c.GetVelocityWindow())
 }
 
 // ValidateSetConfig checks a change of policy: at least one setting, each
 // valid. The design has no field: it never changes.
 func ValidateSetConfig(r *pb.SetConfigRequest) error {
-	if r.MaxCapacityDrop == nil && r.VelocityWindow == nil && r.MaxPlanChange == nil {
-		return fmt.Errorf("%w: nothing to change (set max_capacity_drop, velocity_window or max_plan_change)", ErrInvalid)
+	if r.MaxCapacityDrop == nil && r.VelocityWindow == nil && r.MaxPlanChange == nil && r.MaxVelocityRefusals == nil {
+		return fmt.Errorf("%w: nothing to change (set max_capacity_drop, velocity_window, max_plan_change or max_velocity_refusals)", ErrInvalid)
+	}
+	if err := ValidateMaxVelocityRefusals(r.GetMaxVelocityRefusals()); err != nil {
+		return err
 	}
 	if r.MaxPlanChange != nil {
 		if err := ValidateMaxPlanChange(r.GetMaxPlanChange()); err != nil {
@@ -102,6 +114,14 @@ func ValidateMaxCapacityDrop(f float64) error {
 func ValidateMaxPlanChange(f float64) error {
 	if !(f > 0 && f <= 1) {
 		return fmt.Errorf("%w: max_plan_change %v outside (0, 1]", ErrInvalid, f)
+	}
+	return nil
+}
+
+// ValidateMaxVelocityRefusals: 0 (never) to MaxVelocityRefusalsLimit.
+func ValidateMaxVelocityRefusals(n uint32) error {
+	if n > MaxVelocityRefusalsLimit {
+		return fmt.Errorf("%w: max_velocity_refusals %d above %d", ErrInvalid, n, MaxVelocityRefusalsLimit)
 	}
 	return nil
 }
@@ -157,6 +177,9 @@ func (s *State) setConfig(index uint64, r *pb.SetConfigRequest) Result {
 	if r.MaxPlanChange != nil {
 		c.MaxPlanChange = r.MaxPlanChange
 	}
+	if r.MaxVelocityRefusals != nil {
+		c.MaxVelocityRefusals = r.MaxVelocityRefusals
+	}
 	if r.VelocityWindow != nil {
 		// A window that grows must not bring back records the old one no
 		// longer covered: whether a record was trimmed depends on when
@@ -179,6 +202,9 @@ func describeConfig(c *pb.ClusterConfig) string {
 		contract.DesignOf(c.GetDesign()), c.GetMaxCapacityDrop(), c.GetVelocityWindow().AsDuration())
 	if c.MaxPlanChange != nil {
 		d += fmt.Sprintf(", max plan change %g", c.GetMaxPlanChange())
+	}
+	if c.MaxVelocityRefusals != nil {
+		d += fmt.Sprintf(", max velocity refusals %d", c.GetMaxVelocityRefusals())
 	}
 	return d
 }

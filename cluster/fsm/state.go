@@ -42,6 +42,10 @@ type State struct {
 	// previous holds, per endpoint, the records it served before its
 	// current ones, oldest first, at most RollbackDepth (rollback.go).
 	previous map[string][]*pb.AppliedEndpoint
+	// velocityRefusals holds, per endpoint, when the velocity limit
+	// refused it within the window (doubt.go); slices are replaced, never
+	// changed in place.
+	velocityRefusals map[string][]*statev1.VelocityRefusal
 	// refusals holds the refused_call events, newest last, at most
 	// RefusalLimit: kept apart so that a caller refused over and over
 	// cannot push the other events out of the history.
@@ -61,13 +65,14 @@ type State struct {
 // New returns an empty state whose first plan gets generation 1.
 func New() *State {
 	return &State{
-		plans:          map[uint64]*pb.Plan{},
-		applied:        map[string]*pb.AppliedEndpoint{},
-		leases:         map[string]*statev1.StoredLease{},
-		members:        map[string]*statev1.SetMember{},
-		served:         map[string]*statev1.ServedWindow{},
-		previous:       map[string][]*pb.AppliedEndpoint{},
-		nextGeneration: 1,
+		plans:            map[uint64]*pb.Plan{},
+		applied:          map[string]*pb.AppliedEndpoint{},
+		leases:           map[string]*statev1.StoredLease{},
+		members:          map[string]*statev1.SetMember{},
+		served:           map[string]*statev1.ServedWindow{},
+		previous:         map[string][]*pb.AppliedEndpoint{},
+		velocityRefusals: map[string][]*statev1.VelocityRefusal{},
+		nextGeneration:   1,
 		// Time starts at the epoch, not at Go's zero time, so that every
 		// value it can take survives a snapshot as Unix nanoseconds.
 		now: time.Unix(0, 0).UTC(),
@@ -76,7 +81,8 @@ func New() *State {
 
 // Result is what Apply returns for one command. Err is a business
 // rejection wrapping one of the package's sentinel errors; when it is set,
-// the command changed nothing but the audit history.
+// the command changed nothing but the audit history, and, for a velocity
+// refusal, the freeze on doubt's count of them (doubt.go).
 type Result struct {
 	Err        error
 	Generation uint64               // SubmitPlan: the generation assigned
@@ -188,7 +194,10 @@ func (s *State) storePlan(index uint64, ev *pb.HistoryEvent, plan *pb.Plan, forc
 		// the plan is applied (against what is served then).
 		if err := s.checkEndpointRules(ep); err != nil {
 			ev.Endpoint = ep.Name
-			return s.reject(ev, &EndpointError{Endpoint: ep.Name, Err: err})
+			doubt := s.noteVelocityRefusal(index, ep.Name, ep.Targets, err)
+			res := s.reject(ev, &EndpointError{Endpoint: ep.Name, Err: err})
+			res.Doubt, res.Frozen = doubt, doubt != ""
+			return res
 		}
 	}
 	gen := s.nextGeneration
@@ -335,6 +344,7 @@ func (s *State) applyPlan(index uint64, r *pb.ApplyPlanRequest) Result {
 	// them, so an old plan can never overwrite a newer one, and the
 	// velocity and family rules judge exactly what is served.
 	results := make([]*pb.EndpointResult, 0, len(eps))
+	var doubt string // set when a refusal here froze the cluster
 	for _, ep := range eps {
 		res := &pb.EndpointResult{Endpoint: ep.Name}
 		epEv := proto.Clone(ev).(*pb.HistoryEvent)
@@ -368,6 +378,9 @@ func (s *State) applyPlan(index uint64, r *pb.ApplyPlanRequest) Result {
 				}
 				setOutcome(epEv, outcomeRefused)
 				epEv.Reason, epEv.ReasonCode = err.Error(), res.Reason
+				if d := s.noteVelocityRefusal(index, ep.Name, ep.Targets, err); d != "" {
+					doubt = d
+				}
 				break
 			}
 			if s.Active(LogRollback) {
@@ -387,7 +400,7 @@ func (s *State) applyPlan(index uint64, r *pb.ApplyPlanRequest) Result {
 		s.record(epEv)
 		results = append(results, res)
 	}
-	return Result{Endpoints: results}
+	return Result{Endpoints: results, Doubt: doubt, Frozen: doubt != ""}
 }
 
 // MaxEventDiff bounds each list of an apply event's diff (added, removed,

@@ -35,8 +35,11 @@ const (
 	// LogMinHealthy: EndpointPlan.min_healthy_targets and
 	// min_healthy_fraction, and the rule that reads them.
 	LogMinHealthy uint32 = 5
+	// LogVelocityDoubt: ClusterConfig.max_velocity_refusals, and the
+	// refusals the state counts for it (doubt.go).
+	LogVelocityDoubt uint32 = 6
 
-	LogVersion = LogMinHealthy
+	LogVersion = LogVelocityDoubt
 )
 
 // Active reports whether log version v is active in the cluster.

@@ -181,6 +181,7 @@ func (s *State) Clone() *State {
 	// Per-endpoint slices are replaced, never changed in place
 	// (keepPrevious), so the clone may share them.
 	c.previous = maps.Clone(s.previous)
+	c.velocityRefusals = maps.Clone(s.velocityRefusals)
 	c.history = slices.Clone(s.history)
 	c.refusals = slices.Clone(s.refusals)
 	return &c
@@ -210,6 +211,10 @@ func (s *State) Marshal() ([]byte, error) {
 	for _, n := range slices.Sorted(maps.Keys(s.previous)) {
 		snap.Previous = append(snap.Previous, s.previous[n]...)
 	}
+	refused := s.velocityRefusalsWithin()
+	for _, n := range slices.Sorted(maps.Keys(refused)) {
+		snap.VelocityRefusals = append(snap.VelocityRefusals, &statev1.VelocityRefusals{Endpoint: n, Refusals: refused[n]})
+	}
 	for _, n := range slices.Sorted(maps.Keys(s.members)) {
 		snap.Members = append(snap.Members, s.members[n])
 	}
@@ -237,6 +242,9 @@ func Restore(b []byte) (*State, error) {
 	}
 	for _, a := range snap.Previous {
 		s.previous[a.Endpoint] = append(s.previous[a.Endpoint], a)
+	}
+	for _, r := range snap.VelocityRefusals {
+		s.velocityRefusals[r.Endpoint] = r.Refusals
 	}
 	s.config = snap.Config
 	for _, m := range snap.Members {

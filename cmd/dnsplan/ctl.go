@@ -78,7 +78,7 @@ func ctlCommands() []ctlCommand {
 		{"leases", "leases [--stale]", "leases, with their holders and tokens", setupLeases},
 		{"cleanup", "cleanup --keep N", "delete old plans no endpoint serves, keeping the newest N", setupCleanup},
 		{"history", "history [--endpoint NAME] [--since TIME] [--limit N] [--stale]", "the audit history, oldest first; --endpoint: one endpoint's timeline; -o jsonl exports one event a line", setupHistory},
-		{"config", "config get [--stale] | config set KEY VALUE", "the cluster's policy; keys max-capacity-drop (0..1), velocity-window (a duration) and max-plan-change (0..1]", setupConfig},
+		{"config", "config get [--stale] | config set KEY VALUE", "the cluster's policy; keys max-capacity-drop (0..1), velocity-window (a duration), max-plan-change (0..1] and max-velocity-refusals (0: never)", setupConfig},
 		{"freeze", "freeze [--reason R]", "refuse every apply until unfreeze", setupFreeze(true)},
 		{"unfreeze", "unfreeze", "allow applies again", setupFreeze(false)},
 		{"transfer-leader", "transfer-leader [--to ID]", "hand leadership to another voter", setupTransfer},
@@ -1332,10 +1332,19 @@ func parseConfigSetting(key, value string) (*pb.SetConfigRequest, error) {
 			return nil, fmt.Errorf("%w: max-plan-change %q: want a fraction above 0, up to 1 (no limit)", errCtlUsage, value)
 		}
 		return &pb.SetConfigRequest{MaxPlanChange: &f}, nil
+	case "max-velocity-refusals":
+		n, err := strconv.ParseUint(value, 10, 32)
+		if err == nil {
+			err = fsm.ValidateMaxVelocityRefusals(uint32(n))
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: max-velocity-refusals %q: want a count from 0 (never) to %d", errCtlUsage, value, fsm.MaxVelocityRefusalsLimit)
+		}
+		return &pb.SetConfigRequest{MaxVelocityRefusals: proto.Uint32(uint32(n))}, nil
 	case "design":
 		return nil, fmt.Errorf("%w: the design is fixed when the cluster is founded and never changes", errCtlUsage)
 	}
-	return nil, fmt.Errorf("%w: unknown setting %q: want max-capacity-drop, velocity-window or max-plan-change", errCtlUsage, key)
+	return nil, fmt.Errorf("%w: unknown setting %q: want max-capacity-drop, velocity-window, max-plan-change or max-velocity-refusals", errCtlUsage, key)
 }
 
 func renderConfig(w io.Writer, c *pb.ClusterConfig) {
@@ -1347,4 +1356,5 @@ func renderConfig(w io.Writer, c *pb.ClusterConfig) {
 	} else {
 		tableRow(w, "max-plan-change", "- (no limit: founded before it existed)")
 	}
+	tableRow(w, "max-velocity-refusals", c.GetMaxVelocityRefusals())
 }

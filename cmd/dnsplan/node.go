@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/dnsplan/dnsplan/cluster"
 	"github.com/dnsplan/dnsplan/cluster/dnsserver"
 	"github.com/dnsplan/dnsplan/cluster/fsm"
@@ -63,12 +65,13 @@ func runNode(ctx context.Context, args []string, _, stderr io.Writer) error {
 func nodeConfig(args []string, stderr io.Writer) (cluster.Config, error) {
 	fs := newFlagSet("node", stderr)
 	var (
-		cfg            cluster.Config
-		initialCluster string
-		logLevel       string
-		logFormat      string
-		maxDrop        float64
-		err            error
+		cfg                 cluster.Config
+		initialCluster      string
+		logLevel            string
+		logFormat           string
+		maxDrop             float64
+		maxVelocityRefusals uint
+		err                 error
 	)
 	fs.StringVar(&cfg.ID, "id", "", "node id, unique in the cluster (required)")
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "Raft log, stable store and snapshots (default ./data/<id>)")
@@ -86,6 +89,7 @@ func nodeConfig(args []string, stderr io.Writer) (cluster.Config, error) {
 	fs.StringVar(&cfg.Join, "join", "", "gRPC address of a member to ask to add this node as a voter")
 	fs.Float64Var(&maxDrop, "max-capacity-drop", fsm.DefaultMaxCapacityDrop, "velocity limit a new cluster is founded with: largest fraction (0..1) of an endpoint's served capacity that may be removed within the velocity window without force (0: none, 1: no limit); afterwards the cluster's value applies (dnsplan ctl config)")
 	fs.Float64Var(&cfg.MaxPlanChange, "max-plan-change", fsm.DefaultMaxPlanChange, "freeze on doubt a new cluster is founded with: the largest fraction (0..1] of all endpoints a plan may change at once before the cluster stores it for review and freezes itself (1: no limit); afterwards the cluster's value applies (dnsplan ctl config)")
+	fs.UintVar(&maxVelocityRefusals, "max-velocity-refusals", fsm.DefaultMaxVelocityRefusals, "freeze on doubt a new cluster is founded with: how many times the velocity limit may refuse one endpoint within the velocity window before the cluster freezes itself (0: never); afterwards the cluster's value applies (dnsplan ctl config)")
 	fs.DurationVar(&cfg.VelocityWindow, "velocity-window", fsm.DefaultVelocityWindow, "velocity window a new cluster is founded with; afterwards the cluster's value applies (dnsplan ctl config)")
 	fs.Uint64Var(&cfg.SnapshotThreshold, "snapshot-threshold", 8192, "log entries since the last snapshot that trigger a new one")
 	fs.DurationVar(&cfg.SnapshotInterval, "snapshot-interval", 30*time.Second, "how often the snapshot threshold is checked")
@@ -126,6 +130,10 @@ func nodeConfig(args []string, stderr io.Writer) (cluster.Config, error) {
 	}
 	// As given: 0 is a limit (no drop without force), not "unset".
 	cfg.MaxCapacityDrop = &maxDrop
+	if maxVelocityRefusals > fsm.MaxVelocityRefusalsLimit {
+		return cfg, fmt.Errorf("node: --max-velocity-refusals %d above %d", maxVelocityRefusals, fsm.MaxVelocityRefusalsLimit)
+	}
+	cfg.MaxVelocityRefusals = proto.Uint32(uint32(maxVelocityRefusals))
 	peers, err := parseInitialCluster(initialCluster)
 	if err != nil {
 		return cfg, err

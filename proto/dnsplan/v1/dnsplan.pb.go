@@ -3302,8 +3302,13 @@ type ClusterConfig struct {
 	// itself. 1: no limit. Absent in a cluster founded before it existed:
 	// no limit until set.
 	MaxPlanChange *float64 `protobuf:"fixed64,4,opt,name=max_plan_change,json=maxPlanChange,proto3,oneof" json:"max_plan_change,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// max_velocity_refusals: how many times the velocity limit may refuse
+	// one endpoint (at submit or at apply) within velocity_window before the
+	// cluster freezes itself: a source that keeps trying to drain an endpoint
+	// faster than allowed is in doubt. 0 or absent: never.
+	MaxVelocityRefusals *uint32 `protobuf:"varint,5,opt,name=max_velocity_refusals,json=maxVelocityRefusals,proto3,oneof" json:"max_velocity_refusals,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *ClusterConfig) Reset() {
@@ -3364,6 +3369,13 @@ func (x *ClusterConfig) GetMaxPlanChange() float64 {
 	return 0
 }
 
+func (x *ClusterConfig) GetMaxVelocityRefusals() uint32 {
+	if x != nil && x.MaxVelocityRefusals != nil {
+		return *x.MaxVelocityRefusals
+	}
+	return 0
+}
+
 type GetConfigRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Stale         bool                   `protobuf:"varint,1,opt,name=stale,proto3" json:"stale,omitempty"`
@@ -3411,12 +3423,13 @@ func (x *GetConfigRequest) GetStale() bool {
 // SetConfigRequest changes the fields that are set; the design cannot be
 // changed.
 type SetConfigRequest struct {
-	state           protoimpl.MessageState `protogen:"open.v1"`
-	MaxCapacityDrop *float64               `protobuf:"fixed64,1,opt,name=max_capacity_drop,json=maxCapacityDrop,proto3,oneof" json:"max_capacity_drop,omitempty"`
-	VelocityWindow  *durationpb.Duration   `protobuf:"bytes,2,opt,name=velocity_window,json=velocityWindow,proto3" json:"velocity_window,omitempty"`
-	MaxPlanChange   *float64               `protobuf:"fixed64,3,opt,name=max_plan_change,json=maxPlanChange,proto3,oneof" json:"max_plan_change,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	MaxCapacityDrop     *float64               `protobuf:"fixed64,1,opt,name=max_capacity_drop,json=maxCapacityDrop,proto3,oneof" json:"max_capacity_drop,omitempty"`
+	VelocityWindow      *durationpb.Duration   `protobuf:"bytes,2,opt,name=velocity_window,json=velocityWindow,proto3" json:"velocity_window,omitempty"`
+	MaxPlanChange       *float64               `protobuf:"fixed64,3,opt,name=max_plan_change,json=maxPlanChange,proto3,oneof" json:"max_plan_change,omitempty"`
+	MaxVelocityRefusals *uint32                `protobuf:"varint,4,opt,name=max_velocity_refusals,json=maxVelocityRefusals,proto3,oneof" json:"max_velocity_refusals,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *SetConfigRequest) Reset() {
@@ -3466,6 +3479,13 @@ func (x *SetConfigRequest) GetVelocityWindow() *durationpb.Duration {
 func (x *SetConfigRequest) GetMaxPlanChange() float64 {
 	if x != nil && x.MaxPlanChange != nil {
 		return *x.MaxPlanChange
+	}
+	return 0
+}
+
+func (x *SetConfigRequest) GetMaxVelocityRefusals() uint32 {
+	if x != nil && x.MaxVelocityRefusals != nil {
+		return *x.MaxVelocityRefusals
 	}
 	return 0
 }
@@ -4542,21 +4562,25 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\x06config\x18\x13 \x01(\v2\x19.dnsplan.v1.ClusterConfigR\x06config\x12\x1f\n" +
 	"\vlog_version\x18\x14 \x01(\rR\n" +
 	"logVersion\x12(\n" +
-	"\x10node_log_version\x18\x15 \x01(\rR\x0enodeLogVersion\"\xec\x01\n" +
+	"\x10node_log_version\x18\x15 \x01(\rR\x0enodeLogVersion\"\xbf\x02\n" +
 	"\rClusterConfig\x12*\n" +
 	"\x06design\x18\x01 \x01(\x0e2\x12.dnsplan.v1.DesignR\x06design\x12*\n" +
 	"\x11max_capacity_drop\x18\x02 \x01(\x01R\x0fmaxCapacityDrop\x12B\n" +
 	"\x0fvelocity_window\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x0evelocityWindow\x12+\n" +
-	"\x0fmax_plan_change\x18\x04 \x01(\x01H\x00R\rmaxPlanChange\x88\x01\x01B\x12\n" +
-	"\x10_max_plan_change\"(\n" +
+	"\x0fmax_plan_change\x18\x04 \x01(\x01H\x00R\rmaxPlanChange\x88\x01\x01\x127\n" +
+	"\x15max_velocity_refusals\x18\x05 \x01(\rH\x01R\x13maxVelocityRefusals\x88\x01\x01B\x12\n" +
+	"\x10_max_plan_changeB\x18\n" +
+	"\x16_max_velocity_refusals\"(\n" +
 	"\x10GetConfigRequest\x12\x14\n" +
-	"\x05stale\x18\x01 \x01(\bR\x05stale\"\xde\x01\n" +
+	"\x05stale\x18\x01 \x01(\bR\x05stale\"\xb1\x02\n" +
 	"\x10SetConfigRequest\x12/\n" +
 	"\x11max_capacity_drop\x18\x01 \x01(\x01H\x00R\x0fmaxCapacityDrop\x88\x01\x01\x12B\n" +
 	"\x0fvelocity_window\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x0evelocityWindow\x12+\n" +
-	"\x0fmax_plan_change\x18\x03 \x01(\x01H\x01R\rmaxPlanChange\x88\x01\x01B\x14\n" +
+	"\x0fmax_plan_change\x18\x03 \x01(\x01H\x01R\rmaxPlanChange\x88\x01\x01\x127\n" +
+	"\x15max_velocity_refusals\x18\x04 \x01(\rH\x02R\x13maxVelocityRefusals\x88\x01\x01B\x14\n" +
 	"\x12_max_capacity_dropB\x12\n" +
-	"\x10_max_plan_change\"\x12\n" +
+	"\x10_max_plan_changeB\x18\n" +
+	"\x16_max_velocity_refusals\"\x12\n" +
 	"\x10ReadIndexRequest\"F\n" +
 	"\x11ReadIndexResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x1b\n" +

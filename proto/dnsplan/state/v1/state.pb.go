@@ -466,9 +466,10 @@ type Snapshot struct {
 	// the newest fsm.RollbackDepth per endpoint, by endpoint, oldest first.
 	Previous []*v1.AppliedEndpoint `protobuf:"bytes,14,rep,name=previous,proto3" json:"previous,omitempty"`
 	// log_version is the active log version (ActivateLog).
-	LogVersion    uint32 `protobuf:"varint,15,opt,name=log_version,json=logVersion,proto3" json:"log_version,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	LogVersion       uint32              `protobuf:"varint,15,opt,name=log_version,json=logVersion,proto3" json:"log_version,omitempty"`
+	VelocityRefusals []*VelocityRefusals `protobuf:"bytes,16,rep,name=velocity_refusals,json=velocityRefusals,proto3" json:"velocity_refusals,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Snapshot) Reset() {
@@ -599,6 +600,121 @@ func (x *Snapshot) GetLogVersion() uint32 {
 	return 0
 }
 
+func (x *Snapshot) GetVelocityRefusals() []*VelocityRefusals {
+	if x != nil {
+		return x.VelocityRefusals
+	}
+	return nil
+}
+
+// VelocityRefusals are the changes of an endpoint the velocity limit
+// refused within the velocity window (freeze on doubt), oldest first.
+type VelocityRefusals struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Endpoint      string                 `protobuf:"bytes,1,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	Refusals      []*VelocityRefusal     `protobuf:"bytes,2,rep,name=refusals,proto3" json:"refusals,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VelocityRefusals) Reset() {
+	*x = VelocityRefusals{}
+	mi := &file_dnsplan_state_v1_state_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VelocityRefusals) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VelocityRefusals) ProtoMessage() {}
+
+func (x *VelocityRefusals) ProtoReflect() protoreflect.Message {
+	mi := &file_dnsplan_state_v1_state_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VelocityRefusals.ProtoReflect.Descriptor instead.
+func (*VelocityRefusals) Descriptor() ([]byte, []int) {
+	return file_dnsplan_state_v1_state_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *VelocityRefusals) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *VelocityRefusals) GetRefusals() []*VelocityRefusal {
+	if x != nil {
+		return x.Refusals
+	}
+	return nil
+}
+
+// VelocityRefusal is one refused change: when it was last refused, and
+// what it asked the endpoint to serve (a hash of its addresses' weights).
+type VelocityRefusal struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AtUnixNanos   int64                  `protobuf:"varint,1,opt,name=at_unix_nanos,json=atUnixNanos,proto3" json:"at_unix_nanos,omitempty"`
+	Asked         string                 `protobuf:"bytes,2,opt,name=asked,proto3" json:"asked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VelocityRefusal) Reset() {
+	*x = VelocityRefusal{}
+	mi := &file_dnsplan_state_v1_state_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VelocityRefusal) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VelocityRefusal) ProtoMessage() {}
+
+func (x *VelocityRefusal) ProtoReflect() protoreflect.Message {
+	mi := &file_dnsplan_state_v1_state_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VelocityRefusal.ProtoReflect.Descriptor instead.
+func (*VelocityRefusal) Descriptor() ([]byte, []int) {
+	return file_dnsplan_state_v1_state_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *VelocityRefusal) GetAtUnixNanos() int64 {
+	if x != nil {
+		return x.AtUnixNanos
+	}
+	return 0
+}
+
+func (x *VelocityRefusal) GetAsked() string {
+	if x != nil {
+		return x.Asked
+	}
+	return ""
+}
+
 // ActivateLog raises the cluster's active log version: what the rules do
 // differently from then on, every replica does at this entry. A leader
 // proposes it once every member registered a version that applies it.
@@ -611,7 +727,7 @@ type ActivateLog struct {
 
 func (x *ActivateLog) Reset() {
 	*x = ActivateLog{}
-	mi := &file_dnsplan_state_v1_state_proto_msgTypes[8]
+	mi := &file_dnsplan_state_v1_state_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -623,7 +739,7 @@ func (x *ActivateLog) String() string {
 func (*ActivateLog) ProtoMessage() {}
 
 func (x *ActivateLog) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_state_v1_state_proto_msgTypes[8]
+	mi := &file_dnsplan_state_v1_state_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -636,7 +752,7 @@ func (x *ActivateLog) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateLog.ProtoReflect.Descriptor instead.
 func (*ActivateLog) Descriptor() ([]byte, []int) {
-	return file_dnsplan_state_v1_state_proto_rawDescGZIP(), []int{8}
+	return file_dnsplan_state_v1_state_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ActivateLog) GetVersion() uint32 {
@@ -681,7 +797,7 @@ const file_dnsplan_state_v1_state_proto_rawDesc = "" +
 	"\arecords\x18\x02 \x03(\v2\x1e.dnsplan.state.v1.ServedRecordR\arecords\"S\n" +
 	"\vStoredLease\x12'\n" +
 	"\x05lease\x18\x01 \x01(\v2\x11.dnsplan.v1.LeaseR\x05lease\x12\x1b\n" +
-	"\tttl_nanos\x18\x02 \x01(\x03R\bttlNanos\"\x8a\x05\n" +
+	"\tttl_nanos\x18\x02 \x01(\x03R\bttlNanos\"\xdb\x05\n" +
 	"\bSnapshot\x12&\n" +
 	"\x05plans\x18\x01 \x03(\v2\x10.dnsplan.v1.PlanR\x05plans\x125\n" +
 	"\aapplied\x18\x02 \x03(\v2\x1b.dnsplan.v1.AppliedEndpointR\aapplied\x125\n" +
@@ -698,8 +814,15 @@ const file_dnsplan_state_v1_state_proto_rawDesc = "" +
 	"\x06served\x18\r \x03(\v2\x1e.dnsplan.state.v1.ServedWindowR\x06served\x127\n" +
 	"\bprevious\x18\x0e \x03(\v2\x1b.dnsplan.v1.AppliedEndpointR\bprevious\x12\x1f\n" +
 	"\vlog_version\x18\x0f \x01(\rR\n" +
-	"logVersionJ\x04\b\n" +
-	"\x10\vR\aplanned\"'\n" +
+	"logVersion\x12O\n" +
+	"\x11velocity_refusals\x18\x10 \x03(\v2\".dnsplan.state.v1.VelocityRefusalsR\x10velocityRefusalsJ\x04\b\n" +
+	"\x10\vR\aplanned\"m\n" +
+	"\x10VelocityRefusals\x12\x1a\n" +
+	"\bendpoint\x18\x01 \x01(\tR\bendpoint\x12=\n" +
+	"\brefusals\x18\x02 \x03(\v2!.dnsplan.state.v1.VelocityRefusalR\brefusals\"K\n" +
+	"\x0fVelocityRefusal\x12\"\n" +
+	"\rat_unix_nanos\x18\x01 \x01(\x03R\vatUnixNanos\x12\x14\n" +
+	"\x05asked\x18\x02 \x01(\tR\x05asked\"'\n" +
 	"\vActivateLog\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversionB;Z9github.com/dnsplan/dnsplan/proto/dnsplan/state/v1;statev1b\x06proto3"
 
@@ -715,7 +838,7 @@ func file_dnsplan_state_v1_state_proto_rawDescGZIP() []byte {
 	return file_dnsplan_state_v1_state_proto_rawDescData
 }
 
-var file_dnsplan_state_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_dnsplan_state_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_dnsplan_state_v1_state_proto_goTypes = []any{
 	(*SubmitPlan)(nil),         // 0: dnsplan.state.v1.SubmitPlan
 	(*SetMember)(nil),          // 1: dnsplan.state.v1.SetMember
@@ -725,31 +848,35 @@ var file_dnsplan_state_v1_state_proto_goTypes = []any{
 	(*ServedWindow)(nil),       // 5: dnsplan.state.v1.ServedWindow
 	(*StoredLease)(nil),        // 6: dnsplan.state.v1.StoredLease
 	(*Snapshot)(nil),           // 7: dnsplan.state.v1.Snapshot
-	(*ActivateLog)(nil),        // 8: dnsplan.state.v1.ActivateLog
-	(*v1.Plan)(nil),            // 9: dnsplan.v1.Plan
-	(*v1.Lease)(nil),           // 10: dnsplan.v1.Lease
-	(*v1.AppliedEndpoint)(nil), // 11: dnsplan.v1.AppliedEndpoint
-	(*v1.HistoryEvent)(nil),    // 12: dnsplan.v1.HistoryEvent
-	(*v1.ClusterConfig)(nil),   // 13: dnsplan.v1.ClusterConfig
+	(*VelocityRefusals)(nil),   // 8: dnsplan.state.v1.VelocityRefusals
+	(*VelocityRefusal)(nil),    // 9: dnsplan.state.v1.VelocityRefusal
+	(*ActivateLog)(nil),        // 10: dnsplan.state.v1.ActivateLog
+	(*v1.Plan)(nil),            // 11: dnsplan.v1.Plan
+	(*v1.Lease)(nil),           // 12: dnsplan.v1.Lease
+	(*v1.AppliedEndpoint)(nil), // 13: dnsplan.v1.AppliedEndpoint
+	(*v1.HistoryEvent)(nil),    // 14: dnsplan.v1.HistoryEvent
+	(*v1.ClusterConfig)(nil),   // 15: dnsplan.v1.ClusterConfig
 }
 var file_dnsplan_state_v1_state_proto_depIdxs = []int32{
-	9,  // 0: dnsplan.state.v1.SubmitPlan.plan:type_name -> dnsplan.v1.Plan
+	11, // 0: dnsplan.state.v1.SubmitPlan.plan:type_name -> dnsplan.v1.Plan
 	3,  // 1: dnsplan.state.v1.ServedRecord.weights:type_name -> dnsplan.state.v1.ServedWeight
 	4,  // 2: dnsplan.state.v1.ServedWindow.records:type_name -> dnsplan.state.v1.ServedRecord
-	10, // 3: dnsplan.state.v1.StoredLease.lease:type_name -> dnsplan.v1.Lease
-	9,  // 4: dnsplan.state.v1.Snapshot.plans:type_name -> dnsplan.v1.Plan
-	11, // 5: dnsplan.state.v1.Snapshot.applied:type_name -> dnsplan.v1.AppliedEndpoint
+	12, // 3: dnsplan.state.v1.StoredLease.lease:type_name -> dnsplan.v1.Lease
+	11, // 4: dnsplan.state.v1.Snapshot.plans:type_name -> dnsplan.v1.Plan
+	13, // 5: dnsplan.state.v1.Snapshot.applied:type_name -> dnsplan.v1.AppliedEndpoint
 	6,  // 6: dnsplan.state.v1.Snapshot.leases:type_name -> dnsplan.state.v1.StoredLease
-	12, // 7: dnsplan.state.v1.Snapshot.history:type_name -> dnsplan.v1.HistoryEvent
+	14, // 7: dnsplan.state.v1.Snapshot.history:type_name -> dnsplan.v1.HistoryEvent
 	1,  // 8: dnsplan.state.v1.Snapshot.members:type_name -> dnsplan.state.v1.SetMember
-	13, // 9: dnsplan.state.v1.Snapshot.config:type_name -> dnsplan.v1.ClusterConfig
+	15, // 9: dnsplan.state.v1.Snapshot.config:type_name -> dnsplan.v1.ClusterConfig
 	5,  // 10: dnsplan.state.v1.Snapshot.served:type_name -> dnsplan.state.v1.ServedWindow
-	11, // 11: dnsplan.state.v1.Snapshot.previous:type_name -> dnsplan.v1.AppliedEndpoint
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	13, // 11: dnsplan.state.v1.Snapshot.previous:type_name -> dnsplan.v1.AppliedEndpoint
+	8,  // 12: dnsplan.state.v1.Snapshot.velocity_refusals:type_name -> dnsplan.state.v1.VelocityRefusals
+	9,  // 13: dnsplan.state.v1.VelocityRefusals.refusals:type_name -> dnsplan.state.v1.VelocityRefusal
+	14, // [14:14] is the sub-list for method output_type
+	14, // [14:14] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_dnsplan_state_v1_state_proto_init() }
@@ -764,7 +891,7 @@ func file_dnsplan_state_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dnsplan_state_v1_state_proto_rawDesc), len(file_dnsplan_state_v1_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
