@@ -155,7 +155,8 @@ func TestConfigRPCs(t *testing.T) {
 			t.Errorf("SetConfig(%v) = %v, want INVALID_ARGUMENT", bad, err)
 		}
 	}
-	want := &pb.ClusterConfig{Design: pb.Design_DESIGN_FIXED, MaxCapacityDrop: 0.1, VelocityWindow: ttl(time.Hour), MaxPlanChange: proto.Float64(0.5)}
+	want := &pb.ClusterConfig{Design: pb.Design_DESIGN_FIXED, MaxCapacityDrop: 0.1, VelocityWindow: ttl(time.Hour), MaxPlanChange: proto.Float64(0.5),
+		MaxVelocityRefusals: proto.Uint32(fsm.DefaultMaxVelocityRefusals)}
 	got, err := f.cluster.SetConfig(ctx, &pb.SetConfigRequest{MaxCapacityDrop: proto.Float64(0.1), VelocityWindow: ttl(time.Hour), MaxPlanChange: proto.Float64(0.5)})
 	if err != nil || !proto.Equal(got, want) {
 		t.Fatalf("SetConfig = %v, %v; want %v", got, err, want)

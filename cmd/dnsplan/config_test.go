@@ -78,9 +78,16 @@ func TestNodeProcessConfigAndDesignMismatch(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	for _, want := range []string{"design", "fixed", "max-capacity-drop  0\n", "velocity-window    1m0s"} {
-		if !strings.Contains(out, want) {
-			t.Fatalf("config get:\n%s\nwant %q", out, want)
+	rows := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 {
+			rows[f[0]] = f[1]
+		}
+	}
+	for key, want := range map[string]string{"design": "fixed", "max-capacity-drop": "0", "velocity-window": "1m0s",
+		"max-plan-change": "0.3", "max-velocity-refusals": "5"} {
+		if rows[key] != want {
+			t.Fatalf("config get:\n%s\nwant %s %s", out, key, want)
 		}
 	}
 	if out, err := ctlRun(t, grpcAddr, "config", "set", "velocity-window", "2m"); err != nil || !strings.Contains(out, "2m0s") {
