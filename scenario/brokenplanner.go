@@ -418,21 +418,17 @@ func (b *brokenRun) review(ctx context.Context, good, bad uint64) error {
 	var tw strings.Builder
 	w := tabwriter.NewWriter(&tw, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(w, "ENDPOINT\tCHANGE\tADDED\tREMOVED\tA\tRULES")
-	unchanged := 0
+	unchanged := int(d.GetUnchanged()) // DiffPlans lists only the endpoints that change
 	for _, e := range d.GetEndpoints() {
-		if e.GetChange() == "unchanged" {
-			unchanged++
-			continue
-		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", e.GetEndpoint(), e.GetChange(), dash(strings.Join(e.GetAdded(), " ")),
 			dash(strings.Join(e.GetRemoved(), " ")), percent(e.AChangePercent), rules(e.GetRules()))
 	}
 	w.Flush()
 	detail := []string{"why frozen (ctl status): " + dash(st.GetFreezeReason())}
 	detail = append(detail, strings.Split(strings.TrimSuffix(tw.String(), "\n"), "\n")...)
-	changed := len(d.GetEndpoints()) - unchanged
+	changed := len(d.GetEndpoints())
 	ev, err := b.record(ctx, operatorID, fmt.Sprintf("ctl status; ctl diff %d %d", good, bad),
-		fmt.Sprintf("%d of %d endpoints changed, each to %s alone; %d unchanged (not shown)", changed, len(d.GetEndpoints()), BadAddress, unchanged))
+		fmt.Sprintf("%d of %d endpoints changed, each to %s alone; %d unchanged (not shown)", changed, changed+unchanged, BadAddress, unchanged))
 	if err != nil {
 		return err
 	}

@@ -68,7 +68,9 @@ func (s *State) doubtPlan(plan *pb.Plan) string {
 // starts over, so an unfreeze is not undone by old refusals.
 func (s *State) noteVelocityRefusal(index uint64, name string, targets []*pb.Target, err error) string {
 	limit := s.Policy().GetMaxVelocityRefusals()
-	if !errors.Is(err, ErrVelocity) || !s.Active(LogVelocityDoubt) || limit == 0 {
+	if !errors.Is(err, ErrVelocity) || !s.Active(LogVelocityDoubt) || limit == 0 || s.frozen {
+		// Frozen, refusals are what an operator is already looking at;
+		// counting them would freeze again at the first after an unfreeze.
 		return ""
 	}
 	asked := askedKey(targets)
@@ -80,7 +82,7 @@ func (s *State) noteVelocityRefusal(index uint64, name string, targets []*pb.Tar
 		}
 	}
 	kept = append(kept, &statev1.VelocityRefusal{AtUnixNanos: s.now.UnixNano(), Asked: asked})
-	if uint32(len(kept)) < limit || s.frozen {
+	if uint32(len(kept)) < limit {
 		s.velocityRefusals[name] = kept[max(0, len(kept)-int(limit)):]
 		return ""
 	}
@@ -99,6 +101,26 @@ func askedKey(targets []*pb.Target) string {
 		fmt.Fprintf(h, "%s=%d;", w.GetAddress(), w.GetWeight())
 	}
 	return hex.EncodeToString(h.Sum(nil)[:8])
+}
+
+// trimVelocityRefusals drops the refusals served before cut, as trimServed
+// does for the velocity window: called before the window changes, so that
+// a longer window never brings back refusals a snapshot no longer holds
+// (velocityRefusalsWithin), and every replica counts the same ones.
+func (s *State) trimVelocityRefusals(cut int64) {
+	for name, rs := range s.velocityRefusals {
+		var kept []*statev1.VelocityRefusal
+		for _, r := range rs {
+			if r.GetAtUnixNanos() > cut {
+				kept = append(kept, r)
+			}
+		}
+		if len(kept) == 0 {
+			delete(s.velocityRefusals, name)
+		} else if len(kept) != len(rs) {
+			s.velocityRefusals[name] = kept
+		}
+	}
 }
 
 // velocityRefusalsWithin is velocityRefusals without the refusals older

@@ -187,3 +187,61 @@ func TestVelocityRefusalsAtApplyCount(t *testing.T) {
 		t.Fatal("two changes refused at apply did not freeze the cluster")
 	}
 }
+
+// Replicas count the same refusals whether they restarted from a snapshot
+// or not, even when the window grows afterwards.
+func TestVelocityRefusalsSameAfterRestore(t *testing.T) {
+	h := newHarness(t)
+	h.setPolicy(0.5, time.Minute)
+	h.s.config.MaxVelocityRefusals = proto.Uint32(3)
+	l := h.mustAcquire("enactor/0", "az-a", time.Hour)
+	h.mustApply(h.mustSubmit(plan(endpoint(api, target("a", "192.0.2.1", 100), target("b", "192.0.2.2", 100)))), l.Name, l.Token, "az-a")
+	drain := func(keep uint32) *pb.Plan {
+		return plan(endpoint(api, target("a", "192.0.2.1", keep), target("b", "192.0.2.2", 0)))
+	}
+	h.submit(drain(40), false)
+	h.advance(2 * time.Minute)
+	h.freeze(false, "") // any command: the state's time moves on
+	b, err := h.s.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	restored, err := Restore(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := &harness{tb: t, s: restored, index: h.index, stamp: h.stamp}
+	for _, r := range []*harness{h, other} {
+		r.setPolicy(0.5, time.Hour) // the refusal two minutes ago is inside the new window
+		r.submit(drain(30), false)
+		r.submit(drain(20), false)
+	}
+	a, _ := h.s.Frozen()
+	c, _ := other.s.Frozen()
+	if a != c || a {
+		t.Fatalf("replica that kept its state frozen %v, restored replica frozen %v; want both not (the first refusal left the window before it grew)", a, c)
+	}
+}
+
+// A plan the request says is held is not: only the cluster holds plans.
+// And refusals while frozen are not counted.
+func TestHeldOnlyByTheCluster(t *testing.T) {
+	h := newHarness(t)
+	p := validPlan()
+	p.Held = true
+	if g := h.mustSubmit(p); h.s.Plan(g).GetHeld() {
+		t.Fatal("a client's held flag was stored")
+	}
+	h.setPolicy(0.5, time.Minute)
+	h.s.config.MaxVelocityRefusals = proto.Uint32(2)
+	l := h.mustAcquire("enactor/0", "az-a", time.Hour)
+	h.mustApply(h.mustSubmit(plan(endpoint(api, target("a", "192.0.2.1", 100), target("b", "192.0.2.2", 100)))), l.Name, l.Token, "az-a")
+	h.freeze(true, "operator")
+	for keep := range uint32(3) {
+		h.submit(plan(endpoint(api, target("a", "192.0.2.1", keep+1), target("b", "192.0.2.2", 0))), false)
+	}
+	h.freeze(false, "")
+	if r := h.submit(plan(endpoint(api, target("a", "192.0.2.1", 9), target("b", "192.0.2.2", 0))), false); r.Doubt != "" {
+		t.Fatalf("the first refusal after an unfreeze froze again: %s", r.Doubt)
+	}
+}

@@ -118,10 +118,11 @@ func ValidateMaxPlanChange(f float64) error {
 	return nil
 }
 
-// ValidateMaxVelocityRefusals: 0 (never) to MaxVelocityRefusalsLimit.
+// ValidateMaxVelocityRefusals: 0 (never) or 2 to MaxVelocityRefusalsLimit
+// (1 would freeze on the first refusal the velocity limit exists to make).
 func ValidateMaxVelocityRefusals(n uint32) error {
-	if n > MaxVelocityRefusalsLimit {
-		return fmt.Errorf("%w: max_velocity_refusals %d above %d", ErrInvalid, n, MaxVelocityRefusalsLimit)
+	if n == 1 || n > MaxVelocityRefusalsLimit {
+		return fmt.Errorf("%w: max_velocity_refusals %d: want 0 (never) or 2..%d", ErrInvalid, n, MaxVelocityRefusalsLimit)
 	}
 	return nil
 }
@@ -157,6 +158,7 @@ func (s *State) foundCluster(index uint64, c *pb.ClusterConfig) Result {
 	}
 	ev := s.event(index, kindConfig, "founding")
 	s.trimServed(s.now.Add(-s.window()).UnixNano()) // as setConfig does
+	s.trimVelocityRefusals(s.now.Add(-s.window()).UnixNano())
 	s.config = proto.Clone(c).(*pb.ClusterConfig)
 	setOutcome(ev, outcomeFounded)
 	ev.Reason = describeConfig(s.config)
@@ -188,6 +190,7 @@ func (s *State) setConfig(index uint64, r *pb.SetConfigRequest) Result {
 		// first, and the new one covers only what the old one still did,
 		// and what comes after.
 		s.trimServed(s.now.Add(-s.window()).UnixNano())
+		s.trimVelocityRefusals(s.now.Add(-s.window()).UnixNano())
 		c.VelocityWindow = r.GetVelocityWindow()
 	}
 	s.config = c

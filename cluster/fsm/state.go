@@ -158,6 +158,7 @@ func (s *State) submitPlan(index uint64, c *statev1.SubmitPlan) Result {
 		}
 	}
 	plan = proto.Clone(plan).(*pb.Plan)
+	plan.Held = false // only the cluster holds a plan (below), whatever the request says
 	if !s.Active(LogMinHealthy) {
 		for _, ep := range plan.Endpoints {
 			ep.MinHealthyTargets, ep.MinHealthyFraction = 0, 0
@@ -181,7 +182,7 @@ func (s *State) submitPlan(index uint64, c *statev1.SubmitPlan) Result {
 func (s *State) storePlan(index uint64, ev *pb.HistoryEvent, plan *pb.Plan, force, early bool) Result {
 	// Only the cluster says a plan is forced, from the request's force,
 	// and what its digest is.
-	plan.Forced = force
+	plan.Forced, plan.Digest = force, ""
 	if s.Active(LogReviewed) {
 		plan.Digest = contract.PlanDigest(plan)
 	}
@@ -195,6 +196,10 @@ func (s *State) storePlan(index uint64, ev *pb.HistoryEvent, plan *pb.Plan, forc
 		if err := s.checkEndpointRules(ep); err != nil {
 			ev.Endpoint = ep.Name
 			doubt := s.noteVelocityRefusal(index, ep.Name, ep.Targets, err)
+			if doubt != "" {
+				// The caller learns of the freeze from the refusal.
+				err = fmt.Errorf("%w; the cluster froze itself: %s", err, doubt)
+			}
 			res := s.reject(ev, &EndpointError{Endpoint: ep.Name, Err: err})
 			res.Doubt, res.Frozen = doubt, doubt != ""
 			return res
