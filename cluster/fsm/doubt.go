@@ -26,9 +26,24 @@ import (
 // change is a third of them (octoDNS waits for ten records too).
 const MinEndpointsForDoubt = 10
 
-// DoubtPlan says why submitting plan now would freeze the cluster ("" if
-// it would not): a preview of the rule below.
-func (s *State) DoubtPlan(plan *pb.Plan) string { return s.doubtPlan(plan) }
+// DoubtPlan says why submitting plan now, unforced, would freeze the
+// cluster ("" if it would not), changing nothing: a plan that changes too
+// many endpoints (doubtPlan), or the velocity refusal of its first
+// refused endpoint that would reach max_velocity_refusals.
+func (s *State) DoubtPlan(plan *pb.Plan) string {
+	if why := s.doubtPlan(plan); why != "" {
+		return why
+	}
+	for _, ep := range plan.GetEndpoints() {
+		ep = &pb.EndpointPlan{Name: contract.CanonicalName(ep.GetName()), Ttl: ep.GetTtl(), Targets: ep.GetTargets(),
+			MinHealthyTargets: ep.GetMinHealthyTargets(), MinHealthyFraction: ep.GetMinHealthyFraction()}
+		if err := s.checkEndpointRules(ep); err != nil {
+			_, why := s.velocityDoubt(ep.GetName(), ep.GetTargets(), err)
+			return why // the submission stops at its first refused endpoint
+		}
+	}
+	return ""
+}
 
 // doubtPlan says why plan is doubtful ("" if it is not): it changes more
 // than the policy's max_plan_change of the endpoints served or planned.
@@ -67,11 +82,27 @@ func (s *State) doubtPlan(plan *pb.Plan) string {
 // It says why it froze ("" if it did not). After a freeze the count
 // starts over, so an unfreeze is not undone by old refusals.
 func (s *State) noteVelocityRefusal(index uint64, name string, targets []*pb.Target, err error) string {
+	kept, why := s.velocityDoubt(name, targets, err)
+	switch {
+	case kept == nil:
+	case why == "":
+		s.velocityRefusals[name] = kept
+	default:
+		delete(s.velocityRefusals, name)
+		s.freezeOnDoubt(index, why)
+	}
+	return why
+}
+
+// velocityDoubt is what counting a refusal (err) of endpoint name's change
+// to targets would do, changing nothing: the refusals to keep (nil: the
+// refusal does not count), and why the cluster would freeze ("" if not).
+func (s *State) velocityDoubt(name string, targets []*pb.Target, err error) ([]*statev1.VelocityRefusal, string) {
 	limit := s.Policy().GetMaxVelocityRefusals()
 	if !errors.Is(err, ErrVelocity) || !s.Active(LogVelocityDoubt) || limit == 0 || s.frozen {
 		// Frozen, refusals are what an operator is already looking at;
 		// counting them would freeze again at the first after an unfreeze.
-		return ""
+		return nil, ""
 	}
 	asked := askedKey(targets)
 	kept := []*statev1.VelocityRefusal{}
@@ -83,14 +114,10 @@ func (s *State) noteVelocityRefusal(index uint64, name string, targets []*pb.Tar
 	}
 	kept = append(kept, &statev1.VelocityRefusal{AtUnixNanos: s.now.UnixNano(), Asked: asked})
 	if uint32(len(kept)) < limit {
-		s.velocityRefusals[name] = kept[max(0, len(kept)-int(limit)):]
-		return ""
+		return kept[max(0, len(kept)-int(limit)):], ""
 	}
-	delete(s.velocityRefusals, name)
-	why := fmt.Sprintf("doubt: the velocity limit refused %d different changes of endpoint %q within %s (max_velocity_refusals %d): its source keeps asking to take capacity away faster than allowed; check the planner's health checks, then ctl unfreeze",
+	return kept, fmt.Sprintf("doubt: the velocity limit refused %d different changes of endpoint %q within %s (max_velocity_refusals %d): its source keeps asking to take capacity away faster than allowed; check the planner's health checks, then ctl unfreeze",
 		len(kept), name, s.window(), limit)
-	s.freezeOnDoubt(index, why)
-	return why
 }
 
 // askedKey names what a change asked an endpoint to serve: a hash of its

@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"strings"
@@ -243,5 +244,33 @@ func TestHeldOnlyByTheCluster(t *testing.T) {
 	h.freeze(false, "")
 	if r := h.submit(plan(endpoint(api, target("a", "192.0.2.1", 9), target("b", "192.0.2.2", 0))), false); r.Doubt != "" {
 		t.Fatalf("the first refusal after an unfreeze froze again: %s", r.Doubt)
+	}
+}
+
+// A preview says when submitting a plan would freeze the cluster on
+// repeated velocity refusals, and changes nothing.
+func TestDoubtPlanPreviewsVelocityRefusals(t *testing.T) {
+	h := newHarness(t)
+	h.setPolicy(0.5, time.Minute)
+	h.s.config.MaxVelocityRefusals = proto.Uint32(3)
+	l := h.mustAcquire("enactor/0", "az-a", time.Hour)
+	h.mustApply(h.mustSubmit(plan(endpoint(api, target("a", "192.0.2.1", 100), target("b", "192.0.2.2", 100)))), l.Name, l.Token, "az-a")
+	drain := func(keep uint32) *pb.Plan {
+		return plan(endpoint(api, target("a", "192.0.2.1", keep), target("b", "192.0.2.2", 0)))
+	}
+	h.submit(drain(40), false)
+	h.submit(drain(30), false)
+	if why := h.s.DoubtPlan(drain(30)); why != "" {
+		t.Errorf("the same change again would not freeze, yet the preview says %q", why)
+	}
+	before := marshal(t, h.s)
+	if why := h.s.DoubtPlan(drain(20)); !strings.Contains(why, "refused 3 different changes") {
+		t.Errorf("a third different change: preview %q", why)
+	}
+	if !bytes.Equal(before, marshal(t, h.s)) {
+		t.Error("the preview changed the state")
+	}
+	if r := h.submit(drain(20), false); r.Doubt == "" {
+		t.Error("the submission the preview said would freeze did not")
 	}
 }

@@ -184,10 +184,11 @@ func runCtl(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fmt.Fprintf(stderr, "usage: dnsplan ctl [flags] %s\n\n%s.\n\nflags:\n", cmd.synopsis, cmd.summary)
 		sub.PrintDefaults()
 	}
-	if err := parseFlags(sub, fs.Args()[1:]); err != nil {
+	subArgs := flagsFirst(sub, fs.Args()[1:])
+	if err := parseFlags(sub, subArgs); err != nil {
 		return err
 	}
-	given := givenOnCommandLine(fs.Args()[1:], func(fs *flag.FlagSet) {
+	given := givenOnCommandLine(subArgs, func(fs *flag.FlagSet) {
 		bindCtlGlobals(fs)
 		cmd.setup(fs)
 	})
@@ -199,6 +200,45 @@ func runCtl(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	defer cancel()
 	defer x.close()
 	return ctlError(run(ctx, x, sub.Args()))
+}
+
+// flagsFirst moves a subcommand's flags before its arguments, so that
+// "ctl plan 3 -o json" reads as "ctl plan -o json 3" (Go's flag package
+// stops at the first argument). A flag that is not a boolean takes the
+// next word as its value; after "--" every word is an argument.
+func flagsFirst(fs *flag.FlagSet, args []string) []string {
+	var flags, rest []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			rest = append(rest, args[i+1:]...)
+			break
+		}
+		if len(a) < 2 || a[0] != '-' {
+			rest = append(rest, a)
+			continue
+		}
+		flags = append(flags, a)
+		name := strings.TrimLeft(a, "-")
+		if strings.Contains(name, "=") {
+			continue
+		}
+		f := fs.Lookup(name)
+		if f == nil {
+			continue // the parse reports it
+		}
+		if b, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+			continue
+		}
+		if i+1 < len(args) {
+			i++
+			flags = append(flags, args[i])
+		}
+	}
+	if len(rest) == 0 {
+		return flags
+	}
+	return append(append(flags, "--"), rest...)
 }
 
 // givenOnCommandLine returns the names of the flags args sets, parsed

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -438,6 +439,26 @@ func TestParseSince(t *testing.T) {
 	for _, bad := range []string{"", "-1h", "yesterday", "2026-12-01"} {
 		if err := parseSince(bad, &pb.ListHistoryRequest{}); err == nil {
 			t.Errorf("parseSince(%q) accepted", bad)
+		}
+	}
+}
+
+// A subcommand's flags may follow its arguments.
+func TestFlagsFirst(t *testing.T) {
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	fs.String("o", "", "")
+	fs.Bool("stale", false, "")
+	fs.String("f", "", "")
+	for _, tc := range []struct{ in, want []string }{
+		{[]string{"3", "-o", "json"}, []string{"-o", "json", "--", "3"}},
+		{[]string{"-o", "json", "3"}, []string{"-o", "json", "--", "3"}},
+		{[]string{"3", "--stale", "4"}, []string{"--stale", "--", "3", "4"}},
+		{[]string{"-f", "-", "--stale"}, []string{"-f", "-", "--stale"}},
+		{[]string{"1", "--", "-2"}, []string{"--", "1", "-2"}},
+		{[]string{"--o=json", "5"}, []string{"--o=json", "--", "5"}},
+	} {
+		if got := flagsFirst(fs, tc.in); !slices.Equal(got, tc.want) {
+			t.Errorf("flagsFirst(%q) = %q, want %q", tc.in, got, tc.want)
 		}
 	}
 }
