@@ -594,6 +594,21 @@ func renderStatus(w io.Writer, nodes []nodeStatus) {
 	}
 	fmt.Fprintf(w, "frozen: %s\nplans: %d, next generation %d; endpoints applied: %d\n",
 		frozen, best.GetPlans(), best.GetNextGeneration(), best.GetEndpoints())
+	// During a rolling upgrade: what the cluster runs, and who holds a
+	// newer version back (it takes effect once every member runs it).
+	fmt.Fprintf(w, "log version: %d active", best.GetLogVersion())
+	var runs []string
+	mixed := false
+	for _, n := range nodes {
+		if n.err == nil {
+			runs = append(runs, fmt.Sprintf("%s runs %d", n.st.GetNodeId(), n.st.GetNodeLogVersion()))
+			mixed = mixed || n.st.GetNodeLogVersion() != best.GetLogVersion()
+		}
+	}
+	if mixed {
+		fmt.Fprintf(w, " (%s; a newer version takes effect once every member runs it)", strings.Join(runs, ", "))
+	}
+	fmt.Fprintln(w)
 }
 
 // dnsState says whether a node's DNS answers: "serving@INDEX", or

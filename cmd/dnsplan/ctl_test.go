@@ -194,8 +194,10 @@ plan   planner1   4      -    2025-10-20T06:59:59Z  expired
 `},
 		{"status", renderTable(func(w io.Writer) {
 			renderStatus(w, []nodeStatus{
-				{addr: "127.0.0.1:9001", st: &pb.StatusResponse{NodeId: "node1", State: "Follower", LeaderId: "node2", Term: 2, CommitIndex: 10, AppliedIndex: 10, DnsFloor: 11}},
-				{addr: "127.0.0.1:9002", st: &pb.StatusResponse{NodeId: "node2", State: "Leader", LeaderId: "node2", LeaderGrpcAddr: "127.0.0.1:9002", Term: 2, CommitIndex: 11, AppliedIndex: 11, DnsReady: true, DnsServedIndex: 11, Frozen: true, FreezeReason: "incident 42", Plans: 3, NextGeneration: 4, Endpoints: 2}},
+				{addr: "127.0.0.1:9001", st: &pb.StatusResponse{NodeId: "node1", State: "Follower", LeaderId: "node2", Term: 2, CommitIndex: 10, AppliedIndex: 10, DnsFloor: 11,
+					LogVersion: 5, NodeLogVersion: 6}},
+				{addr: "127.0.0.1:9002", st: &pb.StatusResponse{NodeId: "node2", State: "Leader", LeaderId: "node2", LeaderGrpcAddr: "127.0.0.1:9002", Term: 2, CommitIndex: 11, AppliedIndex: 11, DnsReady: true, DnsServedIndex: 11, Frozen: true, FreezeReason: "incident 42", Plans: 3, NextGeneration: 4, Endpoints: 2,
+					LogVersion: 5, NodeLogVersion: 5}},
 				{addr: "127.0.0.1:9003", err: status.Error(codes.Unavailable, "connection refused")},
 			})
 		}), `
@@ -209,6 +211,7 @@ ADDRESS         NODE   STATE        LEADER  TERM  COMMIT  APPLIED  SNAPSHOT  DNS
 leader: node2 (127.0.0.1:9002), term 2
 frozen: yes (incident 42)
 plans: 3, next generation 4; endpoints applied: 2
+log version: 5 active (node1 runs 6, node2 runs 5; a newer version takes effect once every member runs it)
 `},
 		{"history", renderTable(func(w io.Writer) {
 			renderHistory(w, []*pb.HistoryEvent{
