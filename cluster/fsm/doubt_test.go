@@ -122,14 +122,10 @@ func TestFreezeOnDoubtBoundary(t *testing.T) {
 // window do not count, and after a freeze the count starts over.
 func TestFreezeOnRepeatedVelocityRefusals(t *testing.T) {
 	h := newHarness(t)
-	h.setPolicy(0.5, time.Minute)
-	h.s.config.MaxVelocityRefusals = proto.Uint32(3)
-	l := h.mustAcquire("enactor/0", "az-a", time.Hour)
-	h.mustApply(h.mustSubmit(plan(endpoint(api, target("a", "192.0.2.1", 100), target("b", "192.0.2.2", 100)))), l.Name, l.Token, "az-a")
+	servingForVelocity(h, 3)
 	refuse := func(what string, keep uint32, wantFrozen bool) {
 		t.Helper()
-		// Keep only keep of a's 100 and none of b's: far past 50%.
-		r := h.submit(plan(endpoint(api, target("a", "192.0.2.1", keep), target("b", "192.0.2.2", 0))), false)
+		r := h.submit(drain(keep), false)
 		if !errors.Is(r.Err, ErrVelocity) {
 			t.Fatalf("%s: %v, want VELOCITY", what, r.Err)
 		}
@@ -168,10 +164,7 @@ func TestFreezeOnRepeatedVelocityRefusals(t *testing.T) {
 // Refusals at apply count as at submit.
 func TestVelocityRefusalsAtApplyCount(t *testing.T) {
 	h := newHarness(t)
-	h.setPolicy(0.5, time.Minute)
-	h.s.config.MaxVelocityRefusals = proto.Uint32(2)
-	l := h.mustAcquire("enactor/0", "az-a", time.Hour)
-	h.mustApply(h.mustSubmit(plan(endpoint(api, target("a", "192.0.2.1", 100), target("b", "192.0.2.2", 100)))), l.Name, l.Token, "az-a")
+	l := servingForVelocity(h, 2)
 	// Two changes allowed now (at most 30% less), then a stricter limit
 	// before they are applied.
 	g1 := h.mustSubmit(plan(endpoint(api, target("a", "192.0.2.1", 100), target("b", "192.0.2.2", 40))))
@@ -193,13 +186,7 @@ func TestVelocityRefusalsAtApplyCount(t *testing.T) {
 // or not, even when the window grows afterwards.
 func TestVelocityRefusalsSameAfterRestore(t *testing.T) {
 	h := newHarness(t)
-	h.setPolicy(0.5, time.Minute)
-	h.s.config.MaxVelocityRefusals = proto.Uint32(3)
-	l := h.mustAcquire("enactor/0", "az-a", time.Hour)
-	h.mustApply(h.mustSubmit(plan(endpoint(api, target("a", "192.0.2.1", 100), target("b", "192.0.2.2", 100)))), l.Name, l.Token, "az-a")
-	drain := func(keep uint32) *pb.Plan {
-		return plan(endpoint(api, target("a", "192.0.2.1", keep), target("b", "192.0.2.2", 0)))
-	}
+	servingForVelocity(h, 3)
 	h.submit(drain(40), false)
 	h.advance(2 * time.Minute)
 	h.freeze(false, "") // any command: the state's time moves on
@@ -233,16 +220,13 @@ func TestHeldOnlyByTheCluster(t *testing.T) {
 	if g := h.mustSubmit(p); h.s.Plan(g).GetHeld() {
 		t.Fatal("a client's held flag was stored")
 	}
-	h.setPolicy(0.5, time.Minute)
-	h.s.config.MaxVelocityRefusals = proto.Uint32(2)
-	l := h.mustAcquire("enactor/0", "az-a", time.Hour)
-	h.mustApply(h.mustSubmit(plan(endpoint(api, target("a", "192.0.2.1", 100), target("b", "192.0.2.2", 100)))), l.Name, l.Token, "az-a")
+	servingForVelocity(h, 2)
 	h.freeze(true, "operator")
 	for keep := range uint32(3) {
-		h.submit(plan(endpoint(api, target("a", "192.0.2.1", keep+1), target("b", "192.0.2.2", 0))), false)
+		h.submit(drain(keep+1), false)
 	}
 	h.freeze(false, "")
-	if r := h.submit(plan(endpoint(api, target("a", "192.0.2.1", 9), target("b", "192.0.2.2", 0))), false); r.Doubt != "" {
+	if r := h.submit(drain(9), false); r.Doubt != "" {
 		t.Fatalf("the first refusal after an unfreeze froze again: %s", r.Doubt)
 	}
 }
@@ -251,13 +235,7 @@ func TestHeldOnlyByTheCluster(t *testing.T) {
 // repeated velocity refusals, and changes nothing.
 func TestDoubtPlanPreviewsVelocityRefusals(t *testing.T) {
 	h := newHarness(t)
-	h.setPolicy(0.5, time.Minute)
-	h.s.config.MaxVelocityRefusals = proto.Uint32(3)
-	l := h.mustAcquire("enactor/0", "az-a", time.Hour)
-	h.mustApply(h.mustSubmit(plan(endpoint(api, target("a", "192.0.2.1", 100), target("b", "192.0.2.2", 100)))), l.Name, l.Token, "az-a")
-	drain := func(keep uint32) *pb.Plan {
-		return plan(endpoint(api, target("a", "192.0.2.1", keep), target("b", "192.0.2.2", 0)))
-	}
+	servingForVelocity(h, 3)
 	h.submit(drain(40), false)
 	h.submit(drain(30), false)
 	if why := h.s.DoubtPlan(drain(30)); why != "" {
@@ -273,4 +251,22 @@ func TestDoubtPlanPreviewsVelocityRefusals(t *testing.T) {
 	if r := h.submit(drain(20), false); r.Doubt == "" {
 		t.Error("the submission the preview said would freeze did not")
 	}
+}
+
+// servingForVelocity readies h for the velocity-refusal doubt: a limit of
+// half the capacity within a minute, refusals counted up to limit, and
+// api serving two addresses of weight 100 under the returned lease.
+func servingForVelocity(h *harness, limit uint32) *pb.Lease {
+	h.tb.Helper()
+	h.setPolicy(0.5, time.Minute)
+	h.s.config.MaxVelocityRefusals = proto.Uint32(limit)
+	l := h.mustAcquire("enactor/0", "az-a", time.Hour)
+	h.mustApply(h.mustSubmit(plan(endpoint(api, target("a", "192.0.2.1", 100), target("b", "192.0.2.2", 100)))), l.Name, l.Token, "az-a")
+	return l
+}
+
+// drain keeps only keep of api's first address and none of its second:
+// far past a 50% limit for any keep below 100.
+func drain(keep uint32) *pb.Plan {
+	return plan(endpoint(api, target("a", "192.0.2.1", keep), target("b", "192.0.2.2", 0)))
 }

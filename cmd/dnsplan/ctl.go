@@ -1361,12 +1361,9 @@ func setupConfig(fs *flag.FlagSet) func(context.Context, *ctl, []string) error {
 func parseConfigSetting(key, value string) (*pb.SetConfigRequest, error) {
 	switch key {
 	case "max-capacity-drop":
-		f, err := strconv.ParseFloat(value, 64)
-		if err == nil {
-			err = fsm.ValidateMaxCapacityDrop(f)
-		}
+		f, err := parseFraction(key, value, fsm.ValidateMaxCapacityDrop, "from 0 (no drop without force) to 1 (no limit)")
 		if err != nil {
-			return nil, fmt.Errorf("%w: max-capacity-drop %q: want a fraction from 0 (no drop without force) to 1 (no limit)", errCtlUsage, value)
+			return nil, err
 		}
 		return &pb.SetConfigRequest{MaxCapacityDrop: &f}, nil
 	case "velocity-window":
@@ -1379,12 +1376,9 @@ func parseConfigSetting(key, value string) (*pb.SetConfigRequest, error) {
 		}
 		return &pb.SetConfigRequest{VelocityWindow: durationpb.New(d)}, nil
 	case "max-plan-change":
-		f, err := strconv.ParseFloat(value, 64)
-		if err == nil {
-			err = fsm.ValidateMaxPlanChange(f)
-		}
+		f, err := parseFraction(key, value, fsm.ValidateMaxPlanChange, "above 0, up to 1 (no limit)")
 		if err != nil {
-			return nil, fmt.Errorf("%w: max-plan-change %q: want a fraction above 0, up to 1 (no limit)", errCtlUsage, value)
+			return nil, err
 		}
 		return &pb.SetConfigRequest{MaxPlanChange: &f}, nil
 	case "max-velocity-refusals":
@@ -1400,6 +1394,18 @@ func parseConfigSetting(key, value string) (*pb.SetConfigRequest, error) {
 		return nil, fmt.Errorf("%w: the design is fixed when the cluster is founded and never changes", errCtlUsage)
 	}
 	return nil, fmt.Errorf("%w: unknown setting %q: want max-capacity-drop, velocity-window, max-plan-change or max-velocity-refusals", errCtlUsage, key)
+}
+
+// parseFraction reads a fraction setting, checked as the cluster will.
+func parseFraction(key, value string, validate func(float64) error, want string) (float64, error) {
+	f, err := strconv.ParseFloat(value, 64)
+	if err == nil {
+		err = validate(f)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("%w: %s %q: want a fraction %s", errCtlUsage, key, value, want)
+	}
+	return f, nil
 }
 
 func renderConfig(w io.Writer, c *pb.ClusterConfig) {
