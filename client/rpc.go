@@ -84,6 +84,14 @@ func (c *Client) ApplyPlan(ctx context.Context, req *pb.ApplyPlanRequest) (*pb.A
 	})
 }
 
+// ReportDoubt tells the cluster what an enactor saw that should not
+// happen; the cluster decides whether it freezes.
+func (c *Client) ReportDoubt(ctx context.Context, req *pb.ReportDoubtRequest) (*pb.ReportDoubtResponse, error) {
+	return Do(ctx, c, func(ctx context.Context, cc grpc.ClientConnInterface) (*pb.ReportDoubtResponse, error) {
+		return pb.NewEnactServiceClient(cc).ReportDoubt(ctx, req)
+	})
+}
+
 // CleanupPlans deletes old plans that no endpoint serves.
 func (c *Client) CleanupPlans(ctx context.Context, req *pb.CleanupPlansRequest) (*pb.CleanupPlansResponse, error) {
 	return Do(ctx, c, func(ctx context.Context, cc grpc.ClientConnInterface) (*pb.CleanupPlansResponse, error) {

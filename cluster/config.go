@@ -27,6 +27,7 @@ func (n *Node) foundingConfig() *pb.ClusterConfig {
 		VelocityWindow:      durationpb.New(n.cfg.VelocityWindow),
 		MaxPlanChange:       proto.Float64(n.cfg.MaxPlanChange),
 		MaxVelocityRefusals: proto.Uint32(*n.cfg.MaxVelocityRefusals),
+		MaxReadBackFailures: proto.Float64(n.cfg.MaxReadBackFailures),
 	}
 }
 
@@ -88,6 +89,10 @@ func (n *Node) checkPolicy(warned **pb.ClusterConfig) error {
 	if m := n.cfg.MaxPlanChange; c.MaxPlanChange != nil && m != c.GetMaxPlanChange() {
 		n.log.Warn("--max-plan-change differs from the cluster's; the cluster's value wins (change it with: dnsplan ctl config set max-plan-change VALUE)",
 			"flag", m, "cluster", c.GetMaxPlanChange())
+	}
+	if m := n.cfg.MaxReadBackFailures; c.MaxReadBackFailures != nil && m != c.GetMaxReadBackFailures() {
+		n.log.Warn("--max-read-back-failures differs from the cluster's; the cluster's value wins (change it with: dnsplan ctl config set max-read-back-failures VALUE)",
+			"flag", m, "cluster", c.GetMaxReadBackFailures())
 	}
 	if w := n.cfg.VelocityWindow; w != c.GetVelocityWindow().AsDuration() {
 		n.log.Warn("--velocity-window differs from the cluster's; the cluster's value wins (change it with: dnsplan ctl config set velocity-window DURATION)",

@@ -150,14 +150,17 @@ func TestConfigRPCs(t *testing.T) {
 		{VelocityWindow: ttl(48 * time.Hour)},
 		{MaxPlanChange: proto.Float64(0)},
 		{MaxPlanChange: proto.Float64(1.5)},
+		{MaxReadBackFailures: proto.Float64(0.4)},
+		{MaxReadBackFailures: proto.Float64(1.1)},
 	} {
 		if _, err := f.cluster.SetConfig(ctx, bad); status.Code(err) != codes.InvalidArgument {
 			t.Errorf("SetConfig(%v) = %v, want INVALID_ARGUMENT", bad, err)
 		}
 	}
 	want := &pb.ClusterConfig{Design: pb.Design_DESIGN_FIXED, MaxCapacityDrop: 0.1, VelocityWindow: ttl(time.Hour), MaxPlanChange: proto.Float64(0.5),
-		MaxVelocityRefusals: proto.Uint32(fsm.DefaultMaxVelocityRefusals)}
-	got, err := f.cluster.SetConfig(ctx, &pb.SetConfigRequest{MaxCapacityDrop: proto.Float64(0.1), VelocityWindow: ttl(time.Hour), MaxPlanChange: proto.Float64(0.5)})
+		MaxVelocityRefusals: proto.Uint32(fsm.DefaultMaxVelocityRefusals), MaxReadBackFailures: proto.Float64(0.75)}
+	got, err := f.cluster.SetConfig(ctx, &pb.SetConfigRequest{MaxCapacityDrop: proto.Float64(0.1), VelocityWindow: ttl(time.Hour),
+		MaxPlanChange: proto.Float64(0.5), MaxReadBackFailures: proto.Float64(0.75)})
 	if err != nil || !proto.Equal(got, want) {
 		t.Fatalf("SetConfig = %v, %v; want %v", got, err, want)
 	}

@@ -83,6 +83,7 @@ var methods = resolve(map[string]method{
 	pb.EnactService_ListApplied_FullMethodName:  {access: accessRead, roles: readers},
 	pb.EnactService_WatchApplied_FullMethodName: {access: accessStream, roles: readers},
 	pb.EnactService_ListHistory_FullMethodName:  {access: accessRead, roles: readers, validate: validateListHistory},
+	pb.EnactService_ReportDoubt_FullMethodName:  {access: accessWrite, roles: auth.RoleEnactor | auth.RoleOperator, validate: fsm.Validate, bind: bindApply},
 
 	pb.ClusterService_Status_FullMethodName:             {access: accessLocal, roles: readers},
 	pb.ClusterService_AddVoter_FullMethodName:           {access: accessWrite, roles: auth.RoleOperator | auth.RoleNode, validate: validateAddVoter, bind: bindAddVoter},

@@ -107,6 +107,9 @@ type Config struct {
 	// MaxVelocityRefusals is the max_velocity_refusals a new cluster is
 	// founded with (fsm/doubt.go; nil: the default 5; 0 turns it off).
 	MaxVelocityRefusals *uint32
+	// MaxReadBackFailures is the max_read_back_failures a new cluster is
+	// founded with (fsm/doubt.go; default 0.5, 1 disables it).
+	MaxReadBackFailures float64
 
 	// SnapshotThreshold is how many log entries since the last snapshot
 	// trigger a new one (default 8192); SnapshotInterval how often that is
@@ -190,6 +193,12 @@ func (c *Config) setDefaults() error {
 		c.MaxVelocityRefusals = proto.Uint32(fsm.DefaultMaxVelocityRefusals)
 	}
 	if err := fsm.ValidateMaxVelocityRefusals(*c.MaxVelocityRefusals); err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	if c.MaxReadBackFailures == 0 {
+		c.MaxReadBackFailures = fsm.DefaultMaxReadBackFailures
+	}
+	if err := fsm.ValidateMaxReadBackFailures(c.MaxReadBackFailures); err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
 	if c.MaxPlanChange == 0 {

@@ -133,6 +133,11 @@ func (c *clusterService) SetConfig(ctx context.Context, req *pb.SetConfigRequest
 			return nil, err
 		}
 	}
+	if req.MaxReadBackFailures != nil {
+		if err := requireLog(c.c, fsm.LogEnactorDoubt, "freezes on read-back failures"); err != nil {
+			return nil, err
+		}
+	}
 	res, err := c.c.propose(ctx, req)
 	if err != nil {
 		return nil, err

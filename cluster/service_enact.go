@@ -36,6 +36,23 @@ func (e *enactService) CleanupPlans(ctx context.Context, req *pb.CleanupPlansReq
 	return &pb.CleanupPlansResponse{Deleted: res.Deleted}, nil
 }
 
+// ReportDoubt proposes an enactor's report of doubt once every member's
+// version applies it; the state machine decides whether it freezes.
+func (e *enactService) ReportDoubt(ctx context.Context, req *pb.ReportDoubtRequest) (*pb.ReportDoubtResponse, error) {
+	if err := requireLog(e.c, fsm.LogEnactorDoubt, "takes reports of doubt"); err != nil {
+		return nil, err
+	}
+	res, err := e.c.propose(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	resp := &pb.ReportDoubtResponse{Frozen: res.Frozen}
+	if res.Frozen {
+		e.c.read(func(s *fsm.State) { _, resp.Reason = s.Frozen() })
+	}
+	return resp, nil
+}
+
 func (e *enactService) GetApplied(_ context.Context, req *pb.GetAppliedRequest) (*pb.AppliedEndpoint, error) {
 	var a *pb.AppliedEndpoint
 	e.c.read(func(s *fsm.State) { a = s.Applied(req.GetEndpoint()) })

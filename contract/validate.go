@@ -255,6 +255,58 @@ func ValidateFreezeRequest(r *pb.SetFreezeRequest) error {
 	return nil
 }
 
+// Bounds of a ReportDoubt: the nodes and endpoints it names.
+const (
+	MaxDoubtNodes     = 64
+	MaxDoubtEndpoints = 16
+)
+
+// ValidateReportDoubt checks the shape of an enactor's report of doubt,
+// as ValidateApplyRequest does an apply's, and bounds what it names.
+func ValidateReportDoubt(r *pb.ReportDoubtRequest) error {
+	switch r.GetKind() {
+	case pb.DoubtKind_DOUBT_KIND_READ_BACK:
+		if len(r.GetNodes()) == 0 {
+			return fmt.Errorf("%w: a read-back report names the nodes that failed it", ErrInvalid)
+		}
+	case pb.DoubtKind_DOUBT_KIND_ROLLOUT:
+	default:
+		return fmt.Errorf("%w: doubt kind %d is not read_back or rollout", ErrInvalid, r.GetKind())
+	}
+	if r.GetGeneration() == 0 {
+		return fmt.Errorf("%w: generation is required", ErrInvalid)
+	}
+	if err := ValidateID("lease name", r.GetLeaseName()); err != nil {
+		return err
+	}
+	if err := ValidateID("enactor id", r.GetEnactorId()); err != nil {
+		return err
+	}
+	if r.GetLeaseToken() == 0 {
+		return fmt.Errorf("%w: lease token is required", ErrInvalid)
+	}
+	if n := len(r.GetNodes()); n > MaxDoubtNodes {
+		return fmt.Errorf("%w: %d nodes, limit %d", ErrInvalid, n, MaxDoubtNodes)
+	}
+	for _, id := range r.GetNodes() {
+		if err := ValidateMemberID(id); err != nil {
+			return err
+		}
+	}
+	if n := len(r.GetEndpoints()); n > MaxDoubtEndpoints {
+		return fmt.Errorf("%w: %d endpoints, limit %d", ErrInvalid, n, MaxDoubtEndpoints)
+	}
+	for _, e := range r.GetEndpoints() {
+		if err := ValidateName(e); err != nil {
+			return fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
+	}
+	if n := len(r.GetDetail()); n > MaxReasonLength {
+		return fmt.Errorf("%w: detail is %d bytes, limit %d", ErrInvalid, n, MaxReasonLength)
+	}
+	return nil
+}
+
 // ValidateMemberID checks a cluster member's id.
 func ValidateMemberID(id string) error { return ValidateID("member id", id) }
 

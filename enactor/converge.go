@@ -4,13 +4,17 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/dnsplan/dnsplan/contract"
 	"github.com/dnsplan/dnsplan/internal/retry"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
@@ -20,6 +24,10 @@ import (
 const (
 	readBackFirst = 10 * time.Millisecond
 	readBackLimit = 500 * time.Millisecond
+	// readBackLast bounds the fresh round of read-back at the converge
+	// timeout, before anything is reported: what was lagging before a
+	// pause of this enactor's own is not what the nodes serve now.
+	readBackLast = 2 * time.Second
 )
 
 // convergeJob is one answered apply to read back.
@@ -34,8 +42,9 @@ type convergeJob struct {
 // come faster, only the newest waiting job is kept: a node serving a newer
 // generation also serves "this generation or newer".
 type verifier struct {
-	s   *shard
-	log *slog.Logger
+	s     *shard
+	lease *pb.Lease // the holding's lease, which fences its reports
+	log   *slog.Logger
 
 	// mu guards pending, the job waiting to be read back.
 	mu      sync.Mutex
@@ -44,8 +53,8 @@ type verifier struct {
 	wake chan struct{}
 }
 
-func newVerifier(s *shard, log *slog.Logger) *verifier {
-	return &verifier{s: s, log: log, wake: make(chan struct{}, 1)}
+func newVerifier(s *shard, lease *pb.Lease, log *slog.Logger) *verifier {
+	return &verifier{s: s, lease: lease, log: log, wake: make(chan struct{}, 1)}
 }
 
 // submit queues a job, replacing one still waiting.
@@ -81,56 +90,124 @@ func (v *verifier) run(ctx context.Context) {
 	}
 }
 
-// converge polls every member's own replica (a stale read on that node,
-// what its DNS answers from) until each serves j's generation or newer for
-// every endpoint j applied, or until --converge-timeout after the apply
-// was sent.
+// converge reads j back (readBackUntil) until --converge-timeout after the
+// apply was sent. Running out is a warning and a counter; and, since the
+// members still lagging may be a majority, which is no slow node but a
+// cluster not serving what it applied, a report of doubt (ReportDoubt)
+// after one fresh round: the cluster decides whether it freezes.
 func (v *verifier) converge(ctx context.Context, j convergeJob) {
 	m := v.s.e.metrics
-	deadline := j.sent.Add(v.s.e.cfg.ConvergeTimeout)
-	rctx, cancel := context.WithDeadline(ctx, deadline)
-	defer cancel()
-	confirmed := map[string]bool{} // node gRPC address + " " + endpoint
-	var lagging []string
-	poll := retry.Backoff{First: readBackFirst, Limit: readBackLimit}
-	for {
-		// The gate waits on the lease's context, not the deadline's: a
-		// paused enactor does nothing, not even time out.
-		if v.s.e.gate.wait(ctx) != nil {
-			return
-		}
-		if rctx.Err() != nil {
-			break
-		}
-		var done bool
-		done, lagging = v.readBack(rctx, j, confirmed)
-		if done {
-			took := time.Since(j.sent)
-			m.convergence.Observe(took.Seconds())
-			v.log.Info("every node serves the plan", "generation", j.generation,
-				"endpoints", len(j.endpoints), "convergence", took.Round(time.Millisecond))
-			return
-		}
-		if retry.Sleep(rctx, poll.Pause()) != nil {
-			break
-		}
+	rb := newReadBack(j)
+	if v.readBackUntil(ctx, rb, j.sent.Add(v.s.e.cfg.ConvergeTimeout)) {
+		took := time.Since(j.sent)
+		m.convergence.Observe(took.Seconds())
+		v.log.Info("every node serves the plan", "generation", j.generation,
+			"endpoints", len(j.endpoints), "convergence", took.Round(time.Millisecond))
+		return
 	}
 	if ctx.Err() != nil {
 		return // the holding ended; that is not the cluster failing to converge
 	}
 	m.convergeTimeouts.Inc()
 	v.log.Warn("not every node serves the plan within the converge timeout", "generation", j.generation,
-		"timeout", v.s.e.cfg.ConvergeTimeout, "lagging", lagging)
+		"timeout", v.s.e.cfg.ConvergeTimeout, "lagging", rb.lagging)
+	if v.readBackUntil(ctx, rb, time.Now().Add(readBackLast)) || len(rb.failed) == 0 {
+		return
+	}
+	v.report(ctx, &pb.ReportDoubtRequest{
+		Kind:       pb.DoubtKind_DOUBT_KIND_READ_BACK,
+		Generation: j.generation,
+		Nodes:      rb.failedNodes(),
+		Endpoints:  firstN(j.endpoints, contract.MaxDoubtEndpoints),
+		Detail:     fmt.Sprintf("not served after %s: %s", v.s.e.cfg.ConvergeTimeout, strings.Join(firstN(rb.lagging, 8), "; ")),
+	})
 }
 
-// readBack does one round of read-back and reports whether every member
-// now serves j, or which ones did not yet.
-func (v *verifier) readBack(ctx context.Context, j convergeJob, confirmed map[string]bool) (bool, []string) {
+// report sends a report of doubt under the holding's lease and says
+// whether the cluster is frozen after it. The cluster judges it; an
+// enactor only logs what it answered.
+func (v *verifier) report(ctx context.Context, r *pb.ReportDoubtRequest) bool {
+	r.LeaseName, r.LeaseToken, r.EnactorId = v.s.lease, v.lease.GetToken(), v.s.e.cfg.ID
+	if len(r.Detail) > contract.MaxReasonLength {
+		r.Detail = r.Detail[:contract.MaxReasonLength]
+	}
+	resp, err := v.s.e.applier.ReportDoubt(ctx, r)
+	kind := strings.ToLower(strings.TrimPrefix(r.GetKind().String(), "DOUBT_KIND_"))
+	switch {
+	case err != nil:
+		v.s.e.metrics.doubtReports.WithLabelValues(kind, "error").Inc()
+		v.log.Error("reporting doubt to the cluster failed", "kind", kind, "generation", r.GetGeneration(), "err", err)
+	case resp.GetFrozen():
+		v.s.e.metrics.doubtReports.WithLabelValues(kind, "frozen").Inc()
+		v.log.Error("reported doubt; the cluster is frozen", "kind", kind, "generation", r.GetGeneration(), "reason", resp.GetReason())
+	default:
+		v.s.e.metrics.doubtReports.WithLabelValues(kind, "noted").Inc()
+		v.log.Warn("reported doubt; the cluster did not freeze (below its threshold)", "kind", kind,
+			"generation", r.GetGeneration(), "nodes", r.GetNodes())
+	}
+	return err == nil && resp.GetFrozen()
+}
+
+func firstN(s []string, n int) []string { return s[:min(len(s), n)] }
+
+// readBack is the progress of reading one apply back: what every member
+// serves, endpoint by endpoint.
+type readBack struct {
+	j         convergeJob
+	confirmed map[string]bool // node gRPC address + " " + endpoint
+	// lagging and failed are the last round's: descriptions, and the ids
+	// of the members that did not serve j yet.
+	lagging []string
+	failed  map[string]bool
+}
+
+func newReadBack(j convergeJob) *readBack {
+	return &readBack{j: j, confirmed: map[string]bool{}}
+}
+
+func (rb *readBack) failedNodes() []string {
+	ids := slices.Sorted(maps.Keys(rb.failed))
+	return firstN(ids, contract.MaxDoubtNodes)
+}
+
+// readBackUntil polls every member's own replica (a stale read on that
+// node, what its DNS answers from) until each serves rb's generation or
+// newer for every endpoint it applied, or until the deadline; it reports
+// whether they all did.
+func (v *verifier) readBackUntil(ctx context.Context, rb *readBack, deadline time.Time) bool {
+	rctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	poll := retry.Backoff{First: readBackFirst, Limit: readBackLimit}
+	for {
+		// The gate waits on the lease's context, not the deadline's: a
+		// paused enactor does nothing, not even time out.
+		if v.s.e.gate.wait(ctx) != nil {
+			return false
+		}
+		if rctx.Err() != nil {
+			return false
+		}
+		if v.readBackRound(rctx, rb) {
+			return true
+		}
+		if retry.Sleep(rctx, poll.Pause()) != nil {
+			return false
+		}
+	}
+}
+
+// readBackRound does one round of read-back and reports whether every
+// member now serves rb's apply; if not, rb says which did not yet.
+func (v *verifier) readBackRound(ctx context.Context, rb *readBack) bool {
+	j, confirmed := rb.j, rb.confirmed
 	st, err := v.s.e.reader.Status(ctx)
 	if err != nil {
-		return false, []string{fmt.Sprintf("(membership unknown: %s)", status.Code(err))}
+		// Membership unknown: nothing is known to have failed.
+		rb.lagging, rb.failed = []string{fmt.Sprintf("(membership unknown: %s)", status.Code(err))}, nil
+		return false
 	}
 	var lagging []string
+	failed := map[string]bool{}
 	for _, mem := range st.GetMembers() {
 		addr := mem.GetGrpcAddr()
 		if addr == "" {
@@ -150,13 +227,16 @@ func (v *verifier) readBack(ctx context.Context, j convergeJob, confirmed map[st
 				confirmed[key] = true
 			case err == nil:
 				lagging = append(lagging, fmt.Sprintf("%s %s serves %d", mem.GetId(), ep, a.GetGeneration()))
+				failed[mem.GetId()] = true
 			default:
 				lagging = append(lagging, fmt.Sprintf("%s %s: %s", mem.GetId(), ep, status.Code(err)))
+				failed[mem.GetId()] = true
 			}
 		}
 	}
 	sort.Strings(lagging)
-	return len(lagging) == 0, lagging
+	rb.lagging, rb.failed = lagging, failed
+	return len(lagging) == 0
 }
 
 // cleanup asks the cluster to delete old plans. The cluster keeps the

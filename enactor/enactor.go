@@ -61,16 +61,20 @@ type PlanReader interface {
 	GetPlan(ctx context.Context, req *pb.GetPlanRequest) (*pb.Plan, error)
 }
 
-// Applier is the cluster's conditional write and its plan clean-up.
+// Applier is the cluster's conditional write, its plan clean-up, and the
+// report of what an enactor doubts.
 type Applier interface {
 	ApplyPlan(ctx context.Context, req *pb.ApplyPlanRequest) (*pb.ApplyPlanResponse, error)
 	CleanupPlans(ctx context.Context, req *pb.CleanupPlansRequest) (*pb.CleanupPlansResponse, error)
+	ReportDoubt(ctx context.Context, req *pb.ReportDoubtRequest) (*pb.ReportDoubtResponse, error)
 }
 
-// Reader finds the cluster's members and reads back what one node serves.
+// Reader finds the cluster's members, reads back what one node serves,
+// and reads what every endpoint serves (a staged rollout's start).
 type Reader interface {
 	Status(ctx context.Context) (*pb.StatusResponse, error)
 	GetAppliedOf(ctx context.Context, addr, endpoint string) (*pb.AppliedEndpoint, error)
+	AllApplied(ctx context.Context, stale bool) ([]*pb.AppliedEndpoint, error)
 }
 
 // The client is what the enactor uses in production.
@@ -112,6 +116,14 @@ type Config struct {
 	// ConvergeTimeout bounds the read-back after an apply; running out is
 	// a warning and a counter, not an error.
 	ConvergeTimeout time.Duration
+	// Waves, if set, applies each plan as a staged rollout (rollout.go):
+	// wave by wave over the endpoints it changes, each wave but the last
+	// read back on every node and baked for Bake before the next.
+	Waves []Wave
+	// Bake is how long a staged rollout waits after a wave was read back
+	// before it checks the wave and goes on.
+	Bake time.Duration
+
 	// Logger defaults to discarding; the enactor adds component=enactor.
 	Logger *slog.Logger
 	// Registerer receives the enactor's metrics; nil gives them a private
@@ -176,6 +188,12 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("enactor: converge timeout %s is negative", c.ConvergeTimeout)
 	case c.LegacyDelay < 0:
 		return fmt.Errorf("enactor: legacy delay %s is negative", c.LegacyDelay)
+	case c.Bake < 0:
+		return fmt.Errorf("enactor: bake %s is negative", c.Bake)
+	case len(c.Waves) > 0 && c.Legacy:
+		return errors.New("enactor: the legacy enactor has no staged rollout")
+	case len(c.Waves) > 0 && c.Waves[len(c.Waves)-1].Percent != 100:
+		return errors.New("enactor: a staged rollout's last wave is 100%")
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

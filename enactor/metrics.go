@@ -29,6 +29,8 @@ type metrics struct {
 	plansFoundByRead  prometheus.Counter
 	watchErrors       *prometheus.CounterVec
 	refused           *prometheus.CounterVec
+	doubtReports      *prometheus.CounterVec
+	waves             *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, shards int) (*metrics, error) {
@@ -78,9 +80,18 @@ func newMetrics(reg prometheus.Registerer, shards int) (*metrics, error) {
 			Name: "dnsplan_enactor_refused_total",
 			Help: "Endpoints the cluster refused in answered ApplyPlan calls (OUTCOME_REFUSED), by reason (velocity, family, ...).",
 		}, []string{"reason"}),
+		doubtReports: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dnsplan_enactor_doubt_reports_total",
+			Help: "Reports of doubt sent to the cluster (ReportDoubt), by kind (read_back, rollout) and answer: frozen, noted (below the cluster's threshold) or error.",
+		}, []string{"kind", "answer"}),
+		waves: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dnsplan_enactor_rollout_waves_total",
+			Help: "Waves of staged rollouts (--waves), by outcome: passed (applied, read back, baked), stopped (reported, the cluster froze) or abandoned (a newer plan, a lost lease, the cluster frozen).",
+		}, []string{"outcome"}),
 	}
 	for _, c := range []prometheus.Collector{m.leasesHeld, m.appliedGeneration, m.applies, m.endpoints,
-		m.convergence, m.convergeTimeouts, m.cleanups, m.plansDeleted, m.plansFoundByRead, m.watchErrors, m.refused} {
+		m.convergence, m.convergeTimeouts, m.cleanups, m.plansDeleted, m.plansFoundByRead, m.watchErrors, m.refused,
+		m.doubtReports, m.waves} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -95,6 +106,14 @@ func newMetrics(reg prometheus.Registerer, shards int) (*metrics, error) {
 	}
 	for _, o := range []string{outcomeApplied, outcomeStale, outcomeRefused} {
 		m.endpoints.WithLabelValues(o)
+	}
+	for _, k := range []string{"read_back", "rollout"} {
+		for _, a := range []string{"frozen", "noted", "error"} {
+			m.doubtReports.WithLabelValues(k, a)
+		}
+	}
+	for _, o := range []string{"passed", "stopped", "abandoned"} {
+		m.waves.WithLabelValues(o)
 	}
 	for _, o := range []string{"ok", "refused", "error"} {
 		m.cleanups.WithLabelValues(o)

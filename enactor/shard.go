@@ -48,6 +48,10 @@ type shard struct {
 	from   uint64 // the generation the next watch starts at
 	// changed gets a token (never blocking) when newest changes.
 	changed chan struct{}
+	// stopped are the generations whose staged rollout stopped while the
+	// report of it did not freeze the cluster, with why (rollout.go);
+	// only the apply loop uses it.
+	stopped map[uint64]string
 }
 
 func newShard(e *Enactor, index int) *shard {
@@ -59,6 +63,7 @@ func newShard(e *Enactor, index int) *shard {
 		log:     e.log.With("lease", name),
 		from:    1,
 		changed: make(chan struct{}, 1),
+		stopped: map[uint64]string{},
 	}
 }
 
@@ -99,7 +104,7 @@ func (s *shard) hold(runCtx, leaseCtx context.Context, lease *pb.Lease) {
 	// way; it ends with the holding.
 	wg.Go(func() { s.watch(ctx) })
 	wg.Go(func() { s.checkNewest(ctx) })
-	v := newVerifier(s, log)
+	v := newVerifier(s, lease, log)
 	// Read-back and clean-up run beside the apply loop so that a node that
 	// is down (its read-backs failing until --converge-timeout) never
 	// delays the next apply; they end with the holding.
@@ -283,44 +288,49 @@ func (s *shard) enact(runCtx, ctx context.Context, lease *pb.Lease, v *verifier,
 			done = gen // none of this shard's endpoints is in the plan
 			continue
 		}
-		req := &pb.ApplyPlanRequest{
-			Generation: gen,
-			Endpoints:  names,
-			LeaseName:  s.lease,
-			LeaseToken: lease.GetToken(),
-			EnactorId:  s.e.cfg.ID,
-		}
 		if ctx.Err() != nil {
 			return
 		}
-		if hook := s.e.cfg.BeforeApply; hook != nil {
-			hook(s.lease, gen)
-		}
-		// A paused enactor is held here, after deciding, and sends the
-		// same request when resumed: the time between decision and write
-		// that AWS's delayed enactor had. The gate waits on runCtx, not
-		// ctx, for that reason.
-		if s.e.gate.wait(runCtx) != nil {
-			return
-		}
 		sent := time.Now()
-		// The apply runs on runCtx: a lease lost meanwhile does not abort
-		// it. It is one conditional write, which the cluster fences if the
-		// token was superseded; aborting would not unsend a request already
-		// on the wire, and would hide the cluster's answer from the log and
-		// the metrics.
-		resp, err := s.e.applier.ApplyPlan(runCtx, req)
-		if runCtx.Err() != nil {
-			return
+		var (
+			req     *pb.ApplyPlanRequest
+			resp    *pb.ApplyPlanResponse
+			outcome string
+			err     error
+			applied []string // of the last apply: the endpoints to read back
+		)
+		if len(s.e.cfg.Waves) > 0 && gen != done {
+			// A staged rollout (rollout.go): waves read back and baked
+			// before the last, whose apply is answered here as any other.
+			r := s.rollout(runCtx, ctx, plan, names, lease, v, log)
+			if runCtx.Err() != nil || ctx.Err() != nil {
+				return
+			}
+			req, resp, outcome, err = r.req, r.resp, r.outcome, r.err
+			if r.resp != nil {
+				applied, _ = s.serving(r.req, r.resp)
+			}
+			refused = r.refused
+		} else {
+			req = &pb.ApplyPlanRequest{
+				Generation: gen,
+				Endpoints:  names,
+				LeaseName:  s.lease,
+				LeaseToken: lease.GetToken(),
+				EnactorId:  s.e.cfg.ID,
+			}
+			resp, outcome, err = s.apply(runCtx, req)
+			if runCtx.Err() != nil {
+				return
+			}
+			if outcome == outcomeApplied || outcome == outcomeStale || outcome == outcomeRefused {
+				applied, refused = s.record(req, resp, log)
+			}
 		}
-		outcome := s.classify(req, resp, err)
-		s.e.metrics.applies.WithLabelValues(outcome).Inc()
 		switch outcome {
 		case outcomeApplied, outcomeStale, outcomeRefused:
 			pace.Reset()
 			done = gen
-			var applied []string
-			applied, refused = s.record(req, resp, log)
 			log.Info("plan "+outcome, "generation", gen, "endpoints_applied", len(applied),
 				"endpoints_refused", len(refused), "endpoints", len(resp.GetResults()),
 				"took", time.Since(sent).Round(time.Millisecond))
@@ -342,7 +352,7 @@ func (s *shard) enact(runCtx, ctx context.Context, lease *pb.Lease, v *verifier,
 			log.Warn("apply fenced by the cluster; giving the lease up", "generation", gen, "err", status.Convert(err).Message())
 			return
 		case outcomeFrozen:
-			log.Warn("applies are frozen; retrying later", "generation", gen, "reason", status.Convert(err).Message())
+			log.Warn("applies are frozen; retrying later", "generation", gen, "reason", errorMessage(err))
 			if retry.Sleep(ctx, pace.Pause()) != nil {
 				return
 			}
@@ -367,6 +377,41 @@ func (s *shard) enact(runCtx, ctx context.Context, lease *pb.Lease, v *verifier,
 			again = retryNow(gen == done)
 		}
 	}
+}
+
+// apply sends one apply and names the cluster's answer (classify); the
+// outcome is "" when runCtx ended first.
+func (s *shard) apply(runCtx context.Context, req *pb.ApplyPlanRequest) (*pb.ApplyPlanResponse, string, error) {
+	if hook := s.e.cfg.BeforeApply; hook != nil {
+		hook(s.lease, req.GetGeneration())
+	}
+	// A paused enactor is held here, after deciding, and sends the same
+	// request when resumed: the time between decision and write that
+	// AWS's delayed enactor had. The gate waits on runCtx, not the
+	// holding's context, for that reason.
+	if s.e.gate.wait(runCtx) != nil {
+		return nil, "", runCtx.Err()
+	}
+	// The apply runs on runCtx: a lease lost meanwhile does not abort it.
+	// It is one conditional write, which the cluster fences if the token
+	// was superseded; aborting would not unsend a request already on the
+	// wire, and would hide the cluster's answer from the log and the
+	// metrics.
+	resp, err := s.e.applier.ApplyPlan(runCtx, req)
+	if runCtx.Err() != nil {
+		return nil, "", runCtx.Err()
+	}
+	outcome := s.classify(req, resp, err)
+	s.e.metrics.applies.WithLabelValues(outcome).Inc()
+	return resp, outcome, err
+}
+
+// errorMessage is a refusal's message, a gRPC status's or any error's.
+func errorMessage(err error) string {
+	if st, ok := status.FromError(err); ok {
+		return st.Message()
+	}
+	return err.Error()
 }
 
 // retryNow is the again channel of an unanswered apply: a retry of
@@ -426,6 +471,20 @@ func serves(req *pb.ApplyPlanRequest, r *pb.EndpointResult) bool {
 		return r.GetAppliedGeneration() == req.GetGeneration()
 	}
 	return false
+}
+
+// serving returns an answered apply's endpoints that serve its
+// generation and those the cluster refused, counting nothing.
+func (s *shard) serving(req *pb.ApplyPlanRequest, resp *pb.ApplyPlanResponse) (applied, refused []string) {
+	for _, r := range resp.GetResults() {
+		switch {
+		case serves(req, r):
+			applied = append(applied, r.GetEndpoint())
+		case r.GetOutcome() == pb.Outcome_OUTCOME_REFUSED:
+			refused = append(refused, r.GetEndpoint())
+		}
+	}
+	return applied, refused
 }
 
 // record counts an answered apply's endpoints and returns those that

@@ -51,6 +51,8 @@ type fakeCluster struct {
 	// apply; the default applies every endpoint.
 	results   func(*pb.ApplyPlanRequest) []*pb.EndpointResult
 	readBacks int // GetAppliedOf calls
+	// reports are the reports of doubt received, answered not frozen.
+	reports []*pb.ReportDoubtRequest
 }
 
 func newFakeCluster() *fakeCluster {
@@ -147,6 +149,19 @@ func (f *fakeCluster) CleanupPlans(context.Context, *pb.CleanupPlansRequest) (*p
 	defer f.mu.Unlock()
 	f.cleanups++
 	return &pb.CleanupPlansResponse{}, nil
+}
+
+func (f *fakeCluster) ReportDoubt(_ context.Context, req *pb.ReportDoubtRequest) (*pb.ReportDoubtResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.reports = append(f.reports, req)
+	return &pb.ReportDoubtResponse{}, nil
+}
+
+// AllApplied answers nothing served: the fake keeps no records, and
+// staged rollouts are tested against the real cluster.
+func (f *fakeCluster) AllApplied(context.Context, bool) ([]*pb.AppliedEndpoint, error) {
+	return nil, nil
 }
 
 func (f *fakeCluster) Status(context.Context) (*pb.StatusResponse, error) {

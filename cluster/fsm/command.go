@@ -42,10 +42,12 @@ const (
 	CommandRollbackPlan CommandType = 15
 	// The active log version (version.go).
 	CommandActivateLog CommandType = 16
+	// An enactor's report of doubt (doubt.go).
+	CommandReportDoubt CommandType = 17
 )
 
 // lastCommand is the highest command type this version applies.
-const lastCommand = CommandActivateLog
+const lastCommand = CommandReportDoubt
 
 // commands is the command table: one entry per command type, with
 // everything the state machine knows about it. Encode, Decode, Apply,
@@ -68,6 +70,7 @@ var commands = []command{
 	def(CommandRecordRefusals, "record_refusals", kindRefusedCall, validateRefusals, (*State).recordRefusals),
 	def(CommandRollbackPlan, "rollback_plan", kindRollback, validateRollback, (*State).rollbackPlan),
 	def(CommandActivateLog, "activate_log", kindConfig, validateActivate, (*State).activateLog),
+	def(CommandReportDoubt, "report_doubt", kindDoubt, contract.ValidateReportDoubt, (*State).reportDoubt),
 }
 
 // command is one entry of the table. The payload's message type is

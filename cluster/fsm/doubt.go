@@ -5,6 +5,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 
 	"github.com/dnsplan/dnsplan/contract"
 	statev1 "github.com/dnsplan/dnsplan/proto/dnsplan/state/v1"
@@ -173,4 +176,75 @@ func (s *State) freezeOnDoubt(index uint64, why string) {
 	setOutcome(ev, outcomeFrozen)
 	ev.Reason = why
 	s.record(ev)
+}
+
+// reportDoubt judges an enactor's report of what should not happen
+// (ReportDoubt). It is fenced as an apply is: only the current holder of
+// the lease reports, so an enactor paused past its lease cannot freeze
+// the cluster on what it saw before the pause.
+//
+// A read-back report names the members that did not serve an applied
+// plan within the enactor's converge timeout. A minority lagging is what
+// the cluster rides out by design (a node down, cut off, restarting), and
+// is not recorded; more than max_read_back_failures of the members is a
+// cluster not serving what it applied, and freezes it. Only members the
+// state knows count, each once, so a report cannot inflate its share.
+//
+// A rollout report freezes: the enactor stopped a staged rollout (a wave
+// not read back, a newer plan marking the wave's new targets unhealthy),
+// and what it stopped should not go on until an operator looked.
+func (s *State) reportDoubt(index uint64, r *pb.ReportDoubtRequest) Result {
+	ev := s.event(index, kindDoubt, r.GetEnactorId())
+	ev.Generation, ev.LeaseName, ev.Token = r.GetGeneration(), r.GetLeaseName(), r.GetLeaseToken()
+	if !s.Active(LogEnactorDoubt) {
+		return s.reject(ev, fmt.Errorf("%w: reports of doubt need log version %d, active is %d", ErrInvalid, LogEnactorDoubt, s.logVersion))
+	}
+	if _, err := s.checkLease(r.GetLeaseName(), r.GetEnactorId(), r.GetLeaseToken()); err != nil {
+		return s.reject(ev, err)
+	}
+	why := s.doubtReport(r)
+	if why == "" {
+		return Result{Frozen: s.frozen}
+	}
+	if s.frozen {
+		// What froze the cluster already is what an operator looks at;
+		// the report is kept beside it, and the first reason stays.
+		setOutcome(ev, outcomeFrozen)
+		ev.Reason = why
+		s.record(ev)
+		return Result{Frozen: true}
+	}
+	s.frozen, s.freezeReason = true, why
+	setOutcome(ev, outcomeFrozen)
+	ev.Reason = why
+	s.record(ev)
+	return Result{Frozen: true, Doubt: why}
+}
+
+// doubtReport says why report r freezes the cluster ("" if it does not).
+func (s *State) doubtReport(r *pb.ReportDoubtRequest) string {
+	eps := ""
+	if len(r.GetEndpoints()) > 0 {
+		eps = fmt.Sprintf(" (endpoints %s)", strings.Join(r.GetEndpoints(), ", "))
+	}
+	if r.GetKind() == pb.DoubtKind_DOUBT_KIND_ROLLOUT {
+		return fmt.Sprintf("doubt: enactor %q stopped the staged rollout of generation %d%s: %s; check the plan and the targets, then ctl unfreeze (or ctl rollback)",
+			r.GetEnactorId(), r.GetGeneration(), eps, r.GetDetail())
+	}
+	limit := s.Policy().MaxReadBackFailures
+	if limit == nil || *limit >= 1 || len(s.members) == 0 {
+		return ""
+	}
+	failed := map[string]bool{}
+	for _, id := range r.GetNodes() {
+		if s.members[id] != nil {
+			failed[id] = true
+		}
+	}
+	share := float64(len(failed)) / float64(len(s.members))
+	if share <= *limit {
+		return ""
+	}
+	return fmt.Sprintf("doubt: enactor %q reports %d of %d members (%s) not serving generation %d within its converge timeout%s, more than max_read_back_failures %g: %s; check the nodes' DNS and replication, then ctl unfreeze",
+		r.GetEnactorId(), len(failed), len(s.members), strings.Join(slices.Sorted(maps.Keys(failed)), ", "), r.GetGeneration(), eps, *limit, r.GetDetail())
 }

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"pgregory.net/rapid"
 
+	statev1 "github.com/dnsplan/dnsplan/proto/dnsplan/state/v1"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
@@ -269,4 +270,103 @@ func servingForVelocity(h *harness, limit uint32) *pb.Lease {
 // far past a 50% limit for any keep below 100.
 func drain(keep uint32) *pb.Plan {
 	return plan(endpoint(api, target("a", "192.0.2.1", keep), target("b", "192.0.2.2", 0)))
+}
+
+// An enactor's report of read-back failures freezes the cluster exactly
+// when it comes from the lease's current holder, the policy sets
+// max_read_back_failures below 1, and the distinct members it names that
+// the state knows are more than that share of the members. Names it does
+// not know, and names given twice, do not count. The share is computed
+// here from the test's own choices.
+func TestReadBackDoubtExactly(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		h := newHarness(t)
+		limit := rapid.SampledFrom([]float64{0, 0.5, 0.75, 1}).Draw(rt, "limit") // 0: unset
+		if limit > 0 {
+			h.s.config.MaxReadBackFailures = proto.Float64(limit)
+		}
+		members := rapid.IntRange(1, 7).Draw(rt, "members")
+		for i := range members {
+			h.do(&statev1.SetMember{Id: fmt.Sprintf("n%d", i), RaftAddr: "r", GrpcAddr: "g"})
+		}
+		l := h.mustAcquire("enactor/0", "az-a", time.Hour)
+		token := l.Token
+		stale := rapid.Bool().Draw(rt, "stale")
+		if stale {
+			token++
+		}
+		var nodes []string
+		failed := map[string]bool{}
+		for range rapid.IntRange(1, 10).Draw(rt, "reported") {
+			i := rapid.IntRange(0, 9).Draw(rt, "node") // n7..n9 are no members
+			nodes = append(nodes, fmt.Sprintf("n%d", i))
+			if i < members {
+				failed[nodes[len(nodes)-1]] = true
+			}
+		}
+		r := h.do(&pb.ReportDoubtRequest{Kind: pb.DoubtKind_DOUBT_KIND_READ_BACK, Generation: 1,
+			LeaseName: l.Name, LeaseToken: token, EnactorId: "az-a", Nodes: nodes, Detail: "lagging"})
+		want := !stale && limit > 0 && limit < 1 && float64(len(failed))/float64(members) > limit
+		frozen, why := h.s.Frozen()
+		if frozen != want || (r.Doubt != "") != want || r.Frozen != want {
+			rt.Fatalf("READ-BACK DOUBT: %d of %d members failed (named %v, limit %v, stale %v): frozen %v (%q), want %v",
+				len(failed), members, nodes, limit, stale, frozen, why, want)
+		}
+		if stale != errors.Is(r.Err, ErrFenced) {
+			rt.Fatalf("READ-BACK DOUBT: stale %v, err %v", stale, r.Err)
+		}
+		if want && !strings.HasPrefix(why, "doubt:") {
+			rt.Fatalf("READ-BACK DOUBT: freeze reason %q", why)
+		}
+	})
+}
+
+// A report of a stopped rollout freezes the cluster; from a superseded
+// token it changes nothing; before its log version is active it is
+// refused on every replica alike; and a report while frozen keeps the
+// first reason and is kept in the history.
+func TestRolloutDoubt(t *testing.T) {
+	report := func(h *harness, l *pb.Lease, token uint64) Result {
+		return h.do(&pb.ReportDoubtRequest{Kind: pb.DoubtKind_DOUBT_KIND_ROLLOUT, Generation: 3,
+			LeaseName: l.Name, LeaseToken: token, EnactorId: "az-a", Endpoints: []string{"api.dnsplan.test."},
+			Detail: "generation 4 marks targets wave 1 brought in unhealthy"})
+	}
+	h := newHarness(t)
+	l := h.mustAcquire("enactor/0", "az-a", time.Hour)
+	if r := report(h, l, l.Token+1); !errors.Is(r.Err, ErrFenced) {
+		t.Fatalf("superseded token: %v, want fenced", r.Err)
+	}
+	if frozen, _ := h.s.Frozen(); frozen {
+		t.Fatal("a fenced report froze the cluster")
+	}
+
+	old := newHarness(t)
+	old.s.logVersion = LogVelocityDoubt
+	lo := old.mustAcquire("enactor/0", "az-a", time.Hour)
+	if r := report(old, lo, lo.Token); !errors.Is(r.Err, ErrInvalid) {
+		t.Fatalf("log version %d: %v, want refused invalid", LogVelocityDoubt, r.Err)
+	}
+	if frozen, _ := old.s.Frozen(); frozen {
+		t.Fatal("a report before its log version froze the cluster")
+	}
+
+	r := report(h, l, l.Token)
+	frozen, why := h.s.Frozen()
+	if r.Err != nil || !frozen || r.Doubt == "" || !strings.Contains(why, `enactor "az-a" stopped the staged rollout of generation 3`) {
+		t.Fatalf("rollout report: err %v, frozen %v (%q)", r.Err, frozen, why)
+	}
+	last := h.s.Events(HistoryQuery{})
+	if ev := last[len(last)-1]; ev.GetKindCode() != kindDoubt || ev.GetOutcomeCode() != outcomeFrozen || ev.GetActor() != "az-a" {
+		t.Fatalf("history: %v", ev)
+	}
+	events := len(h.s.Events(HistoryQuery{}))
+	if r := report(h, l, l.Token); r.Err != nil || !r.Frozen || r.Doubt != "" {
+		t.Fatalf("report while frozen: %+v", r)
+	}
+	if _, again := h.s.Frozen(); again != why {
+		t.Fatalf("a second report replaced the freeze reason: %q", again)
+	}
+	if n := len(h.s.Events(HistoryQuery{})); n != events+1 {
+		t.Fatalf("history: %d events after a second report, want %d", n, events+1)
+	}
 }

@@ -27,6 +27,7 @@ const (
 	kindConfig        = pb.HistoryKind_HISTORY_KIND_CONFIG
 	kindRefusedCall   = pb.HistoryKind_HISTORY_KIND_REFUSED_CALL
 	kindRollback      = pb.HistoryKind_HISTORY_KIND_ROLLBACK
+	kindDoubt         = pb.HistoryKind_HISTORY_KIND_DOUBT
 
 	outcomeAccepted = pb.HistoryOutcome_HISTORY_OUTCOME_ACCEPTED
 	outcomeApplied  = pb.HistoryOutcome_HISTORY_OUTCOME_APPLIED

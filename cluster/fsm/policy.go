@@ -40,6 +40,10 @@ const (
 	// MaxVelocityRefusalsLimit bounds the setting.
 	DefaultMaxVelocityRefusals = 5
 	MaxVelocityRefusalsLimit   = 100
+	// DefaultMaxReadBackFailures is the share of members an enactor may
+	// report not serving an applied plan before the cluster doubts itself
+	// (doubt.go): more than half is not a slow node.
+	DefaultMaxReadBackFailures = 0.5
 )
 
 // DefaultConfig is the policy of a state that was never founded: a state
@@ -51,6 +55,7 @@ func DefaultConfig() *pb.ClusterConfig {
 		VelocityWindow:      durationpb.New(DefaultVelocityWindow),
 		MaxPlanChange:       proto.Float64(DefaultMaxPlanChange),
 		MaxVelocityRefusals: proto.Uint32(DefaultMaxVelocityRefusals),
+		MaxReadBackFailures: proto.Float64(DefaultMaxReadBackFailures),
 	}
 }
 
@@ -73,14 +78,24 @@ func ValidateConfig(c *pb.ClusterConfig) error {
 	if err := ValidateMaxVelocityRefusals(c.GetMaxVelocityRefusals()); err != nil {
 		return err
 	}
+	if c.MaxReadBackFailures != nil {
+		if err := ValidateMaxReadBackFailures(c.GetMaxReadBackFailures()); err != nil {
+			return err
+		}
+	}
 	return ValidateVelocityWindow(c.GetVelocityWindow())
 }
 
 // ValidateSetConfig checks a change of policy: at least one setting, each
 // valid. The design has no field: it never changes.
 func ValidateSetConfig(r *pb.SetConfigRequest) error {
-	if r.MaxCapacityDrop == nil && r.VelocityWindow == nil && r.MaxPlanChange == nil && r.MaxVelocityRefusals == nil {
-		return fmt.Errorf("%w: nothing to change (set max_capacity_drop, velocity_window, max_plan_change or max_velocity_refusals)", ErrInvalid)
+	if r.MaxCapacityDrop == nil && r.VelocityWindow == nil && r.MaxPlanChange == nil && r.MaxVelocityRefusals == nil && r.MaxReadBackFailures == nil {
+		return fmt.Errorf("%w: nothing to change (set max_capacity_drop, velocity_window, max_plan_change, max_velocity_refusals or max_read_back_failures)", ErrInvalid)
+	}
+	if r.MaxReadBackFailures != nil {
+		if err := ValidateMaxReadBackFailures(r.GetMaxReadBackFailures()); err != nil {
+			return err
+		}
 	}
 	if err := ValidateMaxVelocityRefusals(r.GetMaxVelocityRefusals()); err != nil {
 		return err
@@ -114,6 +129,16 @@ func ValidateMaxCapacityDrop(f float64) error {
 func ValidateMaxPlanChange(f float64) error {
 	if !(f > 0 && f <= 1) {
 		return fmt.Errorf("%w: max_plan_change %v outside (0, 1]", ErrInvalid, f)
+	}
+	return nil
+}
+
+// ValidateMaxReadBackFailures: a fraction in [0.5, 1] (1: never). Below
+// a half, a minority of nodes cut off from the enactor, which the cluster
+// rides out by design, would freeze it.
+func ValidateMaxReadBackFailures(f float64) error {
+	if !(f >= 0.5 && f <= 1) {
+		return fmt.Errorf("%w: max_read_back_failures %v outside [0.5, 1]", ErrInvalid, f)
 	}
 	return nil
 }
@@ -182,6 +207,9 @@ func (s *State) setConfig(index uint64, r *pb.SetConfigRequest) Result {
 	if r.MaxVelocityRefusals != nil {
 		c.MaxVelocityRefusals = r.MaxVelocityRefusals
 	}
+	if r.MaxReadBackFailures != nil {
+		c.MaxReadBackFailures = r.MaxReadBackFailures
+	}
 	if r.VelocityWindow != nil {
 		// A window that grows must not bring back records the old one no
 		// longer covered: whether a record was trimmed depends on when
@@ -208,6 +236,9 @@ func describeConfig(c *pb.ClusterConfig) string {
 	}
 	if c.MaxVelocityRefusals != nil {
 		d += fmt.Sprintf(", max velocity refusals %d", c.GetMaxVelocityRefusals())
+	}
+	if c.MaxReadBackFailures != nil {
+		d += fmt.Sprintf(", max read-back failures %g", c.GetMaxReadBackFailures())
 	}
 	return d
 }

@@ -38,8 +38,11 @@ const (
 	// LogVelocityDoubt: ClusterConfig.max_velocity_refusals, and the
 	// refusals the state counts for it (doubt.go).
 	LogVelocityDoubt uint32 = 6
+	// LogEnactorDoubt: ReportDoubt, ClusterConfig.max_read_back_failures,
+	// and the freeze they turn on (doubt.go).
+	LogEnactorDoubt uint32 = 7
 
-	LogVersion = LogVelocityDoubt
+	LogVersion = LogEnactorDoubt
 )
 
 // Active reports whether log version v is active in the cluster.

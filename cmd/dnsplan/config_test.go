@@ -85,7 +85,7 @@ func TestNodeProcessConfigAndDesignMismatch(t *testing.T) {
 		}
 	}
 	for key, want := range map[string]string{"design": "fixed", "max-capacity-drop": "0", "velocity-window": "1m0s",
-		"max-plan-change": "0.3", "max-velocity-refusals": "5"} {
+		"max-plan-change": "0.3", "max-velocity-refusals": "5", "max-read-back-failures": "0.5"} {
 		if rows[key] != want {
 			t.Fatalf("config get:\n%s\nwant %s %s", out, key, want)
 		}

@@ -1390,10 +1390,16 @@ func parseConfigSetting(key, value string) (*pb.SetConfigRequest, error) {
 			return nil, fmt.Errorf("%w: max-velocity-refusals %q: want a count from 0 (never) to %d", errCtlUsage, value, fsm.MaxVelocityRefusalsLimit)
 		}
 		return &pb.SetConfigRequest{MaxVelocityRefusals: proto.Uint32(uint32(n))}, nil
+	case "max-read-back-failures":
+		f, err := parseFraction(key, value, fsm.ValidateMaxReadBackFailures, "from 0.5 to 1 (never)")
+		if err != nil {
+			return nil, err
+		}
+		return &pb.SetConfigRequest{MaxReadBackFailures: &f}, nil
 	case "design":
 		return nil, fmt.Errorf("%w: the design is fixed when the cluster is founded and never changes", errCtlUsage)
 	}
-	return nil, fmt.Errorf("%w: unknown setting %q: want max-capacity-drop, velocity-window, max-plan-change or max-velocity-refusals", errCtlUsage, key)
+	return nil, fmt.Errorf("%w: unknown setting %q: want max-capacity-drop, velocity-window, max-plan-change, max-velocity-refusals or max-read-back-failures", errCtlUsage, key)
 }
 
 // parseFraction reads a fraction setting, checked as the cluster will.
@@ -1418,4 +1424,9 @@ func renderConfig(w io.Writer, c *pb.ClusterConfig) {
 		tableRow(w, "max-plan-change", "- (no limit: founded before it existed)")
 	}
 	tableRow(w, "max-velocity-refusals", c.GetMaxVelocityRefusals())
+	if c.MaxReadBackFailures != nil {
+		tableRow(w, "max-read-back-failures", strconv.FormatFloat(c.GetMaxReadBackFailures(), 'g', -1, 64))
+	} else {
+		tableRow(w, "max-read-back-failures", "- (never: founded before it existed)")
+	}
 }

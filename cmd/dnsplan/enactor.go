@@ -28,6 +28,8 @@ func runEnactor(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs.IntVar(&cfg.Shards, "shards", enactor.DefaultShards, "number of shards (leases) the endpoints are split over")
 	fs.IntVar(&cfg.KeepLast, "keep-last", enactor.DefaultKeepLast, "clean-up keeps the newest N plans (and every applied one)")
 	fs.DurationVar(&cfg.ConvergeTimeout, "converge-timeout", enactor.DefaultConvergeTimeout, "how long to read nodes back after an apply before warning")
+	waves := fs.String("waves", "", "staged rollout: apply each plan wave by wave over the endpoints it changes, as cumulative counts and percentages ending in 100% (e.g. 1,10%,100%); each wave but the last is read back on every node and baked before the next, and a wave whose read-back fails or whose new targets a newer plan marks unhealthy stops the rollout and freezes the cluster (default: every endpoint at once)")
+	fs.DurationVar(&cfg.Bake, "bake", 0, "with --waves: how long to wait after a wave was read back before checking it and going on")
 	fs.BoolVar(&cfg.Legacy, "legacy", false, "LEGACY: run the old, unsafe enactor (no lease, one-time check, unconditional writes, age-based clean-up) against a --legacy cluster; a demonstration of the AWS failure, never for real use")
 	fs.DurationVar(&cfg.LegacyDelay, "legacy-delay", 0, "with --legacy: pause between two endpoint writes of a pass")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
@@ -50,7 +52,16 @@ func runEnactor(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return fmt.Errorf("enactor: --keep-last %d must be at least 1", cfg.KeepLast)
 	case cfg.ConvergeTimeout <= 0:
 		return fmt.Errorf("enactor: --converge-timeout %s must be positive", cfg.ConvergeTimeout)
+	case cfg.Bake < 0:
+		return fmt.Errorf("enactor: --bake %s is negative", cfg.Bake)
+	case cfg.Bake > 0 && *waves == "":
+		return errors.New("enactor: --bake needs --waves")
 	}
+	parsed, err := enactor.ParseWaves(*waves)
+	if err != nil {
+		return fmt.Errorf("enactor: --waves: %w", err)
+	}
+	cfg.Waves = parsed
 	logger, err := newLogger(stderr, logLevel, logFormat)
 	if err != nil {
 		return err

@@ -108,6 +108,8 @@ const (
 	HistoryKind_HISTORY_KIND_REFUSED_CALL HistoryKind = 12
 	// ROLLBACK: a plan stored from earlier records (RollbackPlan).
 	HistoryKind_HISTORY_KIND_ROLLBACK HistoryKind = 13
+	// DOUBT: an enactor's report of what should not happen (ReportDoubt).
+	HistoryKind_HISTORY_KIND_DOUBT HistoryKind = 14
 )
 
 // Enum value maps for HistoryKind.
@@ -127,6 +129,7 @@ var (
 		11: "HISTORY_KIND_CONFIG",
 		12: "HISTORY_KIND_REFUSED_CALL",
 		13: "HISTORY_KIND_ROLLBACK",
+		14: "HISTORY_KIND_DOUBT",
 	}
 	HistoryKind_value = map[string]int32{
 		"HISTORY_KIND_UNSPECIFIED":    0,
@@ -143,6 +146,7 @@ var (
 		"HISTORY_KIND_CONFIG":         11,
 		"HISTORY_KIND_REFUSED_CALL":   12,
 		"HISTORY_KIND_ROLLBACK":       13,
+		"HISTORY_KIND_DOUBT":          14,
 	}
 )
 
@@ -255,6 +259,61 @@ func (HistoryOutcome) EnumDescriptor() ([]byte, []int) {
 	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{2}
 }
 
+type DoubtKind int32
+
+const (
+	DoubtKind_DOUBT_KIND_UNSPECIFIED DoubtKind = 0
+	// READ_BACK: after an apply, nodes did not serve its generation within
+	// the enactor's converge timeout (nodes lists them). The cluster freezes
+	// when they are more than max_read_back_failures of its members.
+	DoubtKind_DOUBT_KIND_READ_BACK DoubtKind = 1
+	// ROLLOUT: a staged rollout stopped (detail says why: a wave not read
+	// back, a newer plan marking the wave's new targets unhealthy). The
+	// cluster freezes.
+	DoubtKind_DOUBT_KIND_ROLLOUT DoubtKind = 2
+)
+
+// Enum value maps for DoubtKind.
+var (
+	DoubtKind_name = map[int32]string{
+		0: "DOUBT_KIND_UNSPECIFIED",
+		1: "DOUBT_KIND_READ_BACK",
+		2: "DOUBT_KIND_ROLLOUT",
+	}
+	DoubtKind_value = map[string]int32{
+		"DOUBT_KIND_UNSPECIFIED": 0,
+		"DOUBT_KIND_READ_BACK":   1,
+		"DOUBT_KIND_ROLLOUT":     2,
+	}
+)
+
+func (x DoubtKind) Enum() *DoubtKind {
+	p := new(DoubtKind)
+	*p = x
+	return p
+}
+
+func (x DoubtKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DoubtKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_dnsplan_v1_dnsplan_proto_enumTypes[3].Descriptor()
+}
+
+func (DoubtKind) Type() protoreflect.EnumType {
+	return &file_dnsplan_v1_dnsplan_proto_enumTypes[3]
+}
+
+func (x DoubtKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DoubtKind.Descriptor instead.
+func (DoubtKind) EnumDescriptor() ([]byte, []int) {
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{3}
+}
+
 // Design is fixed when a cluster is founded and never changes.
 type Design int32
 
@@ -290,11 +349,11 @@ func (x Design) String() string {
 }
 
 func (Design) Descriptor() protoreflect.EnumDescriptor {
-	return file_dnsplan_v1_dnsplan_proto_enumTypes[3].Descriptor()
+	return file_dnsplan_v1_dnsplan_proto_enumTypes[4].Descriptor()
 }
 
 func (Design) Type() protoreflect.EnumType {
-	return &file_dnsplan_v1_dnsplan_proto_enumTypes[3]
+	return &file_dnsplan_v1_dnsplan_proto_enumTypes[4]
 }
 
 func (x Design) Number() protoreflect.EnumNumber {
@@ -303,7 +362,7 @@ func (x Design) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Design.Descriptor instead.
 func (Design) EnumDescriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{3}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{4}
 }
 
 // Target is one load-balancer address behind an endpoint. An IPv4 address
@@ -2948,6 +3007,164 @@ func (x *ListHistoryResponse) GetEvents() []*HistoryEvent {
 	return nil
 }
 
+type ReportDoubtRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Kind  DoubtKind              `protobuf:"varint,1,opt,name=kind,proto3,enum=dnsplan.v1.DoubtKind" json:"kind,omitempty"`
+	// generation is the plan the enactor was applying.
+	Generation uint64 `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	LeaseName  string `protobuf:"bytes,3,opt,name=lease_name,json=leaseName,proto3" json:"lease_name,omitempty"`
+	LeaseToken uint64 `protobuf:"varint,4,opt,name=lease_token,json=leaseToken,proto3" json:"lease_token,omitempty"`
+	EnactorId  string `protobuf:"bytes,5,opt,name=enactor_id,json=enactorId,proto3" json:"enactor_id,omitempty"`
+	// nodes are the member ids that failed the read-back (at most 64).
+	Nodes []string `protobuf:"bytes,6,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// endpoints are the endpoints concerned (at most 16, for the history).
+	Endpoints []string `protobuf:"bytes,7,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	// detail says what the enactor saw (at most 1024 bytes).
+	Detail        string `protobuf:"bytes,8,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportDoubtRequest) Reset() {
+	*x = ReportDoubtRequest{}
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportDoubtRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportDoubtRequest) ProtoMessage() {}
+
+func (x *ReportDoubtRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportDoubtRequest.ProtoReflect.Descriptor instead.
+func (*ReportDoubtRequest) Descriptor() ([]byte, []int) {
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *ReportDoubtRequest) GetKind() DoubtKind {
+	if x != nil {
+		return x.Kind
+	}
+	return DoubtKind_DOUBT_KIND_UNSPECIFIED
+}
+
+func (x *ReportDoubtRequest) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *ReportDoubtRequest) GetLeaseName() string {
+	if x != nil {
+		return x.LeaseName
+	}
+	return ""
+}
+
+func (x *ReportDoubtRequest) GetLeaseToken() uint64 {
+	if x != nil {
+		return x.LeaseToken
+	}
+	return 0
+}
+
+func (x *ReportDoubtRequest) GetEnactorId() string {
+	if x != nil {
+		return x.EnactorId
+	}
+	return ""
+}
+
+func (x *ReportDoubtRequest) GetNodes() []string {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *ReportDoubtRequest) GetEndpoints() []string {
+	if x != nil {
+		return x.Endpoints
+	}
+	return nil
+}
+
+func (x *ReportDoubtRequest) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+type ReportDoubtResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// frozen: the report froze the cluster (or it was frozen already).
+	Frozen bool `protobuf:"varint,1,opt,name=frozen,proto3" json:"frozen,omitempty"`
+	// reason is the cluster's freeze reason when frozen.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportDoubtResponse) Reset() {
+	*x = ReportDoubtResponse{}
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportDoubtResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportDoubtResponse) ProtoMessage() {}
+
+func (x *ReportDoubtResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportDoubtResponse.ProtoReflect.Descriptor instead.
+func (*ReportDoubtResponse) Descriptor() ([]byte, []int) {
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *ReportDoubtResponse) GetFrozen() bool {
+	if x != nil {
+		return x.Frozen
+	}
+	return false
+}
+
+func (x *ReportDoubtResponse) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 type StatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -2956,7 +3173,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[38]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2968,7 +3185,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[38]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2981,7 +3198,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{38}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{40}
 }
 
 type Member struct {
@@ -2999,7 +3216,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[39]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3011,7 +3228,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[39]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3024,7 +3241,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{39}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *Member) GetId() string {
@@ -3111,7 +3328,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[40]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3123,7 +3340,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[40]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3136,7 +3353,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{40}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *StatusResponse) GetNodeId() string {
@@ -3307,13 +3524,20 @@ type ClusterConfig struct {
 	// cluster freezes itself: a source that keeps trying to drain an endpoint
 	// faster than allowed is in doubt. 0 or absent: never.
 	MaxVelocityRefusals *uint32 `protobuf:"varint,5,opt,name=max_velocity_refusals,json=maxVelocityRefusals,proto3,oneof" json:"max_velocity_refusals,omitempty"`
+	// max_read_back_failures: the largest fraction (0..1] of the cluster's
+	// members an enactor may report not serving an applied plan within its
+	// converge timeout (ReportDoubt) before the cluster freezes itself: more
+	// than that is not a slow node but a cluster not serving what it
+	// applied. 1: never. Absent in a cluster founded before it existed:
+	// never until set.
+	MaxReadBackFailures *float64 `protobuf:"fixed64,6,opt,name=max_read_back_failures,json=maxReadBackFailures,proto3,oneof" json:"max_read_back_failures,omitempty"`
 	unknownFields       protoimpl.UnknownFields
 	sizeCache           protoimpl.SizeCache
 }
 
 func (x *ClusterConfig) Reset() {
 	*x = ClusterConfig{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[41]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3325,7 +3549,7 @@ func (x *ClusterConfig) String() string {
 func (*ClusterConfig) ProtoMessage() {}
 
 func (x *ClusterConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[41]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3338,7 +3562,7 @@ func (x *ClusterConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterConfig.ProtoReflect.Descriptor instead.
 func (*ClusterConfig) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{41}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ClusterConfig) GetDesign() Design {
@@ -3376,6 +3600,13 @@ func (x *ClusterConfig) GetMaxVelocityRefusals() uint32 {
 	return 0
 }
 
+func (x *ClusterConfig) GetMaxReadBackFailures() float64 {
+	if x != nil && x.MaxReadBackFailures != nil {
+		return *x.MaxReadBackFailures
+	}
+	return 0
+}
+
 type GetConfigRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Stale         bool                   `protobuf:"varint,1,opt,name=stale,proto3" json:"stale,omitempty"`
@@ -3385,7 +3616,7 @@ type GetConfigRequest struct {
 
 func (x *GetConfigRequest) Reset() {
 	*x = GetConfigRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[42]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3397,7 +3628,7 @@ func (x *GetConfigRequest) String() string {
 func (*GetConfigRequest) ProtoMessage() {}
 
 func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[42]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3410,7 +3641,7 @@ func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConfigRequest.ProtoReflect.Descriptor instead.
 func (*GetConfigRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{42}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *GetConfigRequest) GetStale() bool {
@@ -3428,13 +3659,14 @@ type SetConfigRequest struct {
 	VelocityWindow      *durationpb.Duration   `protobuf:"bytes,2,opt,name=velocity_window,json=velocityWindow,proto3" json:"velocity_window,omitempty"`
 	MaxPlanChange       *float64               `protobuf:"fixed64,3,opt,name=max_plan_change,json=maxPlanChange,proto3,oneof" json:"max_plan_change,omitempty"`
 	MaxVelocityRefusals *uint32                `protobuf:"varint,4,opt,name=max_velocity_refusals,json=maxVelocityRefusals,proto3,oneof" json:"max_velocity_refusals,omitempty"`
+	MaxReadBackFailures *float64               `protobuf:"fixed64,5,opt,name=max_read_back_failures,json=maxReadBackFailures,proto3,oneof" json:"max_read_back_failures,omitempty"`
 	unknownFields       protoimpl.UnknownFields
 	sizeCache           protoimpl.SizeCache
 }
 
 func (x *SetConfigRequest) Reset() {
 	*x = SetConfigRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[43]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3446,7 +3678,7 @@ func (x *SetConfigRequest) String() string {
 func (*SetConfigRequest) ProtoMessage() {}
 
 func (x *SetConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[43]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3459,7 +3691,7 @@ func (x *SetConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetConfigRequest.ProtoReflect.Descriptor instead.
 func (*SetConfigRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{43}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *SetConfigRequest) GetMaxCapacityDrop() float64 {
@@ -3490,6 +3722,13 @@ func (x *SetConfigRequest) GetMaxVelocityRefusals() uint32 {
 	return 0
 }
 
+func (x *SetConfigRequest) GetMaxReadBackFailures() float64 {
+	if x != nil && x.MaxReadBackFailures != nil {
+		return *x.MaxReadBackFailures
+	}
+	return 0
+}
+
 type ReadIndexRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -3498,7 +3737,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[44]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3510,7 +3749,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[44]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3523,7 +3762,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{44}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{46}
 }
 
 // ReadIndexResponse: index is the leader's commit index, confirmed by a
@@ -3538,7 +3777,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[45]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3550,7 +3789,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[45]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3563,7 +3802,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{45}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -3596,7 +3835,7 @@ type AddVoterRequest struct {
 
 func (x *AddVoterRequest) Reset() {
 	*x = AddVoterRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[46]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3608,7 +3847,7 @@ func (x *AddVoterRequest) String() string {
 func (*AddVoterRequest) ProtoMessage() {}
 
 func (x *AddVoterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[46]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3621,7 +3860,7 @@ func (x *AddVoterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddVoterRequest.ProtoReflect.Descriptor instead.
 func (*AddVoterRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{46}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *AddVoterRequest) GetId() string {
@@ -3660,7 +3899,7 @@ type AddVoterResponse struct {
 
 func (x *AddVoterResponse) Reset() {
 	*x = AddVoterResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[47]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3672,7 +3911,7 @@ func (x *AddVoterResponse) String() string {
 func (*AddVoterResponse) ProtoMessage() {}
 
 func (x *AddVoterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[47]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3685,7 +3924,7 @@ func (x *AddVoterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddVoterResponse.ProtoReflect.Descriptor instead.
 func (*AddVoterResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{47}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{49}
 }
 
 type RemoveServerRequest struct {
@@ -3697,7 +3936,7 @@ type RemoveServerRequest struct {
 
 func (x *RemoveServerRequest) Reset() {
 	*x = RemoveServerRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[48]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3709,7 +3948,7 @@ func (x *RemoveServerRequest) String() string {
 func (*RemoveServerRequest) ProtoMessage() {}
 
 func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[48]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3722,7 +3961,7 @@ func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerRequest.ProtoReflect.Descriptor instead.
 func (*RemoveServerRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{48}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *RemoveServerRequest) GetId() string {
@@ -3740,7 +3979,7 @@ type RemoveServerResponse struct {
 
 func (x *RemoveServerResponse) Reset() {
 	*x = RemoveServerResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[49]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3752,7 +3991,7 @@ func (x *RemoveServerResponse) String() string {
 func (*RemoveServerResponse) ProtoMessage() {}
 
 func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[49]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3765,7 +4004,7 @@ func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerResponse.ProtoReflect.Descriptor instead.
 func (*RemoveServerResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{49}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{51}
 }
 
 type TransferLeadershipRequest struct {
@@ -3778,7 +4017,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[50]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3790,7 +4029,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[50]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3803,7 +4042,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{50}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *TransferLeadershipRequest) GetId() string {
@@ -3822,7 +4061,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[51]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3834,7 +4073,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[51]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3847,7 +4086,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{51}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *TransferLeadershipResponse) GetLeaderId() string {
@@ -3867,7 +4106,7 @@ type SetFreezeRequest struct {
 
 func (x *SetFreezeRequest) Reset() {
 	*x = SetFreezeRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[52]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3879,7 +4118,7 @@ func (x *SetFreezeRequest) String() string {
 func (*SetFreezeRequest) ProtoMessage() {}
 
 func (x *SetFreezeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[52]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3892,7 +4131,7 @@ func (x *SetFreezeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetFreezeRequest.ProtoReflect.Descriptor instead.
 func (*SetFreezeRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{52}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *SetFreezeRequest) GetFrozen() bool {
@@ -3918,7 +4157,7 @@ type SetFreezeResponse struct {
 
 func (x *SetFreezeResponse) Reset() {
 	*x = SetFreezeResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[53]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3930,7 +4169,7 @@ func (x *SetFreezeResponse) String() string {
 func (*SetFreezeResponse) ProtoMessage() {}
 
 func (x *SetFreezeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[53]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3943,7 +4182,7 @@ func (x *SetFreezeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetFreezeResponse.ProtoReflect.Descriptor instead.
 func (*SetFreezeResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{53}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *SetFreezeResponse) GetFrozen() bool {
@@ -3971,7 +4210,7 @@ type Refusal struct {
 
 func (x *Refusal) Reset() {
 	*x = Refusal{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[54]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3983,7 +4222,7 @@ func (x *Refusal) String() string {
 func (*Refusal) ProtoMessage() {}
 
 func (x *Refusal) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[54]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3996,7 +4235,7 @@ func (x *Refusal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Refusal.ProtoReflect.Descriptor instead.
 func (*Refusal) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{54}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *Refusal) GetCaller() string {
@@ -4045,7 +4284,7 @@ type RecordRefusalsRequest struct {
 
 func (x *RecordRefusalsRequest) Reset() {
 	*x = RecordRefusalsRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[55]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4057,7 +4296,7 @@ func (x *RecordRefusalsRequest) String() string {
 func (*RecordRefusalsRequest) ProtoMessage() {}
 
 func (x *RecordRefusalsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[55]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4070,7 +4309,7 @@ func (x *RecordRefusalsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordRefusalsRequest.ProtoReflect.Descriptor instead.
 func (*RecordRefusalsRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{55}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *RecordRefusalsRequest) GetNodeId() string {
@@ -4095,7 +4334,7 @@ type RecordRefusalsResponse struct {
 
 func (x *RecordRefusalsResponse) Reset() {
 	*x = RecordRefusalsResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[56]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4107,7 +4346,7 @@ func (x *RecordRefusalsResponse) String() string {
 func (*RecordRefusalsResponse) ProtoMessage() {}
 
 func (x *RecordRefusalsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[56]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4120,7 +4359,7 @@ func (x *RecordRefusalsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordRefusalsResponse.ProtoReflect.Descriptor instead.
 func (*RecordRefusalsResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{56}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{58}
 }
 
 type LegacyApplyRequest struct {
@@ -4136,7 +4375,7 @@ type LegacyApplyRequest struct {
 
 func (x *LegacyApplyRequest) Reset() {
 	*x = LegacyApplyRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[57]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4148,7 +4387,7 @@ func (x *LegacyApplyRequest) String() string {
 func (*LegacyApplyRequest) ProtoMessage() {}
 
 func (x *LegacyApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[57]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4161,7 +4400,7 @@ func (x *LegacyApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LegacyApplyRequest.ProtoReflect.Descriptor instead.
 func (*LegacyApplyRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{57}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *LegacyApplyRequest) GetGeneration() uint64 {
@@ -4193,7 +4432,7 @@ type LegacyApplyResponse struct {
 
 func (x *LegacyApplyResponse) Reset() {
 	*x = LegacyApplyResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[58]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4205,7 +4444,7 @@ func (x *LegacyApplyResponse) String() string {
 func (*LegacyApplyResponse) ProtoMessage() {}
 
 func (x *LegacyApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[58]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4218,7 +4457,7 @@ func (x *LegacyApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LegacyApplyResponse.ProtoReflect.Descriptor instead.
 func (*LegacyApplyResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{58}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{60}
 }
 
 type LegacyCleanupRequest struct {
@@ -4232,7 +4471,7 @@ type LegacyCleanupRequest struct {
 
 func (x *LegacyCleanupRequest) Reset() {
 	*x = LegacyCleanupRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[59]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4244,7 +4483,7 @@ func (x *LegacyCleanupRequest) String() string {
 func (*LegacyCleanupRequest) ProtoMessage() {}
 
 func (x *LegacyCleanupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[59]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4257,7 +4496,7 @@ func (x *LegacyCleanupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LegacyCleanupRequest.ProtoReflect.Descriptor instead.
 func (*LegacyCleanupRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{59}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *LegacyCleanupRequest) GetKeepGenerations() uint32 {
@@ -4276,7 +4515,7 @@ type LegacyCleanupResponse struct {
 
 func (x *LegacyCleanupResponse) Reset() {
 	*x = LegacyCleanupResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[60]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4288,7 +4527,7 @@ func (x *LegacyCleanupResponse) String() string {
 func (*LegacyCleanupResponse) ProtoMessage() {}
 
 func (x *LegacyCleanupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[60]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4301,7 +4540,7 @@ func (x *LegacyCleanupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LegacyCleanupResponse.ProtoReflect.Descriptor instead.
 func (*LegacyCleanupResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{60}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *LegacyCleanupResponse) GetDeleted() []uint64 {
@@ -4529,7 +4768,24 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\x13previous_generation\x18\x11 \x01(\x04R\x12previousGeneration\x12,\n" +
 	"\x04diff\x18\x12 \x01(\v2\x18.dnsplan.v1.EndpointDiffR\x04diff\"G\n" +
 	"\x13ListHistoryResponse\x120\n" +
-	"\x06events\x18\x01 \x03(\v2\x18.dnsplan.v1.HistoryEventR\x06events\"\x0f\n" +
+	"\x06events\x18\x01 \x03(\v2\x18.dnsplan.v1.HistoryEventR\x06events\"\x8a\x02\n" +
+	"\x12ReportDoubtRequest\x12)\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x15.dnsplan.v1.DoubtKindR\x04kind\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x02 \x01(\x04R\n" +
+	"generation\x12\x1d\n" +
+	"\n" +
+	"lease_name\x18\x03 \x01(\tR\tleaseName\x12\x1f\n" +
+	"\vlease_token\x18\x04 \x01(\x04R\n" +
+	"leaseToken\x12\x1d\n" +
+	"\n" +
+	"enactor_id\x18\x05 \x01(\tR\tenactorId\x12\x14\n" +
+	"\x05nodes\x18\x06 \x03(\tR\x05nodes\x12\x1c\n" +
+	"\tendpoints\x18\a \x03(\tR\tendpoints\x12\x16\n" +
+	"\x06detail\x18\b \x01(\tR\x06detail\"E\n" +
+	"\x13ReportDoubtResponse\x12\x16\n" +
+	"\x06frozen\x18\x01 \x01(\bR\x06frozen\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x0f\n" +
 	"\rStatusRequest\"\xa1\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
@@ -4562,25 +4818,29 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\x06config\x18\x13 \x01(\v2\x19.dnsplan.v1.ClusterConfigR\x06config\x12\x1f\n" +
 	"\vlog_version\x18\x14 \x01(\rR\n" +
 	"logVersion\x12(\n" +
-	"\x10node_log_version\x18\x15 \x01(\rR\x0enodeLogVersion\"\xbf\x02\n" +
+	"\x10node_log_version\x18\x15 \x01(\rR\x0enodeLogVersion\"\x94\x03\n" +
 	"\rClusterConfig\x12*\n" +
 	"\x06design\x18\x01 \x01(\x0e2\x12.dnsplan.v1.DesignR\x06design\x12*\n" +
 	"\x11max_capacity_drop\x18\x02 \x01(\x01R\x0fmaxCapacityDrop\x12B\n" +
 	"\x0fvelocity_window\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x0evelocityWindow\x12+\n" +
 	"\x0fmax_plan_change\x18\x04 \x01(\x01H\x00R\rmaxPlanChange\x88\x01\x01\x127\n" +
-	"\x15max_velocity_refusals\x18\x05 \x01(\rH\x01R\x13maxVelocityRefusals\x88\x01\x01B\x12\n" +
+	"\x15max_velocity_refusals\x18\x05 \x01(\rH\x01R\x13maxVelocityRefusals\x88\x01\x01\x128\n" +
+	"\x16max_read_back_failures\x18\x06 \x01(\x01H\x02R\x13maxReadBackFailures\x88\x01\x01B\x12\n" +
 	"\x10_max_plan_changeB\x18\n" +
-	"\x16_max_velocity_refusals\"(\n" +
+	"\x16_max_velocity_refusalsB\x19\n" +
+	"\x17_max_read_back_failures\"(\n" +
 	"\x10GetConfigRequest\x12\x14\n" +
-	"\x05stale\x18\x01 \x01(\bR\x05stale\"\xb1\x02\n" +
+	"\x05stale\x18\x01 \x01(\bR\x05stale\"\x86\x03\n" +
 	"\x10SetConfigRequest\x12/\n" +
 	"\x11max_capacity_drop\x18\x01 \x01(\x01H\x00R\x0fmaxCapacityDrop\x88\x01\x01\x12B\n" +
 	"\x0fvelocity_window\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x0evelocityWindow\x12+\n" +
 	"\x0fmax_plan_change\x18\x03 \x01(\x01H\x01R\rmaxPlanChange\x88\x01\x01\x127\n" +
-	"\x15max_velocity_refusals\x18\x04 \x01(\rH\x02R\x13maxVelocityRefusals\x88\x01\x01B\x14\n" +
+	"\x15max_velocity_refusals\x18\x04 \x01(\rH\x02R\x13maxVelocityRefusals\x88\x01\x01\x128\n" +
+	"\x16max_read_back_failures\x18\x05 \x01(\x01H\x03R\x13maxReadBackFailures\x88\x01\x01B\x14\n" +
 	"\x12_max_capacity_dropB\x12\n" +
 	"\x10_max_plan_changeB\x18\n" +
-	"\x16_max_velocity_refusals\"\x12\n" +
+	"\x16_max_velocity_refusalsB\x19\n" +
+	"\x17_max_read_back_failures\"\x12\n" +
 	"\x10ReadIndexRequest\"F\n" +
 	"\x11ReadIndexResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x1b\n" +
@@ -4631,7 +4891,7 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fOUTCOME_APPLIED\x10\x01\x12\x11\n" +
 	"\rOUTCOME_STALE\x10\x02\x12\x13\n" +
-	"\x0fOUTCOME_REFUSED\x10\x03*\x87\x03\n" +
+	"\x0fOUTCOME_REFUSED\x10\x03*\x9f\x03\n" +
 	"\vHistoryKind\x12\x1c\n" +
 	"\x18HISTORY_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13HISTORY_KIND_SUBMIT\x10\x01\x12\x18\n" +
@@ -4647,7 +4907,8 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\x12\x17\n" +
 	"\x13HISTORY_KIND_CONFIG\x10\v\x12\x1d\n" +
 	"\x19HISTORY_KIND_REFUSED_CALL\x10\f\x12\x19\n" +
-	"\x15HISTORY_KIND_ROLLBACK\x10\r*\xd3\x02\n" +
+	"\x15HISTORY_KIND_ROLLBACK\x10\r\x12\x16\n" +
+	"\x12HISTORY_KIND_DOUBT\x10\x0e*\xd3\x02\n" +
 	"\x0eHistoryOutcome\x12\x1f\n" +
 	"\x1bHISTORY_OUTCOME_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18HISTORY_OUTCOME_ACCEPTED\x10\x01\x12\x1b\n" +
@@ -4660,7 +4921,11 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\x18HISTORY_OUTCOME_UNFROZEN\x10\b\x12\x1b\n" +
 	"\x17HISTORY_OUTCOME_FOUNDED\x10\t\x12\x1b\n" +
 	"\x17HISTORY_OUTCOME_CHANGED\x10\n" +
-	"*E\n" +
+	"*Y\n" +
+	"\tDoubtKind\x12\x1a\n" +
+	"\x16DOUBT_KIND_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14DOUBT_KIND_READ_BACK\x10\x01\x12\x16\n" +
+	"\x12DOUBT_KIND_ROLLOUT\x10\x02*E\n" +
 	"\x06Design\x12\x16\n" +
 	"\x12DESIGN_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fDESIGN_FIXED\x10\x01\x12\x11\n" +
@@ -4680,7 +4945,7 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"RenewLease\x12\x1d.dnsplan.v1.RenewLeaseRequest\x1a\x11.dnsplan.v1.Lease\x12Q\n" +
 	"\fReleaseLease\x12\x1f.dnsplan.v1.ReleaseLeaseRequest\x1a .dnsplan.v1.ReleaseLeaseResponse\x12K\n" +
 	"\n" +
-	"ListLeases\x12\x1d.dnsplan.v1.ListLeasesRequest\x1a\x1e.dnsplan.v1.ListLeasesResponse2\xea\x03\n" +
+	"ListLeases\x12\x1d.dnsplan.v1.ListLeasesRequest\x1a\x1e.dnsplan.v1.ListLeasesResponse2\xba\x04\n" +
 	"\fEnactService\x12H\n" +
 	"\tApplyPlan\x12\x1c.dnsplan.v1.ApplyPlanRequest\x1a\x1d.dnsplan.v1.ApplyPlanResponse\x12Q\n" +
 	"\fCleanupPlans\x12\x1f.dnsplan.v1.CleanupPlansRequest\x1a .dnsplan.v1.CleanupPlansResponse\x12H\n" +
@@ -4688,7 +4953,8 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"GetApplied\x12\x1d.dnsplan.v1.GetAppliedRequest\x1a\x1b.dnsplan.v1.AppliedEndpoint\x12N\n" +
 	"\vListApplied\x12\x1e.dnsplan.v1.ListAppliedRequest\x1a\x1f.dnsplan.v1.ListAppliedResponse\x12S\n" +
 	"\fWatchApplied\x12\x1f.dnsplan.v1.WatchAppliedRequest\x1a .dnsplan.v1.WatchAppliedResponse0\x01\x12N\n" +
-	"\vListHistory\x12\x1e.dnsplan.v1.ListHistoryRequest\x1a\x1f.dnsplan.v1.ListHistoryResponse2\xc9\x05\n" +
+	"\vListHistory\x12\x1e.dnsplan.v1.ListHistoryRequest\x1a\x1f.dnsplan.v1.ListHistoryResponse\x12N\n" +
+	"\vReportDoubt\x12\x1e.dnsplan.v1.ReportDoubtRequest\x1a\x1f.dnsplan.v1.ReportDoubtResponse2\xc9\x05\n" +
 	"\x0eClusterService\x12?\n" +
 	"\x06Status\x12\x19.dnsplan.v1.StatusRequest\x1a\x1a.dnsplan.v1.StatusResponse\x12E\n" +
 	"\bAddVoter\x12\x1b.dnsplan.v1.AddVoterRequest\x1a\x1c.dnsplan.v1.AddVoterResponse\x12Q\n" +
@@ -4715,170 +4981,176 @@ func file_dnsplan_v1_dnsplan_proto_rawDescGZIP() []byte {
 	return file_dnsplan_v1_dnsplan_proto_rawDescData
 }
 
-var file_dnsplan_v1_dnsplan_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_dnsplan_v1_dnsplan_proto_msgTypes = make([]protoimpl.MessageInfo, 61)
+var file_dnsplan_v1_dnsplan_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_dnsplan_v1_dnsplan_proto_msgTypes = make([]protoimpl.MessageInfo, 63)
 var file_dnsplan_v1_dnsplan_proto_goTypes = []any{
 	(Outcome)(0),                       // 0: dnsplan.v1.Outcome
 	(HistoryKind)(0),                   // 1: dnsplan.v1.HistoryKind
 	(HistoryOutcome)(0),                // 2: dnsplan.v1.HistoryOutcome
-	(Design)(0),                        // 3: dnsplan.v1.Design
-	(*Target)(nil),                     // 4: dnsplan.v1.Target
-	(*EndpointPlan)(nil),               // 5: dnsplan.v1.EndpointPlan
-	(*Plan)(nil),                       // 6: dnsplan.v1.Plan
-	(*SubmitPlanRequest)(nil),          // 7: dnsplan.v1.SubmitPlanRequest
-	(*SubmitPlanResponse)(nil),         // 8: dnsplan.v1.SubmitPlanResponse
-	(*GetPlanRequest)(nil),             // 9: dnsplan.v1.GetPlanRequest
-	(*ListPlansRequest)(nil),           // 10: dnsplan.v1.ListPlansRequest
-	(*ListPlansResponse)(nil),          // 11: dnsplan.v1.ListPlansResponse
-	(*WatchPlansRequest)(nil),          // 12: dnsplan.v1.WatchPlansRequest
-	(*WatchPlansResponse)(nil),         // 13: dnsplan.v1.WatchPlansResponse
-	(*RollbackPlanRequest)(nil),        // 14: dnsplan.v1.RollbackPlanRequest
-	(*RollbackPlanResponse)(nil),       // 15: dnsplan.v1.RollbackPlanResponse
-	(*DiffPlansRequest)(nil),           // 16: dnsplan.v1.DiffPlansRequest
-	(*PlanDiff)(nil),                   // 17: dnsplan.v1.PlanDiff
-	(*EndpointDiff)(nil),               // 18: dnsplan.v1.EndpointDiff
-	(*WeightChange)(nil),               // 19: dnsplan.v1.WeightChange
-	(*RuleCheck)(nil),                  // 20: dnsplan.v1.RuleCheck
-	(*Lease)(nil),                      // 21: dnsplan.v1.Lease
-	(*AcquireLeaseRequest)(nil),        // 22: dnsplan.v1.AcquireLeaseRequest
-	(*RenewLeaseRequest)(nil),          // 23: dnsplan.v1.RenewLeaseRequest
-	(*ReleaseLeaseRequest)(nil),        // 24: dnsplan.v1.ReleaseLeaseRequest
-	(*ReleaseLeaseResponse)(nil),       // 25: dnsplan.v1.ReleaseLeaseResponse
-	(*ListLeasesRequest)(nil),          // 26: dnsplan.v1.ListLeasesRequest
-	(*ListLeasesResponse)(nil),         // 27: dnsplan.v1.ListLeasesResponse
-	(*ApplyPlanRequest)(nil),           // 28: dnsplan.v1.ApplyPlanRequest
-	(*EndpointResult)(nil),             // 29: dnsplan.v1.EndpointResult
-	(*ApplyPlanResponse)(nil),          // 30: dnsplan.v1.ApplyPlanResponse
-	(*CleanupPlansRequest)(nil),        // 31: dnsplan.v1.CleanupPlansRequest
-	(*CleanupPlansResponse)(nil),       // 32: dnsplan.v1.CleanupPlansResponse
-	(*GetAppliedRequest)(nil),          // 33: dnsplan.v1.GetAppliedRequest
-	(*AppliedEndpoint)(nil),            // 34: dnsplan.v1.AppliedEndpoint
-	(*ListAppliedRequest)(nil),         // 35: dnsplan.v1.ListAppliedRequest
-	(*ListAppliedResponse)(nil),        // 36: dnsplan.v1.ListAppliedResponse
-	(*WatchAppliedRequest)(nil),        // 37: dnsplan.v1.WatchAppliedRequest
-	(*WatchAppliedResponse)(nil),       // 38: dnsplan.v1.WatchAppliedResponse
-	(*ListHistoryRequest)(nil),         // 39: dnsplan.v1.ListHistoryRequest
-	(*HistoryEvent)(nil),               // 40: dnsplan.v1.HistoryEvent
-	(*ListHistoryResponse)(nil),        // 41: dnsplan.v1.ListHistoryResponse
-	(*StatusRequest)(nil),              // 42: dnsplan.v1.StatusRequest
-	(*Member)(nil),                     // 43: dnsplan.v1.Member
-	(*StatusResponse)(nil),             // 44: dnsplan.v1.StatusResponse
-	(*ClusterConfig)(nil),              // 45: dnsplan.v1.ClusterConfig
-	(*GetConfigRequest)(nil),           // 46: dnsplan.v1.GetConfigRequest
-	(*SetConfigRequest)(nil),           // 47: dnsplan.v1.SetConfigRequest
-	(*ReadIndexRequest)(nil),           // 48: dnsplan.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),          // 49: dnsplan.v1.ReadIndexResponse
-	(*AddVoterRequest)(nil),            // 50: dnsplan.v1.AddVoterRequest
-	(*AddVoterResponse)(nil),           // 51: dnsplan.v1.AddVoterResponse
-	(*RemoveServerRequest)(nil),        // 52: dnsplan.v1.RemoveServerRequest
-	(*RemoveServerResponse)(nil),       // 53: dnsplan.v1.RemoveServerResponse
-	(*TransferLeadershipRequest)(nil),  // 54: dnsplan.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 55: dnsplan.v1.TransferLeadershipResponse
-	(*SetFreezeRequest)(nil),           // 56: dnsplan.v1.SetFreezeRequest
-	(*SetFreezeResponse)(nil),          // 57: dnsplan.v1.SetFreezeResponse
-	(*Refusal)(nil),                    // 58: dnsplan.v1.Refusal
-	(*RecordRefusalsRequest)(nil),      // 59: dnsplan.v1.RecordRefusalsRequest
-	(*RecordRefusalsResponse)(nil),     // 60: dnsplan.v1.RecordRefusalsResponse
-	(*LegacyApplyRequest)(nil),         // 61: dnsplan.v1.LegacyApplyRequest
-	(*LegacyApplyResponse)(nil),        // 62: dnsplan.v1.LegacyApplyResponse
-	(*LegacyCleanupRequest)(nil),       // 63: dnsplan.v1.LegacyCleanupRequest
-	(*LegacyCleanupResponse)(nil),      // 64: dnsplan.v1.LegacyCleanupResponse
-	(*timestamppb.Timestamp)(nil),      // 65: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 66: google.protobuf.Duration
+	(DoubtKind)(0),                     // 3: dnsplan.v1.DoubtKind
+	(Design)(0),                        // 4: dnsplan.v1.Design
+	(*Target)(nil),                     // 5: dnsplan.v1.Target
+	(*EndpointPlan)(nil),               // 6: dnsplan.v1.EndpointPlan
+	(*Plan)(nil),                       // 7: dnsplan.v1.Plan
+	(*SubmitPlanRequest)(nil),          // 8: dnsplan.v1.SubmitPlanRequest
+	(*SubmitPlanResponse)(nil),         // 9: dnsplan.v1.SubmitPlanResponse
+	(*GetPlanRequest)(nil),             // 10: dnsplan.v1.GetPlanRequest
+	(*ListPlansRequest)(nil),           // 11: dnsplan.v1.ListPlansRequest
+	(*ListPlansResponse)(nil),          // 12: dnsplan.v1.ListPlansResponse
+	(*WatchPlansRequest)(nil),          // 13: dnsplan.v1.WatchPlansRequest
+	(*WatchPlansResponse)(nil),         // 14: dnsplan.v1.WatchPlansResponse
+	(*RollbackPlanRequest)(nil),        // 15: dnsplan.v1.RollbackPlanRequest
+	(*RollbackPlanResponse)(nil),       // 16: dnsplan.v1.RollbackPlanResponse
+	(*DiffPlansRequest)(nil),           // 17: dnsplan.v1.DiffPlansRequest
+	(*PlanDiff)(nil),                   // 18: dnsplan.v1.PlanDiff
+	(*EndpointDiff)(nil),               // 19: dnsplan.v1.EndpointDiff
+	(*WeightChange)(nil),               // 20: dnsplan.v1.WeightChange
+	(*RuleCheck)(nil),                  // 21: dnsplan.v1.RuleCheck
+	(*Lease)(nil),                      // 22: dnsplan.v1.Lease
+	(*AcquireLeaseRequest)(nil),        // 23: dnsplan.v1.AcquireLeaseRequest
+	(*RenewLeaseRequest)(nil),          // 24: dnsplan.v1.RenewLeaseRequest
+	(*ReleaseLeaseRequest)(nil),        // 25: dnsplan.v1.ReleaseLeaseRequest
+	(*ReleaseLeaseResponse)(nil),       // 26: dnsplan.v1.ReleaseLeaseResponse
+	(*ListLeasesRequest)(nil),          // 27: dnsplan.v1.ListLeasesRequest
+	(*ListLeasesResponse)(nil),         // 28: dnsplan.v1.ListLeasesResponse
+	(*ApplyPlanRequest)(nil),           // 29: dnsplan.v1.ApplyPlanRequest
+	(*EndpointResult)(nil),             // 30: dnsplan.v1.EndpointResult
+	(*ApplyPlanResponse)(nil),          // 31: dnsplan.v1.ApplyPlanResponse
+	(*CleanupPlansRequest)(nil),        // 32: dnsplan.v1.CleanupPlansRequest
+	(*CleanupPlansResponse)(nil),       // 33: dnsplan.v1.CleanupPlansResponse
+	(*GetAppliedRequest)(nil),          // 34: dnsplan.v1.GetAppliedRequest
+	(*AppliedEndpoint)(nil),            // 35: dnsplan.v1.AppliedEndpoint
+	(*ListAppliedRequest)(nil),         // 36: dnsplan.v1.ListAppliedRequest
+	(*ListAppliedResponse)(nil),        // 37: dnsplan.v1.ListAppliedResponse
+	(*WatchAppliedRequest)(nil),        // 38: dnsplan.v1.WatchAppliedRequest
+	(*WatchAppliedResponse)(nil),       // 39: dnsplan.v1.WatchAppliedResponse
+	(*ListHistoryRequest)(nil),         // 40: dnsplan.v1.ListHistoryRequest
+	(*HistoryEvent)(nil),               // 41: dnsplan.v1.HistoryEvent
+	(*ListHistoryResponse)(nil),        // 42: dnsplan.v1.ListHistoryResponse
+	(*ReportDoubtRequest)(nil),         // 43: dnsplan.v1.ReportDoubtRequest
+	(*ReportDoubtResponse)(nil),        // 44: dnsplan.v1.ReportDoubtResponse
+	(*StatusRequest)(nil),              // 45: dnsplan.v1.StatusRequest
+	(*Member)(nil),                     // 46: dnsplan.v1.Member
+	(*StatusResponse)(nil),             // 47: dnsplan.v1.StatusResponse
+	(*ClusterConfig)(nil),              // 48: dnsplan.v1.ClusterConfig
+	(*GetConfigRequest)(nil),           // 49: dnsplan.v1.GetConfigRequest
+	(*SetConfigRequest)(nil),           // 50: dnsplan.v1.SetConfigRequest
+	(*ReadIndexRequest)(nil),           // 51: dnsplan.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),          // 52: dnsplan.v1.ReadIndexResponse
+	(*AddVoterRequest)(nil),            // 53: dnsplan.v1.AddVoterRequest
+	(*AddVoterResponse)(nil),           // 54: dnsplan.v1.AddVoterResponse
+	(*RemoveServerRequest)(nil),        // 55: dnsplan.v1.RemoveServerRequest
+	(*RemoveServerResponse)(nil),       // 56: dnsplan.v1.RemoveServerResponse
+	(*TransferLeadershipRequest)(nil),  // 57: dnsplan.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 58: dnsplan.v1.TransferLeadershipResponse
+	(*SetFreezeRequest)(nil),           // 59: dnsplan.v1.SetFreezeRequest
+	(*SetFreezeResponse)(nil),          // 60: dnsplan.v1.SetFreezeResponse
+	(*Refusal)(nil),                    // 61: dnsplan.v1.Refusal
+	(*RecordRefusalsRequest)(nil),      // 62: dnsplan.v1.RecordRefusalsRequest
+	(*RecordRefusalsResponse)(nil),     // 63: dnsplan.v1.RecordRefusalsResponse
+	(*LegacyApplyRequest)(nil),         // 64: dnsplan.v1.LegacyApplyRequest
+	(*LegacyApplyResponse)(nil),        // 65: dnsplan.v1.LegacyApplyResponse
+	(*LegacyCleanupRequest)(nil),       // 66: dnsplan.v1.LegacyCleanupRequest
+	(*LegacyCleanupResponse)(nil),      // 67: dnsplan.v1.LegacyCleanupResponse
+	(*timestamppb.Timestamp)(nil),      // 68: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 69: google.protobuf.Duration
 }
 var file_dnsplan_v1_dnsplan_proto_depIdxs = []int32{
-	4,  // 0: dnsplan.v1.EndpointPlan.targets:type_name -> dnsplan.v1.Target
-	5,  // 1: dnsplan.v1.Plan.endpoints:type_name -> dnsplan.v1.EndpointPlan
-	65, // 2: dnsplan.v1.Plan.created_at:type_name -> google.protobuf.Timestamp
-	6,  // 3: dnsplan.v1.SubmitPlanRequest.plan:type_name -> dnsplan.v1.Plan
-	6,  // 4: dnsplan.v1.ListPlansResponse.plans:type_name -> dnsplan.v1.Plan
-	6,  // 5: dnsplan.v1.WatchPlansResponse.plan:type_name -> dnsplan.v1.Plan
-	6,  // 6: dnsplan.v1.DiffPlansRequest.plan:type_name -> dnsplan.v1.Plan
-	18, // 7: dnsplan.v1.PlanDiff.endpoints:type_name -> dnsplan.v1.EndpointDiff
-	19, // 8: dnsplan.v1.EndpointDiff.weights:type_name -> dnsplan.v1.WeightChange
-	20, // 9: dnsplan.v1.EndpointDiff.rules:type_name -> dnsplan.v1.RuleCheck
-	65, // 10: dnsplan.v1.Lease.expires_at:type_name -> google.protobuf.Timestamp
-	66, // 11: dnsplan.v1.Lease.ttl:type_name -> google.protobuf.Duration
-	66, // 12: dnsplan.v1.AcquireLeaseRequest.ttl:type_name -> google.protobuf.Duration
-	21, // 13: dnsplan.v1.ListLeasesResponse.leases:type_name -> dnsplan.v1.Lease
+	5,  // 0: dnsplan.v1.EndpointPlan.targets:type_name -> dnsplan.v1.Target
+	6,  // 1: dnsplan.v1.Plan.endpoints:type_name -> dnsplan.v1.EndpointPlan
+	68, // 2: dnsplan.v1.Plan.created_at:type_name -> google.protobuf.Timestamp
+	7,  // 3: dnsplan.v1.SubmitPlanRequest.plan:type_name -> dnsplan.v1.Plan
+	7,  // 4: dnsplan.v1.ListPlansResponse.plans:type_name -> dnsplan.v1.Plan
+	7,  // 5: dnsplan.v1.WatchPlansResponse.plan:type_name -> dnsplan.v1.Plan
+	7,  // 6: dnsplan.v1.DiffPlansRequest.plan:type_name -> dnsplan.v1.Plan
+	19, // 7: dnsplan.v1.PlanDiff.endpoints:type_name -> dnsplan.v1.EndpointDiff
+	20, // 8: dnsplan.v1.EndpointDiff.weights:type_name -> dnsplan.v1.WeightChange
+	21, // 9: dnsplan.v1.EndpointDiff.rules:type_name -> dnsplan.v1.RuleCheck
+	68, // 10: dnsplan.v1.Lease.expires_at:type_name -> google.protobuf.Timestamp
+	69, // 11: dnsplan.v1.Lease.ttl:type_name -> google.protobuf.Duration
+	69, // 12: dnsplan.v1.AcquireLeaseRequest.ttl:type_name -> google.protobuf.Duration
+	22, // 13: dnsplan.v1.ListLeasesResponse.leases:type_name -> dnsplan.v1.Lease
 	0,  // 14: dnsplan.v1.EndpointResult.outcome:type_name -> dnsplan.v1.Outcome
-	29, // 15: dnsplan.v1.ApplyPlanResponse.results:type_name -> dnsplan.v1.EndpointResult
-	4,  // 16: dnsplan.v1.AppliedEndpoint.targets:type_name -> dnsplan.v1.Target
-	65, // 17: dnsplan.v1.AppliedEndpoint.applied_at:type_name -> google.protobuf.Timestamp
-	34, // 18: dnsplan.v1.ListAppliedResponse.endpoints:type_name -> dnsplan.v1.AppliedEndpoint
-	34, // 19: dnsplan.v1.WatchAppliedResponse.endpoint:type_name -> dnsplan.v1.AppliedEndpoint
-	65, // 20: dnsplan.v1.ListHistoryRequest.since:type_name -> google.protobuf.Timestamp
-	66, // 21: dnsplan.v1.ListHistoryRequest.within:type_name -> google.protobuf.Duration
-	65, // 22: dnsplan.v1.HistoryEvent.time:type_name -> google.protobuf.Timestamp
+	30, // 15: dnsplan.v1.ApplyPlanResponse.results:type_name -> dnsplan.v1.EndpointResult
+	5,  // 16: dnsplan.v1.AppliedEndpoint.targets:type_name -> dnsplan.v1.Target
+	68, // 17: dnsplan.v1.AppliedEndpoint.applied_at:type_name -> google.protobuf.Timestamp
+	35, // 18: dnsplan.v1.ListAppliedResponse.endpoints:type_name -> dnsplan.v1.AppliedEndpoint
+	35, // 19: dnsplan.v1.WatchAppliedResponse.endpoint:type_name -> dnsplan.v1.AppliedEndpoint
+	68, // 20: dnsplan.v1.ListHistoryRequest.since:type_name -> google.protobuf.Timestamp
+	69, // 21: dnsplan.v1.ListHistoryRequest.within:type_name -> google.protobuf.Duration
+	68, // 22: dnsplan.v1.HistoryEvent.time:type_name -> google.protobuf.Timestamp
 	1,  // 23: dnsplan.v1.HistoryEvent.kind_code:type_name -> dnsplan.v1.HistoryKind
 	2,  // 24: dnsplan.v1.HistoryEvent.outcome_code:type_name -> dnsplan.v1.HistoryOutcome
-	18, // 25: dnsplan.v1.HistoryEvent.diff:type_name -> dnsplan.v1.EndpointDiff
-	40, // 26: dnsplan.v1.ListHistoryResponse.events:type_name -> dnsplan.v1.HistoryEvent
-	43, // 27: dnsplan.v1.StatusResponse.members:type_name -> dnsplan.v1.Member
-	45, // 28: dnsplan.v1.StatusResponse.config:type_name -> dnsplan.v1.ClusterConfig
-	3,  // 29: dnsplan.v1.ClusterConfig.design:type_name -> dnsplan.v1.Design
-	66, // 30: dnsplan.v1.ClusterConfig.velocity_window:type_name -> google.protobuf.Duration
-	66, // 31: dnsplan.v1.SetConfigRequest.velocity_window:type_name -> google.protobuf.Duration
-	58, // 32: dnsplan.v1.RecordRefusalsRequest.refusals:type_name -> dnsplan.v1.Refusal
-	7,  // 33: dnsplan.v1.PlanService.SubmitPlan:input_type -> dnsplan.v1.SubmitPlanRequest
-	9,  // 34: dnsplan.v1.PlanService.GetPlan:input_type -> dnsplan.v1.GetPlanRequest
-	10, // 35: dnsplan.v1.PlanService.ListPlans:input_type -> dnsplan.v1.ListPlansRequest
-	12, // 36: dnsplan.v1.PlanService.WatchPlans:input_type -> dnsplan.v1.WatchPlansRequest
-	16, // 37: dnsplan.v1.PlanService.DiffPlans:input_type -> dnsplan.v1.DiffPlansRequest
-	14, // 38: dnsplan.v1.PlanService.RollbackPlan:input_type -> dnsplan.v1.RollbackPlanRequest
-	22, // 39: dnsplan.v1.LeaseService.AcquireLease:input_type -> dnsplan.v1.AcquireLeaseRequest
-	23, // 40: dnsplan.v1.LeaseService.RenewLease:input_type -> dnsplan.v1.RenewLeaseRequest
-	24, // 41: dnsplan.v1.LeaseService.ReleaseLease:input_type -> dnsplan.v1.ReleaseLeaseRequest
-	26, // 42: dnsplan.v1.LeaseService.ListLeases:input_type -> dnsplan.v1.ListLeasesRequest
-	28, // 43: dnsplan.v1.EnactService.ApplyPlan:input_type -> dnsplan.v1.ApplyPlanRequest
-	31, // 44: dnsplan.v1.EnactService.CleanupPlans:input_type -> dnsplan.v1.CleanupPlansRequest
-	33, // 45: dnsplan.v1.EnactService.GetApplied:input_type -> dnsplan.v1.GetAppliedRequest
-	35, // 46: dnsplan.v1.EnactService.ListApplied:input_type -> dnsplan.v1.ListAppliedRequest
-	37, // 47: dnsplan.v1.EnactService.WatchApplied:input_type -> dnsplan.v1.WatchAppliedRequest
-	39, // 48: dnsplan.v1.EnactService.ListHistory:input_type -> dnsplan.v1.ListHistoryRequest
-	42, // 49: dnsplan.v1.ClusterService.Status:input_type -> dnsplan.v1.StatusRequest
-	50, // 50: dnsplan.v1.ClusterService.AddVoter:input_type -> dnsplan.v1.AddVoterRequest
-	52, // 51: dnsplan.v1.ClusterService.RemoveServer:input_type -> dnsplan.v1.RemoveServerRequest
-	54, // 52: dnsplan.v1.ClusterService.TransferLeadership:input_type -> dnsplan.v1.TransferLeadershipRequest
-	56, // 53: dnsplan.v1.ClusterService.SetFreeze:input_type -> dnsplan.v1.SetFreezeRequest
-	46, // 54: dnsplan.v1.ClusterService.GetConfig:input_type -> dnsplan.v1.GetConfigRequest
-	47, // 55: dnsplan.v1.ClusterService.SetConfig:input_type -> dnsplan.v1.SetConfigRequest
-	48, // 56: dnsplan.v1.ClusterService.ReadIndex:input_type -> dnsplan.v1.ReadIndexRequest
-	59, // 57: dnsplan.v1.ClusterService.RecordRefusals:input_type -> dnsplan.v1.RecordRefusalsRequest
-	61, // 58: dnsplan.v1.LegacyService.LegacyApply:input_type -> dnsplan.v1.LegacyApplyRequest
-	63, // 59: dnsplan.v1.LegacyService.LegacyCleanup:input_type -> dnsplan.v1.LegacyCleanupRequest
-	8,  // 60: dnsplan.v1.PlanService.SubmitPlan:output_type -> dnsplan.v1.SubmitPlanResponse
-	6,  // 61: dnsplan.v1.PlanService.GetPlan:output_type -> dnsplan.v1.Plan
-	11, // 62: dnsplan.v1.PlanService.ListPlans:output_type -> dnsplan.v1.ListPlansResponse
-	13, // 63: dnsplan.v1.PlanService.WatchPlans:output_type -> dnsplan.v1.WatchPlansResponse
-	17, // 64: dnsplan.v1.PlanService.DiffPlans:output_type -> dnsplan.v1.PlanDiff
-	15, // 65: dnsplan.v1.PlanService.RollbackPlan:output_type -> dnsplan.v1.RollbackPlanResponse
-	21, // 66: dnsplan.v1.LeaseService.AcquireLease:output_type -> dnsplan.v1.Lease
-	21, // 67: dnsplan.v1.LeaseService.RenewLease:output_type -> dnsplan.v1.Lease
-	25, // 68: dnsplan.v1.LeaseService.ReleaseLease:output_type -> dnsplan.v1.ReleaseLeaseResponse
-	27, // 69: dnsplan.v1.LeaseService.ListLeases:output_type -> dnsplan.v1.ListLeasesResponse
-	30, // 70: dnsplan.v1.EnactService.ApplyPlan:output_type -> dnsplan.v1.ApplyPlanResponse
-	32, // 71: dnsplan.v1.EnactService.CleanupPlans:output_type -> dnsplan.v1.CleanupPlansResponse
-	34, // 72: dnsplan.v1.EnactService.GetApplied:output_type -> dnsplan.v1.AppliedEndpoint
-	36, // 73: dnsplan.v1.EnactService.ListApplied:output_type -> dnsplan.v1.ListAppliedResponse
-	38, // 74: dnsplan.v1.EnactService.WatchApplied:output_type -> dnsplan.v1.WatchAppliedResponse
-	41, // 75: dnsplan.v1.EnactService.ListHistory:output_type -> dnsplan.v1.ListHistoryResponse
-	44, // 76: dnsplan.v1.ClusterService.Status:output_type -> dnsplan.v1.StatusResponse
-	51, // 77: dnsplan.v1.ClusterService.AddVoter:output_type -> dnsplan.v1.AddVoterResponse
-	53, // 78: dnsplan.v1.ClusterService.RemoveServer:output_type -> dnsplan.v1.RemoveServerResponse
-	55, // 79: dnsplan.v1.ClusterService.TransferLeadership:output_type -> dnsplan.v1.TransferLeadershipResponse
-	57, // 80: dnsplan.v1.ClusterService.SetFreeze:output_type -> dnsplan.v1.SetFreezeResponse
-	45, // 81: dnsplan.v1.ClusterService.GetConfig:output_type -> dnsplan.v1.ClusterConfig
-	45, // 82: dnsplan.v1.ClusterService.SetConfig:output_type -> dnsplan.v1.ClusterConfig
-	49, // 83: dnsplan.v1.ClusterService.ReadIndex:output_type -> dnsplan.v1.ReadIndexResponse
-	60, // 84: dnsplan.v1.ClusterService.RecordRefusals:output_type -> dnsplan.v1.RecordRefusalsResponse
-	62, // 85: dnsplan.v1.LegacyService.LegacyApply:output_type -> dnsplan.v1.LegacyApplyResponse
-	64, // 86: dnsplan.v1.LegacyService.LegacyCleanup:output_type -> dnsplan.v1.LegacyCleanupResponse
-	60, // [60:87] is the sub-list for method output_type
-	33, // [33:60] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	19, // 25: dnsplan.v1.HistoryEvent.diff:type_name -> dnsplan.v1.EndpointDiff
+	41, // 26: dnsplan.v1.ListHistoryResponse.events:type_name -> dnsplan.v1.HistoryEvent
+	3,  // 27: dnsplan.v1.ReportDoubtRequest.kind:type_name -> dnsplan.v1.DoubtKind
+	46, // 28: dnsplan.v1.StatusResponse.members:type_name -> dnsplan.v1.Member
+	48, // 29: dnsplan.v1.StatusResponse.config:type_name -> dnsplan.v1.ClusterConfig
+	4,  // 30: dnsplan.v1.ClusterConfig.design:type_name -> dnsplan.v1.Design
+	69, // 31: dnsplan.v1.ClusterConfig.velocity_window:type_name -> google.protobuf.Duration
+	69, // 32: dnsplan.v1.SetConfigRequest.velocity_window:type_name -> google.protobuf.Duration
+	61, // 33: dnsplan.v1.RecordRefusalsRequest.refusals:type_name -> dnsplan.v1.Refusal
+	8,  // 34: dnsplan.v1.PlanService.SubmitPlan:input_type -> dnsplan.v1.SubmitPlanRequest
+	10, // 35: dnsplan.v1.PlanService.GetPlan:input_type -> dnsplan.v1.GetPlanRequest
+	11, // 36: dnsplan.v1.PlanService.ListPlans:input_type -> dnsplan.v1.ListPlansRequest
+	13, // 37: dnsplan.v1.PlanService.WatchPlans:input_type -> dnsplan.v1.WatchPlansRequest
+	17, // 38: dnsplan.v1.PlanService.DiffPlans:input_type -> dnsplan.v1.DiffPlansRequest
+	15, // 39: dnsplan.v1.PlanService.RollbackPlan:input_type -> dnsplan.v1.RollbackPlanRequest
+	23, // 40: dnsplan.v1.LeaseService.AcquireLease:input_type -> dnsplan.v1.AcquireLeaseRequest
+	24, // 41: dnsplan.v1.LeaseService.RenewLease:input_type -> dnsplan.v1.RenewLeaseRequest
+	25, // 42: dnsplan.v1.LeaseService.ReleaseLease:input_type -> dnsplan.v1.ReleaseLeaseRequest
+	27, // 43: dnsplan.v1.LeaseService.ListLeases:input_type -> dnsplan.v1.ListLeasesRequest
+	29, // 44: dnsplan.v1.EnactService.ApplyPlan:input_type -> dnsplan.v1.ApplyPlanRequest
+	32, // 45: dnsplan.v1.EnactService.CleanupPlans:input_type -> dnsplan.v1.CleanupPlansRequest
+	34, // 46: dnsplan.v1.EnactService.GetApplied:input_type -> dnsplan.v1.GetAppliedRequest
+	36, // 47: dnsplan.v1.EnactService.ListApplied:input_type -> dnsplan.v1.ListAppliedRequest
+	38, // 48: dnsplan.v1.EnactService.WatchApplied:input_type -> dnsplan.v1.WatchAppliedRequest
+	40, // 49: dnsplan.v1.EnactService.ListHistory:input_type -> dnsplan.v1.ListHistoryRequest
+	43, // 50: dnsplan.v1.EnactService.ReportDoubt:input_type -> dnsplan.v1.ReportDoubtRequest
+	45, // 51: dnsplan.v1.ClusterService.Status:input_type -> dnsplan.v1.StatusRequest
+	53, // 52: dnsplan.v1.ClusterService.AddVoter:input_type -> dnsplan.v1.AddVoterRequest
+	55, // 53: dnsplan.v1.ClusterService.RemoveServer:input_type -> dnsplan.v1.RemoveServerRequest
+	57, // 54: dnsplan.v1.ClusterService.TransferLeadership:input_type -> dnsplan.v1.TransferLeadershipRequest
+	59, // 55: dnsplan.v1.ClusterService.SetFreeze:input_type -> dnsplan.v1.SetFreezeRequest
+	49, // 56: dnsplan.v1.ClusterService.GetConfig:input_type -> dnsplan.v1.GetConfigRequest
+	50, // 57: dnsplan.v1.ClusterService.SetConfig:input_type -> dnsplan.v1.SetConfigRequest
+	51, // 58: dnsplan.v1.ClusterService.ReadIndex:input_type -> dnsplan.v1.ReadIndexRequest
+	62, // 59: dnsplan.v1.ClusterService.RecordRefusals:input_type -> dnsplan.v1.RecordRefusalsRequest
+	64, // 60: dnsplan.v1.LegacyService.LegacyApply:input_type -> dnsplan.v1.LegacyApplyRequest
+	66, // 61: dnsplan.v1.LegacyService.LegacyCleanup:input_type -> dnsplan.v1.LegacyCleanupRequest
+	9,  // 62: dnsplan.v1.PlanService.SubmitPlan:output_type -> dnsplan.v1.SubmitPlanResponse
+	7,  // 63: dnsplan.v1.PlanService.GetPlan:output_type -> dnsplan.v1.Plan
+	12, // 64: dnsplan.v1.PlanService.ListPlans:output_type -> dnsplan.v1.ListPlansResponse
+	14, // 65: dnsplan.v1.PlanService.WatchPlans:output_type -> dnsplan.v1.WatchPlansResponse
+	18, // 66: dnsplan.v1.PlanService.DiffPlans:output_type -> dnsplan.v1.PlanDiff
+	16, // 67: dnsplan.v1.PlanService.RollbackPlan:output_type -> dnsplan.v1.RollbackPlanResponse
+	22, // 68: dnsplan.v1.LeaseService.AcquireLease:output_type -> dnsplan.v1.Lease
+	22, // 69: dnsplan.v1.LeaseService.RenewLease:output_type -> dnsplan.v1.Lease
+	26, // 70: dnsplan.v1.LeaseService.ReleaseLease:output_type -> dnsplan.v1.ReleaseLeaseResponse
+	28, // 71: dnsplan.v1.LeaseService.ListLeases:output_type -> dnsplan.v1.ListLeasesResponse
+	31, // 72: dnsplan.v1.EnactService.ApplyPlan:output_type -> dnsplan.v1.ApplyPlanResponse
+	33, // 73: dnsplan.v1.EnactService.CleanupPlans:output_type -> dnsplan.v1.CleanupPlansResponse
+	35, // 74: dnsplan.v1.EnactService.GetApplied:output_type -> dnsplan.v1.AppliedEndpoint
+	37, // 75: dnsplan.v1.EnactService.ListApplied:output_type -> dnsplan.v1.ListAppliedResponse
+	39, // 76: dnsplan.v1.EnactService.WatchApplied:output_type -> dnsplan.v1.WatchAppliedResponse
+	42, // 77: dnsplan.v1.EnactService.ListHistory:output_type -> dnsplan.v1.ListHistoryResponse
+	44, // 78: dnsplan.v1.EnactService.ReportDoubt:output_type -> dnsplan.v1.ReportDoubtResponse
+	47, // 79: dnsplan.v1.ClusterService.Status:output_type -> dnsplan.v1.StatusResponse
+	54, // 80: dnsplan.v1.ClusterService.AddVoter:output_type -> dnsplan.v1.AddVoterResponse
+	56, // 81: dnsplan.v1.ClusterService.RemoveServer:output_type -> dnsplan.v1.RemoveServerResponse
+	58, // 82: dnsplan.v1.ClusterService.TransferLeadership:output_type -> dnsplan.v1.TransferLeadershipResponse
+	60, // 83: dnsplan.v1.ClusterService.SetFreeze:output_type -> dnsplan.v1.SetFreezeResponse
+	48, // 84: dnsplan.v1.ClusterService.GetConfig:output_type -> dnsplan.v1.ClusterConfig
+	48, // 85: dnsplan.v1.ClusterService.SetConfig:output_type -> dnsplan.v1.ClusterConfig
+	52, // 86: dnsplan.v1.ClusterService.ReadIndex:output_type -> dnsplan.v1.ReadIndexResponse
+	63, // 87: dnsplan.v1.ClusterService.RecordRefusals:output_type -> dnsplan.v1.RecordRefusalsResponse
+	65, // 88: dnsplan.v1.LegacyService.LegacyApply:output_type -> dnsplan.v1.LegacyApplyResponse
+	67, // 89: dnsplan.v1.LegacyService.LegacyCleanup:output_type -> dnsplan.v1.LegacyCleanupResponse
+	62, // [62:90] is the sub-list for method output_type
+	34, // [34:62] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_dnsplan_v1_dnsplan_proto_init() }
@@ -4888,15 +5160,15 @@ func file_dnsplan_v1_dnsplan_proto_init() {
 	}
 	file_dnsplan_v1_dnsplan_proto_msgTypes[3].OneofWrappers = []any{}
 	file_dnsplan_v1_dnsplan_proto_msgTypes[14].OneofWrappers = []any{}
-	file_dnsplan_v1_dnsplan_proto_msgTypes[41].OneofWrappers = []any{}
 	file_dnsplan_v1_dnsplan_proto_msgTypes[43].OneofWrappers = []any{}
+	file_dnsplan_v1_dnsplan_proto_msgTypes[45].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dnsplan_v1_dnsplan_proto_rawDesc), len(file_dnsplan_v1_dnsplan_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   61,
+			NumEnums:      5,
+			NumMessages:   63,
 			NumExtensions: 0,
 			NumServices:   5,
 		},

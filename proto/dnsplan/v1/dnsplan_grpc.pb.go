@@ -566,6 +566,7 @@ const (
 	EnactService_ListApplied_FullMethodName  = "/dnsplan.v1.EnactService/ListApplied"
 	EnactService_WatchApplied_FullMethodName = "/dnsplan.v1.EnactService/WatchApplied"
 	EnactService_ListHistory_FullMethodName  = "/dnsplan.v1.EnactService/ListHistory"
+	EnactService_ReportDoubt_FullMethodName  = "/dnsplan.v1.EnactService/ReportDoubt"
 )
 
 // EnactServiceClient is the client API for EnactService service.
@@ -580,6 +581,11 @@ type EnactServiceClient interface {
 	ListApplied(ctx context.Context, in *ListAppliedRequest, opts ...grpc.CallOption) (*ListAppliedResponse, error)
 	WatchApplied(ctx context.Context, in *WatchAppliedRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchAppliedResponse], error)
 	ListHistory(ctx context.Context, in *ListHistoryRequest, opts ...grpc.CallOption) (*ListHistoryResponse, error)
+	// ReportDoubt tells the cluster what an enactor saw that should never
+	// happen in normal operation; the cluster decides, by its settings,
+	// whether that freezes it. Fenced like ApplyPlan: the lease token must
+	// be the lease's current one.
+	ReportDoubt(ctx context.Context, in *ReportDoubtRequest, opts ...grpc.CallOption) (*ReportDoubtResponse, error)
 }
 
 type enactServiceClient struct {
@@ -659,6 +665,16 @@ func (c *enactServiceClient) ListHistory(ctx context.Context, in *ListHistoryReq
 	return out, nil
 }
 
+func (c *enactServiceClient) ReportDoubt(ctx context.Context, in *ReportDoubtRequest, opts ...grpc.CallOption) (*ReportDoubtResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportDoubtResponse)
+	err := c.cc.Invoke(ctx, EnactService_ReportDoubt_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // EnactServiceServer is the server API for EnactService service.
 // All implementations must embed UnimplementedEnactServiceServer
 // for forward compatibility.
@@ -671,6 +687,11 @@ type EnactServiceServer interface {
 	ListApplied(context.Context, *ListAppliedRequest) (*ListAppliedResponse, error)
 	WatchApplied(*WatchAppliedRequest, grpc.ServerStreamingServer[WatchAppliedResponse]) error
 	ListHistory(context.Context, *ListHistoryRequest) (*ListHistoryResponse, error)
+	// ReportDoubt tells the cluster what an enactor saw that should never
+	// happen in normal operation; the cluster decides, by its settings,
+	// whether that freezes it. Fenced like ApplyPlan: the lease token must
+	// be the lease's current one.
+	ReportDoubt(context.Context, *ReportDoubtRequest) (*ReportDoubtResponse, error)
 	mustEmbedUnimplementedEnactServiceServer()
 }
 
@@ -698,6 +719,9 @@ func (UnimplementedEnactServiceServer) WatchApplied(*WatchAppliedRequest, grpc.S
 }
 func (UnimplementedEnactServiceServer) ListHistory(context.Context, *ListHistoryRequest) (*ListHistoryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListHistory not implemented")
+}
+func (UnimplementedEnactServiceServer) ReportDoubt(context.Context, *ReportDoubtRequest) (*ReportDoubtResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportDoubt not implemented")
 }
 func (UnimplementedEnactServiceServer) mustEmbedUnimplementedEnactServiceServer() {}
 func (UnimplementedEnactServiceServer) testEmbeddedByValue()                      {}
@@ -821,6 +845,24 @@ func _EnactService_ListHistory_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _EnactService_ReportDoubt_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportDoubtRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EnactServiceServer).ReportDoubt(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: EnactService_ReportDoubt_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EnactServiceServer).ReportDoubt(ctx, req.(*ReportDoubtRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // EnactService_ServiceDesc is the grpc.ServiceDesc for EnactService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -847,6 +889,10 @@ var EnactService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListHistory",
 			Handler:    _EnactService_ListHistory_Handler,
+		},
+		{
+			MethodName: "ReportDoubt",
+			Handler:    _EnactService_ReportDoubt_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -1,0 +1,101 @@
+package enactor
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dnsplan/dnsplan/cluster/clustertest"
+	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
+)
+
+// laggingReader stands for nodes whose replicas do not serve what the
+// cluster committed (a stuck view, a bug): their read-back answers the
+// generation before the one asked about. The cluster cannot be made to
+// do that on purpose, so the fault is put where the enactor reads;
+// everything else, the report and the freeze, is the real cluster's.
+type laggingReader struct {
+	Reader
+	mu  sync.Mutex
+	lag map[string]bool // gRPC address
+}
+
+func (r *laggingReader) GetAppliedOf(ctx context.Context, addr, endpoint string) (*pb.AppliedEndpoint, error) {
+	a, err := r.Reader.GetAppliedOf(ctx, addr, endpoint)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err == nil && r.lag[addr] && a.GetGeneration() > 0 {
+		a.Generation--
+	}
+	return a, err
+}
+
+// runLagging runs an enactor on a real cluster whose read-back sees the
+// nodes lagging (by index) never serve a new plan.
+func runLagging(t *testing.T, lagging ...int) (*clustertest.Cluster, *Enactor) {
+	tc := clustertest.Start(t, clustertest.Options{})
+	e, err := New(Config{ID: "az-a", Client: tc.Client(), LeaseTTL: time.Second, ConvergeTimeout: 300 * time.Millisecond, Logger: tc.Log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lr := &laggingReader{Reader: e.reader, lag: map[string]bool{}}
+	for _, i := range lagging {
+		lr.lag[tc.GRPCAddrs[i]] = true
+	}
+	e.reader = lr
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = e.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return tc, e
+}
+
+func submitOne(t *testing.T, tc *clustertest.Cluster) uint64 {
+	t.Helper()
+	resp, err := tc.Client().SubmitPlan(clustertest.Ctx(t), &pb.SubmitPlanRequest{Plan: &pb.Plan{PlannerId: "test",
+		Endpoints: []*pb.EndpointPlan{{Name: "api.dnsplan.test.", Ttl: 30, Targets: []*pb.Target{{Id: "a", Address: "192.0.2.10", Weight: 1}}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.GetGeneration()
+}
+
+// Two of three members not serving an applied plan within the converge
+// timeout are more than max_read_back_failures (0.5): the enactor reports
+// it and the cluster freezes, naming them.
+func TestReadBackFailuresOnMajorityFreeze(t *testing.T) {
+	tc, e := runLagging(t, 1, 2)
+	gen := submitOne(t, tc)
+	var why string
+	clustertest.WaitFor(t, clustertest.LongWait, "the cluster to freeze on the read-back report", func() bool {
+		st, err := tc.Client().Status(clustertest.Ctx(t))
+		why = st.GetFreezeReason()
+		return err == nil && st.GetFrozen()
+	})
+	for _, want := range []string{`enactor "az-a" reports 2 of 3 members`, tc.IDs[1], tc.IDs[2], "not serving generation", "max_read_back_failures 0.5"} {
+		if !strings.Contains(why, want) {
+			t.Errorf("freeze reason %q does not say %q", why, want)
+		}
+	}
+	if strings.Contains(why, tc.IDs[0]+",") || strings.Contains(why, "("+tc.IDs[0]) {
+		t.Errorf("freeze reason %q names %s, which served generation %d", why, tc.IDs[0], gen)
+	}
+	if got := counter(e, "dnsplan_enactor_doubt_reports_total", "kind", "read_back", "answer", "frozen"); got < 1 {
+		t.Errorf("frozen read-back reports counted = %v, want at least 1", got)
+	}
+}
+
+// One of three is a slow or cut-off node, which the cluster rides out:
+// reported, and not frozen.
+func TestReadBackFailureOnMinorityDoesNotFreeze(t *testing.T) {
+	tc, e := runLagging(t, 2)
+	submitOne(t, tc)
+	clustertest.WaitFor(t, clustertest.LongWait, "a read-back report the cluster noted", func() bool {
+		return counter(e, "dnsplan_enactor_doubt_reports_total", "kind", "read_back", "answer", "noted") >= 1
+	})
+	if st, err := tc.Client().Status(clustertest.Ctx(t)); err != nil || st.GetFrozen() {
+		t.Fatalf("frozen %v (%q), err %v: one lagging member of three froze the cluster", st.GetFrozen(), st.GetFreezeReason(), err)
+	}
+}
