@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/contract"
 	"github.com/dnsplan/dnsplan/internal/retry"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
@@ -90,11 +91,11 @@ func (v *verifier) run(ctx context.Context) {
 	}
 }
 
-// converge reads j back (readBackUntil) until --converge-timeout after the
-// apply was sent. Running out is a warning and a counter; and, since the
-// members still lagging may be a majority, which is no slow node but a
-// cluster not serving what it applied, a report of doubt (ReportDoubt)
-// after one fresh round: the cluster decides whether it freezes.
+// converge reads j back (readBackFor) until --converge-timeout after the
+// apply was sent. Running out is a warning and a counter; and, when
+// members answered an older generation, a report of doubt (ReportDoubt)
+// naming them: if they are a majority, that is no slow node but a cluster
+// not serving what it committed, and the cluster freezes.
 func (v *verifier) converge(ctx context.Context, j convergeJob) {
 	m := v.s.e.metrics
 	rb := newReadBack(j)
@@ -111,41 +112,56 @@ func (v *verifier) converge(ctx context.Context, j convergeJob) {
 	m.convergeTimeouts.Inc()
 	v.log.Warn("not every node serves the plan within the converge timeout", "generation", j.generation,
 		"timeout", v.s.e.cfg.ConvergeTimeout, "lagging", rb.lagging)
-	if v.readBackUntil(ctx, rb, time.Now().Add(readBackLast)) || len(rb.failed) == 0 {
+	if v.readBackUntil(ctx, rb, time.Now().Add(readBackLast)) || len(rb.older) == 0 {
 		return
 	}
 	v.report(ctx, &pb.ReportDoubtRequest{
 		Kind:       pb.DoubtKind_DOUBT_KIND_READ_BACK,
 		Generation: j.generation,
-		Nodes:      rb.failedNodes(),
+		Nodes:      rb.olderNodes(),
 		Endpoints:  firstN(j.endpoints, contract.MaxDoubtEndpoints),
 		Detail:     fmt.Sprintf("not served after %s: %s", v.s.e.cfg.ConvergeTimeout, strings.Join(firstN(rb.lagging, 8), "; ")),
 	})
 }
 
-// report sends a report of doubt under the holding's lease and says
-// whether the cluster is frozen after it. The cluster judges it; an
-// enactor only logs what it answered.
-func (v *verifier) report(ctx context.Context, r *pb.ReportDoubtRequest) bool {
+// reportAnswer is what the cluster answered a report of doubt.
+type reportAnswer int
+
+const (
+	reportNoted  reportAnswer = iota // taken; the cluster is not frozen
+	reportFrozen                     // the cluster is frozen after it
+	reportFenced                     // refused: this holding's token is superseded
+	reportFailed                     // not answered, or refused for another reason
+)
+
+// report sends a report of doubt under the holding's lease. The cluster
+// judges it; an enactor only logs what it answered.
+func (v *verifier) report(ctx context.Context, r *pb.ReportDoubtRequest) reportAnswer {
 	r.LeaseName, r.LeaseToken, r.EnactorId = v.s.lease, v.lease.GetToken(), v.s.e.cfg.ID
 	if len(r.Detail) > contract.MaxReasonLength {
-		r.Detail = r.Detail[:contract.MaxReasonLength]
+		// Cut on a character: a detail that is not UTF-8 cannot be sent.
+		r.Detail = strings.ToValidUTF8(r.Detail[:contract.MaxReasonLength-3], "")
 	}
 	resp, err := v.s.e.applier.ReportDoubt(ctx, r)
 	kind := strings.ToLower(strings.TrimPrefix(r.GetKind().String(), "DOUBT_KIND_"))
 	switch {
+	case err != nil && client.Reason(err) == contract.ReasonFenced:
+		v.s.e.metrics.doubtReports.WithLabelValues(kind, "fenced").Inc()
+		v.log.Warn("report of doubt fenced: the lease has moved on", "kind", kind, "generation", r.GetGeneration())
+		return reportFenced
 	case err != nil:
 		v.s.e.metrics.doubtReports.WithLabelValues(kind, "error").Inc()
 		v.log.Error("reporting doubt to the cluster failed", "kind", kind, "generation", r.GetGeneration(), "err", err)
+		return reportFailed
 	case resp.GetFrozen():
 		v.s.e.metrics.doubtReports.WithLabelValues(kind, "frozen").Inc()
 		v.log.Error("reported doubt; the cluster is frozen", "kind", kind, "generation", r.GetGeneration(), "reason", resp.GetReason())
-	default:
-		v.s.e.metrics.doubtReports.WithLabelValues(kind, "noted").Inc()
-		v.log.Warn("reported doubt; the cluster did not freeze (below its threshold)", "kind", kind,
-			"generation", r.GetGeneration(), "nodes", r.GetNodes())
+		return reportFrozen
 	}
-	return err == nil && resp.GetFrozen()
+	v.s.e.metrics.doubtReports.WithLabelValues(kind, "noted").Inc()
+	v.log.Warn("reported doubt; the cluster did not freeze (below its threshold)", "kind", kind,
+		"generation", r.GetGeneration(), "nodes", r.GetNodes())
+	return reportNoted
 }
 
 func firstN(s []string, n int) []string { return s[:min(len(s), n)] }
@@ -153,21 +169,27 @@ func firstN(s []string, n int) []string { return s[:min(len(s), n)] }
 // readBack is the progress of reading one apply back: what every member
 // serves, endpoint by endpoint.
 type readBack struct {
-	j         convergeJob
+	j convergeJob
+	// mu guards confirmed, which the members' reads of a round write.
+	mu        sync.Mutex
 	confirmed map[string]bool // node gRPC address + " " + endpoint
-	// lagging and failed are the last round's: descriptions, and the ids
-	// of the members that did not serve j yet.
-	lagging []string
-	failed  map[string]bool
+	// The last round's: the members read back (with a gRPC address),
+	// descriptions of what was not confirmed, the members that answered
+	// an older generation (evidence that they do not serve the apply),
+	// and those that did not answer in time (evidence of nothing: a node
+	// down or cut off from this enactor, or this enactor's own network).
+	members   int
+	lagging   []string
+	older     map[string]bool
+	unreached map[string]bool
 }
 
 func newReadBack(j convergeJob) *readBack {
 	return &readBack{j: j, confirmed: map[string]bool{}}
 }
 
-func (rb *readBack) failedNodes() []string {
-	ids := slices.Sorted(maps.Keys(rb.failed))
-	return firstN(ids, contract.MaxDoubtNodes)
+func (rb *readBack) olderNodes() []string {
+	return firstN(slices.Sorted(maps.Keys(rb.older)), contract.MaxDoubtNodes)
 }
 
 // readBackUntil polls every member's own replica (a stale read on that
@@ -197,45 +219,70 @@ func (v *verifier) readBackUntil(ctx context.Context, rb *readBack, deadline tim
 }
 
 // readBackRound does one round of read-back and reports whether every
-// member now serves rb's apply; if not, rb says which did not yet.
+// member now serves rb's apply; if not, rb says which did not yet. The
+// members are read side by side, so one that does not answer (paused,
+// black-holed) costs the others nothing; each member's endpoints one
+// after another.
 func (v *verifier) readBackRound(ctx context.Context, rb *readBack) bool {
-	j, confirmed := rb.j, rb.confirmed
+	j := rb.j
 	st, err := v.s.e.reader.Status(ctx)
 	if err != nil {
-		// Membership unknown: nothing is known to have failed.
-		rb.lagging, rb.failed = []string{fmt.Sprintf("(membership unknown: %s)", status.Code(err))}, nil
+		// Membership unknown: nothing is known about any member.
+		rb.lagging, rb.older, rb.unreached = []string{fmt.Sprintf("(membership unknown: %s)", status.Code(err))}, nil, nil
 		return false
 	}
-	var lagging []string
-	failed := map[string]bool{}
+	var (
+		mu        sync.Mutex // guards the three below
+		lagging   []string
+		older     = map[string]bool{}
+		unreached = map[string]bool{}
+		wg        sync.WaitGroup
+	)
+	members := 0
 	for _, mem := range st.GetMembers() {
-		addr := mem.GetGrpcAddr()
+		addr, id := mem.GetGrpcAddr(), mem.GetId()
 		if addr == "" {
 			// A member that has not registered its gRPC address yet cannot
 			// be read back; it is reported, not waited for.
-			v.log.Debug("member has no gRPC address; not read back", "member", mem.GetId())
+			v.log.Debug("member has no gRPC address; not read back", "member", id)
 			continue
 		}
-		for _, ep := range j.endpoints {
-			key := addr + " " + ep
-			if confirmed[key] {
-				continue
+		members++
+		wg.Go(func() {
+			for _, ep := range j.endpoints {
+				key := addr + " " + ep
+				rb.mu.Lock()
+				done := rb.confirmed[key]
+				rb.mu.Unlock()
+				if done {
+					continue
+				}
+				a, err := v.s.e.reader.GetAppliedOf(ctx, addr, ep)
+				mu.Lock()
+				switch {
+				case err == nil && a.GetGeneration() >= j.generation:
+					rb.mu.Lock()
+					rb.confirmed[key] = true
+					rb.mu.Unlock()
+				case err == nil:
+					lagging = append(lagging, fmt.Sprintf("%s %s serves %d", id, ep, a.GetGeneration()))
+					older[id] = true
+				case status.Code(err) == codes.NotFound:
+					// Nothing applied on that node: it answered, and serves
+					// nothing of this apply.
+					lagging = append(lagging, fmt.Sprintf("%s %s serves nothing", id, ep))
+					older[id] = true
+				default:
+					lagging = append(lagging, fmt.Sprintf("%s %s: %s", id, ep, status.Code(err)))
+					unreached[id] = true
+				}
+				mu.Unlock()
 			}
-			a, err := v.s.e.reader.GetAppliedOf(ctx, addr, ep)
-			switch {
-			case err == nil && a.GetGeneration() >= j.generation:
-				confirmed[key] = true
-			case err == nil:
-				lagging = append(lagging, fmt.Sprintf("%s %s serves %d", mem.GetId(), ep, a.GetGeneration()))
-				failed[mem.GetId()] = true
-			default:
-				lagging = append(lagging, fmt.Sprintf("%s %s: %s", mem.GetId(), ep, status.Code(err)))
-				failed[mem.GetId()] = true
-			}
-		}
+		})
 	}
+	wg.Wait()
 	sort.Strings(lagging)
-	rb.lagging, rb.failed = lagging, failed
+	rb.members, rb.lagging, rb.older, rb.unreached = members, lagging, older, unreached
 	return len(lagging) == 0
 }
 

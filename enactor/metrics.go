@@ -82,11 +82,11 @@ func newMetrics(reg prometheus.Registerer, shards int) (*metrics, error) {
 		}, []string{"reason"}),
 		doubtReports: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dnsplan_enactor_doubt_reports_total",
-			Help: "Reports of doubt sent to the cluster (ReportDoubt), by kind (read_back, rollout) and answer: frozen, noted (below the cluster's threshold) or error.",
+			Help: "Reports of doubt sent to the cluster (ReportDoubt), by kind (read_back, rollout) and answer: frozen (the cluster is frozen after it), noted (below the cluster's threshold), fenced (the lease moved on) or error.",
 		}, []string{"kind", "answer"}),
 		waves: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dnsplan_enactor_rollout_waves_total",
-			Help: "Waves of staged rollouts (--waves), by outcome: passed (applied, read back, baked), stopped (reported, the cluster froze) or abandoned (a newer plan, a lost lease, the cluster frozen).",
+			Help: "Checks of staged-rollout waves (--waves), by outcome: passed (read back and baked: the next wave may go), stopped (a member serving an older generation, or a newer plan marking the wave's new targets unhealthy: reported) or held (refused whole, or a majority of members not answering: tried again later).",
 		}, []string{"outcome"}),
 	}
 	for _, c := range []prometheus.Collector{m.leasesHeld, m.appliedGeneration, m.applies, m.endpoints,
@@ -108,11 +108,11 @@ func newMetrics(reg prometheus.Registerer, shards int) (*metrics, error) {
 		m.endpoints.WithLabelValues(o)
 	}
 	for _, k := range []string{"read_back", "rollout"} {
-		for _, a := range []string{"frozen", "noted", "error"} {
+		for _, a := range []string{"frozen", "noted", "fenced", "error"} {
 			m.doubtReports.WithLabelValues(k, a)
 		}
 	}
-	for _, o := range []string{"passed", "stopped", "abandoned"} {
+	for _, o := range []string{"passed", "stopped", "held"} {
 		m.waves.WithLabelValues(o)
 	}
 	for _, o := range []string{"ok", "refused", "error"} {

@@ -24,19 +24,22 @@ import (
 // to every endpoint at once. With it, the endpoints a plan changes are
 // applied wave by wave: the first wave a few endpoints (a canary), the
 // next a larger share, the last the rest. After each wave but the last
-// the enactor reads the wave back on every node, waits the bake time,
-// and goes on only if
+// the enactor reads the wave back on the nodes, waits the bake time, and
+// goes on only if
 //
-//   - every node served the wave within --converge-timeout,
+//   - no member answered an older generation within --converge-timeout
+//     (members that do not answer are ridden out while a majority
+//     answers; a majority not answering holds the rollout),
 //   - the cluster is not frozen, and
-//   - no newer plan marks the wave's new targets unhealthy (weight 0, or
-//     gone): a target that failed its health checks once it took traffic.
+//   - no newer plan marks a target the waves brought in unhealthy
+//     (weight 0, or gone): a target that failed its health checks once
+//     it took traffic.
 //
-// Otherwise it stops: a failed read-back or an unhealthy new target is
-// reported to the cluster (ReportDoubt, kind rollout), which records why
-// and freezes, and the rest of the plan waits for an operator (ctl diff,
-// ctl rollback, ctl unfreeze). A newer plan that marks nothing unhealthy
-// replaces the rollout with its own.
+// Otherwise it stops: the endpoints with unhealthy new targets move to
+// the newer plan, and the stop is reported to the cluster (ReportDoubt,
+// kind rollout), which records why and freezes; the rest of the plan
+// waits for an operator (ctl diff, ctl rollback, ctl unfreeze). A wave
+// the cluster refused whole holds the rollout, to be tried again.
 //
 // The rollout's progress is the replicated state, not the enactor's: an
 // endpoint is done when it serves the plan's generation. A wave's size is
@@ -44,10 +47,11 @@ import (
 // endpoints the plan leaves as they are (same addresses, weights and TTL)
 // are applied only with the last wave; so every endpoint serving the
 // generation before the last wave is one a wave changed, and an enactor
-// taking the lease over (or this one after a restart) counts the same
-// waves done and goes on with the next, baking first. A cluster frozen by
-// the report stays frozen for every enactor; after ctl unfreeze the
-// rollout goes on with the next wave.
+// taking the lease over (or this one after a restart or an unfreeze)
+// counts the same waves done, reads them back and bakes them again, and
+// goes on with the next. Endpoints a newer plan holds are left to that
+// plan's rollout. With several shards, each shard's lease rolls its own
+// endpoints out in its own waves.
 
 // Wave is one step of a staged rollout: a number of endpoints, or a
 // percentage of the endpoints the plan changes; either counts the waves
@@ -106,7 +110,8 @@ func ParseWaves(s string) ([]Wave, error) {
 
 // rolloutResult is how a rollout ended, for the apply loop: the outcome
 // of its last apply (outcomeApplied and the others of classify), or
-// outcomeFrozen when it stopped; err is the refusal, if any.
+// outcomeFrozen when it stopped, outcomeError when a wave waits to be
+// tried again, outcomeFenced when its report was fenced; err says why.
 type rolloutResult struct {
 	outcome string
 	err     error
@@ -129,12 +134,21 @@ func (s *shard) rollout(runCtx, ctx context.Context, plan *pb.Plan, names []stri
 		// goes on until an operator unfreezes, and no wave is wasted.
 		return rolloutResult{outcome: outcomeFrozen, err: status.Errorf(codes.FailedPrecondition, "the cluster is frozen: %s", st.GetFreezeReason())}
 	}
+	for g := range s.stopped {
+		if g < gen {
+			delete(s.stopped, g) // a newer plan is rolled out: the old stop is moot
+		}
+	}
 	if why, ok := s.stopped[gen]; ok {
 		// The report of this stop did not freeze the cluster (it failed,
 		// or the cluster's version does not take it): hold the plan here
 		// and report again.
-		if v.report(ctx, rolloutDoubt(gen, nil, why)) {
+		switch v.report(ctx, rolloutDoubt(gen, nil, why)) {
+		case reportFrozen:
 			delete(s.stopped, gen)
+		case reportFenced:
+			delete(s.stopped, gen)
+			return rolloutResult{outcome: outcomeFenced, err: errors.New("report of doubt fenced")}
 		}
 		return rolloutResult{outcome: outcomeFrozen, err: fmt.Errorf("%w: %s", errStopped, why)}
 	}
@@ -145,9 +159,18 @@ func (s *shard) rollout(runCtx, ctx context.Context, plan *pb.Plan, names []stri
 	st := stage(plan, names, served)
 	log.Info("staged rollout", "generation", gen, "changed", st.total, "done", st.done,
 		"unchanged", len(st.unchanged), "waves", s.e.cfg.Waves, "bake", s.e.cfg.Bake)
+	if st.done > 0 && st.done < st.total {
+		// Taking over in the middle of a rollout (or going on after an
+		// unfreeze): what the earlier waves applied is read back and
+		// baked again before the next wave.
+		if r, ok := s.afterWave(runCtx, ctx, v, gen, st, st.doneNames, st.doneNames, "the waves applied before", log); !ok {
+			return r
+		}
+	}
 
 	var out rolloutResult
 	done := st.done
+	var rolled []string // endpoints the waves of this call applied
 	for i, w := range s.e.cfg.Waves {
 		last := i == len(s.e.cfg.Waves)-1
 		upto := w.size(st.total)
@@ -156,9 +179,14 @@ func (s *shard) rollout(runCtx, ctx context.Context, plan *pb.Plan, names []stri
 		}
 		batch := st.pending[:max(0, upto-st.done)]
 		batch = batch[min(len(batch), done-st.done):]
+		done += len(batch)
 		if last {
 			batch = append(slices.Clip(batch), st.unchanged...)
 		}
+		// Endpoints a newer plan holds are left to its own rollout; the
+		// others go on with this one, so a partial newer plan does not
+		// leave this one half-done.
+		batch = s.notInNewer(gen, batch)
 		if len(batch) == 0 {
 			continue
 		}
@@ -174,32 +202,22 @@ func (s *shard) rollout(runCtx, ctx context.Context, plan *pb.Plan, names []stri
 		applied, refused := s.record(req, resp, log)
 		out.applied = append(out.applied, applied...)
 		out.refused = append(out.refused, refused...)
-		done += len(batch)
 		if last {
 			break
 		}
+		if len(applied) == 0 {
+			// A wave the cluster refused whole (the velocity limit) proves
+			// nothing; the next one must not go out without it.
+			s.e.metrics.waves.WithLabelValues("held").Inc()
+			return rolloutResult{outcome: outcomeError, err: fmt.Errorf("wave %d: the cluster refused all %d endpoints (%s); the rollout tries it again later",
+				i+1, len(batch), strings.Join(firstN(refused, 4), ", "))}
+		}
+		rolled = append(rolled, applied...)
 		log.Info("wave applied; reading it back", "generation", gen, "wave", i+1, "of", len(s.e.cfg.Waves),
 			"endpoints", len(applied), "refused", len(refused))
-		if why := s.checkWave(ctx, v, gen, applied, st, i); why != "" {
-			if ctx.Err() != nil {
-				return rolloutResult{} // the holding ended, not the wave
-			}
-			s.e.metrics.waves.WithLabelValues("stopped").Inc()
-			log.Error("staged rollout stopped", "generation", gen, "wave", i+1, "why", why)
-			if !v.report(ctx, rolloutDoubt(gen, firstN(applied, contract.MaxDoubtEndpoints), why)) {
-				s.stopped[gen] = why
-			}
-			return rolloutResult{outcome: outcomeFrozen, err: fmt.Errorf("%w: %s", errStopped, why)}
+		if r, ok := s.afterWave(runCtx, ctx, v, gen, st, applied, rolled, fmt.Sprintf("wave %d", i+1), log); !ok {
+			return r
 		}
-		if ctx.Err() != nil {
-			return rolloutResult{}
-		}
-		if newer := s.newestGeneration(); newer > gen {
-			s.e.metrics.waves.WithLabelValues("abandoned").Inc()
-			log.Info("a newer plan replaces the staged rollout", "generation", gen, "newer", newer, "after_wave", i+1)
-			return out
-		}
-		s.e.metrics.waves.WithLabelValues("passed").Inc()
 	}
 	if out.outcome == "" {
 		out.outcome = outcomeStale // every endpoint serves this plan or a newer one
@@ -207,39 +225,119 @@ func (s *shard) rollout(runCtx, ctx context.Context, plan *pb.Plan, names []stri
 	return out
 }
 
-// checkWave reads wave i's applied endpoints back on every node, bakes,
-// and says why the rollout must stop ("" if it goes on).
-func (s *shard) checkWave(ctx context.Context, v *verifier, gen uint64, applied []string, st staged, i int) string {
-	if len(applied) > 0 {
-		rb := newReadBack(convergeJob{generation: gen, endpoints: applied, sent: time.Now()})
-		if !v.readBackUntil(ctx, rb, time.Now().Add(s.e.cfg.ConvergeTimeout)) {
-			return fmt.Sprintf("wave %d (%d endpoints) not served by every node within %s: %s",
-				i+1, len(applied), s.e.cfg.ConvergeTimeout, strings.Join(firstN(rb.lagging, 8), "; "))
+// afterWave checks a wave (checkWave) and acts on what it found: ok to go
+// on, or the result the rollout ends with. A stop drains the endpoints
+// whose new targets the newest plan marks unhealthy (applying the newest
+// plan to them) before it reports, so the freeze does not keep their
+// clients on those targets.
+func (s *shard) afterWave(runCtx, ctx context.Context, v *verifier, gen uint64, st staged, wave, rolled []string, what string, log *slog.Logger) (rolloutResult, bool) {
+	c := s.checkWave(ctx, v, gen, st, wave, rolled, what)
+	switch {
+	case ctx.Err() != nil:
+		return rolloutResult{}, false // the holding ended, not the wave
+	case c.hold != "":
+		s.e.metrics.waves.WithLabelValues("held").Inc()
+		log.Warn("staged rollout waits", "generation", gen, "why", c.hold)
+		return rolloutResult{outcome: outcomeError, err: errors.New(c.hold)}, false
+	case c.stop == "":
+		s.e.metrics.waves.WithLabelValues("passed").Inc()
+		return rolloutResult{}, true
+	}
+	if len(c.drain) > 0 {
+		req := &pb.ApplyPlanRequest{Generation: c.newest, Endpoints: c.drain, LeaseName: s.lease,
+			LeaseToken: v.lease.GetToken(), EnactorId: s.e.cfg.ID}
+		_, outcome, err := s.apply(runCtx, req)
+		log.Warn("moved the endpoints with unhealthy new targets to the newest plan before stopping", "generation", c.newest,
+			"endpoints", c.drain, "outcome", outcome, "err", err)
+	}
+	s.e.metrics.waves.WithLabelValues("stopped").Inc()
+	log.Error("staged rollout stopped", "generation", gen, "why", c.stop)
+	switch v.report(ctx, rolloutDoubt(gen, firstN(rolled, contract.MaxDoubtEndpoints), c.stop)) {
+	case reportFenced:
+		return rolloutResult{outcome: outcomeFenced, err: errors.New("report of doubt fenced")}, false
+	case reportFrozen:
+	default:
+		s.stopped[gen] = c.stop
+	}
+	return rolloutResult{outcome: outcomeFrozen, err: fmt.Errorf("%w: %s", errStopped, c.stop)}, false
+}
+
+// waveCheck is what checking a wave found: why the rollout stops (and the
+// cluster should freeze), or why the wave waits to be tried again, or
+// neither. drain are endpoints to move to generation newest first.
+type waveCheck struct {
+	stop, hold string
+	drain      []string
+	newest     uint64
+}
+
+// checkWave reads the wave's endpoints back on every node, bakes, and
+// checks the endpoints rolled so far against the newest plan. A member
+// that answers an older generation stops the rollout; members that do
+// not answer (down, cut off from this enactor) do not, as long as a
+// majority answered: a node down during a rollout is no reason to
+// freeze. Before stopping on the read-back, one fresh round, so a pause
+// of this enactor's own is not taken for the nodes lagging.
+func (s *shard) checkWave(ctx context.Context, v *verifier, gen uint64, st staged, wave, rolled []string, what string) waveCheck {
+	rb := newReadBack(convergeJob{generation: gen, endpoints: wave, sent: time.Now()})
+	timeout := s.e.cfg.ConvergeTimeout
+	if !v.readBackUntil(ctx, rb, time.Now().Add(timeout)) && !v.readBackUntil(ctx, rb, time.Now().Add(readBackLast)) {
+		switch {
+		case ctx.Err() != nil:
+			return waveCheck{}
+		case len(rb.older) > 0:
+			return waveCheck{stop: fmt.Sprintf("%s (%d endpoints) not served within %s by %s: %s", what, len(wave), timeout,
+				strings.Join(rb.olderNodes(), ", "), strings.Join(firstN(rb.lagging, 8), "; "))}
+		case 2*len(rb.unreached) >= rb.members:
+			return waveCheck{hold: fmt.Sprintf("%s: %d of %d members did not answer its read-back (%s); the rollout tries again later",
+				what, len(rb.unreached), rb.members, strings.Join(firstN(rb.lagging, 4), "; "))}
 		}
+		v.log.Warn("members did not answer the read-back; going on with the majority that serves the wave",
+			"generation", gen, "unreached", slices.Sorted(maps.Keys(rb.unreached)))
 	}
 	if retry.Sleep(ctx, s.e.cfg.Bake) != nil || s.e.gate.wait(ctx) != nil {
-		return "the holding ended"
+		return waveCheck{}
 	}
 	if st, err := s.e.reader.Status(ctx); err == nil && st.GetFrozen() {
-		return "" // the next wave's apply finds it frozen; nothing to report
+		return waveCheck{} // the next wave's apply finds it frozen; nothing to report
 	}
 	s.mu.Lock()
 	newest := s.newest
 	s.mu.Unlock()
 	if newest.GetGeneration() <= gen {
-		return ""
+		return waveCheck{}
 	}
-	if bad := unhealthyNew(newest, applied, st); len(bad) > 0 {
-		return fmt.Sprintf("generation %d marks targets wave %d brought in unhealthy: %s",
-			newest.GetGeneration(), i+1, strings.Join(firstN(bad, 8), "; "))
+	if drain, bad := unhealthyNew(newest, rolled, st); len(bad) > 0 {
+		return waveCheck{
+			stop: fmt.Sprintf("generation %d marks targets %s brought in unhealthy: %s",
+				newest.GetGeneration(), what, strings.Join(firstN(bad, 8), "; ")),
+			drain:  drain,
+			newest: newest.GetGeneration(),
+		}
 	}
-	return ""
+	return waveCheck{}
 }
 
-func (s *shard) newestGeneration() uint64 {
+// notInNewer leaves out of batch the endpoints that the newest plan known,
+// if newer than gen, holds.
+func (s *shard) notInNewer(gen uint64, batch []string) []string {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.newest.GetGeneration()
+	newest := s.newest
+	s.mu.Unlock()
+	if newest.GetGeneration() <= gen {
+		return batch
+	}
+	held := make(map[string]bool, len(newest.GetEndpoints()))
+	for _, ep := range newest.GetEndpoints() {
+		held[contract.CanonicalName(ep.GetName())] = true
+	}
+	var out []string
+	for _, name := range batch {
+		if !held[name] {
+			out = append(out, name)
+		}
+	}
+	return out
 }
 
 func rolloutDoubt(gen uint64, endpoints []string, why string) *pb.ReportDoubtRequest {
@@ -251,6 +349,7 @@ func rolloutDoubt(gen uint64, endpoints []string, why string) *pb.ReportDoubtReq
 // unchanged (serving an older generation's same records).
 type staged struct {
 	done      int
+	doneNames []string
 	total     int // done + len(pending)
 	pending   []string
 	unchanged []string
@@ -282,6 +381,7 @@ func stage(plan *pb.Plan, names []string, served []*pb.AppliedEndpoint) staged {
 		switch {
 		case cur.GetGeneration() == gen:
 			st.done++
+			st.doneNames = append(st.doneNames, name)
 		case cur.GetGeneration() > gen:
 			// Serves a newer plan already: an apply would be STALE.
 		case cur != nil && cur.GetTtl() == ep.GetTtl() && maps.Equal(weights(cur.GetTargets()), weights(ep.GetTargets())):
@@ -302,28 +402,33 @@ func stage(plan *pb.Plan, names []string, served []*pb.AppliedEndpoint) staged {
 	return st
 }
 
-// unhealthyNew lists the targets the wave's endpoints brought in that
-// plan newest serves at weight 0 or not at all.
-func unhealthyNew(newest *pb.Plan, wave []string, st staged) []string {
+// unhealthyNew lists the endpoints of rolled whose targets brought in by
+// the rollout plan newest serves at weight 0 or not at all, and those
+// targets ("endpoint address").
+func unhealthyNew(newest *pb.Plan, rolled []string, st staged) (names, bad []string) {
 	eps := make(map[string]*pb.EndpointPlan, len(newest.GetEndpoints()))
 	for _, e := range newest.GetEndpoints() {
 		eps[contract.CanonicalName(e.GetName())] = e
 	}
-	var bad []string
-	for _, name := range wave {
+	for _, name := range rolled {
 		ep := eps[name]
 		if ep == nil {
 			continue // the newer plan leaves the endpoint as it is
 		}
 		now := weights(ep.GetTargets())
+		found := false
 		for _, addr := range st.added[name] {
 			if now[addr] == 0 {
 				bad = append(bad, name+" "+addr)
+				found = true
 			}
+		}
+		if found {
+			names = append(names, name)
 		}
 	}
 	slices.Sort(bad)
-	return bad
+	return names, bad
 }
 
 // weights sums what each address serves, leaving weight 0 out; addresses

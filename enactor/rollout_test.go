@@ -173,6 +173,9 @@ func TestRolloutStopsWhenNewerPlanMarksNewTargetsUnhealthy(t *testing.T) {
 	}); len(evs) != 1 {
 		t.Errorf("history holds %d doubt events of az-a for generation %d, want 1", len(evs), g2)
 	}
+	// Before freezing, the enactor moved the canary to the newest plan:
+	// its clients are not kept on the unhealthy target.
+	waitServed(t, tc, cl, g3, names[0])
 	// Frozen, nothing after the canary moved, on any node.
 	time.Sleep(time.Second)
 	for id, addr := range running(tc) {
@@ -211,14 +214,55 @@ func TestRolloutContinuesAfterTakeover(t *testing.T) {
 		return slices.Equal(waves(t, cl, g1), []int{2})
 	})
 	a.stop(t) // releases the lease in the middle of the bake
-	b := startEnactor(t, tc, "az-b", func(cfg *enactor.Config) { cfg.Waves, cfg.Bake = waveList, 200*time.Millisecond })
+	const bake = time.Second
+	b := startEnactor(t, tc, "az-b", func(cfg *enactor.Config) { cfg.Waves, cfg.Bake = waveList, bake })
 	waitOneHolder(t, cl, []*runningEnactor{b}, lease0)
 	waitServed(t, tc, cl, g1, names...)
 	if got := waves(t, cl, g1); !slices.Equal(got, []int{2, 8, 10}) {
 		t.Errorf("waves %v, want [2 8 10]: az-b goes on with the second wave", got)
 	}
+	// az-b read the first wave back and baked it again before its own.
+	acquired := history(t, cl, func(ev *pb.HistoryEvent) bool {
+		return ev.GetKind() == "acquire" && ev.GetActor() == "az-b" && ev.GetOutcome() == "accepted"
+	})
+	applied := history(t, cl, func(ev *pb.HistoryEvent) bool {
+		return ev.GetKind() == "apply" && ev.GetActor() == "az-b" && ev.GetOutcome() == "applied"
+	})
+	if len(acquired) == 0 || len(applied) == 0 {
+		t.Fatalf("history: %d acquisitions and %d applies by az-b", len(acquired), len(applied))
+	}
+	if gap := applied[0].GetTime().AsTime().Sub(acquired[0].GetTime().AsTime()); gap < bake {
+		t.Errorf("az-b applied its first wave %s after taking the lease over, less than the bake %s", gap, bake)
+	}
 	if got := sum(waves(t, cl, g1)); got != len(names) {
 		t.Errorf("%d endpoints applied, want %d", got, len(names))
+	}
+}
+
+// A node down during a rollout is what the cluster rides out: the waves
+// are read back on the members that answer, and the rollout goes on
+// without freezing anything.
+func TestRolloutGoesOnWithANodeDown(t *testing.T) {
+	tc := clustertest.Start(t, clustertest.Options{Tune: noDoubt})
+	cl := tc.Client()
+	names := rolloutEndpoints(10)
+	waveList, err := enactor.ParseWaves("1,50%,100%")
+	if err != nil {
+		t.Fatal(err)
+	}
+	es := startEnactors(t, tc, func(_ string, cfg *enactor.Config) {
+		cfg.Waves, cfg.Bake, cfg.ConvergeTimeout = waveList, 100*time.Millisecond, 500*time.Millisecond
+	}, "az-a")
+	waitOneHolder(t, cl, es, lease0)
+	down := (tc.Leader() + 1) % len(tc.IDs)
+	tc.Stop(down)
+	g1 := submitPlan(t, cl, rolloutPlan(names, 0, "", 0))
+	waitServed(t, tc, cl, g1, names...)
+	if got := waves(t, cl, g1); !slices.Equal(got, []int{1, 4, 5}) {
+		t.Errorf("waves %v, want [1 4 5]", got)
+	}
+	if st, err := cl.Status(clustertest.Ctx(t)); err != nil || st.GetFrozen() {
+		t.Errorf("with %s down: frozen %v (%q), err %v", tc.IDs[down], st.GetFrozen(), st.GetFreezeReason(), err)
 	}
 }
 

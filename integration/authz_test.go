@@ -123,6 +123,9 @@ func TestRolesPerRPC(t *testing.T) {
 			return &pb.ApplyPlanRequest{Generation: 1, LeaseName: "enactor/0", LeaseToken: 1, EnactorId: name}
 		},
 		pb.EnactService_CleanupPlans_FullMethodName: func(auth.Role, string) proto.Message { return &pb.CleanupPlansRequest{KeepLast: 100} },
+		pb.EnactService_ReportDoubt_FullMethodName: func(_ auth.Role, name string) proto.Message {
+			return &pb.ReportDoubtRequest{Kind: pb.DoubtKind_DOUBT_KIND_READ_BACK, Generation: 1, LeaseName: "enactor/0", LeaseToken: 1, EnactorId: name, Nodes: []string{"n9"}}
+		},
 		pb.EnactService_GetApplied_FullMethodName:   func(auth.Role, string) proto.Message { return &pb.GetAppliedRequest{Endpoint: endpoint} },
 		pb.EnactService_ListApplied_FullMethodName:  func(auth.Role, string) proto.Message { return &pb.ListAppliedRequest{} },
 		pb.EnactService_WatchApplied_FullMethodName: func(auth.Role, string) proto.Message { return &pb.WatchAppliedRequest{} },
@@ -195,6 +198,8 @@ func TestIdentityIsBound(t *testing.T) {
 			&pb.AcquireLeaseRequest{Name: "enactor/1", Holder: "az-b", Ttl: durationpb.New(time.Minute)}, nil, codes.PermissionDenied},
 		{"an enactor renews as another", azA, pb.LeaseService_RenewLease_FullMethodName,
 			&pb.RenewLeaseRequest{Name: "enactor/0", Holder: "az-b", Token: 1}, nil, codes.PermissionDenied},
+		{"an enactor reports doubt as another", azA, pb.EnactService_ReportDoubt_FullMethodName,
+			&pb.ReportDoubtRequest{Kind: pb.DoubtKind_DOUBT_KIND_ROLLOUT, Generation: 1, LeaseName: "enactor/0", LeaseToken: 1, EnactorId: "az-b"}, nil, codes.PermissionDenied},
 		{"an enactor takes the planner's lease", azA, pb.LeaseService_AcquireLease_FullMethodName,
 			&pb.AcquireLeaseRequest{Name: "planner", Holder: "az-a", Ttl: durationpb.New(time.Minute)}, nil, codes.PermissionDenied},
 		{"an enactor applies as another", azA, pb.EnactService_ApplyPlan_FullMethodName,

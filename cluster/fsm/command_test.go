@@ -36,6 +36,8 @@ func sampleCommands() []Command {
 		{Stamp: t0, Caller: "node/n2", Payload: &pb.RecordRefusalsRequest{NodeId: "n2", Refusals: []*pb.Refusal{{Caller: "reader/dash", Method: "SubmitPlan", ReasonCode: "PERMISSION", Reason: "no", Count: 3}}}},
 		{Stamp: t0, Caller: "operator/alice", Payload: &pb.RollbackPlanRequest{ToGeneration: 3, Reason: "bad plan", Force: true}},
 		{Stamp: t0, Caller: "node/n1", Payload: &statev1.ActivateLog{Version: LogVersion}},
+		{Stamp: t0, Caller: "enactor/enactor-a", Payload: &pb.ReportDoubtRequest{Kind: pb.DoubtKind_DOUBT_KIND_READ_BACK, Generation: 2,
+			LeaseName: "enactor", LeaseToken: 2, EnactorId: "enactor-a", Nodes: []string{"n2", "n3"}, Endpoints: []string{api}, Detail: "n2 serves 1"}},
 	}
 }
 
@@ -194,7 +196,7 @@ func TestCommandTypeString(t *testing.T) {
 		CommandSetFreeze: "set_freeze", CommandSetMember: "set_member", CommandRemoveMember: "remove_member",
 		CommandLegacyApply: "legacy_apply", CommandLegacyCleanup: "legacy_cleanup",
 		CommandFoundCluster: "found_cluster", CommandSetConfig: "set_config", CommandRecordRefusals: "record_refusals",
-		CommandRollbackPlan: "rollback_plan", CommandActivateLog: "activate_log",
+		CommandRollbackPlan: "rollback_plan", CommandActivateLog: "activate_log", CommandReportDoubt: "report_doubt",
 		42: "command_42",
 	}
 	for typ, s := range want {

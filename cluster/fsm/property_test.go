@@ -57,6 +57,7 @@ var (
 	propKinds = []string{
 		"apply", "acquire", "submit", "apply", "renew", "submit",
 		"apply", "cleanup", "acquire", "config", "member", "release", "freeze", "apply",
+		"doubt",
 	}
 )
 
@@ -165,6 +166,9 @@ type model struct {
 	retired   map[uint64]bool // tokens superseded or released: dead forever
 	frozen    bool
 	members   map[string]*statev1.SetMember
+	// readBackLimit is max_read_back_failures: the default before the
+	// founding, then the founding's (nil: never).
+	readBackLimit *float64
 }
 
 func newModel() *model {
@@ -181,6 +185,8 @@ func newModel() *model {
 		leases:    map[string]*modelLease{},
 		retired:   map[uint64]bool{},
 		members:   map[string]*statev1.SetMember{},
+
+		readBackLimit: proto.Float64(DefaultMaxReadBackFailures),
 	}
 }
 
@@ -216,6 +222,8 @@ func (m *model) draw(t *rapid.T) Command {
 	case "freeze":
 		on := rapid.IntRange(0, 4).Draw(t, "freeze") == 2
 		p = &pb.SetFreezeRequest{Frozen: on, Reason: "operator " + rapid.SampledFrom([]string{"x", "y"}).Draw(t, "reason")}
+	case "doubt":
+		p = m.drawDoubt(t)
 	case "member":
 		id := rapid.SampledFrom([]string{"n1", "n2"}).Draw(t, "member")
 		if rapid.Bool().Draw(t, "remove") {
@@ -279,6 +287,47 @@ func (m *model) drawSubmit(t *rapid.T) *statev1.SubmitPlan {
 	}
 }
 
+// drawDoubt is an enactor's report: under a lease as drawFence draws
+// one, naming members and strangers, some twice.
+func (m *model) drawDoubt(t *rapid.T) *pb.ReportDoubtRequest {
+	name, holder, token := m.drawFence(t)
+	r := &pb.ReportDoubtRequest{Kind: pb.DoubtKind_DOUBT_KIND_READ_BACK, Generation: uint64(rapid.IntRange(1, 3).Draw(t, "doubt_gen")),
+		LeaseName: name, LeaseToken: token, EnactorId: holder, Detail: "seen"}
+	if rapid.IntRange(0, 3).Draw(t, "doubt_kind") == 0 {
+		r.Kind = pb.DoubtKind_DOUBT_KIND_ROLLOUT
+	}
+	for range rapid.IntRange(0, 4).Draw(t, "doubt_nodes") {
+		r.Nodes = append(r.Nodes, rapid.SampledFrom([]string{"n1", "n2", "n3"}).Draw(t, "doubt_node"))
+	}
+	return r
+}
+
+// predictDoubt is the report rule restated: fenced as an apply; a
+// rollout report freezes; a read-back one when the distinct members it
+// names are more than the limit's share of the members.
+func (m *model) predictDoubt(r *pb.ReportDoubtRequest) (expect, func()) {
+	if r.LeaseName == "" || r.EnactorId == "" || r.LeaseToken == 0 || (r.Kind == pb.DoubtKind_DOUBT_KIND_READ_BACK && len(r.Nodes) == 0) {
+		return expect{err: ErrInvalid}, nil
+	}
+	if !m.holds(r.LeaseName, r.EnactorId, r.LeaseToken) {
+		return expect{err: ErrFenced}, nil
+	}
+	freezes := r.Kind == pb.DoubtKind_DOUBT_KIND_ROLLOUT
+	if !freezes && m.readBackLimit != nil && *m.readBackLimit < 1 && len(m.members) > 0 {
+		named := map[string]bool{}
+		for _, id := range r.Nodes {
+			if m.members[id] != nil {
+				named[id] = true
+			}
+		}
+		freezes = float64(len(named)) > *m.readBackLimit*float64(len(m.members))
+	}
+	if !freezes {
+		return expect{frozen: m.frozen}, nil
+	}
+	return expect{frozen: true}, func() { m.frozen = true }
+}
+
 // drawConfig founds the cluster (sometimes twice, which changes nothing)
 // or changes its velocity settings, now and then to invalid values.
 func (m *model) drawConfig(t *rapid.T) proto.Message {
@@ -286,7 +335,11 @@ func (m *model) drawConfig(t *rapid.T) proto.Message {
 	window := durationpb.New(rapid.SampledFrom(propWindows).Draw(t, "window"))
 	switch rapid.IntRange(0, 9).Draw(t, "config_kind") {
 	case 0, 1:
-		return &pb.ClusterConfig{Design: pb.Design_DESIGN_FIXED, MaxCapacityDrop: drop, VelocityWindow: window}
+		c := &pb.ClusterConfig{Design: pb.Design_DESIGN_FIXED, MaxCapacityDrop: drop, VelocityWindow: window}
+		if f := rapid.SampledFrom([]float64{0, 0.5, 0.75, 1}).Draw(t, "max_read_back_failures"); f > 0 {
+			c.MaxReadBackFailures = proto.Float64(f)
+		}
+		return c
 	case 2:
 		return &pb.SetConfigRequest{MaxCapacityDrop: proto.Float64(rapid.SampledFrom([]float64{-0.1, 1.5}).Draw(t, "bad_drop"))}
 	case 3:
@@ -426,6 +479,8 @@ func (m *model) advance(c Command) (expect, func()) {
 		}
 	case *pb.ApplyPlanRequest:
 		return m.predictApply(p)
+	case *pb.ReportDoubtRequest:
+		return m.predictDoubt(p)
 	case *pb.CleanupPlansRequest:
 		if p.KeepLast == 0 {
 			return expect{err: ErrInvalid}, nil
@@ -460,7 +515,10 @@ func (m *model) advance(c Command) (expect, func()) {
 		if m.founded {
 			return expect{}, nil
 		}
-		return expect{}, func() { m.founded = true; m.setPolicy(p.MaxCapacityDrop, p.VelocityWindow.AsDuration()) }
+		return expect{}, func() {
+			m.founded, m.readBackLimit = true, p.MaxReadBackFailures
+			m.setPolicy(p.MaxCapacityDrop, p.VelocityWindow.AsDuration())
+		}
 	case *pb.SetConfigRequest:
 		d, w := m.maxDrop, m.window
 		if p.MaxCapacityDrop != nil {
@@ -864,6 +922,10 @@ func checkInvariants(t *rapid.T, s *State, m *model, pre before, c Command, res 
 	case *pb.RenewLeaseRequest:
 		if res.Err == nil {
 			checkFenced(t, m, "renew", p.Name, p.Holder, p.Token)
+		}
+	case *pb.ReportDoubtRequest:
+		if res.Err == nil {
+			checkFenced(t, m, "report of doubt", p.LeaseName, p.EnactorId, p.LeaseToken)
 		}
 	}
 

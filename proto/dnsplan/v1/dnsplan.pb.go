@@ -3524,7 +3524,7 @@ type ClusterConfig struct {
 	// cluster freezes itself: a source that keeps trying to drain an endpoint
 	// faster than allowed is in doubt. 0 or absent: never.
 	MaxVelocityRefusals *uint32 `protobuf:"varint,5,opt,name=max_velocity_refusals,json=maxVelocityRefusals,proto3,oneof" json:"max_velocity_refusals,omitempty"`
-	// max_read_back_failures: the largest fraction (0..1] of the cluster's
+	// max_read_back_failures: the largest fraction [0.5..1] of the cluster's
 	// members an enactor may report not serving an applied plan within its
 	// converge timeout (ReportDoubt) before the cluster freezes itself: more
 	// than that is not a slow node but a cluster not serving what it
