@@ -17,7 +17,10 @@
 // Everything lives under one prefix (Config.Prefix, default "/dnsplan/"):
 //
 //	<prefix>head                       seq of the newest entry; its mod revision is that entry's revision
-//	<prefix>log/<seq, %020d>           one entry, created once and never changed
+//	<prefix>log/<seq, %020d>           one entry, created once and never changed: a tag byte, then
+//	                                   the entry's bytes, or (above ChunkSize) a JSON reference to a blob
+//	<prefix>blob/<id>/<n, %06d>        a large entry's bytes, in chunks of at most ChunkSize
+//	<prefix>blobref/<id>               seq of the entry that refers to blob <id>
 //	<prefix>snap/<revision, %020d>     a complete snapshot's description (JSON: seq, revision, size, chunks, sha256)
 //	<prefix>chunk/<revision>/<n, %06d> the snapshot's bytes, in chunks of at most ChunkSize
 //	<prefix>members/<node id>          a live node's registration, attached to its etcd lease
@@ -62,10 +65,12 @@ const DefaultPrefix = "/dnsplan/"
 // within its own deadline.
 const DefaultTimeout = 5 * time.Second
 
-// MaxEntrySize is the largest entry Append takes: below etcd's default
-// request limit (--max-request-bytes, 1.5 MiB) with room for the keys and
-// the transaction around it.
-const MaxEntrySize = 1<<20 + 256<<10
+// MaxEntrySize is the largest entry Append takes: the largest gRPC
+// message of the system (contract.MaxMessageBytes), so that any command a
+// node accepted fits. An entry above ChunkSize is kept in chunks (a blob)
+// that its log key refers to, since etcd takes at most 1.5 MiB per request
+// by default.
+const MaxEntrySize = 16 << 20
 
 var (
 	// ErrUnavailable: etcd could not be reached, or had no quorum, within
@@ -150,15 +155,14 @@ func New(cli *clientv3.Client, cfg Config) *Log {
 
 // The key layout (package comment).
 
-func (l *Log) headKey() string                  { return l.prefix + "head" }
-func (l *Log) logPrefix() string                { return l.prefix + "log/" }
-func (l *Log) logKey(seq uint64) string         { return fmt.Sprintf("%slog/%020d", l.prefix, seq) }
-func (l *Log) snapPrefix() string               { return l.prefix + "snap/" }
-func (l *Log) snapKey(rev int64) string         { return fmt.Sprintf("%ssnap/%020d", l.prefix, rev) }
-func (l *Log) chunkPrefix() string              { return l.prefix + "chunk/" }
-func (l *Log) chunkDir(rev int64) string        { return fmt.Sprintf("%schunk/%020d/", l.prefix, rev) }
-func (l *Log) chunkKey(rev int64, n int) string { return fmt.Sprintf("%s%06d", l.chunkDir(rev), n) }
-func (l *Log) memberPrefix() string             { return l.prefix + "members/" }
+func (l *Log) headKey() string           { return l.prefix + "head" }
+func (l *Log) logPrefix() string         { return l.prefix + "log/" }
+func (l *Log) logKey(seq uint64) string  { return fmt.Sprintf("%slog/%020d", l.prefix, seq) }
+func (l *Log) snapPrefix() string        { return l.prefix + "snap/" }
+func (l *Log) snapKey(rev int64) string  { return fmt.Sprintf("%ssnap/%020d", l.prefix, rev) }
+func (l *Log) chunkPrefix() string       { return l.prefix + "chunk/" }
+func (l *Log) chunkDir(rev int64) string { return fmt.Sprintf("%schunk/%020d/", l.prefix, rev) }
+func (l *Log) memberPrefix() string      { return l.prefix + "members/" }
 
 // seqOf parses the sequence number of a log key.
 func (l *Log) seqOf(key []byte) (uint64, error) {
@@ -202,11 +206,26 @@ func (l *Log) learn(p Position) {
 // sequence numbers have no gaps and their order is the order of the
 // entries' revisions, whichever process appended them.
 //
+// An entry above ChunkSize is first written as a blob (chunks under
+// blob/<id>/, one request each); the entry's key then holds a reference to
+// it, and the transaction commits only if the blob is still there (see
+// dropBlobs).
+//
 // An error wrapping ErrUnavailable means the outcome is unknown: the entry
-// may have been appended (the answer was lost).
+// may have been appended (the answer was lost), or be appended later (its
+// proposal waits in etcd's log for a quorum).
 func (l *Log) Append(ctx context.Context, data []byte) (Position, error) {
 	if len(data) > MaxEntrySize {
 		return Position{}, fmt.Errorf("%w: %d bytes, at most %d", ErrTooLarge, len(data), MaxEntrySize)
+	}
+	value := append([]byte{tagInline}, data...)
+	var blob *blobRef
+	if len(data) > ChunkSize {
+		ref, v, err := l.writeBlob(ctx, data)
+		if err != nil {
+			return Position{}, err
+		}
+		blob, value = &ref, v
 	}
 	opCtx, cancel := context.WithTimeout(ctx, l.timeout)
 	defer cancel()
@@ -215,17 +234,22 @@ func (l *Log) Append(ctx context.Context, data []byte) (Position, error) {
 	l.mu.Unlock()
 	for {
 		seq := head.Seq + 1
-		resp, err := l.cli.Txn(opCtx).
-			If(
-				clientv3.Compare(clientv3.ModRevision(l.headKey()), "=", head.Revision),
-				clientv3.Compare(clientv3.CreateRevision(l.logKey(seq)), "=", 0),
-			).
-			Then(
-				clientv3.OpPut(l.logKey(seq), string(data)),
-				clientv3.OpPut(l.headKey(), strconv.FormatUint(seq, 10)),
-			).
-			Else(clientv3.OpGet(l.headKey())).
-			Commit()
+		cmps := []clientv3.Cmp{
+			clientv3.Compare(clientv3.ModRevision(l.headKey()), "=", head.Revision),
+			clientv3.Compare(clientv3.CreateRevision(l.logKey(seq)), "=", 0),
+		}
+		ops := []clientv3.Op{
+			clientv3.OpPut(l.logKey(seq), string(value)),
+			clientv3.OpPut(l.headKey(), strconv.FormatUint(seq, 10)),
+		}
+		orElse := []clientv3.Op{clientv3.OpGet(l.headKey())}
+		if blob != nil {
+			first := chunkName(l.blobDir(blob.ID), 0)
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(first), ">", 0))
+			ops = append(ops, clientv3.OpPut(l.blobRefKey(blob.ID), strconv.FormatUint(seq, 10)))
+			orElse = append(orElse, clientv3.OpGet(first, clientv3.WithCountOnly()))
+		}
+		resp, err := l.cli.Txn(opCtx).If(cmps...).Then(ops...).Else(orElse...).Commit()
 		if err != nil {
 			return Position{}, l.wrap(ctx, "append", err)
 		}
@@ -233,6 +257,16 @@ func (l *Log) Append(ctx context.Context, data []byte) (Position, error) {
 			p := Position{Seq: seq, Revision: resp.Header.Revision}
 			l.learn(p)
 			return p, nil
+		}
+		if blob != nil && resp.Responses[1].GetResponseRange().GetCount() == 0 {
+			// Compact removed the blob as unreferenced while this Append
+			// was slow: write it again.
+			ref, v, err := l.writeBlob(ctx, data)
+			if err != nil {
+				return Position{}, err
+			}
+			blob, value = &ref, v
+			continue
 		}
 		now, err := parseHead(resp.Responses[0].GetResponseRange().GetKvs())
 		if err != nil {

@@ -467,15 +467,65 @@ func TestLinearizableRevisionCoversAcknowledgedWrites(t *testing.T) {
 	}
 }
 
-// An entry above MaxEntrySize is refused before anything is sent.
-func TestAppendRefusesTooLargeEntry(t *testing.T) {
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"127.0.0.1:1"}})
-	if err != nil {
+// Entries of every size up to MaxEntrySize come back whole, to a reader
+// following the log and to one catching up: up to ChunkSize in the entry's
+// key, above it in a blob of chunks. Compact removes the blobs of the
+// entries it removes, and blobs no entry refers to (an Append that failed
+// after writing its chunks); one byte above MaxEntrySize is refused before
+// anything is sent.
+func TestLargeEntries(t *testing.T) {
+	c := etcdtest.Start(t)
+	cli := c.Client(t)
+	l := newLog(t, c)
+	// A blob an Append wrote and never referred to, before the snapshot
+	// below.
+	if _, err := cli.Put(ctxT(t), etcdlog.DefaultPrefix+"blob/0123abcd/000000", "orphan"); err != nil {
 		t.Fatal(err)
 	}
-	defer cli.Close()
-	l := etcdlog.New(cli, etcdlog.Config{Timeout: time.Second})
-	if _, err := l.Append(context.Background(), make([]byte, etcdlog.MaxEntrySize+1)); !errors.Is(err, etcdlog.ErrTooLarge) {
+	following := startReader(t, l, etcdlog.Position{})
+	sizes := []int{etcdlog.ChunkSize, etcdlog.ChunkSize + 1, 4<<20 + 3, etcdlog.MaxEntrySize}
+	var want [][]byte
+	var pos []etcdlog.Position
+	for i, n := range sizes {
+		data := make([]byte, n)
+		rand.NewChaCha8([32]byte{byte(i)}).Read(data)
+		p, err := l.Append(ctxT(t), data)
+		if err != nil {
+			t.Fatalf("append of %d bytes: %v", n, err)
+		}
+		want, pos = append(want, data), append(pos, p)
+	}
+	catching := startReader(t, l, etcdlog.Position{})
+	for name, r := range map[string]*reader{"following": following, "catching-up": catching} {
+		got := r.waitFor(t, len(sizes), 10*time.Second)
+		for i := range got {
+			if got[i].Position != pos[i] || !bytes.Equal(got[i].Data, want[i]) {
+				t.Fatalf("%s reader's entry %d: %+v, %d bytes; want %+v, %d bytes", name, i, got[i].Position, len(got[i].Data), pos[i], len(want[i]))
+			}
+		}
+	}
+	// The orphan's chunk, and 2 + 5 + 16 of the entries above ChunkSize.
+	if n := count(t, cli, etcdlog.DefaultPrefix+"blob/"); n != 24 {
+		t.Fatalf("%d chunks of blobs, want 24", n)
+	}
+
+	if err := l.WriteSnapshot(ctxT(t), pos[2], []byte("state after three")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Compact(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(t, cli, etcdlog.DefaultPrefix+"blob/"); n != 16 {
+		t.Fatalf("after compaction %d chunks of blobs, want the last entry's 16", n)
+	}
+	if n := count(t, cli, etcdlog.DefaultPrefix+"blobref/"); n != 1 {
+		t.Fatalf("after compaction %d blob references, want 1", n)
+	}
+	if got := startReader(t, l, pos[2]).waitFor(t, 1, 10*time.Second); !bytes.Equal(got[0].Data, want[3]) {
+		t.Fatal("the entry after the snapshot did not come back whole")
+	}
+
+	if _, err := l.Append(ctxT(t), make([]byte, etcdlog.MaxEntrySize+1)); !errors.Is(err, etcdlog.ErrTooLarge) {
 		t.Fatalf("append above MaxEntrySize: %v, want ErrTooLarge", err)
 	}
 }

@@ -137,7 +137,11 @@ func (l *Log) catchUp(ctx context.Context, last *Position, apply func(Entry) err
 			if seq != last.Seq+1 || kv.ModRevision <= last.Revision {
 				return 0, fmt.Errorf("%w: entry %d at revision %d after %d at %d", ErrInconsistent, seq, kv.ModRevision, last.Seq, last.Revision)
 			}
-			if err := deliver(last, Entry{Position{seq, kv.ModRevision}, kv.Value}, apply); err != nil {
+			data, err := l.entryData(ctx, seq, kv.Value)
+			if err != nil {
+				return 0, err
+			}
+			if err := deliver(last, Entry{Position{seq, kv.ModRevision}, data}, apply); err != nil {
 				return 0, err
 			}
 		}
@@ -184,7 +188,11 @@ func (l *Log) follow(ctx context.Context, last *Position, rev int64, apply func(
 			if seq != last.Seq+1 || !ev.IsCreate() {
 				return fmt.Errorf("%w: seq %d after %d", errResync, seq, last.Seq)
 			}
-			if err := deliver(last, Entry{Position{seq, ev.Kv.ModRevision}, ev.Kv.Value}, apply); err != nil {
+			data, err := l.entryData(ctx, seq, ev.Kv.Value)
+			if err != nil {
+				return err
+			}
+			if err := deliver(last, Entry{Position{seq, ev.Kv.ModRevision}, data}, apply); err != nil {
 				return err
 			}
 		}

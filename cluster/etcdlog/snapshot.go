@@ -1,7 +1,6 @@
 package etcdlog
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -12,11 +11,6 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
-
-// ChunkSize is the most bytes of a snapshot one key holds: one chunk per
-// request keeps every request below etcd's default limit (1.5 MiB) with
-// room for the key and the request's framing.
-const ChunkSize = 1 << 20
 
 // Snapshot is the state of the state machine after the entry at Position,
 // as bytes of the caller's encoding.
@@ -51,16 +45,11 @@ func (l *Log) WriteSnapshot(ctx context.Context, at Position, data []byte) error
 	}
 	sum := sha256.Sum256(data)
 	meta := snapshotMeta{Seq: at.Seq, Revision: at.Revision, Size: len(data), SHA256: hex.EncodeToString(sum[:])}
-	for rest := data; ; {
-		n := min(len(rest), ChunkSize)
-		if err := l.put(ctx, l.chunkKey(at.Revision, meta.Chunks), rest[:n]); err != nil {
-			return err
-		}
-		meta.Chunks++
-		if rest = rest[n:]; len(rest) == 0 {
-			break
-		}
+	n, err := l.writeChunks(ctx, l.chunkDir(at.Revision), data)
+	if err != nil {
+		return err
 	}
+	meta.Chunks = n
 	b, err := json.Marshal(meta)
 	if err != nil {
 		return err
@@ -106,28 +95,14 @@ func (l *Log) newestSnapshot(ctx context.Context) (Snapshot, error) {
 	if err != nil {
 		return Snapshot{}, err
 	}
-	opCtx, cancel := context.WithTimeout(ctx, l.timeout)
-	defer cancel()
-	var data bytes.Buffer
-	data.Grow(meta.Size)
-	for n := range meta.Chunks {
-		resp, err := l.cli.Get(opCtx, l.chunkKey(meta.Revision, n), clientv3.WithRev(rev))
-		if err != nil {
-			if errors.Is(err, rpctypes.ErrCompacted) && ctx.Err() == nil {
-				return Snapshot{}, err
-			}
-			return Snapshot{}, l.wrap(ctx, "reading a snapshot", err)
+	data, err := l.readChunks(ctx, l.chunkDir(meta.Revision), meta.Chunks, rev, meta.Size, meta.SHA256)
+	if err != nil {
+		if errors.Is(err, rpctypes.ErrCompacted) && ctx.Err() == nil {
+			return Snapshot{}, rpctypes.ErrCompacted
 		}
-		if len(resp.Kvs) == 0 {
-			return Snapshot{}, fmt.Errorf("%w: snapshot at revision %d lacks chunk %d", ErrInconsistent, meta.Revision, n)
-		}
-		data.Write(resp.Kvs[0].Value)
+		return Snapshot{}, err
 	}
-	sum := sha256.Sum256(data.Bytes())
-	if data.Len() != meta.Size || hex.EncodeToString(sum[:]) != meta.SHA256 {
-		return Snapshot{}, fmt.Errorf("%w: snapshot at revision %d does not match its checksum", ErrInconsistent, meta.Revision)
-	}
-	return Snapshot{Position: Position{meta.Seq, meta.Revision}, Data: data.Bytes()}, nil
+	return Snapshot{Position: Position{meta.Seq, meta.Revision}, Data: data}, nil
 }
 
 // newestMeta reads the description of the newest snapshot and the
@@ -150,7 +125,8 @@ func (l *Log) newestMeta(ctx context.Context) (snapshotMeta, int64, error) {
 }
 
 // Compact removes what the newest snapshot makes unneeded: the entries up
-// to its position and every older snapshot, in one transaction, and
+// to its position and every older snapshot, in one transaction, then the
+// blobs of those entries and blobs no entry refers to (dropBlobs), and
 // returns that position. A reader whose position is below it then gets
 // ErrCompacted and restores the snapshot. With no snapshot it removes
 // nothing and returns ErrNoSnapshot.
@@ -188,5 +164,12 @@ func (l *Log) compact(ctx context.Context) (Position, bool, error) {
 	if err != nil {
 		return Position{}, false, l.wrap(ctx, "compact", err)
 	}
-	return Position{meta.Seq, meta.Revision}, resp.Succeeded, nil
+	if !resp.Succeeded {
+		return Position{}, false, nil
+	}
+	// The blobs after the log: a blob is needed as long as its entry is.
+	if err := l.dropBlobs(ctx, meta.Seq, meta.Revision); err != nil {
+		return Position{}, false, err
+	}
+	return Position{meta.Seq, meta.Revision}, true, nil
 }
