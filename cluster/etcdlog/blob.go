@@ -161,7 +161,7 @@ func (l *Log) dropBlobs(ctx context.Context, seq uint64, before int64) error {
 			referenced[id] = true
 			continue
 		}
-		if err := l.txn(ctx, nil,
+		if err := l.txn(ctx, "dropping a blob", nil,
 			clientv3.OpDelete(l.blobDir(id), clientv3.WithPrefix()),
 			clientv3.OpDelete(l.blobRefKey(id))); err != nil {
 			return err
@@ -173,25 +173,41 @@ func (l *Log) dropBlobs(ctx context.Context, seq uint64, before int64) error {
 	if err != nil {
 		return l.wrap(ctx, "compact", err)
 	}
+	// An unreferenced blob's age is its oldest chunk's: one swept while its
+	// Append still wrote chunks can have lost its first chunk only.
+	oldest := map[string]int64{}
 	for _, kv := range chunks.Kvs {
-		id, chunk, ok := strings.Cut(strings.TrimPrefix(string(kv.Key), l.blobPrefix()), "/")
-		if !ok || chunk != chunkName("", 0) || referenced[id] || kv.CreateRevision >= before {
+		id, _, ok := strings.Cut(strings.TrimPrefix(string(kv.Key), l.blobPrefix()), "/")
+		if !ok || referenced[id] {
 			continue
 		}
-		if err := l.txn(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(l.blobRefKey(id)), "=", 0)},
-			clientv3.OpDelete(l.blobDir(id), clientv3.WithPrefix())); err != nil {
-			return err
+		if r, seen := oldest[id]; !seen || kv.CreateRevision < r {
+			oldest[id] = kv.CreateRevision
+		}
+	}
+	for id, rev := range oldest {
+		if rev < before {
+			if err := l.dropUnreferenced(ctx, id); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
 }
 
+// dropUnreferenced removes blob id if no entry refers to it, in one
+// transaction with the check.
+func (l *Log) dropUnreferenced(ctx context.Context, id string) error {
+	return l.txn(ctx, "dropping a blob", []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(l.blobRefKey(id)), "=", 0)},
+		clientv3.OpDelete(l.blobDir(id), clientv3.WithPrefix()))
+}
+
 // txn runs ops if cmps hold, bounded by the operation's time.
-func (l *Log) txn(ctx context.Context, cmps []clientv3.Cmp, ops ...clientv3.Op) error {
+func (l *Log) txn(ctx context.Context, what string, cmps []clientv3.Cmp, ops ...clientv3.Op) error {
 	opCtx, cancel := context.WithTimeout(ctx, l.timeout)
 	defer cancel()
 	if _, err := l.cli.Txn(opCtx).If(cmps...).Then(ops...).Commit(); err != nil {
-		return l.wrap(ctx, "compact", err)
+		return l.wrap(ctx, what, err)
 	}
 	return nil
 }

@@ -260,7 +260,11 @@ func (l *Log) Append(ctx context.Context, data []byte) (Position, error) {
 		}
 		if blob != nil && resp.Responses[1].GetResponseRange().GetCount() == 0 {
 			// Compact removed the blob as unreferenced while this Append
-			// was slow: write it again.
+			// was slow, perhaps while it was still writing chunks: remove
+			// what is left of it and write it again.
+			if err := l.dropUnreferenced(ctx, blob.ID); err != nil {
+				return Position{}, err
+			}
 			ref, v, err := l.writeBlob(ctx, data)
 			if err != nil {
 				return Position{}, err
