@@ -264,7 +264,7 @@ func TestReaderResumesAcrossEtcdFailures(t *testing.T) {
 
 // Compact removes the entries a snapshot covers: a reader whose position
 // is below the snapshot gets ErrCompacted at once and stops, and one at the
-// snapshot reads on. etcd's own history compaction does not stop a reader:
+// snapshot reads on; one beyond the log's end gets ErrInconsistent. etcd's own history compaction does not stop a reader:
 // it catches up from the entries' keys.
 func TestCompactedReaderGetsErrCompacted(t *testing.T) {
 	c := etcdtest.Start(t)
@@ -286,6 +286,12 @@ func TestCompactedReaderGetsErrCompacted(t *testing.T) {
 		if !errors.Is(err, etcdlog.ErrCompacted) {
 			t.Fatalf("read after %+v: %v, want ErrCompacted", after, err)
 		}
+	}
+	// A reader ahead of the log (an etcd restored from an older backup)
+	// stops too: it holds state etcd no longer has.
+	beyond := etcdlog.Position{Seq: 20, Revision: pos[9].Revision + 100}
+	if err := l.Read(ctxT(t), beyond, func(etcdlog.Entry) error { return nil }); !errors.Is(err, etcdlog.ErrInconsistent) {
+		t.Fatalf("read after %+v, beyond the log: %v, want ErrInconsistent", beyond, err)
 	}
 	if got := dataOf(startReader(t, l, pos[5]).waitFor(t, 4, 5*time.Second)); fmt.Sprint(got) != "[7 8 9 10]" {
 		t.Fatalf("reader at the snapshot got %q", got)

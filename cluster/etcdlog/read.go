@@ -37,9 +37,12 @@ var errResync = errors.New("watch out of step with the log")
 // Read delivers the entries after position after to apply, one at a time,
 // in the log's order, with no gap and no duplicate, and goes on delivering
 // each new entry as it is appended. It returns only when ctx ends (ctx's
-// error), when apply returns an error (that error), or when the next entry
+// error), when apply returns an error (that error), when the next entry
 // it needs was removed by compaction (ErrCompacted: the caller restores the
-// newest snapshot and reads from its position).
+// newest snapshot and reads from its position), or when the keys under the
+// prefix are not the log the reader has read so far (ErrInconsistent: for
+// instance an etcd restored from a backup older than what the reader
+// applied; the node must stop rather than serve state etcd no longer has).
 //
 // Each round reads the entries after the last one delivered by range
 // requests at one revision R, then watches the log from R+1. So a reader
@@ -68,7 +71,7 @@ func (l *Log) Read(ctx context.Context, after Position, apply func(Entry) error)
 			return ae.err
 		case ctx.Err() != nil:
 			return ctx.Err()
-		case errors.Is(err, ErrCompacted):
+		case errors.Is(err, ErrCompacted), errors.Is(err, ErrInconsistent):
 			return err
 		}
 		if last != before {
@@ -93,14 +96,14 @@ func deliver(last *Position, e Entry, apply func(Entry) error) error {
 // catchUp delivers every entry after *last that the log holds at one
 // revision, and returns that revision.
 func (l *Log) catchUp(ctx context.Context, last *Position, apply func(Entry) error) (int64, error) {
-	opCtx, cancel := context.WithTimeout(ctx, l.timeout)
-	defer cancel()
 	// The head and the first page at one revision: the head says whether
 	// entries after *last exist that the page should start with.
+	opCtx, cancel := context.WithTimeout(ctx, l.timeout)
 	resp, err := l.cli.Txn(opCtx).Then(
 		clientv3.OpGet(l.headKey()),
 		clientv3.OpGet(l.logKey(last.Seq+1), clientv3.WithRange(clientv3.GetPrefixRangeEnd(l.logPrefix())), clientv3.WithLimit(readPage)),
 	).Commit()
+	cancel()
 	if err != nil {
 		return 0, l.wrap(ctx, "read", err)
 	}
@@ -151,9 +154,12 @@ func (l *Log) catchUp(ctx context.Context, last *Position, apply func(Entry) err
 		if !page.GetMore() {
 			return 0, fmt.Errorf("%w: the log's entries end at %d, its head is %d", ErrInconsistent, last.Seq, head.Seq)
 		}
-		// The next page, at the same revision.
+		// The next page, at the same revision; each request has the
+		// operation's time (apply may take its own between them).
+		opCtx, cancel := context.WithTimeout(ctx, l.timeout)
 		r, err := l.cli.Get(opCtx, l.logKey(last.Seq+1), clientv3.WithRange(clientv3.GetPrefixRangeEnd(l.logPrefix())),
 			clientv3.WithLimit(readPage), clientv3.WithRev(rev))
+		cancel()
 		if err != nil {
 			return 0, l.wrap(ctx, "read", err)
 		}
