@@ -145,10 +145,12 @@ func Start(t testing.TB) *Cluster {
 			"--initial-cluster", strings.Join(initial, ","),
 			"--initial-cluster-state", "new",
 			"--initial-cluster-token", token,
-			// Short Raft timeouts: a new leader within about a second of
-			// losing one, as the node's own Raft tests use.
-			"--heartbeat-interval", "50",
-			"--election-timeout", "500",
+			// etcd's own Raft timings: a new leader within a second or two
+			// of losing one. Shorter ones cost spurious elections when the
+			// machine is busy (a whole test suite on two cores), and a
+			// request caught in one waits out etcd's request timeout.
+			"--heartbeat-interval", "100",
+			"--election-timeout", "1000",
 			// Data survives a killed process (it is in the page cache);
 			// only a crash of the machine would lose it, which no test does.
 			"--unsafe-no-fsync",
@@ -262,7 +264,7 @@ func (c *Cluster) StartAll() {
 // member names the same leader and that leader runs. A member that lost
 // its leader goes on naming it until its election timeout passes; a
 // request it takes meanwhile is forwarded to a dead leader and lost, and
-// the client waits out etcd's request timeout (six seconds here). Tests
+// the client waits out etcd's request timeout (seven seconds here). Tests
 // that kill members wait here instead, so their next request is served.
 func (c *Cluster) waitLeader() {
 	c.t.Helper()
