@@ -138,8 +138,11 @@ func dataOf(es []etcdlog.Entry) []string {
 
 // Appends from several processes' clients, all at once, form one log:
 // every reader, whenever it starts, gets every entry once, in the same
-// order, numbered 1..n with revisions increasing; each Append's position
-// is where its entry is; and each writer's entries keep its own order.
+// order, numbered 1, 2, 3, ... with revisions increasing; each Append's
+// position is where its entry is; each writer's entries keep its own
+// order; and the log holds exactly the acknowledged appends, plus at most
+// once each an append whose outcome was unknown (ErrUnavailable, which an
+// election on a busy machine can cause, and which the writer retried).
 func TestConcurrentAppendsFormOneLog(t *testing.T) {
 	c := etcdtest.Start(t)
 	const writers, each = 4, 40
@@ -150,6 +153,12 @@ func TestConcurrentAppendsFormOneLog(t *testing.T) {
 		data string
 	}
 	results := make([][]appended, writers)
+	// unknown holds the data of appends that failed with ErrUnavailable (an
+	// election on a busy machine): each may be in the log, once.
+	var (
+		mu      sync.Mutex
+		unknown = map[string]bool{}
+	)
 	var wg sync.WaitGroup
 	var midway *reader
 	for w := range writers {
@@ -159,13 +168,22 @@ func TestConcurrentAppendsFormOneLog(t *testing.T) {
 		l := newLog(t, c, eps...)
 		wg.Go(func() {
 			for i := range each {
-				data := fmt.Sprintf("w%d-%03d", w, i)
-				p, err := l.Append(context.Background(), []byte(data))
-				if err != nil {
-					t.Errorf("writer %d: append %d: %v", w, i, err)
-					return
+				for attempt := 0; ; attempt++ {
+					data := fmt.Sprintf("w%d-%03d-%d", w, i, attempt)
+					p, err := l.Append(context.Background(), []byte(data))
+					if errors.Is(err, etcdlog.ErrUnavailable) && attempt < 3 {
+						mu.Lock()
+						unknown[data] = true
+						mu.Unlock()
+						continue
+					}
+					if err != nil {
+						t.Errorf("writer %d: append %d: %v", w, i, err)
+						return
+					}
+					results[w] = append(results[w], appended{p, data})
+					break
 				}
-				results[w] = append(results[w], appended{p, data})
 			}
 		})
 		if w == writers/2 {
@@ -178,20 +196,32 @@ func TestConcurrentAppendsFormOneLog(t *testing.T) {
 	}
 	late := startReader(t, newLog(t, c), etcdlog.Position{})
 
-	const n = writers * each
-	want := early.waitFor(t, n, 10*time.Second)
-	if len(want) != n {
-		t.Fatalf("the log has %d entries, want %d", len(want), n)
+	// Every reader reaches the log's end, and holds the same entries.
+	head, err := newLog(t, c).LinearizableRevision(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
 	}
+	all := func(r *reader) []etcdlog.Entry {
+		t.Helper()
+		if err := poll.Until(context.Background(), 10*time.Second, "the reader at the log's end", func() bool {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			return r.bad != nil || len(r.got) > 0 && r.got[len(r.got)-1].Revision == head
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return r.waitFor(t, 1, time.Second)
+	}
+	want := all(early)
 	for i, e := range want {
 		if e.Seq != uint64(i+1) {
 			t.Fatalf("entry %d has seq %d", i, e.Seq)
 		}
 	}
 	for name, r := range map[string]*reader{"midway": midway, "late": late} {
-		got := r.waitFor(t, n, 10*time.Second)
-		if len(got) != n {
-			t.Fatalf("%s reader has %d entries, want %d", name, len(got), n)
+		got := all(r)
+		if len(got) != len(want) {
+			t.Fatalf("%s reader has %d entries, the early one %d", name, len(got), len(want))
 		}
 		for i := range got {
 			if got[i].Position != want[i].Position || !bytes.Equal(got[i].Data, want[i].Data) {
@@ -199,7 +229,11 @@ func TestConcurrentAppendsFormOneLog(t *testing.T) {
 			}
 		}
 	}
+	// The log holds exactly what was acknowledged, where Append said, and
+	// of the unknown outcomes, at most once each.
+	acked := 0
 	for w, rs := range results {
+		acked += len(rs)
 		for i, a := range rs {
 			e := want[a.pos.Seq-1]
 			if e.Position != a.pos || string(e.Data) != a.data {
@@ -209,6 +243,19 @@ func TestConcurrentAppendsFormOneLog(t *testing.T) {
 				t.Fatalf("writer %d's appends out of order: %+v then %+v", w, rs[i-1].pos, a.pos)
 			}
 		}
+	}
+	if acked != writers*each {
+		t.Fatalf("%d appends acknowledged, want %d", acked, writers*each)
+	}
+	held := acked
+	for _, e := range want {
+		if unknown[string(e.Data)] {
+			delete(unknown, string(e.Data)) // a second copy would not count
+			held++
+		}
+	}
+	if len(want) != held {
+		t.Fatalf("the log has %d entries; %d appends were acknowledged, and %d of unknown outcome are in it", len(want), acked, held-acked)
 	}
 }
 
