@@ -11,7 +11,7 @@ PKGS := ./...
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 IMAGE ?= dnsplan:dev
 
-.PHONY: all build test unit fuzz vet fmt-check proto proto-check tools clean image up down ps logs e2e sim chaos
+.PHONY: all build test unit fuzz vet fmt-check proto proto-check tools etcd clean image up down ps logs e2e sim chaos
 
 all: build
 
@@ -43,9 +43,16 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-# tools installs what the build and tests need beyond Go itself.
-tools:
+# tools installs what the build and tests need beyond Go itself: protoc,
+# and etcd and etcdctl for the tests of the etcd store (etcd below).
+tools: etcd
 	@command -v $(PROTOC) >/dev/null || scripts/install-tools.sh
+
+# etcd builds etcd and etcdctl, at the version tools/etcd/go.mod pins, into
+# .tools/bin (static, from the Go module proxy; a few minutes the first
+# time, nothing when they are built already).
+etcd:
+	@GO="$(GO)" scripts/install-etcd.sh
 
 proto:
 	$(PROTOC) -I proto \
