@@ -353,7 +353,9 @@ func TestPlanAtTheLimitTravelsEverywhere(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cl.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	// The bound is for a broken run, not for speed: four such plans take
+	// over a minute under the race detector on two busy cores.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	plan := planNearLimit(t)
 	start := time.Now()
