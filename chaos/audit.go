@@ -220,6 +220,19 @@ func checkFencing(events []AuditEvent) (violations []Violation, judged int) {
 	return violations, judged
 }
 
+// checkHeld is D1 on the audit history: no endpoint was made to serve a
+// plan the cluster stored held on doubt, by an apply or a legacy apply.
+func checkHeld(events []AuditEvent, held map[uint64]bool) []Violation {
+	var out []Violation
+	for _, e := range events {
+		if (e.Kind == kindApply || e.Kind == kindLegacyApply) && e.Outcome == outcomeApplied && held[e.Generation] {
+			out = append(out, Violation{Invariant: "D1", Source: "audit", Endpoint: e.Endpoint, At: e.Seen,
+				Detail: fmt.Sprintf("generation %d, held on doubt, was applied: %s", e.Generation, e)})
+		}
+	}
+	return out
+}
+
 func gapBefore(events []AuditEvent, index uint64) bool {
 	for _, e := range events {
 		if e.Index > index {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -197,11 +198,30 @@ type run struct {
 	stalls  []*bareWatcher
 	// added is the probe stop of each node an add-node fault started.
 	added map[int]context.CancelFunc
+	// held are the generations the cluster stored held on doubt
+	// (doubtful-plan faults): never to be applied (D1).
+	held map[uint64]bool
+}
+
+// holdGeneration records a generation the cluster stored held.
+func (r *run) holdGeneration(g uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.held == nil {
+		r.held = map[uint64]bool{}
+	}
+	r.held[g] = true
+}
+
+func (r *run) heldGenerations() map[uint64]bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.held)
 }
 
 // Run starts a fresh cluster, the actors and the observers, injects the
 // seed's faults for the configured duration (or until shortly after the
-// first violation), heals everything, checks I1–I5, I7, L2 and L3 on what
+// first violation), heals everything, checks I1–I5, I7, D1, L2 and L3 on what
 // was recorded, and returns the report. An error means the harness itself failed (the
 // cluster could not start, say), not that an invariant did.
 func Run(ctx context.Context, cfg Config) (*Report, error) {

@@ -18,7 +18,7 @@ import (
 
 // A short chaos run of each design: the fixed one passes every check, the
 // legacy one is caught. Together they show that the checker holds the
-// fixed design to I1–I5, I7, L2 and L3 and that it can fail.
+// fixed design to I1–I5, I7, D1, L2 and L3 and that it can fail.
 
 func TestChaosFixedDesignPasses(t *testing.T) {
 	if testing.Short() {

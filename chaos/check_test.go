@@ -14,6 +14,7 @@ import (
 	"github.com/anishathalye/porcupine"
 
 	"github.com/dnsplan/dnsplan/contract"
+	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
 const ep = "api.dnsplan.test."
@@ -300,6 +301,27 @@ func TestCheckFencing(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// D1: an endpoint made to serve a held generation is a violation, by an
+// apply or a legacy apply; refusals of it, and applies of other
+// generations, are not.
+func TestCheckHeld(t *testing.T) {
+	ev := func(kind pb.HistoryKind, gen uint64, outcome string) AuditEvent {
+		return AuditEvent{Index: 10, Kind: kind, Actor: "az-a", Generation: gen, Endpoint: ep, Outcome: contract.ParseOutcome(outcome)}
+	}
+	held := map[uint64]bool{5: true}
+	events := []AuditEvent{
+		ev(kindApply, 5, "rejected"), ev(kindApply, 6, "applied"), ev(kindSubmit, 5, "accepted"),
+		ev(kindApply, 5, "applied"), ev(kindLegacyApply, 5, "applied"),
+	}
+	v := checkHeld(events, held)
+	if len(v) != 2 || v[0].Invariant != "D1" || v[1].Invariant != "D1" {
+		t.Fatalf("violations %v, want two of D1", v)
+	}
+	if v := checkHeld(events, nil); len(v) != 0 {
+		t.Fatalf("nothing held: violations %v", v)
 	}
 }
 

@@ -97,6 +97,12 @@
 //     (the interceptor above knows it: each enactor's client starts at a
 //     different node and stays on it until the stream breaks) loses its
 //     Raft links for 3–4.5 lease TTLs, while its clients stay connected.
+//   - doubtful-plan: an operator submits, unforced, the newest plan with
+//     every padding endpoint moved to new addresses, as a planner reading
+//     a broken source would; the cluster stores it held and freezes
+//     itself (freeze on doubt), and the operator unfreezes 0.5–2s later.
+//     D1, judged on the audit history: the held plan is never applied.
+//     While frozen, every other invariant is judged as always.
 //
 // Half the time (by the seed) the enactor frozen or slowed is the active
 // one, the last to set out to write: in the fixed design the lease holder,

@@ -7,6 +7,10 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
+
+	"google.golang.org/protobuf/proto"
 )
 
 // FaultKind names one kind of fault.
@@ -57,6 +61,13 @@ const (
 	// lease holder's plan watch, for Fault.For; the enactor stays
 	// connected to it over gRPC.
 	PartitionWatch FaultKind = "partition-watch"
+	// DoubtfulPlan submits, as an operator and without force, a plan that
+	// moves every padding endpoint to new addresses: what a planner
+	// reading a broken source would send. The cluster must store it held
+	// and freeze itself (freeze on doubt); the heal is the operator's
+	// unfreeze after Fault.For. The held plan must never be applied (D1),
+	// and every other invariant holds while the cluster is frozen.
+	DoubtfulPlan FaultKind = "doubtful-plan"
 )
 
 // DefaultMix is the default fault mix: each kind with its weight.
@@ -73,11 +84,12 @@ var DefaultMix = map[FaultKind]int{
 	AddNode:        2,
 	ClockJump:      2,
 	PartitionWatch: 2,
+	DoubtfulPlan:   1,
 }
 
 // FaultKinds lists every kind, in a fixed order.
 var FaultKinds = []FaultKind{KillLeader, KillFollower, FreezeEnactor, SlowEnactor, Partition, RestartCluster,
-	StallWatcher, StallEnactor, ReplaceNode, AddNode, ClockJump, PartitionWatch}
+	StallWatcher, StallEnactor, ReplaceNode, AddNode, ClockJump, PartitionWatch, DoubtfulPlan}
 
 // ParseFaults reads a comma-separated list of fault kinds into a mix that
 // weighs each as DefaultMix does; "" or "all" is DefaultMix.
@@ -219,6 +231,8 @@ func schedule(seed uint64, duration, leaseTTL time.Duration, mix map[FaultKind]i
 			}
 		case PartitionWatch:
 			f.For = between(3*leaseTTL, 9*leaseTTL/2)
+		case DoubtfulPlan:
+			f.For = between(500*time.Millisecond, 2*time.Second)
 		}
 		if f.At+f.For > duration-quietTail {
 			return faults
@@ -372,6 +386,8 @@ func (in injector) inject(f Fault) (heal func() error, err error) {
 			note("heal", c.ID(i), "links restored")
 			return nil
 		}, nil
+	case DoubtfulPlan:
+		return in.doubtfulPlan(f)
 	case RestartCluster:
 		note(string(f.Kind), "", fmt.Sprintf("every node down for %s", f.For.Round(time.Millisecond)))
 		c.StopAll()
@@ -592,4 +608,65 @@ func faultEvents(events []Event) []Event {
 		_, fault := DefaultMix[FaultKind(e.Kind)]
 		return !fault && e.Kind != "heal"
 	})
+}
+
+// doubtfulPlan submits the newest plan with every padding endpoint moved
+// to new addresses, as the operator and unforced, and records its
+// generation as held when the cluster answers that it froze on it. The
+// heal unfreezes, as an operator who reviewed it would (the held plan
+// stays held: a newer plan of the planner's replaces it).
+func (in injector) doubtfulPlan(f Fault) (func() error, error) {
+	r := in.r
+	note := func(kind, detail string) { r.rec.event(Event{Kind: kind, Actor: asOperator.Name, Detail: detail}) }
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	newest, err := r.adminClient.GetPlan(ctx, &pb.GetPlanRequest{Newest: true})
+	if err != nil {
+		note("fault-skipped", string(f.Kind)+": the newest plan could not be read: "+err.Error())
+		return func() error { return nil }, nil
+	}
+	bad := &pb.Plan{PlannerId: "broken-source"}
+	moved := 0
+	for _, ep := range newest.GetEndpoints() {
+		ep = proto.CloneOf(ep)
+		if strings.HasPrefix(ep.GetName(), "pad-") {
+			for i, t := range ep.GetTargets() {
+				t.Address = fmt.Sprintf("203.0.113.%d", i%250+1)
+			}
+			moved++
+		}
+		bad.Endpoints = append(bad.Endpoints, ep)
+	}
+	resp, err := r.adminClient.SubmitPlan(ctx, &pb.SubmitPlanRequest{Plan: bad})
+	switch {
+	case err != nil:
+		note("fault-skipped", fmt.Sprintf("%s: the plan moving %d of %d endpoints was refused: %v", f.Kind, moved, len(bad.Endpoints), err))
+		return func() error { return nil }, nil
+	case !resp.GetFrozen():
+		// Fewer endpoints served than the rule needs to doubt (early in a
+		// run, or after a restore): the plan is an ordinary one.
+		note("fault-skipped", fmt.Sprintf("%s: generation %d (moving %d of %d endpoints) stored without a freeze", f.Kind, resp.GetGeneration(), moved, len(bad.Endpoints)))
+		return func() error { return nil }, nil
+	}
+	r.holdGeneration(resp.GetGeneration())
+	note(string(f.Kind), fmt.Sprintf("generation %d moves %d of %d endpoints: held, the cluster froze (%s); unfrozen in %s",
+		resp.GetGeneration(), moved, len(bad.Endpoints), resp.GetFreezeReason(), f.For.Round(time.Millisecond)))
+	return func() error {
+		// The unfreeze must land: a leader change may refuse it for a
+		// moment, so it is tried until a deadline.
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			_, err := r.adminClient.SetFreeze(ctx, &pb.SetFreezeRequest{Frozen: false, Reason: "reviewed: the held plan stays held"})
+			cancel()
+			if err == nil {
+				note("heal", "unfrozen")
+				return nil
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("chaos: unfreezing after %s: %w", f.Kind, err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}, nil
 }

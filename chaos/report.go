@@ -22,7 +22,7 @@ import (
 
 // Invariants are the invariants the checker holds a run to (docs/DESIGN.md,
 // section 3).
-var Invariants = []string{"I1", "I2", "I3", "I4", "I5", "I7", "L2", "L3"}
+var Invariants = []string{"I1", "I2", "I3", "I4", "I5", "I7", "D1", "L2", "L3"}
 
 // Report is what one run saw and what the checks found.
 type Report struct {
@@ -143,6 +143,8 @@ func (r *run) check(faults []Fault, ps probe.Summary, final finalState, afterHea
 	fence, judged := checkFencing(audit)
 	rep.FenceChecked = judged
 	violations = append(violations, fence...)
+	// D1 on the audit history: no plan held on doubt was applied.
+	violations = append(violations, checkHeld(audit, r.heldGenerations())...)
 
 	// I3 and I5 at the end.
 	if final.Err != "" {

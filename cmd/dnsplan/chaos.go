@@ -33,7 +33,7 @@ func faultKinds() string {
 }
 
 // runChaos runs seeded fault runs against an in-process cluster of the
-// chosen design and checks I1–I5, I7, L2 and L3 on what they recorded.
+// chosen design and checks I1–I5, I7, D1, L2 and L3 on what they recorded.
 func runChaos(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("chaos", stderr)
 	design := fs.String("design", "fixed", "fixed, legacy, or both (fixed, then legacy)")
