@@ -219,3 +219,41 @@ func TestRestoreBoundsHistory(t *testing.T) {
 		t.Fatalf("newest restored event: index %d, actor of %d bytes", last.Index, len(last.Actor))
 	}
 }
+
+// A plan that repeats endpoints of the newest plan shares their records
+// with it, in memory only: a changed endpoint is its own, every stored
+// endpoint is what was submitted, and a restored snapshot shares them
+// again and writes the same bytes.
+func TestPlansShareUnchangedEndpoints(t *testing.T) {
+	h := newHarness(t)
+	p1 := plan(weighted("a.dnsplan.test.", 1, 1), weighted("b.dnsplan.test.", 1, 1), weighted("c.dnsplan.test.", 1, 1))
+	g1 := h.mustSubmit(p1)
+	p2 := plan(weighted("a.dnsplan.test.", 1, 1), weighted("B.dnsplan.test.", 1, 1), weighted("c.dnsplan.test.", 2, 1))
+	g2 := h.mustSubmit(p2)
+	e1, e2 := h.s.Plan(g1).Endpoints, h.s.Plan(g2).Endpoints
+	if e1[0] != e2[0] || e1[1] != e2[1] {
+		t.Fatal("unchanged endpoints (one named in another case) are not shared")
+	}
+	if e1[2] == e2[2] || e2[2].Targets[0].Weight != 2 {
+		t.Fatalf("a changed endpoint is shared: %v", e2[2])
+	}
+
+	b := marshal(t, h.s)
+	r, err := Restore(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Plan(g1).Endpoints[0] != r.Plan(g2).Endpoints[0] {
+		t.Fatal("a restored state does not share unchanged endpoints")
+	}
+	if got := marshal(t, r); !bytes.Equal(got, b) {
+		t.Fatal("restoring changed the snapshot's bytes")
+	}
+	for i, want := range p2.Endpoints {
+		want = proto.CloneOf(want)
+		want.Name = strings.ToLower(want.Name)
+		if !proto.Equal(e2[i], want) {
+			t.Fatalf("stored endpoint %d is %v, want %v", i, e2[i], want)
+		}
+	}
+}

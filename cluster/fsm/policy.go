@@ -268,7 +268,9 @@ func servedWeights(targets []*pb.Target) []*statev1.ServedWeight {
 		}
 		addr := t.GetAddress()
 		if a, err := contract.ParseAddress(addr); err == nil {
-			addr = a.String()
+			if canon := a.String(); canon != addr {
+				addr = canon // else the target's own string is kept, not a copy
+			}
 		}
 		byAddr[addr] += uint64(t.GetWeight())
 	}
@@ -489,6 +491,9 @@ func (s *State) recordServed(name string, targets []*pb.Target) {
 	var recs []*statev1.ServedRecord
 	if old := s.served[name]; old != nil {
 		recs = recordsAfter(old.Records, s.now.Add(-s.window()).UnixNano())
+		if n := len(recs); n > 0 && n == len(old.Records) && sameWeights(recs[n-1].Weights, ws) {
+			return // nothing trimmed, nothing new: the window stays as it is
+		}
 	}
 	if n := len(recs); n == 0 || !sameWeights(recs[n-1].Weights, ws) {
 		recs = append(recs, &statev1.ServedRecord{AppliedAtUnixNanos: s.now.UnixNano(), Weights: ws})

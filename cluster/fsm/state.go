@@ -205,6 +205,7 @@ func (s *State) storePlan(index uint64, ev *pb.HistoryEvent, plan *pb.Plan, forc
 			return res
 		}
 	}
+	shareEndpoints(plan, s.NewestPlan())
 	gen := s.nextGeneration
 	plan.Generation = gen
 	if plan.CreatedAt == nil {
@@ -436,15 +437,11 @@ func (s *State) servedRecords(name string) *pb.AppliedEndpoint {
 // materialize copies an endpoint's records out of its plan, so that what is
 // served never depends on the plan still existing.
 func materialize(ep *pb.EndpointPlan, gen uint64, r *pb.ApplyPlanRequest, index uint64, now time.Time) *pb.AppliedEndpoint {
-	targets := make([]*pb.Target, len(ep.Targets))
-	for i, t := range ep.Targets {
-		targets[i] = &pb.Target{Id: t.Id, Address: t.Address, Weight: t.Weight}
-	}
 	return &pb.AppliedEndpoint{
 		Endpoint:   ep.Name,
 		Generation: gen,
 		Ttl:        ep.Ttl,
-		Targets:    targets,
+		Targets:    ep.Targets, // shared with the plan: stored values are never written
 		EnactorId:  r.GetEnactorId(),
 		LeaseToken: r.GetLeaseToken(),
 		AppliedAt:  timestamppb.New(now),

@@ -228,8 +228,11 @@ func Restore(b []byte) (*State, error) {
 		return nil, fmt.Errorf("fsm: decoding snapshot: %w", err)
 	}
 	s := New()
-	for _, p := range snap.Plans {
+	var prev *pb.Plan
+	for _, p := range snap.Plans { // in generation order
+		shareEndpoints(p, prev)
 		s.plans[p.Generation] = p
+		prev = p
 	}
 	for _, a := range snap.Applied {
 		s.applied[a.Endpoint] = a
