@@ -301,7 +301,7 @@ func call[Resp proto.Message](ctx context.Context, n *Node, name string, req pro
 
 func validateSubmit(m proto.Message) error {
 	req := m.(*pb.SubmitPlanRequest)
-	if err := contract.ValidatePlan(req.GetPlan()); err != nil {
+	if err := fsm.ValidateSubmitted(req); err != nil {
 		return err
 	}
 	if req.GetExpectedDigest() != "" {

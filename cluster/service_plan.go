@@ -26,6 +26,11 @@ func (p *planService) SubmitPlan(ctx context.Context, req *pb.SubmitPlanRequest)
 			return nil, err
 		}
 	}
+	if req.GetDelta() {
+		if err := requireLog(p.c, fsm.LogDeltas, "stores deltas"); err != nil {
+			return nil, err
+		}
+	}
 	for _, ep := range req.GetPlan().GetEndpoints() {
 		if ep.GetMinHealthyTargets() > 0 || ep.GetMinHealthyFraction() > 0 {
 			if err := requireLog(p.c, fsm.LogMinHealthy, "checks minimum healthy"); err != nil {
@@ -38,6 +43,7 @@ func (p *planService) SubmitPlan(ctx context.Context, req *pb.SubmitPlanRequest)
 		Plan: req.GetPlan(), Force: req.GetForce(),
 		LeaseName: req.GetLeaseName(), LeaseToken: req.GetLeaseToken(),
 		ExpectedParent: req.ExpectedParent, ExpectedDigest: req.GetExpectedDigest(),
+		Delta: req.GetDelta(), RemoveEndpoints: req.GetRemoveEndpoints(),
 	})
 	if err != nil {
 		return nil, err

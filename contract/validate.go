@@ -83,6 +83,97 @@ func ValidatePlan(p *pb.Plan) error {
 	return nil
 }
 
+// ValidateDelta checks a delta submission: the endpoints added or
+// replaced (each valid, named once) and the names removed (valid, named
+// once, not also given), at least one of either, within the plan limit.
+// The plan they make with their parent is checked as a whole when the
+// parent is known (ValidatePlan).
+func ValidateDelta(p *pb.Plan, remove []string) error {
+	if p == nil {
+		return fmt.Errorf("%w: no plan", ErrInvalid)
+	}
+	content := &pb.Plan{PlannerId: p.GetPlannerId(), Endpoints: p.GetEndpoints()}
+	if n := proto.Size(content); n > MaxPlanBytes {
+		return fmt.Errorf("%w: delta is %d bytes, limit is %d", ErrInvalid, n, MaxPlanBytes)
+	}
+	if len(p.GetPlannerId()) > MaxIDLength {
+		return fmt.Errorf("%w: planner_id is %d bytes, limit %d", ErrInvalid, len(p.GetPlannerId()), MaxIDLength)
+	}
+	if len(p.GetEndpoints()) == 0 && len(remove) == 0 {
+		return fmt.Errorf("%w: delta changes nothing", ErrInvalid)
+	}
+	if len(remove) > MaxPlanBytes/8 {
+		return fmt.Errorf("%w: delta removes %d endpoints", ErrInvalid, len(remove))
+	}
+	seen := make(map[string]bool, len(p.GetEndpoints())+len(remove))
+	for i, ep := range p.GetEndpoints() {
+		if ep == nil {
+			return fmt.Errorf("%w: endpoint %d is empty", ErrInvalid, i)
+		}
+		if err := ValidateEndpoint(ep); err != nil {
+			return err
+		}
+		name := CanonicalName(ep.GetName())
+		if seen[name] {
+			return fmt.Errorf("%w: endpoint %q appears twice", ErrInvalid, name)
+		}
+		seen[name] = true
+	}
+	for _, r := range remove {
+		if err := ValidateName(r); err != nil {
+			return fmt.Errorf("%w: endpoint to remove: %v", ErrInvalid, err)
+		}
+		name := CanonicalName(r)
+		if seen[name] {
+			return fmt.Errorf("%w: endpoint %q is both given and removed, or removed twice", ErrInvalid, name)
+		}
+		seen[name] = true
+	}
+	return nil
+}
+
+// ApplyDelta is the plan a delta makes with its parent (nil: none): the
+// parent's endpoints in their order, each replaced by the delta's
+// endpoint of its name or left out if removed, then the delta's new
+// endpoints in the delta's order. The endpoints are shared, not copied.
+// It fails if a removed name is not in the parent.
+func ApplyDelta(parent, delta *pb.Plan, remove []string) (*pb.Plan, error) {
+	given := make(map[string]*pb.EndpointPlan, len(delta.GetEndpoints()))
+	for _, ep := range delta.GetEndpoints() {
+		given[CanonicalName(ep.GetName())] = ep
+	}
+	removed := make(map[string]bool, len(remove))
+	for _, r := range remove {
+		removed[CanonicalName(r)] = true
+	}
+	out := &pb.Plan{PlannerId: delta.GetPlannerId(), Endpoints: make([]*pb.EndpointPlan, 0, len(parent.GetEndpoints())+len(given))}
+	for _, ep := range parent.GetEndpoints() {
+		name := CanonicalName(ep.GetName())
+		switch {
+		case removed[name]:
+			delete(removed, name)
+		case given[name] != nil:
+			out.Endpoints = append(out.Endpoints, given[name])
+			delete(given, name)
+		default:
+			out.Endpoints = append(out.Endpoints, ep)
+		}
+	}
+	if len(removed) > 0 {
+		for _, r := range remove {
+			if removed[CanonicalName(r)] {
+				return nil, fmt.Errorf("%w: endpoint %q to remove is not in generation %d", ErrInvalid, CanonicalName(r), parent.GetGeneration())
+			}
+		}
+	}
+	for _, ep := range delta.GetEndpoints() {
+		if given[CanonicalName(ep.GetName())] != nil {
+			out.Endpoints = append(out.Endpoints, ep)
+		}
+	}
+	return out, nil
+}
+
 // MinHealthy is the fewest targets of weight > 0 endpoint ep may serve:
 // the larger of its min_healthy_targets and its min_healthy_fraction of
 // its targets, rounded up (0: no minimum).

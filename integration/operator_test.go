@@ -72,6 +72,60 @@ func TestReviewedSubmission(t *testing.T) {
 	}
 }
 
+// Deltas through a real cluster (through a follower): a delta on the
+// newest plan stores that plan with its changes, whole, with the digest
+// of the whole; a delta on a parent that moved, removing what the parent
+// does not hold, leaving no endpoint or naming no parent stores nothing.
+func TestDeltaSubmission(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{})
+	f := (c.Leader() + 1) % 3
+	cl, err := client.New([]string{c.GRPCAddrs[f]}, client.WithLogger(c.Log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ep := func(name string, weight uint32) *pb.EndpointPlan {
+		return &pb.EndpointPlan{Name: name, Ttl: 30, Targets: []*pb.Target{{Id: "lb-1", Address: "192.0.2.1", Weight: weight}, {Id: "lb-2", Address: "192.0.2.2", Weight: 1}}}
+	}
+	a, b, n := "a.dnsplan.test.", "b.dnsplan.test.", "new.dnsplan.test."
+	first, err := cl.SubmitPlan(ctx, &pb.SubmitPlanRequest{Plan: &pb.Plan{PlannerId: "ops", Endpoints: []*pb.EndpointPlan{ep(a, 1), ep(b, 1)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	delta := &pb.Plan{PlannerId: "ops", Endpoints: []*pb.EndpointPlan{ep(a, 2), ep(n, 1)}}
+	for _, tc := range []struct {
+		what string
+		req  *pb.SubmitPlanRequest
+		code codes.Code
+	}{
+		{"on a parent that moved", &pb.SubmitPlanRequest{Plan: delta, Delta: true, ExpectedParent: proto.Uint64(first.Generation - 1)}, codes.FailedPrecondition},
+		{"removing what the parent does not hold", &pb.SubmitPlanRequest{Plan: delta, Delta: true, RemoveEndpoints: []string{"gone.dnsplan.test."}, ExpectedParent: proto.Uint64(first.Generation)}, codes.InvalidArgument},
+		{"leaving no endpoint", &pb.SubmitPlanRequest{Plan: &pb.Plan{PlannerId: "ops"}, Delta: true, RemoveEndpoints: []string{a, b}, ExpectedParent: proto.Uint64(first.Generation)}, codes.InvalidArgument},
+		{"naming no parent", &pb.SubmitPlanRequest{Plan: delta, Delta: true}, codes.InvalidArgument},
+		{"removing without delta", &pb.SubmitPlanRequest{Plan: delta, RemoveEndpoints: []string{b}}, codes.InvalidArgument},
+	} {
+		if _, err := cl.SubmitPlan(ctx, tc.req); status.Code(err) != tc.code {
+			t.Errorf("a delta %s: %v, want %s", tc.what, err, tc.code)
+		}
+	}
+	whole := &pb.Plan{PlannerId: "ops", Endpoints: []*pb.EndpointPlan{ep(a, 2), ep(n, 1)}}
+	second, err := cl.SubmitPlan(ctx, &pb.SubmitPlanRequest{Plan: delta, Delta: true, RemoveEndpoints: []string{b},
+		ExpectedParent: proto.Uint64(first.Generation), ExpectedDigest: contract.PlanDigest(whole)})
+	if err != nil || second.Generation != first.Generation+1 {
+		t.Fatalf("a delta on the newest plan: %v, %v", second, err)
+	}
+	got, err := cl.GetPlan(ctx, &pb.GetPlanRequest{Generation: second.Generation})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.GetEndpoints()) != 2 || !proto.Equal(got.GetEndpoints()[0], whole.Endpoints[0]) || !proto.Equal(got.GetEndpoints()[1], whole.Endpoints[1]) ||
+		got.GetDigest() != contract.PlanDigest(whole) {
+		t.Fatalf("stored %v (digest %s), want %v", got.GetEndpoints(), got.GetDigest(), whole.Endpoints)
+	}
+}
+
 // A preview through a real cluster: a dry run stores nothing, shows what
 // the plan changes against the newest plan, and judges it by the rules
 // an apply would meet now, against what the endpoint serves.

@@ -12,6 +12,9 @@ const (
 	refusedInvalid  = "invalid"  // INVALID_ARGUMENT: should not happen, validate mirrors the cluster
 	refusedError    = "error"    // no answer (unavailable) or another error
 	refusedFenced   = "fenced"   // FAILED_PRECONDITION: another planner holds the lease
+	// PARENT_MOVED: a plan was stored after the one a delta was made
+	// against (by an operator, say); the next round makes it anew.
+	refusedParentMoved = "parent_moved"
 )
 
 // metrics are one planner's Prometheus metrics.
@@ -102,7 +105,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, r := range []string{"success", "failure"} {
 		m.probes.WithLabelValues(r)
 	}
-	for _, r := range []string{refusedVelocity, refusedFamily, refusedInvalid, refusedError} {
+	for _, r := range []string{refusedVelocity, refusedFamily, refusedInvalid, refusedError, refusedParentMoved} {
 		m.refused.WithLabelValues(r)
 	}
 	return m, nil

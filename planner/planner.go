@@ -176,6 +176,10 @@ type Planner struct {
 	health   map[string]*targetHealth // by target id
 	desired  built
 	failOpen map[string]bool // endpoints failing open, to log changes once
+
+	// wholeUntil, written and read by the planning loop only, is when to
+	// try deltas again after the cluster refused one (submit).
+	wholeUntil time.Time
 }
 
 // New checks cfg, loads the inventory (an invalid one is an error) and
@@ -585,7 +589,7 @@ func (p *Planner) planOnce(ctx context.Context, log *slog.Logger, lease *pb.Leas
 			}
 			return false
 		}
-		resp, err := p.cluster.SubmitPlan(ctx, &pb.SubmitPlanRequest{Plan: plan, LeaseName: LeaseName, LeaseToken: lease.GetToken()})
+		resp, err := p.submit(ctx, log, newest, plan, lease)
 		if err == nil {
 			p.metrics.submitted.Inc()
 			p.metrics.generation.Set(float64(resp.GetGeneration()))
@@ -607,6 +611,10 @@ func (p *Planner) planOnce(ctx context.Context, log *slog.Logger, lease *pb.Leas
 			reason = refusedFamily
 		case contract.ReasonInvalid:
 			reason = refusedInvalid
+		case contract.ReasonParentMoved:
+			p.metrics.refused.WithLabelValues(refusedParentMoved).Inc()
+			log.Info("a plan was stored since the newest this round read; planning again next interval", "err", err)
+			return false
 		}
 		p.metrics.refused.WithLabelValues(reason).Inc()
 		ep := client.RejectedEndpoint(err)
@@ -634,6 +642,64 @@ func (p *Planner) planOnce(ctx context.Context, log *slog.Logger, lease *pb.Leas
 		log.Log(ctx, level, msg, "reason", reason, "changed_endpoints", changedEndpoints(newest, plan), "held_endpoints", held, "err", err)
 		return false
 	}
+}
+
+// deltaRetry is how long a planner whose cluster refused a delta (its log
+// version does not take them yet, during an upgrade) submits whole plans
+// before it tries a delta again.
+const deltaRetry = time.Minute
+
+// submit stores plan, fenced by the lease: as a delta against newest (the
+// endpoints whose records changed, and those removed), so that the log
+// carries what changed rather than every endpoint; or whole, when nothing
+// is stored yet or the cluster does not take deltas yet.
+func (p *Planner) submit(ctx context.Context, log *slog.Logger, newest, plan *pb.Plan, lease *pb.Lease) (*pb.SubmitPlanResponse, error) {
+	whole := &pb.SubmitPlanRequest{Plan: plan, LeaseName: LeaseName, LeaseToken: lease.GetToken()}
+	if newest == nil || time.Now().Before(p.wholeUntil) {
+		return p.cluster.SubmitPlan(ctx, whole)
+	}
+	changed, remove := planDelta(newest, plan)
+	resp, err := p.cluster.SubmitPlan(ctx, &pb.SubmitPlanRequest{
+		Plan: changed, RemoveEndpoints: remove, Delta: true, ExpectedParent: proto.Uint64(newest.GetGeneration()),
+		LeaseName: LeaseName, LeaseToken: lease.GetToken(),
+	})
+	if status.Code(err) != codes.FailedPrecondition || client.Reason(err) != "" {
+		return resp, err
+	}
+	// Refused before the log, with no reason: a cluster whose members do
+	// not all take deltas yet.
+	log.Info("the cluster does not take deltas yet; submitting whole plans", "for", deltaRetry, "err", err)
+	p.wholeUntil = time.Now().Add(deltaRetry)
+	return p.cluster.SubmitPlan(ctx, whole)
+}
+
+// planDelta is the change from stored to desired: desired's endpoints
+// whose records (TTL, targets, minimum healthy) differ from stored's or
+// that stored does not hold, and the names of stored's endpoints desired
+// does not hold.
+func planDelta(stored, desired *pb.Plan) (*pb.Plan, []string) {
+	old := make(map[string]*pb.EndpointPlan, len(stored.GetEndpoints()))
+	for _, ep := range stored.GetEndpoints() {
+		old[contract.CanonicalName(ep.GetName())] = ep
+	}
+	changed := &pb.Plan{PlannerId: desired.GetPlannerId()}
+	held := make(map[string]bool, len(desired.GetEndpoints()))
+	for _, ep := range desired.GetEndpoints() {
+		name := contract.CanonicalName(ep.GetName())
+		held[name] = true
+		o := old[name]
+		if o == nil || o.GetMinHealthyTargets() != ep.GetMinHealthyTargets() || o.GetMinHealthyFraction() != ep.GetMinHealthyFraction() ||
+			!sameRecords(&pb.Plan{Endpoints: []*pb.EndpointPlan{o}}, &pb.Plan{Endpoints: []*pb.EndpointPlan{ep}}) {
+			changed.Endpoints = append(changed.Endpoints, ep)
+		}
+	}
+	var remove []string
+	for _, ep := range stored.GetEndpoints() {
+		if name := contract.CanonicalName(ep.GetName()); !held[name] {
+			remove = append(remove, name)
+		}
+	}
+	return changed, remove
 }
 
 // holdEndpoint returns plan with endpoint name's records replaced by those

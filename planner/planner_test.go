@@ -83,6 +83,20 @@ func TestPlannerFollowsHealth(t *testing.T) {
 	if p.p.Health()["lb-b"] {
 		t.Error("Health still says lb-b is healthy")
 	}
+	// Stored as a delta: the log carried the one endpoint that changed.
+	h, err := cl.ListHistory(clustertest.Ctx(t), &pb.ListHistoryRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reason string
+	for _, ev := range h.GetEvents() {
+		if ev.GetKind() == "submit" && ev.GetGeneration() == down.GetGeneration() {
+			reason = ev.GetReason()
+		}
+	}
+	if want := fmt.Sprintf("delta on generation %d: 1 endpoints given, 0 removed", g1); reason != want {
+		t.Errorf("generation %d stored with %q, want %q", down.GetGeneration(), reason, want)
+	}
 	if p.metric(t, "dnsplan_planner_targets_healthy") != 3 { // lb-a, lb-c, static
 		t.Errorf("targets_healthy %v", p.metric(t, "dnsplan_planner_targets_healthy"))
 	}

@@ -152,6 +152,23 @@ func (s *State) submitPlan(index uint64, c *statev1.SubmitPlan) Result {
 	if c.ExpectedParent != nil && c.GetExpectedParent() != s.NewestGeneration() {
 		return s.reject(ev, fmt.Errorf("%w: the newest plan is generation %d, not %d", ErrParentMoved, s.NewestGeneration(), c.GetExpectedParent()))
 	}
+	if c.GetDelta() {
+		// The log carries the change; the state stores the whole plan it
+		// makes with its parent, which the check above made the newest.
+		if !s.Active(LogDeltas) {
+			return s.reject(ev, fmt.Errorf("%w: deltas need log version %d, active is %d", ErrInvalid, LogDeltas, s.logVersion))
+		}
+		full, err := contract.ApplyDelta(s.NewestPlan(), plan, c.GetRemoveEndpoints())
+		if err == nil {
+			err = contract.ValidatePlan(full)
+		}
+		if err != nil {
+			return s.reject(ev, err)
+		}
+		ev.Reason = fmt.Sprintf("delta on generation %d: %d endpoints given, %d removed",
+			c.GetExpectedParent(), len(plan.GetEndpoints()), len(c.GetRemoveEndpoints()))
+		plan = full
+	}
 	if d := c.GetExpectedDigest(); d != "" {
 		if got := contract.PlanDigest(plan); got != d {
 			return s.reject(ev, fmt.Errorf("%w: the plan's digest is %s, not %s", ErrDigest, got, d))

@@ -41,8 +41,11 @@ const (
 	// LogEnactorDoubt: ReportDoubt, ClusterConfig.max_read_back_failures,
 	// and the freeze they turn on (doubt.go).
 	LogEnactorDoubt uint32 = 7
+	// LogDeltas: SubmitPlan's delta and remove_endpoints (a plan stored
+	// as its parent with changes).
+	LogDeltas uint32 = 8
 
-	LogVersion = LogEnactorDoubt
+	LogVersion = LogDeltas
 )
 
 // Active reports whether log version v is active in the cluster.

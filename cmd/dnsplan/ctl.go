@@ -17,6 +17,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -71,7 +72,7 @@ func ctlCommands() []ctlCommand {
 		{"members", "members", "the cluster's members", setupMembers},
 		{"plans", "plans [--stale]", "stored plans", setupPlans},
 		{"plan", "plan [--stale] GEN", "one plan, endpoint by endpoint", setupPlan},
-		{"submit", "submit -f FILE|- [--force] [--dry-run] [--expect-parent GEN] [--expect-digest DIGEST]", "submit a plan (protojson of dnsplan.v1.Plan); prints its generation and digest; --dry-run shows what it would change and stores nothing", setupSubmit},
+		{"submit", "submit -f FILE|- [--force] [--dry-run] [--expect-parent GEN] [--expect-digest DIGEST] [--delta [--remove NAMES]]", "submit a plan (protojson of dnsplan.v1.Plan), or with --delta only the endpoints it adds or replaces; prints its generation and digest; --dry-run shows what it would change and stores nothing", setupSubmit},
 		{"rollback", "rollback [--to GEN] [--reason TEXT] [--force]", "store a plan of the records the endpoints served before (or at GEN); the enactors apply it like any plan", setupRollback},
 		{"diff", "diff [--stale] GEN_A GEN_B", "what plan GEN_B changes against GEN_A, and the rules it would meet if applied now", setupDiff},
 		{"applied", "applied [--stale] [ENDPOINT]", "what endpoints serve", setupApplied},
@@ -779,12 +780,17 @@ func setupSubmit(fs *flag.FlagSet) func(context.Context, *ctl, []string) error {
 	fs.Var(&parent, "expect-parent", "store the plan only if the newest plan is generation `GEN` (0: none yet), else PARENT_MOVED")
 	digest := fs.String("expect-digest", "", "store the plan only if its digest is `DIGEST` (as ctl plan and ctl diff show it), else DIGEST")
 	dryRun := fs.Bool("dry-run", false, "store nothing: show what the plan changes against the newest plan, and the rules it would meet if applied now")
+	delta := fs.Bool("delta", false, "the file holds only the endpoints the plan adds or replaces on its parent (--expect-parent, default the newest plan now); the cluster stores the whole plan they make")
+	remove := fs.String("remove", "", "with --delta: comma-separated `NAMES` of the parent's endpoints the plan leaves out")
 	return func(ctx context.Context, x *ctl, args []string) error {
 		if err := noArgs(args); err != nil {
 			return err
 		}
 		if *file == "" {
 			return fmt.Errorf("%w: submit needs -f FILE (or -f - for stdin)", errCtlUsage)
+		}
+		if *remove != "" && !*delta {
+			return fmt.Errorf("%w: --remove needs --delta", errCtlUsage)
 		}
 		if *digest != "" {
 			if err := contract.ValidateDigest(*digest); err != nil {
@@ -799,20 +805,55 @@ func setupSubmit(fs *flag.FlagSet) func(context.Context, *ctl, []string) error {
 		if err != nil {
 			return err
 		}
+		var removed []string
+		whole := plan // the plan the submission stores
+		if *delta {
+			if *remove != "" {
+				removed = strings.Split(*remove, ",")
+			}
+			if err := contract.ValidateDelta(plan, removed); err != nil {
+				return fmt.Errorf("%w: %v", errCtlUsage, err)
+			}
+			var base *pb.Plan
+			if parent.set {
+				if parent.v > 0 {
+					base, err = c.GetPlan(ctx, &pb.GetPlanRequest{Generation: parent.v})
+				}
+			} else if base, err = c.GetPlan(ctx, &pb.GetPlanRequest{Newest: true}); status.Code(err) == codes.NotFound {
+				base, err = nil, nil // no plan stored: a delta on nothing
+			}
+			if err != nil {
+				return fmt.Errorf("reading the parent plan: %w", err)
+			}
+			if !parent.set {
+				parent.v, parent.set = base.GetGeneration(), true
+			}
+			if whole, err = contract.ApplyDelta(base, plan, removed); err != nil {
+				return err
+			}
+		}
 		if *dryRun {
-			d, err := c.DiffPlans(ctx, &pb.DiffPlansRequest{Plan: plan, Force: *force})
+			d, err := c.DiffPlans(ctx, &pb.DiffPlansRequest{Plan: whole, Force: *force})
 			if err != nil {
 				return err
 			}
-			return x.show(d, func(w io.Writer) { renderDiff(w, d, *file) })
+			source := *file
+			if *delta {
+				source += " --delta"
+				if *remove != "" {
+					source += " --remove " + *remove
+				}
+			}
+			return x.show(d, func(w io.Writer) { renderDiff(w, d, source) })
 		}
-		req := &pb.SubmitPlanRequest{Plan: plan, Force: *force, ExpectedParent: parent.ptr(), ExpectedDigest: *digest}
+		req := &pb.SubmitPlanRequest{Plan: plan, Force: *force, ExpectedParent: parent.ptr(), ExpectedDigest: *digest,
+			Delta: *delta, RemoveEndpoints: removed}
 		resp, err := c.SubmitPlan(ctx, req)
 		if err != nil {
 			return err
 		}
 		return x.show(resp, func(w io.Writer) {
-			fmt.Fprintf(w, "generation %d\ndigest %s\n", resp.GetGeneration(), contract.PlanDigest(plan))
+			fmt.Fprintf(w, "generation %d\ndigest %s\n", resp.GetGeneration(), contract.PlanDigest(whole))
 			if resp.GetFrozen() {
 				fmt.Fprintf(w, "the cluster froze itself: %s\n", resp.GetFreezeReason())
 			}
@@ -907,7 +948,10 @@ func setupDiff(fs *flag.FlagSet) func(context.Context, *ctl, []string) error {
 // renderDiff prints a diff endpoint by endpoint: what changes, the change
 // of capacity per family, and the rules; then each broken rule's reason.
 // file, for a dry run, is the plan file the next command would submit.
-func renderDiff(w io.Writer, d *pb.PlanDiff, file string) {
+// renderDiff writes a diff; source, if set, is how ctl submit was given
+// the plan (-f's file and the delta flags), for the command that stores
+// exactly what was reviewed.
+func renderDiff(w io.Writer, d *pb.PlanDiff, source string) {
 	side := func(gen uint64, digest string) string {
 		switch {
 		case gen == 0 && digest == "":
@@ -961,9 +1005,9 @@ func renderDiff(w io.Writer, d *pb.PlanDiff, file string) {
 	if doubt := d.GetDoubt(); doubt != "" {
 		fmt.Fprintf(w, "\nsubmitting it would freeze the cluster: %s\n", doubt)
 	}
-	if file != "" {
+	if source != "" {
 		fmt.Fprintf(w, "\nnothing stored. To store exactly this plan on generation %d:\n  dnsplan ctl submit -f %s --expect-parent %d --expect-digest %s\n",
-			d.GetNewestGeneration(), file, d.GetNewestGeneration(), d.GetToDigest())
+			d.GetNewestGeneration(), source, d.GetNewestGeneration(), d.GetToDigest())
 	}
 }
 

@@ -252,6 +252,29 @@ func TestNodeAndCtlProcesses(t *testing.T) {
 	if got.Generation != "1" || len(got.Endpoints) != 1 || got.Endpoints[0].Name != "api.dnsplan.test." {
 		t.Fatalf("plan 1 = %+v", got)
 	}
+	// A delta: a new endpoint on generation 1, previewed, then stored
+	// whole as generation 2.
+	deltaFile := filepath.Join(dir, "delta.json")
+	if err := os.WriteFile(deltaFile, []byte(`{"plannerId":"ctl-test","endpoints":[{"name":"fips.dnsplan.test.","ttl":30,
+	  "targets":[{"id":"lb-a","address":"192.0.2.10","weight":100}]}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err = ctlRun(t, cluster, "submit", "--delta", "--dry-run", "-f", deltaFile); err != nil ||
+		!strings.Contains(out, "fips.dnsplan.test.") || !strings.Contains(out, "--delta --expect-parent 1") {
+		t.Fatalf("delta dry run: %v\n%s", err, out)
+	}
+	if out, err = ctlRun(t, cluster, "submit", "--delta", "--expect-parent", "1", "-f", deltaFile); err != nil || !strings.HasPrefix(out, "generation 2\n") {
+		t.Fatalf("delta: %v\n%s", err, out)
+	}
+	if out, err = ctlRun(t, cluster, "-o", "json", "plan", "2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal([]byte(out), &got); err != nil || len(got.Endpoints) != 2 {
+		t.Fatalf("plan 2 after a delta adding one endpoint to 1: %v\n%s", err, out)
+	}
+	if _, err := ctlRun(t, cluster, "submit", "--delta", "--expect-parent", "1", "-f", deltaFile); err == nil || !strings.Contains(err.Error(), "FailedPrecondition: the newest plan is not the expected parent") {
+		t.Fatalf("a delta on a parent that moved: %v", err)
+	}
 	// A bad plan is refused with the contract's code and a non-zero exit.
 	if err := os.WriteFile(planFile, []byte(`{"endpoints":[{"name":"api","ttl":30}]}`), 0o600); err != nil {
 		t.Fatal(err)

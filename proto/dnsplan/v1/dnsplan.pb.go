@@ -635,8 +635,16 @@ type SubmitPlanRequest struct {
 	// docs/CONTRACT.md, "Plan digest") is this one, else FAILED_PRECONDITION
 	// with reason DIGEST: what is stored is what was reviewed.
 	ExpectedDigest string `protobuf:"bytes,6,opt,name=expected_digest,json=expectedDigest,proto3" json:"expected_digest,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// delta: plan.endpoints are only the endpoints added or replaced, and
+	// remove_endpoints those removed, against the parent, which
+	// expected_parent must name (required with delta). The stored plan is
+	// the parent's endpoints with those changes: a complete plan like any
+	// other, whose digest and rules are the whole plan's. A delta costs the
+	// log what it changes, not the whole plan.
+	Delta           bool     `protobuf:"varint,7,opt,name=delta,proto3" json:"delta,omitempty"`
+	RemoveEndpoints []string `protobuf:"bytes,8,rep,name=remove_endpoints,json=removeEndpoints,proto3" json:"remove_endpoints,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *SubmitPlanRequest) Reset() {
@@ -709,6 +717,20 @@ func (x *SubmitPlanRequest) GetExpectedDigest() string {
 		return x.ExpectedDigest
 	}
 	return ""
+}
+
+func (x *SubmitPlanRequest) GetDelta() bool {
+	if x != nil {
+		return x.Delta
+	}
+	return false
+}
+
+func (x *SubmitPlanRequest) GetRemoveEndpoints() []string {
+	if x != nil {
+		return x.RemoveEndpoints
+	}
+	return nil
 }
 
 type SubmitPlanResponse struct {
@@ -4577,7 +4599,7 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x16\n" +
 	"\x06forced\x18\x05 \x01(\bR\x06forced\x12\x16\n" +
 	"\x06digest\x18\x06 \x01(\tR\x06digest\x12\x12\n" +
-	"\x04held\x18\a \x01(\bR\x04held\"\xfa\x01\n" +
+	"\x04held\x18\a \x01(\bR\x04held\"\xbb\x02\n" +
 	"\x11SubmitPlanRequest\x12$\n" +
 	"\x04plan\x18\x01 \x01(\v2\x10.dnsplan.v1.PlanR\x04plan\x12\x14\n" +
 	"\x05force\x18\x02 \x01(\bR\x05force\x12\x1d\n" +
@@ -4586,7 +4608,9 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\vlease_token\x18\x04 \x01(\x04R\n" +
 	"leaseToken\x12,\n" +
 	"\x0fexpected_parent\x18\x05 \x01(\x04H\x00R\x0eexpectedParent\x88\x01\x01\x12'\n" +
-	"\x0fexpected_digest\x18\x06 \x01(\tR\x0eexpectedDigestB\x12\n" +
+	"\x0fexpected_digest\x18\x06 \x01(\tR\x0eexpectedDigest\x12\x14\n" +
+	"\x05delta\x18\a \x01(\bR\x05delta\x12)\n" +
+	"\x10remove_endpoints\x18\b \x03(\tR\x0fremoveEndpointsB\x12\n" +
 	"\x10_expected_parent\"q\n" +
 	"\x12SubmitPlanResponse\x12\x1e\n" +
 	"\n" +

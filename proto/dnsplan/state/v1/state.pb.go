@@ -39,8 +39,11 @@ type SubmitPlan struct {
 	// expected_parent and expected_digest: see dnsplan.v1.SubmitPlanRequest.
 	ExpectedParent *uint64 `protobuf:"varint,6,opt,name=expected_parent,json=expectedParent,proto3,oneof" json:"expected_parent,omitempty"`
 	ExpectedDigest string  `protobuf:"bytes,7,opt,name=expected_digest,json=expectedDigest,proto3" json:"expected_digest,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// delta and remove_endpoints: see dnsplan.v1.SubmitPlanRequest.
+	Delta           bool     `protobuf:"varint,8,opt,name=delta,proto3" json:"delta,omitempty"`
+	RemoveEndpoints []string `protobuf:"bytes,9,rep,name=remove_endpoints,json=removeEndpoints,proto3" json:"remove_endpoints,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *SubmitPlan) Reset() {
@@ -113,6 +116,20 @@ func (x *SubmitPlan) GetExpectedDigest() string {
 		return x.ExpectedDigest
 	}
 	return ""
+}
+
+func (x *SubmitPlan) GetDelta() bool {
+	if x != nil {
+		return x.Delta
+	}
+	return false
+}
+
+func (x *SubmitPlan) GetRemoveEndpoints() []string {
+	if x != nil {
+		return x.RemoveEndpoints
+	}
+	return nil
 }
 
 // SetMember records the addresses of a cluster member.
@@ -766,7 +783,7 @@ var File_dnsplan_state_v1_state_proto protoreflect.FileDescriptor
 
 const file_dnsplan_state_v1_state_proto_rawDesc = "" +
 	"\n" +
-	"\x1cdnsplan/state/v1/state.proto\x12\x10dnsplan.state.v1\x1a\x18dnsplan/v1/dnsplan.proto\"\x8c\x02\n" +
+	"\x1cdnsplan/state/v1/state.proto\x12\x10dnsplan.state.v1\x1a\x18dnsplan/v1/dnsplan.proto\"\xcd\x02\n" +
 	"\n" +
 	"SubmitPlan\x12$\n" +
 	"\x04plan\x18\x01 \x01(\v2\x10.dnsplan.v1.PlanR\x04plan\x12\x14\n" +
@@ -776,7 +793,9 @@ const file_dnsplan_state_v1_state_proto_rawDesc = "" +
 	"\vlease_token\x18\x05 \x01(\x04R\n" +
 	"leaseToken\x12,\n" +
 	"\x0fexpected_parent\x18\x06 \x01(\x04H\x00R\x0eexpectedParent\x88\x01\x01\x12'\n" +
-	"\x0fexpected_digest\x18\a \x01(\tR\x0eexpectedDigestB\x12\n" +
+	"\x0fexpected_digest\x18\a \x01(\tR\x0eexpectedDigest\x12\x14\n" +
+	"\x05delta\x18\b \x01(\bR\x05delta\x12)\n" +
+	"\x10remove_endpoints\x18\t \x03(\tR\x0fremoveEndpointsB\x12\n" +
 	"\x10_expected_parentJ\x04\b\x03\x10\x04R\x11max_capacity_drop\"v\n" +
 	"\tSetMember\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
