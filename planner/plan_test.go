@@ -29,6 +29,9 @@ type fakeCluster struct {
 	submits []*pb.SubmitPlanRequest
 	refuse  error // SubmitPlan's answer while set
 	getErr  error // GetPlan's answer while set
+	// noDeltas answers a delta as a cluster whose log version does not
+	// take them: FAILED_PRECONDITION with no reason, before the log.
+	noDeltas bool
 }
 
 func (f *fakeCluster) GetPlan(_ context.Context, req *pb.GetPlanRequest) (*pb.Plan, error) {
@@ -53,10 +56,27 @@ func (f *fakeCluster) SubmitPlan(_ context.Context, req *pb.SubmitPlanRequest) (
 	if f.refuse != nil {
 		return nil, f.refuse
 	}
-	if err := contract.ValidatePlan(req.GetPlan()); err != nil {
+	plan := req.GetPlan()
+	if req.GetDelta() {
+		var parent *pb.Plan
+		if len(f.plans) > 0 {
+			parent = f.plans[len(f.plans)-1]
+		}
+		switch {
+		case f.noDeltas:
+			return nil, status.Error(codes.FailedPrecondition, "the cluster stores deltas from log version 8 on")
+		case req.GetExpectedParent() != parent.GetGeneration():
+			return nil, rejection(codes.FailedPrecondition, "PARENT_MOVED", "the newest plan is not the expected parent")
+		}
+		var err error
+		if plan, err = contract.ApplyDelta(parent, plan, req.GetRemoveEndpoints()); err != nil {
+			return nil, status.Error(codes.InvalidArgument, err.Error())
+		}
+	}
+	if err := contract.ValidatePlan(plan); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	p := proto.Clone(req.GetPlan()).(*pb.Plan)
+	p := proto.Clone(plan).(*pb.Plan)
 	p.Generation = uint64(len(f.plans) + 1)
 	f.plans = append(f.plans, p)
 	return &pb.SubmitPlanResponse{Generation: p.Generation}, nil
@@ -414,6 +434,39 @@ func TestPlanOnceDecisions(t *testing.T) {
 	}
 	if w := weights(fc.plans[2])["api.dnsplan.test."]; w["lb-1"] != 100 || w["lb-2"] != 100 {
 		t.Errorf("after the refusal lifted: %v, want every target at capacity (fail open)", w)
+	}
+}
+
+// Against a cluster that does not take deltas yet, the planner stores
+// whole plans: the refused delta is sent again whole at once, and later
+// rounds send whole plans until the retry period ends.
+func TestPlanOnceFallsBackToWholePlans(t *testing.T) {
+	inv := oneEndpoint(
+		Target{ID: "lb-1", Address: "192.0.2.1", Capacity: 100, Check: "tcp://192.0.2.1:80"},
+		Target{ID: "lb-2", Address: "192.0.2.2", Capacity: 100, Check: "tcp://192.0.2.2:80"},
+	)
+	fc := &fakeCluster{noDeltas: true}
+	p, err := New(Config{ID: "p1", Client: fc, Inventory: inv, Logger: clustertest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lease := &pb.Lease{Name: LeaseName, Holder: "p1", Token: 7}
+	var refused string
+	setHealth(p, "lb-1", true)
+	setHealth(p, "lb-2", true)
+	p.planOnce(context.Background(), p.log, lease, &refused) // nothing stored: whole
+	setHealth(p, "lb-2", false)
+	p.planOnce(context.Background(), p.log, lease, &refused) // a delta, refused, then whole
+	setHealth(p, "lb-2", true)
+	p.planOnce(context.Background(), p.log, lease, &refused) // whole for now
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	var kinds []bool
+	for _, s := range fc.submits {
+		kinds = append(kinds, s.GetDelta())
+	}
+	if want := []bool{false, true, false, false}; !slices.Equal(kinds, want) || len(fc.plans) != 3 {
+		t.Fatalf("submissions (delta?) %v and %d plans stored, want %v and 3", kinds, len(fc.plans), want)
 	}
 }
 
