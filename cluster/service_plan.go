@@ -26,7 +26,7 @@ func (p *planService) SubmitPlan(ctx context.Context, req *pb.SubmitPlanRequest)
 			return nil, err
 		}
 	}
-	if req.GetDelta() {
+	if req.GetDelta() != nil {
 		if err := requireLog(p.c, fsm.LogDeltas, "stores deltas"); err != nil {
 			return nil, err
 		}
@@ -43,7 +43,7 @@ func (p *planService) SubmitPlan(ctx context.Context, req *pb.SubmitPlanRequest)
 		Plan: req.GetPlan(), Force: req.GetForce(),
 		LeaseName: req.GetLeaseName(), LeaseToken: req.GetLeaseToken(),
 		ExpectedParent: req.ExpectedParent, ExpectedDigest: req.GetExpectedDigest(),
-		Delta: req.GetDelta(), RemoveEndpoints: req.GetRemoveEndpoints(),
+		Delta: req.GetDelta(),
 	})
 	if err != nil {
 		return nil, err

@@ -83,30 +83,30 @@ func ValidatePlan(p *pb.Plan) error {
 	return nil
 }
 
-// ValidateDelta checks a delta submission: the endpoints added or
-// replaced (each valid, named once) and the names removed (valid, named
-// once, not also given), at least one of either, within the plan limit.
-// The plan they make with their parent is checked as a whole when the
-// parent is known (ValidatePlan).
-func ValidateDelta(p *pb.Plan, remove []string) error {
-	if p == nil {
+// ValidateDelta checks a delta submission: its plan carries no endpoints
+// (a member that does not know deltas then refuses it), the endpoints
+// added or replaced are each valid and named once, the names removed are
+// valid, named once and not also given, at least one change, within the
+// plan limit. The plan it makes with its parent is checked as a whole
+// when the parent is known (ValidatePlan).
+func ValidateDelta(p *pb.Plan, d *pb.PlanDelta) error {
+	if p == nil || d == nil {
 		return fmt.Errorf("%w: no plan", ErrInvalid)
 	}
-	content := &pb.Plan{PlannerId: p.GetPlannerId(), Endpoints: p.GetEndpoints()}
-	if n := proto.Size(content); n > MaxPlanBytes {
+	if len(p.GetEndpoints()) > 0 {
+		return fmt.Errorf("%w: a delta's endpoints go in delta.endpoints, not plan.endpoints", ErrInvalid)
+	}
+	if n := proto.Size(d); n > MaxPlanBytes {
 		return fmt.Errorf("%w: delta is %d bytes, limit is %d", ErrInvalid, n, MaxPlanBytes)
 	}
 	if len(p.GetPlannerId()) > MaxIDLength {
 		return fmt.Errorf("%w: planner_id is %d bytes, limit %d", ErrInvalid, len(p.GetPlannerId()), MaxIDLength)
 	}
-	if len(p.GetEndpoints()) == 0 && len(remove) == 0 {
-		return fmt.Errorf("%w: delta changes nothing", ErrInvalid)
+	if len(d.GetEndpoints()) == 0 && len(d.GetRemove()) == 0 {
+		return fmt.Errorf("%w: delta is empty", ErrInvalid)
 	}
-	if len(remove) > MaxPlanBytes/8 {
-		return fmt.Errorf("%w: delta removes %d endpoints", ErrInvalid, len(remove))
-	}
-	seen := make(map[string]bool, len(p.GetEndpoints())+len(remove))
-	for i, ep := range p.GetEndpoints() {
+	seen := make(map[string]bool, len(d.GetEndpoints())+len(d.GetRemove()))
+	for i, ep := range d.GetEndpoints() {
 		if ep == nil {
 			return fmt.Errorf("%w: endpoint %d is empty", ErrInvalid, i)
 		}
@@ -119,7 +119,7 @@ func ValidateDelta(p *pb.Plan, remove []string) error {
 		}
 		seen[name] = true
 	}
-	for _, r := range remove {
+	for _, r := range d.GetRemove() {
 		if err := ValidateName(r); err != nil {
 			return fmt.Errorf("%w: endpoint to remove: %v", ErrInvalid, err)
 		}
@@ -135,18 +135,20 @@ func ValidateDelta(p *pb.Plan, remove []string) error {
 // ApplyDelta is the plan a delta makes with its parent (nil: none): the
 // parent's endpoints in their order, each replaced by the delta's
 // endpoint of its name or left out if removed, then the delta's new
-// endpoints in the delta's order. The endpoints are shared, not copied.
-// It fails if a removed name is not in the parent.
-func ApplyDelta(parent, delta *pb.Plan, remove []string) (*pb.Plan, error) {
-	given := make(map[string]*pb.EndpointPlan, len(delta.GetEndpoints()))
-	for _, ep := range delta.GetEndpoints() {
+// endpoints in the delta's order; planner_id and created_at are the
+// submitted plan's. The endpoints are shared, not copied. It fails if a
+// removed name is not in the parent.
+func ApplyDelta(parent, plan *pb.Plan, d *pb.PlanDelta) (*pb.Plan, error) {
+	given := make(map[string]*pb.EndpointPlan, len(d.GetEndpoints()))
+	for _, ep := range d.GetEndpoints() {
 		given[CanonicalName(ep.GetName())] = ep
 	}
-	removed := make(map[string]bool, len(remove))
-	for _, r := range remove {
+	removed := make(map[string]bool, len(d.GetRemove()))
+	for _, r := range d.GetRemove() {
 		removed[CanonicalName(r)] = true
 	}
-	out := &pb.Plan{PlannerId: delta.GetPlannerId(), Endpoints: make([]*pb.EndpointPlan, 0, len(parent.GetEndpoints())+len(given))}
+	out := &pb.Plan{PlannerId: plan.GetPlannerId(), CreatedAt: plan.GetCreatedAt(),
+		Endpoints: make([]*pb.EndpointPlan, 0, len(parent.GetEndpoints())+len(given))}
 	for _, ep := range parent.GetEndpoints() {
 		name := CanonicalName(ep.GetName())
 		switch {
@@ -159,14 +161,12 @@ func ApplyDelta(parent, delta *pb.Plan, remove []string) (*pb.Plan, error) {
 			out.Endpoints = append(out.Endpoints, ep)
 		}
 	}
-	if len(removed) > 0 {
-		for _, r := range remove {
-			if removed[CanonicalName(r)] {
-				return nil, fmt.Errorf("%w: endpoint %q to remove is not in generation %d", ErrInvalid, CanonicalName(r), parent.GetGeneration())
-			}
+	for _, r := range d.GetRemove() {
+		if removed[CanonicalName(r)] {
+			return nil, fmt.Errorf("%w: endpoint %q to remove is not in generation %d", ErrInvalid, CanonicalName(r), parent.GetGeneration())
 		}
 	}
-	for _, ep := range delta.GetEndpoints() {
+	for _, ep := range d.GetEndpoints() {
 		if given[CanonicalName(ep.GetName())] != nil {
 			out.Endpoints = append(out.Endpoints, ep)
 		}

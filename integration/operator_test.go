@@ -94,24 +94,25 @@ func TestDeltaSubmission(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	delta := &pb.Plan{PlannerId: "ops", Endpoints: []*pb.EndpointPlan{ep(a, 2), ep(n, 1)}}
+	ops := &pb.Plan{PlannerId: "ops"}
+	delta := &pb.PlanDelta{Endpoints: []*pb.EndpointPlan{ep(a, 2), ep(n, 1)}}
 	for _, tc := range []struct {
 		what string
 		req  *pb.SubmitPlanRequest
 		code codes.Code
 	}{
-		{"on a parent that moved", &pb.SubmitPlanRequest{Plan: delta, Delta: true, ExpectedParent: proto.Uint64(first.Generation - 1)}, codes.FailedPrecondition},
-		{"removing what the parent does not hold", &pb.SubmitPlanRequest{Plan: delta, Delta: true, RemoveEndpoints: []string{"gone.dnsplan.test."}, ExpectedParent: proto.Uint64(first.Generation)}, codes.InvalidArgument},
-		{"leaving no endpoint", &pb.SubmitPlanRequest{Plan: &pb.Plan{PlannerId: "ops"}, Delta: true, RemoveEndpoints: []string{a, b}, ExpectedParent: proto.Uint64(first.Generation)}, codes.InvalidArgument},
-		{"naming no parent", &pb.SubmitPlanRequest{Plan: delta, Delta: true}, codes.InvalidArgument},
-		{"removing without delta", &pb.SubmitPlanRequest{Plan: delta, RemoveEndpoints: []string{b}}, codes.InvalidArgument},
+		{"on a parent that moved", &pb.SubmitPlanRequest{Plan: ops, Delta: delta, ExpectedParent: proto.Uint64(first.Generation - 1)}, codes.FailedPrecondition},
+		{"removing what the parent does not hold", &pb.SubmitPlanRequest{Plan: ops, Delta: &pb.PlanDelta{Endpoints: delta.Endpoints, Remove: []string{"gone.dnsplan.test."}}, ExpectedParent: proto.Uint64(first.Generation)}, codes.InvalidArgument},
+		{"leaving no endpoint", &pb.SubmitPlanRequest{Plan: ops, Delta: &pb.PlanDelta{Remove: []string{a, b}}, ExpectedParent: proto.Uint64(first.Generation)}, codes.InvalidArgument},
+		{"naming no parent", &pb.SubmitPlanRequest{Plan: ops, Delta: delta}, codes.InvalidArgument},
+		{"with endpoints in the plan too", &pb.SubmitPlanRequest{Plan: &pb.Plan{PlannerId: "ops", Endpoints: delta.Endpoints}, Delta: delta, ExpectedParent: proto.Uint64(first.Generation)}, codes.InvalidArgument},
 	} {
 		if _, err := cl.SubmitPlan(ctx, tc.req); status.Code(err) != tc.code {
 			t.Errorf("a delta %s: %v, want %s", tc.what, err, tc.code)
 		}
 	}
 	whole := &pb.Plan{PlannerId: "ops", Endpoints: []*pb.EndpointPlan{ep(a, 2), ep(n, 1)}}
-	second, err := cl.SubmitPlan(ctx, &pb.SubmitPlanRequest{Plan: delta, Delta: true, RemoveEndpoints: []string{b},
+	second, err := cl.SubmitPlan(ctx, &pb.SubmitPlanRequest{Plan: ops, Delta: &pb.PlanDelta{Endpoints: delta.Endpoints, Remove: []string{b}},
 		ExpectedParent: proto.Uint64(first.Generation), ExpectedDigest: contract.PlanDigest(whole)})
 	if err != nil || second.Generation != first.Generation+1 {
 		t.Fatalf("a delta on the newest plan: %v, %v", second, err)

@@ -32,6 +32,9 @@ type fakeCluster struct {
 	// noDeltas answers a delta as a cluster whose log version does not
 	// take them: FAILED_PRECONDITION with no reason, before the log.
 	noDeltas bool
+	// oldLeader answers as a leader of a version before deltas, which
+	// drops the field it does not know: a plan with no endpoints.
+	oldLeader bool
 }
 
 func (f *fakeCluster) GetPlan(_ context.Context, req *pb.GetPlanRequest) (*pb.Plan, error) {
@@ -57,7 +60,7 @@ func (f *fakeCluster) SubmitPlan(_ context.Context, req *pb.SubmitPlanRequest) (
 		return nil, f.refuse
 	}
 	plan := req.GetPlan()
-	if req.GetDelta() {
+	if req.GetDelta() != nil && !f.oldLeader {
 		var parent *pb.Plan
 		if len(f.plans) > 0 {
 			parent = f.plans[len(f.plans)-1]
@@ -69,7 +72,7 @@ func (f *fakeCluster) SubmitPlan(_ context.Context, req *pb.SubmitPlanRequest) (
 			return nil, rejection(codes.FailedPrecondition, "PARENT_MOVED", "the newest plan is not the expected parent")
 		}
 		var err error
-		if plan, err = contract.ApplyDelta(parent, plan, req.GetRemoveEndpoints()); err != nil {
+		if plan, err = contract.ApplyDelta(parent, plan, req.GetDelta()); err != nil {
 			return nil, status.Error(codes.InvalidArgument, err.Error())
 		}
 	}
@@ -437,15 +440,22 @@ func TestPlanOnceDecisions(t *testing.T) {
 	}
 }
 
-// Against a cluster that does not take deltas yet, the planner stores
-// whole plans: the refused delta is sent again whole at once, and later
-// rounds send whole plans until the retry period ends.
+// Against a cluster that does not take deltas yet (its log version, or
+// a leader of an older version), the planner stores whole plans: the
+// refused delta is sent again whole at once, and later rounds send whole
+// plans until the retry period ends.
 func TestPlanOnceFallsBackToWholePlans(t *testing.T) {
 	inv := oneEndpoint(
 		Target{ID: "lb-1", Address: "192.0.2.1", Capacity: 100, Check: "tcp://192.0.2.1:80"},
 		Target{ID: "lb-2", Address: "192.0.2.2", Capacity: 100, Check: "tcp://192.0.2.2:80"},
 	)
-	fc := &fakeCluster{noDeltas: true}
+	for _, fc := range []*fakeCluster{{noDeltas: true}, {oldLeader: true}} {
+		wholePlansAfterARefusedDelta(t, inv, fc)
+	}
+}
+
+func wholePlansAfterARefusedDelta(t *testing.T, inv *Inventory, fc *fakeCluster) {
+	t.Helper()
 	p, err := New(Config{ID: "p1", Client: fc, Inventory: inv, Logger: clustertest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -463,7 +473,7 @@ func TestPlanOnceFallsBackToWholePlans(t *testing.T) {
 	defer fc.mu.Unlock()
 	var kinds []bool
 	for _, s := range fc.submits {
-		kinds = append(kinds, s.GetDelta())
+		kinds = append(kinds, s.GetDelta() != nil)
 	}
 	if want := []bool{false, true, false, false}; !slices.Equal(kinds, want) || len(fc.plans) != 3 {
 		t.Fatalf("submissions (delta?) %v and %d plans stored, want %v and 3", kinds, len(fc.plans), want)

@@ -658,17 +658,22 @@ func (p *Planner) submit(ctx context.Context, log *slog.Logger, newest, plan *pb
 	if newest == nil || time.Now().Before(p.wholeUntil) {
 		return p.cluster.SubmitPlan(ctx, whole)
 	}
-	changed, remove := planDelta(newest, plan)
 	resp, err := p.cluster.SubmitPlan(ctx, &pb.SubmitPlanRequest{
-		Plan: changed, RemoveEndpoints: remove, Delta: true, ExpectedParent: proto.Uint64(newest.GetGeneration()),
+		Plan: &pb.Plan{PlannerId: plan.GetPlannerId()}, Delta: planDelta(newest, plan), ExpectedParent: proto.Uint64(newest.GetGeneration()),
 		LeaseName: LeaseName, LeaseToken: lease.GetToken(),
 	})
-	if status.Code(err) != codes.FailedPrecondition || client.Reason(err) != "" {
+	switch {
+	case status.Code(err) == codes.FailedPrecondition && client.Reason(err) == "":
+		// Refused before the log, with no reason: a cluster whose members
+		// do not all take deltas yet.
+	case status.Code(err) == codes.InvalidArgument:
+		// A leader that does not know deltas sees a plan with no
+		// endpoints; and should a delta be refused for another reason,
+		// the whole plan is judged on its own.
+	default:
 		return resp, err
 	}
-	// Refused before the log, with no reason: a cluster whose members do
-	// not all take deltas yet.
-	log.Info("the cluster does not take deltas yet; submitting whole plans", "for", deltaRetry, "err", err)
+	log.Info("the cluster did not take a delta; submitting whole plans", "for", deltaRetry, "err", err)
 	p.wholeUntil = time.Now().Add(deltaRetry)
 	return p.cluster.SubmitPlan(ctx, whole)
 }
@@ -677,12 +682,12 @@ func (p *Planner) submit(ctx context.Context, log *slog.Logger, newest, plan *pb
 // whose records (TTL, targets, minimum healthy) differ from stored's or
 // that stored does not hold, and the names of stored's endpoints desired
 // does not hold.
-func planDelta(stored, desired *pb.Plan) (*pb.Plan, []string) {
+func planDelta(stored, desired *pb.Plan) *pb.PlanDelta {
 	old := make(map[string]*pb.EndpointPlan, len(stored.GetEndpoints()))
 	for _, ep := range stored.GetEndpoints() {
 		old[contract.CanonicalName(ep.GetName())] = ep
 	}
-	changed := &pb.Plan{PlannerId: desired.GetPlannerId()}
+	changed := &pb.PlanDelta{}
 	held := make(map[string]bool, len(desired.GetEndpoints()))
 	for _, ep := range desired.GetEndpoints() {
 		name := contract.CanonicalName(ep.GetName())
@@ -693,13 +698,12 @@ func planDelta(stored, desired *pb.Plan) (*pb.Plan, []string) {
 			changed.Endpoints = append(changed.Endpoints, ep)
 		}
 	}
-	var remove []string
 	for _, ep := range stored.GetEndpoints() {
 		if name := contract.CanonicalName(ep.GetName()); !held[name] {
-			remove = append(remove, name)
+			changed.Remove = append(changed.Remove, name)
 		}
 	}
-	return changed, remove
+	return changed
 }
 
 // holdEndpoint returns plan with endpoint name's records replaced by those
@@ -719,7 +723,8 @@ func holdEndpoint(plan, stored *pb.Plan, name string) *pb.Plan {
 		case contract.CanonicalName(ep.GetName()) != name:
 			out.Endpoints = append(out.Endpoints, ep)
 		case keep != nil:
-			out.Endpoints = append(out.Endpoints, &pb.EndpointPlan{Name: ep.GetName(), Ttl: keep.GetTtl(), Targets: keep.GetTargets()})
+			out.Endpoints = append(out.Endpoints, &pb.EndpointPlan{Name: ep.GetName(), Ttl: keep.GetTtl(), Targets: keep.GetTargets(),
+				MinHealthyTargets: keep.GetMinHealthyTargets(), MinHealthyFraction: keep.GetMinHealthyFraction()})
 		}
 	}
 	return out

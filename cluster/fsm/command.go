@@ -289,7 +289,7 @@ func Decode(b []byte) (Command, error) {
 // need no more than a bound on their fields.
 
 func validateSubmit(c *statev1.SubmitPlan) error {
-	if err := validateSubmitted(c.GetPlan(), c.GetDelta(), c.GetRemoveEndpoints(), c.ExpectedParent != nil); err != nil {
+	if err := validateSubmitted(c.GetPlan(), c.GetDelta(), c.ExpectedParent != nil); err != nil {
 		return err
 	}
 	if c.GetExpectedDigest() != "" {
@@ -304,23 +304,21 @@ func validateSubmit(c *statev1.SubmitPlan) error {
 }
 
 // validateSubmitted checks a submission's plan: a whole plan, or a delta
-// (which must name its parent); only a delta removes endpoints. The gRPC
-// edge checks a SubmitPlanRequest with it too.
-func validateSubmitted(p *pb.Plan, delta bool, remove []string, parent bool) error {
+// (which must name its parent). The gRPC edge checks a SubmitPlanRequest
+// with it too.
+func validateSubmitted(p *pb.Plan, d *pb.PlanDelta, parent bool) error {
 	switch {
-	case delta && !parent:
+	case d != nil && !parent:
 		return fmt.Errorf("%w: a delta names its parent (expected_parent)", ErrInvalid)
-	case delta:
-		return contract.ValidateDelta(p, remove)
-	case len(remove) > 0:
-		return fmt.Errorf("%w: only a delta removes endpoints", ErrInvalid)
+	case d != nil:
+		return contract.ValidateDelta(p, d)
 	}
 	return contract.ValidatePlan(p)
 }
 
 // ValidateSubmitted is validateSubmitted for the gRPC edge.
 func ValidateSubmitted(r *pb.SubmitPlanRequest) error {
-	return validateSubmitted(r.GetPlan(), r.GetDelta(), r.GetRemoveEndpoints(), r.ExpectedParent != nil)
+	return validateSubmitted(r.GetPlan(), r.GetDelta(), r.ExpectedParent != nil)
 }
 
 func validateAcquire(r *pb.AcquireLeaseRequest) error {

@@ -34,30 +34,30 @@ func TestDeltaChainsStoreWholePlans(t *testing.T) {
 				}
 				next.Endpoints = append(next.Endpoints, weighted(name, uint32(rapid.IntRange(1, 3).Draw(rt, "w1")), uint32(rapid.IntRange(0, 3).Draw(rt, "w2"))))
 			}
-			delta, remove := deltaOf(prev, next)
+			change := deltaOf(prev, next)
 			parent := deltas.s.NewestGeneration()
 			switch rapid.IntRange(0, 9).Draw(rt, "fault") {
 			case 0:
 				if parent > 0 {
-					r := deltas.do(&statev1.SubmitPlan{Plan: delta, RemoveEndpoints: remove, Delta: true, Force: true, ExpectedParent: proto.Uint64(parent - 1)})
+					r := deltas.do(&statev1.SubmitPlan{Plan: &pb.Plan{PlannerId: "p"}, Delta: change, Force: true, ExpectedParent: proto.Uint64(parent - 1)})
 					if !errors.Is(r.Err, ErrParentMoved) || deltas.s.NewestGeneration() != parent {
 						rt.Fatalf("DELTA: a delta on generation %d of %d: %v", parent-1, parent, r.Err)
 					}
 				}
 			case 1:
 				if prev != nil {
-					gone := append(append([]string(nil), remove...), "nowhere.dnsplan.test.")
-					r := deltas.do(&statev1.SubmitPlan{Plan: delta, RemoveEndpoints: gone, Delta: true, Force: true, ExpectedParent: proto.Uint64(parent)})
+					gone := &pb.PlanDelta{Endpoints: change.Endpoints, Remove: append(append([]string(nil), change.Remove...), "nowhere.dnsplan.test.")}
+					r := deltas.do(&statev1.SubmitPlan{Plan: &pb.Plan{PlannerId: "p"}, Delta: gone, Force: true, ExpectedParent: proto.Uint64(parent)})
 					if !errors.Is(r.Err, ErrInvalid) || deltas.s.NewestGeneration() != parent {
 						rt.Fatalf("DELTA: removing an endpoint the parent does not hold: %v", r.Err)
 					}
 				}
 			}
 			rw := whole.submit(next, true)
-			if len(delta.Endpoints) == 0 && len(remove) == 0 {
+			if len(change.Endpoints) == 0 && len(change.Remove) == 0 {
 				continue // nothing changes: no delta to send
 			}
-			rd := deltas.do(&statev1.SubmitPlan{Plan: delta, RemoveEndpoints: remove, Delta: true, Force: true, ExpectedParent: proto.Uint64(parent)})
+			rd := deltas.do(&statev1.SubmitPlan{Plan: &pb.Plan{PlannerId: "p"}, Delta: change, Force: true, ExpectedParent: proto.Uint64(parent)})
 			if (rw.Err == nil) != (rd.Err == nil) {
 				rt.Fatalf("DELTA: step %d: whole %v, delta %v", step, rw.Err, rd.Err)
 			}
@@ -78,12 +78,12 @@ func TestDeltaChainsStoreWholePlans(t *testing.T) {
 
 // deltaOf is the delta from prev (nil: none) to next: next's endpoints
 // that differ from prev's, and prev's names next does not hold.
-func deltaOf(prev, next *pb.Plan) (*pb.Plan, []string) {
+func deltaOf(prev, next *pb.Plan) *pb.PlanDelta {
 	old := map[string]*pb.EndpointPlan{}
 	for _, ep := range prev.GetEndpoints() {
 		old[ep.GetName()] = ep
 	}
-	delta := &pb.Plan{PlannerId: next.GetPlannerId()}
+	delta := &pb.PlanDelta{}
 	held := map[string]bool{}
 	for _, ep := range next.GetEndpoints() {
 		name := contract.CanonicalName(ep.GetName())
@@ -94,13 +94,12 @@ func deltaOf(prev, next *pb.Plan) (*pb.Plan, []string) {
 			delta.Endpoints = append(delta.Endpoints, ep)
 		}
 	}
-	var remove []string
 	for _, ep := range prev.GetEndpoints() {
 		if !held[ep.GetName()] {
-			remove = append(remove, ep.GetName())
+			delta.Remove = append(delta.Remove, ep.GetName())
 		}
 	}
-	return delta, remove
+	return delta
 }
 
 // sameEndpoints reports whether a and b hold the same endpoints, in any

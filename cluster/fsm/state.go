@@ -152,13 +152,17 @@ func (s *State) submitPlan(index uint64, c *statev1.SubmitPlan) Result {
 	if c.ExpectedParent != nil && c.GetExpectedParent() != s.NewestGeneration() {
 		return s.reject(ev, fmt.Errorf("%w: the newest plan is generation %d, not %d", ErrParentMoved, s.NewestGeneration(), c.GetExpectedParent()))
 	}
-	if c.GetDelta() {
+	if d := c.GetDelta(); d != nil {
 		// The log carries the change; the state stores the whole plan it
 		// makes with its parent, which the check above made the newest.
 		if !s.Active(LogDeltas) {
 			return s.reject(ev, fmt.Errorf("%w: deltas need log version %d, active is %d", ErrInvalid, LogDeltas, s.logVersion))
 		}
-		full, err := contract.ApplyDelta(s.NewestPlan(), plan, c.GetRemoveEndpoints())
+		parent := s.plans[c.GetExpectedParent()]
+		if parent == nil && c.GetExpectedParent() != 0 {
+			return s.reject(ev, fmt.Errorf("%w: the parent, generation %d, is not stored", ErrNotFound, c.GetExpectedParent()))
+		}
+		full, err := contract.ApplyDelta(parent, plan, d)
 		if err == nil {
 			err = contract.ValidatePlan(full)
 		}
@@ -166,7 +170,7 @@ func (s *State) submitPlan(index uint64, c *statev1.SubmitPlan) Result {
 			return s.reject(ev, err)
 		}
 		ev.Reason = fmt.Sprintf("delta on generation %d: %d endpoints given, %d removed",
-			c.GetExpectedParent(), len(plan.GetEndpoints()), len(c.GetRemoveEndpoints()))
+			c.GetExpectedParent(), len(d.GetEndpoints()), len(d.GetRemove()))
 		plan = full
 	}
 	if d := c.GetExpectedDigest(); d != "" {

@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -60,6 +61,15 @@ func TestRulesWaitForTheActiveVersion(t *testing.T) {
 	}
 	if r, err := Restore(b); err != nil || r.LogVersion() != LogVersion {
 		t.Fatalf("restored at version %d (%v)", r.LogVersion(), err)
+	}
+	// A snapshot of a newer version is refused, as its ActivateLog is: a
+	// node that joins through it would apply rules it lacks.
+	h.s.logVersion = LogVersion + 1
+	if b, err = h.s.Marshal(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Restore(b); err == nil || !strings.Contains(err.Error(), "upgrade this node") {
+		t.Fatalf("a snapshot at log version %d restored: %v", LogVersion+1, err)
 	}
 }
 

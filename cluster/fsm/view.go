@@ -227,6 +227,12 @@ func Restore(b []byte) (*State, error) {
 	if err := proto.Unmarshal(b, &snap); err != nil {
 		return nil, fmt.Errorf("fsm: decoding snapshot: %w", err)
 	}
+	if v := snap.GetLogVersion(); v > LogVersion {
+		// A snapshot of a cluster that runs rules this version does not
+		// know: applying the log after it would diverge. As for an
+		// ActivateLog above LogVersion, the node must be upgraded.
+		return nil, fmt.Errorf("fsm: the snapshot is at log version %d, this version applies up to %d: upgrade this node", v, LogVersion)
+	}
 	s := New()
 	var prev *pb.Plan
 	for _, p := range snap.Plans { // in generation order

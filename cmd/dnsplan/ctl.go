@@ -805,13 +805,15 @@ func setupSubmit(fs *flag.FlagSet) func(context.Context, *ctl, []string) error {
 		if err != nil {
 			return err
 		}
-		var removed []string
+		var change *pb.PlanDelta
 		whole := plan // the plan the submission stores
 		if *delta {
+			change = &pb.PlanDelta{Endpoints: plan.GetEndpoints()}
 			if *remove != "" {
-				removed = strings.Split(*remove, ",")
+				change.Remove = strings.Split(*remove, ",")
 			}
-			if err := contract.ValidateDelta(plan, removed); err != nil {
+			plan = &pb.Plan{PlannerId: plan.GetPlannerId(), CreatedAt: plan.GetCreatedAt()}
+			if err := contract.ValidateDelta(plan, change); err != nil {
 				return fmt.Errorf("%w: %v", errCtlUsage, err)
 			}
 			var base *pb.Plan
@@ -828,12 +830,16 @@ func setupSubmit(fs *flag.FlagSet) func(context.Context, *ctl, []string) error {
 			if !parent.set {
 				parent.v, parent.set = base.GetGeneration(), true
 			}
-			if whole, err = contract.ApplyDelta(base, plan, removed); err != nil {
+			if whole, err = contract.ApplyDelta(base, plan, change); err != nil {
 				return err
 			}
 		}
 		if *dryRun {
-			d, err := c.DiffPlans(ctx, &pb.DiffPlansRequest{Plan: whole, Force: *force})
+			req := &pb.DiffPlansRequest{Plan: whole, Force: *force}
+			if *delta {
+				req.FromGeneration = parent.v // what the delta changes; 0 is the newest
+			}
+			d, err := c.DiffPlans(ctx, req)
 			if err != nil {
 				return err
 			}
@@ -846,8 +852,7 @@ func setupSubmit(fs *flag.FlagSet) func(context.Context, *ctl, []string) error {
 			}
 			return x.show(d, func(w io.Writer) { renderDiff(w, d, source) })
 		}
-		req := &pb.SubmitPlanRequest{Plan: plan, Force: *force, ExpectedParent: parent.ptr(), ExpectedDigest: *digest,
-			Delta: *delta, RemoveEndpoints: removed}
+		req := &pb.SubmitPlanRequest{Plan: plan, Force: *force, ExpectedParent: parent.ptr(), ExpectedDigest: *digest, Delta: change}
 		resp, err := c.SubmitPlan(ctx, req)
 		if err != nil {
 			return err

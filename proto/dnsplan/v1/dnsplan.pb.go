@@ -635,16 +635,16 @@ type SubmitPlanRequest struct {
 	// docs/CONTRACT.md, "Plan digest") is this one, else FAILED_PRECONDITION
 	// with reason DIGEST: what is stored is what was reviewed.
 	ExpectedDigest string `protobuf:"bytes,6,opt,name=expected_digest,json=expectedDigest,proto3" json:"expected_digest,omitempty"`
-	// delta: plan.endpoints are only the endpoints added or replaced, and
-	// remove_endpoints those removed, against the parent, which
-	// expected_parent must name (required with delta). The stored plan is
-	// the parent's endpoints with those changes: a complete plan like any
-	// other, whose digest and rules are the whole plan's. A delta costs the
-	// log what it changes, not the whole plan.
-	Delta           bool     `protobuf:"varint,7,opt,name=delta,proto3" json:"delta,omitempty"`
-	RemoveEndpoints []string `protobuf:"bytes,8,rep,name=remove_endpoints,json=removeEndpoints,proto3" json:"remove_endpoints,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// delta, when set, is the plan as a change of its parent, which
+	// expected_parent must name (required with delta): plan carries only
+	// planner_id (and created_at), no endpoints. The stored plan is the
+	// parent's endpoints with the change: a complete plan like any other,
+	// whose digest (expected_digest) and rules are the whole plan's. A delta
+	// costs the log what it changes, not the whole plan. (An older member,
+	// not knowing this field, sees a plan with no endpoints and refuses it.)
+	Delta         *PlanDelta `protobuf:"bytes,7,opt,name=delta,proto3" json:"delta,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SubmitPlanRequest) Reset() {
@@ -719,16 +719,63 @@ func (x *SubmitPlanRequest) GetExpectedDigest() string {
 	return ""
 }
 
-func (x *SubmitPlanRequest) GetDelta() bool {
+func (x *SubmitPlanRequest) GetDelta() *PlanDelta {
 	if x != nil {
 		return x.Delta
 	}
-	return false
+	return nil
 }
 
-func (x *SubmitPlanRequest) GetRemoveEndpoints() []string {
+// PlanDelta is a change of a plan: endpoints added or replaced (whole
+// endpoints, by name), and the names of endpoints left out.
+type PlanDelta struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Endpoints     []*EndpointPlan        `protobuf:"bytes,1,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	Remove        []string               `protobuf:"bytes,2,rep,name=remove,proto3" json:"remove,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanDelta) Reset() {
+	*x = PlanDelta{}
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanDelta) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanDelta) ProtoMessage() {}
+
+func (x *PlanDelta) ProtoReflect() protoreflect.Message {
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[4]
 	if x != nil {
-		return x.RemoveEndpoints
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanDelta.ProtoReflect.Descriptor instead.
+func (*PlanDelta) Descriptor() ([]byte, []int) {
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *PlanDelta) GetEndpoints() []*EndpointPlan {
+	if x != nil {
+		return x.Endpoints
+	}
+	return nil
+}
+
+func (x *PlanDelta) GetRemove() []string {
+	if x != nil {
+		return x.Remove
 	}
 	return nil
 }
@@ -748,7 +795,7 @@ type SubmitPlanResponse struct {
 
 func (x *SubmitPlanResponse) Reset() {
 	*x = SubmitPlanResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[4]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -760,7 +807,7 @@ func (x *SubmitPlanResponse) String() string {
 func (*SubmitPlanResponse) ProtoMessage() {}
 
 func (x *SubmitPlanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[4]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -773,7 +820,7 @@ func (x *SubmitPlanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitPlanResponse.ProtoReflect.Descriptor instead.
 func (*SubmitPlanResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{4}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SubmitPlanResponse) GetGeneration() uint64 {
@@ -811,7 +858,7 @@ type GetPlanRequest struct {
 
 func (x *GetPlanRequest) Reset() {
 	*x = GetPlanRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[5]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -823,7 +870,7 @@ func (x *GetPlanRequest) String() string {
 func (*GetPlanRequest) ProtoMessage() {}
 
 func (x *GetPlanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[5]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -836,7 +883,7 @@ func (x *GetPlanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPlanRequest.ProtoReflect.Descriptor instead.
 func (*GetPlanRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{5}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetPlanRequest) GetGeneration() uint64 {
@@ -880,7 +927,7 @@ type ListPlansRequest struct {
 
 func (x *ListPlansRequest) Reset() {
 	*x = ListPlansRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[6]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -892,7 +939,7 @@ func (x *ListPlansRequest) String() string {
 func (*ListPlansRequest) ProtoMessage() {}
 
 func (x *ListPlansRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[6]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -905,7 +952,7 @@ func (x *ListPlansRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPlansRequest.ProtoReflect.Descriptor instead.
 func (*ListPlansRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{6}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListPlansRequest) GetStale() bool {
@@ -941,7 +988,7 @@ type ListPlansResponse struct {
 
 func (x *ListPlansResponse) Reset() {
 	*x = ListPlansResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[7]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -953,7 +1000,7 @@ func (x *ListPlansResponse) String() string {
 func (*ListPlansResponse) ProtoMessage() {}
 
 func (x *ListPlansResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[7]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -966,7 +1013,7 @@ func (x *ListPlansResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPlansResponse.ProtoReflect.Descriptor instead.
 func (*ListPlansResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{7}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListPlansResponse) GetPlans() []*Plan {
@@ -995,7 +1042,7 @@ type WatchPlansRequest struct {
 
 func (x *WatchPlansRequest) Reset() {
 	*x = WatchPlansRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[8]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1007,7 +1054,7 @@ func (x *WatchPlansRequest) String() string {
 func (*WatchPlansRequest) ProtoMessage() {}
 
 func (x *WatchPlansRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[8]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1020,7 +1067,7 @@ func (x *WatchPlansRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchPlansRequest.ProtoReflect.Descriptor instead.
 func (*WatchPlansRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{8}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *WatchPlansRequest) GetFromGeneration() uint64 {
@@ -1039,7 +1086,7 @@ type WatchPlansResponse struct {
 
 func (x *WatchPlansResponse) Reset() {
 	*x = WatchPlansResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[9]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1051,7 +1098,7 @@ func (x *WatchPlansResponse) String() string {
 func (*WatchPlansResponse) ProtoMessage() {}
 
 func (x *WatchPlansResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[9]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1064,7 +1111,7 @@ func (x *WatchPlansResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchPlansResponse.ProtoReflect.Descriptor instead.
 func (*WatchPlansResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{9}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *WatchPlansResponse) GetPlan() *Plan {
@@ -1091,7 +1138,7 @@ type RollbackPlanRequest struct {
 
 func (x *RollbackPlanRequest) Reset() {
 	*x = RollbackPlanRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[10]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1103,7 +1150,7 @@ func (x *RollbackPlanRequest) String() string {
 func (*RollbackPlanRequest) ProtoMessage() {}
 
 func (x *RollbackPlanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[10]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1116,7 +1163,7 @@ func (x *RollbackPlanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackPlanRequest.ProtoReflect.Descriptor instead.
 func (*RollbackPlanRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{10}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RollbackPlanRequest) GetToGeneration() uint64 {
@@ -1153,7 +1200,7 @@ type RollbackPlanResponse struct {
 
 func (x *RollbackPlanResponse) Reset() {
 	*x = RollbackPlanResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[11]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1165,7 +1212,7 @@ func (x *RollbackPlanResponse) String() string {
 func (*RollbackPlanResponse) ProtoMessage() {}
 
 func (x *RollbackPlanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[11]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1178,7 +1225,7 @@ func (x *RollbackPlanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackPlanResponse.ProtoReflect.Descriptor instead.
 func (*RollbackPlanResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{11}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RollbackPlanResponse) GetGeneration() uint64 {
@@ -1213,7 +1260,7 @@ type DiffPlansRequest struct {
 
 func (x *DiffPlansRequest) Reset() {
 	*x = DiffPlansRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[12]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1225,7 +1272,7 @@ func (x *DiffPlansRequest) String() string {
 func (*DiffPlansRequest) ProtoMessage() {}
 
 func (x *DiffPlansRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[12]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1238,7 +1285,7 @@ func (x *DiffPlansRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiffPlansRequest.ProtoReflect.Descriptor instead.
 func (*DiffPlansRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{12}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DiffPlansRequest) GetFromGeneration() uint64 {
@@ -1299,7 +1346,7 @@ type PlanDiff struct {
 
 func (x *PlanDiff) Reset() {
 	*x = PlanDiff{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[13]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1311,7 +1358,7 @@ func (x *PlanDiff) String() string {
 func (*PlanDiff) ProtoMessage() {}
 
 func (x *PlanDiff) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[13]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1324,7 +1371,7 @@ func (x *PlanDiff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanDiff.ProtoReflect.Descriptor instead.
 func (*PlanDiff) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{13}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PlanDiff) GetFromGeneration() uint64 {
@@ -1415,7 +1462,7 @@ type EndpointDiff struct {
 
 func (x *EndpointDiff) Reset() {
 	*x = EndpointDiff{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[14]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1427,7 +1474,7 @@ func (x *EndpointDiff) String() string {
 func (*EndpointDiff) ProtoMessage() {}
 
 func (x *EndpointDiff) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[14]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1440,7 +1487,7 @@ func (x *EndpointDiff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointDiff.ProtoReflect.Descriptor instead.
 func (*EndpointDiff) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{14}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *EndpointDiff) GetEndpoint() string {
@@ -1531,7 +1578,7 @@ type WeightChange struct {
 
 func (x *WeightChange) Reset() {
 	*x = WeightChange{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[15]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1543,7 +1590,7 @@ func (x *WeightChange) String() string {
 func (*WeightChange) ProtoMessage() {}
 
 func (x *WeightChange) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[15]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1556,7 +1603,7 @@ func (x *WeightChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WeightChange.ProtoReflect.Descriptor instead.
 func (*WeightChange) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{15}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *WeightChange) GetAddress() string {
@@ -1594,7 +1641,7 @@ type RuleCheck struct {
 
 func (x *RuleCheck) Reset() {
 	*x = RuleCheck{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[16]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1606,7 +1653,7 @@ func (x *RuleCheck) String() string {
 func (*RuleCheck) ProtoMessage() {}
 
 func (x *RuleCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[16]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1619,7 +1666,7 @@ func (x *RuleCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RuleCheck.ProtoReflect.Descriptor instead.
 func (*RuleCheck) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{16}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RuleCheck) GetRule() string {
@@ -1665,7 +1712,7 @@ type Lease struct {
 
 func (x *Lease) Reset() {
 	*x = Lease{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[17]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1677,7 +1724,7 @@ func (x *Lease) String() string {
 func (*Lease) ProtoMessage() {}
 
 func (x *Lease) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[17]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1690,7 +1737,7 @@ func (x *Lease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Lease.ProtoReflect.Descriptor instead.
 func (*Lease) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{17}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Lease) GetName() string {
@@ -1739,7 +1786,7 @@ type AcquireLeaseRequest struct {
 
 func (x *AcquireLeaseRequest) Reset() {
 	*x = AcquireLeaseRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[18]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1751,7 +1798,7 @@ func (x *AcquireLeaseRequest) String() string {
 func (*AcquireLeaseRequest) ProtoMessage() {}
 
 func (x *AcquireLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[18]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1764,7 +1811,7 @@ func (x *AcquireLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcquireLeaseRequest.ProtoReflect.Descriptor instead.
 func (*AcquireLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{18}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *AcquireLeaseRequest) GetName() string {
@@ -1799,7 +1846,7 @@ type RenewLeaseRequest struct {
 
 func (x *RenewLeaseRequest) Reset() {
 	*x = RenewLeaseRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[19]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1811,7 +1858,7 @@ func (x *RenewLeaseRequest) String() string {
 func (*RenewLeaseRequest) ProtoMessage() {}
 
 func (x *RenewLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[19]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1824,7 +1871,7 @@ func (x *RenewLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewLeaseRequest.ProtoReflect.Descriptor instead.
 func (*RenewLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{19}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RenewLeaseRequest) GetName() string {
@@ -1859,7 +1906,7 @@ type ReleaseLeaseRequest struct {
 
 func (x *ReleaseLeaseRequest) Reset() {
 	*x = ReleaseLeaseRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[20]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1871,7 +1918,7 @@ func (x *ReleaseLeaseRequest) String() string {
 func (*ReleaseLeaseRequest) ProtoMessage() {}
 
 func (x *ReleaseLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[20]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1884,7 +1931,7 @@ func (x *ReleaseLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseLeaseRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{20}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ReleaseLeaseRequest) GetName() string {
@@ -1916,7 +1963,7 @@ type ReleaseLeaseResponse struct {
 
 func (x *ReleaseLeaseResponse) Reset() {
 	*x = ReleaseLeaseResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[21]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1928,7 +1975,7 @@ func (x *ReleaseLeaseResponse) String() string {
 func (*ReleaseLeaseResponse) ProtoMessage() {}
 
 func (x *ReleaseLeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[21]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1941,7 +1988,7 @@ func (x *ReleaseLeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseLeaseResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseLeaseResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{21}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{22}
 }
 
 type ListLeasesRequest struct {
@@ -1953,7 +2000,7 @@ type ListLeasesRequest struct {
 
 func (x *ListLeasesRequest) Reset() {
 	*x = ListLeasesRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[22]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1965,7 +2012,7 @@ func (x *ListLeasesRequest) String() string {
 func (*ListLeasesRequest) ProtoMessage() {}
 
 func (x *ListLeasesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[22]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1978,7 +2025,7 @@ func (x *ListLeasesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLeasesRequest.ProtoReflect.Descriptor instead.
 func (*ListLeasesRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{22}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListLeasesRequest) GetStale() bool {
@@ -1997,7 +2044,7 @@ type ListLeasesResponse struct {
 
 func (x *ListLeasesResponse) Reset() {
 	*x = ListLeasesResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[23]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2009,7 +2056,7 @@ func (x *ListLeasesResponse) String() string {
 func (*ListLeasesResponse) ProtoMessage() {}
 
 func (x *ListLeasesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[23]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2022,7 +2069,7 @@ func (x *ListLeasesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLeasesResponse.ProtoReflect.Descriptor instead.
 func (*ListLeasesResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{23}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListLeasesResponse) GetLeases() []*Lease {
@@ -2046,7 +2093,7 @@ type ApplyPlanRequest struct {
 
 func (x *ApplyPlanRequest) Reset() {
 	*x = ApplyPlanRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[24]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2058,7 +2105,7 @@ func (x *ApplyPlanRequest) String() string {
 func (*ApplyPlanRequest) ProtoMessage() {}
 
 func (x *ApplyPlanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[24]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2071,7 +2118,7 @@ func (x *ApplyPlanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyPlanRequest.ProtoReflect.Descriptor instead.
 func (*ApplyPlanRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{24}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ApplyPlanRequest) GetGeneration() uint64 {
@@ -2125,7 +2172,7 @@ type EndpointResult struct {
 
 func (x *EndpointResult) Reset() {
 	*x = EndpointResult{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[25]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2137,7 +2184,7 @@ func (x *EndpointResult) String() string {
 func (*EndpointResult) ProtoMessage() {}
 
 func (x *EndpointResult) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[25]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2150,7 +2197,7 @@ func (x *EndpointResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointResult.ProtoReflect.Descriptor instead.
 func (*EndpointResult) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{25}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *EndpointResult) GetEndpoint() string {
@@ -2197,7 +2244,7 @@ type ApplyPlanResponse struct {
 
 func (x *ApplyPlanResponse) Reset() {
 	*x = ApplyPlanResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[26]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2209,7 +2256,7 @@ func (x *ApplyPlanResponse) String() string {
 func (*ApplyPlanResponse) ProtoMessage() {}
 
 func (x *ApplyPlanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[26]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2222,7 +2269,7 @@ func (x *ApplyPlanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyPlanResponse.ProtoReflect.Descriptor instead.
 func (*ApplyPlanResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{26}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ApplyPlanResponse) GetResults() []*EndpointResult {
@@ -2243,7 +2290,7 @@ type CleanupPlansRequest struct {
 
 func (x *CleanupPlansRequest) Reset() {
 	*x = CleanupPlansRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[27]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2255,7 +2302,7 @@ func (x *CleanupPlansRequest) String() string {
 func (*CleanupPlansRequest) ProtoMessage() {}
 
 func (x *CleanupPlansRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[27]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2268,7 +2315,7 @@ func (x *CleanupPlansRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CleanupPlansRequest.ProtoReflect.Descriptor instead.
 func (*CleanupPlansRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{27}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CleanupPlansRequest) GetKeepLast() uint32 {
@@ -2287,7 +2334,7 @@ type CleanupPlansResponse struct {
 
 func (x *CleanupPlansResponse) Reset() {
 	*x = CleanupPlansResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[28]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2299,7 +2346,7 @@ func (x *CleanupPlansResponse) String() string {
 func (*CleanupPlansResponse) ProtoMessage() {}
 
 func (x *CleanupPlansResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[28]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2312,7 +2359,7 @@ func (x *CleanupPlansResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CleanupPlansResponse.ProtoReflect.Descriptor instead.
 func (*CleanupPlansResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{28}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CleanupPlansResponse) GetDeleted() []uint64 {
@@ -2332,7 +2379,7 @@ type GetAppliedRequest struct {
 
 func (x *GetAppliedRequest) Reset() {
 	*x = GetAppliedRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[29]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2344,7 +2391,7 @@ func (x *GetAppliedRequest) String() string {
 func (*GetAppliedRequest) ProtoMessage() {}
 
 func (x *GetAppliedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[29]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2357,7 +2404,7 @@ func (x *GetAppliedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAppliedRequest.ProtoReflect.Descriptor instead.
 func (*GetAppliedRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{29}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetAppliedRequest) GetEndpoint() string {
@@ -2397,7 +2444,7 @@ type AppliedEndpoint struct {
 
 func (x *AppliedEndpoint) Reset() {
 	*x = AppliedEndpoint{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[30]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2409,7 +2456,7 @@ func (x *AppliedEndpoint) String() string {
 func (*AppliedEndpoint) ProtoMessage() {}
 
 func (x *AppliedEndpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[30]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2422,7 +2469,7 @@ func (x *AppliedEndpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppliedEndpoint.ProtoReflect.Descriptor instead.
 func (*AppliedEndpoint) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{30}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *AppliedEndpoint) GetEndpoint() string {
@@ -2507,7 +2554,7 @@ type ListAppliedRequest struct {
 
 func (x *ListAppliedRequest) Reset() {
 	*x = ListAppliedRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[31]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2519,7 +2566,7 @@ func (x *ListAppliedRequest) String() string {
 func (*ListAppliedRequest) ProtoMessage() {}
 
 func (x *ListAppliedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[31]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2532,7 +2579,7 @@ func (x *ListAppliedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAppliedRequest.ProtoReflect.Descriptor instead.
 func (*ListAppliedRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{31}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListAppliedRequest) GetStale() bool {
@@ -2568,7 +2615,7 @@ type ListAppliedResponse struct {
 
 func (x *ListAppliedResponse) Reset() {
 	*x = ListAppliedResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[32]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2580,7 +2627,7 @@ func (x *ListAppliedResponse) String() string {
 func (*ListAppliedResponse) ProtoMessage() {}
 
 func (x *ListAppliedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[32]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2593,7 +2640,7 @@ func (x *ListAppliedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAppliedResponse.ProtoReflect.Descriptor instead.
 func (*ListAppliedResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{32}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListAppliedResponse) GetEndpoints() []*AppliedEndpoint {
@@ -2623,7 +2670,7 @@ type WatchAppliedRequest struct {
 
 func (x *WatchAppliedRequest) Reset() {
 	*x = WatchAppliedRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[33]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2635,7 +2682,7 @@ func (x *WatchAppliedRequest) String() string {
 func (*WatchAppliedRequest) ProtoMessage() {}
 
 func (x *WatchAppliedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[33]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2648,7 +2695,7 @@ func (x *WatchAppliedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAppliedRequest.ProtoReflect.Descriptor instead.
 func (*WatchAppliedRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{33}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *WatchAppliedRequest) GetFromRevision() uint64 {
@@ -2667,7 +2714,7 @@ type WatchAppliedResponse struct {
 
 func (x *WatchAppliedResponse) Reset() {
 	*x = WatchAppliedResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[34]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2679,7 +2726,7 @@ func (x *WatchAppliedResponse) String() string {
 func (*WatchAppliedResponse) ProtoMessage() {}
 
 func (x *WatchAppliedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[34]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2692,7 +2739,7 @@ func (x *WatchAppliedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAppliedResponse.ProtoReflect.Descriptor instead.
 func (*WatchAppliedResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{34}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *WatchAppliedResponse) GetEndpoint() *AppliedEndpoint {
@@ -2722,7 +2769,7 @@ type ListHistoryRequest struct {
 
 func (x *ListHistoryRequest) Reset() {
 	*x = ListHistoryRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[35]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2734,7 +2781,7 @@ func (x *ListHistoryRequest) String() string {
 func (*ListHistoryRequest) ProtoMessage() {}
 
 func (x *ListHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[35]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2747,7 +2794,7 @@ func (x *ListHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListHistoryRequest.ProtoReflect.Descriptor instead.
 func (*ListHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{35}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListHistoryRequest) GetLimit() uint32 {
@@ -2831,7 +2878,7 @@ type HistoryEvent struct {
 
 func (x *HistoryEvent) Reset() {
 	*x = HistoryEvent{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[36]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2843,7 +2890,7 @@ func (x *HistoryEvent) String() string {
 func (*HistoryEvent) ProtoMessage() {}
 
 func (x *HistoryEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[36]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2856,7 +2903,7 @@ func (x *HistoryEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryEvent.ProtoReflect.Descriptor instead.
 func (*HistoryEvent) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{36}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *HistoryEvent) GetIndex() uint64 {
@@ -2994,7 +3041,7 @@ type ListHistoryResponse struct {
 
 func (x *ListHistoryResponse) Reset() {
 	*x = ListHistoryResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[37]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3006,7 +3053,7 @@ func (x *ListHistoryResponse) String() string {
 func (*ListHistoryResponse) ProtoMessage() {}
 
 func (x *ListHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[37]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3019,7 +3066,7 @@ func (x *ListHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListHistoryResponse.ProtoReflect.Descriptor instead.
 func (*ListHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{37}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ListHistoryResponse) GetEvents() []*HistoryEvent {
@@ -3049,7 +3096,7 @@ type ReportDoubtRequest struct {
 
 func (x *ReportDoubtRequest) Reset() {
 	*x = ReportDoubtRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[38]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3061,7 +3108,7 @@ func (x *ReportDoubtRequest) String() string {
 func (*ReportDoubtRequest) ProtoMessage() {}
 
 func (x *ReportDoubtRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[38]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3074,7 +3121,7 @@ func (x *ReportDoubtRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportDoubtRequest.ProtoReflect.Descriptor instead.
 func (*ReportDoubtRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{38}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ReportDoubtRequest) GetKind() DoubtKind {
@@ -3145,7 +3192,7 @@ type ReportDoubtResponse struct {
 
 func (x *ReportDoubtResponse) Reset() {
 	*x = ReportDoubtResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[39]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3157,7 +3204,7 @@ func (x *ReportDoubtResponse) String() string {
 func (*ReportDoubtResponse) ProtoMessage() {}
 
 func (x *ReportDoubtResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[39]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3170,7 +3217,7 @@ func (x *ReportDoubtResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportDoubtResponse.ProtoReflect.Descriptor instead.
 func (*ReportDoubtResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{39}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ReportDoubtResponse) GetFrozen() bool {
@@ -3195,7 +3242,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[40]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3207,7 +3254,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[40]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3220,7 +3267,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{40}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{41}
 }
 
 type Member struct {
@@ -3238,7 +3285,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[41]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3250,7 +3297,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[41]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3263,7 +3310,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{41}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *Member) GetId() string {
@@ -3350,7 +3397,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[42]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3362,7 +3409,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[42]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3375,7 +3422,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{42}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *StatusResponse) GetNodeId() string {
@@ -3559,7 +3606,7 @@ type ClusterConfig struct {
 
 func (x *ClusterConfig) Reset() {
 	*x = ClusterConfig{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[43]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3571,7 +3618,7 @@ func (x *ClusterConfig) String() string {
 func (*ClusterConfig) ProtoMessage() {}
 
 func (x *ClusterConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[43]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3584,7 +3631,7 @@ func (x *ClusterConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterConfig.ProtoReflect.Descriptor instead.
 func (*ClusterConfig) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{43}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ClusterConfig) GetDesign() Design {
@@ -3638,7 +3685,7 @@ type GetConfigRequest struct {
 
 func (x *GetConfigRequest) Reset() {
 	*x = GetConfigRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[44]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3650,7 +3697,7 @@ func (x *GetConfigRequest) String() string {
 func (*GetConfigRequest) ProtoMessage() {}
 
 func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[44]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3663,7 +3710,7 @@ func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConfigRequest.ProtoReflect.Descriptor instead.
 func (*GetConfigRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{44}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *GetConfigRequest) GetStale() bool {
@@ -3688,7 +3735,7 @@ type SetConfigRequest struct {
 
 func (x *SetConfigRequest) Reset() {
 	*x = SetConfigRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[45]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3700,7 +3747,7 @@ func (x *SetConfigRequest) String() string {
 func (*SetConfigRequest) ProtoMessage() {}
 
 func (x *SetConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[45]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3713,7 +3760,7 @@ func (x *SetConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetConfigRequest.ProtoReflect.Descriptor instead.
 func (*SetConfigRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{45}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *SetConfigRequest) GetMaxCapacityDrop() float64 {
@@ -3759,7 +3806,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[46]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3771,7 +3818,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[46]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3784,7 +3831,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{46}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{47}
 }
 
 // ReadIndexResponse: index is the leader's commit index, confirmed by a
@@ -3799,7 +3846,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[47]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3811,7 +3858,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[47]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3824,7 +3871,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{47}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -3857,7 +3904,7 @@ type AddVoterRequest struct {
 
 func (x *AddVoterRequest) Reset() {
 	*x = AddVoterRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[48]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3869,7 +3916,7 @@ func (x *AddVoterRequest) String() string {
 func (*AddVoterRequest) ProtoMessage() {}
 
 func (x *AddVoterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[48]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3882,7 +3929,7 @@ func (x *AddVoterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddVoterRequest.ProtoReflect.Descriptor instead.
 func (*AddVoterRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{48}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *AddVoterRequest) GetId() string {
@@ -3921,7 +3968,7 @@ type AddVoterResponse struct {
 
 func (x *AddVoterResponse) Reset() {
 	*x = AddVoterResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[49]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3933,7 +3980,7 @@ func (x *AddVoterResponse) String() string {
 func (*AddVoterResponse) ProtoMessage() {}
 
 func (x *AddVoterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[49]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3946,7 +3993,7 @@ func (x *AddVoterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddVoterResponse.ProtoReflect.Descriptor instead.
 func (*AddVoterResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{49}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{50}
 }
 
 type RemoveServerRequest struct {
@@ -3958,7 +4005,7 @@ type RemoveServerRequest struct {
 
 func (x *RemoveServerRequest) Reset() {
 	*x = RemoveServerRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[50]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3970,7 +4017,7 @@ func (x *RemoveServerRequest) String() string {
 func (*RemoveServerRequest) ProtoMessage() {}
 
 func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[50]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3983,7 +4030,7 @@ func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerRequest.ProtoReflect.Descriptor instead.
 func (*RemoveServerRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{50}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *RemoveServerRequest) GetId() string {
@@ -4001,7 +4048,7 @@ type RemoveServerResponse struct {
 
 func (x *RemoveServerResponse) Reset() {
 	*x = RemoveServerResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[51]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4013,7 +4060,7 @@ func (x *RemoveServerResponse) String() string {
 func (*RemoveServerResponse) ProtoMessage() {}
 
 func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[51]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4026,7 +4073,7 @@ func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerResponse.ProtoReflect.Descriptor instead.
 func (*RemoveServerResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{51}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{52}
 }
 
 type TransferLeadershipRequest struct {
@@ -4039,7 +4086,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[52]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4051,7 +4098,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[52]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4064,7 +4111,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{52}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *TransferLeadershipRequest) GetId() string {
@@ -4083,7 +4130,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[53]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4095,7 +4142,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[53]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4108,7 +4155,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{53}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *TransferLeadershipResponse) GetLeaderId() string {
@@ -4128,7 +4175,7 @@ type SetFreezeRequest struct {
 
 func (x *SetFreezeRequest) Reset() {
 	*x = SetFreezeRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[54]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4140,7 +4187,7 @@ func (x *SetFreezeRequest) String() string {
 func (*SetFreezeRequest) ProtoMessage() {}
 
 func (x *SetFreezeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[54]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4153,7 +4200,7 @@ func (x *SetFreezeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetFreezeRequest.ProtoReflect.Descriptor instead.
 func (*SetFreezeRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{54}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *SetFreezeRequest) GetFrozen() bool {
@@ -4179,7 +4226,7 @@ type SetFreezeResponse struct {
 
 func (x *SetFreezeResponse) Reset() {
 	*x = SetFreezeResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[55]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4191,7 +4238,7 @@ func (x *SetFreezeResponse) String() string {
 func (*SetFreezeResponse) ProtoMessage() {}
 
 func (x *SetFreezeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[55]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4204,7 +4251,7 @@ func (x *SetFreezeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetFreezeResponse.ProtoReflect.Descriptor instead.
 func (*SetFreezeResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{55}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *SetFreezeResponse) GetFrozen() bool {
@@ -4232,7 +4279,7 @@ type Refusal struct {
 
 func (x *Refusal) Reset() {
 	*x = Refusal{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[56]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4244,7 +4291,7 @@ func (x *Refusal) String() string {
 func (*Refusal) ProtoMessage() {}
 
 func (x *Refusal) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[56]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4257,7 +4304,7 @@ func (x *Refusal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Refusal.ProtoReflect.Descriptor instead.
 func (*Refusal) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{56}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *Refusal) GetCaller() string {
@@ -4306,7 +4353,7 @@ type RecordRefusalsRequest struct {
 
 func (x *RecordRefusalsRequest) Reset() {
 	*x = RecordRefusalsRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[57]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4318,7 +4365,7 @@ func (x *RecordRefusalsRequest) String() string {
 func (*RecordRefusalsRequest) ProtoMessage() {}
 
 func (x *RecordRefusalsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[57]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4331,7 +4378,7 @@ func (x *RecordRefusalsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordRefusalsRequest.ProtoReflect.Descriptor instead.
 func (*RecordRefusalsRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{57}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *RecordRefusalsRequest) GetNodeId() string {
@@ -4356,7 +4403,7 @@ type RecordRefusalsResponse struct {
 
 func (x *RecordRefusalsResponse) Reset() {
 	*x = RecordRefusalsResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[58]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4368,7 +4415,7 @@ func (x *RecordRefusalsResponse) String() string {
 func (*RecordRefusalsResponse) ProtoMessage() {}
 
 func (x *RecordRefusalsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[58]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4381,7 +4428,7 @@ func (x *RecordRefusalsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordRefusalsResponse.ProtoReflect.Descriptor instead.
 func (*RecordRefusalsResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{58}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{59}
 }
 
 type LegacyApplyRequest struct {
@@ -4397,7 +4444,7 @@ type LegacyApplyRequest struct {
 
 func (x *LegacyApplyRequest) Reset() {
 	*x = LegacyApplyRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[59]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4409,7 +4456,7 @@ func (x *LegacyApplyRequest) String() string {
 func (*LegacyApplyRequest) ProtoMessage() {}
 
 func (x *LegacyApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[59]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4422,7 +4469,7 @@ func (x *LegacyApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LegacyApplyRequest.ProtoReflect.Descriptor instead.
 func (*LegacyApplyRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{59}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *LegacyApplyRequest) GetGeneration() uint64 {
@@ -4454,7 +4501,7 @@ type LegacyApplyResponse struct {
 
 func (x *LegacyApplyResponse) Reset() {
 	*x = LegacyApplyResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[60]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4466,7 +4513,7 @@ func (x *LegacyApplyResponse) String() string {
 func (*LegacyApplyResponse) ProtoMessage() {}
 
 func (x *LegacyApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[60]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4479,7 +4526,7 @@ func (x *LegacyApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LegacyApplyResponse.ProtoReflect.Descriptor instead.
 func (*LegacyApplyResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{60}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{61}
 }
 
 type LegacyCleanupRequest struct {
@@ -4493,7 +4540,7 @@ type LegacyCleanupRequest struct {
 
 func (x *LegacyCleanupRequest) Reset() {
 	*x = LegacyCleanupRequest{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[61]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4505,7 +4552,7 @@ func (x *LegacyCleanupRequest) String() string {
 func (*LegacyCleanupRequest) ProtoMessage() {}
 
 func (x *LegacyCleanupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[61]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4518,7 +4565,7 @@ func (x *LegacyCleanupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LegacyCleanupRequest.ProtoReflect.Descriptor instead.
 func (*LegacyCleanupRequest) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{61}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *LegacyCleanupRequest) GetKeepGenerations() uint32 {
@@ -4537,7 +4584,7 @@ type LegacyCleanupResponse struct {
 
 func (x *LegacyCleanupResponse) Reset() {
 	*x = LegacyCleanupResponse{}
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[62]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4549,7 +4596,7 @@ func (x *LegacyCleanupResponse) String() string {
 func (*LegacyCleanupResponse) ProtoMessage() {}
 
 func (x *LegacyCleanupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[62]
+	mi := &file_dnsplan_v1_dnsplan_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4562,7 +4609,7 @@ func (x *LegacyCleanupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LegacyCleanupResponse.ProtoReflect.Descriptor instead.
 func (*LegacyCleanupResponse) Descriptor() ([]byte, []int) {
-	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{62}
+	return file_dnsplan_v1_dnsplan_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *LegacyCleanupResponse) GetDeleted() []uint64 {
@@ -4599,7 +4646,7 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x16\n" +
 	"\x06forced\x18\x05 \x01(\bR\x06forced\x12\x16\n" +
 	"\x06digest\x18\x06 \x01(\tR\x06digest\x12\x12\n" +
-	"\x04held\x18\a \x01(\bR\x04held\"\xbb\x02\n" +
+	"\x04held\x18\a \x01(\bR\x04held\"\xa7\x02\n" +
 	"\x11SubmitPlanRequest\x12$\n" +
 	"\x04plan\x18\x01 \x01(\v2\x10.dnsplan.v1.PlanR\x04plan\x12\x14\n" +
 	"\x05force\x18\x02 \x01(\bR\x05force\x12\x1d\n" +
@@ -4608,10 +4655,12 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\vlease_token\x18\x04 \x01(\x04R\n" +
 	"leaseToken\x12,\n" +
 	"\x0fexpected_parent\x18\x05 \x01(\x04H\x00R\x0eexpectedParent\x88\x01\x01\x12'\n" +
-	"\x0fexpected_digest\x18\x06 \x01(\tR\x0eexpectedDigest\x12\x14\n" +
-	"\x05delta\x18\a \x01(\bR\x05delta\x12)\n" +
-	"\x10remove_endpoints\x18\b \x03(\tR\x0fremoveEndpointsB\x12\n" +
-	"\x10_expected_parent\"q\n" +
+	"\x0fexpected_digest\x18\x06 \x01(\tR\x0eexpectedDigest\x12+\n" +
+	"\x05delta\x18\a \x01(\v2\x15.dnsplan.v1.PlanDeltaR\x05deltaB\x12\n" +
+	"\x10_expected_parent\"[\n" +
+	"\tPlanDelta\x126\n" +
+	"\tendpoints\x18\x01 \x03(\v2\x18.dnsplan.v1.EndpointPlanR\tendpoints\x12\x16\n" +
+	"\x06remove\x18\x02 \x03(\tR\x06remove\"q\n" +
 	"\x12SubmitPlanResponse\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
@@ -5006,7 +5055,7 @@ func file_dnsplan_v1_dnsplan_proto_rawDescGZIP() []byte {
 }
 
 var file_dnsplan_v1_dnsplan_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_dnsplan_v1_dnsplan_proto_msgTypes = make([]protoimpl.MessageInfo, 63)
+var file_dnsplan_v1_dnsplan_proto_msgTypes = make([]protoimpl.MessageInfo, 64)
 var file_dnsplan_v1_dnsplan_proto_goTypes = []any{
 	(Outcome)(0),                       // 0: dnsplan.v1.Outcome
 	(HistoryKind)(0),                   // 1: dnsplan.v1.HistoryKind
@@ -5017,164 +5066,167 @@ var file_dnsplan_v1_dnsplan_proto_goTypes = []any{
 	(*EndpointPlan)(nil),               // 6: dnsplan.v1.EndpointPlan
 	(*Plan)(nil),                       // 7: dnsplan.v1.Plan
 	(*SubmitPlanRequest)(nil),          // 8: dnsplan.v1.SubmitPlanRequest
-	(*SubmitPlanResponse)(nil),         // 9: dnsplan.v1.SubmitPlanResponse
-	(*GetPlanRequest)(nil),             // 10: dnsplan.v1.GetPlanRequest
-	(*ListPlansRequest)(nil),           // 11: dnsplan.v1.ListPlansRequest
-	(*ListPlansResponse)(nil),          // 12: dnsplan.v1.ListPlansResponse
-	(*WatchPlansRequest)(nil),          // 13: dnsplan.v1.WatchPlansRequest
-	(*WatchPlansResponse)(nil),         // 14: dnsplan.v1.WatchPlansResponse
-	(*RollbackPlanRequest)(nil),        // 15: dnsplan.v1.RollbackPlanRequest
-	(*RollbackPlanResponse)(nil),       // 16: dnsplan.v1.RollbackPlanResponse
-	(*DiffPlansRequest)(nil),           // 17: dnsplan.v1.DiffPlansRequest
-	(*PlanDiff)(nil),                   // 18: dnsplan.v1.PlanDiff
-	(*EndpointDiff)(nil),               // 19: dnsplan.v1.EndpointDiff
-	(*WeightChange)(nil),               // 20: dnsplan.v1.WeightChange
-	(*RuleCheck)(nil),                  // 21: dnsplan.v1.RuleCheck
-	(*Lease)(nil),                      // 22: dnsplan.v1.Lease
-	(*AcquireLeaseRequest)(nil),        // 23: dnsplan.v1.AcquireLeaseRequest
-	(*RenewLeaseRequest)(nil),          // 24: dnsplan.v1.RenewLeaseRequest
-	(*ReleaseLeaseRequest)(nil),        // 25: dnsplan.v1.ReleaseLeaseRequest
-	(*ReleaseLeaseResponse)(nil),       // 26: dnsplan.v1.ReleaseLeaseResponse
-	(*ListLeasesRequest)(nil),          // 27: dnsplan.v1.ListLeasesRequest
-	(*ListLeasesResponse)(nil),         // 28: dnsplan.v1.ListLeasesResponse
-	(*ApplyPlanRequest)(nil),           // 29: dnsplan.v1.ApplyPlanRequest
-	(*EndpointResult)(nil),             // 30: dnsplan.v1.EndpointResult
-	(*ApplyPlanResponse)(nil),          // 31: dnsplan.v1.ApplyPlanResponse
-	(*CleanupPlansRequest)(nil),        // 32: dnsplan.v1.CleanupPlansRequest
-	(*CleanupPlansResponse)(nil),       // 33: dnsplan.v1.CleanupPlansResponse
-	(*GetAppliedRequest)(nil),          // 34: dnsplan.v1.GetAppliedRequest
-	(*AppliedEndpoint)(nil),            // 35: dnsplan.v1.AppliedEndpoint
-	(*ListAppliedRequest)(nil),         // 36: dnsplan.v1.ListAppliedRequest
-	(*ListAppliedResponse)(nil),        // 37: dnsplan.v1.ListAppliedResponse
-	(*WatchAppliedRequest)(nil),        // 38: dnsplan.v1.WatchAppliedRequest
-	(*WatchAppliedResponse)(nil),       // 39: dnsplan.v1.WatchAppliedResponse
-	(*ListHistoryRequest)(nil),         // 40: dnsplan.v1.ListHistoryRequest
-	(*HistoryEvent)(nil),               // 41: dnsplan.v1.HistoryEvent
-	(*ListHistoryResponse)(nil),        // 42: dnsplan.v1.ListHistoryResponse
-	(*ReportDoubtRequest)(nil),         // 43: dnsplan.v1.ReportDoubtRequest
-	(*ReportDoubtResponse)(nil),        // 44: dnsplan.v1.ReportDoubtResponse
-	(*StatusRequest)(nil),              // 45: dnsplan.v1.StatusRequest
-	(*Member)(nil),                     // 46: dnsplan.v1.Member
-	(*StatusResponse)(nil),             // 47: dnsplan.v1.StatusResponse
-	(*ClusterConfig)(nil),              // 48: dnsplan.v1.ClusterConfig
-	(*GetConfigRequest)(nil),           // 49: dnsplan.v1.GetConfigRequest
-	(*SetConfigRequest)(nil),           // 50: dnsplan.v1.SetConfigRequest
-	(*ReadIndexRequest)(nil),           // 51: dnsplan.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),          // 52: dnsplan.v1.ReadIndexResponse
-	(*AddVoterRequest)(nil),            // 53: dnsplan.v1.AddVoterRequest
-	(*AddVoterResponse)(nil),           // 54: dnsplan.v1.AddVoterResponse
-	(*RemoveServerRequest)(nil),        // 55: dnsplan.v1.RemoveServerRequest
-	(*RemoveServerResponse)(nil),       // 56: dnsplan.v1.RemoveServerResponse
-	(*TransferLeadershipRequest)(nil),  // 57: dnsplan.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 58: dnsplan.v1.TransferLeadershipResponse
-	(*SetFreezeRequest)(nil),           // 59: dnsplan.v1.SetFreezeRequest
-	(*SetFreezeResponse)(nil),          // 60: dnsplan.v1.SetFreezeResponse
-	(*Refusal)(nil),                    // 61: dnsplan.v1.Refusal
-	(*RecordRefusalsRequest)(nil),      // 62: dnsplan.v1.RecordRefusalsRequest
-	(*RecordRefusalsResponse)(nil),     // 63: dnsplan.v1.RecordRefusalsResponse
-	(*LegacyApplyRequest)(nil),         // 64: dnsplan.v1.LegacyApplyRequest
-	(*LegacyApplyResponse)(nil),        // 65: dnsplan.v1.LegacyApplyResponse
-	(*LegacyCleanupRequest)(nil),       // 66: dnsplan.v1.LegacyCleanupRequest
-	(*LegacyCleanupResponse)(nil),      // 67: dnsplan.v1.LegacyCleanupResponse
-	(*timestamppb.Timestamp)(nil),      // 68: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 69: google.protobuf.Duration
+	(*PlanDelta)(nil),                  // 9: dnsplan.v1.PlanDelta
+	(*SubmitPlanResponse)(nil),         // 10: dnsplan.v1.SubmitPlanResponse
+	(*GetPlanRequest)(nil),             // 11: dnsplan.v1.GetPlanRequest
+	(*ListPlansRequest)(nil),           // 12: dnsplan.v1.ListPlansRequest
+	(*ListPlansResponse)(nil),          // 13: dnsplan.v1.ListPlansResponse
+	(*WatchPlansRequest)(nil),          // 14: dnsplan.v1.WatchPlansRequest
+	(*WatchPlansResponse)(nil),         // 15: dnsplan.v1.WatchPlansResponse
+	(*RollbackPlanRequest)(nil),        // 16: dnsplan.v1.RollbackPlanRequest
+	(*RollbackPlanResponse)(nil),       // 17: dnsplan.v1.RollbackPlanResponse
+	(*DiffPlansRequest)(nil),           // 18: dnsplan.v1.DiffPlansRequest
+	(*PlanDiff)(nil),                   // 19: dnsplan.v1.PlanDiff
+	(*EndpointDiff)(nil),               // 20: dnsplan.v1.EndpointDiff
+	(*WeightChange)(nil),               // 21: dnsplan.v1.WeightChange
+	(*RuleCheck)(nil),                  // 22: dnsplan.v1.RuleCheck
+	(*Lease)(nil),                      // 23: dnsplan.v1.Lease
+	(*AcquireLeaseRequest)(nil),        // 24: dnsplan.v1.AcquireLeaseRequest
+	(*RenewLeaseRequest)(nil),          // 25: dnsplan.v1.RenewLeaseRequest
+	(*ReleaseLeaseRequest)(nil),        // 26: dnsplan.v1.ReleaseLeaseRequest
+	(*ReleaseLeaseResponse)(nil),       // 27: dnsplan.v1.ReleaseLeaseResponse
+	(*ListLeasesRequest)(nil),          // 28: dnsplan.v1.ListLeasesRequest
+	(*ListLeasesResponse)(nil),         // 29: dnsplan.v1.ListLeasesResponse
+	(*ApplyPlanRequest)(nil),           // 30: dnsplan.v1.ApplyPlanRequest
+	(*EndpointResult)(nil),             // 31: dnsplan.v1.EndpointResult
+	(*ApplyPlanResponse)(nil),          // 32: dnsplan.v1.ApplyPlanResponse
+	(*CleanupPlansRequest)(nil),        // 33: dnsplan.v1.CleanupPlansRequest
+	(*CleanupPlansResponse)(nil),       // 34: dnsplan.v1.CleanupPlansResponse
+	(*GetAppliedRequest)(nil),          // 35: dnsplan.v1.GetAppliedRequest
+	(*AppliedEndpoint)(nil),            // 36: dnsplan.v1.AppliedEndpoint
+	(*ListAppliedRequest)(nil),         // 37: dnsplan.v1.ListAppliedRequest
+	(*ListAppliedResponse)(nil),        // 38: dnsplan.v1.ListAppliedResponse
+	(*WatchAppliedRequest)(nil),        // 39: dnsplan.v1.WatchAppliedRequest
+	(*WatchAppliedResponse)(nil),       // 40: dnsplan.v1.WatchAppliedResponse
+	(*ListHistoryRequest)(nil),         // 41: dnsplan.v1.ListHistoryRequest
+	(*HistoryEvent)(nil),               // 42: dnsplan.v1.HistoryEvent
+	(*ListHistoryResponse)(nil),        // 43: dnsplan.v1.ListHistoryResponse
+	(*ReportDoubtRequest)(nil),         // 44: dnsplan.v1.ReportDoubtRequest
+	(*ReportDoubtResponse)(nil),        // 45: dnsplan.v1.ReportDoubtResponse
+	(*StatusRequest)(nil),              // 46: dnsplan.v1.StatusRequest
+	(*Member)(nil),                     // 47: dnsplan.v1.Member
+	(*StatusResponse)(nil),             // 48: dnsplan.v1.StatusResponse
+	(*ClusterConfig)(nil),              // 49: dnsplan.v1.ClusterConfig
+	(*GetConfigRequest)(nil),           // 50: dnsplan.v1.GetConfigRequest
+	(*SetConfigRequest)(nil),           // 51: dnsplan.v1.SetConfigRequest
+	(*ReadIndexRequest)(nil),           // 52: dnsplan.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),          // 53: dnsplan.v1.ReadIndexResponse
+	(*AddVoterRequest)(nil),            // 54: dnsplan.v1.AddVoterRequest
+	(*AddVoterResponse)(nil),           // 55: dnsplan.v1.AddVoterResponse
+	(*RemoveServerRequest)(nil),        // 56: dnsplan.v1.RemoveServerRequest
+	(*RemoveServerResponse)(nil),       // 57: dnsplan.v1.RemoveServerResponse
+	(*TransferLeadershipRequest)(nil),  // 58: dnsplan.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 59: dnsplan.v1.TransferLeadershipResponse
+	(*SetFreezeRequest)(nil),           // 60: dnsplan.v1.SetFreezeRequest
+	(*SetFreezeResponse)(nil),          // 61: dnsplan.v1.SetFreezeResponse
+	(*Refusal)(nil),                    // 62: dnsplan.v1.Refusal
+	(*RecordRefusalsRequest)(nil),      // 63: dnsplan.v1.RecordRefusalsRequest
+	(*RecordRefusalsResponse)(nil),     // 64: dnsplan.v1.RecordRefusalsResponse
+	(*LegacyApplyRequest)(nil),         // 65: dnsplan.v1.LegacyApplyRequest
+	(*LegacyApplyResponse)(nil),        // 66: dnsplan.v1.LegacyApplyResponse
+	(*LegacyCleanupRequest)(nil),       // 67: dnsplan.v1.LegacyCleanupRequest
+	(*LegacyCleanupResponse)(nil),      // 68: dnsplan.v1.LegacyCleanupResponse
+	(*timestamppb.Timestamp)(nil),      // 69: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 70: google.protobuf.Duration
 }
 var file_dnsplan_v1_dnsplan_proto_depIdxs = []int32{
 	5,  // 0: dnsplan.v1.EndpointPlan.targets:type_name -> dnsplan.v1.Target
 	6,  // 1: dnsplan.v1.Plan.endpoints:type_name -> dnsplan.v1.EndpointPlan
-	68, // 2: dnsplan.v1.Plan.created_at:type_name -> google.protobuf.Timestamp
+	69, // 2: dnsplan.v1.Plan.created_at:type_name -> google.protobuf.Timestamp
 	7,  // 3: dnsplan.v1.SubmitPlanRequest.plan:type_name -> dnsplan.v1.Plan
-	7,  // 4: dnsplan.v1.ListPlansResponse.plans:type_name -> dnsplan.v1.Plan
-	7,  // 5: dnsplan.v1.WatchPlansResponse.plan:type_name -> dnsplan.v1.Plan
-	7,  // 6: dnsplan.v1.DiffPlansRequest.plan:type_name -> dnsplan.v1.Plan
-	19, // 7: dnsplan.v1.PlanDiff.endpoints:type_name -> dnsplan.v1.EndpointDiff
-	20, // 8: dnsplan.v1.EndpointDiff.weights:type_name -> dnsplan.v1.WeightChange
-	21, // 9: dnsplan.v1.EndpointDiff.rules:type_name -> dnsplan.v1.RuleCheck
-	68, // 10: dnsplan.v1.Lease.expires_at:type_name -> google.protobuf.Timestamp
-	69, // 11: dnsplan.v1.Lease.ttl:type_name -> google.protobuf.Duration
-	69, // 12: dnsplan.v1.AcquireLeaseRequest.ttl:type_name -> google.protobuf.Duration
-	22, // 13: dnsplan.v1.ListLeasesResponse.leases:type_name -> dnsplan.v1.Lease
-	0,  // 14: dnsplan.v1.EndpointResult.outcome:type_name -> dnsplan.v1.Outcome
-	30, // 15: dnsplan.v1.ApplyPlanResponse.results:type_name -> dnsplan.v1.EndpointResult
-	5,  // 16: dnsplan.v1.AppliedEndpoint.targets:type_name -> dnsplan.v1.Target
-	68, // 17: dnsplan.v1.AppliedEndpoint.applied_at:type_name -> google.protobuf.Timestamp
-	35, // 18: dnsplan.v1.ListAppliedResponse.endpoints:type_name -> dnsplan.v1.AppliedEndpoint
-	35, // 19: dnsplan.v1.WatchAppliedResponse.endpoint:type_name -> dnsplan.v1.AppliedEndpoint
-	68, // 20: dnsplan.v1.ListHistoryRequest.since:type_name -> google.protobuf.Timestamp
-	69, // 21: dnsplan.v1.ListHistoryRequest.within:type_name -> google.protobuf.Duration
-	68, // 22: dnsplan.v1.HistoryEvent.time:type_name -> google.protobuf.Timestamp
-	1,  // 23: dnsplan.v1.HistoryEvent.kind_code:type_name -> dnsplan.v1.HistoryKind
-	2,  // 24: dnsplan.v1.HistoryEvent.outcome_code:type_name -> dnsplan.v1.HistoryOutcome
-	19, // 25: dnsplan.v1.HistoryEvent.diff:type_name -> dnsplan.v1.EndpointDiff
-	41, // 26: dnsplan.v1.ListHistoryResponse.events:type_name -> dnsplan.v1.HistoryEvent
-	3,  // 27: dnsplan.v1.ReportDoubtRequest.kind:type_name -> dnsplan.v1.DoubtKind
-	46, // 28: dnsplan.v1.StatusResponse.members:type_name -> dnsplan.v1.Member
-	48, // 29: dnsplan.v1.StatusResponse.config:type_name -> dnsplan.v1.ClusterConfig
-	4,  // 30: dnsplan.v1.ClusterConfig.design:type_name -> dnsplan.v1.Design
-	69, // 31: dnsplan.v1.ClusterConfig.velocity_window:type_name -> google.protobuf.Duration
-	69, // 32: dnsplan.v1.SetConfigRequest.velocity_window:type_name -> google.protobuf.Duration
-	61, // 33: dnsplan.v1.RecordRefusalsRequest.refusals:type_name -> dnsplan.v1.Refusal
-	8,  // 34: dnsplan.v1.PlanService.SubmitPlan:input_type -> dnsplan.v1.SubmitPlanRequest
-	10, // 35: dnsplan.v1.PlanService.GetPlan:input_type -> dnsplan.v1.GetPlanRequest
-	11, // 36: dnsplan.v1.PlanService.ListPlans:input_type -> dnsplan.v1.ListPlansRequest
-	13, // 37: dnsplan.v1.PlanService.WatchPlans:input_type -> dnsplan.v1.WatchPlansRequest
-	17, // 38: dnsplan.v1.PlanService.DiffPlans:input_type -> dnsplan.v1.DiffPlansRequest
-	15, // 39: dnsplan.v1.PlanService.RollbackPlan:input_type -> dnsplan.v1.RollbackPlanRequest
-	23, // 40: dnsplan.v1.LeaseService.AcquireLease:input_type -> dnsplan.v1.AcquireLeaseRequest
-	24, // 41: dnsplan.v1.LeaseService.RenewLease:input_type -> dnsplan.v1.RenewLeaseRequest
-	25, // 42: dnsplan.v1.LeaseService.ReleaseLease:input_type -> dnsplan.v1.ReleaseLeaseRequest
-	27, // 43: dnsplan.v1.LeaseService.ListLeases:input_type -> dnsplan.v1.ListLeasesRequest
-	29, // 44: dnsplan.v1.EnactService.ApplyPlan:input_type -> dnsplan.v1.ApplyPlanRequest
-	32, // 45: dnsplan.v1.EnactService.CleanupPlans:input_type -> dnsplan.v1.CleanupPlansRequest
-	34, // 46: dnsplan.v1.EnactService.GetApplied:input_type -> dnsplan.v1.GetAppliedRequest
-	36, // 47: dnsplan.v1.EnactService.ListApplied:input_type -> dnsplan.v1.ListAppliedRequest
-	38, // 48: dnsplan.v1.EnactService.WatchApplied:input_type -> dnsplan.v1.WatchAppliedRequest
-	40, // 49: dnsplan.v1.EnactService.ListHistory:input_type -> dnsplan.v1.ListHistoryRequest
-	43, // 50: dnsplan.v1.EnactService.ReportDoubt:input_type -> dnsplan.v1.ReportDoubtRequest
-	45, // 51: dnsplan.v1.ClusterService.Status:input_type -> dnsplan.v1.StatusRequest
-	53, // 52: dnsplan.v1.ClusterService.AddVoter:input_type -> dnsplan.v1.AddVoterRequest
-	55, // 53: dnsplan.v1.ClusterService.RemoveServer:input_type -> dnsplan.v1.RemoveServerRequest
-	57, // 54: dnsplan.v1.ClusterService.TransferLeadership:input_type -> dnsplan.v1.TransferLeadershipRequest
-	59, // 55: dnsplan.v1.ClusterService.SetFreeze:input_type -> dnsplan.v1.SetFreezeRequest
-	49, // 56: dnsplan.v1.ClusterService.GetConfig:input_type -> dnsplan.v1.GetConfigRequest
-	50, // 57: dnsplan.v1.ClusterService.SetConfig:input_type -> dnsplan.v1.SetConfigRequest
-	51, // 58: dnsplan.v1.ClusterService.ReadIndex:input_type -> dnsplan.v1.ReadIndexRequest
-	62, // 59: dnsplan.v1.ClusterService.RecordRefusals:input_type -> dnsplan.v1.RecordRefusalsRequest
-	64, // 60: dnsplan.v1.LegacyService.LegacyApply:input_type -> dnsplan.v1.LegacyApplyRequest
-	66, // 61: dnsplan.v1.LegacyService.LegacyCleanup:input_type -> dnsplan.v1.LegacyCleanupRequest
-	9,  // 62: dnsplan.v1.PlanService.SubmitPlan:output_type -> dnsplan.v1.SubmitPlanResponse
-	7,  // 63: dnsplan.v1.PlanService.GetPlan:output_type -> dnsplan.v1.Plan
-	12, // 64: dnsplan.v1.PlanService.ListPlans:output_type -> dnsplan.v1.ListPlansResponse
-	14, // 65: dnsplan.v1.PlanService.WatchPlans:output_type -> dnsplan.v1.WatchPlansResponse
-	18, // 66: dnsplan.v1.PlanService.DiffPlans:output_type -> dnsplan.v1.PlanDiff
-	16, // 67: dnsplan.v1.PlanService.RollbackPlan:output_type -> dnsplan.v1.RollbackPlanResponse
-	22, // 68: dnsplan.v1.LeaseService.AcquireLease:output_type -> dnsplan.v1.Lease
-	22, // 69: dnsplan.v1.LeaseService.RenewLease:output_type -> dnsplan.v1.Lease
-	26, // 70: dnsplan.v1.LeaseService.ReleaseLease:output_type -> dnsplan.v1.ReleaseLeaseResponse
-	28, // 71: dnsplan.v1.LeaseService.ListLeases:output_type -> dnsplan.v1.ListLeasesResponse
-	31, // 72: dnsplan.v1.EnactService.ApplyPlan:output_type -> dnsplan.v1.ApplyPlanResponse
-	33, // 73: dnsplan.v1.EnactService.CleanupPlans:output_type -> dnsplan.v1.CleanupPlansResponse
-	35, // 74: dnsplan.v1.EnactService.GetApplied:output_type -> dnsplan.v1.AppliedEndpoint
-	37, // 75: dnsplan.v1.EnactService.ListApplied:output_type -> dnsplan.v1.ListAppliedResponse
-	39, // 76: dnsplan.v1.EnactService.WatchApplied:output_type -> dnsplan.v1.WatchAppliedResponse
-	42, // 77: dnsplan.v1.EnactService.ListHistory:output_type -> dnsplan.v1.ListHistoryResponse
-	44, // 78: dnsplan.v1.EnactService.ReportDoubt:output_type -> dnsplan.v1.ReportDoubtResponse
-	47, // 79: dnsplan.v1.ClusterService.Status:output_type -> dnsplan.v1.StatusResponse
-	54, // 80: dnsplan.v1.ClusterService.AddVoter:output_type -> dnsplan.v1.AddVoterResponse
-	56, // 81: dnsplan.v1.ClusterService.RemoveServer:output_type -> dnsplan.v1.RemoveServerResponse
-	58, // 82: dnsplan.v1.ClusterService.TransferLeadership:output_type -> dnsplan.v1.TransferLeadershipResponse
-	60, // 83: dnsplan.v1.ClusterService.SetFreeze:output_type -> dnsplan.v1.SetFreezeResponse
-	48, // 84: dnsplan.v1.ClusterService.GetConfig:output_type -> dnsplan.v1.ClusterConfig
-	48, // 85: dnsplan.v1.ClusterService.SetConfig:output_type -> dnsplan.v1.ClusterConfig
-	52, // 86: dnsplan.v1.ClusterService.ReadIndex:output_type -> dnsplan.v1.ReadIndexResponse
-	63, // 87: dnsplan.v1.ClusterService.RecordRefusals:output_type -> dnsplan.v1.RecordRefusalsResponse
-	65, // 88: dnsplan.v1.LegacyService.LegacyApply:output_type -> dnsplan.v1.LegacyApplyResponse
-	67, // 89: dnsplan.v1.LegacyService.LegacyCleanup:output_type -> dnsplan.v1.LegacyCleanupResponse
-	62, // [62:90] is the sub-list for method output_type
-	34, // [34:62] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	9,  // 4: dnsplan.v1.SubmitPlanRequest.delta:type_name -> dnsplan.v1.PlanDelta
+	6,  // 5: dnsplan.v1.PlanDelta.endpoints:type_name -> dnsplan.v1.EndpointPlan
+	7,  // 6: dnsplan.v1.ListPlansResponse.plans:type_name -> dnsplan.v1.Plan
+	7,  // 7: dnsplan.v1.WatchPlansResponse.plan:type_name -> dnsplan.v1.Plan
+	7,  // 8: dnsplan.v1.DiffPlansRequest.plan:type_name -> dnsplan.v1.Plan
+	20, // 9: dnsplan.v1.PlanDiff.endpoints:type_name -> dnsplan.v1.EndpointDiff
+	21, // 10: dnsplan.v1.EndpointDiff.weights:type_name -> dnsplan.v1.WeightChange
+	22, // 11: dnsplan.v1.EndpointDiff.rules:type_name -> dnsplan.v1.RuleCheck
+	69, // 12: dnsplan.v1.Lease.expires_at:type_name -> google.protobuf.Timestamp
+	70, // 13: dnsplan.v1.Lease.ttl:type_name -> google.protobuf.Duration
+	70, // 14: dnsplan.v1.AcquireLeaseRequest.ttl:type_name -> google.protobuf.Duration
+	23, // 15: dnsplan.v1.ListLeasesResponse.leases:type_name -> dnsplan.v1.Lease
+	0,  // 16: dnsplan.v1.EndpointResult.outcome:type_name -> dnsplan.v1.Outcome
+	31, // 17: dnsplan.v1.ApplyPlanResponse.results:type_name -> dnsplan.v1.EndpointResult
+	5,  // 18: dnsplan.v1.AppliedEndpoint.targets:type_name -> dnsplan.v1.Target
+	69, // 19: dnsplan.v1.AppliedEndpoint.applied_at:type_name -> google.protobuf.Timestamp
+	36, // 20: dnsplan.v1.ListAppliedResponse.endpoints:type_name -> dnsplan.v1.AppliedEndpoint
+	36, // 21: dnsplan.v1.WatchAppliedResponse.endpoint:type_name -> dnsplan.v1.AppliedEndpoint
+	69, // 22: dnsplan.v1.ListHistoryRequest.since:type_name -> google.protobuf.Timestamp
+	70, // 23: dnsplan.v1.ListHistoryRequest.within:type_name -> google.protobuf.Duration
+	69, // 24: dnsplan.v1.HistoryEvent.time:type_name -> google.protobuf.Timestamp
+	1,  // 25: dnsplan.v1.HistoryEvent.kind_code:type_name -> dnsplan.v1.HistoryKind
+	2,  // 26: dnsplan.v1.HistoryEvent.outcome_code:type_name -> dnsplan.v1.HistoryOutcome
+	20, // 27: dnsplan.v1.HistoryEvent.diff:type_name -> dnsplan.v1.EndpointDiff
+	42, // 28: dnsplan.v1.ListHistoryResponse.events:type_name -> dnsplan.v1.HistoryEvent
+	3,  // 29: dnsplan.v1.ReportDoubtRequest.kind:type_name -> dnsplan.v1.DoubtKind
+	47, // 30: dnsplan.v1.StatusResponse.members:type_name -> dnsplan.v1.Member
+	49, // 31: dnsplan.v1.StatusResponse.config:type_name -> dnsplan.v1.ClusterConfig
+	4,  // 32: dnsplan.v1.ClusterConfig.design:type_name -> dnsplan.v1.Design
+	70, // 33: dnsplan.v1.ClusterConfig.velocity_window:type_name -> google.protobuf.Duration
+	70, // 34: dnsplan.v1.SetConfigRequest.velocity_window:type_name -> google.protobuf.Duration
+	62, // 35: dnsplan.v1.RecordRefusalsRequest.refusals:type_name -> dnsplan.v1.Refusal
+	8,  // 36: dnsplan.v1.PlanService.SubmitPlan:input_type -> dnsplan.v1.SubmitPlanRequest
+	11, // 37: dnsplan.v1.PlanService.GetPlan:input_type -> dnsplan.v1.GetPlanRequest
+	12, // 38: dnsplan.v1.PlanService.ListPlans:input_type -> dnsplan.v1.ListPlansRequest
+	14, // 39: dnsplan.v1.PlanService.WatchPlans:input_type -> dnsplan.v1.WatchPlansRequest
+	18, // 40: dnsplan.v1.PlanService.DiffPlans:input_type -> dnsplan.v1.DiffPlansRequest
+	16, // 41: dnsplan.v1.PlanService.RollbackPlan:input_type -> dnsplan.v1.RollbackPlanRequest
+	24, // 42: dnsplan.v1.LeaseService.AcquireLease:input_type -> dnsplan.v1.AcquireLeaseRequest
+	25, // 43: dnsplan.v1.LeaseService.RenewLease:input_type -> dnsplan.v1.RenewLeaseRequest
+	26, // 44: dnsplan.v1.LeaseService.ReleaseLease:input_type -> dnsplan.v1.ReleaseLeaseRequest
+	28, // 45: dnsplan.v1.LeaseService.ListLeases:input_type -> dnsplan.v1.ListLeasesRequest
+	30, // 46: dnsplan.v1.EnactService.ApplyPlan:input_type -> dnsplan.v1.ApplyPlanRequest
+	33, // 47: dnsplan.v1.EnactService.CleanupPlans:input_type -> dnsplan.v1.CleanupPlansRequest
+	35, // 48: dnsplan.v1.EnactService.GetApplied:input_type -> dnsplan.v1.GetAppliedRequest
+	37, // 49: dnsplan.v1.EnactService.ListApplied:input_type -> dnsplan.v1.ListAppliedRequest
+	39, // 50: dnsplan.v1.EnactService.WatchApplied:input_type -> dnsplan.v1.WatchAppliedRequest
+	41, // 51: dnsplan.v1.EnactService.ListHistory:input_type -> dnsplan.v1.ListHistoryRequest
+	44, // 52: dnsplan.v1.EnactService.ReportDoubt:input_type -> dnsplan.v1.ReportDoubtRequest
+	46, // 53: dnsplan.v1.ClusterService.Status:input_type -> dnsplan.v1.StatusRequest
+	54, // 54: dnsplan.v1.ClusterService.AddVoter:input_type -> dnsplan.v1.AddVoterRequest
+	56, // 55: dnsplan.v1.ClusterService.RemoveServer:input_type -> dnsplan.v1.RemoveServerRequest
+	58, // 56: dnsplan.v1.ClusterService.TransferLeadership:input_type -> dnsplan.v1.TransferLeadershipRequest
+	60, // 57: dnsplan.v1.ClusterService.SetFreeze:input_type -> dnsplan.v1.SetFreezeRequest
+	50, // 58: dnsplan.v1.ClusterService.GetConfig:input_type -> dnsplan.v1.GetConfigRequest
+	51, // 59: dnsplan.v1.ClusterService.SetConfig:input_type -> dnsplan.v1.SetConfigRequest
+	52, // 60: dnsplan.v1.ClusterService.ReadIndex:input_type -> dnsplan.v1.ReadIndexRequest
+	63, // 61: dnsplan.v1.ClusterService.RecordRefusals:input_type -> dnsplan.v1.RecordRefusalsRequest
+	65, // 62: dnsplan.v1.LegacyService.LegacyApply:input_type -> dnsplan.v1.LegacyApplyRequest
+	67, // 63: dnsplan.v1.LegacyService.LegacyCleanup:input_type -> dnsplan.v1.LegacyCleanupRequest
+	10, // 64: dnsplan.v1.PlanService.SubmitPlan:output_type -> dnsplan.v1.SubmitPlanResponse
+	7,  // 65: dnsplan.v1.PlanService.GetPlan:output_type -> dnsplan.v1.Plan
+	13, // 66: dnsplan.v1.PlanService.ListPlans:output_type -> dnsplan.v1.ListPlansResponse
+	15, // 67: dnsplan.v1.PlanService.WatchPlans:output_type -> dnsplan.v1.WatchPlansResponse
+	19, // 68: dnsplan.v1.PlanService.DiffPlans:output_type -> dnsplan.v1.PlanDiff
+	17, // 69: dnsplan.v1.PlanService.RollbackPlan:output_type -> dnsplan.v1.RollbackPlanResponse
+	23, // 70: dnsplan.v1.LeaseService.AcquireLease:output_type -> dnsplan.v1.Lease
+	23, // 71: dnsplan.v1.LeaseService.RenewLease:output_type -> dnsplan.v1.Lease
+	27, // 72: dnsplan.v1.LeaseService.ReleaseLease:output_type -> dnsplan.v1.ReleaseLeaseResponse
+	29, // 73: dnsplan.v1.LeaseService.ListLeases:output_type -> dnsplan.v1.ListLeasesResponse
+	32, // 74: dnsplan.v1.EnactService.ApplyPlan:output_type -> dnsplan.v1.ApplyPlanResponse
+	34, // 75: dnsplan.v1.EnactService.CleanupPlans:output_type -> dnsplan.v1.CleanupPlansResponse
+	36, // 76: dnsplan.v1.EnactService.GetApplied:output_type -> dnsplan.v1.AppliedEndpoint
+	38, // 77: dnsplan.v1.EnactService.ListApplied:output_type -> dnsplan.v1.ListAppliedResponse
+	40, // 78: dnsplan.v1.EnactService.WatchApplied:output_type -> dnsplan.v1.WatchAppliedResponse
+	43, // 79: dnsplan.v1.EnactService.ListHistory:output_type -> dnsplan.v1.ListHistoryResponse
+	45, // 80: dnsplan.v1.EnactService.ReportDoubt:output_type -> dnsplan.v1.ReportDoubtResponse
+	48, // 81: dnsplan.v1.ClusterService.Status:output_type -> dnsplan.v1.StatusResponse
+	55, // 82: dnsplan.v1.ClusterService.AddVoter:output_type -> dnsplan.v1.AddVoterResponse
+	57, // 83: dnsplan.v1.ClusterService.RemoveServer:output_type -> dnsplan.v1.RemoveServerResponse
+	59, // 84: dnsplan.v1.ClusterService.TransferLeadership:output_type -> dnsplan.v1.TransferLeadershipResponse
+	61, // 85: dnsplan.v1.ClusterService.SetFreeze:output_type -> dnsplan.v1.SetFreezeResponse
+	49, // 86: dnsplan.v1.ClusterService.GetConfig:output_type -> dnsplan.v1.ClusterConfig
+	49, // 87: dnsplan.v1.ClusterService.SetConfig:output_type -> dnsplan.v1.ClusterConfig
+	53, // 88: dnsplan.v1.ClusterService.ReadIndex:output_type -> dnsplan.v1.ReadIndexResponse
+	64, // 89: dnsplan.v1.ClusterService.RecordRefusals:output_type -> dnsplan.v1.RecordRefusalsResponse
+	66, // 90: dnsplan.v1.LegacyService.LegacyApply:output_type -> dnsplan.v1.LegacyApplyResponse
+	68, // 91: dnsplan.v1.LegacyService.LegacyCleanup:output_type -> dnsplan.v1.LegacyCleanupResponse
+	64, // [64:92] is the sub-list for method output_type
+	36, // [36:64] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_dnsplan_v1_dnsplan_proto_init() }
@@ -5183,16 +5235,16 @@ func file_dnsplan_v1_dnsplan_proto_init() {
 		return
 	}
 	file_dnsplan_v1_dnsplan_proto_msgTypes[3].OneofWrappers = []any{}
-	file_dnsplan_v1_dnsplan_proto_msgTypes[14].OneofWrappers = []any{}
-	file_dnsplan_v1_dnsplan_proto_msgTypes[43].OneofWrappers = []any{}
-	file_dnsplan_v1_dnsplan_proto_msgTypes[45].OneofWrappers = []any{}
+	file_dnsplan_v1_dnsplan_proto_msgTypes[15].OneofWrappers = []any{}
+	file_dnsplan_v1_dnsplan_proto_msgTypes[44].OneofWrappers = []any{}
+	file_dnsplan_v1_dnsplan_proto_msgTypes[46].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dnsplan_v1_dnsplan_proto_rawDesc), len(file_dnsplan_v1_dnsplan_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   63,
+			NumMessages:   64,
 			NumExtensions: 0,
 			NumServices:   5,
 		},

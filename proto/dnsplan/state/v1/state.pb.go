@@ -39,11 +39,10 @@ type SubmitPlan struct {
 	// expected_parent and expected_digest: see dnsplan.v1.SubmitPlanRequest.
 	ExpectedParent *uint64 `protobuf:"varint,6,opt,name=expected_parent,json=expectedParent,proto3,oneof" json:"expected_parent,omitempty"`
 	ExpectedDigest string  `protobuf:"bytes,7,opt,name=expected_digest,json=expectedDigest,proto3" json:"expected_digest,omitempty"`
-	// delta and remove_endpoints: see dnsplan.v1.SubmitPlanRequest.
-	Delta           bool     `protobuf:"varint,8,opt,name=delta,proto3" json:"delta,omitempty"`
-	RemoveEndpoints []string `protobuf:"bytes,9,rep,name=remove_endpoints,json=removeEndpoints,proto3" json:"remove_endpoints,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// delta: see dnsplan.v1.SubmitPlanRequest.
+	Delta         *v1.PlanDelta `protobuf:"bytes,8,opt,name=delta,proto3" json:"delta,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SubmitPlan) Reset() {
@@ -118,16 +117,9 @@ func (x *SubmitPlan) GetExpectedDigest() string {
 	return ""
 }
 
-func (x *SubmitPlan) GetDelta() bool {
+func (x *SubmitPlan) GetDelta() *v1.PlanDelta {
 	if x != nil {
 		return x.Delta
-	}
-	return false
-}
-
-func (x *SubmitPlan) GetRemoveEndpoints() []string {
-	if x != nil {
-		return x.RemoveEndpoints
 	}
 	return nil
 }
@@ -783,7 +775,7 @@ var File_dnsplan_state_v1_state_proto protoreflect.FileDescriptor
 
 const file_dnsplan_state_v1_state_proto_rawDesc = "" +
 	"\n" +
-	"\x1cdnsplan/state/v1/state.proto\x12\x10dnsplan.state.v1\x1a\x18dnsplan/v1/dnsplan.proto\"\xcd\x02\n" +
+	"\x1cdnsplan/state/v1/state.proto\x12\x10dnsplan.state.v1\x1a\x18dnsplan/v1/dnsplan.proto\"\xb9\x02\n" +
 	"\n" +
 	"SubmitPlan\x12$\n" +
 	"\x04plan\x18\x01 \x01(\v2\x10.dnsplan.v1.PlanR\x04plan\x12\x14\n" +
@@ -793,9 +785,8 @@ const file_dnsplan_state_v1_state_proto_rawDesc = "" +
 	"\vlease_token\x18\x05 \x01(\x04R\n" +
 	"leaseToken\x12,\n" +
 	"\x0fexpected_parent\x18\x06 \x01(\x04H\x00R\x0eexpectedParent\x88\x01\x01\x12'\n" +
-	"\x0fexpected_digest\x18\a \x01(\tR\x0eexpectedDigest\x12\x14\n" +
-	"\x05delta\x18\b \x01(\bR\x05delta\x12)\n" +
-	"\x10remove_endpoints\x18\t \x03(\tR\x0fremoveEndpointsB\x12\n" +
+	"\x0fexpected_digest\x18\a \x01(\tR\x0eexpectedDigest\x12+\n" +
+	"\x05delta\x18\b \x01(\v2\x15.dnsplan.v1.PlanDeltaR\x05deltaB\x12\n" +
 	"\x10_expected_parentJ\x04\b\x03\x10\x04R\x11max_capacity_drop\"v\n" +
 	"\tSetMember\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
@@ -871,31 +862,33 @@ var file_dnsplan_state_v1_state_proto_goTypes = []any{
 	(*VelocityRefusal)(nil),    // 9: dnsplan.state.v1.VelocityRefusal
 	(*ActivateLog)(nil),        // 10: dnsplan.state.v1.ActivateLog
 	(*v1.Plan)(nil),            // 11: dnsplan.v1.Plan
-	(*v1.Lease)(nil),           // 12: dnsplan.v1.Lease
-	(*v1.AppliedEndpoint)(nil), // 13: dnsplan.v1.AppliedEndpoint
-	(*v1.HistoryEvent)(nil),    // 14: dnsplan.v1.HistoryEvent
-	(*v1.ClusterConfig)(nil),   // 15: dnsplan.v1.ClusterConfig
+	(*v1.PlanDelta)(nil),       // 12: dnsplan.v1.PlanDelta
+	(*v1.Lease)(nil),           // 13: dnsplan.v1.Lease
+	(*v1.AppliedEndpoint)(nil), // 14: dnsplan.v1.AppliedEndpoint
+	(*v1.HistoryEvent)(nil),    // 15: dnsplan.v1.HistoryEvent
+	(*v1.ClusterConfig)(nil),   // 16: dnsplan.v1.ClusterConfig
 }
 var file_dnsplan_state_v1_state_proto_depIdxs = []int32{
 	11, // 0: dnsplan.state.v1.SubmitPlan.plan:type_name -> dnsplan.v1.Plan
-	3,  // 1: dnsplan.state.v1.ServedRecord.weights:type_name -> dnsplan.state.v1.ServedWeight
-	4,  // 2: dnsplan.state.v1.ServedWindow.records:type_name -> dnsplan.state.v1.ServedRecord
-	12, // 3: dnsplan.state.v1.StoredLease.lease:type_name -> dnsplan.v1.Lease
-	11, // 4: dnsplan.state.v1.Snapshot.plans:type_name -> dnsplan.v1.Plan
-	13, // 5: dnsplan.state.v1.Snapshot.applied:type_name -> dnsplan.v1.AppliedEndpoint
-	6,  // 6: dnsplan.state.v1.Snapshot.leases:type_name -> dnsplan.state.v1.StoredLease
-	14, // 7: dnsplan.state.v1.Snapshot.history:type_name -> dnsplan.v1.HistoryEvent
-	1,  // 8: dnsplan.state.v1.Snapshot.members:type_name -> dnsplan.state.v1.SetMember
-	15, // 9: dnsplan.state.v1.Snapshot.config:type_name -> dnsplan.v1.ClusterConfig
-	5,  // 10: dnsplan.state.v1.Snapshot.served:type_name -> dnsplan.state.v1.ServedWindow
-	13, // 11: dnsplan.state.v1.Snapshot.previous:type_name -> dnsplan.v1.AppliedEndpoint
-	8,  // 12: dnsplan.state.v1.Snapshot.velocity_refusals:type_name -> dnsplan.state.v1.VelocityRefusals
-	9,  // 13: dnsplan.state.v1.VelocityRefusals.refusals:type_name -> dnsplan.state.v1.VelocityRefusal
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	12, // 1: dnsplan.state.v1.SubmitPlan.delta:type_name -> dnsplan.v1.PlanDelta
+	3,  // 2: dnsplan.state.v1.ServedRecord.weights:type_name -> dnsplan.state.v1.ServedWeight
+	4,  // 3: dnsplan.state.v1.ServedWindow.records:type_name -> dnsplan.state.v1.ServedRecord
+	13, // 4: dnsplan.state.v1.StoredLease.lease:type_name -> dnsplan.v1.Lease
+	11, // 5: dnsplan.state.v1.Snapshot.plans:type_name -> dnsplan.v1.Plan
+	14, // 6: dnsplan.state.v1.Snapshot.applied:type_name -> dnsplan.v1.AppliedEndpoint
+	6,  // 7: dnsplan.state.v1.Snapshot.leases:type_name -> dnsplan.state.v1.StoredLease
+	15, // 8: dnsplan.state.v1.Snapshot.history:type_name -> dnsplan.v1.HistoryEvent
+	1,  // 9: dnsplan.state.v1.Snapshot.members:type_name -> dnsplan.state.v1.SetMember
+	16, // 10: dnsplan.state.v1.Snapshot.config:type_name -> dnsplan.v1.ClusterConfig
+	5,  // 11: dnsplan.state.v1.Snapshot.served:type_name -> dnsplan.state.v1.ServedWindow
+	14, // 12: dnsplan.state.v1.Snapshot.previous:type_name -> dnsplan.v1.AppliedEndpoint
+	8,  // 13: dnsplan.state.v1.Snapshot.velocity_refusals:type_name -> dnsplan.state.v1.VelocityRefusals
+	9,  // 14: dnsplan.state.v1.VelocityRefusals.refusals:type_name -> dnsplan.state.v1.VelocityRefusal
+	15, // [15:15] is the sub-list for method output_type
+	15, // [15:15] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_dnsplan_state_v1_state_proto_init() }
