@@ -104,6 +104,9 @@ func (c *Client) release(lease *pb.Lease) {
 	defer cancel()
 	_, err := c.ReleaseLease(ctx, &pb.ReleaseLeaseRequest{Name: lease.GetName(), Holder: lease.GetHolder(), Token: lease.GetToken()})
 	if err != nil && status.Code(err) != codes.FailedPrecondition && !errors.Is(err, ErrClosed) {
-		c.opts.logger.Debug("releasing lease", "lease", lease.GetName(), "err", err)
+		// Not fatal (the lease expires by itself), but a standby now waits
+		// for its expiry instead of taking over at once.
+		c.opts.logger.Warn("releasing lease failed; it expires by itself", "lease", lease.GetName(),
+			"token", lease.GetToken(), "err", err)
 	}
 }

@@ -2,6 +2,8 @@ package client_test
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -46,7 +48,18 @@ func TestHoldLeaseHandsOverOnRelease(t *testing.T) {
 	<-doneA
 	clustertest.WaitFor(t, 5*time.Second, "b takes over", func() bool { return tokens[1].Load() != 0 })
 	if took := time.Since(start); took >= ttl {
-		t.Fatalf("takeover after release took %s, not less than the TTL", took)
+		// Say whether a's release was applied (b was slow to ask again)
+		// or not (b waited for the expiry).
+		var seen []string
+		if h, err := c.ListHistory(context.Background(), &pb.ListHistoryRequest{}); err == nil {
+			for _, ev := range h.GetEvents() {
+				if ev.GetLeaseName() == "enactor/0" {
+					seen = append(seen, fmt.Sprintf("%s %s by %s token %d: %s %s", ev.GetTime().AsTime().Format("15:04:05.000"),
+						ev.GetKind(), ev.GetActor(), ev.GetToken(), ev.GetOutcome(), ev.GetReason()))
+				}
+			}
+		}
+		t.Fatalf("takeover after release took %s, not less than the TTL; the lease's history:\n%s", took, strings.Join(seen, "\n"))
 	}
 	if tokens[1].Load() <= tokens[0].Load() {
 		t.Fatalf("b's token %d not above a's %d", tokens[1].Load(), tokens[0].Load())
