@@ -86,7 +86,7 @@ func (n *Node) ensureVoter(ctx context.Context, id, raftAddr string) error {
 		return nil
 	}
 	n.log.Info("adding voter", "id", id, "raft_addr", raftAddr)
-	if err := n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, timeoutOf(ctx, n.cfg.ApplyTimeout)).Error(); err != nil {
+	if err := n.await(n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, timeoutOf(ctx, n.cfg.ApplyTimeout))); err != nil {
 		return raftError(err)
 	}
 	return nil
@@ -94,7 +94,7 @@ func (n *Node) ensureVoter(ctx context.Context, id, raftAddr string) error {
 
 func (n *Node) removeMember(ctx context.Context, id string) error {
 	n.log.Info("removing server", "id", id)
-	if err := n.raft.RemoveServer(raft.ServerID(id), 0, timeoutOf(ctx, n.cfg.ApplyTimeout)).Error(); err != nil {
+	if err := n.await(n.raft.RemoveServer(raft.ServerID(id), 0, timeoutOf(ctx, n.cfg.ApplyTimeout))); err != nil {
 		return raftError(err)
 	}
 	return nil
@@ -117,7 +117,7 @@ func (n *Node) transferLeadership(ctx context.Context, id string) (string, error
 		}
 		f = n.raft.LeadershipTransferToServer(srv.ID, srv.Address)
 	}
-	if err := f.Error(); err != nil {
+	if err := n.await(f); err != nil {
 		return "", raftError(err)
 	}
 	// Report who leads now, once a new leader is known.

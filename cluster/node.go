@@ -501,6 +501,23 @@ func (n *Node) startHTTP() error {
 	return nil
 }
 
+// await waits for a Raft future, or until the node closes. Raft answers
+// no future still queued for its main loop when it shuts down (a barrier
+// or an apply enqueued a moment before Close), so waiting on Error alone
+// can last forever; a loop Close waits for must not. A future given up on
+// this way may still complete: its outcome is unknown, as for any
+// leadership loss.
+func (n *Node) await(f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-n.closing:
+		return raft.ErrRaftShutdown
+	}
+}
+
 // goLoop runs f as a background goroutine that Close waits for.
 func (n *Node) goLoop(f func()) {
 	n.wg.Add(1)
@@ -531,7 +548,7 @@ func (n *Node) leadershipLoop() {
 		if n.readyTerm.Load() == term {
 			continue
 		}
-		if err := n.raft.Barrier(n.cfg.ApplyTimeout).Error(); err != nil {
+		if err := n.await(n.raft.Barrier(n.cfg.ApplyTimeout)); err != nil {
 			n.log.Warn("leader barrier failed", "term", term, "err", err)
 			continue
 		}
@@ -656,7 +673,7 @@ func (n *Node) propose(ctx context.Context, payload proto.Message) (fsm.Result, 
 		return fsm.Result{}, err
 	}
 	f := n.raft.Apply(data, timeoutOf(ctx, n.cfg.ApplyTimeout))
-	if err := f.Error(); err != nil {
+	if err := n.await(f); err != nil {
 		return fsm.Result{}, raftError(err)
 	}
 	n.metrics.observePropose(c.Type(), start)
