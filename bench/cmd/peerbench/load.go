@@ -16,6 +16,8 @@ type loadResult struct {
 	Failed   int
 	Elapsed  time.Duration
 	P50, P99 time.Duration
+	// FirstErr is the first failed operation's error, for the log.
+	FirstErr string
 }
 
 // OpsPerSec is the rate of successful operations.
@@ -39,6 +41,8 @@ func runLoad(ctx context.Context, clients, maxOps int, duration time.Duration, o
 	var started atomic.Int64
 	lat := make([][]time.Duration, clients)
 	failed := make([]int, clients)
+	var firstErr sync.Once
+	var r loadResult
 	var wg sync.WaitGroup
 	begin := time.Now()
 	for c := range clients {
@@ -55,6 +59,7 @@ func runLoad(ctx context.Context, clients, maxOps int, duration time.Duration, o
 				if err != nil {
 					if ctx.Err() == nil {
 						failed[c]++
+						firstErr.Do(func() { r.FirstErr = "; first: " + err.Error() })
 					}
 					continue
 				}
@@ -63,7 +68,7 @@ func runLoad(ctx context.Context, clients, maxOps int, duration time.Duration, o
 		}()
 	}
 	wg.Wait()
-	r := loadResult{Clients: clients, Elapsed: time.Since(begin)}
+	r.Clients, r.Elapsed = clients, time.Since(begin)
 	var all []time.Duration
 	for c := range clients {
 		all = append(all, lat[c]...)
