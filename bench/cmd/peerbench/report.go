@@ -34,13 +34,10 @@ func newReport(cfg config) *report {
 
 func (r *report) finish() {
 	r.ended, r.loadEnd = time.Now().UTC(), loadavg()
-	for _, argv := range [][]string{{"knotd", "--version"}, {"nsd", "-v"}, {"named", "-v"}, {"dnsperf", "-h"}} {
-		v := versionOf(argv...)
-		if argv[0] == "dnsperf" {
-			v = dnsperfVersion()
-		}
-		r.versions = append(r.versions, argv[0]+": "+v)
+	for _, argv := range [][]string{{"knotd", "--version"}, {"nsd", "-v"}, {"named", "-v"}} {
+		r.versions = append(r.versions, argv[0]+": "+versionOf(argv...))
 	}
+	r.versions = append(r.versions, "dnsperf: "+dnsperfVersion())
 }
 
 func (r *report) addSystem(name string) {
@@ -99,7 +96,7 @@ func (r *report) rows() []row {
 			if !ok {
 				continue
 			}
-			rows = append(rows, row{fmt.Sprintf("fenced conditional apply, 3 nodes, %d client(s)", n),
+			rows = append(rows, row{fmt.Sprintf("fenced conditional apply, 3 nodes, %d %s", n, map[bool]string{true: "client", false: "clients"}[n == 1]),
 				applyCell(ours), p, applyCell(theirs), ratio(ours.OpsPerSec(), theirs.OpsPerSec())})
 		}
 	}
@@ -125,7 +122,7 @@ func (r *report) rows() []row {
 		if d.Err == nil {
 			theirs, rt = qps(d.QPS), ratio(ours.QPS, d.QPS)
 		}
-		rows = append(rows, row{fmt.Sprintf("DNS, server on 1 core, dnsperf on the other, %d names × 4 A", dnsNames), qps(ours.QPS), d.Server, theirs, rt})
+		rows = append(rows, row{fmt.Sprintf("DNS, server on 1 core, dnsperf on the other, %s names × 4 A", thousands(dnsNames)), qps(ours.QPS), d.Server, theirs, rt})
 	}
 	if len(r.propagation) > 0 {
 		rows = append(rows, row{fmt.Sprintf("propagation: plan acknowledged → every node's DNS serves it (%d trials)", len(r.propagation)),
@@ -191,7 +188,11 @@ func (r *report) markdown() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Measured %s, %s to %s UTC (`make %s`), on %s. ", r.started.Format("2006-01-02"),
 		r.started.Format("15:04"), r.ended.Format("15:04"), map[bool]string{true: "bench-quick", false: "bench"}[r.cfg.quick], r.machine)
-	fmt.Fprintf(&b, "Load average (1, 5, 15 min) %s at the start and %s at the end.\n\n", r.loadStart, r.loadEnd)
+	fmt.Fprintf(&b, "Load average (1, 5, 15 min) %s at the start and %s at the end", r.loadStart, r.loadEnd)
+	if busy(r.loadStart, 0.5) || busy(r.loadEnd, 1.5) {
+		b.WriteString(": the machine was not idle (other work shared its cores), so every figure is noisy and lower than on an idle machine; the ratios are the figures to read")
+	}
+	b.WriteString(".\n\n")
 	b.WriteString("| figure | dnsplan | peer | peer's figure | ratio |\n|---|---|---|---|---|\n")
 	for _, row := range r.rows() {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", row.figure, row.ours, row.peer, row.theirs, row.ratio)
@@ -210,9 +211,12 @@ func (r *report) markdown() string {
 		}
 		b.WriteString("\n")
 	}
+	if len(r.dns) > 0 {
+		b.WriteString("dnsperf's own counts (queries still outstanding when it stops count as lost):\n\n")
+	}
 	for _, d := range r.dns {
 		if d.Err == nil {
-			fmt.Fprintf(&b, "- dnsperf against %s: queries lost %s; response codes %s\n", d.Server, d.Lost, d.Codes)
+			fmt.Fprintf(&b, "- %s: queries lost %s; response codes %s\n", d.Server, d.Lost, d.Codes)
 		}
 	}
 	b.WriteString("\nVersions:\n\n")
@@ -220,6 +224,18 @@ func (r *report) markdown() string {
 		fmt.Fprintf(&b, "- %s\n", v)
 	}
 	return fillTemplate(b.String())
+}
+
+// busy reports whether a load average line's 1-minute figure is above
+// share times the cores. Before the run any load is other work's; at its
+// end the benchmark's own servers and dnsperf account for about one per
+// core.
+func busy(load string, share float64) bool {
+	var one float64
+	if _, err := fmt.Sscan(load, &one); err != nil {
+		return false
+	}
+	return one > share*float64(runtime.NumCPU())
 }
 
 func loadavg() string {
