@@ -16,7 +16,7 @@ type loadResult struct {
 	Failed   int
 	Elapsed  time.Duration
 	P50, P99 time.Duration
-	// FirstErr is the first failed operation's error, for the log.
+	// FirstErr is the first failed operation's error, telling what failed.
 	FirstErr string
 }
 
@@ -59,7 +59,7 @@ func runLoad(ctx context.Context, clients, maxOps int, duration time.Duration, o
 				if err != nil {
 					if ctx.Err() == nil {
 						failed[c]++
-						firstErr.Do(func() { r.FirstErr = "; first: " + err.Error() })
+						firstErr.Do(func() { r.FirstErr = err.Error() })
 					}
 					continue
 				}

@@ -186,8 +186,8 @@ func measureStore(ctx context.Context, s store, cfg config, rep *report) error {
 				return err
 			}
 			r := runLoad(ctx, n, maxOps, cfg.applyFor, op)
-			fmt.Printf("apply: %-20s %3d clients: %8.0f ops/s  p50 %-9s p99 %-9s (%d ok, %d failed%s) in %.1fs\n",
-				s.name(), n, r.OpsPerSec(), ms(r.P50), ms(r.P99), r.OK, r.Failed, r.FirstErr, r.Elapsed.Seconds())
+			fmt.Printf("apply: %-20s %3d clients: %8.0f ops/s  p50 %-9s p99 %-9s (%d ok, %d failed) in %.1fs %s\n",
+				s.name(), n, r.OpsPerSec(), ms(r.P50), ms(r.P99), r.OK, r.Failed, r.Elapsed.Seconds(), r.FirstErr)
 			rep.addApply(s.name(), r)
 			if ctx.Err() != nil {
 				return ctx.Err()

@@ -135,7 +135,7 @@ func (r *report) rows() []row {
 func applyCell(l loadResult) string {
 	s := fmt.Sprintf("%s ops/s, p50 %s, p99 %s", thousands(l.OpsPerSec()), ms(l.P50), ms(l.P99))
 	if l.Failed > 0 {
-		s += fmt.Sprintf(", %d failed", l.Failed)
+		s += fmt.Sprintf(", %d failed (first: %s)", l.Failed, l.FirstErr)
 	}
 	return s
 }
