@@ -11,7 +11,7 @@ PKGS := ./...
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 IMAGE ?= dnsplan:dev
 
-.PHONY: all build test unit fuzz vet fmt-check proto proto-check tools etcd clean image up down ps logs e2e sim chaos
+.PHONY: all build test unit fuzz vet fmt-check proto proto-check tools etcd clean image up down ps logs e2e sim chaos bench bench-quick peerbench
 
 all: build
 
@@ -109,6 +109,23 @@ chaos: build
 e2e: image
 	@status=0; $(GO) test -tags e2e -count=1 -v -timeout 15m ./e2e || status=$$?; \
 	$(COMPOSE) -p dnsplan-e2e down -v --remove-orphans >/dev/null 2>&1 || true; exit $$status
+
+# bench measures dnsplan beside its peers (etcd, Knot, NSD, BIND9) in one
+# run and rewrites BENCHMARKS.md (about 8 minutes); bench-quick runs fewer
+# trials and shorter loads (under 4 minutes) and only prints the figures.
+# Both install the peers first (scripts/install-peers.sh, Debian) and start
+# and stop every server themselves on loopback ports from 27000
+# (BENCHFLAGS='--port-base N' moves them). Neither is part of test.
+bench: peerbench
+	@scripts/install-peers.sh
+	bin/peerbench --out BENCHMARKS.md $(BENCHFLAGS)
+
+bench-quick: peerbench
+	@scripts/install-peers.sh
+	bin/peerbench --quick $(BENCHFLAGS)
+
+peerbench: build etcd
+	$(GO) build -o bin/peerbench ./bench/cmd/peerbench
 
 down:
 	$(COMPOSE) down -v --remove-orphans
