@@ -697,8 +697,3 @@ func (n *Node) etcdStatus() (*pb.StatusResponse, error) {
 func errNoLeaderOnEtcd(what string) error {
 	return status.Errorf(codes.FailedPrecondition, "%s: this node runs on the etcd store, which has no dnsplan leader and no Raft configuration: nodes join by starting on the same etcd endpoints and prefix, and leave by stopping (etcd's own leader moves with etcdctl move-leader)", what)
 }
-
-// etcdHasMember reports whether id is registered.
-func (s *etcdStore) hasMember(id string) bool {
-	return slices.ContainsFunc(*s.members.Load(), func(m etcdMember) bool { return m.ID == id })
-}
