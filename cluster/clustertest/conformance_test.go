@@ -467,6 +467,22 @@ func (s *suite) etcdOutage(t *testing.T) {
 		})
 	}
 
+	// A watch of the plans to come, through the project's client, runs
+	// across the outage and resumes after it.
+	watched := make(chan uint64, 16)
+	wctx, wcancel := context.WithCancel(context.Background())
+	wdone := make(chan error, 1)
+	go func() {
+		wdone <- s.c.Client().WatchPlans(wctx, g+1, func(p *pb.Plan) error {
+			watched <- p.GetGeneration()
+			return nil
+		})
+	}()
+	defer func() {
+		wcancel()
+		<-wdone
+	}()
+
 	s.c.Etcd.StopAll()
 	// Plain gRPC, no retries: the code is each node's own answer.
 	for i := range 3 {
@@ -513,6 +529,14 @@ func (s *suite) etcdOutage(t *testing.T) {
 		res, err := cl.ApplyPlan(ctx, &pb.ApplyPlanRequest{Generation: sub.GetGeneration(), LeaseName: l.GetName(), LeaseToken: l.GetToken(), EnactorId: l.GetHolder()})
 		if err != nil || res.GetResults()[0].GetOutcome() != pb.Outcome_OUTCOME_APPLIED {
 			t.Fatalf("apply through node %d after etcd returned: %v %v", i+1, res, err)
+		}
+		select {
+		case w := <-watched:
+			if w != sub.GetGeneration() {
+				t.Fatalf("the watch resumed with generation %d, want %d", w, sub.GetGeneration())
+			}
+		case <-time.After(clustertest.LongWait):
+			t.Fatalf("the watch did not deliver generation %d after etcd returned", sub.GetGeneration())
 		}
 	}
 	for i := range 3 {
