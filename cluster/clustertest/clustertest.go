@@ -162,6 +162,15 @@ func (c *Cluster) Restart(i int) *cluster.Node {
 // every write is fsync'd before it is acknowledged).
 func (c *Cluster) Stop(i int) { c.lc.StopNode(i) }
 
+// Wipe deletes node i's data dir, as a replaced machine has none; the
+// node must be stopped.
+func (c *Cluster) Wipe(i int) {
+	c.t.Helper()
+	if err := c.lc.Wipe(i); err != nil {
+		c.t.Fatalf("clustertest: %v", err)
+	}
+}
+
 // StopAll stops every node.
 func (c *Cluster) StopAll() { c.lc.StopAll() }
 

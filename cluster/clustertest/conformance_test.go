@@ -65,6 +65,7 @@ func TestConformance(t *testing.T) {
 					name string
 					run  func(*suite, *testing.T)
 				}{
+					{"WipedNodeNeverAnswersEmpty", (*suite).wipedNodeNeverAnswersEmpty},
 					{"EtcdMemberKilled", (*suite).etcdMemberKilled},
 					{"EtcdOutage", (*suite).etcdOutage},
 				}...)
@@ -424,6 +425,56 @@ func (s *suite) restartFromSnapshot(t *testing.T) {
 	if st, err := n.Status(); err != nil || st.GetLastSnapshotIndex() == 0 {
 		t.Fatalf("the restarted node's status: %v %v, want a snapshot restored", st, err)
 	}
+	s.c.WaitReady()
+}
+
+// wipedNodeNeverAnswersEmpty (I2): a node started with an empty data dir
+// while etcd is down cannot learn how far the cluster got, so its DNS
+// answers SERVFAIL, never NXDOMAIN or an empty answer, for as long as the
+// outage lasts; once etcd returns, it serves the applied records.
+func (s *suite) wipedNodeNeverAnswersEmpty(t *testing.T) {
+	const ep = "wiped.dnsplan.test."
+	g := s.submit(t, plan(ep, "192.0.2.150", "192.0.2.151"))
+	s.mustApply(t, s.acquire(t, "enactor/wiped", "az-a", time.Minute), g)
+	s.c.Stop(2)
+	s.c.Wipe(2)
+	s.c.Etcd.StopAll()
+	if s.c.Restart(2) == nil {
+		t.Fatal("node 3 did not start")
+	}
+	// answer is one DNS answer of node 3 for ep: "servfail", "full", or
+	// what else it was.
+	answer := func() string {
+		m := new(dns.Msg)
+		m.SetQuestion(ep, dns.TypeA)
+		r, _, err := (&dns.Client{Timeout: time.Second}).Exchange(m, s.c.DNSAddrs[2])
+		switch {
+		case err != nil:
+			return "no answer: " + err.Error()
+		case r.Rcode == dns.RcodeServerFailure:
+			return "servfail"
+		case r.Rcode == dns.RcodeSuccess && len(r.Answer) == 2:
+			return "full"
+		}
+		return fmt.Sprintf("%s with %d records", dns.RcodeToString[r.Rcode], len(r.Answer))
+	}
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if a := answer(); a != "servfail" {
+			t.Fatalf("a wiped node with etcd down answered %s, want SERVFAIL", a)
+		}
+	}
+	s.c.Etcd.StartAll()
+	clustertest.WaitFor(t, clustertest.LongWait, "the wiped node serving the applied records", func() bool {
+		switch a := answer(); a {
+		case "full":
+			return true
+		case "servfail":
+			return false
+		default:
+			t.Fatalf("a wiped node catching up answered %s, want SERVFAIL or the records", a)
+			return false
+		}
+	})
 	s.c.WaitReady()
 }
 
