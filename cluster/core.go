@@ -14,12 +14,12 @@ import (
 )
 
 // core is the node as the gRPC services (service_*.go, watch.go) see it: a
-// replicated state machine with a membership. *Node is the core on Raft;
-// the services know nothing of Raft, so their behaviour is tested against
-// a core with no Raft behind it (services_test.go). The method table and
-// its interceptor (methods.go), which decide where a call runs (here, or
-// forwarded to the leader), are the Raft side's and run before a service
-// is called.
+// replicated state machine with a membership. *Node is the core on either
+// store, Raft's log or etcd's (etcd.go); the services know nothing of
+// either, so their behaviour is tested against a core with no log behind
+// it (services_test.go) and the same API runs on both. The method table
+// and its interceptor (methods.go), which decide where a call runs (here,
+// or forwarded to the Raft leader), run before a service is called.
 type core interface {
 	// ID is this node's member id.
 	ID() string
@@ -62,9 +62,23 @@ func (n *Node) read(f func(*fsm.State))            { n.machine.read(f) }
 func (n *Node) changed() (<-chan struct{}, uint64) { return n.machine.changed() }
 func (n *Node) done() <-chan struct{}              { return n.closing }
 func (n *Node) logger() *slog.Logger               { return n.log }
-func (n *Node) commitIndex() uint64                { return n.raft.CommitIndex() }
 
+// commitIndex is Raft's commit index, or on etcd the newest linearizable
+// revision read (the barrier of the call that asks has just read it).
+func (n *Node) commitIndex() uint64 {
+	if n.etcd != nil {
+		return uint64(n.etcd.linearizable.Load())
+	}
+	return n.raft.CommitIndex()
+}
+
+// leaderContact on etcd: no node leads; "contact" is the last answer of an
+// etcd quorum, so a node cut off from etcd ends its watches as a Raft
+// follower cut off from its leader does.
 func (n *Node) leaderContact() (bool, time.Time, string) {
+	if n.etcd != nil {
+		return false, time.Unix(0, n.etcd.contact.Load()), ""
+	}
 	if n.raft.State() == raft.Leader {
 		return true, time.Time{}, n.cfg.ID
 	}
@@ -73,11 +87,17 @@ func (n *Node) leaderContact() (bool, time.Time, string) {
 }
 
 func (n *Node) hasMember(id string) (bool, error) {
+	if n.etcd != nil {
+		return false, errNoLeaderOnEtcd("remove-server")
+	}
 	_, ok, err := n.inConfig(id)
 	return ok, err
 }
 
 func (n *Node) ensureVoter(ctx context.Context, id, raftAddr string) error {
+	if n.etcd != nil {
+		return errNoLeaderOnEtcd("add-voter")
+	}
 	srv, ok, err := n.inConfig(id)
 	if err != nil {
 		return err
@@ -93,6 +113,9 @@ func (n *Node) ensureVoter(ctx context.Context, id, raftAddr string) error {
 }
 
 func (n *Node) removeMember(ctx context.Context, id string) error {
+	if n.etcd != nil {
+		return errNoLeaderOnEtcd("remove-server")
+	}
 	n.log.Info("removing server", "id", id)
 	if err := n.await(n.raft.RemoveServer(raft.ServerID(id), 0, timeoutOf(ctx, n.cfg.ApplyTimeout))); err != nil {
 		return raftError(err)
@@ -101,6 +124,9 @@ func (n *Node) removeMember(ctx context.Context, id string) error {
 }
 
 func (n *Node) transferLeadership(ctx context.Context, id string) (string, error) {
+	if n.etcd != nil {
+		return "", errNoLeaderOnEtcd("transfer-leader")
+	}
 	var f raft.Future
 	if id == "" {
 		f = n.raft.LeadershipTransfer()
@@ -133,6 +159,9 @@ func (n *Node) transferLeadership(ctx context.Context, id string) (string, error
 
 // Status reports this node's view of the cluster.
 func (n *Node) Status() (*pb.StatusResponse, error) {
+	if n.etcd != nil {
+		return n.etcdStatus()
+	}
 	r := n.raft
 	leaderID, leaderAddr := n.leader()
 	resp := &pb.StatusResponse{

@@ -165,6 +165,10 @@ func (n *Node) caughtUp(index, floor uint64, lastCommand *uint64) bool {
 	if index >= floor {
 		return true
 	}
+	if n.etcd != nil {
+		// Every entry of the etcd log is a command: the floor is one.
+		return false
+	}
 	if n.raft.AppliedIndex() < floor {
 		return false
 	}

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/dnsplan/dnsplan/cluster/etcdlog"
 	"github.com/dnsplan/dnsplan/cluster/fsm"
 	"github.com/dnsplan/dnsplan/contract"
 )
@@ -50,7 +51,7 @@ func toStatus(err error) error {
 	switch {
 	case reason != "":
 		code = reason.Code()
-	case errors.Is(err, ErrNotLeader):
+	case errors.Is(err, ErrNotLeader), errors.Is(err, ErrNotReady), errors.Is(err, etcdlog.ErrUnavailable):
 		code = codes.Unavailable
 	case errors.Is(err, ErrUnauthenticated):
 		code = codes.Unauthenticated

@@ -12,7 +12,9 @@ import (
 
 // machine adapts fsm.State to raft.FSM. Raft calls Apply, Snapshot and
 // Restore from one goroutine; the gRPC and DNS readers call read and
-// changed from many.
+// changed from many. The etcd store (etcd.go) feeds the same adapter from
+// its reader through apply and swap, so both logs apply commands, notify
+// watchers and count metrics in one place.
 type machine struct {
 	// mu guards state: Apply takes it for writing, readers for reading.
 	// Stored values are immutable, so readers may keep what they read after
@@ -39,8 +41,13 @@ func (m *machine) Apply(l *raft.Log) any {
 	if err != nil {
 		panic(fmt.Sprintf("cluster: log entry %d: %v", l.Index, err))
 	}
+	return m.apply(l.Index, cmd)
+}
+
+// apply executes one decoded command committed at index.
+func (m *machine) apply(index uint64, cmd fsm.Command) fsm.Result {
 	m.mu.Lock()
-	res := m.state.Apply(l.Index, cmd)
+	res := m.state.Apply(index, cmd)
 	ch := m.changedCh
 	m.changedCh = make(chan struct{})
 	m.mu.Unlock()
@@ -70,13 +77,18 @@ func (m *machine) Restore(rc io.ReadCloser) error {
 	if err != nil {
 		return err
 	}
+	m.swap(s)
+	return nil
+}
+
+// swap replaces the state by s, restored from a snapshot.
+func (m *machine) swap(s *fsm.State) {
 	m.mu.Lock()
 	m.state = s
 	ch := m.changedCh
 	m.changedCh = make(chan struct{})
 	m.mu.Unlock()
 	close(ch)
-	return nil
 }
 
 // read runs f with the state locked for reading.

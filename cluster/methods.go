@@ -200,11 +200,21 @@ func (n *Node) serve(ctx context.Context, name string, req proto.Message, local 
 		n.refuse(id, secured, name, err)
 		return nil, err
 	}
+	if n.etcd != nil {
+		// The etcd store has no leader: every node proposes, and a
+		// linearizable read waits for the replica to reach the log's head.
+		if m.access == accessRead && !isStale(req) {
+			if err := n.etcdBarrier(ctx); err != nil {
+				return nil, err
+			}
+		}
+		return local(ctx)
+	}
 	switch m.access {
 	case accessLocal:
 		return local(ctx)
 	case accessRead:
-		if s, ok := req.(interface{ GetStale() bool }); ok && s.GetStale() {
+		if isStale(req) {
 			return local(ctx)
 		}
 		if n.IsLeader() {
@@ -219,6 +229,12 @@ func (n *Node) serve(ctx context.Context, name string, req proto.Message, local 
 		}
 	}
 	return n.forward(ctx, name, m, req)
+}
+
+// isStale says whether a read asks to be served from the replica as it is.
+func isStale(req proto.Message) bool {
+	s, ok := req.(interface{ GetStale() bool })
+	return ok && s.GetStale()
 }
 
 // admit finds a unary method's table entry and validates req by it.

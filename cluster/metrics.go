@@ -87,6 +87,34 @@ func newMetrics(n *Node) *metrics {
 			Name: "dnsplan_insecure",
 			Help: "1 if this node runs without TLS (--insecure): its API and Raft port accept anyone.",
 		}, func() float64 { return boolFloat(n.cfg.TLS == nil) }),
+		stateGauge("dnsplan_plans", "Plans stored.", func(s *fsm.State) float64 { return float64(s.NumPlans()) }),
+		stateGauge("dnsplan_applied_endpoints", "Endpoints with applied records.", func(s *fsm.State) float64 { return float64(s.NumApplied()) }),
+		stateGauge("dnsplan_next_generation", "Generation the next plan gets.", func(s *fsm.State) float64 { return float64(s.NextGeneration()) }),
+		stateGauge("dnsplan_frozen", "1 while applies are frozen.", func(s *fsm.State) float64 {
+			f, _ := s.Frozen()
+			return boolFloat(f)
+		}),
+	)
+	if n.cfg.Store == StoreEtcd {
+		// n.etcd is set before the HTTP endpoint serves a scrape.
+		etcdGauge := func(name, help string, f func(*etcdStore) float64) prometheus.Collector {
+			return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(n.etcd) })
+		}
+		reg.MustRegister(
+			etcdGauge("dnsplan_etcd_ready", "1 once the replica has caught up with the etcd log and the node proposes.", func(s *etcdStore) float64 {
+				return boolFloat(s.ready.Load())
+			}),
+			etcdGauge("dnsplan_etcd_linearizable_revision", "Revision of the etcd log's newest entry, as last read from an etcd quorum.", func(s *etcdStore) float64 {
+				return float64(s.linearizable.Load())
+			}),
+			stateGauge("dnsplan_etcd_applied_revision", "Revision of the last etcd log entry the replica applied.", func(s *fsm.State) float64 { return float64(s.LastIndex()) }),
+			etcdGauge("dnsplan_clock_skew_seconds", "This node's wall clock minus the time it last stamped on a command (every node on etcd stamps its own).", func(*etcdStore) float64 {
+				return time.Duration(n.skew.Load()).Seconds()
+			}),
+		)
+		return m
+	}
+	reg.MustRegister(
 		raftGauge("dnsplan_raft_leader", "1 if this node is the Raft leader.", func(r *raft.Raft) float64 {
 			return boolFloat(r.State() == raft.Leader)
 		}),
@@ -101,13 +129,6 @@ func newMetrics(n *Node) *metrics {
 				return 0
 			}
 			return time.Duration(n.skew.Load()).Seconds()
-		}),
-		stateGauge("dnsplan_plans", "Plans stored.", func(s *fsm.State) float64 { return float64(s.NumPlans()) }),
-		stateGauge("dnsplan_applied_endpoints", "Endpoints with applied records.", func(s *fsm.State) float64 { return float64(s.NumApplied()) }),
-		stateGauge("dnsplan_next_generation", "Generation the next plan gets.", func(s *fsm.State) float64 { return float64(s.NextGeneration()) }),
-		stateGauge("dnsplan_frozen", "1 while applies are frozen.", func(s *fsm.State) float64 {
-			f, _ := s.Frozen()
-			return boolFloat(f)
 		}),
 	)
 	return m

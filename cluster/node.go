@@ -44,6 +44,14 @@ type Config struct {
 	ID      string
 	DataDir string
 
+	// Store is the log under the state machine: StoreRaft (the default,
+	// Raft's own log among the nodes) or StoreEtcd (a log kept in etcd,
+	// described by Etcd; etcd.go). The API, DNS and the rules are the same
+	// on both. On etcd the Raft fields, InitialCluster and Join do not
+	// apply; DataDir keeps only the DNS served index.
+	Store Store
+	Etcd  EtcdConfig
+
 	// RaftAddr is the Raft TCP listen address; AdvertiseRaft what peers
 	// dial (default RaftAddr). RaftListener, if set, is used instead of
 	// listening on RaftAddr (tests pass one bound to port 0).
@@ -176,6 +184,9 @@ func (c *Config) setDefaults() error {
 	if c.DataDir == "" {
 		c.DataDir = filepath.Join("data", c.ID)
 	}
+	if c.Store == "" {
+		c.Store = StoreRaft
+	}
 	if c.RaftListener == nil && c.RaftAddr == "" {
 		c.RaftAddr = "127.0.0.1:7001"
 	}
@@ -231,6 +242,9 @@ func (c *Config) setDefaults() error {
 	if c.RaftLogLevel == "" {
 		c.RaftLogLevel = "warn"
 	}
+	if err := c.checkStore(); err != nil {
+		return err
+	}
 	if len(c.InitialCluster) > 0 && c.Join != "" {
 		return errors.New("cluster: --initial-cluster and --join are exclusive")
 	}
@@ -265,6 +279,10 @@ type Node struct {
 	// refusals are the calls refused since they were last recorded
 	// (refusals.go).
 	refusals refusalLog
+
+	// etcd is the etcd store (etcd.go); nil on Raft, where raft, store
+	// and transport are set instead.
+	etcd *etcdStore
 
 	store     *raftboltdb.BoltStore
 	transport *raft.NetworkTransport
@@ -329,6 +347,9 @@ func Start(cfg Config) (n *Node, err error) {
 			started.Close()
 		}
 	}()
+	if cfg.Store == StoreEtcd {
+		return n.startOnEtcd()
+	}
 	joining, err := n.startRaft()
 	if err != nil {
 		return nil, err
@@ -655,12 +676,13 @@ func (n *Node) observeSkew(skew time.Duration) {
 		"skew", skew, "limit_per_term", fsm.MaxTimeStep)
 }
 
-// propose replicates one command through Raft and returns the state
-// machine's result. It must run on the leader. The leader stamps the
-// command here (stamp); Apply never reads a clock.
+// propose replicates one command through the log and returns the state
+// machine's result. On Raft it must run on the leader, on etcd it runs on
+// any ready node (etcdPropose). The proposer stamps the command here
+// (stamp, etcdStamp); Apply never reads a clock.
 func (n *Node) propose(ctx context.Context, payload proto.Message) (fsm.Result, error) {
 	start := time.Now()
-	c := fsm.Command{Stamp: n.stamp(), Payload: payload}
+	c := fsm.Command{Payload: payload}
 	if id, ok := ctx.Value(callerCtx{}).(auth.Identity); ok {
 		c.Caller = id.String()
 	} else if n.cfg.TLS != nil {
@@ -668,6 +690,10 @@ func (n *Node) propose(ctx context.Context, payload proto.Message) (fsm.Result, 
 		// policy).
 		c.Caller = n.cfg.TLS.Identity().String()
 	}
+	if n.etcd != nil {
+		return n.etcdPropose(ctx, c, start)
+	}
+	c.Stamp = n.stamp()
 	data, err := c.Encode()
 	if err != nil {
 		return fsm.Result{}, err
@@ -702,8 +728,9 @@ func (n *Node) HTTPAddr() string {
 	return n.httpLis.Addr().String()
 }
 
-// IsLeader reports whether this node is the Raft leader.
-func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+// IsLeader reports whether this node is the Raft leader; never on the
+// etcd store, which has no leader (every ready node proposes).
+func (n *Node) IsLeader() bool { return n.etcd == nil && n.raft.State() == raft.Leader }
 
 // State runs f with this node's replica of the state, locked for reading.
 // f must not keep or modify what it reads beyond the stored values' use.
@@ -737,7 +764,13 @@ func (n *Node) Close() error {
 				err = e
 			}
 		}
+		if n.etcd != nil {
+			n.etcd.stop()
+		}
 		n.wg.Wait()
+		if n.etcd != nil {
+			n.etcd.close(n.log)
+		}
 		if n.transport != nil {
 			_ = n.transport.Close()
 		}

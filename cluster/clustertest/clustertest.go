@@ -1,8 +1,9 @@
 // Package clustertest starts real dnsplan clusters inside a test process,
 // for the tests of the packages built on the cluster (client, planner,
-// enactor, probe, whole-system tests): real Raft over loopback TCP, the
-// real gRPC API, DNS on every node if asked, data in the test's temp dir,
-// short Raft timeouts. Nothing in it is a fake.
+// enactor, probe, whole-system tests): real Raft over loopback TCP (or,
+// with Options.Store, a real three-member etcd on loopback under the etcd
+// store), the real gRPC API, DNS on every node if asked, data in the
+// test's temp dir, short timeouts. Nothing in it is a fake.
 package clustertest
 
 import (
@@ -20,6 +21,7 @@ import (
 	"github.com/dnsplan/dnsplan/cluster"
 	"github.com/dnsplan/dnsplan/cluster/local"
 	"github.com/dnsplan/dnsplan/contract"
+	"github.com/dnsplan/dnsplan/internal/etcdtest"
 	"github.com/dnsplan/dnsplan/internal/poll"
 )
 
@@ -38,6 +40,10 @@ type Options struct {
 	TLS bool
 	// Tune adjusts each node's configuration before it starts.
 	Tune func(*cluster.Config)
+	// Store is the log the nodes run on (default cluster.StoreRaft). With
+	// cluster.StoreEtcd, Start first starts a three-member etcd cluster
+	// (internal/etcdtest; `make tools` builds its binary), Cluster.Etcd.
+	Store cluster.Store
 }
 
 // Cluster is a running test cluster on the in-process launcher
@@ -52,6 +58,9 @@ type Cluster struct {
 	// CertDir holds the CA and certificates of a TLS cluster ("" without).
 	CertDir   string
 	clientTLS *tls.Config
+	// Etcd is the etcd cluster under a cluster on the etcd store (nil on
+	// Raft): tests kill, stop and restart its members.
+	Etcd *etcdtest.Cluster
 }
 
 // Certificate is the certificate of the cluster's CA for role and name
@@ -75,7 +84,14 @@ func Start(t testing.TB, opts Options) *Cluster {
 		opts.Nodes = 3
 	}
 	c := &Cluster{t: t, Log: Logger(t)}
+	var etcd cluster.EtcdConfig
+	if opts.Store == cluster.StoreEtcd {
+		c.Etcd = etcdtest.Start(t)
+		etcd = EtcdConfig(c.Etcd)
+	}
 	lc, err := local.New(local.Options{
+		Store:    opts.Store,
+		Etcd:     etcd,
 		Dir:      t.TempDir(),
 		Founders: opts.Nodes,
 		MaxNodes: opts.Nodes,
@@ -113,6 +129,22 @@ func Start(t testing.TB, opts Options) *Cluster {
 	return c
 }
 
+// EtcdConfig is the configuration of a node on the etcd store of e, with
+// the short timeouts of tests: an operation etcd cannot serve answers
+// UNAVAILABLE within two seconds, and a stopped node leaves the registry
+// as fast as etcd allows.
+func EtcdConfig(e *etcdtest.Cluster) cluster.EtcdConfig {
+	return cluster.EtcdConfig{
+		Endpoints:    e.Endpoints(),
+		Timeout:      2 * time.Second,
+		MemberTTL:    2 * time.Second,
+		ContactEvery: 100 * time.Millisecond,
+	}
+}
+
+// Store is the log the cluster runs on.
+func (c *Cluster) Store() cluster.Store { return c.lc.Store() }
+
 // Node returns node i, or nil while it is stopped.
 func (c *Cluster) Node(i int) *cluster.Node { return c.lc.Node(i) }
 
@@ -129,6 +161,15 @@ func (c *Cluster) Restart(i int) *cluster.Node {
 // Stop closes node i (a clean stop; a killed process loses no more, since
 // every write is fsync'd before it is acknowledged).
 func (c *Cluster) Stop(i int) { c.lc.StopNode(i) }
+
+// Wipe deletes node i's data dir, as a replaced machine has none; the
+// node must be stopped.
+func (c *Cluster) Wipe(i int) {
+	c.t.Helper()
+	if err := c.lc.Wipe(i); err != nil {
+		c.t.Fatalf("clustertest: %v", err)
+	}
+}
 
 // StopAll stops every node.
 func (c *Cluster) StopAll() { c.lc.StopAll() }

@@ -81,6 +81,11 @@ type Options struct {
 	// Configure adjusts slot i's configuration before each start: Raft
 	// timeouts (see Fast), a dialer, a clock.
 	Configure func(i int, cfg *cluster.Config)
+	// Store is the log the nodes run on (default cluster.StoreRaft). On
+	// cluster.StoreEtcd every node uses Etcd (its endpoints are required)
+	// and there are no founders to name: a node joins by starting.
+	Store cluster.Store
+	Etcd  cluster.EtcdConfig
 }
 
 // Fast sets the short Raft timeouts tests and harnesses use, so that a
@@ -154,6 +159,12 @@ func New(opts Options) (*Cluster, error) {
 	opts.MaxNodes = max(opts.MaxNodes, opts.Founders)
 	if opts.Design == "" {
 		opts.Design = contract.Fixed
+	}
+	if opts.Store == "" {
+		opts.Store = cluster.StoreRaft
+	}
+	if opts.Store == cluster.StoreEtcd && len(opts.Etcd.Endpoints) == 0 {
+		return nil, errors.New("local: a cluster on the etcd store needs etcd endpoints")
 	}
 	if _, err := contract.ParseDesign(string(opts.Design)); err != nil {
 		return nil, fmt.Errorf("local: %w", err)
@@ -396,14 +407,27 @@ func (c *Cluster) Node(i int) *cluster.Node {
 }
 
 // Leader returns the slot of a running node that believes it leads, or -1.
+// On the etcd store, where no node leads and every ready node proposes, it
+// is the first ready node.
 func (c *Cluster) Leader() int {
 	for i := range c.Slots() {
-		if n := c.Node(i); n != nil && n.IsLeader() {
+		n := c.Node(i)
+		if n == nil {
+			continue
+		}
+		if c.opts.Store == cluster.StoreEtcd {
+			if st, err := n.Status(); err == nil && st.GetState() == cluster.EtcdReady {
+				return i
+			}
+		} else if n.IsLeader() {
 			return i
 		}
 	}
 	return -1
 }
+
+// Store is the log the cluster runs on.
+func (c *Cluster) Store() cluster.Store { return c.opts.Store }
 
 // Config is slot i's configuration for its next start.
 func (c *Cluster) Config(i int) cluster.Config {
@@ -412,7 +436,11 @@ func (c *Cluster) Config(i int) cluster.Config {
 	c.mu.Unlock()
 	a := c.addrs[i]
 	peers := c.peers
-	if join != "" {
+	switch {
+	case c.opts.Store == cluster.StoreEtcd:
+		// Nodes on etcd join by starting on the same etcd.
+		peers, join = nil, ""
+	case join != "":
 		peers = nil
 	}
 	cfg := cluster.Config{
@@ -425,6 +453,8 @@ func (c *Cluster) Config(i int) cluster.Config {
 		InitialCluster: peers,
 		Join:           join,
 		Legacy:         c.opts.Design == contract.Legacy,
+		Store:          c.opts.Store,
+		Etcd:           c.opts.Etcd,
 		Logger:         c.log.With("node", a.ID),
 		RaftLogOutput:  io.Discard,
 	}
@@ -453,6 +483,11 @@ func (c *Cluster) StartNode(i int) error {
 	if held != nil {
 		cfg := c.Config(i)
 		cfg.RaftListener, cfg.GRPCListener = held.raft, held.grpc
+		if cfg.Store == cluster.StoreEtcd {
+			// No Raft port on etcd.
+			held.raft.Close()
+			cfg.RaftListener = nil
+		}
 		cfg.DNSPacketConn, cfg.DNSListener = held.dnsUDP, held.dnsTCP
 		if n, err = cluster.Start(cfg); err != nil {
 			held.close() // a failed start may not have taken them
@@ -552,6 +587,9 @@ func (c *Cluster) WaitReady(ctx context.Context, timeout time.Duration) error {
 }
 
 func (c *Cluster) ready() bool {
+	if c.opts.Store == cluster.StoreEtcd {
+		return c.readyOnEtcd()
+	}
 	running := 0
 	members := c.Members()
 	for i := range c.Slots() {
@@ -571,4 +609,25 @@ func (c *Cluster) ready() bool {
 		}
 	}
 	return running > 0
+}
+
+// readyOnEtcd: every running node caught up with the log and in touch with
+// etcd, every running node registered, the policy founded and the log
+// version active. The registry holds live nodes only, so a stopped member
+// is not waited for.
+func (c *Cluster) readyOnEtcd() bool {
+	var nodes []*cluster.Node
+	for i := range c.Slots() {
+		if n := c.Node(i); n != nil {
+			nodes = append(nodes, n)
+		}
+	}
+	for _, n := range nodes {
+		st, err := n.Status()
+		if err != nil || st.GetState() != cluster.EtcdReady || len(st.GetMembers()) != len(nodes) ||
+			st.GetConfig() == nil || st.GetLogVersion() != st.GetNodeLogVersion() {
+			return false
+		}
+	}
+	return len(nodes) > 0
 }

@@ -2,9 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -13,6 +18,7 @@ import (
 
 	"github.com/dnsplan/dnsplan/cluster"
 	"github.com/dnsplan/dnsplan/cluster/dnsserver"
+	"github.com/dnsplan/dnsplan/cluster/etcdlog"
 	"github.com/dnsplan/dnsplan/cluster/fsm"
 )
 
@@ -39,7 +45,7 @@ func runNode(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if cfg.Legacy {
 		logger.Warn("LEGACY MODE: this node accepts the unsafe apply and clean-up that emptied DNS in the AWS outage; for demonstration only")
 	}
-	logger.Info("node started", "id", cfg.ID, "raft", n.RaftAddr(), "grpc", n.AdvertiseGRPC(), "dns", n.DNSAddr(), "http", n.HTTPAddr(), "data_dir", cfg.DataDir)
+	logger.Info("node started", "id", cfg.ID, "store", cfg.Store, "raft", n.RaftAddr(), "grpc", n.AdvertiseGRPC(), "dns", n.DNSAddr(), "http", n.HTTPAddr(), "data_dir", cfg.DataDir)
 	select {
 	case <-ctx.Done():
 	case err := <-n.Fatal():
@@ -106,11 +112,18 @@ func nodeConfig(args []string, stderr io.Writer) (cluster.Config, error) {
 	fs.Float64Var(&cfg.WriteRate, "write-rate", cluster.DefaultWriteRate, "writes a second one client (its certificate's identity; its address with --insecure) may make through this node on average")
 	fs.IntVar(&cfg.WriteBurst, "write-burst", cluster.DefaultWriteBurst, "writes one client may make through this node at once")
 	tlsf := addTLSFlags(fs)
+	etcdf := addEtcdFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return cfg, err
 	}
 	if cfg.TLS, err = tlsf.nodeLoader(); err != nil {
 		return cfg, err
+	}
+	if cfg.Store, cfg.Etcd, err = etcdf.config(tlsf.insecure); err != nil {
+		return cfg, err
+	}
+	if cfg.Store == cluster.StoreEtcd && (initialCluster != "" || cfg.Join != "") {
+		return cfg, errors.New("node: --initial-cluster and --join are for --store raft; nodes on etcd join by starting on the same --etcd-endpoints and --etcd-prefix")
 	}
 	if cfg.TLS != nil && cfg.TLS.Identity().Name != cfg.ID {
 		// Peers authorize what a node does as itself (joining) by the
@@ -146,6 +159,9 @@ func nodeConfig(args []string, stderr io.Writer) (cluster.Config, error) {
 		return cfg, err
 	}
 	cfg.Logger = logger
+	if cfg.Store == cluster.StoreEtcd && cfg.Etcd.TLS == nil {
+		logger.Warn("INSECURE: --store etcd without --etcd-ca: the log travels to etcd in plaintext, and whoever can write under --etcd-prefix changes what every node applies")
+	}
 	cfg.RaftLogOutput = stderr
 	return cfg, nil
 }
@@ -180,4 +196,85 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("--log-format: %q is not text or json", format)
+}
+
+// etcdFlags are the node's store flags: which log it runs on and, for
+// etcd, how it reaches etcd.
+type etcdFlags struct {
+	store, endpoints, prefix string
+	ca, cert, key            string
+	username, password       string
+}
+
+func addEtcdFlags(fs *flag.FlagSet) *etcdFlags {
+	e := &etcdFlags{}
+	fs.StringVar(&e.store, "store", string(cluster.StoreRaft), "the log under the state machine: raft (the nodes' own Raft log) or etcd (a log kept in etcd, --etcd-*)")
+	fs.StringVar(&e.endpoints, "etcd-endpoints", "", "client URLs of the etcd members, comma-separated (--store etcd; required there)")
+	fs.StringVar(&e.prefix, "etcd-prefix", etcdlog.DefaultPrefix, "key prefix of the log in etcd (--store etcd); nodes on one prefix are one cluster")
+	fs.StringVar(&e.ca, "etcd-ca", "", "CA bundle (PEM) that etcd's certificates are checked against; turns on TLS to etcd (--store etcd)")
+	fs.StringVar(&e.cert, "etcd-cert", "", "client certificate (PEM) this node presents to etcd, with --etcd-key (--store etcd)")
+	fs.StringVar(&e.key, "etcd-key", "", "private key of --etcd-cert (--store etcd)")
+	fs.StringVar(&e.username, "etcd-username", "", "etcd user this node authenticates as, with --etcd-password (--store etcd)")
+	fs.StringVar(&e.password, "etcd-password", "", "password of --etcd-username (--store etcd; DNSPLAN_ETCD_PASSWORD keeps it off the command line)")
+	return e
+}
+
+// config checks the store flags together and returns the store and its
+// etcd configuration. On raft no --etcd-* flag may be given; on etcd the
+// endpoints are required, certificate and key go together, as do user and
+// password, and a node that runs its own API with TLS (not --insecure)
+// must reach etcd over TLS and authenticate to it (cluster/DESIGN.md, "Who
+// may write the log").
+func (e *etcdFlags) config(insecure bool) (cluster.Store, cluster.EtcdConfig, error) {
+	var cfg cluster.EtcdConfig
+	store, err := cluster.ParseStore(e.store)
+	if err != nil {
+		return "", cfg, fmt.Errorf("node: --store %q: raft or etcd", e.store)
+	}
+	given := e.endpoints != "" || e.prefix != etcdlog.DefaultPrefix || e.ca != "" || e.cert != "" || e.key != "" || e.username != "" || e.password != ""
+	if store == cluster.StoreRaft {
+		if given {
+			return "", cfg, errors.New("node: the --etcd-* flags need --store etcd")
+		}
+		return store, cfg, nil
+	}
+	for _, ep := range strings.Split(e.endpoints, ",") {
+		if ep = strings.TrimSpace(ep); ep != "" {
+			cfg.Endpoints = append(cfg.Endpoints, ep)
+		}
+	}
+	switch {
+	case len(cfg.Endpoints) == 0:
+		return "", cfg, errors.New("node: --store etcd needs --etcd-endpoints URL,...")
+	case !strings.HasPrefix(e.prefix, "/") || !strings.HasSuffix(e.prefix, "/"):
+		return "", cfg, fmt.Errorf("node: --etcd-prefix %q must start and end with /", e.prefix)
+	case (e.cert == "") != (e.key == ""):
+		return "", cfg, errors.New("node: --etcd-cert and --etcd-key go together")
+	case e.cert != "" && e.ca == "":
+		return "", cfg, errors.New("node: --etcd-cert needs --etcd-ca (TLS to etcd)")
+	case (e.username == "") != (e.password == ""):
+		return "", cfg, errors.New("node: --etcd-username and --etcd-password go together")
+	case !insecure && (e.ca == "" || (e.cert == "" && e.username == "")):
+		return "", cfg, errors.New("node: --store etcd with TLS on the API needs TLS to etcd and an etcd identity: --etcd-ca and either --etcd-cert/--etcd-key or --etcd-username/--etcd-password (or --insecure for plaintext everywhere)")
+	}
+	cfg.Prefix, cfg.Username, cfg.Password = e.prefix, e.username, e.password
+	if e.ca != "" {
+		pem, err := os.ReadFile(e.ca)
+		if err != nil {
+			return "", cfg, fmt.Errorf("node: --etcd-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return "", cfg, fmt.Errorf("node: --etcd-ca %s holds no PEM certificate", e.ca)
+		}
+		cfg.TLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		if e.cert != "" {
+			pair, err := tls.LoadX509KeyPair(e.cert, e.key)
+			if err != nil {
+				return "", cfg, fmt.Errorf("node: --etcd-cert/--etcd-key: %w", err)
+			}
+			cfg.TLS.Certificates = []tls.Certificate{pair}
+		}
+	}
+	return store, cfg, nil
 }
