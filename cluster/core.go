@@ -165,6 +165,7 @@ func (n *Node) Status() (*pb.StatusResponse, error) {
 	r := n.raft
 	leaderID, leaderAddr := n.leader()
 	resp := &pb.StatusResponse{
+		Store:          string(StoreRaft),
 		NodeId:         n.cfg.ID,
 		State:          r.State().String(),
 		LeaderId:       leaderID,

@@ -670,6 +670,7 @@ const (
 func (n *Node) etcdStatus() (*pb.StatusResponse, error) {
 	s := n.etcd
 	resp := &pb.StatusResponse{
+		Store:             string(StoreEtcd),
 		NodeId:            n.cfg.ID,
 		State:             s.state(),
 		CommitIndex:       uint64(s.linearizable.Load()),

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/dnsplan/dnsplan/client"
+	"github.com/dnsplan/dnsplan/cluster"
 	"github.com/dnsplan/dnsplan/cluster/fsm"
 	"github.com/dnsplan/dnsplan/contract"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
@@ -450,9 +451,23 @@ func statusAll(ctx context.Context, c *client.Client, addrs []string) []nodeStat
 	return out
 }
 
+// inTouch says whether a node's answer shows it in touch with the
+// cluster, and how: on Raft it knows a leader; on the etcd store, where
+// there is none, it is Ready (it reaches an etcd quorum and its replica
+// has caught up).
+func inTouch(s *pb.StatusResponse) (bool, string) {
+	if s.GetStore() == string(cluster.StoreEtcd) {
+		return s.GetState() == cluster.EtcdReady, "etcd store, " + s.GetState()
+	}
+	if s.GetLeaderId() == "" {
+		return false, "no leader known"
+	}
+	return true, "leader " + s.GetLeaderId()
+}
+
 // freshest is the best guess at the cluster's current view: among the
-// answers that know a leader, the highest term; within it, the leader's own
-// answer, else the most applied. nil if no node knows a leader.
+// answers in touch with the cluster (inTouch), the highest term; within
+// it, the leader's own answer, else the most applied. nil if none is.
 func freshest(nodes []nodeStatus) *pb.StatusResponse {
 	var best *pb.StatusResponse
 	rank := func(s *pb.StatusResponse) []uint64 {
@@ -463,7 +478,7 @@ func freshest(nodes []nodeStatus) *pb.StatusResponse {
 		return []uint64{s.GetTerm(), self, s.GetAppliedIndex()}
 	}
 	for _, n := range nodes {
-		if n.st == nil || n.st.GetLeaderId() == "" {
+		if ok, _ := inTouch(n.st); n.st == nil || !ok {
 			continue
 		}
 		if best == nil || slices.Compare(rank(n.st), rank(best)) > 0 {
@@ -512,15 +527,15 @@ func setupHealth(*flag.FlagSet) func(context.Context, *ctl, []string) error {
 	}
 }
 
-// healthError is nil when every node answered and knows a leader.
+// healthError is nil when every node answered and is in touch with the
+// cluster (inTouch).
 func healthError(nodes []nodeStatus) error {
 	var bad []string
 	for _, n := range nodes {
-		switch {
-		case n.err != nil:
+		if n.err != nil {
 			bad = append(bad, n.addr+": "+describeErr(n.err))
-		case n.st.GetLeaderId() == "":
-			bad = append(bad, n.addr+": no leader known")
+		} else if ok, how := inTouch(n.st); !ok {
+			bad = append(bad, n.addr+": "+how)
 		}
 	}
 	if len(bad) > 0 {
@@ -581,11 +596,15 @@ func renderStatus(w io.Writer, nodes []nodeStatus) {
 		fmt.Fprintf(w, "%s unreachable: %s\n", n.addr, describeErr(n.err))
 	}
 	best := freshest(nodes)
-	if best == nil {
-		fmt.Fprintln(w, "\nleader: none known")
+	switch {
+	case best == nil:
+		fmt.Fprintln(w, "\nleader: none known (no node in touch with the cluster)")
 		return
+	case best.GetStore() == string(cluster.StoreEtcd):
+		fmt.Fprintf(w, "\nstore: etcd (no dnsplan leader: every node proposes), log at revision %d\n", best.GetCommitIndex())
+	default:
+		fmt.Fprintf(w, "\nleader: %s (%s), term %d\n", best.GetLeaderId(), dashIfZero(best.GetLeaderGrpcAddr()), best.GetTerm())
 	}
-	fmt.Fprintf(w, "\nleader: %s (%s), term %d\n", best.GetLeaderId(), dashIfZero(best.GetLeaderGrpcAddr()), best.GetTerm())
 	frozen := "no"
 	if best.GetFrozen() {
 		frozen = "yes"
@@ -626,10 +645,13 @@ func renderHealth(w io.Writer, nodes []nodeStatus) {
 		switch {
 		case n.err != nil:
 			tableRow(w, "unhealthy", n.addr, describeErr(n.err))
-		case n.st.GetLeaderId() == "":
-			tableRow(w, "unhealthy", n.addr, n.st.GetNodeId()+": no leader known")
 		default:
-			tableRow(w, "ok", n.addr, n.st.GetNodeId()+": leader "+n.st.GetLeaderId())
+			word := "ok"
+			ok, how := inTouch(n.st)
+			if !ok {
+				word = "unhealthy"
+			}
+			tableRow(w, word, n.addr, n.st.GetNodeId()+": "+how)
 		}
 	}
 }

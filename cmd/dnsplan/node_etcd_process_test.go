@@ -18,8 +18,9 @@ import (
 // Two `dnsplan node --store etcd` processes, given the etcd endpoints by
 // DNSPLAN_ETCD_ENDPOINTS, are one cluster with no founding list: a plan
 // written through one is read at once through the other, both register in
-// etcd under the prefix, transfer-leader is refused, and a node stopped
-// by SIGTERM leaves the registry.
+// etcd under the prefix, transfer-leader is refused, ctl health and status
+// judge them by the store's state, and a node stopped by SIGTERM leaves
+// the registry.
 func TestNodeProcessesOnEtcd(t *testing.T) {
 	etcd := etcdtest.Start(t)
 	env := []string{"DNSPLAN_ETCD_ENDPOINTS=" + strings.Join(etcd.Endpoints(), ",")}
@@ -63,6 +64,16 @@ func TestNodeProcessesOnEtcd(t *testing.T) {
 	}
 	if out, err := ctlRun(t, addrs[0], "--insecure", "transfer-leader"); err == nil || !strings.Contains(strings.ToLower(err.Error()), "failedprecondition") && !strings.Contains(err.Error(), "FAILED_PRECONDITION") {
 		t.Fatalf("ctl transfer-leader on etcd: %q %v, want FailedPrecondition", out, err)
+	}
+
+	// ctl health and status speak of the store, not of a leader there is
+	// none of.
+	both := strings.Join(addrs, ",")
+	if out, err := ctlRun(t, both, "--insecure", "health"); err != nil || strings.Count(out, "etcd store, Ready") != 2 {
+		t.Fatalf("ctl health on etcd: %v\n%s", err, out)
+	}
+	if out, err := ctlRun(t, both, "--insecure", "status"); err != nil || !strings.Contains(out, "store: etcd (no dnsplan leader") {
+		t.Fatalf("ctl status on etcd: %v\n%s", err, out)
 	}
 
 	procs[0].stop(t, 20*time.Second)

@@ -3391,8 +3391,11 @@ type StatusResponse struct {
 	// node's version applies (cluster/DESIGN.md, "Rolling upgrades").
 	LogVersion     uint32 `protobuf:"varint,20,opt,name=log_version,json=logVersion,proto3" json:"log_version,omitempty"`
 	NodeLogVersion uint32 `protobuf:"varint,21,opt,name=node_log_version,json=nodeLogVersion,proto3" json:"node_log_version,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// store is the log this node runs on: "raft", or "etcd" (no dnsplan
+	// leader and no term; state is Ready, CatchingUp or Unavailable).
+	Store         string `protobuf:"bytes,22,opt,name=store,proto3" json:"store,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -3570,6 +3573,13 @@ func (x *StatusResponse) GetNodeLogVersion() uint32 {
 		return x.NodeLogVersion
 	}
 	return 0
+}
+
+func (x *StatusResponse) GetStore() string {
+	if x != nil {
+		return x.Store
+	}
+	return ""
 }
 
 // ClusterConfig is the policy every replica applies the same way: part of
@@ -4867,7 +4877,7 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\x05voter\x18\x04 \x01(\bR\x05voter\x12\x16\n" +
 	"\x06leader\x18\x05 \x01(\bR\x06leader\x12\x1f\n" +
 	"\vlog_version\x18\x06 \x01(\rR\n" +
-	"logVersion\"\xd4\x05\n" +
+	"logVersion\"\xea\x05\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1b\n" +
@@ -4891,7 +4901,8 @@ const file_dnsplan_v1_dnsplan_proto_rawDesc = "" +
 	"\x06config\x18\x13 \x01(\v2\x19.dnsplan.v1.ClusterConfigR\x06config\x12\x1f\n" +
 	"\vlog_version\x18\x14 \x01(\rR\n" +
 	"logVersion\x12(\n" +
-	"\x10node_log_version\x18\x15 \x01(\rR\x0enodeLogVersion\"\x94\x03\n" +
+	"\x10node_log_version\x18\x15 \x01(\rR\x0enodeLogVersion\x12\x14\n" +
+	"\x05store\x18\x16 \x01(\tR\x05store\"\x94\x03\n" +
 	"\rClusterConfig\x12*\n" +
 	"\x06design\x18\x01 \x01(\x0e2\x12.dnsplan.v1.DesignR\x06design\x12*\n" +
 	"\x11max_capacity_drop\x18\x02 \x01(\x01R\x0fmaxCapacityDrop\x12B\n" +
