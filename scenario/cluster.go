@@ -1,9 +1,11 @@
 package scenario
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
-	"time"
+	"path/filepath"
+	"strings"
 
 	"github.com/dnsplan/dnsplan/auth"
 	"github.com/dnsplan/dnsplan/client"
@@ -21,27 +23,32 @@ type localCluster struct {
 	ids, grpc, dns []string
 }
 
-// startCluster starts three founding nodes of design d at once and waits,
-// up to timeout, until each knows the leader and every member has
-// registered its gRPC address (the enactors' read-back needs them).
-// configure, if set, adjusts every node's configuration after the fast
-// Raft timeouts.
-func startCluster(ctx context.Context, dir string, d contract.Design, secure bool, logger *slog.Logger, timeout time.Duration,
-	configure func(cfg *cluster.Config),
-) (*localCluster, error) {
+// startCluster starts three founding nodes of design d at once, on the
+// options' store, and waits, up to the step timeout, until the cluster is
+// ready and every member has registered its gRPC address (the enactors'
+// read-back needs them). configure, if set, adjusts every node's
+// configuration after the fast Raft timeouts.
+func startCluster(ctx context.Context, dir string, d contract.Design, opts Options, configure func(cfg *cluster.Config)) (*localCluster, error) {
+	etcd := opts.Etcd
+	if opts.Store == cluster.StoreEtcd {
+		// The run's own log: its directory's name is unique.
+		etcd.Prefix = strings.TrimSuffix(cmp.Or(etcd.Prefix, "/dnsplan-scenario/"), "/") + "/" + filepath.Base(dir) + "/"
+	}
 	lc, err := local.Start(ctx, local.Options{
 		Dir:    dir,
 		Design: d,
 		DNS:    true,
-		TLS:    secure,
-		Logger: logger,
+		TLS:    !opts.Insecure,
+		Logger: opts.Logger,
+		Store:  opts.Store,
+		Etcd:   etcd,
 		Configure: func(_ int, cfg *cluster.Config) {
 			local.Fast(cfg)
 			if configure != nil {
 				configure(cfg)
 			}
 		},
-	}, timeout)
+	}, opts.StepTimeout)
 	if err != nil {
 		return nil, err
 	}

@@ -110,6 +110,11 @@ type Options struct {
 	// TLS and each actor dials with a certificate naming the id it acts
 	// as, so the nodes authorize its calls as they would in production.
 	Insecure bool
+	// Store is the log the cluster runs on (default raft). On the etcd
+	// store, Etcd says how to reach etcd; each run keeps its log under a
+	// prefix of its own below Etcd.Prefix, so runs never meet.
+	Store cluster.Store
+	Etcd  cluster.EtcdConfig
 
 	// unfenced is for the checker's own test: the fixed script's late
 	// write and clean-up go through the legacy RPCs, as if the cluster had
@@ -310,7 +315,7 @@ func newStage(ctx context.Context, opts Options, sc stageConfig) (_ *stage, err 
 		return nil, err
 	}
 	s.log.Info("starting a three-node cluster", "cluster_design", sc.design, "dir", s.dir)
-	if s.c, err = startCluster(ctx, s.dir, sc.design, !opts.Insecure, opts.Logger, opts.StepTimeout, sc.configure); err != nil {
+	if s.c, err = startCluster(ctx, s.dir, sc.design, opts, sc.configure); err != nil {
 		return nil, err
 	}
 	if s.cl, err = s.c.client(sc.observer, opts.Logger); err != nil {

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 
+	"github.com/dnsplan/dnsplan/cluster"
 	"github.com/dnsplan/dnsplan/contract"
 	"github.com/dnsplan/dnsplan/scenario"
 )
@@ -39,8 +41,24 @@ func runScenario(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	output := fs.String("o", "text", "text, or json: one JSON object per run, one per line")
 	logLevel := fs.String("log-level", "", "log the nodes, enactors and checker to stderr at this level (debug, info, warn, error); default none")
 	insecure := fs.Bool("insecure", false, "run the cluster and the actors in plaintext, unauthenticated, for comparison (default: mutual TLS, each actor with a certificate naming it)")
+	store := fs.String("store", "raft", "the log the cluster runs on: raft, or etcd (needs --etcd-endpoints)")
+	etcdEndpoints := fs.String("etcd-endpoints", "", "with --store etcd: client URLs of the etcd members, comma-separated (plaintext); each run keeps its log under a prefix of its own")
+	etcdPrefix := fs.String("etcd-prefix", "/dnsplan-scenario/", "with --store etcd: the key prefix the runs' logs go under")
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
+	}
+	st, err := cluster.ParseStore(*store)
+	if err != nil {
+		return fmt.Errorf("scenario: --store: %w", err)
+	}
+	var etcd cluster.EtcdConfig
+	switch {
+	case st == cluster.StoreEtcd && *etcdEndpoints == "":
+		return errors.New("scenario: --store etcd needs --etcd-endpoints URL,...")
+	case st == cluster.StoreRaft && *etcdEndpoints != "":
+		return errors.New("scenario: --etcd-endpoints is for --store etcd")
+	case st == cluster.StoreEtcd:
+		etcd = cluster.EtcdConfig{Endpoints: strings.Split(*etcdEndpoints, ","), Prefix: *etcdPrefix}
 	}
 	if *output != "text" && *output != "json" {
 		return fmt.Errorf("scenario: -o %q is not text or json", *output)
@@ -52,7 +70,7 @@ func runScenario(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			return err
 		}
 	}
-	opts := scenario.Options{Logger: logger, Insecure: *insecure}
+	opts := scenario.Options{Logger: logger, Insecure: *insecure, Store: st, Etcd: etcd}
 	if name == scenario.BrokenPlanner {
 		rep, err := scenario.RunBrokenPlanner(ctx, opts)
 		if err != nil {
