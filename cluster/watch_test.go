@@ -347,8 +347,9 @@ func TestPlanAtTheLimitTravelsEverywhere(t *testing.T) {
 	c.startAll()
 	f := c.follower()
 	// A 4 MiB plan goes through validation twice, Raft and three state
-	// machines under the race detector: give each call time.
-	cl, err := client.New([]string{c.specs[f.ID()].grpcAddr}, client.WithCallTimeout(30*time.Second), client.WithRetryBudget(time.Minute))
+	// machines under the race detector: give each call time (a call cut
+	// short is retried, and two 4 MiB submissions then share the cores).
+	cl, err := client.New([]string{c.specs[f.ID()].grpcAddr}, client.WithCallTimeout(2*time.Minute), client.WithRetryBudget(4*time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
