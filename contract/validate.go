@@ -63,8 +63,13 @@ func ValidatePlan(p *pb.Plan) error {
 	if len(p.GetEndpoints()) == 0 {
 		return fmt.Errorf("%w: plan has no endpoints", ErrInvalid)
 	}
-	seen := make(map[string]bool, len(p.GetEndpoints()))
-	for i, ep := range p.GetEndpoints() {
+	return validateEndpoints(p.GetEndpoints(), make(map[string]bool, len(p.GetEndpoints())))
+}
+
+// validateEndpoints checks each endpoint (ValidateEndpoint) and that no
+// name appears twice, among them or in seen, which it adds them to.
+func validateEndpoints(eps []*pb.EndpointPlan, seen map[string]bool) error {
+	for i, ep := range eps {
 		if ep == nil {
 			return fmt.Errorf("%w: endpoint %d is empty", ErrInvalid, i)
 		}
@@ -106,18 +111,8 @@ func ValidateDelta(p *pb.Plan, d *pb.PlanDelta) error {
 		return fmt.Errorf("%w: delta is empty", ErrInvalid)
 	}
 	seen := make(map[string]bool, len(d.GetEndpoints())+len(d.GetRemove()))
-	for i, ep := range d.GetEndpoints() {
-		if ep == nil {
-			return fmt.Errorf("%w: endpoint %d is empty", ErrInvalid, i)
-		}
-		if err := ValidateEndpoint(ep); err != nil {
-			return err
-		}
-		name := CanonicalName(ep.GetName())
-		if seen[name] {
-			return fmt.Errorf("%w: endpoint %q appears twice", ErrInvalid, name)
-		}
-		seen[name] = true
+	if err := validateEndpoints(d.GetEndpoints(), seen); err != nil {
+		return err
 	}
 	for _, r := range d.GetRemove() {
 		if err := ValidateName(r); err != nil {
@@ -310,22 +305,31 @@ func ValidateLeaseRequest(name, holder string, ttl time.Duration) error {
 
 // ValidateApplyRequest checks the shape of an apply, not its permission.
 func ValidateApplyRequest(r *pb.ApplyPlanRequest) error {
-	if r.GetGeneration() == 0 {
-		return fmt.Errorf("%w: generation is required", ErrInvalid)
-	}
-	if err := ValidateID("lease name", r.GetLeaseName()); err != nil {
+	if err := validateFenced(r.GetGeneration(), r.GetLeaseName(), r.GetEnactorId(), r.GetLeaseToken()); err != nil {
 		return err
-	}
-	if err := ValidateID("enactor id", r.GetEnactorId()); err != nil {
-		return err
-	}
-	if r.GetLeaseToken() == 0 {
-		return fmt.Errorf("%w: lease token is required", ErrInvalid)
 	}
 	for _, e := range r.GetEndpoints() {
 		if err := ValidateName(e); err != nil {
 			return fmt.Errorf("%w: %v", ErrInvalid, err)
 		}
+	}
+	return nil
+}
+
+// validateFenced checks what an enactor's fenced request names: a
+// generation, its lease and token, and itself.
+func validateFenced(generation uint64, lease, enactor string, token uint64) error {
+	if generation == 0 {
+		return fmt.Errorf("%w: generation is required", ErrInvalid)
+	}
+	if err := ValidateID("lease name", lease); err != nil {
+		return err
+	}
+	if err := ValidateID("enactor id", enactor); err != nil {
+		return err
+	}
+	if token == 0 {
+		return fmt.Errorf("%w: lease token is required", ErrInvalid)
 	}
 	return nil
 }
@@ -364,17 +368,8 @@ func ValidateReportDoubt(r *pb.ReportDoubtRequest) error {
 	default:
 		return fmt.Errorf("%w: doubt kind %d is not read_back or rollout", ErrInvalid, r.GetKind())
 	}
-	if r.GetGeneration() == 0 {
-		return fmt.Errorf("%w: generation is required", ErrInvalid)
-	}
-	if err := ValidateID("lease name", r.GetLeaseName()); err != nil {
+	if err := validateFenced(r.GetGeneration(), r.GetLeaseName(), r.GetEnactorId(), r.GetLeaseToken()); err != nil {
 		return err
-	}
-	if err := ValidateID("enactor id", r.GetEnactorId()); err != nil {
-		return err
-	}
-	if r.GetLeaseToken() == 0 {
-		return fmt.Errorf("%w: lease token is required", ErrInvalid)
 	}
 	if n := len(r.GetNodes()); n > MaxDoubtNodes {
 		return fmt.Errorf("%w: %d nodes, limit %d", ErrInvalid, n, MaxDoubtNodes)

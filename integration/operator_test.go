@@ -24,13 +24,7 @@ import (
 // that moved, or carrying another plan than the reviewed digest, stores
 // nothing; the stored plan carries the digest the contract defines.
 func TestReviewedSubmission(t *testing.T) {
-	c := clustertest.Start(t, clustertest.Options{})
-	f := (c.Leader() + 1) % 3
-	cl, err := client.New([]string{c.GRPCAddrs[f]}, client.WithLogger(c.Log))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := followerClient(t, clustertest.Start(t, clustertest.Options{}))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	plan := func(weight uint32) *pb.Plan {
@@ -72,18 +66,24 @@ func TestReviewedSubmission(t *testing.T) {
 	}
 }
 
+// followerClient is a client of one follower of c only, so that every
+// write it makes is forwarded to the leader.
+func followerClient(t *testing.T, c *clustertest.Cluster) *client.Client {
+	t.Helper()
+	cl, err := client.New([]string{c.GRPCAddrs[(c.Leader()+1)%3]}, client.WithLogger(c.Log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
 // Deltas through a real cluster (through a follower): a delta on the
 // newest plan stores that plan with its changes, whole, with the digest
 // of the whole; a delta on a parent that moved, removing what the parent
 // does not hold, leaving no endpoint or naming no parent stores nothing.
 func TestDeltaSubmission(t *testing.T) {
-	c := clustertest.Start(t, clustertest.Options{})
-	f := (c.Leader() + 1) % 3
-	cl, err := client.New([]string{c.GRPCAddrs[f]}, client.WithLogger(c.Log))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := followerClient(t, clustertest.Start(t, clustertest.Options{}))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	ep := func(name string, weight uint32) *pb.EndpointPlan {
