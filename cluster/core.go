@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/dnsplan/dnsplan/cluster/etcdlog"
 	"github.com/dnsplan/dnsplan/cluster/fsm"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
@@ -86,9 +88,15 @@ func (n *Node) leaderContact() (bool, time.Time, string) {
 	return false, n.raft.LastContact(), id
 }
 
+// hasMember on etcd asks the registry (a fresh read, not the refreshed
+// copy): the members are the nodes registered there.
 func (n *Node) hasMember(id string) (bool, error) {
 	if n.etcd != nil {
-		return false, errNoLeaderOnEtcd("remove-server")
+		ms, err := n.etcd.log.Members(n.etcd.ctx)
+		if err != nil {
+			return false, err
+		}
+		return slices.ContainsFunc(ms, func(m etcdlog.Member) bool { return m.ID == id }), nil
 	}
 	_, ok, err := n.inConfig(id)
 	return ok, err
@@ -112,9 +120,21 @@ func (n *Node) ensureVoter(ctx context.Context, id, raftAddr string) error {
 	return nil
 }
 
+// removeMember on etcd removes id's registration (cluster/DESIGN.md,
+// "Membership"): a node that died leaves the registry at once instead of
+// one TTL later; a node still running registers again.
 func (n *Node) removeMember(ctx context.Context, id string) error {
 	if n.etcd != nil {
-		return errNoLeaderOnEtcd("remove-server")
+		n.log.Info("removing a registration from the etcd registry", "id", id)
+		found, err := n.etcd.log.Unregister(ctx, id)
+		if err != nil {
+			return err
+		}
+		if !found {
+			return fmt.Errorf("%w: no member %q", fsm.ErrNotFound, id)
+		}
+		_ = n.refreshMembers() // Status catches up within a second anyway
+		return nil
 	}
 	n.log.Info("removing server", "id", id)
 	if err := n.await(n.raft.RemoveServer(raft.ServerID(id), 0, timeoutOf(ctx, n.cfg.ApplyTimeout))); err != nil {

@@ -58,6 +58,7 @@ func TestConformance(t *testing.T) {
 				{"WatchesInOrderAndResume", (*suite).watches},
 				{"LinearizableReadOnAnotherNode", (*suite).linearizableElsewhere},
 				{"TransferLeader", (*suite).transferLeader},
+				{"RemoveServer", (*suite).removeServer},
 				{"RestartCatchesUpFromSnapshot", (*suite).restartFromSnapshot},
 			}
 			if store == cluster.StoreEtcd {
@@ -384,6 +385,54 @@ func (s *suite) transferLeader(t *testing.T) {
 		t.Fatalf("transfer-leader: %v", err)
 	}
 	s.c.WaitReady()
+}
+
+// removeServer: a member no one knows is NOT_FOUND on both stores. On
+// etcd the members are the registry: a node that died leaves its key
+// behind for one TTL, and RemoveServer removes it at once; a node still
+// running registers again (cluster/DESIGN.md, "Membership").
+func (s *suite) removeServer(t *testing.T) {
+	_, err := s.cl.RemoveServer(clustertest.Ctx(t), &pb.RemoveServerRequest{Id: "nobody"})
+	wantCode(t, "remove-server of an unknown member", err, codes.NotFound, "")
+	if s.c.Store() != cluster.StoreEtcd {
+		return // Raft's RemoveServer shrinks the configuration: cluster_test.go
+	}
+	// What a node that died leaves behind: its key, on a lease an hour
+	// long that no one keeps alive.
+	cli := s.c.Etcd.Client(t)
+	ctx := clustertest.Ctx(t)
+	g, err := cli.Grant(ctx, 3600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, "/dnsplan/members/n9", `{"grpc_addr":"127.0.0.1:1"}`, clientv3.WithLease(g.ID)); err != nil {
+		t.Fatal(err)
+	}
+	members := func() []string {
+		st, err := s.nodeClient(t, 0).Status(clustertest.Ctx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, m := range st.GetMembers() {
+			ids = append(ids, m.GetId())
+		}
+		return ids
+	}
+	clustertest.WaitFor(t, clustertest.LongWait, "n9 registered", func() bool { return slices.Contains(members(), "n9") })
+	if _, err := s.nodeClient(t, 1).RemoveServer(ctx, &pb.RemoveServerRequest{Id: "n9"}); err != nil {
+		t.Fatalf("remove-server n9: %v", err)
+	}
+	resp, err := cli.Get(ctx, "/dnsplan/members/n9")
+	if err != nil || len(resp.Kvs) != 0 {
+		t.Fatalf("n9's key after remove-server: %v %v", resp, err)
+	}
+	clustertest.WaitFor(t, clustertest.LongWait, "n9 gone from Status", func() bool { return !slices.Contains(members(), "n9") })
+	// A running node registers again.
+	if _, err := s.cl.RemoveServer(ctx, &pb.RemoveServerRequest{Id: "n3"}); err != nil {
+		t.Fatalf("remove-server n3: %v", err)
+	}
+	clustertest.WaitFor(t, clustertest.LongWait, "n3 registered again", func() bool { return slices.Contains(members(), "n3") })
 }
 
 // restartFromSnapshot: a node stopped while the others write more than

@@ -2,10 +2,12 @@ package etcdlog
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/dnsplan/dnsplan/internal/retry"
@@ -127,6 +129,35 @@ func (r *Registration) Close(ctx context.Context) error {
 		return r.l.wrap(ctx, "unregister", err)
 	}
 	return nil
+}
+
+// Unregister removes id's key from the registry now, revoking the lease
+// it is attached to (as a node's own Close does), and reports whether
+// there was one. It is for a node that died: its key would otherwise stay
+// one TTL. A node still running finds its lease gone and registers again.
+func (l *Log) Unregister(ctx context.Context, id string) (bool, error) {
+	opCtx, cancel := context.WithTimeout(ctx, l.timeout)
+	defer cancel()
+	key := l.memberPrefix() + id
+	resp, err := l.cli.Get(opCtx, key)
+	if err != nil {
+		return false, l.wrap(ctx, "unregister", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return false, nil
+	}
+	if lease := clientv3.LeaseID(resp.Kvs[0].Lease); lease != clientv3.NoLease {
+		_, err = l.cli.Revoke(opCtx, lease)
+		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			err = nil // expired meanwhile, and its key with it
+		}
+	} else {
+		_, err = l.cli.Delete(opCtx, key)
+	}
+	if err != nil {
+		return false, l.wrap(ctx, "unregister", err)
+	}
+	return true, nil
 }
 
 // Members lists the live members of the registry, ordered by id.
