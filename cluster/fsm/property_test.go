@@ -55,9 +55,9 @@ var (
 	// propKinds weighs the commands: rapid favours the first entries of
 	// a list, so the commands that matter most come first and repeat.
 	propKinds = []string{
-		"apply", "acquire", "submit", "apply", "renew", "submit",
+		"apply", "acquire", "submit", "apply", "renew", "delta", "submit",
 		"apply", "cleanup", "acquire", "config", "member", "release", "freeze", "apply",
-		"doubt",
+		"doubt", "delta",
 	}
 )
 
@@ -169,6 +169,54 @@ type model struct {
 	// readBackLimit is max_read_back_failures: the default before the
 	// founding, then the founding's (nil: never).
 	readBackLimit *float64
+	// refusals are, per endpoint, the velocity refusals of different
+	// changes that count towards the freeze on doubt, refusalLimit
+	// max_velocity_refusals: the default before the founding, then the
+	// founding's (none: 0, never).
+	refusals     map[string][]modelRefusal
+	refusalLimit int
+	// lastSubmit is the last submission drawn, which a draw may repeat.
+	lastSubmit *statev1.SubmitPlan
+}
+
+type modelRefusal struct {
+	at    time.Time
+	asked string
+}
+
+// modelAsked names the records a change asks for: its weights by address.
+func modelAsked(targets []*pb.Target) string {
+	w := modelWeights(targets)
+	var b strings.Builder
+	for _, a := range slices.Sorted(maps.Keys(w)) {
+		fmt.Fprintf(&b, "%s=%d;", a, w[a])
+	}
+	return b.String()
+}
+
+// noteRefusal counts a velocity refusal of a change of endpoint name to
+// targets, as max_velocity_refusals says: refusals of the same change
+// count once, those older than the window not at all, and none while
+// frozen. It says whether the cluster freezes now.
+func (m *model) noteRefusal(name string, targets []*pb.Target) bool {
+	if m.refusalLimit == 0 || m.frozen {
+		return false
+	}
+	asked := modelAsked(targets)
+	kept := []modelRefusal{}
+	for _, r := range m.refusals[name] {
+		if r.at.After(m.now.Add(-m.window)) && r.asked != asked {
+			kept = append(kept, r)
+		}
+	}
+	kept = append(kept, modelRefusal{at: m.now, asked: asked})
+	if len(kept) < m.refusalLimit {
+		m.refusals[name] = kept
+		return false
+	}
+	delete(m.refusals, name)
+	m.frozen = true
+	return true
 }
 
 func newModel() *model {
@@ -187,6 +235,8 @@ func newModel() *model {
 		members:   map[string]*statev1.SetMember{},
 
 		readBackLimit: proto.Float64(DefaultMaxReadBackFailures),
+		refusals:      map[string][]modelRefusal{},
+		refusalLimit:  DefaultMaxVelocityRefusals,
 	}
 }
 
@@ -202,9 +252,18 @@ func (m *model) draw(t *rapid.T) Command {
 		stamp = stamp.Add(rapid.SampledFrom([]time.Duration{-24 * time.Hour, MaxTimeStep / 2, 3 * MaxTimeStep, 365 * 24 * time.Hour}).Draw(t, "jump"))
 	}
 	var p proto.Message
-	switch rapid.SampledFrom(propKinds).Draw(t, "kind") {
-	case "submit":
-		p = m.drawSubmit(t)
+	switch kind := rapid.SampledFrom(propKinds).Draw(t, "kind"); kind {
+	case "submit", "delta":
+		switch {
+		case m.lastSubmit != nil && rapid.IntRange(0, 3).Draw(t, "resubmit") == 0:
+			// A planner retrying every round asks the same again.
+			p = proto.Clone(m.lastSubmit)
+		case kind == "submit":
+			p = m.drawSubmit(t)
+		default:
+			p = m.drawDelta(t)
+		}
+		m.lastSubmit = p.(*statev1.SubmitPlan)
 	case "acquire":
 		p = m.drawAcquire(t)
 	case "renew":
@@ -243,16 +302,7 @@ func (m *model) drawSubmit(t *rapid.T) *statev1.SubmitPlan {
 		if rapid.IntRange(0, 9).Draw(t, "upper") == 0 {
 			name = strings.ToUpper(name)
 		}
-		ep := &pb.EndpointPlan{Name: name, Ttl: rapid.SampledFrom([]uint32{30, 60, 300}).Draw(t, "ttl")}
-		k := rapid.IntRange(1, 4).Draw(t, "n_targets")
-		for j := 0; j < k; j++ {
-			ep.Targets = append(ep.Targets, &pb.Target{
-				Id:      fmt.Sprintf("lb-%d", j),
-				Address: rapid.SampledFrom(propGoodAddrs).Draw(t, "addr"),
-				Weight:  rapid.SampledFrom(propWeights).Draw(t, "weight"),
-			})
-		}
-		p.Endpoints = append(p.Endpoints, ep)
+		p.Endpoints = append(p.Endpoints, drawEndpoint(t, name))
 	}
 	if rapid.IntRange(0, 5).Draw(t, "corrupt") == 0 {
 		ep := p.Endpoints[0]
@@ -282,8 +332,79 @@ func (m *model) drawSubmit(t *rapid.T) *statev1.SubmitPlan {
 		}
 	}
 	return &statev1.SubmitPlan{
-		Plan:  p,
-		Force: rapid.IntRange(0, 3).Draw(t, "force") == 0,
+		Plan:           p,
+		Force:          rapid.IntRange(0, 3).Draw(t, "force") == 0,
+		ExpectedParent: m.drawParent(t),
+	}
+}
+
+// drawEndpoint is an endpoint of one to four targets.
+func drawEndpoint(t *rapid.T, name string) *pb.EndpointPlan {
+	ep := &pb.EndpointPlan{Name: name, Ttl: rapid.SampledFrom([]uint32{30, 60, 300}).Draw(t, "ttl")}
+	k := rapid.IntRange(1, 4).Draw(t, "n_targets")
+	for j := 0; j < k; j++ {
+		ep.Targets = append(ep.Targets, &pb.Target{
+			Id:      fmt.Sprintf("lb-%d", j),
+			Address: rapid.SampledFrom(propGoodAddrs).Draw(t, "addr"),
+			Weight:  rapid.SampledFrom(propWeights).Draw(t, "weight"),
+		})
+	}
+	return ep
+}
+
+// drawParent is a submission's expected parent: none (whole plans,
+// mostly), the newest generation, or one that is not the newest (a
+// planner that read an older chain).
+func (m *model) drawParent(t *rapid.T) *uint64 {
+	switch rapid.IntRange(0, 5).Draw(t, "parent_kind") {
+	case 0:
+		return proto.Uint64(m.nextGen - 1)
+	case 1:
+		return proto.Uint64(uint64(rapid.IntRange(0, int(m.nextGen)+1).Draw(t, "other_parent")))
+	}
+	return nil
+}
+
+// drawDelta is a planner's delta, on the newest plan mostly: each
+// endpoint of the vocabulary given (new or replacing the parent's),
+// removed, or left alone; now and then a name both given and removed, a
+// given endpoint that is invalid, or nothing at all.
+func (m *model) drawDelta(t *rapid.T) *statev1.SubmitPlan {
+	d := &pb.PlanDelta{}
+	for _, name := range rapid.Permutation(propEndpoints).Draw(t, "delta_endpoints") {
+		if rapid.IntRange(0, 9).Draw(t, "upper") == 0 {
+			name = strings.ToUpper(name)
+		}
+		switch rapid.IntRange(0, 3).Draw(t, "delta_op") {
+		case 1, 2:
+			d.Endpoints = append(d.Endpoints, drawEndpoint(t, name))
+		case 3:
+			d.Remove = append(d.Remove, name)
+		}
+	}
+	switch rapid.IntRange(0, 9).Draw(t, "delta_corrupt") {
+	case 0:
+		if len(d.Endpoints) > 0 {
+			d.Remove = append(d.Remove, strings.ToUpper(d.Endpoints[0].Name))
+		}
+	case 1:
+		if len(d.Endpoints) > 0 {
+			d.Endpoints[0].Ttl = 0
+		}
+	case 2:
+		d.Remove = append(d.Remove, rapid.SampledFrom(propBadNames).Draw(t, "bad_remove"))
+	case 3:
+		d.Remove = append(d.Remove, "unknown.dnsplan.test.")
+	}
+	parent := proto.Uint64(m.nextGen - 1)
+	if rapid.IntRange(0, 7).Draw(t, "delta_parent") == 0 {
+		parent = proto.Uint64(uint64(rapid.IntRange(0, int(m.nextGen)+1).Draw(t, "other_parent")))
+	}
+	return &statev1.SubmitPlan{
+		Plan:           &pb.Plan{PlannerId: rapid.SampledFrom([]string{"planner-1", "planner-2"}).Draw(t, "planner")},
+		Delta:          d,
+		Force:          rapid.IntRange(0, 3).Draw(t, "force") == 0,
+		ExpectedParent: parent,
 	}
 }
 
@@ -516,7 +637,7 @@ func (m *model) advance(c Command) (expect, func()) {
 			return expect{}, nil
 		}
 		return expect{}, func() {
-			m.founded, m.readBackLimit = true, p.MaxReadBackFailures
+			m.founded, m.readBackLimit, m.refusalLimit = true, p.MaxReadBackFailures, int(p.GetMaxVelocityRefusals())
 			m.setPolicy(p.MaxCapacityDrop, p.VelocityWindow.AsDuration())
 		}
 	case *pb.SetConfigRequest:
@@ -552,6 +673,9 @@ func (m *model) setPolicy(drop float64, window time.Duration) {
 			recs = append(recs, r)
 		}
 		m.served[name] = recs
+	}
+	for name, old := range m.refusals {
+		m.refusals[name] = slices.DeleteFunc(slices.Clone(old), func(r modelRefusal) bool { return !r.at.After(cut) })
 	}
 	m.maxDrop, m.window = drop, window
 }
@@ -683,20 +807,99 @@ func modelValidPlan(p *pb.Plan) bool {
 	return true
 }
 
-func (m *model) predictSubmit(c *statev1.SubmitPlan) (expect, func()) {
-	if !modelValidPlan(c.Plan) {
-		return expect{err: ErrInvalid}, nil
+// modelDelta is the whole plan a delta makes with the model's plan of
+// generation parent (nil: none), as docs/DESIGN.md defines it: the
+// parent's endpoints in order, each replaced by the delta's of the same
+// name or left out if removed, then the delta's new endpoints in its
+// order. ok is false for a delta the rules refuse as invalid: empty, a
+// name given or removed twice (in any case), an invalid given endpoint or
+// removed name, a removal the parent lacks, or an empty result.
+func modelDelta(parent *pb.Plan, submitted *pb.Plan, d *pb.PlanDelta) (full *pb.Plan, staticOK, ok bool) {
+	if len(submitted.Endpoints) > 0 || len(d.Endpoints)+len(d.Remove) == 0 {
+		return nil, false, false
 	}
-	stored := proto.Clone(c.Plan).(*pb.Plan)
+	named := map[string]bool{}
+	given := map[string]*pb.EndpointPlan{}
+	for _, ep := range d.Endpoints {
+		name := strings.ToLower(ep.Name)
+		if named[name] || !modelValidPlan(&pb.Plan{Endpoints: []*pb.EndpointPlan{ep}}) {
+			return nil, false, false
+		}
+		named[name] = true
+		given[name] = ep
+	}
+	removed := map[string]bool{}
+	for _, r := range d.Remove {
+		name := strings.ToLower(r)
+		if named[name] || !modelGoodName[name] {
+			return nil, false, false
+		}
+		named[name] = true
+		removed[name] = true
+	}
+	full = &pb.Plan{PlannerId: submitted.PlannerId, CreatedAt: submitted.CreatedAt}
+	inParent := map[string]bool{}
+	for _, ep := range parent.GetEndpoints() {
+		inParent[ep.Name] = true
+		switch {
+		case removed[ep.Name]:
+		case given[ep.Name] != nil:
+			full.Endpoints = append(full.Endpoints, given[ep.Name])
+		default:
+			full.Endpoints = append(full.Endpoints, ep)
+		}
+	}
+	for name := range removed {
+		if !inParent[name] {
+			return nil, true, false
+		}
+	}
+	for _, ep := range d.Endpoints {
+		if !inParent[strings.ToLower(ep.Name)] {
+			full.Endpoints = append(full.Endpoints, ep)
+		}
+	}
+	return full, true, modelValidPlan(full)
+}
+
+func (m *model) predictSubmit(c *statev1.SubmitPlan) (expect, func()) {
+	plan := c.Plan
+	if c.Delta != nil {
+		if c.ExpectedParent == nil {
+			return expect{err: ErrInvalid}, nil
+		}
+		// The parent is the newest plan, always stored: clean-up keeps
+		// the newest one at least.
+		full, staticOK, ok := modelDelta(m.plans[*c.ExpectedParent], c.Plan, c.Delta)
+		switch {
+		case !staticOK:
+			return expect{err: ErrInvalid}, nil
+		case *c.ExpectedParent != m.nextGen-1:
+			return expect{err: ErrParentMoved}, nil
+		case !ok:
+			return expect{err: ErrInvalid}, nil
+		}
+		plan = full
+	} else if !modelValidPlan(plan) {
+		return expect{err: ErrInvalid}, nil
+	} else if c.ExpectedParent != nil && *c.ExpectedParent != m.nextGen-1 {
+		return expect{err: ErrParentMoved}, nil
+	}
+	stored := proto.Clone(plan).(*pb.Plan)
 	stored.Forced = c.Force
-	stored.Digest = contract.PlanDigest(c.Plan) // as the contract defines it
+	stored.Digest = contract.PlanDigest(plan) // as the contract defines it
 	for _, ep := range stored.Endpoints {
 		ep.Name = strings.ToLower(ep.Name)
 		if c.Force {
 			continue
 		}
 		if err := m.endpointRule(ep.Name, ep.Targets); err != nil {
-			return expect{err: err}, nil
+			if !errors.Is(err, ErrVelocity) {
+				return expect{err: err}, nil
+			}
+			// The refusal counts towards the freeze on doubt.
+			name, targets := ep.Name, ep.Targets
+			return expect{err: err}, func() { m.noteRefusal(name, targets) }
 		}
 	}
 	gen := m.nextGen
@@ -769,7 +972,9 @@ func (m *model) predictApply(r *pb.ApplyPlanRequest) (expect, func()) {
 	// earlier ones left it (an apply may name an endpoint twice), so the
 	// prediction runs on the model itself and is undone afterwards.
 	saved, savedServed, savedLog := maps.Clone(m.applied), maps.Clone(m.served), maps.Clone(m.servedLog)
+	savedRefusals, savedFrozen := maps.Clone(m.refusals), m.frozen
 	var results []*pb.EndpointResult
+	froze := false // a refusal here froze the cluster; the others still apply
 	for _, ep := range eps {
 		cur, ok := m.applied[ep.Name]
 		switch {
@@ -786,6 +991,9 @@ func (m *model) predictApply(r *pb.ApplyPlanRequest) (expect, func()) {
 				if ok {
 					res.AppliedGeneration = cur.gen
 				}
+				if errors.Is(err, ErrVelocity) && m.noteRefusal(ep.Name, ep.Targets) {
+					froze = true
+				}
 				results = append(results, res)
 				continue
 			}
@@ -795,8 +1003,13 @@ func (m *model) predictApply(r *pb.ApplyPlanRequest) (expect, func()) {
 		results = append(results, &pb.EndpointResult{Endpoint: ep.Name, Outcome: pb.Outcome_OUTCOME_APPLIED, AppliedGeneration: r.Generation})
 	}
 	next, nextServed, nextLog := m.applied, m.served, m.servedLog
+	nextRefusals, nextFrozen := m.refusals, m.frozen
 	m.applied, m.served, m.servedLog = saved, savedServed, savedLog
-	return expect{endpoints: results}, func() { m.applied, m.served, m.servedLog = next, nextServed, nextLog }
+	m.refusals, m.frozen = savedRefusals, savedFrozen
+	return expect{endpoints: results, frozen: froze}, func() {
+		m.applied, m.served, m.servedLog = next, nextServed, nextLog
+		m.refusals, m.frozen = nextRefusals, nextFrozen
+	}
 }
 
 // before is what the invariant checks need to know about the state as it
@@ -1012,7 +1225,10 @@ func checkTyped(t *rapid.T, s *State, c Command) {
 		if e.GetKind() != contract.KindName(e.GetKindCode()) || e.GetOutcome() != contract.OutcomeName(e.GetOutcomeCode()) {
 			t.Fatalf("HISTORY: words %q/%q disagree with codes %v/%v", e.GetKind(), e.GetOutcome(), e.GetKindCode(), e.GetOutcomeCode())
 		}
-		if want := lookup(c.Payload).kind; e.GetKindCode() != want && e.GetKindCode() != kindCleanup {
+		// Besides the command's own kind: the state machine's clean-up of
+		// plans, and its freeze on doubt (by "cluster", on a refusal).
+		doubt := e.GetKindCode() == kindFreeze && e.GetActor() == "cluster" && strings.HasPrefix(e.GetReason(), "doubt: ")
+		if want := lookup(c.Payload).kind; e.GetKindCode() != want && e.GetKindCode() != kindCleanup && !doubt {
 			t.Fatalf("HISTORY: %s recorded an event of kind %v, want %v", c.Type(), e.GetKindCode(), want)
 		}
 		refusal := e.GetOutcomeCode() == outcomeRejected || e.GetOutcomeCode() == outcomeRefused
@@ -1221,9 +1437,13 @@ func tally(c Command, res Result) {
 	if outcomes == nil {
 		return
 	}
-	key := c.Type().String() + ":" + string(Reason(res.Err))
+	kind := c.Type().String()
+	if sp, ok := c.Payload.(*statev1.SubmitPlan); ok && sp.Delta != nil {
+		kind = "submit_delta"
+	}
+	key := kind + ":" + string(Reason(res.Err))
 	if res.Err == nil {
-		key = c.Type().String() + ":ok"
+		key = kind + ":ok"
 	}
 	outcomes[key]++
 	for _, e := range res.Endpoints {

@@ -1,9 +1,11 @@
 package fsm
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -75,7 +77,9 @@ func (m *sim) step() error {
 	m.now = m.now.Add(time.Duration(m.rng.IntN(400)) * time.Millisecond)
 	switch r := m.rng.IntN(20); {
 	case r < 3:
-		m.submit()
+		if err := m.submit(); err != nil {
+			return err
+		}
 	case r < 4:
 		if m.legacy {
 			m.do(&pb.LegacyCleanupRequest{KeepGenerations: uint32(1 + m.rng.IntN(4))})
@@ -93,7 +97,10 @@ func (m *sim) step() error {
 	return m.check()
 }
 
-func (m *sim) submit() {
+// submit is the planner's round: a whole plan, or (fixed design, half
+// the time) the delta from the newest plan to it, which must store
+// exactly that plan.
+func (m *sim) submit() error {
 	p := &pb.Plan{PlannerId: "planner"}
 	for i, name := range simEndpoints {
 		if m.rng.IntN(4) == 0 {
@@ -109,7 +116,56 @@ func (m *sim) submit() {
 		}
 		p.Endpoints = append(p.Endpoints, ep)
 	}
-	m.do(&statev1.SubmitPlan{Plan: p, Force: true})
+	parent := m.s.NewestPlan()
+	if m.legacy || parent == nil || m.rng.IntN(2) == 0 {
+		m.do(&statev1.SubmitPlan{Plan: p, Force: true})
+		return nil
+	}
+	d := simDelta(parent, p)
+	if len(d.Endpoints)+len(d.Remove) == 0 {
+		return nil // nothing changed: a planner submits nothing
+	}
+	r := m.do(&statev1.SubmitPlan{Plan: &pb.Plan{PlannerId: p.PlannerId}, Delta: d, ExpectedParent: proto.Uint64(parent.Generation), Force: true})
+	// A delta is refused exactly when the whole plan it describes would be.
+	if whole := contract.ValidatePlan(p); whole != nil || r.Err != nil {
+		if whole != nil && errors.Is(r.Err, ErrInvalid) {
+			return nil
+		}
+		return fmt.Errorf("DELTA: a delta on the newest generation %d: %v; the whole plan: %v", parent.Generation, r.Err, whole)
+	}
+	got := map[string]*pb.EndpointPlan{}
+	for _, ep := range m.s.Plan(r.Generation).GetEndpoints() {
+		got[ep.Name] = ep
+	}
+	for _, ep := range p.Endpoints {
+		if !proto.Equal(got[ep.Name], ep) {
+			return fmt.Errorf("DELTA: generation %d holds %v for %s, the plan the delta described %v", r.Generation, got[ep.Name], ep.Name, ep)
+		}
+		delete(got, ep.Name)
+	}
+	if len(got) > 0 {
+		return fmt.Errorf("DELTA: generation %d holds endpoints the plan the delta described does not: %v", r.Generation, got)
+	}
+	return nil
+}
+
+// simDelta is the delta from parent to p: p's endpoints that are new or
+// differ, and the parent's that p does not have.
+func simDelta(parent, p *pb.Plan) *pb.PlanDelta {
+	d := &pb.PlanDelta{}
+	in := map[string]bool{}
+	for _, ep := range p.Endpoints {
+		in[ep.Name] = true
+		if i := slices.IndexFunc(parent.Endpoints, func(x *pb.EndpointPlan) bool { return x.Name == ep.Name }); i < 0 || !proto.Equal(parent.Endpoints[i], ep) {
+			d.Endpoints = append(d.Endpoints, ep)
+		}
+	}
+	for _, ep := range parent.Endpoints {
+		if !in[ep.Name] {
+			d.Remove = append(d.Remove, ep.Name)
+		}
+	}
+	return d
 }
 
 // act is one enactor's next action. Fixed: acquire, decide on the newest
