@@ -163,15 +163,6 @@ type etcdStore struct {
 	reg atomic.Pointer[etcdlog.Registration]
 }
 
-// stampLine is how a node on etcd stamps: base plus the time its monotonic
-// clock measured since start (cluster/DESIGN.md, "Time").
-type stampLine struct {
-	base  time.Time
-	start time.Time // carries a monotonic reading
-}
-
-func (l *stampLine) now() time.Time { return l.base.Add(time.Since(l.start)) }
-
 // etcdMember is a node's registration in the etcd registry.
 type etcdMember struct {
 	ID         string `json:"-"`
@@ -375,8 +366,8 @@ func (n *Node) rebaseLine(res fsm.Result) {
 	}
 	var now time.Time
 	n.machine.read(func(st *fsm.State) { now = st.Now() })
-	if res.TimeJump > 0 || now.After(l.now()) {
-		s.line.CompareAndSwap(l, &stampLine{base: now, start: time.Now()})
+	if mono := n.cfg.Monotonic(); res.TimeJump > 0 || now.After(l.at(mono)) {
+		s.line.CompareAndSwap(l, &stampLine{base: now, start: mono})
 	}
 }
 
@@ -386,9 +377,9 @@ func (n *Node) etcdStamp() time.Time {
 	var now time.Time
 	n.machine.read(func(st *fsm.State) { now = st.Now() })
 	l := s.line.Load()
-	stamp, rebase := fsm.LeaderStamp(l.base, time.Since(l.start), now)
-	if rebase {
-		s.line.CompareAndSwap(l, &stampLine{base: stamp, start: time.Now()})
+	stamp, next := n.stampOn(l, now)
+	if next != l {
+		s.line.CompareAndSwap(l, next)
 	}
 	n.observeSkew(n.cfg.Clock().Sub(stamp))
 	return stamp
@@ -507,7 +498,7 @@ func (n *Node) etcdContactLoop() {
 			// The barrier: every entry appended before the node started
 			// is applied, so the replica's time is the cluster's.
 			base := fsm.LeaderBase(now, n.cfg.Clock())
-			s.line.Store(&stampLine{base: base, start: time.Now()})
+			s.line.Store(&stampLine{base: base, start: n.cfg.Monotonic()})
 			s.ready.Store(true)
 			n.log.Info("ready: the replica has caught up with the etcd log", "revision", rev, "state_time", base)
 		}

@@ -144,6 +144,11 @@ type Config struct {
 	// Clock is this node's wall clock (default time.Now). Fault-injection
 	// tests skew it to show that no node's clock can stop leases expiring.
 	Clock func() time.Time
+	// Monotonic is this node's monotonic clock (default time.Now, whose
+	// readings carry Go's monotonic clock reading): the time its stamps
+	// add to their base. Tests move it forward to stand for a stretch
+	// of idle time without waiting for it.
+	Monotonic func() time.Time
 
 	// ApplyTimeout bounds one proposal when the request has no deadline
 	// (default 10s).
@@ -230,6 +235,9 @@ func (c *Config) setDefaults() error {
 	if c.RecordRefusalsEvery == 0 {
 		c.RecordRefusalsEvery = defaultRecordRefusalsEvery
 	}
+	if c.Monotonic == nil {
+		c.Monotonic = time.Now
+	}
 	if c.Clock == nil {
 		c.Clock = time.Now
 	}
@@ -302,7 +310,7 @@ type Node struct {
 	readyTerm atomic.Uint64
 	// stamps is how this node, as a ready leader, stamps commands; set
 	// before readyTerm in each term (see stamp).
-	stamps atomic.Pointer[stampClock]
+	stamps atomic.Pointer[stampLine]
 	// skew is the leader's wall clock minus its last stamp (nanoseconds);
 	// skewWarned is when the last clock-skew warning was logged (Unix
 	// nanoseconds), so a skewed leader warns once a minute, not per command.
@@ -579,7 +587,7 @@ func (n *Node) leadershipLoop() {
 		n.machine.read(func(s *fsm.State) { stateNow = s.Now() })
 		wall := n.cfg.Clock()
 		base := fsm.LeaderBase(stateNow, wall)
-		n.stamps.Store(&stampClock{term: term, base: base, start: time.Now()})
+		n.stamps.Store(&stampLine{term: term, base: base, start: n.cfg.Monotonic()})
 		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
 		err := n.foundPolicy(ctx)
 		cancel()
@@ -625,14 +633,32 @@ func (n *Node) registrationLoop() {
 	}
 }
 
-// stampClock is how a ready leader stamps commands in one term: base
-// (fsm.LeaderBase, taken when its barrier finished) plus the time its
-// monotonic clock has measured since. Within a term, state time thus runs
-// at the rate of the leader's monotonic clock, whatever its wall clock does.
-type stampClock struct {
+// stampLine is how a node stamps the commands it proposes: base plus the
+// time its monotonic clock (Config.Monotonic) has measured since start.
+// A Raft leader takes one per term, base fsm.LeaderBase when its barrier
+// finished (term says which); a node on etcd one when it becomes ready,
+// re-based on the replica's time (etcd.go). State time thus runs at the
+// rate of the proposer's monotonic clock, whatever its wall clock does
+// (cluster/DESIGN.md, "Time").
+type stampLine struct {
 	term  uint64
 	base  time.Time
-	start time.Time // carries a monotonic reading
+	start time.Time // a reading of Config.Monotonic
+}
+
+// at is the line's time when Config.Monotonic reads mono.
+func (l *stampLine) at(mono time.Time) time.Time { return l.base.Add(mono.Sub(l.start)) }
+
+// stampOn is fsm.LeaderStamp on line l at the state's time now, and the
+// line to go on with (l itself unless the stamp re-based it: a racing
+// proposal's re-base is as good).
+func (n *Node) stampOn(l *stampLine, now time.Time) (time.Time, *stampLine) {
+	mono := n.cfg.Monotonic()
+	s, rebase := fsm.LeaderStamp(l.base, mono.Sub(l.start), now)
+	if rebase {
+		return s, &stampLine{term: l.term, base: s, start: mono}
+	}
+	return s, l
 }
 
 // clockSkewWarn is the skew between the leader's wall clock and its stamps
@@ -650,11 +676,11 @@ func (n *Node) stamp() time.Time {
 	if c == nil || c.term != n.raft.CurrentTerm() {
 		return now
 	}
-	s, rebase := fsm.LeaderStamp(c.base, time.Since(c.start), now)
-	if rebase {
+	s, next := n.stampOn(c, now)
+	if next != c {
 		// Idle for longer than fsm.MaxTimeStep: time moves by one step
-		// and runs on from there (a racing proposal's re-base is as good).
-		n.stamps.CompareAndSwap(c, &stampClock{term: c.term, base: s, start: time.Now()})
+		// and runs on from there.
+		n.stamps.CompareAndSwap(c, next)
 	}
 	n.observeSkew(n.cfg.Clock().Sub(s))
 	return s

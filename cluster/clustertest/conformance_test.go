@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/cluster"
 	"github.com/dnsplan/dnsplan/cluster/clustertest"
+	"github.com/dnsplan/dnsplan/cluster/fsm"
 	"github.com/dnsplan/dnsplan/contract"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
@@ -709,5 +711,55 @@ func TestEtcdStampsFollowTheNewestTime(t *testing.T) {
 	}
 	if b.GetToken() <= a.GetToken() {
 		t.Fatalf("token %d after %d", b.GetToken(), a.GetToken())
+	}
+}
+
+// TestEtcdIdleStretchMovesTimeOnce: when every node was idle for longer
+// than fsm.MaxTimeStep, the first proposal moves the state's time by one
+// step (a lease of before the stretch is expired, as it should be) and
+// every other node re-bases its line on that entry's time (rule 2's
+// second half in cluster/DESIGN.md, "Time"): a lease granted through one
+// node right after the stretch is still held when another node proposes.
+// Without the re-base, the second node's line, as far ahead as the
+// stretch, would move time on by the stretch's excess over the step and
+// expire that lease at once. The stretch is every node's clocks moved
+// forward together (Config.Clock and Config.Monotonic), not waited for.
+func TestEtcdIdleStretchMovesTimeOnce(t *testing.T) {
+	var idle atomic.Int64 // the idle stretch the nodes' clocks have seen
+	c := clustertest.Start(t, clustertest.Options{Store: cluster.StoreEtcd, Tune: func(cfg *cluster.Config) {
+		cfg.Clock = func() time.Time { return time.Now().Add(time.Duration(idle.Load())) }
+		cfg.Monotonic = cfg.Clock
+	}})
+	s := &suite{c: c, cl: c.Client()}
+	n1, n3 := s.nodeClient(t, 0), s.nodeClient(t, 2)
+	ctx := clustertest.Ctx(t)
+	before, err := n1.AcquireLease(ctx, &pb.AcquireLeaseRequest{Name: "before", Holder: "a", Ttl: durationpb.New(time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Node 3 has proposed since it became ready: its line is in use.
+	if _, err := n3.AcquireLease(ctx, &pb.AcquireLeaseRequest{Name: "warm", Holder: "a", Ttl: durationpb.New(time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+
+	idle.Store(int64(fsm.MaxTimeStep + 2*time.Minute))
+	fresh, err := n1.AcquireLease(ctx, &pb.AcquireLeaseRequest{Name: "fresh", Holder: "a", Ttl: durationpb.New(10 * time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The grants' times, from their expiry less their TTL.
+	moved := fresh.GetExpiresAt().AsTime().Add(-10 * time.Second).Sub(before.GetExpiresAt().AsTime().Add(-time.Minute))
+	if moved < fsm.MaxTimeStep || moved > fsm.MaxTimeStep+30*time.Second {
+		t.Fatalf("the first proposal after the stretch moved time by %v, want one step (%v)", moved, fsm.MaxTimeStep)
+	}
+	// Node 3 has applied that entry (a linearizable read), then proposes.
+	if _, err := n3.ListLeases(ctx, &pb.ListLeasesRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = n3.AcquireLease(ctx, &pb.AcquireLeaseRequest{Name: "fresh", Holder: "b", Ttl: durationpb.New(10 * time.Second)})
+	wantCode(t, "taking over a lease granted through another node just after an idle stretch", err, codes.FailedPrecondition, contract.ReasonLeaseHeld)
+	// The lease of before the stretch is expired.
+	if _, err := n3.AcquireLease(ctx, &pb.AcquireLeaseRequest{Name: "before", Holder: "b", Ttl: durationpb.New(time.Minute)}); err != nil {
+		t.Fatalf("the lease of before the idle stretch is still held: %v", err)
 	}
 }
