@@ -13,6 +13,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/contract"
@@ -31,10 +32,52 @@ const (
 	readBackLast = 2 * time.Second
 )
 
+// readBackSampleSize bounds the endpoints read back per member after an
+// apply (readBackSample).
+const readBackSampleSize = 8
+
+// readBackSample picks the endpoints of an answered apply to read back:
+// those whose records changed from prev (the plan the shard handled
+// before, nil: none), at most readBackSampleSize, or the first applied
+// one if none changed. One endpoint is proof enough: an apply is one
+// command, which a replica applies whole, in log order, so a member
+// serving the generation on any endpoint of the apply (or a newer one,
+// set by a later command) has applied all of it. Reading back every
+// endpoint would cost a call per member and endpoint: 300,000 for a
+// plan of 100,000 endpoints that changed one target. The changed ones
+// are preferred because a person reading a report of lagging nodes
+// wants to see what the nodes were to serve.
+func readBackSample(applied []string, plan, prev *pb.Plan) []string {
+	if len(applied) <= 1 {
+		return applied
+	}
+	was := make(map[string]*pb.EndpointPlan, len(prev.GetEndpoints()))
+	for _, ep := range prev.GetEndpoints() {
+		was[contract.CanonicalName(ep.GetName())] = ep
+	}
+	now := make(map[string]*pb.EndpointPlan, len(plan.GetEndpoints()))
+	for _, ep := range plan.GetEndpoints() {
+		now[contract.CanonicalName(ep.GetName())] = ep
+	}
+	var sample []string
+	for _, name := range applied {
+		if ep := now[contract.CanonicalName(name)]; ep == nil || !proto.Equal(ep, was[contract.CanonicalName(name)]) {
+			sample = append(sample, name)
+			if len(sample) == readBackSampleSize {
+				break
+			}
+		}
+	}
+	if len(sample) == 0 {
+		sample = applied[:1]
+	}
+	return sample
+}
+
 // convergeJob is one answered apply to read back.
 type convergeJob struct {
 	generation uint64
-	endpoints  []string // the endpoints the apply changed; may be empty
+	endpoints  []string // a sample of the apply's endpoints (readBackSample); may be empty
 	sent       time.Time
 }
 

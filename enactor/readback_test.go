@@ -2,6 +2,9 @@ package enactor
 
 import (
 	"context"
+	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -95,4 +98,76 @@ func TestReadBackFailureOnMinorityDoesNotFreeze(t *testing.T) {
 	if st, err := tc.Client().Status(clustertest.Ctx(t)); err != nil || st.GetFrozen() {
 		t.Fatalf("frozen %v (%q), err %v: one lagging member of three froze the cluster", st.GetFrozen(), st.GetFreezeReason(), err)
 	}
+}
+
+// countingReader records the endpoints read back, by the generation they
+// answered (the newest seen is what a read-back of that apply asks).
+type countingReader struct {
+	Reader
+	mu    sync.Mutex
+	asked map[string]int // endpoint name -> calls
+}
+
+func (r *countingReader) GetAppliedOf(ctx context.Context, addr, endpoint string) (*pb.AppliedEndpoint, error) {
+	r.mu.Lock()
+	r.asked[endpoint]++
+	r.mu.Unlock()
+	return r.Reader.GetAppliedOf(ctx, addr, endpoint)
+}
+
+func (r *countingReader) take() map[string]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	a := r.asked
+	r.asked = map[string]int{}
+	return a
+}
+
+// A plan that changes one endpoint of 100 is read back on that endpoint
+// alone: the read-back costs what changed, not the plan's size (an apply
+// is one command, so one endpoint of it proves a member applied it all).
+func TestReadBackAsksWhatChanged(t *testing.T) {
+	tc := clustertest.Start(t, clustertest.Options{})
+	// A long lease: one holding applies both plans (a new holding compares
+	// with no plan and reads back a sample of the first endpoints).
+	e, err := New(Config{ID: "az-a", Client: tc.Client(), LeaseTTL: 30 * time.Second, Logger: tc.Log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cr := &countingReader{Reader: e.reader, asked: map[string]int{}}
+	e.reader = cr
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = e.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	p := &pb.Plan{PlannerId: "test"}
+	for i := range 100 {
+		p.Endpoints = append(p.Endpoints, &pb.EndpointPlan{Name: fmt.Sprintf("e%03d.dnsplan.test.", i), Ttl: 30,
+			Targets: []*pb.Target{{Id: "a", Address: "192.0.2.10", Weight: 1}, {Id: "b", Address: "192.0.2.11", Weight: 1}}})
+	}
+	converged := func(n float64) {
+		clustertest.WaitFor(t, clustertest.LongWait, "the apply read back on every node", func() bool {
+			return counter(e, "dnsplan_enactor_convergence_seconds") >= n
+		})
+	}
+	if _, err := tc.Client().SubmitPlan(clustertest.Ctx(t), &pb.SubmitPlanRequest{Plan: p}); err != nil {
+		t.Fatal(err)
+	}
+	converged(1)
+	cr.take()
+	p.Endpoints[42].Targets[1].Weight = 2
+	if _, err := tc.Client().SubmitPlan(clustertest.Ctx(t), &pb.SubmitPlanRequest{Plan: p}); err != nil {
+		t.Fatal(err)
+	}
+	converged(2)
+	asked := cr.take()
+	if len(asked) != 1 || asked["e042.dnsplan.test."] == 0 {
+		t.Fatalf("read back after a plan changing e042 of 100 endpoints: %d endpoints asked (%v), want e042 alone", len(asked), firstKeys(asked, 5))
+	}
+}
+
+func firstKeys(m map[string]int, n int) []string {
+	keys := slices.Sorted(maps.Keys(m))
+	return keys[:min(n, len(keys))]
 }

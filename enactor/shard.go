@@ -265,6 +265,7 @@ func (s *shard) endpoints(p *pb.Plan) (names []string, ok bool) {
 // plan. A newer plan replaces the retry.
 func (s *shard) enact(runCtx, ctx context.Context, lease *pb.Lease, v *verifier, log *slog.Logger) {
 	var done uint64 // newest generation the cluster answered (or that was skipped)
+	var prev *pb.Plan // the plan of the last answered apply, which the next is compared with
 	pace := retry.Backoff{First: retryFirst, Limit: retryLimit}
 	// refused are endpoints of generation done that the cluster refused;
 	// again fires when they are due to be applied again.
@@ -337,7 +338,8 @@ func (s *shard) enact(runCtx, ctx context.Context, lease *pb.Lease, v *verifier,
 			if len(applied) > 0 || outcome == outcomeStale {
 				s.e.metrics.appliedGeneration.WithLabelValues(s.lease).Set(float64(gen))
 			}
-			v.submit(convergeJob{generation: gen, endpoints: applied, sent: sent})
+			v.submit(convergeJob{generation: gen, endpoints: readBackSample(applied, plan, prev), sent: sent})
+			prev = plan
 			again = nil
 			if len(refused) > 0 {
 				d := refusedPause.Pause()

@@ -228,8 +228,9 @@ func applies(e *Enactor, outcome string) float64 {
 	return counter(e, "dnsplan_enactor_applies_total", "outcome", outcome)
 }
 
-// counter reads a counter from e's registry: the series whose labels
-// include the given name/value pairs (all of its series if none given).
+// counter reads a counter (or a histogram's count of samples) from e's
+// registry: the series whose labels include the given name/value pairs
+// (all of its series if none given).
 func counter(e *Enactor, name string, labels ...string) float64 {
 	mfs, err := e.cfg.Registerer.(prometheus.Gatherer).Gather()
 	if err != nil {
@@ -249,7 +250,7 @@ func counter(e *Enactor, name string, labels ...string) float64 {
 					continue series
 				}
 			}
-			sum += m.GetCounter().GetValue()
+			sum += m.GetCounter().GetValue() + float64(m.GetHistogram().GetSampleCount())
 		}
 	}
 	return sum
