@@ -264,7 +264,7 @@ func (s *shard) endpoints(p *pb.Plan) (names []string, ok bool) {
 // window slides, so a refused change may be taken later without any new
 // plan. A newer plan replaces the retry.
 func (s *shard) enact(runCtx, ctx context.Context, lease *pb.Lease, v *verifier, log *slog.Logger) {
-	var done uint64 // newest generation the cluster answered (or that was skipped)
+	var done uint64   // newest generation the cluster answered (or that was skipped)
 	var prev *pb.Plan // the plan of the last answered apply, which the next is compared with
 	pace := retry.Backoff{First: retryFirst, Limit: retryLimit}
 	// refused are endpoints of generation done that the cluster refused;
