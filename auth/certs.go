@@ -88,11 +88,90 @@ func InitCA(dir string, validFor time.Duration, now time.Time) error {
 	return writePair(filepath.Join(dir, CACertFile), filepath.Join(dir, CAKeyFile), der, key, false)
 }
 
+// EtcdUse marks a certificate made for etcd rather than for dnsplan. Such
+// a certificate names no dnsplan identity (no dnsplan:// URI), so a node's
+// API refuses it (UNAUTHENTICATED) and no dnsplan client takes its holder
+// for a node; etcd reads only its common name, the NAME it was issued to.
+// A dnsplan node reaches etcd with its own node certificate, whose common
+// name, the node's name, is its etcd user (cluster/DESIGN.md, "Who may
+// write the log"): the CA issues one certificate per name, so no other
+// role's certificate carries that user's name.
+type EtcdUse uint8
+
+const (
+	// NotEtcd is a dnsplan certificate, naming its holder's identity.
+	NotEtcd EtcdUse = iota
+	// EtcdMember is an etcd member's: it serves etcd's client and peer
+	// ports at its Hosts and dials the other members (server and client
+	// use).
+	EtcdMember
+	// EtcdUser authenticates to etcd as the user its common name names
+	// (etcd's --client-cert-auth): root, to set up etcd's users and roles.
+	EtcdUser
+)
+
+var etcdUseNames = []struct {
+	use  EtcdUse
+	name string
+}{
+	{EtcdMember, "etcd-member"},
+	{EtcdUser, "etcd-user"},
+}
+
+// EtcdUses lists the names of the etcd certificates' uses, in order.
+func EtcdUses() []string {
+	out := make([]string, len(etcdUseNames))
+	for i, u := range etcdUseNames {
+		out[i] = u.name
+	}
+	return out
+}
+
+// ParseEtcdUse reads an etcd certificate's use by its name.
+func ParseEtcdUse(s string) (EtcdUse, error) {
+	for _, u := range etcdUseNames {
+		if u.name == s {
+			return u.use, nil
+		}
+	}
+	return NotEtcd, fmt.Errorf("%q is not one of %s", s, strings.Join(EtcdUses(), ", "))
+}
+
+func (u EtcdUse) String() string {
+	for _, n := range etcdUseNames {
+		if n.use == u {
+			return n.name
+		}
+	}
+	return "none"
+}
+
+// EtcdUseOf is the etcd use a certificate was issued for (its
+// organizational unit), or NotEtcd; a certificate naming a dnsplan
+// identity is a dnsplan certificate whatever else it says.
+func EtcdUseOf(c *x509.Certificate) EtcdUse {
+	if _, err := IdentityOf(c); err == nil {
+		return NotEtcd
+	}
+	for _, ou := range c.Subject.OrganizationalUnit {
+		if u, err := ParseEtcdUse(ou); err == nil {
+			return u
+		}
+	}
+	return NotEtcd
+}
+
 // IssueRequest is one certificate to issue.
 type IssueRequest struct {
+	// Identity is the holder's role and name; for an etcd certificate
+	// (Etcd) only the name, with no role.
 	Identity Identity
-	// Hosts are the DNS names and IP addresses a node's certificate is
-	// valid for as a server (other roles only connect).
+	// Etcd, if set, makes a certificate for etcd instead of a dnsplan
+	// identity.
+	Etcd EtcdUse
+	// Hosts are the DNS names and IP addresses a node's or an etcd
+	// member's certificate is valid for as a server (others only
+	// connect).
 	Hosts    []string
 	ValidFor time.Duration // default DefaultCertValidity
 	// Replace allows overwriting NAME.crt and NAME.key (a rotation).
@@ -100,20 +179,32 @@ type IssueRequest struct {
 }
 
 // Issue signs a certificate for r with the CA in dir and writes NAME.crt
-// and NAME.key there. Nodes get server and client use (they serve the API
-// and Raft, and dial each other); every other role client use only.
+// and NAME.key there. Nodes and etcd members get server and client use
+// (they serve, and dial each other); every other holder client use only.
 func Issue(dir string, r IssueRequest, now time.Time) error {
 	if err := ValidateName(r.Identity.Name); err != nil {
 		return err
 	}
-	if _, err := ParseRole(r.Identity.Role.String()); err != nil {
-		return errors.New("exactly one role is required")
+	kind := r.Identity.Role.String()
+	switch r.Etcd {
+	case NotEtcd:
+		if _, err := ParseRole(kind); err != nil {
+			return errors.New("exactly one role is required")
+		}
+	case EtcdMember, EtcdUser:
+		if r.Identity.Role != 0 {
+			return fmt.Errorf("an %s certificate names no dnsplan role (it has %s)", r.Etcd, r.Identity.Role)
+		}
+		kind = r.Etcd.String()
+	default:
+		return fmt.Errorf("unknown etcd use %d", r.Etcd)
 	}
+	serves := r.Identity.Role == RoleNode || r.Etcd == EtcdMember
 	if r.ValidFor <= 0 {
 		r.ValidFor = DefaultCertValidity
 	}
-	if r.Identity.Role != RoleNode && len(r.Hosts) > 0 {
-		return fmt.Errorf("--host is for node certificates; a %s only connects", r.Identity.Role)
+	if !serves && len(r.Hosts) > 0 {
+		return fmt.Errorf("--host is for node and etcd-member certificates; a %s only connects", kind)
 	}
 	caCert, caKey, err := LoadCA(dir)
 	if err != nil {
@@ -129,14 +220,16 @@ func Issue(dir string, r IssueRequest, now time.Time) error {
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: r.Identity.Name, Organization: []string{"dnsplan"}, OrganizationalUnit: []string{r.Identity.Role.String()}},
+		Subject:      pkix.Name{CommonName: r.Identity.Name, Organization: []string{"dnsplan"}, OrganizationalUnit: []string{kind}},
 		NotBefore:    now.Add(-backdate),
 		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-		URIs:         []*url.URL{r.Identity.URI()},
 	}
-	if r.Identity.Role == RoleNode {
+	if r.Etcd == NotEtcd {
+		tmpl.URIs = []*url.URL{r.Identity.URI()}
+	}
+	if serves {
 		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
 		for _, h := range r.Hosts {
 			if ip := net.ParseIP(h); ip != nil {
@@ -205,6 +298,8 @@ func Describe(c *x509.Certificate, now time.Time) string {
 	var b strings.Builder
 	if id, err := IdentityOf(c); err == nil {
 		fmt.Fprintf(&b, "role:        %s\nname:        %s\n", id.Role, id.Name)
+	} else if u := EtcdUseOf(c); u != NotEtcd {
+		fmt.Fprintf(&b, "etcd:        %s (no dnsplan identity)\nname:        %s\n", u, c.Subject.CommonName)
 	} else if c.IsCA {
 		fmt.Fprintf(&b, "role:        CA\nname:        %s\n", c.Subject.CommonName)
 	} else {

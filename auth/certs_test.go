@@ -78,6 +78,55 @@ func TestIssueAndReadIdentity(t *testing.T) {
 	}
 }
 
+// etcd's certificates name no dnsplan identity, so dnsplan refuses them
+// as callers and as nodes; etcd reads their common name. A member's
+// serves its hosts and dials its peers, a user's only connects.
+func TestIssueEtcd(t *testing.T) {
+	dir := newCA(t)
+	if err := Issue(dir, IssueRequest{Identity: Identity{Name: "etcd1"}, Etcd: EtcdMember, Hosts: []string{"etcd1", "127.0.0.1"}}, now); err != nil {
+		t.Fatal(err)
+	}
+	if err := Issue(dir, IssueRequest{Identity: Identity{Name: "root"}, Etcd: EtcdUser}, now); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]struct {
+		use    EtcdUse
+		server bool
+	}{"etcd1": {EtcdMember, true}, "root": {EtcdUser, false}} {
+		c, err := LoadCert(CertFile(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id, err := IdentityOf(c); !errors.Is(err, ErrNoIdentity) {
+			t.Errorf("%s: identity %v, %v; want none", name, id, err)
+		}
+		if c.Subject.CommonName != name || EtcdUseOf(c) != want.use {
+			t.Errorf("%s: common name %q, use %s; want %s", name, c.Subject.CommonName, EtcdUseOf(c), want.use)
+		}
+		var server, client bool
+		for _, u := range c.ExtKeyUsage {
+			server = server || u == x509.ExtKeyUsageServerAuth
+			client = client || u == x509.ExtKeyUsageClientAuth
+		}
+		if server != want.server || !client {
+			t.Errorf("%s: server use %v, client use %v", name, server, client)
+		}
+		if out := Describe(c, now); !strings.Contains(out, "etcd:        "+want.use.String()) {
+			t.Errorf("Describe does not say it is for etcd:\n%s", out)
+		}
+	}
+	m, _ := LoadCert(CertFile(dir, "etcd1"))
+	if len(m.DNSNames) != 1 || m.DNSNames[0] != "etcd1" || len(m.IPAddresses) != 1 {
+		t.Fatalf("member hosts %v %v", m.DNSNames, m.IPAddresses)
+	}
+	if _, err := NewLoader(FilesIn(dir, "etcd1")); !errors.Is(err, ErrNoIdentity) {
+		t.Fatalf("a dnsplan process loaded an etcd certificate: %v", err)
+	}
+	if u, err := ParseEtcdUse("node"); err == nil {
+		t.Fatalf("ParseEtcdUse(node) = %s", u)
+	}
+}
+
 // Nothing is overwritten by accident: a second CA, a second certificate of
 // one name (unless replacing, as a rotation does).
 func TestNoOverwrite(t *testing.T) {
@@ -112,7 +161,9 @@ func TestIssueRefuses(t *testing.T) {
 		{"empty name", IssueRequest{Identity: Identity{Role: RoleReader}}, "1..128"},
 		{"name with a slash", IssueRequest{Identity: Identity{Role: RoleReader, Name: "a/b"}}, "character '/'"},
 		{"long name", IssueRequest{Identity: Identity{Role: RoleReader, Name: strings.Repeat("n", 129)}}, "1..128"},
-		{"hosts for a client", IssueRequest{Identity: Identity{Role: RoleOperator, Name: "ops"}, Hosts: []string{"h"}}, "for node certificates"},
+		{"hosts for a client", IssueRequest{Identity: Identity{Role: RoleOperator, Name: "ops"}, Hosts: []string{"h"}}, "for node and etcd-member certificates"},
+		{"hosts for an etcd user", IssueRequest{Identity: Identity{Name: "root"}, Etcd: EtcdUser, Hosts: []string{"h"}}, "for node and etcd-member certificates"},
+		{"a role on an etcd certificate", IssueRequest{Identity: Identity{Role: RoleNode, Name: "etcd1"}, Etcd: EtcdMember}, "names no dnsplan role"},
 		{"outlives the CA", IssueRequest{Identity: Identity{Role: RoleReader, Name: "r"}, ValidFor: 10 * DefaultCAValidity}, "outlive the CA"},
 	} {
 		if err := Issue(dir, tc.r, now); err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -13,6 +13,7 @@ import (
 
 const certsUsage = `usage:
   dnsplan certs init  --dir DIR [--valid-for DURATION] [--if-missing] [--issue ROLE/NAME[@HOST,...]]...
+  (ROLE is a dnsplan role, or etcd-member or etcd-user for etcd's own certificates)
   dnsplan certs issue --dir DIR --role ROLE --name NAME [--host HOST]... [--valid-for DURATION] [--replace]
   dnsplan certs show  FILE`
 
@@ -30,7 +31,7 @@ func runCerts(_ context.Context, args []string, stdout, stderr io.Writer) error 
 		validFor := fs.Duration("valid-for", auth.DefaultCAValidity, "how long the CA is valid")
 		ifMissing := fs.Bool("if-missing", false, "keep a CA and certificates that already exist; make only what is missing")
 		var issues issueFlag
-		fs.Var(&issues, "issue", "also issue ROLE/NAME, with @HOST,... for a node's hosts (repeatable); what a one-shot container makes for a whole cluster")
+		fs.Var(&issues, "issue", "also issue ROLE/NAME, with @HOST,... for a node's or an etcd member's hosts (repeatable; ROLE may also be "+strings.Join(auth.EtcdUses(), " or ")+"); what a one-shot container makes for a whole cluster")
 		if err := parseFlags(fs, args[1:]); err != nil {
 			return err
 		}
@@ -50,21 +51,21 @@ func runCerts(_ context.Context, args []string, stdout, stderr io.Writer) error 
 			err := auth.Issue(*dir, r, now)
 			switch {
 			case err == nil:
-				fmt.Fprintf(stdout, "wrote %s (%s)\n", auth.CertFile(*dir, r.Identity.Name), r.Identity)
+				fmt.Fprintf(stdout, "wrote %s (%s)\n", auth.CertFile(*dir, r.Identity.Name), issued(r))
 			case *ifMissing && errors.Is(err, auth.ErrExists):
 				fmt.Fprintf(stdout, "kept %s\n", auth.CertFile(*dir, r.Identity.Name))
 			default:
-				return fmt.Errorf("certs init: %s: %w", r.Identity, err)
+				return fmt.Errorf("certs init: %s: %w", issued(r), err)
 			}
 		}
 		return nil
 	case "issue":
 		fs := newFlagSet("certs issue", stderr)
 		dir := fs.String("dir", "", "the directory of the CA; NAME.crt and NAME.key are written there")
-		role := fs.String("role", "", "the holder's role: "+strings.Join(auth.Roles(), ", "))
-		name := fs.String("name", "", "the holder's name: the node, planner or enactor id it acts as, or a person's")
+		role := fs.String("role", "", "the holder's role: "+strings.Join(auth.Roles(), ", ")+"; or, for etcd's own certificates (no dnsplan identity), "+strings.Join(auth.EtcdUses(), " or "))
+		name := fs.String("name", "", "the holder's name: the node, planner or enactor id it acts as, a person's, or an etcd member's or user's")
 		hosts := newListFlag()
-		fs.Var(hosts, "host", "a DNS name or IP address the node serves on (repeatable; node certificates only)")
+		fs.Var(hosts, "host", "a DNS name or IP address the node or etcd member serves on (repeatable; node and etcd-member certificates only)")
 		validFor := fs.Duration("valid-for", auth.DefaultCertValidity, "how long the certificate is valid")
 		replace := fs.Bool("replace", false, "overwrite NAME.crt and NAME.key (a rotation)")
 		if err := parseFlags(fs, args[1:]); err != nil {
@@ -73,11 +74,11 @@ func runCerts(_ context.Context, args []string, stdout, stderr io.Writer) error 
 		if *dir == "" || *role == "" || *name == "" {
 			return errors.New("certs issue: --dir, --role and --name are required")
 		}
-		r, err := auth.ParseRole(*role)
+		req, err := issueRequest(*role, *name)
 		if err != nil {
 			return fmt.Errorf("certs issue: %w", err)
 		}
-		req := auth.IssueRequest{Identity: auth.Identity{Role: r, Name: *name}, Hosts: hosts.values, ValidFor: *validFor, Replace: *replace}
+		req.Hosts, req.ValidFor, req.Replace = hosts.values, *validFor, *replace
 		if err := auth.Issue(*dir, req, time.Now()); err != nil {
 			return fmt.Errorf("certs issue: %w", err)
 		}
@@ -110,14 +111,34 @@ func (f *issueFlag) Set(v string) error {
 	if !ok {
 		return fmt.Errorf("%q is not ROLE/NAME[@HOST,...]", v)
 	}
-	r, err := auth.ParseRole(role)
+	req, err := issueRequest(role, name)
 	if err != nil {
 		return err
 	}
-	req := auth.IssueRequest{Identity: auth.Identity{Role: r, Name: name}}
 	if hosts != "" {
 		req.Hosts = strings.Split(hosts, ",")
 	}
 	*f = append(*f, req)
 	return nil
+}
+
+// issueRequest is the certificate of a role (or an etcd use) and a name.
+func issueRequest(role, name string) (auth.IssueRequest, error) {
+	if u, err := auth.ParseEtcdUse(role); err == nil {
+		return auth.IssueRequest{Identity: auth.Identity{Name: name}, Etcd: u}, nil
+	}
+	r, err := auth.ParseRole(role)
+	if err != nil {
+		return auth.IssueRequest{}, fmt.Errorf("%w (or, for etcd, %s)", err, strings.Join(auth.EtcdUses(), ", "))
+	}
+	return auth.IssueRequest{Identity: auth.Identity{Role: r, Name: name}}, nil
+}
+
+// issued names what a request issues: the identity, or the etcd use and
+// name.
+func issued(r auth.IssueRequest) string {
+	if r.Etcd != auth.NotEtcd {
+		return r.Etcd.String() + "/" + r.Identity.Name
+	}
+	return r.Identity.String()
 }

@@ -46,7 +46,7 @@ func TestRunCerts(t *testing.T) {
 		{[]string{"certs", "issue", "--dir", dir, "--role", "root", "--name", "x"}, "not one of reader, planner, enactor, operator, node"},
 		{[]string{"certs", "issue", "--dir", dir, "--role", "operator"}, "--name are required"},
 		{[]string{"certs", "issue", "--dir", dir, "--role", "operator", "--name", "ops"}, "--replace"},
-		{[]string{"certs", "issue", "--dir", dir, "--role", "planner", "--name", "p1", "--host", "h"}, "for node certificates"},
+		{[]string{"certs", "issue", "--dir", dir, "--role", "planner", "--name", "p1", "--host", "h"}, "for node and etcd-member certificates"},
 		{[]string{"certs", "show"}, "one certificate file"},
 		{[]string{"certs", "show", filepath.Join(dir, "ca.key")}, "no PEM certificate"},
 	} {
@@ -136,7 +136,8 @@ func TestCtlFindsDefaultCertificates(t *testing.T) {
 // --if-missing a second run keeps what exists and adds what is missing.
 func TestCertsInitIssues(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "certs")
-	args := []string{"certs", "init", "--dir", dir, "--if-missing", "--issue", "node/node1@node1,127.0.0.1", "--issue", "operator/operator"}
+	args := []string{"certs", "init", "--dir", dir, "--if-missing", "--issue", "node/node1@node1,127.0.0.1", "--issue", "operator/operator",
+		"--issue", "etcd-member/etcd1@etcd1,127.0.0.1", "--issue", "etcd-user/root"}
 	if err := run(context.Background(), args, io.Discard, io.Discard); err != nil {
 		t.Fatal(err)
 	}
@@ -151,13 +152,14 @@ func TestCertsInitIssues(t *testing.T) {
 	if !bytes.Equal(before, after) {
 		t.Fatal("--if-missing replaced the CA")
 	}
-	for name, want := range map[string]string{"node1": "hosts:       node1, 127.0.0.1", "operator": "role:        operator", "probe": "role:        reader"} {
+	for name, want := range map[string]string{"node1": "hosts:       node1, 127.0.0.1", "operator": "role:        operator", "probe": "role:        reader",
+		"etcd1": "etcd:        etcd-member", "root": "etcd:        etcd-user"} {
 		var out bytes.Buffer
 		if err := run(context.Background(), []string{"certs", "show", filepath.Join(dir, name+".crt")}, &out, io.Discard); err != nil || !strings.Contains(out.String(), want) {
 			t.Errorf("%s: %v\n%s", name, err, out.String())
 		}
 	}
-	for _, bad := range []string{"node", "admin/x", "node/"} {
+	for _, bad := range []string{"node", "admin/x", "node/", "etcd-user/root@h"} {
 		if err := run(context.Background(), []string{"certs", "init", "--dir", dir, "--if-missing", "--issue", bad}, io.Discard, io.Discard); err == nil {
 			t.Errorf("--issue %q accepted", bad)
 		}
