@@ -31,6 +31,7 @@ func commands() []command {
 		{"backend", "serve a sample load-balancer target with a switchable /healthz", runBackend},
 		{"scenario", "replay the AWS October 2025 race (aws-2025) against both designs, or a broken planner against the freeze on doubt (broken-planner)", runScenario},
 		{"certs", "make a cluster CA and certificates that bind a role and a name (init, issue, show)", runCerts},
+		{"etcd-auth", "turn etcd's authentication on so that only the nodes named (and root) may write the log (--store etcd)", runEtcdAuth},
 		{"chaos", "seeded fault runs on a real 3-node cluster, checking I1–I5 (linearizability with porcupine), I7, L2 and L3", runChaos},
 	}
 }

@@ -207,15 +207,22 @@ type etcdFlags struct {
 }
 
 func addEtcdFlags(fs *flag.FlagSet) *etcdFlags {
-	e := &etcdFlags{}
+	e := addEtcdConnFlags(fs, " (--store etcd)")
 	fs.StringVar(&e.store, "store", string(cluster.StoreRaft), "the log under the state machine: raft (the nodes' own Raft log) or etcd (a log kept in etcd, --etcd-*)")
-	fs.StringVar(&e.endpoints, "etcd-endpoints", "", "client URLs of the etcd members, comma-separated (--store etcd; required there)")
-	fs.StringVar(&e.prefix, "etcd-prefix", etcdlog.DefaultPrefix, "key prefix of the log in etcd (--store etcd); nodes on one prefix are one cluster")
-	fs.StringVar(&e.ca, "etcd-ca", "", "CA bundle (PEM) that etcd's certificates are checked against; turns on TLS to etcd (--store etcd)")
-	fs.StringVar(&e.cert, "etcd-cert", "", "client certificate (PEM) this node presents to etcd, with --etcd-key (--store etcd)")
-	fs.StringVar(&e.key, "etcd-key", "", "private key of --etcd-cert (--store etcd)")
-	fs.StringVar(&e.username, "etcd-username", "", "etcd user this node authenticates as, with --etcd-password (--store etcd)")
-	fs.StringVar(&e.password, "etcd-password", "", "password of --etcd-username (--store etcd; DNSPLAN_ETCD_PASSWORD keeps it off the command line)")
+	return e
+}
+
+// addEtcdConnFlags are the flags that say how to reach etcd and where the
+// log lives there; note ends each flag's help.
+func addEtcdConnFlags(fs *flag.FlagSet, note string) *etcdFlags {
+	e := &etcdFlags{}
+	fs.StringVar(&e.endpoints, "etcd-endpoints", "", "client URLs of the etcd members, comma-separated (required)"+note)
+	fs.StringVar(&e.prefix, "etcd-prefix", etcdlog.DefaultPrefix, "key prefix of the log in etcd; nodes on one prefix are one cluster"+note)
+	fs.StringVar(&e.ca, "etcd-ca", "", "CA bundle (PEM) that etcd's certificates are checked against; turns on TLS to etcd"+note)
+	fs.StringVar(&e.cert, "etcd-cert", "", "client certificate (PEM) presented to etcd, with --etcd-key; etcd takes its common name as the user"+note)
+	fs.StringVar(&e.key, "etcd-key", "", "private key of --etcd-cert"+note)
+	fs.StringVar(&e.username, "etcd-username", "", "etcd user to authenticate as, with --etcd-password"+note)
+	fs.StringVar(&e.password, "etcd-password", "", "password of --etcd-username (DNSPLAN_ETCD_PASSWORD keeps it off the command line)"+note)
 	return e
 }
 
@@ -238,6 +245,21 @@ func (e *etcdFlags) config(insecure bool) (cluster.Store, cluster.EtcdConfig, er
 		}
 		return store, cfg, nil
 	}
+	if cfg, err = e.connection(); err != nil {
+		return "", cfg, fmt.Errorf("node: %w", err)
+	}
+	if !insecure && (e.ca == "" || (e.cert == "" && e.username == "")) {
+		return "", cfg, errors.New("node: --store etcd with TLS on the API needs TLS to etcd and an etcd identity: --etcd-ca and either --etcd-cert/--etcd-key or --etcd-username/--etcd-password (or --insecure for plaintext everywhere)")
+	}
+	return store, cfg, nil
+}
+
+// connection checks the flags that say how to reach etcd and returns them
+// as the store's configuration: the endpoints are required, certificate
+// and key go together, as do user and password, and a certificate needs
+// TLS (--etcd-ca).
+func (e *etcdFlags) connection() (cluster.EtcdConfig, error) {
+	var cfg cluster.EtcdConfig
 	for _, ep := range strings.Split(e.endpoints, ",") {
 		if ep = strings.TrimSpace(ep); ep != "" {
 			cfg.Endpoints = append(cfg.Endpoints, ep)
@@ -245,36 +267,34 @@ func (e *etcdFlags) config(insecure bool) (cluster.Store, cluster.EtcdConfig, er
 	}
 	switch {
 	case len(cfg.Endpoints) == 0:
-		return "", cfg, errors.New("node: --store etcd needs --etcd-endpoints URL,...")
+		return cfg, errors.New("reaching etcd needs --etcd-endpoints URL,...")
 	case !strings.HasPrefix(e.prefix, "/") || !strings.HasSuffix(e.prefix, "/"):
-		return "", cfg, fmt.Errorf("node: --etcd-prefix %q must start and end with /", e.prefix)
+		return cfg, fmt.Errorf("--etcd-prefix %q must start and end with /", e.prefix)
 	case (e.cert == "") != (e.key == ""):
-		return "", cfg, errors.New("node: --etcd-cert and --etcd-key go together")
+		return cfg, errors.New("--etcd-cert and --etcd-key go together")
 	case e.cert != "" && e.ca == "":
-		return "", cfg, errors.New("node: --etcd-cert needs --etcd-ca (TLS to etcd)")
+		return cfg, errors.New("--etcd-cert needs --etcd-ca (TLS to etcd)")
 	case (e.username == "") != (e.password == ""):
-		return "", cfg, errors.New("node: --etcd-username and --etcd-password go together")
-	case !insecure && (e.ca == "" || (e.cert == "" && e.username == "")):
-		return "", cfg, errors.New("node: --store etcd with TLS on the API needs TLS to etcd and an etcd identity: --etcd-ca and either --etcd-cert/--etcd-key or --etcd-username/--etcd-password (or --insecure for plaintext everywhere)")
+		return cfg, errors.New("--etcd-username and --etcd-password go together")
 	}
 	cfg.Prefix, cfg.Username, cfg.Password = e.prefix, e.username, e.password
 	if e.ca != "" {
 		pem, err := os.ReadFile(e.ca)
 		if err != nil {
-			return "", cfg, fmt.Errorf("node: --etcd-ca: %w", err)
+			return cfg, fmt.Errorf("--etcd-ca: %w", err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return "", cfg, fmt.Errorf("node: --etcd-ca %s holds no PEM certificate", e.ca)
+			return cfg, fmt.Errorf("--etcd-ca %s holds no PEM certificate", e.ca)
 		}
 		cfg.TLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 		if e.cert != "" {
 			pair, err := tls.LoadX509KeyPair(e.cert, e.key)
 			if err != nil {
-				return "", cfg, fmt.Errorf("node: --etcd-cert/--etcd-key: %w", err)
+				return cfg, fmt.Errorf("--etcd-cert/--etcd-key: %w", err)
 			}
 			cfg.TLS.Certificates = []tls.Certificate{pair}
 		}
 	}
-	return store, cfg, nil
+	return cfg, nil
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -71,5 +73,24 @@ func TestNodeStoreFlags(t *testing.T) {
 				t.Fatalf("err = %v, want one saying %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// etcd-auth takes the node's etcd connection flags and wants the nodes'
+// users named.
+func TestEtcdAuthFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--etcd-endpoints", "http://127.0.0.1:2379"}, "--node"},
+		{[]string{"--node", "n1"}, "needs --etcd-endpoints"},
+		{[]string{"--node", "n1", "--etcd-endpoints", "http://127.0.0.1:2379", "--etcd-cert", "c.crt", "--etcd-key", "c.key"}, "needs --etcd-ca"},
+		{[]string{"--node", "n1", "--etcd-endpoints", "http://127.0.0.1:2379", "extra"}, "unexpected arguments"},
+	} {
+		err := run(context.Background(), append([]string{"etcd-auth"}, tc.args...), io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("etcd-auth %q: %v, want an error saying %q", tc.args, err, tc.want)
+		}
 	}
 }
