@@ -10,8 +10,13 @@ PKGS := ./...
 
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 IMAGE ?= dnsplan:dev
+ETCD_IMAGE ?= dnsplan-etcd:dev
+# The compose cluster on the etcd store is a project of its own, so that it
+# shares no container or volume with docker-compose.yml's.
+ETCD_PROJECT ?= dnsplan-etcd
+COMPOSE_ETCD = $(COMPOSE) -p $(ETCD_PROJECT) -f docker-compose.etcd.yml
 
-.PHONY: all build test unit fuzz vet fmt-check proto proto-check tools etcd clean image up down ps logs e2e sim chaos bench bench-quick peerbench
+.PHONY: all build test unit fuzz vet fmt-check proto proto-check tools etcd clean image image-etcd up up-etcd down down-etcd ps logs e2e sim chaos bench bench-quick peerbench
 
 all: build
 
@@ -70,6 +75,14 @@ proto-check: proto
 image: build
 	docker build -q -t $(IMAGE) .
 
+# image-etcd builds the FROM scratch etcd image of docker-compose.etcd.yml
+# around the static etcd and etcdctl that `make etcd` builds; its context,
+# bin/etcd-image, holds only them (hard links) and the image's skeleton.
+image-etcd: etcd
+	@rm -rf bin/etcd-image && mkdir -p bin/etcd-image && cp -R deploy/image/data bin/etcd-image/data && \
+	  for f in etcd etcdctl; do ln -f .tools/bin/$$f bin/etcd-image/$$f 2>/dev/null || cp .tools/bin/$$f bin/etcd-image/$$f; done
+	docker build -q -f Dockerfile.etcd -t $(ETCD_IMAGE) bin/etcd-image
+
 # up starts the compose cluster (mutual TLS, with the certificates its
 # certs service made), copies the CA and the operator's certificate to
 # .dnsplan/certs/ (where ctl looks by default) and waits until every node
@@ -86,6 +99,27 @@ up: image
 	@echo "  HTTP   127.0.0.1:8001 8002 8003   curl 127.0.0.1:8001/metrics"
 	@echo "  backends 127.0.0.1:8081..8084     curl -X POST 127.0.0.1:8081/fail"
 	@echo "  make ps | make logs | make down"
+
+# up-etcd starts the compose cluster on the etcd store
+# (docker-compose.etcd.yml, project $(ETCD_PROJECT)): three etcd members
+# with TLS and authentication, three nodes on them, and the planners,
+# enactors, backends and probe of `make up`, on the same host ports (so
+# stop one cluster before starting the other). Like up, it copies the CA
+# and the operator's certificate to .dnsplan/certs/ and waits until every
+# node is healthy.
+up-etcd: image image-etcd
+	$(COMPOSE_ETCD) up -d
+	@mkdir -p .dnsplan/certs && chmod 700 .dnsplan/certs && id=$$($(COMPOSE_ETCD) ps -a -q certs) && \
+	  for f in ca.crt operator.crt operator.key; do docker cp "$$id:/certs/$$f" .dnsplan/certs/$$f; done
+	@scripts/wait-healthy.sh bin/dnsplan
+	@echo
+	@echo "dnsplan is up on etcd (project $(ETCD_PROJECT); mutual TLS; ctl uses .dnsplan/certs/operator.crt):"
+	@echo "  gRPC   127.0.0.1:9001 9002 9003   bin/dnsplan ctl status"
+	@echo "  DNS    127.0.0.1:5301 5302 5303   dig @127.0.0.1 -p 5301 api.dnsplan.test"
+	@echo "  HTTP   127.0.0.1:8001 8002 8003   curl 127.0.0.1:8001/metrics"
+	@echo "  backends 127.0.0.1:8081..8084     curl -X POST 127.0.0.1:8081/fail"
+	@echo "  etcd   etcd1 etcd2 etcd3          $(COMPOSE_ETCD) exec etcd1 /etcdctl member list"
+	@echo "  make down-etcd"
 
 # sim runs the state machine simulation for millions of steps (1,000,000
 # per seed, 10 seeds per design); make test runs thousands.
@@ -129,6 +163,9 @@ peerbench: build etcd
 
 down:
 	$(COMPOSE) down -v --remove-orphans
+
+down-etcd:
+	$(COMPOSE_ETCD) down -v --remove-orphans
 
 ps:
 	$(COMPOSE) ps
