@@ -137,12 +137,20 @@ CHAOS_DURATION ?= 15s
 chaos: build
 	bin/dnsplan chaos --design both --runs $(CHAOS_SEEDS) --duration $(CHAOS_DURATION) --keep-going
 
-# e2e runs the compose cluster end to end (about a minute): kill, pause,
-# disconnect, restart, with the probe checking I1 and I2. Needs Docker.
-# The project is removed afterwards even if the test binary itself died.
-e2e: image
-	@status=0; $(GO) test -tags e2e -count=1 -v -timeout 15m ./e2e || status=$$?; \
-	$(COMPOSE) -p dnsplan-e2e down -v --remove-orphans >/dev/null 2>&1 || true; exit $$status
+# e2e runs both compose clusters end to end, one after the other, with
+# the probe checking I1 and I2: docker-compose.yml on Raft (kill, pause,
+# disconnect, recreate, restart; about a minute), then
+# docker-compose.etcd.yml on the etcd store (an etcd member and a node
+# killed, every etcd member stopped and started again). Needs Docker.
+# Each project is removed after its test, even if the test binary itself
+# died, and the second runs whether the first passed or not.
+e2e: image image-etcd
+	@status=0; \
+	$(GO) test -tags e2e -count=1 -v -timeout 15m -run '^TestComposeCluster$$' ./e2e || status=$$?; \
+	$(COMPOSE) -p dnsplan-e2e down -v --remove-orphans >/dev/null 2>&1 || true; \
+	$(GO) test -tags e2e -count=1 -v -timeout 15m -run '^TestComposeEtcd$$' ./e2e || status=$$?; \
+	$(COMPOSE) -p dnsplan-etcd-e2e -f docker-compose.etcd.yml down -v --remove-orphans >/dev/null 2>&1 || true; \
+	exit $$status
 
 # bench measures dnsplan beside its peers (etcd, Knot, NSD, BIND9) in one
 # run and rewrites BENCHMARKS.md (about 8 minutes); bench-quick runs fewer

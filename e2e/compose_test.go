@@ -3,182 +3,24 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/miekg/dns"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/dnsplan/dnsplan/auth"
-	"github.com/dnsplan/dnsplan/client"
 	"github.com/dnsplan/dnsplan/internal/dnswatch"
 	"github.com/dnsplan/dnsplan/probe"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
 
-// The compose cluster as seen from the host (docs/CONTRACT.md, docker compose).
-var (
-	nodes     = []string{"node1", "node2", "node3"}
-	grpcAddrs = []string{"127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003"}
-	dnsAddrs  = []string{"127.0.0.1:5301", "127.0.0.1:5302", "127.0.0.1:5303"}
-	enactors  = map[string]string{"enactor-a": "127.0.0.1:8201", "enactor-b": "127.0.0.1:8202", "enactor-c": "127.0.0.1:8203"}
-	backends  = []string{"127.0.0.1:8081", "127.0.0.1:8082", "127.0.0.1:8083", "127.0.0.1:8084"}
-)
-
-const (
-	project  = "dnsplan-e2e"
-	endpoint = "api.dnsplan.test."
-	stepWait = 90 * time.Second // ceiling of one step; a healthy run takes seconds
-	leaseTTL = 3 * time.Second  // the enactors' default --lease-ttl
-)
-
-// compose runs docker compose (v2) or docker-compose (1.29) on the
-// repository's compose file under its own project name.
-type compose struct {
-	t    *testing.T
-	cmd  []string
-	root string
-}
-
-func newCompose(t *testing.T) *compose {
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Dir(filepath.Dir(file))
-	c := &compose{t: t, root: root, cmd: []string{"docker-compose"}}
-	if exec.Command("docker", "compose", "version").Run() == nil {
-		c.cmd = []string{"docker", "compose"}
-	}
-	return c
-}
-
-func (c *compose) run(args ...string) string {
-	c.t.Helper()
-	out, err := c.try(args...)
-	if err != nil {
-		c.t.Fatalf("%s %s: %v\n%s", strings.Join(c.cmd, " "), strings.Join(args, " "), err, out)
-	}
-	return out
-}
-
-func (c *compose) try(args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	full := append(append(append([]string{}, c.cmd[1:]...), "-p", project, "-f", filepath.Join(c.root, "docker-compose.yml")), args...)
-	cmd := exec.CommandContext(ctx, c.cmd[0], full...)
-	cmd.Dir = c.root
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	return out.String(), err
-}
-
-func docker(t *testing.T, args ...string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "docker", args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("docker %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return strings.TrimSpace(string(out))
-}
-
-// container returns a service's container id.
-func (c *compose) container(service string) string {
-	return strings.TrimSpace(c.run("ps", "-q", service))
-}
-
-// timings collects each step's measured time for the final report.
-type timings struct {
-	t     *testing.T
-	start time.Time
-	rows  []string
-}
-
-func (tm *timings) step(name string, f func() string) {
-	tm.t.Helper()
-	fmt.Printf("=== step: %s\n", name)
-	start := time.Now()
-	detail := f()
-	row := fmt.Sprintf("%-58s %8s  %s", name, time.Since(start).Round(10*time.Millisecond), detail)
-	fmt.Println("    " + row)
-	tm.rows = append(tm.rows, row)
-}
-
-func waitUntil(t *testing.T, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > stepWait {
-			t.Fatalf("timed out after %s waiting for %s", stepWait, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return time.Since(start)
-}
-
-// servedGeneration is what one node's DNS says it serves for the endpoint
-// (its _dnsplan TXT record), or 0.
-func servedGeneration(addr string) uint64 {
-	m := new(dns.Msg)
-	m.SetQuestion("_dnsplan."+endpoint, dns.TypeTXT)
-	r, _, err := (&dns.Client{Timeout: time.Second}).Exchange(m, addr)
-	if err != nil {
-		return 0
-	}
-	for _, rr := range r.Answer {
-		if txt, ok := rr.(*dns.TXT); ok {
-			var g uint64
-			if _, err := fmt.Sscanf(strings.Join(txt.Txt, " "), "generation=%d", &g); err == nil {
-				return g
-			}
-		}
-	}
-	return 0
-}
-
-func aRecords(addr string) int {
-	m := new(dns.Msg)
-	m.SetQuestion(endpoint, dns.TypeA)
-	r, _, err := (&dns.Client{Timeout: time.Second}).Exchange(m, addr)
-	if err != nil {
-		return -1
-	}
-	return len(r.Answer)
-}
-
-func httpPost(t *testing.T, url string) {
-	t.Helper()
-	resp, err := http.Post(url, "text/plain", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-}
-
-type e2e struct {
-	t  *testing.T
-	c  *compose
-	cl *client.Client
-}
-
-func (e *e2e) ctx() context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	e.t.Cleanup(cancel)
-	return ctx
-}
+// project is the Raft cluster's project (docker-compose.yml) under test.
+const project = "dnsplan-e2e"
 
 func (e *e2e) leader() (int, bool) {
 	for i, addr := range grpcAddrs {
@@ -188,87 +30,6 @@ func (e *e2e) leader() (int, bool) {
 		}
 	}
 	return -1, false
-}
-
-func (e *e2e) applied() *pb.AppliedEndpoint {
-	a, err := e.cl.GetApplied(e.ctx(), &pb.GetAppliedRequest{Endpoint: endpoint})
-	if err != nil {
-		return nil
-	}
-	return a
-}
-
-// newGeneration flips a backend's health so the planner makes a new plan,
-// and waits until an enactor has applied it; it returns the generation.
-// It waits for a generation newer than every plan stored before the flip,
-// not just newer than the one applied: a plan already stored (the
-// planner's answer to an earlier change) would otherwise pass for the
-// flip's.
-func (e *e2e) newGeneration(backend int, fail bool) uint64 {
-	e.t.Helper()
-	before := e.applied().GetGeneration()
-	if p, err := e.cl.GetPlan(e.ctx(), &pb.GetPlanRequest{Newest: true}); err == nil {
-		before = max(before, p.GetGeneration())
-	}
-	verb := "recover"
-	if fail {
-		verb = "fail"
-	}
-	httpPost(e.t, "http://"+backends[backend]+"/"+verb)
-	var gen uint64
-	waitUntil(e.t, "a newer generation applied", func() bool {
-		a := e.applied()
-		gen = a.GetGeneration()
-		return gen > before
-	})
-	return gen
-}
-
-func (e *e2e) waitServed(idx []int, gen uint64) time.Duration {
-	e.t.Helper()
-	return waitUntil(e.t, fmt.Sprintf("nodes %v serving generation %d", idx, gen), func() bool {
-		for _, i := range idx {
-			if servedGeneration(dnsAddrs[i]) < gen {
-				return false
-			}
-		}
-		return true
-	})
-}
-
-func probeSummary(t *testing.T) probe.Summary {
-	t.Helper()
-	resp, err := http.Get("http://127.0.0.1:8301/summary")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var s probe.Summary
-	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-// leaseHolder waits for an enactor to hold enactor/0 and returns its id,
-// which is also its compose service name.
-func (e *e2e) leaseHolder() string {
-	e.t.Helper()
-	var holder string
-	waitUntil(e.t, "an enactor holding enactor/0", func() bool {
-		resp, err := e.cl.ListLeases(e.ctx(), &pb.ListLeasesRequest{})
-		if err != nil {
-			return false
-		}
-		for _, l := range resp.GetLeases() {
-			if l.GetName() == "enactor/0" {
-				holder = l.GetHolder()
-				return true
-			}
-		}
-		return false
-	})
-	return holder
 }
 
 // bulkPlan is a valid plan of about 250 KB for endpoints no other step
@@ -356,58 +117,12 @@ func (w *statusWatch) finish(t *testing.T) string {
 }
 
 func TestComposeCluster(t *testing.T) {
-	if out, err := exec.Command("docker", "info", "--format", "{{.ServerVersion}}").CombinedOutput(); err != nil {
-		t.Fatalf("no Docker engine answers: %v\n%s", err, out)
-	}
-	c := newCompose(t)
-	c.try("down", "-v", "--remove-orphans")
-	t.Cleanup(func() {
-		if t.Failed() {
-			out, _ := c.try("logs", "--no-color", "--tail", "60")
-			fmt.Println(out)
-		}
-		if out, err := c.try("down", "-v", "--remove-orphans"); err != nil {
-			fmt.Fprintf(os.Stderr, "cleaning up the compose project: %v\n%s", err, out)
-		}
-	})
-	// The client is the operator's, with the certificate the certs
-	// service makes at the first up.
-	var cl *client.Client
-	t.Cleanup(func() {
-		if cl != nil {
-			cl.Close()
-		}
-	})
-	e := &e2e{t: t, c: c}
+	e := begin(t, project, "docker-compose.yml")
+	c := e.c
 	tm := &timings{t: t, start: time.Now()}
-	all := []int{0, 1, 2}
-	network := project + "_dnsplan" // the same name under compose v1 and v2
+	network := c.network()
 
-	tm.step("start the cluster from a clean state", func() string {
-		c.run("up", "-d")
-		certs := t.TempDir()
-		id := strings.TrimSpace(c.run("ps", "-a", "-q", "certs"))
-		for _, f := range []string{"ca.crt", "operator.crt", "operator.key"} {
-			docker(t, "cp", id+":/certs/"+f, filepath.Join(certs, f))
-		}
-		l, err := auth.NewLoader(auth.FilesIn(certs, "operator"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if cl, err = client.New(grpcAddrs, client.WithTLS(l.ClientConfig("")), client.WithCallTimeout(3*time.Second), client.WithRetryBudget(10*time.Second)); err != nil {
-			t.Fatal(err)
-		}
-		e.cl = cl
-		d := waitUntil(t, "every node's DNS answering the first plan", func() bool {
-			for _, addr := range dnsAddrs {
-				if servedGeneration(addr) == 0 || aRecords(addr) < 1 {
-					return false
-				}
-			}
-			return true
-		})
-		return fmt.Sprintf("DNS on every node after %s", d.Round(time.Millisecond))
-	})
+	tm.step("start the cluster from a clean state", e.up)
 
 	tm.step("kill the leader; a new leader and a new plan applied", func() string {
 		l, ok := e.leader()
@@ -424,13 +139,7 @@ func TestComposeCluster(t *testing.T) {
 		})
 		toLeader := time.Since(killed)
 		gen := e.newGeneration(0, true)
-		rest := []int{}
-		for _, i := range all {
-			if i != l {
-				rest = append(rest, i)
-			}
-		}
-		e.waitServed(rest, gen)
+		e.waitServed(others(l), gen)
 		// Restart it; it catches up.
 		c.run("start", nodes[l])
 		catchUp := e.waitServed([]int{l}, gen)
@@ -457,7 +166,7 @@ func TestComposeCluster(t *testing.T) {
 		// The woken enactor still acts on its old token; the cluster refuses it.
 		var refused string
 		waitUntil(t, "the woken enactor's stale write refused", func() bool {
-			resp, err := cl.ListHistory(e.ctx(), &pb.ListHistoryRequest{})
+			resp, err := e.cl.ListHistory(e.ctx(), &pb.ListHistoryRequest{})
 			if err != nil {
 				return false
 			}
@@ -477,7 +186,7 @@ func TestComposeCluster(t *testing.T) {
 
 	tm.step("an outsider on the compose network gets nothing in", func() string {
 		l, _ := e.leader()
-		before, err := cl.StatusOf(e.ctx(), grpcAddrs[l])
+		before, err := e.cl.StatusOf(e.ctx(), grpcAddrs[l])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -496,7 +205,7 @@ func TestComposeCluster(t *testing.T) {
 				tried = append(tried, n+":"+port)
 			}
 		}
-		after, err := cl.StatusOf(e.ctx(), grpcAddrs[l])
+		after, err := e.cl.StatusOf(e.ctx(), grpcAddrs[l])
 		if err != nil || after.GetTerm() != before.GetTerm() {
 			t.Fatalf("the cluster's term moved from %d to %d (%v) while an outsider knocked", before.GetTerm(), after.GetTerm(), err)
 		}
@@ -519,7 +228,7 @@ func TestComposeCluster(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		st, err := cl.StatusOf(e.ctx(), grpcAddrs[i])
+		st, err := e.cl.StatusOf(e.ctx(), grpcAddrs[i])
 		if err != nil || !st.GetDnsReady() || st.GetDnsFloor() == 0 {
 			t.Fatalf("%s status after recreation: %v %v, want DNS ready with a floor learned from the cluster", nodes[i], st, err)
 		}
@@ -534,13 +243,7 @@ func TestComposeCluster(t *testing.T) {
 		before := servedGeneration(dnsAddrs[cut])
 		docker(t, "network", "disconnect", network, id)
 		gen := e.newGeneration(1, true)
-		var rest []int
-		for _, i := range all {
-			if i != cut {
-				rest = append(rest, i)
-			}
-		}
-		e.waitServed(rest, gen)
+		e.waitServed(others(cut), gen)
 		// Inside the cut-off node's own network namespace, its DNS still
 		// answers, with the state it had.
 		out := docker(t, "run", "--rm", "--network", "container:"+id, "dnsplan:dev", "probe", "--cluster", "",
@@ -583,7 +286,7 @@ func TestComposeCluster(t *testing.T) {
 		const plans = 16
 		var last uint64
 		for range plans {
-			r, err := cl.SubmitPlan(e.ctx(), &pb.SubmitPlanRequest{Plan: plan})
+			r, err := e.cl.SubmitPlan(e.ctx(), &pb.SubmitPlanRequest{Plan: plan})
 			if err != nil {
 				t.Fatalf("submitting a bulk plan while %s is paused: %v; %s", holder, err, sw.report())
 			}
@@ -597,7 +300,7 @@ func TestComposeCluster(t *testing.T) {
 		var reached uint64
 		applied := waitUntil(t, "another enactor applying the newest plan", func() bool {
 			for _, ep := range []string{"bulk-0.dnsplan.test.", endpoint} {
-				a, err := cl.GetApplied(e.ctx(), &pb.GetAppliedRequest{Endpoint: ep})
+				a, err := e.cl.GetApplied(e.ctx(), &pb.GetAppliedRequest{Endpoint: ep})
 				if err == nil && a.GetGeneration() >= last && a.GetEnactorId() != holder {
 					by, reached = a.GetEnactorId(), a.GetGeneration()
 					return true
@@ -630,7 +333,7 @@ func TestComposeCluster(t *testing.T) {
 			}
 			return true
 		})
-		st, err := cl.Status(e.ctx())
+		st, err := e.cl.Status(e.ctx())
 		if err != nil || st.GetNextGeneration() <= before {
 			t.Fatalf("after restart: %v %v, want next generation above %d", st, err, before)
 		}
@@ -650,9 +353,5 @@ func TestComposeCluster(t *testing.T) {
 		return fmt.Sprintf("%d rounds since restart, I1 0, I2 0", s.Rounds)
 	})
 
-	fmt.Println("\ncompose end-to-end summary:")
-	for _, r := range tm.rows {
-		fmt.Println("  " + r)
-	}
-	fmt.Printf("  total %s\n", time.Since(tm.start).Round(time.Second))
+	tm.report("compose")
 }
