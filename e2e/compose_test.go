@@ -161,8 +161,10 @@ func TestComposeCluster(t *testing.T) {
 		})
 		takeover := time.Since(paused)
 		gen := e.applied().GetGeneration()
-		c.run("unpause", holder)
+		// Taken before the command: the enactor wakes while compose,
+		// slow on a busy machine, has yet to return.
 		unpaused := time.Now()
+		c.run("unpause", holder)
 		// The woken enactor still acts on its old token; the cluster refuses it.
 		var refused string
 		waitUntil(t, "the woken enactor's stale write refused", func() bool {

@@ -286,10 +286,13 @@ func (e *e2e) applied() *pb.AppliedEndpoint {
 
 // newGeneration flips a backend's health so the planner makes a new plan,
 // and waits until an enactor has applied it; it returns the generation.
-// It waits for a generation newer than every plan stored before the flip,
-// not just newer than the one applied: a plan already stored (the
-// planner's answer to an earlier change) would otherwise pass for the
-// flip's.
+// It waits for a generation newer than every plan stored before the flip
+// in which the backend's target (lb-N for backends[N-1]) has the flipped
+// health: weight 0 after a failure, above 0 after a recovery. A newer
+// generation alone could be a plan stored meanwhile for another reason
+// (the planner's answer to an earlier change, or to plans a step
+// submitted), and a recovery posted right after would then undo a failure
+// the planner never saw.
 func (e *e2e) newGeneration(backend int, fail bool) uint64 {
 	e.t.Helper()
 	before := e.applied().GetGeneration()
@@ -301,11 +304,18 @@ func (e *e2e) newGeneration(backend int, fail bool) uint64 {
 		verb = "fail"
 	}
 	httpPost(e.t, "http://"+backends[backend]+"/"+verb)
+	target := fmt.Sprintf("lb-%d", backend+1)
 	var gen uint64
-	waitUntil(e.t, "a newer generation applied", func() bool {
+	waitUntil(e.t, fmt.Sprintf("a newer generation applied with %s %sed", target, verb), func() bool {
 		a := e.applied()
 		gen = a.GetGeneration()
-		return gen > before
+		var weight uint32
+		for _, tg := range a.GetTargets() {
+			if tg.GetId() == target {
+				weight = tg.GetWeight()
+			}
+		}
+		return gen > before && (weight == 0) == fail
 	})
 	return gen
 }
