@@ -37,20 +37,27 @@ const (
 const readBackSampleSize = 8
 
 // readBackSample picks the endpoints of an answered apply to read back:
-// those whose records changed from prev (the plan the shard handled
-// before, nil: none), at most readBackSampleSize, or the first applied
-// one if none changed. One endpoint is proof enough: an apply is one
-// command, which a replica applies whole, in log order, so a member
-// serving the generation on any endpoint of the apply (or a newer one,
-// set by a later command) has applied all of it. Reading back every
-// endpoint would cost a call per member and endpoint: 300,000 for a
-// plan of 100,000 endpoints that changed one target. The changed ones
-// are preferred because a person reading a report of lagging nodes
-// wants to see what the nodes were to serve.
-func readBackSample(applied []string, plan, prev *pb.Plan) []string {
-	if len(applied) <= 1 {
-		return applied
-	}
+// at most readBackSampleSize of those the apply's own command wrote
+// (answered APPLIED), those whose records changed from prev (the plan
+// the holding applied before; nil: none) first; if it wrote none, the
+// first endpoint serving the generation. One endpoint the command wrote
+// is proof enough: a command is applied whole, in log order, so a member
+// serving the generation on it (or a newer one, set by a later command)
+// has applied all of it. Endpoints answered STALE at the generation were
+// written by an earlier command (a previous holder's, before it lost the
+// lease half-way), and prove only that one. Reading back every endpoint
+// would cost a call per member and endpoint: 300,000 for a plan of
+// 100,000 endpoints that changed one target. The changed ones are
+// preferred because a person reading a report of lagging nodes wants to
+// see what the nodes were to serve.
+//
+// One case is not told apart: a retry of the same request under the same
+// token, whose first attempt committed though its answer was lost (the
+// client retries UNAVAILABLE), answers APPLIED for what the first attempt
+// wrote, and a sample of those proves the first attempt only. Only the
+// endpoints the first attempt refused and the retry wrote, moments
+// later, are then not proven.
+func readBackSample(req *pb.ApplyPlanRequest, resp *pb.ApplyPlanResponse, plan, prev *pb.Plan) []string {
 	was := make(map[string]*pb.EndpointPlan, len(prev.GetEndpoints()))
 	for _, ep := range prev.GetEndpoints() {
 		was[contract.CanonicalName(ep.GetName())] = ep
@@ -59,17 +66,29 @@ func readBackSample(applied []string, plan, prev *pb.Plan) []string {
 	for _, ep := range plan.GetEndpoints() {
 		now[contract.CanonicalName(ep.GetName())] = ep
 	}
-	var sample []string
-	for _, name := range applied {
-		if ep := now[contract.CanonicalName(name)]; ep == nil || !proto.Equal(ep, was[contract.CanonicalName(name)]) {
-			sample = append(sample, name)
-			if len(sample) == readBackSampleSize {
-				break
+	var changed, unchanged, served []string
+	for _, r := range resp.GetResults() {
+		name := r.GetEndpoint()
+		switch {
+		case r.GetOutcome() != pb.Outcome_OUTCOME_APPLIED:
+			if serves(req, r) && len(served) == 0 {
+				served = append(served, name)
 			}
+		case now[name] == nil || !proto.Equal(now[name], was[name]):
+			changed = append(changed, name)
+		case len(unchanged) < readBackSampleSize:
+			unchanged = append(unchanged, name)
 		}
 	}
+	sample := changed
+	switch {
+	case len(sample) == 0:
+		sample = unchanged
+	case len(sample) > readBackSampleSize:
+		sample = sample[:readBackSampleSize]
+	}
 	if len(sample) == 0 {
-		sample = applied[:1]
+		sample = served
 	}
 	return sample
 }

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/types/known/durationpb"
+
 	"github.com/dnsplan/dnsplan/cluster/clustertest"
 	pb "github.com/dnsplan/dnsplan/proto/dnsplan/v1"
 )
@@ -170,4 +172,84 @@ func TestReadBackAsksWhatChanged(t *testing.T) {
 func firstKeys(m map[string]int, n int) []string {
 	keys := slices.Sorted(maps.Keys(m))
 	return keys[:min(n, len(keys))]
+}
+
+// stuckReader stands for nodes that applied a previous holder's command
+// and are stuck before the next: they serve nothing on the endpoints only
+// the later command wrote.
+type stuckReader struct {
+	Reader
+	mu    sync.Mutex
+	stuck map[string]bool // gRPC address
+	later map[string]bool // endpoint
+}
+
+func (r *stuckReader) GetAppliedOf(ctx context.Context, addr, endpoint string) (*pb.AppliedEndpoint, error) {
+	a, err := r.Reader.GetAppliedOf(ctx, addr, endpoint)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err == nil && r.stuck[addr] && r.later[endpoint] {
+		a.Generation = 0
+	}
+	return a, err
+}
+
+// A holder applied a plan to 15 of its 20 endpoints (the rest refused)
+// and went away; the next holding applies the rest, its own command, and
+// two of three nodes are stuck before it. The read-back must ask what
+// that command wrote (the endpoints answered APPLIED), not the ones the
+// earlier command did (answered STALE at the generation), and so see the
+// two nodes lagging: the cluster freezes.
+func TestReadBackAfterTakeoverAsksWhatItsCommandWrote(t *testing.T) {
+	tc := clustertest.Start(t, clustertest.Options{})
+	ctx := clustertest.Ctx(t)
+	p := &pb.Plan{PlannerId: "test"}
+	var first, rest []string
+	for i := range 20 {
+		n := fmt.Sprintf("e%03d.dnsplan.test.", i)
+		p.Endpoints = append(p.Endpoints, &pb.EndpointPlan{Name: n, Ttl: 30,
+			Targets: []*pb.Target{{Id: "a", Address: "192.0.2.10", Weight: 1}}})
+		if i < 15 {
+			first = append(first, n)
+		} else {
+			rest = append(rest, n)
+		}
+	}
+	sr, err := tc.Client().SubmitPlan(ctx, &pb.SubmitPlanRequest{Plan: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen := sr.GetGeneration()
+	l, err := tc.Client().AcquireLease(ctx, &pb.AcquireLeaseRequest{Name: LeaseName(0), Holder: "old", Ttl: durationpb.New(30 * time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tc.Client().ApplyPlan(ctx, &pb.ApplyPlanRequest{Generation: gen, Endpoints: first, LeaseName: LeaseName(0), LeaseToken: l.GetToken(), EnactorId: "old"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tc.Client().ReleaseLease(ctx, &pb.ReleaseLeaseRequest{Name: LeaseName(0), Holder: "old", Token: l.GetToken()}); err != nil {
+		t.Fatal(err)
+	}
+	e, err := New(Config{ID: "az-a", Client: tc.Client(), LeaseTTL: 30 * time.Second, ConvergeTimeout: 300 * time.Millisecond, Logger: tc.Log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sr2 := &stuckReader{Reader: e.reader, stuck: map[string]bool{tc.GRPCAddrs[1]: true, tc.GRPCAddrs[2]: true}, later: map[string]bool{}}
+	for _, n := range rest {
+		sr2.later[n] = true
+	}
+	e.reader = sr2
+	rctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = e.Run(rctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	var frozen bool
+	clustertest.WaitFor(t, clustertest.LongWait, "a freeze, or the enactor declaring convergence", func() bool {
+		st, err := tc.Client().Status(ctx)
+		frozen = err == nil && st.GetFrozen()
+		return frozen || counter(e, "dnsplan_enactor_convergence_seconds") >= 1
+	})
+	if !frozen {
+		t.Fatalf("2 of 3 nodes serve nothing on %v, written by this holding's own command, yet the enactor declared convergence", rest)
+	}
 }

@@ -298,7 +298,7 @@ func (s *shard) enact(runCtx, ctx context.Context, lease *pb.Lease, v *verifier,
 			resp    *pb.ApplyPlanResponse
 			outcome string
 			err     error
-			applied []string // of the last apply: the endpoints to read back
+			applied []string // of the last apply: the endpoints that serve its generation
 		)
 		if len(s.e.cfg.Waves) > 0 && gen != done {
 			// A staged rollout (rollout.go): waves read back and baked
@@ -338,7 +338,7 @@ func (s *shard) enact(runCtx, ctx context.Context, lease *pb.Lease, v *verifier,
 			if len(applied) > 0 || outcome == outcomeStale {
 				s.e.metrics.appliedGeneration.WithLabelValues(s.lease).Set(float64(gen))
 			}
-			v.submit(convergeJob{generation: gen, endpoints: readBackSample(applied, plan, prev), sent: sent})
+			v.submit(convergeJob{generation: gen, endpoints: readBackSample(req, resp, plan, prev), sent: sent})
 			prev = plan
 			again = nil
 			if len(refused) > 0 {
