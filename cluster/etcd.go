@@ -619,6 +619,7 @@ func (n *Node) etcdRegisterLoop() {
 		if err == nil {
 			s.reg.Store(r)
 			_ = n.refreshMembers()
+			n.etcdRecordMemberLoop()
 			return
 		}
 		if s.ctx.Err() != nil {
@@ -627,6 +628,43 @@ func (n *Node) etcdRegisterLoop() {
 		n.log.Debug("etcd registry: registering", "err", err)
 		if retry.Sleep(s.ctx, backoff.Pause()) != nil {
 			return
+		}
+	}
+}
+
+// etcdNoRaftAddr is the Raft address a node on etcd records in the
+// replicated state's members: it has none.
+const etcdNoRaftAddr = "-"
+
+// etcdRecordMemberLoop keeps this node in the replicated state's members
+// (statev1.SetMember), as a Raft node's registration does through
+// AddVoter, checking every second: the state's members are what a
+// read-back report of doubt is judged against (max_read_back_failures),
+// and with none, reports never freeze. The registry says who is alive;
+// the state's record stays when a node dies, as a Raft voter does, until
+// RemoveServer.
+func (n *Node) etcdRecordMemberLoop() {
+	s := n.etcd
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		if s.ready.Load() && s.inTouch(3*s.cfg.ContactEvery+time.Second) {
+			var m fsm.Member
+			var ok bool
+			n.machine.read(func(st *fsm.State) { m, ok = st.Member(n.cfg.ID) })
+			if !ok || m.RaftAddr != etcdNoRaftAddr || m.GRPCAddr != n.AdvertiseGRPC() || m.LogVersion != fsm.LogVersion {
+				ctx, cancel := context.WithTimeout(s.ctx, n.cfg.ApplyTimeout)
+				_, err := n.propose(ctx, &statev1.SetMember{Id: n.cfg.ID, RaftAddr: etcdNoRaftAddr, GrpcAddr: n.AdvertiseGRPC(), LogVersion: fsm.LogVersion})
+				cancel()
+				if err != nil {
+					n.log.Debug("recording this node in the state's members", "err", err)
+				}
+			}
+		}
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-tick.C:
 		}
 	}
 }

@@ -60,6 +60,7 @@ func TestConformance(t *testing.T) {
 				{"WatchesInOrderAndResume", (*suite).watches},
 				{"LinearizableReadOnAnotherNode", (*suite).linearizableElsewhere},
 				{"TransferLeader", (*suite).transferLeader},
+				{"ReadBackReportsFreezeOnAMajority", (*suite).readBackReports},
 				{"RemoveServer", (*suite).removeServer},
 				{"RestartCatchesUpFromSnapshot", (*suite).restartFromSnapshot},
 			}
@@ -387,6 +388,35 @@ func (s *suite) transferLeader(t *testing.T) {
 		t.Fatalf("transfer-leader: %v", err)
 	}
 	s.c.WaitReady()
+}
+
+// readBackReports: an enactor's report that two of three members do
+// not serve what it applied freezes the cluster (max_read_back_failures
+// 0.5); one of three does not. On etcd the nodes record themselves in the
+// state's members, against which reports are judged.
+func (s *suite) readBackReports(t *testing.T) {
+	l := s.acquire(t, "enactor/doubt", "az-doubt", time.Minute)
+	report := func(nodes ...string) *pb.ReportDoubtResponse {
+		t.Helper()
+		r, err := s.cl.ReportDoubt(clustertest.Ctx(t), &pb.ReportDoubtRequest{Kind: pb.DoubtKind_DOUBT_KIND_READ_BACK, Generation: 1,
+			LeaseName: l.GetName(), LeaseToken: l.GetToken(), EnactorId: l.GetHolder(), Nodes: nodes})
+		if err != nil {
+			t.Fatalf("report of doubt: %v", err)
+		}
+		return r
+	}
+	clustertest.WaitFor(t, clustertest.LongWait, "a report naming 2 of 3 members to freeze the cluster", func() bool {
+		return report(s.c.IDs[1], s.c.IDs[2]).GetFrozen()
+	})
+	if _, err := s.cl.SetFreeze(clustertest.Ctx(t), &pb.SetFreezeRequest{Frozen: false}); err != nil {
+		t.Fatal(err)
+	}
+	if r := report(s.c.IDs[2]); r.GetFrozen() {
+		t.Fatalf("a report naming 1 of 3 members froze the cluster: %v", r)
+	}
+	if _, err := s.cl.SetFreeze(clustertest.Ctx(t), &pb.SetFreezeRequest{Frozen: false}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // removeServer: a member no one knows is NOT_FOUND on both stores. On
