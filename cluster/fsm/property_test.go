@@ -460,6 +460,9 @@ func (m *model) drawConfig(t *rapid.T) proto.Message {
 		if f := rapid.SampledFrom([]float64{0, 0.5, 0.75, 1}).Draw(t, "max_read_back_failures"); f > 0 {
 			c.MaxReadBackFailures = proto.Float64(f)
 		}
+		if n := rapid.SampledFrom([]uint32{0, 2, 3, 5}).Draw(t, "max_velocity_refusals"); n > 0 {
+			c.MaxVelocityRefusals = proto.Uint32(n)
+		}
 		return c
 	case 2:
 		return &pb.SetConfigRequest{MaxCapacityDrop: proto.Float64(rapid.SampledFrom([]float64{-0.1, 1.5}).Draw(t, "bad_drop"))}
@@ -1227,7 +1230,9 @@ func checkTyped(t *rapid.T, s *State, c Command) {
 		}
 		// Besides the command's own kind: the state machine's clean-up of
 		// plans, and its freeze on doubt (by "cluster", on a refusal).
-		doubt := e.GetKindCode() == kindFreeze && e.GetActor() == "cluster" && strings.HasPrefix(e.GetReason(), "doubt: ")
+		_, submit := c.Payload.(*statev1.SubmitPlan)
+		_, apply := c.Payload.(*pb.ApplyPlanRequest)
+		doubt := (submit || apply) && e.GetKindCode() == kindFreeze && e.GetActor() == "cluster" && strings.HasPrefix(e.GetReason(), "doubt: ")
 		if want := lookup(c.Payload).kind; e.GetKindCode() != want && e.GetKindCode() != kindCleanup && !doubt {
 			t.Fatalf("HISTORY: %s recorded an event of kind %v, want %v", c.Type(), e.GetKindCode(), want)
 		}
@@ -1451,6 +1456,9 @@ func tally(c Command, res Result) {
 	}
 	if len(res.Deleted) > 0 {
 		outcomes["cleanup:deleted_some"]++
+	}
+	if res.Doubt != "" {
+		outcomes[kind+":froze_on_doubt"]++
 	}
 }
 
